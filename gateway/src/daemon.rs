@@ -1,0 +1,168 @@
+//! `vxgate run`: starts what the config enables, then serves signals until told to stop.
+//!
+//! SIGTERM and SIGINT drain: every part is told to stop and given a bounded time to finish.
+//! SIGHUP re-reads the config; a config that fails validation is logged and the running one
+//! stays. Containers from the config are swapped into the registry in one change.
+
+use crate::config::{self, Config};
+use crate::registry::{self, Origin, Registry};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// How long parts get to finish after a stop signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A stop signal that every long-running part watches.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A signal and the trigger that fires it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Resolves once stop has been asked (or the trigger is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+pub fn main(path: &Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(path, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(path: &Path, mut config: Config) -> Result<(), String> {
+    let registry = Arc::new(
+        Registry::from_config(&config)
+            .map_err(|e| format!("{}: containers: {e}", path.display()))?,
+    );
+    let (stop, shutdown) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    crate::start(&config, &registry, &shutdown, &mut tasks).await?;
+    tracing::info!(
+        node = %config.node.name,
+        containers = registry.snapshot().len(),
+        "vxgate running"
+    );
+
+    let sig = |kind| signal(kind).map_err(|e| format!("cannot install a signal handler: {e}"));
+    let (mut term, mut int, mut hup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = hup.recv() => reload(path, &mut config, &registry),
+            Some(done) = tasks.join_next() => {
+                // A part that ends on its own before shutdown has failed.
+                let why = match done {
+                    Ok(Ok(())) => "ended unexpectedly".to_owned(),
+                    Ok(Err(e)) => e,
+                    Err(e) => format!("panicked: {e}"),
+                };
+                let _ = stop.send(true);
+                drain(&mut tasks).await;
+                return Err(why);
+            }
+        }
+    }
+    let _ = stop.send(true);
+    drain(&mut tasks).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn drain(tasks: &mut tokio::task::JoinSet<Result<(), String>>) {
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Err(e)) => tracing::warn!("while stopping: {e}"),
+                Err(e) => tracing::warn!("while stopping: {e}"),
+                Ok(Ok(())) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_TIMEOUT, all).await.is_err() {
+        tracing::warn!("parts still busy after {DRAIN_TIMEOUT:?}; stopping anyway");
+        tasks.abort_all();
+    }
+}
+
+/// SIGHUP: validate the file again; apply what can change live, keep the old config otherwise.
+fn reload(path: &Path, config: &mut Config, registry: &Registry) {
+    let new = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                tracing::error!("reload rejected, keeping the running config: {line}");
+            }
+            return;
+        }
+    };
+    if let Err(e) = registry.replace_origin(Origin::Config, registry::config_containers(&new)) {
+        tracing::error!("reload rejected, keeping the running config: containers: {e}");
+        return;
+    }
+    let restart_needed: Vec<&str> = [
+        ("node", config.node != new.node),
+        ("admin", config.admin != new.admin),
+        ("registry", config.registry != new.registry),
+        ("overlay", config.overlay != new.overlay),
+        ("dns", config.dns != new.dns),
+        ("ingress", config.ingress != new.ingress),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !restart_needed.is_empty() {
+        tracing::warn!(
+            sections = ?restart_needed,
+            "reloaded containers; changes to these sections take effect at the next restart"
+        );
+    }
+    *config = Config {
+        containers: new.containers,
+        ..config.clone()
+    };
+    tracing::info!(
+        containers = registry.snapshot().len(),
+        version = registry.snapshot().version,
+        "config reloaded"
+    );
+}

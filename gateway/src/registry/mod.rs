@@ -1,0 +1,424 @@
+//! The registry: containers, their labels and health, and the services derived from them.
+//!
+//! Writers (config load and reload, the admin API, health checks, a remote backend) change it
+//! through [`Registry`]'s methods, serialised by one mutex. Each change builds a new immutable
+//! [`Snapshot`] and publishes it on a `tokio::sync::watch` channel, so readers (DNS, ingress,
+//! overlay) never take a lock and always see a whole, consistent state; a reader that was busy
+//! sees the newest snapshot next, which includes every change before it.
+
+use crate::config::{Config, ContainerConfig};
+use crate::wire::ethernet::MacAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// A container's health as the ingress's checks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Health {
+    /// Not checked yet: served, as a new backend in nginx or Traefik is.
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    /// Whether DNS answers and the ingress routes to a container in this state.
+    pub fn is_serving(self) -> bool {
+        self != Health::Unhealthy
+    }
+}
+
+/// Where a container entry came from; a config reload replaces only `Config` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    Config,
+    Api,
+    Remote,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub name: String,
+    pub ip: IpAddr,
+    pub mac: Option<MacAddr>,
+    pub port: u16,
+    pub labels: BTreeMap<String, String>,
+    /// Overlay network name.
+    pub network: String,
+    /// Owning host's node name.
+    pub node: String,
+    pub health: Health,
+    pub origin: Origin,
+}
+
+impl Container {
+    /// Builds a registry entry from a config entry, filling the defaults that depend on the
+    /// rest of the config (network, owning node).
+    pub fn from_config(c: &ContainerConfig, config: &Config, origin: Origin) -> Container {
+        Container {
+            name: c.name.clone(),
+            ip: c.ip,
+            mac: c.mac,
+            port: c.port,
+            labels: c.labels.clone(),
+            network: c
+                .network
+                .clone()
+                .unwrap_or_else(|| config.default_network().to_owned()),
+            node: c.node.clone().unwrap_or_else(|| config.node.name.clone()),
+            health: Health::Unknown,
+            origin,
+        }
+    }
+}
+
+/// An immutable view of the whole registry at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases by one with every published change.
+    pub version: u64,
+    /// The label whose value names a service.
+    pub service_label: String,
+    containers: BTreeMap<String, Arc<Container>>,
+    services: BTreeMap<String, Vec<Arc<Container>>>,
+    by_ip: HashMap<IpAddr, Arc<Container>>,
+}
+
+impl Snapshot {
+    fn build(
+        version: u64,
+        service_label: &str,
+        containers: BTreeMap<String, Arc<Container>>,
+    ) -> Self {
+        let mut services: BTreeMap<String, Vec<Arc<Container>>> = BTreeMap::new();
+        let mut by_ip = HashMap::with_capacity(containers.len());
+        for c in containers.values() {
+            if let Some(service) = c.labels.get(service_label) {
+                services
+                    .entry(service.to_ascii_lowercase())
+                    .or_default()
+                    .push(c.clone());
+            }
+            by_ip.insert(c.ip, c.clone());
+        }
+        Snapshot {
+            version,
+            service_label: service_label.to_owned(),
+            containers,
+            services,
+            by_ip,
+        }
+    }
+
+    /// Every container, by name.
+    pub fn containers(&self) -> impl Iterator<Item = &Arc<Container>> {
+        self.containers.values()
+    }
+
+    pub fn container(&self, name: &str) -> Option<&Arc<Container>> {
+        self.containers.get(name)
+    }
+
+    pub fn by_ip(&self, ip: IpAddr) -> Option<&Arc<Container>> {
+        self.by_ip.get(&ip)
+    }
+
+    /// Service names (lower-cased label values) with all their containers, any health.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &[Arc<Container>])> {
+        self.services
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// A service's containers that are not unhealthy. Names match case-insensitively.
+    pub fn serving(&self, service: &str) -> impl Iterator<Item = &Arc<Container>> {
+        self.services
+            .get(&service.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .filter(|c| c.health.is_serving())
+    }
+
+    pub fn len(&self) -> usize {
+        self.containers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("a container named {0:?} already exists")]
+    DuplicateName(String),
+    #[error("{ip} is already used by container {owner:?}")]
+    DuplicateIp { ip: IpAddr, owner: String },
+    #[error("no container named {0:?}")]
+    NotFound(String),
+}
+
+/// The registry. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Registry {
+    /// Serialises writers; readers use the watch channel.
+    write: Mutex<()>,
+    tx: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Registry {
+    /// An empty registry whose services are named by `service_label`.
+    pub fn new(service_label: &str) -> Registry {
+        let (tx, _) = watch::channel(Arc::new(Snapshot::build(0, service_label, BTreeMap::new())));
+        Registry {
+            write: Mutex::new(()),
+            tx,
+        }
+    }
+
+    /// A registry holding the config's containers.
+    pub fn from_config(config: &Config) -> Result<Registry, RegistryError> {
+        let r = Registry::new(config.service_label());
+        r.replace_origin(Origin::Config, config_containers(config))?;
+        Ok(r)
+    }
+
+    /// The current state. Never blocks on writers.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.tx.borrow().clone()
+    }
+
+    /// A receiver that wakes on every published change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.tx.subscribe()
+    }
+
+    /// Applies `change` to a copy of the current containers and publishes the result, or
+    /// publishes nothing when `change` fails or changes nothing.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, Arc<Container>>) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot();
+        let mut containers = current.containers.clone();
+        let out = change(&mut containers)?;
+        if containers != current.containers {
+            self.tx.send_replace(Arc::new(Snapshot::build(
+                current.version + 1,
+                &current.service_label,
+                containers,
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Adds a container; its name and IP must be unused.
+    pub fn add(&self, container: Container) -> Result<(), RegistryError> {
+        self.update(|map| {
+            check_unique(map, &container)?;
+            map.insert(container.name.clone(), Arc::new(container));
+            Ok(())
+        })
+    }
+
+    /// Removes a container by name and returns it.
+    pub fn remove(&self, name: &str) -> Result<Arc<Container>, RegistryError> {
+        self.update(|map| {
+            map.remove(name)
+                .ok_or_else(|| RegistryError::NotFound(name.into()))
+        })
+    }
+
+    /// Records a health change. Returns whether it changed anything.
+    pub fn set_health(&self, name: &str, health: Health) -> Result<bool, RegistryError> {
+        self.update(|map| {
+            let c = map
+                .get_mut(name)
+                .ok_or_else(|| RegistryError::NotFound(name.into()))?;
+            if c.health == health {
+                return Ok(false);
+            }
+            Arc::make_mut(c).health = health;
+            Ok(true)
+        })
+    }
+
+    /// Replaces every container of `origin` with `containers` in one change (a config
+    /// reload, a remote resync). Entries that are unchanged keep their health. Fails, changing
+    /// nothing, when a new entry clashes with another or with one of another origin.
+    pub fn replace_origin(
+        &self,
+        origin: Origin,
+        containers: Vec<Container>,
+    ) -> Result<(), RegistryError> {
+        self.update(|map| {
+            let old: BTreeMap<String, Arc<Container>> = map
+                .iter()
+                .filter(|(_, c)| c.origin == origin)
+                .map(|(k, c)| (k.clone(), c.clone()))
+                .collect();
+            map.retain(|_, c| c.origin != origin);
+            for mut c in containers {
+                c.origin = origin;
+                check_unique(map, &c)?;
+                if let Some(prev) = old.get(&c.name) {
+                    let mut same = c.clone();
+                    same.health = prev.health;
+                    if same == **prev {
+                        c.health = prev.health;
+                    }
+                }
+                map.insert(c.name.clone(), Arc::new(c));
+            }
+            Ok(())
+        })
+    }
+}
+
+fn check_unique(
+    map: &BTreeMap<String, Arc<Container>>,
+    c: &Container,
+) -> Result<(), RegistryError> {
+    if map.contains_key(&c.name) {
+        return Err(RegistryError::DuplicateName(c.name.clone()));
+    }
+    if let Some(owner) = map.values().find(|o| o.ip == c.ip) {
+        return Err(RegistryError::DuplicateIp {
+            ip: c.ip,
+            owner: owner.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The config's containers as registry entries.
+pub fn config_containers(config: &Config) -> Vec<Container> {
+    config
+        .containers
+        .iter()
+        .map(|c| Container::from_config(c, config, Origin::Config))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, ip: &str, app: &str) -> Container {
+        Container {
+            name: name.into(),
+            ip: ip.parse().expect("ip"),
+            mac: None,
+            port: 80,
+            labels: [("app".to_string(), app.to_string())].into(),
+            network: "default".into(),
+            node: "h1".into(),
+            health: Health::Unknown,
+            origin: Origin::Api,
+        }
+    }
+
+    #[test]
+    fn services_are_derived_from_the_label() {
+        let r = Registry::new("app");
+        r.add(c("web-1", "10.0.0.1", "web")).expect("add");
+        r.add(c("web-2", "10.0.0.2", "Web")).expect("add");
+        r.add(c("api-1", "10.0.0.3", "api")).expect("add");
+        let s = r.snapshot();
+        let names: Vec<_> = s.serving("WEB").map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["web-1", "web-2"]);
+        assert_eq!(s.services().count(), 2);
+        assert_eq!(
+            s.by_ip("10.0.0.3".parse().expect("ip"))
+                .map(|c| c.name.as_str()),
+            Some("api-1")
+        );
+    }
+
+    #[test]
+    fn duplicates_are_refused_and_publish_nothing() {
+        let r = Registry::new("app");
+        r.add(c("web-1", "10.0.0.1", "web")).expect("add");
+        let v = r.snapshot().version;
+        assert_eq!(
+            r.add(c("web-1", "10.0.0.9", "web")),
+            Err(RegistryError::DuplicateName("web-1".into()))
+        );
+        assert!(matches!(
+            r.add(c("web-2", "10.0.0.1", "web")),
+            Err(RegistryError::DuplicateIp { .. })
+        ));
+        assert_eq!(r.snapshot().version, v);
+        assert_eq!(
+            r.remove("nope"),
+            Err(RegistryError::NotFound("nope".into()))
+        );
+    }
+
+    #[test]
+    fn unhealthy_containers_stop_serving() {
+        let r = Registry::new("app");
+        r.add(c("web-1", "10.0.0.1", "web")).expect("add");
+        r.add(c("web-2", "10.0.0.2", "web")).expect("add");
+        assert_eq!(r.set_health("web-1", Health::Unhealthy), Ok(true));
+        assert_eq!(r.set_health("web-1", Health::Unhealthy), Ok(false));
+        let s = r.snapshot();
+        let names: Vec<_> = s.serving("web").map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["web-2"]);
+        // still listed, with its health
+        assert_eq!(
+            s.container("web-1").map(|c| c.health),
+            Some(Health::Unhealthy)
+        );
+    }
+
+    #[tokio::test]
+    async fn every_change_is_published_and_old_snapshots_stay_intact() {
+        let r = Registry::new("app");
+        let mut rx = r.subscribe();
+        let before = r.snapshot();
+        r.add(c("web-1", "10.0.0.1", "web")).expect("add");
+        rx.changed().await.expect("published");
+        assert_eq!(rx.borrow_and_update().len(), 1);
+        assert!(before.is_empty(), "a snapshot never changes once taken");
+        r.remove("web-1").expect("remove");
+        rx.changed().await.expect("published");
+        assert!(rx.borrow_and_update().is_empty());
+        assert_eq!(r.snapshot().version, 2);
+    }
+
+    #[test]
+    fn replace_origin_keeps_other_origins_and_unchanged_health() {
+        let r = Registry::new("app");
+        let mut cfg = c("web-1", "10.0.0.1", "web");
+        cfg.origin = Origin::Config;
+        r.replace_origin(
+            Origin::Config,
+            vec![cfg.clone(), c("web-2", "10.0.0.2", "web")],
+        )
+        .expect("replace");
+        r.add(c("api-1", "10.0.0.3", "api")).expect("api add");
+        r.set_health("web-1", Health::Healthy).expect("health");
+        // reload: web-2 gone, web-1 unchanged, web-3 new
+        r.replace_origin(Origin::Config, vec![cfg, c("web-3", "10.0.0.4", "web")])
+            .expect("reload");
+        let s = r.snapshot();
+        let names: Vec<_> = s.containers().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["api-1", "web-1", "web-3"]);
+        assert_eq!(
+            s.container("web-1").map(|c| c.health),
+            Some(Health::Healthy)
+        );
+        assert_eq!(s.container("api-1").map(|c| c.origin), Some(Origin::Api));
+        // a reload that clashes with an API container changes nothing
+        let v = s.version;
+        assert!(
+            r.replace_origin(Origin::Config, vec![c("x", "10.0.0.3", "web")])
+                .is_err()
+        );
+        assert_eq!(r.snapshot().version, v);
+    }
+}

@@ -1,0 +1,113 @@
+//! `vxgate check` against every example config and a catalogue of broken ones: each broken
+//! config exits 2 with a `FILE:LINE: key: message` line naming the offending key and line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn vxgate_check(path: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("vxgate runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_example_config_is_accepted() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, _, err) = vxgate_check(&path);
+            assert_eq!(code, 0, "{} rejected: {err}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "expected the example configs, found {checked}"
+    );
+}
+
+const GOOD_OVERLAY: &str =
+    "[overlay]\nlisten = \"10.99.0.1:4789\"\n[[overlay.networks]]\nname = \"default\"\nvni = 42\n";
+
+/// (name, config text, expected line, expected key, a word the message must hold)
+fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
+    vec![
+        ("unknown top-level key", "[node]\nname = \"h1\"\ncolour = \"red\"\n".into(), 3, "node.colour", "unknown field"),
+        ("unknown section", "[nodes]\nname = \"h1\"\n".into(), 1, "nodes", "unknown field"),
+        ("bad socket address", "[admin]\nlisten = \"localhost\"\n".into(), 2, "admin.listen", "socket address"),
+        ("vni over 24 bits", "[overlay]\nlisten = \"10.99.0.1:4789\"\n[[overlay.networks]]\nname = \"default\"\nvni = 16777216\n".into(), 5, "overlay.networks[0].vni", "24 bits"),
+        ("two networks on one tap", format!("{GOOD_OVERLAY}[[overlay.networks]]\nname = \"b\"\nvni = 43\n"), 6, "overlay.networks[1].tap", "vxg0"),
+        ("two networks on one vni", format!("{GOOD_OVERLAY}[[overlay.networks]]\nname = \"b\"\nvni = 42\ntap = \"vxg1\"\n"), 8, "overlay.networks[1].vni", "42"),
+        ("port 0 container", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 0\n".into(), 4, "containers[0].port", "port 0"),
+        ("duplicate container name", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\n[[containers]]\nname = \"a\"\nip = \"10.0.0.2\"\nport = 80\n".into(), 6, "containers[1].name", "duplicate"),
+        ("duplicate container ip", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\n[[containers]]\nname = \"b\"\nip = \"10.0.0.1\"\nport = 80\n".into(), 7, "containers[1].ip", "already used"),
+        ("unknown registry backend", "[registry]\nbackend = \"consul\"\n".into(), 2, "registry.backend", "unknown variant"),
+        ("etcd without endpoints", "[registry]\nbackend = \"etcd\"\n".into(), 1, "registry.endpoints", "at least one endpoint"),
+        ("unreadable cert", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\n[[ingress.certs]]\ncert = \"/nonexistent/x.crt\"\nkey = \"/nonexistent/x.key\"\n".into(), 4, "ingress.certs[0].cert", "cannot read"),
+        ("bad dns zone", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"exa mple.com\"\n".into(), 3, "dns.zone", "not allowed"),
+        ("bad mac", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nmac = \"02:00:zz:00:00:01\"\n".into(), 5, "containers[0].mac", "MAC"),
+        ("bad cidr", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"example.com\"\nrecursion_from = [\"10.0.0.0/33\"]\n".into(), 4, "dns.recursion_from", "invalid"),
+        ("wrong type", "[overlay]\nlisten = \"10.99.0.1:4789\"\nfdb_aging_s = \"5m\"\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.fdb_aging_s", "expected u64"),
+        ("admin off loopback without token", "[admin]\nlisten = \"0.0.0.0:9180\"\n".into(), 2, "admin.listen", "token_file"),
+        ("mtu out of range", format!("{GOOD_OVERLAY}mtu = 100\n"), 6, "overlay.networks[0].mtu", "576-9000"),
+        ("container on unknown network", format!("{GOOD_OVERLAY}[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nnetwork = \"other\"\n"), 10, "containers[0].network", "other"),
+        ("peer is own address", "[overlay]\nlisten = \"10.99.0.1:4789\"\npeers = [\"10.99.0.1:4789\"]\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.peers[0]", "own"),
+        ("tap name too long", format!("{GOOD_OVERLAY}tap = \"a-very-long-tap-name\"\n"), 6, "overlay.networks[0].tap", "1-15"),
+        ("toml syntax error", "[node\nname = \"h1\"\n".into(), 1, "(document)", "unclosed table"),
+        ("service label value not a dns label", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web_x\" }\n".into(), 5, "containers[0].labels.app", "DNS label"),
+    ]
+}
+
+#[test]
+fn broken_configs_exit_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = broken();
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for (i, (name, text, line, key, word)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("broken-{i}.toml"));
+        std::fs::write(&path, &text).expect("write");
+        let (code, _, err) = vxgate_check(&path);
+        let prefix = format!("{}:{line}: {key}", path.display());
+        if code != 2
+            || !err
+                .lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(word))
+        {
+            failures.push(format!(
+                "{name}: expected exit 2 and a line starting {prefix:?} containing {word:?}, got exit {code}:\n{err}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("two.toml");
+    std::fs::write(
+        &path,
+        "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 0\n[[containers]]\nname = \"a\"\nip = \"10.0.0.2\"\nport = 80\n",
+    )
+    .expect("write");
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 2, "{err}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let (code, _, err) = vxgate_check(Path::new("/nonexistent/vxgate.toml"));
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read the config file"), "{err}");
+}
