@@ -69,6 +69,13 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
         Registry::from_config(&config)
             .map_err(|e| format!("{}: containers: {e}", path.display()))?,
     );
+    // Handlers first: a signal that arrives while parts start is queued, not fatal.
+    let sig = |kind| signal(kind).map_err(|e| format!("cannot install a signal handler: {e}"));
+    let (mut term, mut int, mut hup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     crate::start(&config, &registry, &shutdown, &mut tasks).await?;
@@ -78,12 +85,6 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
         "vxgate running"
     );
 
-    let sig = |kind| signal(kind).map_err(|e| format!("cannot install a signal handler: {e}"));
-    let (mut term, mut int, mut hup) = (
-        sig(SignalKind::terminate())?,
-        sig(SignalKind::interrupt())?,
-        sig(SignalKind::hangup())?,
-    );
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }

@@ -1,0 +1,104 @@
+//! `vxgate run` as a process: SIGHUP reloads (a broken config is rejected and the old one
+//! stays), SIGTERM drains and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+            .args(["run", "--log-level", "info", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vxgate starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Daemon { child, lines }
+    }
+
+    /// Waits for a log line containing `text`; returns it.
+    fn expect_line(&self, text: &str) -> String {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no log line with {text:?}; saw:\n{}", seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ONE: &str =
+    "[[containers]]\nname = \"web-1\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web\" }\n";
+const TWO: &str = "[[containers]]\nname = \"web-2\"\nip = \"10.0.0.2\"\nport = 80\n";
+
+#[test]
+fn sighup_reloads_rejects_broken_configs_and_sigterm_exits_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vxgate.toml");
+    std::fs::write(&path, ONE).expect("write");
+    let mut d = Daemon::start(&path);
+    assert!(d.expect_line("vxgate running").contains("containers=1"));
+
+    // A broken config is rejected with FILE:LINE and the process keeps running.
+    std::fs::write(&path, format!("{ONE}{TWO}port = 0\n")).expect("write");
+    d.signal(libc::SIGHUP);
+    let line = d.expect_line("reload rejected");
+    assert!(line.contains("vxgate.toml:"), "{line}");
+    assert!(
+        d.child.try_wait().expect("wait").is_none(),
+        "vxgate died on a broken reload"
+    );
+
+    // A good config is applied.
+    std::fs::write(&path, format!("{ONE}{TWO}")).expect("write");
+    d.signal(libc::SIGHUP);
+    assert!(d.expect_line("config reloaded").contains("containers=2"));
+
+    d.signal(libc::SIGTERM);
+    d.expect_line("stopped");
+    let status = d.child.wait().expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_broken_config_at_start_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vxgate.toml");
+    std::fs::write(&path, "[node]\nname = \"bad name\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vxgate.toml:2: node.name"));
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test of vxgate: unit and integration tests (cargo test --workspace), then the
+# end-to-end tests in network namespaces (testbed/e2e/run.sh, needs root).
+# Installs what it needs with apt-get when missing. Usage: ./test.sh [e2e test files...]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl dig:bind9-dnsutils
+      ethtool:ethtool tcpdump:tcpdump python3:python3 openssl:openssl ps:procps
+      timeout:coreutils)
+missing=()
+for pair in "${need[@]}"; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  [ "$cmd" = python3 ] && cmd=/usr/bin/python3
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "test.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test.sh: missing packages ${missing[*]} (run as root to install them)"
+  fi
+fi
+
+cargo build --release --bin vxgate
+cargo test --workspace
+VXGATE="$PWD/target/release/vxgate" bash testbed/e2e/run.sh "$@"

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The main job, on one machine: builds vxgate, brings up a two-host testbed (containers
+# labelled app=web and app=api on both hosts), starts vxgate on each host and shows what it
+# does. The testbed stays up until testbed/down.sh.
+#
+#   testbed/demo.sh [--prefix P]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+. "$here/lib.sh"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --prefix) P=$2; shift 2 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) tb_die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || tb_die "needs root (network namespaces)"
+tb_init
+
+need=()
+for pair in ip:iproute2 ping:iputils-ping curl:curl dig:bind9-dnsutils /usr/bin/python3:python3; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "demo: installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "== building vxgate (release)"
+(cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+VXGATE=$root/target/release/vxgate
+
+echo "== testbed: 2 hosts x 2 containers (h*c1: app=web, h*c2: app=api)"
+"$here/up.sh" --prefix "$P" --hosts 2 --containers 2
+
+for h in 1 2; do
+  ip netns exec "$P-h$h" "$VXGATE" run --config "$STATE/h$h.toml" >"$STATE/vxgate-h$h.log" 2>&1 &
+  echo $! > "$STATE/vxgate-h$h.pid"
+done
+for h in 1 2; do
+  for _ in $(seq 100); do grep -q "vxgate running" "$STATE/vxgate-h$h.log" && break; sleep 0.05; done
+  grep -q "vxgate running" "$STATE/vxgate-h$h.log" || { tail "$STATE/vxgate-h$h.log"; tb_die "vxgate on h$h did not start"; }
+  echo "== vxgate on h$h running (pid $(cat "$STATE/vxgate-h$h.pid")), log $STATE/vxgate-h$h.log"
+done
+
+show() { echo "\$ $*"; "$@" 2>&1 | sed 's/^/    /' || true; }
+
+echo "== the overlay: a container on h1 reaches containers on h2 through vxgate's VXLAN"
+show ip netns exec "$P-h1c1" ping -c 3 -i 0.2 -W 2 10.200.2.11
+show ip netns exec "$P-h1c1" curl -s --max-time 5 http://10.200.2.12/
+
+cat <<MSG
+== where to look next
+    config of host 1:    $STATE/h1.toml
+    vxgate logs:         $STATE/vxgate-h1.log, $STATE/vxgate-h2.log
+    a container shell:   ip netns exec $P-h1c1 bash
+    the client:          ip netns exec $P-cl bash      (10.99.0.100 on the underlay)
+    tear it all down:    testbed/down.sh --prefix $P
+MSG

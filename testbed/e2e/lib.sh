@@ -1,0 +1,65 @@
+# Helpers for end-to-end tests. Each test is a script e2e/NN-name.sh that exits 0 on success;
+# it sources this file, which picks a unique prefix and tears its testbed down on exit.
+
+set -euo pipefail
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TESTBED=$(dirname "$E2E_DIR")
+ROOT=$(dirname "$TESTBED")
+VXGATE=${VXGATE:-$ROOT/target/release/vxgate}
+. "$TESTBED/lib.sh"
+P=${P:-t$(( $$ % 100000 ))}
+tb_init
+LOGDIR=$(mktemp -d /tmp/vxgate-e2e.XXXXXX)
+VX_PIDS=()
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok: $*"; }
+
+cleanup() {
+  local rc=$?
+  local pid
+  for pid in "${VX_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${VX_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  "$TESTBED/down.sh" --prefix "$P" >/dev/null 2>&1 || true
+  if [ $rc -ne 0 ]; then
+    for f in "$LOGDIR"/*.log; do
+      [ -f "$f" ] || continue
+      echo "--- $f (last 30 lines)" >&2
+      tail -n 30 "$f" >&2
+    done
+  fi
+  rm -rf "$LOGDIR"
+}
+trap cleanup EXIT
+
+up() { "$TESTBED/up.sh" --prefix "$P" "$@" >/dev/null; }
+
+# start_vxgate H [CONFIG]: runs vxgate in host H's namespace; waits for its "vxgate running".
+start_vxgate() {
+  local h=$1 cfg=${2:-$STATE/h$1.toml} log=$LOGDIR/vxgate-h$1.log
+  ip netns exec "$P-h$h" "$VXGATE" run --config "$cfg" >"$log" 2>&1 &
+  VX_PIDS+=($!)
+  eval "VX_PID_$h=$!"
+  for _ in $(seq 100); do
+    grep -q "vxgate running" "$log" && return 0
+    kill -0 "$!" 2>/dev/null || fail "vxgate on h$h exited: $(tail -5 "$log")"
+    sleep 0.05
+  done
+  fail "vxgate on h$h did not start: $(tail -5 "$log")"
+}
+
+# stop_vxgate H: SIGTERM, and the exit code must be 0.
+stop_vxgate() {
+  local pid_var=VX_PID_$1
+  local pid=${!pid_var}
+  kill -TERM "$pid"
+  local rc=0
+  wait "$pid" || rc=$?
+  [ $rc -eq 0 ] || fail "vxgate on h$1 exited $rc after SIGTERM"
+}
+
+# on NS CMD...: run a command in testbed namespace NS (short name: h1, h1c1, cl, ul).
+on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
+
+# alive PID: the process exists and is not a zombie (this machine's init may not reap orphans).
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status"; }

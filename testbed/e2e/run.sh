@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every end-to-end test (e2e/NN-*.sh, or those named) one after the other and prints
+# "e2e: N passed, N failed". They need root and network namespaces: when those are missing
+# they are skipped, except under CI=true, where that is a failure.
+set -uo pipefail
+dir=$(cd "$(dirname "$0")" && pwd)
+cant=""
+[ "$(id -u)" = 0 ] || cant="not root"
+command -v ip >/dev/null || cant="iproute2 missing"
+if [ -z "$cant" ] && ! ip netns add vxgate-probe-$$ 2>/dev/null; then cant="cannot create network namespaces"; fi
+[ -z "$cant" ] && ip netns del vxgate-probe-$$
+if [ -n "$cant" ]; then
+  if [ "${CI:-}" = true ]; then echo "e2e: cannot run ($cant)"; echo "e2e: 0 passed, 1 failed"; exit 1; fi
+  echo "e2e: skipped ($cant)"; exit 0
+fi
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=("$dir"/[0-9]*.sh)
+passed=0 failed=0 failures=()
+for t in "${tests[@]}"; do
+  name=$(basename "$t" .sh)
+  start=$(date +%s)
+  if timeout 600 bash "$t" > "/tmp/vxgate-e2e-$name.out" 2>&1; then
+    passed=$((passed + 1)); echo "e2e $name ... ok ($(( $(date +%s) - start ))s)"
+  else
+    failed=$((failed + 1)); failures+=("$name"); echo "e2e $name ... FAILED ($(( $(date +%s) - start ))s)"
+    sed 's/^/    /' "/tmp/vxgate-e2e-$name.out" | tail -n 60
+  fi
+  grep '^ok:\|^RESULT' "/tmp/vxgate-e2e-$name.out" | sed 's/^/    /'
+done
+[ ${#failures[@]} -eq 0 ] || echo "e2e failures: ${failures[*]}"
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]

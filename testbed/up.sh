@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Builds the testbed of DESIGN.md: N hosts as network namespaces on a shared underlay, each
+# with a bridge br0 and M containers that run a small HTTP server answering with their name,
+# a client namespace, and a vxgate config per host (in /run/vxgate-testbed/PREFIX/hH.toml).
+# Leftovers of an earlier run with the same prefix are removed first.
+#
+#   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--no-tap]
+#
+# --no-tap leaves out vxgate's TAP (for tests that put the kernel's vxlan there instead).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+HOSTS=2 CONTAINERS=2 TAP=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --hosts) HOSTS=$2; shift 2 ;;
+    --containers) CONTAINERS=$2; shift 2 ;;
+    --prefix) P=$2; shift 2 ;;
+    --no-tap) TAP=0; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) tb_die "unknown argument $1 (see --help)" ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || tb_die "needs root (network namespaces)"
+[[ $HOSTS =~ ^[0-9]+$ ]] && (( HOSTS >= 1 && HOSTS <= 20 )) || tb_die "--hosts: 1-20"
+[[ $CONTAINERS =~ ^[0-9]+$ ]] && (( CONTAINERS >= 0 && CONTAINERS <= 200 )) || tb_die "--containers: 0-200"
+tb_init
+command -v ip >/dev/null || tb_die "iproute2 is missing (apt-get install iproute2)"
+PY=/usr/bin/python3
+[ -x $PY ] || tb_die "python3 is missing (apt-get install python3)"
+
+tb_teardown
+mkdir -p "$STATE"
+echo "HOSTS=$HOSTS CONTAINERS=$CONTAINERS" > "$STATE/topology"
+
+UL=$P-ul
+ip netns add "$UL"
+tb_run "$UL" ip link set lo up
+tb_run "$UL" ip link add ul0 type bridge
+tb_run "$UL" ip link set ul0 up
+
+# attach NS IFNAME ADDR: a veth from the underlay bridge into NS, named IFNAME there.
+attach_underlay() {
+  local ns=$1 port=$2 addr=$3
+  ip -n "$UL" link add "$port" type veth peer name eth0 netns "$ns"
+  ip -n "$UL" link set "$port" master ul0 up
+  ip -n "$ns" addr add "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+}
+
+for h in $(seq "$HOSTS"); do
+  hns=$P-h$h
+  ip netns add "$hns"
+  tb_run "$hns" ip link set lo up
+  attach_underlay "$hns" "h$h" "10.99.0.$h"
+  ip -n "$hns" link add br0 address "$(printf '02:00:0a:c8:%02x:01' "$h")" mtu 1450 type bridge
+  ip -n "$hns" addr add "10.200.$h.1/16" dev br0
+  ip -n "$hns" link set br0 up
+  if [ "$TAP" = 1 ]; then
+    ip -n "$hns" tuntap add dev vxg0 mode tap
+    ip -n "$hns" link set vxg0 mtu 1450 master br0 up
+  fi
+  for i in $(seq "$CONTAINERS"); do
+    cns=$P-h${h}c$i
+    ip netns add "$cns"
+    tb_run "$cns" ip link set lo up
+    ip -n "$hns" link add "c$i" mtu 1450 type veth peer name eth0 netns "$cns"
+    ip -n "$hns" link set "c$i" master br0 up
+    ip -n "$cns" link set eth0 address "$(tb_cmac "$h" "$i")" mtu 1450 up
+    ip -n "$cns" addr add "$(tb_cip "$h" "$i")/16" dev eth0
+    ip -n "$cns" route add default via "10.200.$h.1"
+    mkdir -p "/etc/netns/$cns"
+    echo "nameserver 10.200.$h.1" > "/etc/netns/$cns/resolv.conf"
+    tb_run "$cns" $PY "$here/backend.py" --name "h${h}c$i" --port 80 \
+      >"$STATE/h${h}c$i.log" 2>&1 &
+    echo $! > "$STATE/h${h}c$i.pid"
+  done
+done
+
+ip netns add "$P-cl"
+tb_run "$P-cl" ip link set lo up
+attach_underlay "$P-cl" cl 10.99.0.100
+
+# One vxgate config per host: its overlay peers, DNS, ingress and every container of every
+# host (remote ones carry node = "hN"; they resolve in DNS and are reached through the overlay).
+for h in $(seq "$HOSTS"); do
+  peers=""
+  for o in $(seq "$HOSTS"); do
+    [ "$o" = "$h" ] || peers+="${peers:+, }\"10.99.0.$o:4789\""
+  done
+  {
+    echo "# vxgate config for host h$h of testbed '$P' (written by testbed/up.sh)"
+    echo "[node]"
+    echo "name = \"h$h\""
+    echo "state_dir = \"$STATE/h$h\""
+    echo
+    echo "[overlay]"
+    echo "listen = \"10.99.0.$h:4789\""
+    echo "peers = [$peers]"
+    echo
+    echo "[[overlay.networks]]"
+    echo "name = \"default\""
+    echo "vni = 42"
+    echo "tap = \"vxg0\""
+    echo "mtu = 1450"
+    echo
+    echo "[dns]"
+    echo "listen = [\"10.200.$h.1:53\"]"
+    echo "zone = \"example.com\""
+    echo "recursion_from = [\"10.200.0.0/16\", \"127.0.0.0/8\"]"
+    echo
+    echo "[ingress]"
+    echo "listen = [\"10.99.0.$h:443\"]"
+    echo "http_redirect = [\"10.99.0.$h:80\"]"
+    for oh in $(seq "$HOSTS"); do
+      for i in $(seq "$CONTAINERS"); do
+        echo
+        echo "[[containers]]"
+        echo "name = \"h${oh}c$i\""
+        echo "ip = \"$(tb_cip "$oh" "$i")\""
+        echo "mac = \"$(tb_cmac "$oh" "$i")\""
+        echo "port = 80"
+        echo "node = \"h$oh\""
+        echo "labels = { app = \"$(tb_app "$i")\" }"
+      done
+    done
+  } > "$STATE/h$h.toml"
+done
+
+# Wait until every backend answers (bounded).
+for h in $(seq "$HOSTS"); do
+  for i in $(seq "$CONTAINERS"); do
+    cns=$P-h${h}c$i
+    for _ in $(seq 50); do
+      tb_run "$cns" $PY -c "import socket; socket.create_connection(('127.0.0.1', 80), 0.2)" 2>/dev/null && break
+      sleep 0.1
+    done
+  done
+done
+echo "testbed '$P' up: $HOSTS hosts x $CONTAINERS containers; configs in $STATE/h*.toml"
