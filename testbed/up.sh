@@ -85,9 +85,11 @@ attach_underlay "$P-cl" cl 10.99.0.100
 # One vxgate config per host: its overlay peers, DNS, ingress and every container of every
 # host (remote ones carry node = "hN"; they resolve in DNS and are reached through the overlay).
 for h in $(seq "$HOSTS"); do
-  peers=""
+  peers="" peer_nodes=""
   for o in $(seq "$HOSTS"); do
-    [ "$o" = "$h" ] || peers+="${peers:+, }\"10.99.0.$o:4789\""
+    [ "$o" = "$h" ] && continue
+    peers+="${peers:+, }\"10.99.0.$o:4789\""
+    peer_nodes+="${peer_nodes:+, }h$o = \"10.99.0.$o:4789\""
   done
   {
     echo "# vxgate config for host h$h of testbed '$P' (written by testbed/up.sh)"
@@ -98,6 +100,7 @@ for h in $(seq "$HOSTS"); do
     echo "[overlay]"
     echo "listen = \"10.99.0.$h:4789\""
     echo "peers = [$peers]"
+    echo "peer_nodes = { $peer_nodes }"
     echo
     echo "[[overlay.networks]]"
     echo "name = \"default\""

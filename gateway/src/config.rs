@@ -114,6 +114,10 @@ pub struct OverlayConfig {
     /// Remote VTEPs: flood targets, and the only senders accepted.
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
+    /// Which node each peer VTEP belongs to (`{ h2 = "10.99.0.2:4789" }`), so containers of
+    /// those nodes with a known MAC get static FDB entries. Each address must be in `peers`.
+    #[serde(default)]
+    pub peer_nodes: BTreeMap<String, SocketAddr>,
     /// Learned FDB entries expire after this long. Default: 300 s.
     #[serde(
         rename = "fdb_aging_s",
@@ -604,6 +608,17 @@ fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
             v.bad(&key, format!("{p} is this host's own overlay.listen"));
         } else if !seen.insert(*p) {
             v.bad(&key, format!("duplicate peer {p}"));
+        }
+    }
+    for (node, addr) in &o.peer_nodes {
+        if !o.peers.contains(addr) {
+            v.bad(
+                &format!("overlay.peer_nodes.{node}"),
+                format!(
+                    "{addr} is not in overlay.peers; expected one of {:?}",
+                    o.peers
+                ),
+            );
         }
     }
     if o.fdb_aging.is_zero() {

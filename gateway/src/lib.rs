@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod overlay;
 pub mod registry;
 pub mod wire;
 
@@ -28,6 +29,8 @@ pub async fn start(
     shutdown: &Shutdown,
     tasks: &mut tokio::task::JoinSet<Result<(), String>>,
 ) -> Result<(), String> {
-    let _ = (config, registry, shutdown, tasks);
+    if let Some(o) = &config.overlay {
+        overlay::driver::start(o, &config.node.name, registry, shutdown, tasks).await?;
+    }
     Ok(())
 }

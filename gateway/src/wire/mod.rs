@@ -4,7 +4,10 @@
 //! getters, setters where `T: AsMut<[u8]>`, and where useful a typed `Repr` with
 //! `parse`/`emit`. Errors are a small `Copy` enum, counted by callers, never panicked on.
 
+pub mod arp;
 pub mod ethernet;
+pub mod ipv4;
+pub mod vxlan;
 
 /// Why bytes could not be viewed as a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

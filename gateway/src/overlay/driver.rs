@@ -1,0 +1,371 @@
+//! The overlay's I/O shell: one TAP per network, one UDP socket on `overlay.listen` for
+//! receiving, and a small pool of send sockets whose source ports (49152–65535) are picked by
+//! the inner flow's hash (RFC 7348 §5), so the underlay can spread flows.
+//!
+//! Buffers are allocated once per task. A frame is read from the TAP after
+//! [`vxlan::HEADER_LEN`] bytes of headroom, the header is written there, and the same buffer is
+//! sent; on receive the payload slice is written to the TAP. Every loop handles at most
+//! [`BATCH`] packets per wake-up and then yields, so a flood cannot starve other tasks.
+
+use super::switch::{FromTap, FromUdp, NetworkSpec, Switch, flow_hash};
+use super::{Counters, DropReason, fdb, tap::Tap};
+use crate::config::OverlayConfig;
+use crate::daemon::Shutdown;
+use crate::registry::Registry;
+use crate::wire::vxlan;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+
+/// Packets handled per wake-up before yielding.
+pub const BATCH: usize = 64;
+/// Send sockets, each with its own source port.
+const SEND_PORTS: usize = 8;
+/// Largest UDP payload, and so the largest frame buffer needed.
+const MAX_DATAGRAM: usize = 65_535;
+const HEADROOM: usize = vxlan::HEADER_LEN;
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// What the rest of vxgate can see of a running overlay.
+#[derive(Clone)]
+pub struct Overlay {
+    pub switch: Arc<Mutex<Switch>>,
+    pub networks: Vec<NetworkSpec>,
+}
+
+impl Overlay {
+    /// (network name, counters) for each network, then ("underlay", drops of no network).
+    pub fn counters(&self) -> Vec<(String, Arc<Counters>)> {
+        let s = lock(&self.switch);
+        let mut out: Vec<_> = self
+            .networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), s.counters(i).clone()))
+            .collect();
+        out.push(("underlay".into(), s.underlay_counters().clone()));
+        out
+    }
+}
+
+fn lock(m: &Mutex<Switch>) -> std::sync::MutexGuard<'_, Switch> {
+    // A panic elsewhere cannot leave the switch half-updated in a way that matters more
+    // than stopping forwarding would.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Opens the TAPs and sockets (errors here stop startup), then spawns the forwarding tasks.
+pub async fn start(
+    cfg: &OverlayConfig,
+    node: &str,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<Overlay, String> {
+    let networks: Vec<NetworkSpec> = cfg
+        .networks
+        .iter()
+        .map(|n| NetworkSpec {
+            name: n.name.clone(),
+            vni: n.vni,
+            mtu: n.mtu,
+        })
+        .collect();
+    let switch = Arc::new(Mutex::new(Switch::new(
+        node,
+        &cfg.peers,
+        &networks,
+        fdb::DEFAULT_CAPACITY,
+        cfg.fdb_aging,
+    )));
+    let mut taps = Vec::new();
+    for n in &cfg.networks {
+        let tap = Tap::open(&n.tap, n.mtu).map_err(|e| {
+            format!(
+                "overlay: cannot open TAP {:?} (network {:?}): {e}",
+                n.tap, n.name
+            )
+        })?;
+        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
+        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
+            format!(
+                "overlay: cannot register TAP {:?}: {}",
+                n.tap,
+                e.into_parts().1
+            )
+        })?;
+        taps.push(Arc::new(tap));
+    }
+    let recv =
+        bind_udp(cfg.listen).map_err(|e| format!("overlay: cannot bind {}: {e}", cfg.listen))?;
+    let senders = Arc::new(bind_send_pool(cfg.listen)?);
+    let node_vteps: HashMap<String, SocketAddr> = cfg.peer_nodes.clone().into_iter().collect();
+    lock(&switch).sync_registry(&registry.snapshot(), &node_vteps);
+
+    let ports: Vec<u16> = senders
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
+    tracing::info!(
+        listen = %cfg.listen,
+        peers = ?cfg.peers,
+        source_ports = ?ports,
+        networks = ?cfg.networks.iter().map(|n| format!("{}:vni={}:tap={}", n.name, n.vni, n.tap)).collect::<Vec<_>>(),
+        "overlay up (datapath: portable, one frame per syscall)"
+    );
+
+    for (i, tap) in taps.iter().enumerate() {
+        let (tap, switch, senders, peers) = (
+            tap.clone(),
+            switch.clone(),
+            senders.clone(),
+            cfg.peers.clone(),
+        );
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { tap_to_udp(i, tap, switch, senders, peers, shutdown).await });
+    }
+    {
+        let (switch, shutdown) = (switch.clone(), shutdown.clone());
+        let names: Vec<String> = networks.iter().map(|n| n.name.clone()).collect();
+        tasks.spawn(async move { udp_to_tap(recv, taps, switch, names, shutdown).await });
+    }
+    {
+        let (switch, mut shutdown) = (switch.clone(), shutdown.clone());
+        let mut rx = registry.subscribe();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => return Ok(()),
+                    changed = rx.changed() => {
+                        if changed.is_err() { return Ok(()); }
+                        let snap = rx.borrow_and_update().clone();
+                        lock(&switch).sync_registry(&snap, &node_vteps);
+                    }
+                    _ = tick.tick() => lock(&switch).tick(Instant::now()),
+                }
+            }
+        });
+    }
+    Ok(Overlay { switch, networks })
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Root may exceed net.core.[rw]mem_max; otherwise take what the limit allows.
+    if force_buffer(&s, libc::SO_RCVBUFFORCE).is_err() {
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    }
+    if force_buffer(&s, libc::SO_SNDBUFFORCE).is_err() {
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn force_buffer(s: &Socket, option: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = SOCKET_BUFFER as libc::c_int;
+    // SAFETY: setsockopt(2) with a pointer to a c_int and its size, on an open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Binds [`SEND_PORTS`] sockets on the listen address at free ports in 49152–65535, starting
+/// at a place derived from the address so hosts differ.
+fn bind_send_pool(listen: SocketAddr) -> Result<Vec<UdpSocket>, String> {
+    const LOW: u32 = 49152;
+    const SPAN: u32 = 65536 - LOW;
+    let seed = listen
+        .ip()
+        .to_string()
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let mut out = Vec::with_capacity(SEND_PORTS);
+    let mut tried = 0;
+    while out.len() < SEND_PORTS && tried < SPAN {
+        let port = LOW + (seed.wrapping_add(tried.wrapping_mul(997))) % SPAN;
+        tried += 1;
+        let addr = SocketAddr::new(listen.ip(), port as u16);
+        match bind_udp(addr) {
+            Ok(s) => out.push(s),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(format!("overlay: cannot bind a send socket on {addr}: {e}")),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "overlay: no free source port in 49152-65535 on {}",
+            listen.ip()
+        ));
+    }
+    Ok(out)
+}
+
+/// Sends `data` to `dst`, waiting while the socket buffer is full. Returns false (counted)
+/// when the kernel refuses it.
+async fn send(sock: &UdpSocket, data: &[u8], dst: SocketAddr, counters: &Counters) -> bool {
+    loop {
+        match sock.try_send_to(data, dst) {
+            Ok(_) => {
+                counters.tx(data.len());
+                return true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if sock.writable().await.is_err() {
+                    counters.dropped(DropReason::Send);
+                    return false;
+                }
+            }
+            Err(e) => {
+                counters.dropped(DropReason::Send);
+                tracing::debug!(%dst, "overlay send failed: {e}");
+                return false;
+            }
+        }
+    }
+}
+
+async fn tap_to_udp(
+    net: usize,
+    tap: Arc<AsyncFd<Tap>>,
+    switch: Arc<Mutex<Switch>>,
+    senders: Arc<Vec<UdpSocket>>,
+    peers: Vec<SocketAddr>,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    let (vni, counters) = {
+        let s = lock(&switch);
+        (s.vni(net), s.counters(net).clone())
+    };
+    let mut header = [0u8; vxlan::HEADER_LEN];
+    vxlan::emit_header(&mut header, vni);
+    let mut buf = vec![0u8; HEADROOM + MAX_DATAGRAM];
+    let mut reply = [0u8; 64];
+    loop {
+        let mut guard = tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            g = tap.readable() => g.map_err(|e| format!("overlay: TAP poll: {e}"))?,
+        };
+        for _ in 0..BATCH {
+            let n = match guard.try_io(|t| t.get_ref().read(&mut buf[HEADROOM..])) {
+                Err(_would_block) => break,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => {
+                    return Err(format!("overlay: TAP {} read: {e}", tap.get_ref().name()));
+                }
+                Ok(Ok(n)) => n,
+            };
+            let decision = lock(&switch).from_tap(
+                net,
+                &buf[HEADROOM..HEADROOM + n],
+                Instant::now(),
+                &mut reply,
+            );
+            let packet = HEADROOM + n;
+            match decision {
+                FromTap::Unicast(vtep) => {
+                    buf[..HEADROOM].copy_from_slice(&header);
+                    let sock = pick(&senders, &buf[HEADROOM..packet]);
+                    send(sock, &buf[..packet], vtep, &counters).await;
+                }
+                FromTap::Flood => {
+                    buf[..HEADROOM].copy_from_slice(&header);
+                    let sock = pick(&senders, &buf[HEADROOM..packet]);
+                    for p in &peers {
+                        send(sock, &buf[..packet], *p, &counters).await;
+                    }
+                }
+                FromTap::Reply(len) => {
+                    if let Err(e) = write_tap(&tap, &reply[..len]).await {
+                        counters.dropped(DropReason::TapWrite);
+                        tracing::debug!("overlay: ARP reply to TAP: {e}");
+                    }
+                }
+                FromTap::Drop(_) => {}
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+fn pick<'a>(senders: &'a [UdpSocket], frame: &[u8]) -> &'a UdpSocket {
+    &senders[flow_hash(frame) as usize % senders.len()]
+}
+
+async fn write_tap(tap: &AsyncFd<Tap>, frame: &[u8]) -> io::Result<usize> {
+    tap.async_io(Interest::WRITABLE, |t| t.write(frame)).await
+}
+
+async fn udp_to_tap(
+    sock: UdpSocket,
+    taps: Vec<Arc<AsyncFd<Tap>>>,
+    switch: Arc<Mutex<Switch>>,
+    names: Vec<String>,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    let counters: Vec<Arc<Counters>> = {
+        let s = lock(&switch);
+        (0..taps.len()).map(|i| s.counters(i).clone()).collect()
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            r = sock.readable() => r.map_err(|e| format!("overlay: UDP poll: {e}"))?,
+        }
+        for _ in 0..BATCH {
+            let (n, src) = match sock.try_recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors for earlier sends surface here on some kernels; not fatal
+                Err(e) => {
+                    tracing::debug!("overlay: UDP receive: {e}");
+                    continue;
+                }
+            };
+            let decision = lock(&switch).from_udp(src, &buf[..n], Instant::now());
+            if let FromUdp::Deliver { network } = decision {
+                let frame = &buf[vxlan::HEADER_LEN..n];
+                match write_tap(&taps[network], frame).await {
+                    Ok(_) => counters[network].rx(frame.len()),
+                    Err(e) => {
+                        counters[network].dropped(DropReason::TapWrite);
+                        tracing::debug!("overlay: TAP write: {e}");
+                    }
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    let s = lock(&switch);
+    for (i, name) in names.iter().enumerate() {
+        tracing::info!(network = %name, "overlay counters: {}", s.counters(i).summary());
+    }
+    tracing::info!(
+        "overlay underlay counters: {}",
+        s.underlay_counters().summary()
+    );
+    Ok(())
+}
