@@ -31,6 +31,7 @@ cleanup() {
   rm -rf "$LOGDIR"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT
 
 up() { "$TESTBED/up.sh" --prefix "$P" "$@" >/dev/null; }
 
@@ -63,3 +64,44 @@ on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
 
 # alive PID: the process exists and is not a zombie (this machine's init may not reap orphans).
 alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:.*Z' "/proc/$1/status"; }
+
+# make_blob MiB: a random file $BLOB and its SHA-256 in $BLOB_SUM.
+make_blob() {
+  BLOB=$LOGDIR/blob
+  head -c "$(( $1 * 1024 * 1024 ))" /dev/urandom > "$BLOB"
+  BLOB_SUM=$(sha256sum "$BLOB" | cut -d' ' -f1)
+}
+
+# upload_check FROM_NS IP: POSTs $BLOB from a container to the backend at IP, which answers
+# with the SHA-256 of what it received; it must match.
+upload_check() {
+  local got
+  got=$(on "$1" curl -sS --max-time 180 -H 'Expect:' --data-binary "@$BLOB" "http://$2/") \
+    || fail "upload $1 -> $2 failed"
+  [ "$got" = "$BLOB_SUM" ] || fail "upload $1 -> $2: checksum $got, expected $BLOB_SUM"
+}
+
+# pcap_count NS IFACE FILTER SECONDS CMD...: runs CMD while capturing on IFACE in NS; prints
+# the number of packets that matched FILTER.
+pcap_count() {
+  local ns=$1 ifc=$2 filter=$3 secs=$4 f=$LOGDIR/cap-$RANDOM.pcap
+  shift 4
+  on "$ns" timeout "$secs" tcpdump -i "$ifc" -n -U -w "$f" "$filter" >/dev/null 2>&1 &
+  local cap=$!
+  sleep 0.5
+  "$@" >/dev/null 2>&1 || true
+  wait "$cap" 2>/dev/null || true
+  tcpdump -r "$f" -n 2>/dev/null | wc -l
+}
+
+# counter H NAME: a counter from the overlay summary vxgate on host H logged at shutdown.
+counter() {
+  local v
+  v=$(grep "overlay counters" "$LOGDIR/vxgate-h$1.log" | head -1 | grep -o "$2=[0-9]*" | cut -d= -f2)
+  echo "${v:-0}"
+}
+underlay_counter() {
+  local v
+  v=$(grep "overlay underlay counters" "$LOGDIR/vxgate-h$1.log" | grep -o "$2=[0-9]*" | cut -d= -f2)
+  echo "${v:-0}"
+}

@@ -19,7 +19,7 @@ passed=0 failed=0 failures=()
 for t in "${tests[@]}"; do
   name=$(basename "$t" .sh)
   start=$(date +%s)
-  if timeout 600 bash "$t" > "/tmp/vxgate-e2e-$name.out" 2>&1; then
+  if timeout 300 bash "$t" > "/tmp/vxgate-e2e-$name.out" 2>&1; then
     passed=$((passed + 1)); echo "e2e $name ... ok ($(( $(date +%s) - start ))s)"
   else
     failed=$((failed + 1)); failures+=("$name"); echo "e2e $name ... FAILED ($(( $(date +%s) - start ))s)"
