@@ -81,17 +81,18 @@ upload_check() {
   [ "$got" = "$BLOB_SUM" ] || fail "upload $1 -> $2: checksum $got, expected $BLOB_SUM"
 }
 
-# pcap_count NS IFACE FILTER SECONDS CMD...: runs CMD while capturing on IFACE in NS; prints
-# the number of packets that matched FILTER.
+# pcap_count NS IFACE FILTER GREP SECONDS CMD...: runs CMD while capturing on IFACE in NS;
+# prints the number of captured packets that matched FILTER and whose tcpdump line (VXLAN
+# decoded) matches the regex GREP.
 pcap_count() {
-  local ns=$1 ifc=$2 filter=$3 secs=$4 f=$LOGDIR/cap-$RANDOM.pcap
-  shift 4
+  local ns=$1 ifc=$2 filter=$3 pattern=$4 secs=$5 f=$LOGDIR/cap-$RANDOM.pcap
+  shift 5
   on "$ns" timeout "$secs" tcpdump -i "$ifc" -n -U -w "$f" "$filter" >/dev/null 2>&1 &
   local cap=$!
   sleep 0.5
   "$@" >/dev/null 2>&1 || true
   wait "$cap" 2>/dev/null || true
-  tcpdump -r "$f" -n 2>/dev/null | wc -l
+  tcpdump -r "$f" -n 2>/dev/null | grep -c -E "$pattern" || true
 }
 
 # counter H NAME: a counter from the overlay summary vxgate on host H logged at shutdown.
