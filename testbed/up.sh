@@ -4,21 +4,23 @@
 # a client namespace, and a vxgate config per host (in /run/vxgate-testbed/PREFIX/hH.toml).
 # Leftovers of an earlier run with the same prefix are removed first.
 #
-#   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--no-tap]
+#   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--kernel-vxlan LIST]
 #
-# --no-tap leaves out vxgate's TAP (for tests that put the kernel's vxlan there instead).
+# --kernel-vxlan LIST (host numbers like 2 or 1,2, or "all"): those hosts get the Linux
+# kernel's vxlan device (VNI 42, dstport 4789, flooding to every other host) on br0 instead
+# of vxgate's TAP, for interop tests and benchmarks against the kernel.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-HOSTS=2 CONTAINERS=2 TAP=1
+HOSTS=2 CONTAINERS=2 KERNEL=""
 while [ $# -gt 0 ]; do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
     --containers) CONTAINERS=$2; shift 2 ;;
     --prefix) P=$2; shift 2 ;;
-    --no-tap) TAP=0; shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --kernel-vxlan) KERNEL=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) tb_die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -57,7 +59,13 @@ for h in $(seq "$HOSTS"); do
   ip -n "$hns" link add br0 address "$(printf '02:00:0a:c8:%02x:01' "$h")" mtu 1450 type bridge
   ip -n "$hns" addr add "10.200.$h.1/16" dev br0
   ip -n "$hns" link set br0 up
-  if [ "$TAP" = 1 ]; then
+  if [ "$KERNEL" = all ] || [[ ",$KERNEL," == *",$h,"* ]]; then
+    ip -n "$hns" link add vxk type vxlan id 42 dstport 4789 local "10.99.0.$h" dev eth0
+    for o in $(seq "$HOSTS"); do
+      [ "$o" = "$h" ] || tb_run "$hns" bridge fdb append 00:00:00:00:00:00 dev vxk dst "10.99.0.$o"
+    done
+    ip -n "$hns" link set vxk mtu 1450 master br0 up
+  else
     ip -n "$hns" tuntap add dev vxg0 mode tap
     ip -n "$hns" link set vxg0 mtu 1450 master br0 up
   fi

@@ -3,10 +3,7 @@
 # (VNI 42, dstport 4789) on its bridge instead. ARP resolves, ping, and 100 MiB transfers
 # with checksums, both ways (issue: overlay, 6b).
 . "$(dirname "$0")/lib.sh"
-up --hosts 2 --containers 1
-on h2 ip link del vxg0
-on h2 ip link add vxk type vxlan id 42 dstport 4789 local 10.99.0.2 remote 10.99.0.1 dev eth0
-on h2 ip link set vxk mtu 1450 master br0 up
+up --hosts 2 --containers 1 --kernel-vxlan 2
 # A veth hands packets whose TCP/UDP checksum is still to be filled in (CHECKSUM_PARTIAL) to
 # the other namespace as they are; a real NIC fills it in on the wire. The kernel's vxlan
 # receiver trusts such packets, but a userspace receiver sees the bytes, unfinished. So the

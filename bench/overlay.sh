@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Overlay throughput and latency, vxgate against the Linux kernel's vxlan, in one run on the
+# same machine: the testbed is built twice (vxgate between the hosts, then the kernel's vxlan
+# in its place) and measured with iperf3 and ping, container h1c1 -> container h2c1.
+# Prints `RESULT <metric> vxgate=<v> kernel=<v> ratio=<vxgate/kernel>` (median of RUNS).
+#
+#   bench/overlay.sh [--runs 3] [--seconds 5]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+RUNS=3 SECS=5
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runs) RUNS=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
+for pair in iperf3:iperf3 ping:iputils-ping ip:iproute2 /usr/bin/python3:python3; do
+  command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null
+done
+(cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+VXGATE=$root/target/release/vxgate
+P=bov
+OUT=$(mktemp -d /tmp/vxgate-bench.XXXXXX)
+VX_PIDS=()
+cleanup() {
+  for p in "${VX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$root/testbed/down.sh" --prefix "$P" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
+
+# measure MODE RUN: appends "metric value" lines to $OUT/MODE
+measure() {
+  local mode=$1 f=$OUT/$1
+  on h2c1 iperf3 -s -p 5201 >/dev/null 2>&1 &
+  local server=$!
+  sleep 0.3
+  on h1c1 ping -c 3 -W 2 10.200.2.11 >/dev/null
+  on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -J > "$OUT/tcp1.json"
+  on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -P 4 -J > "$OUT/tcp4.json"
+  on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -u -l 64 -b 0 -J > "$OUT/udp.json"
+  on h1c1 ping -c 500 -i 0.002 -W 2 10.200.2.11 > "$OUT/ping.txt"
+  /usr/bin/python3 - "$OUT" >> "$f" <<'PY'
+import json, re, sys
+d = sys.argv[1]
+tcp1 = json.load(open(f"{d}/tcp1.json"))["end"]["sum_received"]["bits_per_second"] / 1e9
+tcp4 = json.load(open(f"{d}/tcp4.json"))["end"]["sum_received"]["bits_per_second"] / 1e9
+u = json.load(open(f"{d}/udp.json"))["end"]["sum"]
+pps = (u["packets"] - u["lost_packets"]) / u["seconds"]
+rtts = sorted(float(x) * 1000 for x in re.findall(r"time=([0-9.]+) ms", open(f"{d}/ping.txt").read()))
+print("tcp_1stream_gbps", round(tcp1, 3))
+print("tcp_4stream_gbps", round(tcp4, 3))
+print("udp64_rx_pps", round(pps))
+print("rtt_avg_us", round(sum(rtts) / len(rtts), 1))
+print("rtt_p99_us", round(rtts[int(len(rtts) * 0.99) - 1], 1))
+PY
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+}
+
+for run in $(seq "$RUNS"); do
+  "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 >/dev/null
+  for h in 1 2; do
+    on "h$h" "$VXGATE" run --config "/run/vxgate-testbed/$P/h$h.toml" > "$OUT/vxgate-h$h.log" 2>&1 &
+    VX_PIDS+=($!)
+  done
+  sleep 1
+  measure vxgate
+  for p in "${VX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  VX_PIDS=()
+  "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 --kernel-vxlan all >/dev/null
+  measure kernel
+  echo "run $run done" >&2
+done
+
+/usr/bin/python3 - "$OUT" <<'PY'
+import statistics, sys
+d = sys.argv[1]
+def load(mode):
+    m = {}
+    for line in open(f"{d}/{mode}"):
+        k, v = line.split()
+        m.setdefault(k, []).append(float(v))
+    return {k: statistics.median(v) for k, v in m.items()}
+v, k = load("vxgate"), load("kernel")
+for metric in v:
+    ratio = v[metric] / k[metric] if k[metric] else float("nan")
+    print(f"RESULT {metric} vxgate={v[metric]:g} kernel={k[metric]:g} ratio={ratio:.3f}")
+PY
+rm -rf "$OUT"
