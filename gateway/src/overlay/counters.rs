@@ -74,6 +74,10 @@ pub struct Counters {
     pub arp_suppressed: AtomicU64,
     /// MACs not learned because the FDB was full.
     pub fdb_full: AtomicU64,
+    /// Received TCP/UDP checksums left partial by the sender's offload, completed here.
+    pub checksum_completed: AtomicU64,
+    /// Received TCP super-frames (larger than the MTU) cut into segments.
+    pub segmented: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -103,13 +107,15 @@ impl Counters {
     /// One line for logs: `rx=… tx=… drops: reason=n …` (non-zero drops only).
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "rx_packets={} rx_bytes={} tx_packets={} tx_bytes={} arp_suppressed={} fdb_full={}",
+            "rx_packets={} rx_bytes={} tx_packets={} tx_bytes={} arp_suppressed={} fdb_full={} checksum_completed={} segmented={}",
             self.rx_packets.load(Relaxed),
             self.rx_bytes.load(Relaxed),
             self.tx_packets.load(Relaxed),
             self.tx_bytes.load(Relaxed),
             self.arp_suppressed.load(Relaxed),
             self.fdb_full.load(Relaxed),
+            self.checksum_completed.load(Relaxed),
+            self.segmented.load(Relaxed),
         );
         for r in DropReason::ALL {
             let n = self.drops(r);

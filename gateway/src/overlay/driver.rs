@@ -12,11 +12,14 @@ use super::{Counters, DropReason, fdb, tap::Tap};
 use crate::config::OverlayConfig;
 use crate::daemon::Shutdown;
 use crate::registry::Registry;
+use crate::wire::checksum::{self, Partial};
+use crate::wire::tcp_segment;
 use crate::wire::vxlan;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
@@ -330,6 +333,7 @@ async fn udp_to_tap(
         (0..taps.len()).map(|i| s.counters(i).clone()).collect()
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut scratch = vec![0u8; MAX_DATAGRAM];
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
@@ -346,7 +350,30 @@ async fn udp_to_tap(
                 }
             };
             let decision = lock(&switch).from_udp(src, &buf[..n], Instant::now());
+            if let FromUdp::Segment { network, mss } = decision {
+                let c = &counters[network];
+                let tap = taps[network].get_ref();
+                let res =
+                    tcp_segment::segment(&buf[vxlan::HEADER_LEN..n], mss, &mut scratch, |seg| {
+                        // A TAP write does not block: the kernel queues or drops, it never waits.
+                        match tap.write(seg) {
+                            Ok(_) => c.rx(seg.len()),
+                            Err(_) => c.dropped(DropReason::TapWrite),
+                        }
+                    });
+                match res {
+                    Ok(_) => c.segmented.fetch_add(1, Relaxed),
+                    Err(_) => {
+                        c.dropped(DropReason::Oversize);
+                        0
+                    }
+                };
+            }
             if let FromUdp::Deliver { network } = decision {
+                if checksum::complete_partial(&mut buf[vxlan::HEADER_LEN..n]) == Partial::Completed
+                {
+                    counters[network].checksum_completed.fetch_add(1, Relaxed);
+                }
                 let frame = &buf[vxlan::HEADER_LEN..n];
                 match write_tap(&taps[network], frame).await {
                     Ok(_) => counters[network].rx(frame.len()),

@@ -13,7 +13,7 @@ use super::counters::{Counters, DropReason};
 use super::fdb::{Fdb, Learned};
 use crate::registry::Snapshot;
 use crate::wire::ethernet::{self, Frame, MacAddr, ethertype};
-use crate::wire::{WireError, arp, ipv4, vxlan};
+use crate::wire::{WireError, arp, ipv4, tcp_segment, vxlan};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -57,6 +57,12 @@ pub enum FromUdp {
     /// Write `datagram[vxlan::HEADER_LEN..]` to this network's TAP.
     Deliver {
         network: usize,
+    },
+    /// The inner frame is a TCP super-frame (GSO, handed over by a veth) larger than the MTU:
+    /// cut it into segments of at most `mss` payload bytes and write each to the TAP.
+    Segment {
+        network: usize,
+        mss: usize,
     },
     Drop(DropReason),
 }
@@ -187,19 +193,27 @@ impl Switch {
         let Ok(inner) = Frame::new_checked(packet.payload()) else {
             return drop(&n.counters, DropReason::Truncated);
         };
-        let max = usize::from(n.spec.mtu) + ethernet::HEADER_LEN + VLAN_TAG_LEN;
-        if packet.payload().len() > max {
-            return drop(&n.counters, DropReason::Oversize);
-        }
         if !inner.src().is_unicast() {
             return drop(&n.counters, DropReason::BadSourceMac);
+        }
+        let max = usize::from(n.spec.mtu) + ethernet::HEADER_LEN + VLAN_TAG_LEN;
+        let mut decision = FromUdp::Deliver { network: net };
+        if packet.payload().len() > max {
+            let mtu = usize::from(n.spec.mtu);
+            match tcp_segment::check(packet.payload()) {
+                Ok((hdr, _)) if hdr - ethernet::HEADER_LEN < mtu => {
+                    let mss = mtu - (hdr - ethernet::HEADER_LEN);
+                    decision = FromUdp::Segment { network: net, mss };
+                }
+                _ => return drop(&n.counters, DropReason::Oversize),
+            }
         }
         if n.fdb.learn(inner.src(), vtep, now) == Learned::Full {
             n.counters
                 .fdb_full
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        FromUdp::Deliver { network: net }
+        decision
     }
 
     /// Sweeps expired FDB entries, at most once a second.
@@ -443,6 +457,19 @@ mod tests {
         assert_eq!(
             s.from_udp(H2, &big, now),
             FromUdp::Drop(DropReason::Oversize)
+        );
+        // an oversize TCP super-frame is cut into segments, not dropped
+        let mut tcp = frame(mac(1), mac(2), 4000);
+        tcp[14] = 0x45;
+        tcp[16..18].copy_from_slice(&(4000u16 - 14).to_be_bytes());
+        tcp[23] = ipv4::protocol::TCP;
+        tcp[14 + 20 + 12] = 0x50;
+        assert_eq!(
+            s.from_udp(H2, &encap(42, &tcp), now),
+            FromUdp::Segment {
+                network: 0,
+                mss: 1410
+            }
         );
         let vlan_max = encap(42, &frame(mac(1), mac(2), 1450 + 14 + 4));
         assert_eq!(

@@ -5,8 +5,10 @@
 //! `parse`/`emit`. Errors are a small `Copy` enum, counted by callers, never panicked on.
 
 pub mod arp;
+pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
+pub mod tcp_segment;
 pub mod vxlan;
 
 /// Why bytes could not be viewed as a packet.
