@@ -1,12 +1,15 @@
 //! vxgate's embedded DNS.
 //!
 //! ```text
-//!  registry snapshot ──► zone (pure: names → records) ──► answer(query, now)
-//!                                                    └──► forward to upstreams (outside names)
+//!  registry snapshot ──► Zone::build (names → wire-form records)
+//!  query bytes ──► answer(zone, bytes) ──► Reply (response bytes) | Forward | Drop
+//!                                               └─► forward::Forwarder ──► upstreams (cache)
 //! ```
 //!
-//! This crate holds the protocol logic, with no sockets; the server that owns the UDP and TCP
-//! listeners lives in the gateway. For now it holds the name rules that the config and the
-//! registry share (RFC 1035 §2.3.1, RFC 1123 §2.1).
+//! `message`, `zone`, `answer` and `cache` are protocol logic without I/O; `server` and
+//! `forward` own the sockets (UDP and TCP on every listen address).
 
+pub mod answer;
+pub mod message;
 pub mod name;
+pub mod zone;

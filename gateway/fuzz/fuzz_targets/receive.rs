@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use vxgate::overlay::switch::flow_hash;
 use vxgate::overlay::{FromUdp, NetworkSpec, Switch};
 use vxgate::registry::{Container, Health, Origin, Registry};
+use vxgate::wire::{checksum, tcp_segment};
 
 fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
@@ -40,9 +41,22 @@ fuzz_target!(|data: &[u8]| {
     s.sync_registry(&registry().snapshot(), &[("h2".to_string(), peers[0])].into());
     let now = Instant::now();
     let src = if data.first().is_some_and(|b| b & 1 == 1) { peers[1] } else { "10.9.9.9:4789".parse().expect("a") };
-    if let FromUdp::Deliver { network } = s.from_udp(src, data, now) {
-        assert!(network < 2);
-        assert!(data.len() >= 8 + 14);
+    match s.from_udp(src, data, now) {
+        FromUdp::Deliver { network } => {
+            assert!(network < 2);
+            assert!(data.len() >= 8 + 14);
+            // what the driver does before writing to the TAP
+            let mut frame = data[8..].to_vec();
+            let _ = checksum::complete_partial(&mut frame);
+        }
+        FromUdp::Segment { network, mss } => {
+            assert!(network < 2 && mss > 0);
+            let mut scratch = vec![0u8; 65_536];
+            let mut total = 0;
+            tcp_segment::segment(&data[8..], mss, &mut scratch, |seg| total += seg.len())
+                .expect("the switch only asks for segmentation of frames that pass the check");
+        }
+        FromUdp::Drop(_) => {}
     }
     let mut reply = [0u8; 64];
     let _ = s.from_tap(0, data, now, &mut reply);
