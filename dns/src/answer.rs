@@ -30,7 +30,7 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -215,11 +215,11 @@ impl Shuffle {
                 *o = i as u8;
             }
             for i in (1..n).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
+                let j = (rng.next_u64() % (i as u64 + 1)) as usize;
                 order.swap(i, j);
             }
         } else {
-            rotate = (rng.next() % n as u64) as usize;
+            rotate = (rng.next_u64() % n as u64) as usize;
         }
         Shuffle {
             order,
