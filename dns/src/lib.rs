@@ -10,6 +10,9 @@
 //! `forward` own the sockets (UDP and TCP on every listen address).
 
 pub mod answer;
+pub mod cache;
+pub mod forward;
 pub mod message;
 pub mod name;
+pub mod server;
 pub mod zone;

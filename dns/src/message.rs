@@ -434,3 +434,56 @@ mod tests {
         assert!(name_from_text(&"a".repeat(64)).is_none());
     }
 }
+
+/// A resource record located in a message: its type, where its TTL is, its rdata range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAt {
+    pub section: usize,
+    pub rtype: u16,
+    pub ttl_at: usize,
+    pub rdata: (usize, usize),
+}
+
+/// Every record of a (response) message after its questions, in order; None if the message
+/// does not parse that far.
+pub fn records(msg: &[u8]) -> Option<Vec<RecordAt>> {
+    if msg.len() < HEADER_LEN {
+        return None;
+    }
+    let count = |at: usize| usize::from(u16::from_be_bytes([msg[at], msg[at + 1]]));
+    let mut at = HEADER_LEN;
+    let mut scratch = [0u8; MAX_NAME];
+    let mut len = 0;
+    for _ in 0..count(4) {
+        at = read_name(msg, at, &mut scratch, &mut len).ok()? + 4;
+    }
+    let mut out = Vec::new();
+    for (section, n) in [(1, count(6)), (2, count(8)), (3, count(10))] {
+        for _ in 0..n {
+            let (next, rtype, start) = skip_record(msg, at).ok()?;
+            out.push(RecordAt {
+                section,
+                rtype,
+                ttl_at: start + 4,
+                rdata: (start + 10, next),
+            });
+            at = next;
+        }
+    }
+    (at <= msg.len()).then_some(out)
+}
+
+/// The SOA MINIMUM field of an SOA record's rdata (after two names).
+pub fn soa_minimum(msg: &[u8], rdata: (usize, usize)) -> Option<u32> {
+    let mut scratch = [0u8; MAX_NAME];
+    let mut len = 0;
+    let at = read_name(msg, rdata.0, &mut scratch, &mut len).ok()?;
+    let at = read_name(msg, at, &mut scratch, &mut len).ok()?;
+    let m = msg.get(at + 16..at + 20)?;
+    (at + 20 == rdata.1).then(|| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+}
+
+/// The response code of a message (header part only).
+pub fn rcode_of(msg: &[u8]) -> Option<u8> {
+    msg.get(3).map(|b| b & 0x0f)
+}

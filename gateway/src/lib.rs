@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod overlay;
 pub mod registry;
 pub mod wire;
@@ -31,6 +32,9 @@ pub async fn start(
 ) -> Result<(), String> {
     if let Some(o) = &config.overlay {
         overlay::driver::start(o, &config.node.name, registry, shutdown, tasks).await?;
+    }
+    if let Some(d) = &config.dns {
+        dns::start(d, registry, shutdown, tasks).await?;
     }
     Ok(())
 }

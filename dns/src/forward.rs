@@ -1,0 +1,162 @@
+//! Forwarding names outside the zone to the upstream resolvers, with a cache.
+//!
+//! Each upstream in turn gets the client's query under a fresh random ID, from a fresh
+//! connected UDP socket (a random source port), and `timeout` to answer; a timeout, an
+//! unreadable answer, SERVFAIL or REFUSED moves on to the next one. When all fail the client
+//! gets SERVFAIL at once rather than waiting for its own timeout. A truncated UDP answer for a
+//! TCP client is asked again over TCP.
+
+use crate::cache::{Cache, Key};
+use crate::message::{self, Query, rcode};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+#[derive(Debug)]
+pub struct Forwarder {
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    cache: Mutex<Cache>,
+}
+
+/// Cache entries per forwarder.
+pub const CACHE_ENTRIES: usize = 10_000;
+
+impl Forwarder {
+    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration, cache_entries: usize) -> Forwarder {
+        Forwarder {
+            upstreams,
+            timeout,
+            cache: Mutex::new(Cache::new(cache_entries)),
+        }
+    }
+
+    pub fn has_upstreams(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
+
+    fn key(q: &Query) -> Key {
+        Key {
+            name: q.lower_name().to_vec(),
+            qtype: q.qtype,
+            qclass: q.qclass,
+            dnssec_ok: q.edns.is_some_and(|e| e.dnssec_ok),
+        }
+    }
+
+    /// A cached answer, if any (no I/O).
+    pub fn cached(&self, q: &Query) -> Option<Vec<u8>> {
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(&Self::key(q), q.id, Instant::now())
+    }
+
+    /// Resolves `q` (whose bytes are `msg`) upstream; always returns a response for the client.
+    pub async fn resolve(&self, q: &Query, msg: &[u8], tcp: bool) -> Vec<u8> {
+        if let Some(hit) = self.cached(q) {
+            return hit;
+        }
+        for upstream in &self.upstreams {
+            let got = tokio::time::timeout(self.timeout, ask(*upstream, msg, q, tcp)).await;
+            let resp = match got {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::debug!(%upstream, "upstream failed: {e}");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(%upstream, "upstream timed out");
+                    continue;
+                }
+            };
+            if matches!(
+                message::rcode_of(&resp),
+                Some(rcode::SERVFAIL | rcode::REFUSED)
+            ) {
+                continue;
+            }
+            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            c.put(Self::key(q), &resp, Instant::now());
+            return resp;
+        }
+        let mut out = Vec::new();
+        message::error_response(&mut out, q.id, Some(q), rcode::SERVFAIL);
+        out
+    }
+}
+
+/// One exchange with one upstream; the answer comes back under the client's ID.
+async fn ask(upstream: SocketAddr, msg: &[u8], q: &Query, tcp: bool) -> io::Result<Vec<u8>> {
+    let id = random_id();
+    let mut query = msg.to_vec();
+    query[..2].copy_from_slice(&id.to_be_bytes());
+    let local: SocketAddr = if upstream.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(local).await?;
+    sock.connect(upstream).await?;
+    sock.send(&query).await?;
+    let mut buf = vec![0u8; 65_535];
+    let resp = loop {
+        let n = sock.recv(&mut buf).await?;
+        let r = &buf[..n];
+        // only an answer to this question under this ID counts (spoofed or late ones don't)
+        if n >= message::HEADER_LEN
+            && message::header_id(r) == Some(id)
+            && r[2] & 0x80 != 0
+            && same_question(r, q)
+        {
+            break r.to_vec();
+        }
+    };
+    if tcp && resp[2] & 0x02 != 0 {
+        return ask_tcp(upstream, &query, id).await.map(|mut r| {
+            r[..2].copy_from_slice(&q.id.to_be_bytes());
+            r
+        });
+    }
+    let mut resp = resp;
+    resp[..2].copy_from_slice(&q.id.to_be_bytes());
+    Ok(resp)
+}
+
+async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16) -> io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(upstream).await?;
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    s.write_all(&framed).await?;
+    let len = s.read_u16().await?;
+    let mut resp = vec![0u8; usize::from(len)];
+    s.read_exact(&mut resp).await?;
+    if message::header_id(&resp) != Some(id) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "answer with another ID",
+        ));
+    }
+    Ok(resp)
+}
+
+/// Whether a response's question is the query's (name case-insensitively, type, class).
+fn same_question(resp: &[u8], q: &Query) -> bool {
+    let name = q.name();
+    let at = message::HEADER_LEN;
+    let Some(got) = resp.get(at..at + name.len() + 4) else {
+        return false;
+    };
+    got[..name.len()].eq_ignore_ascii_case(name)
+        && got[name.len()..name.len() + 2] == q.qtype.to_be_bytes()
+        && got[name.len() + 2..] == q.qclass.to_be_bytes()
+}
+
+fn random_id() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS once per process and mixed per instance
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() as u16
+}

@@ -1,0 +1,264 @@
+//! The DNS server's I/O shell: UDP and TCP on every listen address.
+//!
+//! UDP: one socket per worker on each address (SO_REUSEPORT, so the kernel spreads clients
+//! over cores), each drained [`BATCH`] datagrams per wake-up. TCP: a task per connection,
+//! queries pipelined, frames above [`MAX_TCP_QUERY`] close the connection, idle connections
+//! close after [`TCP_IDLE`], at most [`MAX_TCP_CONNECTIONS`] at once (more are closed on
+//! accept). Each query sees the newest zone: workers check the watch channel's version per
+//! query, which costs one atomic load.
+
+use crate::answer::{self, Action, Rng};
+use crate::forward::Forwarder;
+use crate::message::{self, Query, rcode};
+use crate::zone::Zone;
+use ipnet::IpNet;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub const BATCH: usize = 64;
+pub const MAX_TCP_QUERY: usize = 4096;
+pub const TCP_IDLE: Duration = Duration::from_secs(10);
+pub const MAX_TCP_CONNECTIONS: usize = 256;
+
+/// Sockets bound for the server: per address, worker UDP sockets and one TCP listener.
+pub struct Bound {
+    pub udp: Vec<UdpSocket>,
+    pub tcp: Vec<TcpListener>,
+}
+
+/// Binds UDP (`workers` sockets each, SO_REUSEPORT) and TCP on every address. A port 0
+/// address gets one port for all its sockets, UDP and TCP alike.
+pub fn bind(addrs: &[SocketAddr], workers: usize) -> io::Result<Bound> {
+    let mut bound = Bound {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+    };
+    for addr in addrs {
+        let first = udp_socket(*addr)?;
+        let actual = first.local_addr()?.as_socket().unwrap_or(*addr);
+        bound.udp.push(UdpSocket::from_std(first.into())?);
+        for _ in 1..workers.max(1) {
+            bound
+                .udp
+                .push(UdpSocket::from_std(udp_socket(actual)?.into())?);
+        }
+        let t = Socket::new(
+            Domain::for_address(actual),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        t.set_reuse_address(true)?;
+        t.set_nonblocking(true)?;
+        t.bind(&actual.into())?;
+        t.listen(1024)?;
+        bound.tcp.push(TcpListener::from_std(t.into())?);
+    }
+    Ok(bound)
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Counters the admin API and logs read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub queries: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub refused: AtomicU64,
+    pub dropped: AtomicU64,
+    pub tcp_connections: AtomicUsize,
+}
+
+/// What the server needs besides sockets.
+pub struct Context {
+    pub zone: watch::Receiver<Arc<Zone>>,
+    pub forwarder: Arc<Forwarder>,
+    /// Clients that may have names outside the zone resolved.
+    pub recursion_from: Vec<IpNet>,
+    pub stats: Arc<Stats>,
+}
+
+impl Context {
+    fn may_recurse(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.recursion_from.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(bound: Bound, ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
+    let mut tasks = JoinSet::new();
+    for (i, sock) in bound.udp.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { udp_worker(Arc::new(sock), ctx, i as u64).await });
+    }
+    for listener in bound.tcp {
+        let ctx = ctx.clone();
+        tasks.spawn(async move { tcp_acceptor(listener, ctx).await });
+    }
+    shutdown.await;
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The newest zone, re-read only when the channel says it changed.
+fn refresh(rx: &mut watch::Receiver<Arc<Zone>>, zone: &mut Arc<Zone>) {
+    if rx.has_changed().unwrap_or(false) {
+        *zone = rx.borrow_and_update().clone();
+    }
+}
+
+async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
+    let mut rx = ctx.zone.clone();
+    let mut zone = rx.borrow_and_update().clone();
+    let mut rng = Rng::new(
+        0x9e37_79b9_7f4a_7c15
+            ^ seed.wrapping_mul(0x1234_5678_9abc_def1)
+            ^ std::process::id() as u64,
+    );
+    let mut buf = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        for _ in 0..BATCH {
+            let (n, src) = match sock.try_recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            ctx.stats.queries.fetch_add(1, Relaxed);
+            refresh(&mut rx, &mut zone);
+            match answer::answer(&zone, &buf[..n], false, &mut rng, &mut out) {
+                Action::Reply => {
+                    let _ = sock.try_send_to(&out, src);
+                }
+                Action::Drop => {
+                    ctx.stats.dropped.fetch_add(1, Relaxed);
+                }
+                Action::Forward(q) => {
+                    if let Some(reply) = outside(&ctx, &q, src.ip(), &mut out) {
+                        let _ = sock.try_send_to(reply, src);
+                        continue;
+                    }
+                    let (ctx, sock, msg) = (ctx.clone(), sock.clone(), buf[..n].to_vec());
+                    tokio::spawn(async move {
+                        let resp = ctx.forwarder.resolve(&q, &msg, false).await;
+                        let resp = fit_udp(resp, &q);
+                        let _ = sock.send_to(&resp, src).await;
+                    });
+                }
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// For a name outside the zone: REFUSED for clients that may not recurse (and when there is
+/// no upstream), a cached answer, or None to go upstream.
+fn outside<'a>(ctx: &Context, q: &Query, client: IpAddr, out: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    if !ctx.may_recurse(client) || !ctx.forwarder.has_upstreams() {
+        ctx.stats.refused.fetch_add(1, Relaxed);
+        message::error_response(out, q.id, Some(q), rcode::REFUSED);
+        return Some(out);
+    }
+    ctx.stats.forwarded.fetch_add(1, Relaxed);
+    *out = ctx.forwarder.cached(q)?;
+    Some(out)
+}
+
+/// An upstream answer too big for this UDP client becomes a TC response.
+fn fit_udp(resp: Vec<u8>, q: &Query) -> Vec<u8> {
+    if resp.len() <= q.max_udp() {
+        return resp;
+    }
+    let rc = message::rcode_of(&resp).unwrap_or(0);
+    let mut out = Vec::new();
+    message::write_header(
+        &mut out,
+        q.id,
+        Some(q),
+        false,
+        true,
+        rc,
+        [1, 0, 0, u16::from(q.edns.is_some())],
+    );
+    message::write_question(&mut out, q);
+    if q.edns.is_some() {
+        message::write_opt(&mut out, 0);
+    }
+    out
+}
+
+async fn tcp_acceptor(listener: TcpListener, ctx: Arc<Context>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await; // EMFILE and friends
+            continue;
+        };
+        if ctx.stats.tcp_connections.fetch_add(1, Relaxed) >= MAX_TCP_CONNECTIONS {
+            ctx.stats.tcp_connections.fetch_sub(1, Relaxed);
+            drop(stream); // over the limit: closed at once
+            continue;
+        }
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let _ = tcp_connection(stream, peer, &ctx).await;
+            ctx.stats.tcp_connections.fetch_sub(1, Relaxed);
+        });
+    }
+}
+
+async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io::Result<()> {
+    let mut rx = ctx.zone.clone();
+    let mut zone = rx.borrow_and_update().clone();
+    let mut rng = Rng::new(peer.port() as u64 ^ 0xa5a5_5a5a_dead_beef);
+    let mut buf = vec![0u8; MAX_TCP_QUERY];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            _ => return Ok(()), // idle, closed or reset
+        };
+        if len > MAX_TCP_QUERY || len < message::HEADER_LEN {
+            ctx.stats.dropped.fetch_add(1, Relaxed);
+            return Ok(()); // no query is that big (or that small): close
+        }
+        tokio::time::timeout(TCP_IDLE, s.read_exact(&mut buf[..len]))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        ctx.stats.queries.fetch_add(1, Relaxed);
+        refresh(&mut rx, &mut zone);
+        let resp: Vec<u8> = match answer::answer(&zone, &buf[..len], true, &mut rng, &mut out) {
+            Action::Reply => std::mem::take(&mut out),
+            Action::Drop => return Ok(()),
+            Action::Forward(q) => match outside(ctx, &q, peer.ip(), &mut out) {
+                Some(r) => r.to_vec(),
+                None => ctx.forwarder.resolve(&q, &buf[..len], true).await,
+            },
+        };
+        let mut framed = Vec::with_capacity(resp.len() + 2);
+        framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&resp);
+        s.write_all(&framed).await?;
+    }
+}

@@ -1,0 +1,90 @@
+//! Runs the embedded DNS server (crate `vxgate-dns`) for the config's `[dns]` section: keeps
+//! its zone in step with the registry and owns its sockets' lifetime.
+//!
+//! A task rebuilds the zone from every registry snapshot and publishes it on a watch channel
+//! that the server's workers read per query, so a registry change answers the next query.
+
+use crate::config::DnsConfig;
+use crate::daemon::Shutdown;
+use crate::registry::{Registry, Snapshot};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use vxgate_dns::forward::{CACHE_ENTRIES, Forwarder};
+use vxgate_dns::server::{self, Context, Stats};
+use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
+
+/// The zone for a registry snapshot.
+pub fn zone_of(settings: &ZoneSettings, snap: &Snapshot) -> Option<Zone> {
+    let label = &snap.service_label;
+    let containers: Vec<ZoneContainer> = snap
+        .containers()
+        .map(|c| ZoneContainer {
+            name: c.name.clone(),
+            ip: c.ip,
+            port: c.port,
+            service: c.labels.get(label).cloned(),
+            serving: c.health.is_serving(),
+        })
+        .collect();
+    Zone::build(settings, snap.version, &containers)
+}
+
+/// Binds the DNS sockets (errors stop startup) and spawns the server and the zone updater.
+pub async fn start(
+    cfg: &DnsConfig,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<Arc<Stats>, String> {
+    let settings = ZoneSettings {
+        zone: cfg.zone.clone(),
+        ttl: u32::try_from(cfg.ttl.as_secs()).unwrap_or(u32::MAX),
+        ns_addrs: cfg.listen.iter().map(|a| a.ip()).collect(),
+    };
+    let first = zone_of(&settings, &registry.snapshot())
+        .ok_or_else(|| format!("dns: zone {:?} is not a valid name", cfg.zone))?;
+    let (zone_tx, zone_rx) = watch::channel(Arc::new(first));
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let bound = server::bind(&cfg.listen, workers)
+        .map_err(|e| format!("dns: cannot bind {:?}: {e}", cfg.listen))?;
+    let stats = Arc::new(Stats::default());
+    let ctx = Arc::new(Context {
+        zone: zone_rx,
+        forwarder: Arc::new(Forwarder::new(
+            cfg.upstreams.clone(),
+            cfg.upstream_timeout,
+            CACHE_ENTRIES,
+        )),
+        recursion_from: cfg.recursion_from.clone(),
+        stats: stats.clone(),
+    });
+    tracing::info!(listen = ?cfg.listen, zone = %cfg.zone, upstreams = ?cfg.upstreams, workers, "dns up");
+    {
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            server::serve(bound, ctx, async move { shutdown.wait().await }).await;
+            Ok(())
+        });
+    }
+    let mut rx = registry.subscribe();
+    let mut shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                changed = rx.changed() => {
+                    if changed.is_err() { return Ok(()); }
+                    let snap = rx.borrow_and_update().clone();
+                    match zone_of(&settings, &snap) {
+                        Some(z) => { zone_tx.send_replace(Arc::new(z)); }
+                        None => tracing::error!("dns: cannot build the zone; keeping the last one"),
+                    }
+                }
+            }
+        }
+    });
+    Ok(stats)
+}
