@@ -239,7 +239,7 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
             Ok(Ok(len)) => usize::from(len),
             _ => return Ok(()), // idle, closed or reset
         };
-        if len > MAX_TCP_QUERY || len < message::HEADER_LEN {
+        if !(message::HEADER_LEN..=MAX_TCP_QUERY).contains(&len) {
             ctx.stats.dropped.fetch_add(1, Relaxed);
             return Ok(()); // no query is that big (or that small): close
         }
