@@ -37,6 +37,22 @@ pub async fn start(
     shutdown: &Shutdown,
     tasks: &mut JoinSet<Result<(), String>>,
 ) -> Result<Arc<Stats>, String> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let bound = server::bind(&cfg.listen, workers)
+        .map_err(|e| format!("dns: cannot bind {:?}: {e}", cfg.listen))?;
+    start_bound(cfg, bound, registry, shutdown, tasks)
+}
+
+/// Like [`start`], on sockets the caller bound (tests bind port 0).
+pub fn start_bound(
+    cfg: &DnsConfig,
+    bound: server::Bound,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<Arc<Stats>, String> {
     let settings = ZoneSettings {
         zone: cfg.zone.clone(),
         ttl: u32::try_from(cfg.ttl.as_secs()).unwrap_or(u32::MAX),
@@ -45,11 +61,7 @@ pub async fn start(
     let first = zone_of(&settings, &registry.snapshot())
         .ok_or_else(|| format!("dns: zone {:?} is not a valid name", cfg.zone))?;
     let (zone_tx, zone_rx) = watch::channel(Arc::new(first));
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let bound = server::bind(&cfg.listen, workers)
-        .map_err(|e| format!("dns: cannot bind {:?}: {e}", cfg.listen))?;
+    let workers = bound.udp.len() / cfg.listen.len().max(1);
     let stats = Arc::new(Stats::default());
     let ctx = Arc::new(Context {
         zone: zone_rx,

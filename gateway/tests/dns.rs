@@ -1,0 +1,473 @@
+//! The embedded DNS server on loopback, asked by dig (bind9-dnsutils) and by raw sockets:
+//! the zone, forwarding (with fake upstreams on loopback), transports, live updates and bad
+//! input. The server runs in-process on sockets bound to port 0.
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, SOA};
+use hickory_proto::rr::{Name, RData, Record};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use vxgate::config::DnsConfig;
+use vxgate::daemon::Shutdown;
+use vxgate::registry::{Container, Health, Origin, Registry};
+
+fn container(name: &str, ip: &str, app: &str) -> Container {
+    Container {
+        name: name.into(),
+        ip: ip.parse().expect("ip"),
+        mac: None,
+        port: 8080,
+        labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+        network: "default".into(),
+        node: "h1".into(),
+        health: Health::Unknown,
+        origin: Origin::Api,
+    }
+}
+
+struct Dns {
+    port: u16,
+    registry: Arc<Registry>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn start(upstreams: Vec<SocketAddr>, recursion_from: &[&str], web: usize) -> Dns {
+    let registry = Arc::new(Registry::new("app"));
+    for i in 0..web {
+        registry
+            .add(container(
+                &format!("web-{i}"),
+                &format!("10.0.{}.{}", i / 250, i % 250 + 1),
+                "web",
+            ))
+            .expect("add");
+    }
+    registry
+        .add(container("api-1", "fd00::1", "api"))
+        .expect("add");
+    let cfg = DnsConfig {
+        listen: vec!["127.0.0.1:0".parse().expect("addr")],
+        zone: "example.com".into(),
+        service_label: "app".into(),
+        ttl: Duration::from_secs(5),
+        upstreams,
+        upstream_timeout: Duration::from_millis(300),
+        recursion_from: recursion_from
+            .iter()
+            .map(|n| n.parse().expect("net"))
+            .collect(),
+    };
+    let bound = vxgate_dns::server::bind(&cfg.listen, 2).expect("bind");
+    let port = bound.udp[0].local_addr().expect("addr").port();
+    let (stop, shutdown) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    vxgate::dns::start_bound(&cfg, bound, &registry, &shutdown, &mut tasks).expect("start");
+    tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+    Dns {
+        port,
+        registry,
+        _stop: stop,
+    }
+}
+
+/// dig's output lines (without comments) for `args`; None when dig is not installed
+/// (then the test is skipped, except under CI=true where that fails).
+async fn dig(port: u16, args: &[&str]) -> Option<String> {
+    let mut cmd = Command::new("dig");
+    cmd.args(["@127.0.0.1", "-p", &port.to_string(), "+tries=1", "+time=3"])
+        .args(args);
+    let out = match tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+    {
+        Ok(o) => o,
+        Err(_) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("dig not installed: skipping (apt-get install bind9-dnsutils)");
+            return None;
+        }
+        Err(e) => panic!("dig: {e}"),
+    };
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn status(out: &str) -> &str {
+    out.split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("none")
+}
+
+/// A fake upstream on loopback: answers A 192.0.2.1 (TTL 300), NXDOMAIN+SOA for names
+/// starting with "nx", or SERVFAIL, or nothing; counts queries.
+#[derive(Clone, Copy)]
+enum Upstream {
+    Good,
+    ServFail,
+    Silent,
+}
+
+async fn upstream(kind: Upstream) -> (SocketAddr, Arc<AtomicUsize>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = sock.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
+            c.fetch_add(1, SeqCst);
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            r.metadata.recursion_desired = q.metadata.recursion_desired;
+            r.metadata.recursion_available = true;
+            r.add_queries(q.queries.clone());
+            let name = q.queries[0].name().clone();
+            match kind {
+                Upstream::Silent => continue,
+                Upstream::ServFail => r.metadata.response_code = ResponseCode::ServFail,
+                Upstream::Good if name.to_string().starts_with("nx") => {
+                    r.metadata.response_code = ResponseCode::NXDomain;
+                    let soa = SOA::new(
+                        Name::from_str("ns.example.org.").expect("n"),
+                        Name::from_str("h.example.org.").expect("n"),
+                        1,
+                        2,
+                        3,
+                        4,
+                        60,
+                    );
+                    r.add_authority(Record::from_rdata(
+                        Name::from_str("example.org.").expect("n"),
+                        60,
+                        RData::SOA(soa),
+                    ));
+                }
+                Upstream::Good => {
+                    r.add_answer(Record::from_rdata(
+                        name,
+                        300,
+                        RData::A(A::new(192, 0, 2, 1)),
+                    ));
+                }
+            }
+            let _ = sock.send_to(&r.to_vec().expect("encode"), from).await;
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_answers_rfc1035_rfc2308() {
+    let d = start(vec![], &["127.0.0.0/8"], 3).await;
+    let Some(out) = dig(d.port, &["web.example.com", "A"]).await else {
+        return;
+    };
+    assert_eq!(status(&out), "NOERROR");
+    assert!(out.contains(" aa "), "AA on zone answers: {out}");
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        assert!(
+            out.contains(&format!("5\tIN\tA\t{ip}")),
+            "{ip} with TTL 5 in {out}"
+        );
+    }
+    let out = dig(d.port, &["+short", "WeB-1.ExAmPlE.cOm"])
+        .await
+        .expect("dig");
+    assert_eq!(out.trim(), "10.0.0.2", "names match case-insensitively");
+    let out = dig(d.port, &["+short", "api.example.com", "AAAA"])
+        .await
+        .expect("dig");
+    assert_eq!(out.trim(), "fd00::1");
+    let out = dig(d.port, &["+short", "_http._tcp.api.example.com", "SRV"])
+        .await
+        .expect("dig");
+    assert_eq!(out.trim(), "0 10 8080 api-1.example.com.");
+    let out = dig(d.port, &["+short", "-x", "10.0.0.3"])
+        .await
+        .expect("dig");
+    assert_eq!(out.trim(), "web-2.example.com.");
+    let out = dig(d.port, &["+short", "-x", "fd00::1"])
+        .await
+        .expect("dig");
+    assert_eq!(out.trim(), "api-1.example.com.");
+    let out = dig(d.port, &["+short", "example.com", "NS"])
+        .await
+        .expect("dig");
+    assert_eq!(out.trim(), "ns.example.com.");
+    let out = dig(d.port, &["+short", "example.com", "SOA"])
+        .await
+        .expect("dig");
+    assert!(
+        out.starts_with("ns.example.com. hostmaster.example.com. "),
+        "{out}"
+    );
+    let out = dig(d.port, &["nothing.example.com"]).await.expect("dig");
+    assert_eq!(status(&out), "NXDOMAIN");
+    assert!(
+        out.contains("AUTHORITY: 1") && out.contains("IN\tSOA\tns.example.com."),
+        "{out}"
+    );
+    let out = dig(d.port, &["web.example.com", "AAAA"])
+        .await
+        .expect("dig");
+    assert_eq!(status(&out), "NOERROR");
+    assert!(
+        out.contains("ANSWER: 0") && out.contains("AUTHORITY: 1"),
+        "NODATA with SOA: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_order_is_shuffled() {
+    let d = start(vec![], &["127.0.0.0/8"], 6).await;
+    let mut orders = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let Some(out) = dig(d.port, &["+short", "web.example.com"]).await else {
+            return;
+        };
+        orders.insert(out);
+    }
+    assert!(
+        orders.len() >= 5,
+        "only {} orders in 10 answers",
+        orders.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealthy_containers_leave_the_service_name() {
+    let d = start(vec![], &["127.0.0.0/8"], 2).await;
+    d.registry
+        .set_health("web-0", Health::Unhealthy)
+        .expect("health");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let Some(out) = dig(d.port, &["+short", "web.example.com"]).await else {
+        return;
+    };
+    assert_eq!(out.trim(), "10.0.0.2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_tries_the_next_upstream_and_caches() {
+    let (silent, silent_n) = upstream(Upstream::Silent).await;
+    let (fail, fail_n) = upstream(Upstream::ServFail).await;
+    let (good, good_n) = upstream(Upstream::Good).await;
+    let d = start(vec![silent, fail, good], &["127.0.0.1/32"], 1).await;
+    let t = Instant::now();
+    let Some(out) = dig(d.port, &["+short", "www.example.org"]).await else {
+        return;
+    };
+    assert_eq!(out.trim(), "192.0.2.1");
+    let took = t.elapsed();
+    assert_eq!(
+        (
+            silent_n.load(SeqCst),
+            fail_n.load(SeqCst),
+            good_n.load(SeqCst)
+        ),
+        (1, 1, 1)
+    );
+    eprintln!("silent (300 ms timeout), SERVFAIL, then an answer: {took:?}");
+    // cached: the upstreams are not asked again, and the TTL has not grown
+    let out = dig(d.port, &["www.example.org"]).await.expect("dig");
+    assert!(out.contains("IN\tA\t192.0.2.1"));
+    assert_eq!(good_n.load(SeqCst), 1, "second answer came from the cache");
+    // negative answers are cached too (SOA minimum 60)
+    dig(d.port, &["nxname.example.org"]).await.expect("dig");
+    let out = dig(d.port, &["nxname.example.org"]).await.expect("dig");
+    assert_eq!(status(&out), "NXDOMAIN");
+    assert_eq!(good_n.load(SeqCst), 2, "negative answer cached");
+    // in-zone misses are never forwarded
+    let out = dig(d.port, &["missing.example.com"]).await.expect("dig");
+    assert_eq!(status(&out), "NXDOMAIN");
+    assert_eq!(good_n.load(SeqCst), 2);
+    // clients outside recursion_from are refused; no open resolver
+    let out = dig(d.port, &["-b", "127.0.0.2", "other.example.org"])
+        .await
+        .expect("dig");
+    assert_eq!(status(&out), "REFUSED");
+    assert_eq!(good_n.load(SeqCst), 2);
+    // ... but still get zone answers
+    let out = dig(d.port, &["-b", "127.0.0.2", "+short", "web.example.com"])
+        .await
+        .expect("dig");
+    assert_eq!(out.trim(), "10.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_upstreams_failing_gives_a_prompt_servfail() {
+    let (a, _) = upstream(Upstream::Silent).await;
+    let (b, _) = upstream(Upstream::ServFail).await;
+    let d = start(vec![a, b], &["127.0.0.0/8"], 1).await;
+    let t = Instant::now();
+    let Some(out) = dig(d.port, &["www.example.org"]).await else {
+        return;
+    };
+    assert_eq!(status(&out), "SERVFAIL");
+    let took = t.elapsed();
+    // dig waits 3 s (+time=3); the answer came from vxgate, after one 300 ms timeout
+    assert!(took < Duration::from_millis(2500), "SERVFAIL took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tc_over_udp_and_whole_over_tcp_with_100_containers() {
+    let d = start(vec![], &["127.0.0.0/8"], 100).await;
+    let Some(out) = dig(d.port, &["+ignore", "+noedns", "web.example.com"]).await else {
+        return;
+    };
+    assert!(out.contains(" tc "), "TC over 512-byte UDP: {out}");
+    let out = dig(d.port, &["+ignore", "+bufsize=1232", "web.example.com"])
+        .await
+        .expect("dig");
+    assert!(
+        out.contains(" tc "),
+        "100 A records do not fit 1232 bytes either"
+    );
+    let out = dig(d.port, &["+ignore", "+bufsize=4096", "web.example.com"])
+        .await
+        .expect("dig");
+    assert!(
+        !out.contains(" tc ") && out.contains("ANSWER: 100"),
+        "4096-byte EDNS honoured: {out}"
+    );
+    // dig retries a truncated answer over TCP by itself
+    let out = dig(d.port, &["+noedns", "web.example.com"])
+        .await
+        .expect("dig");
+    assert!(out.contains("ANSWER: 100"), "whole over TCP: {out}");
+    let out = dig(d.port, &["+tcp", "web.example.com"])
+        .await
+        .expect("dig");
+    assert!(out.contains("ANSWER: 100"));
+}
+
+async fn udp_query(port: u16, msg: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    s.send_to(msg, ("127.0.0.1", port)).await.expect("send");
+    let mut buf = vec![0u8; 65535];
+    match tokio::time::timeout(Duration::from_millis(300), s.recv(&mut buf)).await {
+        Ok(Ok(n)) => Some(buf[..n].to_vec()),
+        _ => None,
+    }
+}
+
+fn query_bytes(name: &str) -> Vec<u8> {
+    let mut m = vec![0x55, 0x66, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    m.extend(vxgate_dns::message::name_from_text(name).expect("name"));
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_change_answers_the_next_query_within_10ms() {
+    let d = start(vec![], &["127.0.0.0/8"], 1).await;
+    let q = query_bytes("new-1.example.com");
+    let r = udp_query(d.port, &q).await.expect("answer");
+    assert_eq!(r[3] & 0x0f, 3, "NXDOMAIN before the change");
+    let t = Instant::now();
+    d.registry
+        .add(container("new-1", "10.9.9.9", "web"))
+        .expect("add");
+    loop {
+        let r = udp_query(d.port, &q).await.expect("answer");
+        if r[3] & 0x0f == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(10),
+            "not visible after {:?}",
+            t.elapsed()
+        );
+    }
+    let took = t.elapsed();
+    eprintln!("registry add -> DNS answer: {took:?}");
+    assert!(
+        took < Duration::from_millis(10),
+        "visible only after {took:?}"
+    );
+    let t = Instant::now();
+    d.registry.remove("new-1").expect("remove");
+    loop {
+        let r = udp_query(d.port, &q).await.expect("answer");
+        if r[3] & 0x0f == 3 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(10),
+            "still answered after {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_formerr_notimp_or_silence_and_the_server_carries_on() {
+    let d = start(vec![], &["127.0.0.0/8"], 1).await;
+    let good = query_bytes("web.example.com");
+    // truncated question
+    let r = udp_query(d.port, &good[..good.len() - 2])
+        .await
+        .expect("FORMERR");
+    assert_eq!(r[3] & 0x0f, 1);
+    // compression loop in the question
+    let looped = [
+        0x55, 0x66, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
+    ];
+    assert_eq!(
+        udp_query(d.port, &looped).await.expect("FORMERR")[3] & 0x0f,
+        1
+    );
+    // QDCOUNT 2
+    let mut two = good.clone();
+    two[5] = 2;
+    assert_eq!(udp_query(d.port, &two).await.expect("FORMERR")[3] & 0x0f, 1);
+    // unknown opcode (UPDATE)
+    let mut update = good.clone();
+    update[2] = 5 << 3;
+    assert_eq!(
+        udp_query(d.port, &update).await.expect("NOTIMP")[3] & 0x0f,
+        4
+    );
+    // a response sent as a query, and a runt: no answer at all
+    let mut resp = good.clone();
+    resp[2] |= 0x80;
+    assert!(udp_query(d.port, &resp).await.is_none());
+    assert!(udp_query(d.port, &[1, 2, 3]).await.is_none());
+    // random bytes, sent without waiting for answers
+    let junk_sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    for i in 0..2000u32 {
+        let junk: Vec<u8> = (0..(i % 60))
+            .map(|j| (i.wrapping_mul(2654435761).wrapping_add(j * 40503) >> 8) as u8)
+            .collect();
+        junk_sock
+            .send_to(&junk, ("127.0.0.1", d.port))
+            .await
+            .expect("send");
+    }
+    // an oversize TCP frame closes that connection
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .expect("connect");
+    s.write_all(&[0xff, 0xff]).await.expect("write");
+    s.write_all(&vec![0u8; 8192]).await.ok();
+    let mut b = [0u8; 2];
+    let closed = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "connection should be closed: {closed:?}"
+    );
+    // and the server still answers
+    let r = udp_query(d.port, &good).await.expect("answer");
+    assert_eq!(r[3] & 0x0f, 0);
+}
