@@ -1,0 +1,64 @@
+//! Answering one query from a zone built from a registry snapshot (100 services of 3
+//! containers): ns/query for a service name, a container name, and a name that does not exist.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use vxgate_dns::answer::{Rng, answer};
+use vxgate_dns::message::name_from_text;
+use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
+
+fn zone() -> Zone {
+    let mut cs = Vec::new();
+    for s in 0..100u32 {
+        for c in 0..3u32 {
+            cs.push(ZoneContainer {
+                name: format!("svc{s}-{c}"),
+                ip: std::net::IpAddr::from([
+                    10,
+                    200,
+                    (s / 50) as u8 + 1,
+                    (s % 50 * 3 + c + 10) as u8,
+                ]),
+                port: 80,
+                service: Some(format!("svc{s}")),
+                serving: true,
+            });
+        }
+    }
+    let s = ZoneSettings {
+        zone: "example.com".into(),
+        ttl: 5,
+        ns_addrs: vec![],
+    };
+    Zone::build(&s, 1, &cs).expect("zone")
+}
+
+fn query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    m.extend(name_from_text(name).expect("name"));
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+    m
+}
+
+fn bench(c: &mut Criterion) {
+    let z = zone();
+    let mut rng = Rng::new(1);
+    let mut out = Vec::with_capacity(4096);
+    let mut g = c.benchmark_group("dns_answer");
+    g.throughput(Throughput::Elements(1));
+    for (label, name) in [
+        ("service", "svc42.example.com"),
+        ("container", "svc42-1.example.com"),
+        ("nxdomain", "nope.example.com"),
+    ] {
+        let q = query(name);
+        g.bench_function(label, |b| {
+            b.iter(|| black_box(answer(&z, black_box(&q), false, &mut rng, &mut out)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
