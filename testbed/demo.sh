@@ -47,9 +47,12 @@ done
 
 show() { echo "\$ $*"; "$@" 2>&1 | sed 's/^/    /' || true; }
 
+echo "== DNS: a container on h1 resolves the web service through its resolv.conf (10.200.1.1)"
+show ip netns exec "$P-h1c2" getent ahosts web.example.com
+show ip netns exec "$P-h1c2" dig +noall +answer web.example.com _http._tcp.web.example.com SRV
 echo "== the overlay: a container on h1 reaches containers on h2 through vxgate's VXLAN"
 show ip netns exec "$P-h1c1" ping -c 3 -i 0.2 -W 2 10.200.2.11
-show ip netns exec "$P-h1c1" curl -s --max-time 5 http://10.200.2.12/
+show ip netns exec "$P-h1c1" curl -s --max-time 5 http://h2c2.example.com/
 
 cat <<MSG
 == where to look next
