@@ -226,6 +226,9 @@ pub enum LoadBalancing {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngressConfig {
+    /// The zone whose `<service>.<zone>` names route to services. Default: `dns.zone`.
+    #[serde(default)]
+    pub zone: Option<String>,
     /// HTTPS listeners. Default: ["0.0.0.0:443"].
     #[serde(default = "default_ingress_listen")]
     pub listen: Vec<SocketAddr>,
@@ -243,6 +246,50 @@ pub struct IngressConfig {
     pub certs: Vec<CertConfig>,
     #[serde(default)]
     pub health: HealthConfig,
+    /// Time a client gets to send a request's headers, and to start the next request on a
+    /// kept-alive HTTP/1.1 connection (slowloris). Default: 30000 ms.
+    #[serde(
+        rename = "header_read_timeout_ms",
+        deserialize_with = "millis",
+        default = "default_header_timeout"
+    )]
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (bytes, ≥ 8192). Default: 65536.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// A connection with no bytes either way for this long is closed. Default: 120000 ms.
+    #[serde(
+        rename = "idle_timeout_ms",
+        deserialize_with = "millis",
+        default = "default_idle_timeout"
+    )]
+    pub idle_timeout: Duration,
+    /// Open client connections at most; more are accepted and closed at once. Default: 10000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a backend gets to start its response (then 504). Default: 60000 ms.
+    #[serde(
+        rename = "backend_timeout_ms",
+        deserialize_with = "millis",
+        default = "default_backend_timeout"
+    )]
+    pub backend_timeout: Duration,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_header_bytes() -> usize {
+    65536
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_backend_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_ingress_listen() -> Vec<SocketAddr> {
@@ -270,6 +317,13 @@ pub struct HealthConfig {
     /// Default: 1000 ms.
     #[serde(rename = "interval_ms", deserialize_with = "millis")]
     pub interval: Duration,
+    /// Time one check may take. Default: 1000 ms.
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Duration,
+    /// Consecutive failures that eject a container. Default: 2.
+    pub fall: u32,
+    /// Consecutive successes that restore it. Default: 2.
+    pub rise: u32,
 }
 
 impl Default for HealthConfig {
@@ -277,6 +331,9 @@ impl Default for HealthConfig {
         HealthConfig {
             path: "/".into(),
             interval: Duration::from_millis(1000),
+            timeout: Duration::from_millis(1000),
+            fall: 2,
+            rise: 2,
         }
     }
 }
@@ -427,6 +484,15 @@ impl Config {
             .unwrap_or("app")
     }
 
+    /// The zone the ingress routes (`ingress.zone`, else `dns.zone`), lower-cased.
+    pub fn ingress_zone(&self) -> Option<String> {
+        let i = self.ingress.as_ref()?;
+        i.zone
+            .as_deref()
+            .or(self.dns.as_ref().map(|d| d.zone.as_str()))
+            .and_then(|z| vxgate_dns::name::parse_zone(z).ok())
+    }
+
     /// The overlay network a container belongs to when it names none.
     pub fn default_network(&self) -> &str {
         self.overlay
@@ -450,6 +516,21 @@ impl Config {
         }
         if let Some(i) = &self.ingress {
             validate_ingress(i, &mut v);
+            match (&i.zone, &self.dns) {
+                (Some(z), _) => {
+                    if let Err(e) = vxgate_dns::name::parse_zone(z) {
+                        v.bad(
+                            "ingress.zone",
+                            format!("{z:?}: {e}; expected a domain like \"example.com\""),
+                        );
+                    }
+                }
+                (None, None) => v.bad(
+                    "ingress",
+                    "the ingress routes <service>.<zone>: set ingress.zone or dns.zone".into(),
+                ),
+                (None, Some(_)) => {}
+            }
         }
         self.validate_containers(&mut v);
         v.problems

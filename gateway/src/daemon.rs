@@ -78,7 +78,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
     );
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    crate::start(&config, &registry, &shutdown, &mut tasks).await?;
+    let running = crate::start(&config, &registry, &shutdown, &mut tasks).await?;
     tracing::info!(
         node = %config.node.name,
         containers = registry.snapshot().len(),
@@ -89,7 +89,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
-            _ = hup.recv() => reload(path, &mut config, &registry),
+            _ = hup.recv() => reload(path, &mut config, &registry, &running),
             Some(done) = tasks.join_next() => {
                 // A part that ends on its own before shutdown has failed.
                 let why = match done {
@@ -126,7 +126,7 @@ async fn drain(tasks: &mut tokio::task::JoinSet<Result<(), String>>) {
 }
 
 /// SIGHUP: validate the file again; apply what can change live, keep the old config otherwise.
-fn reload(path: &Path, config: &mut Config, registry: &Registry) {
+fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate::Running) {
     let new = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -139,6 +139,15 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry) {
     if let Err(e) = registry.replace_origin(Origin::Config, registry::config_containers(&new)) {
         tracing::error!("reload rejected, keeping the running config: containers: {e}");
         return;
+    }
+    if let Some(ingress) = &running.ingress {
+        // certificate files are re-read even when the config text is unchanged (renewals)
+        match ingress.certs.reload() {
+            Ok(n) => tracing::info!(certs = n, "ingress certificates reloaded"),
+            Err(e) => {
+                tracing::error!("ingress certificates not reloaded, keeping the old ones: {e}")
+            }
+        }
     }
     let restart_needed: Vec<&str> = [
         ("node", config.node != new.node),

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod ingress;
 pub mod overlay;
 pub mod registry;
 pub mod wire;
@@ -22,6 +23,12 @@ use daemon::Shutdown;
 use registry::Registry;
 use std::sync::Arc;
 
+/// Handles to running parts that a reload touches.
+#[derive(Default)]
+pub struct Running {
+    pub ingress: Option<ingress::Ingress>,
+}
+
 /// Starts every part the config enables, each as a task in `tasks` that ends when `shutdown`
 /// fires. Binding errors are returned before anything runs.
 pub async fn start(
@@ -29,12 +36,17 @@ pub async fn start(
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut tokio::task::JoinSet<Result<(), String>>,
-) -> Result<(), String> {
+) -> Result<Running, String> {
+    let mut running = Running::default();
     if let Some(o) = &config.overlay {
         overlay::driver::start(o, &config.node.name, registry, shutdown, tasks).await?;
     }
     if let Some(d) = &config.dns {
         dns::start(d, registry, shutdown, tasks).await?;
     }
-    Ok(())
+    if let (Some(i), Some(zone)) = (&config.ingress, config.ingress_zone()) {
+        let state = &config.node.state_dir;
+        running.ingress = Some(ingress::start(i, &zone, state, registry, shutdown, tasks).await?);
+    }
+    Ok(running)
 }

@@ -1,0 +1,169 @@
+//! Active health checks: every `interval`, GET `path` on each container that belongs to a
+//! service; `fall` failures in a row mark it unhealthy, `rise` successes healthy again. The
+//! result goes to the registry, so DNS stops answering with it too. The state machine is pure.
+
+use crate::config::HealthConfig;
+use crate::daemon::Shutdown;
+use crate::registry::{Health, Registry};
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Consecutive results for one container, and the health they were counted against.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Streak {
+    pub ok: u32,
+    pub failed: u32,
+    pub seen: Health,
+}
+
+/// Records one check; returns the new health when it changes (`current` is the registry's).
+/// A change made by someone else (the proxy's passive ejection) starts the count afresh.
+pub fn observe(
+    streak: &mut Streak,
+    ok: bool,
+    current: Health,
+    fall: u32,
+    rise: u32,
+) -> Option<Health> {
+    if current != streak.seen {
+        *streak = Streak {
+            ok: 0,
+            failed: 0,
+            seen: current,
+        };
+    }
+    let change = observe_counts(streak, ok, current, fall, rise);
+    if let Some(h) = change {
+        streak.seen = h;
+    }
+    change
+}
+
+fn observe_counts(
+    streak: &mut Streak,
+    ok: bool,
+    current: Health,
+    fall: u32,
+    rise: u32,
+) -> Option<Health> {
+    if ok {
+        streak.ok += 1;
+        streak.failed = 0;
+        (current != Health::Healthy && (streak.ok >= rise || current == Health::Unknown))
+            .then_some(Health::Healthy)
+    } else {
+        streak.failed += 1;
+        streak.ok = 0;
+        (current != Health::Unhealthy && streak.failed >= fall).then_some(Health::Unhealthy)
+    }
+}
+
+pub async fn run(
+    cfg: HealthConfig,
+    registry: Arc<Registry>,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(cfg.timeout));
+    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build(connector);
+    let mut streaks: HashMap<String, Streak> = HashMap::new();
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let snap = registry.snapshot();
+        let targets: Vec<_> = snap
+            .containers()
+            .filter(|c| c.labels.contains_key(&snap.service_label))
+            .cloned()
+            .collect();
+        streaks.retain(|name, _| snap.container(name).is_some());
+        let checks = targets.iter().map(|c| {
+            let uri = format!(
+                "http://{}{}",
+                std::net::SocketAddr::new(c.ip, c.port),
+                cfg.path
+            );
+            let client = client.clone();
+            let timeout = cfg.timeout;
+            async move {
+                let Ok(uri) = uri.parse::<http::Uri>() else {
+                    return false;
+                };
+                let res = tokio::time::timeout(timeout, client.get(uri)).await;
+                matches!(res, Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection())
+            }
+        });
+        let results = futures_join(checks).await;
+        for (c, ok) in targets.iter().zip(results) {
+            let streak = streaks.entry(c.name.clone()).or_default();
+            if let Some(h) = observe(streak, ok, c.health, cfg.fall, cfg.rise) {
+                tracing::info!(container = %c.name, health = ?h, "ingress: health changed");
+                let _ = registry.set_health(&c.name, h);
+            }
+        }
+    }
+}
+
+/// Runs the checks concurrently and collects their results in order.
+async fn futures_join<F: std::future::Future<Output = bool> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<bool> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.unwrap_or(false));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fall_ejects_and_rise_restores() {
+        let mut s = Streak::default();
+        assert_eq!(
+            observe(&mut s, true, Health::Unknown, 2, 2),
+            Some(Health::Healthy),
+            "first success confirms"
+        );
+        assert_eq!(observe(&mut s, false, Health::Healthy, 2, 2), None);
+        assert_eq!(
+            observe(&mut s, false, Health::Healthy, 2, 2),
+            Some(Health::Unhealthy)
+        );
+        assert_eq!(observe(&mut s, false, Health::Unhealthy, 2, 2), None);
+        assert_eq!(observe(&mut s, true, Health::Unhealthy, 2, 2), None);
+        assert_eq!(
+            observe(&mut s, true, Health::Unhealthy, 2, 2),
+            Some(Health::Healthy)
+        );
+    }
+
+    #[test]
+    fn a_passively_ejected_backend_comes_back_after_rise_successes() {
+        let mut s = Streak {
+            ok: 5,
+            failed: 0,
+            seen: Health::Healthy,
+        };
+        // the proxy marked it unhealthy on a connect error: old successes do not count
+        assert_eq!(observe(&mut s, true, Health::Unhealthy, 3, 2), None);
+        assert_eq!(
+            observe(&mut s, true, Health::Unhealthy, 3, 2),
+            Some(Health::Healthy)
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! The HTTPS ingress: TLS termination (rustls) and a reverse proxy (hyper) to the containers
+//! of the service that the Host names.
+//!
+//! ```text
+//!  TCP accept ─► limit (max_connections) ─► TLS (SNI → cert) ─► hyper h1/h2 ─► Proxy::handle
+//!                                                                               │
+//!                            registry snapshot ─► serving backends ─► pooled HTTP/1.1 client
+//! ```
+//!
+//! `route` and the health state machine are pure; `tls`, `proxy`, `health` and this module are
+//! the shell. Stopping: listeners close, open connections finish their requests (bounded by
+//! the daemon's drain time).
+
+pub mod health;
+pub mod proxy;
+pub mod route;
+pub mod tls;
+
+use crate::config::IngressConfig;
+use crate::daemon::Shutdown;
+use crate::registry::Registry;
+use bytes::Bytes;
+use http::{Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// What stays reachable of a running ingress (certificate reload on SIGHUP).
+pub struct Ingress {
+    pub certs: Arc<tls::CertStore>,
+}
+
+struct Shared {
+    proxy: proxy::Proxy,
+    acceptor: TlsAcceptor,
+    cfg: IngressConfig,
+    permits: Arc<Semaphore>,
+}
+
+/// Binds the listeners and loads certificates (errors stop startup), then spawns the
+/// acceptors, the redirect listeners and the health checker.
+pub async fn start(
+    cfg: &IngressConfig,
+    zone: &str,
+    state_dir: &Path,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<Ingress, String> {
+    let source = if cfg.certs.is_empty() {
+        tls::Source::SelfSigned {
+            zone: zone.to_owned(),
+            dir: state_dir.join("tls"),
+        }
+    } else {
+        tls::Source::Files(cfg.certs.clone())
+    };
+    let certs = Arc::new(tls::CertStore::load(source).map_err(|e| format!("ingress: {e}"))?);
+    let server_config = tls::server_config(certs.clone(), cfg.session_resumption)?;
+    let shared = Arc::new(Shared {
+        proxy: proxy::Proxy::new(
+            registry.clone(),
+            zone,
+            cfg.load_balancing,
+            cfg.backend_timeout,
+        ),
+        acceptor: TlsAcceptor::from(Arc::new(server_config)),
+        cfg: cfg.clone(),
+        permits: Arc::new(Semaphore::new(cfg.max_connections)),
+    });
+    for addr in &cfg.listen {
+        let l = bind(*addr).map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tasks.spawn(async move { accept_tls(l, shared, shutdown).await });
+    }
+    let https_port = cfg.listen.first().map(|a| a.port()).unwrap_or(443);
+    for addr in &cfg.http_redirect {
+        let l = bind(*addr).map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { accept_redirect(l, https_port, shutdown).await });
+    }
+    {
+        let (h, r, s) = (cfg.health.clone(), registry.clone(), shutdown.clone());
+        tasks.spawn(async move { health::run(h, r, s).await });
+    }
+    tracing::info!(listen = ?cfg.listen, redirect = ?cfg.http_redirect, zone, "ingress up");
+    Ok(Ingress { certs })
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    TcpListener::from_std(s.into())
+}
+
+async fn accept_tls(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.wait() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!("ingress accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await; // EMFILE and friends
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "ingress: max_connections reached; closing");
+            drop(stream);
+            continue;
+        };
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            serve_tls(stream, peer, shared, shutdown).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // drain: every connection holds a permit until it is done
+    let all = u32::try_from(shared.cfg.max_connections).unwrap_or(u32::MAX);
+    let _ = shared.permits.acquire_many(all).await;
+    Ok(())
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: Shutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    let tls = match tokio::time::timeout(
+        shared.cfg.header_read_timeout,
+        shared.acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let activity = Arc::new(AtomicU64::new(now_ms()));
+    let io = TokioIo::new(Active {
+        inner: tls,
+        last: activity.clone(),
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.cfg.header_read_timeout)
+        .max_buf_size(shared.cfg.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(shared.cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let svc = {
+        let shared = shared.clone();
+        service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(shared.proxy.handle(req, peer).await) }
+        })
+    };
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let idle = shared.cfg.idle_timeout;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = shutdown.wait(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(idle / 4), if !closing => {
+                if now_ms().saturating_sub(activity.load(Relaxed)) >= idle.as_millis() as u64 {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Plain-HTTP listeners: 308 to the same host and path over https.
+async fn accept_redirect(
+    listener: TcpListener,
+    https_port: u16,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        tokio::spawn(async move {
+            let svc = service_fn(
+                move |req: http::Request<hyper::body::Incoming>| async move {
+                    let host = req
+                        .headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(|h| h.split(':').next().unwrap_or(h).to_owned());
+                    let Some(host) = host else {
+                        let mut r =
+                            Response::new(Full::new(Bytes::from_static(b"no Host header\n")));
+                        *r.status_mut() = StatusCode::BAD_REQUEST;
+                        return Ok::<_, std::convert::Infallible>(r);
+                    };
+                    let port = if https_port == 443 {
+                        String::new()
+                    } else {
+                        format!(":{https_port}")
+                    };
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/");
+                    let location = format!("https://{host}{port}{path}");
+                    let mut r = Response::new(Full::new(Bytes::from(format!(
+                        "redirecting to {location}\n"
+                    ))));
+                    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+                    if let Ok(v) = http::HeaderValue::from_str(&location) {
+                        r.headers_mut().insert(header::LOCATION, v);
+                    }
+                    Ok(r)
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// An IO wrapper that records when bytes last moved, for the idle timeout.
+struct Active<T> {
+    inner: T,
+    last: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,260 @@
+//! The reverse proxy: one request in, one backend chosen, the request streamed there and the
+//! response streamed back. Bodies are never buffered whole.
+//!
+//! Unknown host → 404; no serving backend → 503; a connect failure ejects that backend
+//! (passive health) and, for an idempotent request without a body, retries once on another,
+//! else 502; no response head within `backend_timeout` → 504. HTTP/1.1 upgrades (WebSocket)
+//! are spliced both ways after the backend's 101.
+
+use super::route;
+use crate::config::LoadBalancing;
+use crate::registry::{Container, Health, Registry};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Shared by every connection of the ingress.
+pub struct Proxy {
+    pub registry: Arc<Registry>,
+    pub zone: String,
+    pub policy: LoadBalancing,
+    pub backend_timeout: Duration,
+    client: Client<HttpConnector, Body>,
+    rr: Mutex<HashMap<String, usize>>,
+    in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    rng: AtomicUsize,
+}
+
+fn text(status: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(format!("{msg}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Counts a request in flight on a backend for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Proxy {
+    pub fn new(
+        registry: Arc<Registry>,
+        zone: &str,
+        policy: LoadBalancing,
+        backend_timeout: Duration,
+    ) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Proxy {
+            registry,
+            zone: zone.to_owned(),
+            policy,
+            backend_timeout,
+            client,
+            rr: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            rng: AtomicUsize::new(0x9e37_79b9),
+        }
+    }
+
+    fn counter(&self, name: &str) -> Arc<AtomicUsize> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_owned()).or_default().clone()
+    }
+
+    fn random(&self) -> usize {
+        // a Weyl sequence mixed: cheap and good enough to pick two backends
+        let x = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15_u64 as usize, Relaxed);
+        x ^ (x >> 29)
+    }
+
+    /// The backends in the order to try them: the chosen one first.
+    fn order(&self, service: &str, backends: &[Arc<Container>]) -> Vec<Arc<Container>> {
+        let n = backends.len();
+        let first = match self.policy {
+            LoadBalancing::RoundRobin => {
+                let mut rr = self.rr.lock().unwrap_or_else(|p| p.into_inner());
+                let c = rr.entry(service.to_owned()).or_insert(0);
+                let i = route::round_robin(*c, n);
+                *c = c.wrapping_add(1);
+                i
+            }
+            LoadBalancing::LeastRequests => {
+                let loads: Vec<usize> = backends
+                    .iter()
+                    .map(|b| self.counter(&b.name).load(Relaxed))
+                    .collect();
+                route::two_choices(&loads, self.random(), self.random())
+            }
+        };
+        (0..n).map(|k| backends[(first + k) % n].clone()).collect()
+    }
+
+    /// Handles one request from `client` (arrived over TLS).
+    pub async fn handle(&self, mut req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let Some(host) = host else {
+            return text(StatusCode::BAD_REQUEST, "no Host header");
+        };
+        let Some(service) = route::service_of(&host, &self.zone) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("no service for host {host}"),
+            );
+        };
+        let snapshot = self.registry.snapshot();
+        if !snapshot.has_service(&service) {
+            return text(
+                StatusCode::NOT_FOUND,
+                &format!("no service {service} for host {host}"),
+            );
+        }
+        let backends: Vec<Arc<Container>> = snapshot.serving(&service).cloned().collect();
+        if backends.is_empty() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("no healthy backend for {service}"),
+            );
+        }
+        let upgrade =
+            req.version() == http::Version::HTTP_11 && route::wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let has_body = !hyper::body::Body::is_end_stream(&body);
+        let retry = route::retryable(&parts.method, has_body) && backends.len() > 1 && !upgrade;
+        route::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let host_only = host.split(':').next().unwrap_or(&host).to_owned();
+        route::add_forwarded(&mut parts.headers, client.ip(), &host_only);
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(v) = http::HeaderValue::from_str(&host) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        let mut body = Some(body.boxed());
+        let order = self.order(&service, &backends);
+        let attempts = if retry { 2 } else { 1 };
+        for backend in order.iter().take(attempts) {
+            let uri = match format!(
+                "http://{}{}",
+                SocketAddr::new(backend.ip, backend.port),
+                path
+            )
+            .parse::<http::Uri>()
+            {
+                Ok(u) => u,
+                Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
+            };
+            let mut out = Request::builder()
+                .method(parts.method.clone())
+                .uri(uri)
+                .version(http::Version::HTTP_11);
+            if let Some(h) = out.headers_mut() {
+                *h = parts.headers.clone();
+            }
+            let Ok(out) = out.body(body.take().unwrap_or_else(empty)) else {
+                return text(StatusCode::BAD_REQUEST, "bad request");
+            };
+            let counter = self.counter(&backend.name);
+            counter.fetch_add(1, Relaxed);
+            let guard = InFlight(counter);
+            match tokio::time::timeout(self.backend_timeout, self.client.request(out)).await {
+                Err(_) => {
+                    return text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        &format!("backend {} timed out", backend.name),
+                    );
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    tracing::warn!(backend = %backend.name, "ingress: connect failed, ejecting: {e}");
+                    let _ = self.registry.set_health(&backend.name, Health::Unhealthy);
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(backend = %backend.name, "ingress: backend error: {e}");
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("backend {} failed", backend.name),
+                    );
+                }
+                Ok(Ok(mut resp)) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_up) = client_upgrade {
+                            let backend_up = hyper::upgrade::on(&mut resp);
+                            tokio::spawn(async move {
+                                if let (Ok(a), Ok(b)) = (client_up.await, backend_up.await) {
+                                    let _ = tokio::io::copy_bidirectional(
+                                        &mut TokioIo::new(a),
+                                        &mut TokioIo::new(b),
+                                    )
+                                    .await;
+                                }
+                            });
+                        }
+                        let (p, _) = resp.into_parts();
+                        return Response::from_parts(p, empty());
+                    }
+                    let (mut p, b) = resp.into_parts();
+                    route::strip_hop_by_hop(&mut p.headers, false);
+                    // the in-flight count lasts until the response body is done
+                    let b = b.map_frame(move |f| {
+                        let _ = &guard;
+                        f
+                    });
+                    return Response::from_parts(p, b.boxed());
+                }
+            }
+        }
+        text(
+            StatusCode::BAD_GATEWAY,
+            &format!("no backend of {service} could be reached"),
+        )
+    }
+}

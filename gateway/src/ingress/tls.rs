@@ -1,0 +1,250 @@
+//! TLS for the ingress (rustls with the ring provider): TLS 1.3 and 1.2, AEAD suites only
+//! (ring's defaults are all AEAD), ALPN h2 and http/1.1, session tickets and a session cache
+//! unless `session_resumption = false`.
+//!
+//! Certificates are chosen per handshake by SNI: the first configured certificate valid for
+//! the name (wildcards included, as webpki checks them), else the first one. With none
+//! configured, a self-signed ECDSA P-256 certificate for the zone and `*.zone` is generated once
+//! into `state_dir/tls/` and reused. [`CertStore::reload`] re-reads the files (SIGHUP); new
+//! handshakes use the new set, open connections keep theirs.
+
+use crate::config::CertConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Where the certificates come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Files(Vec<CertConfig>),
+    /// Generated for `zone` into `dir` when missing.
+    SelfSigned {
+        zone: String,
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug)]
+pub struct CertStore {
+    source: Source,
+    certs: RwLock<Arc<Vec<Arc<CertifiedKey>>>>,
+}
+
+impl CertStore {
+    pub fn load(source: Source) -> Result<CertStore, String> {
+        let certs = read_all(&source)?;
+        Ok(CertStore {
+            source,
+            certs: RwLock::new(Arc::new(certs)),
+        })
+    }
+
+    /// Re-reads the certificate files; on error the current set stays.
+    pub fn reload(&self) -> Result<usize, String> {
+        let certs = read_all(&self.source)?;
+        let n = certs.len();
+        *self.certs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certs);
+        Ok(n)
+    }
+
+    fn current(&self) -> Arc<Vec<Arc<CertifiedKey>>> {
+        self.certs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The certificate for an SNI name (None: the default, the first).
+    pub fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.current();
+        if let Some(name) = sni.and_then(|n| ServerName::try_from(n.to_owned()).ok()) {
+            let fits = |ck: &&Arc<CertifiedKey>| {
+                ck.cert.first().is_some_and(|der| {
+                    webpki::EndEntityCert::try_from(der)
+                        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+                })
+            };
+            if let Some(ck) = certs.iter().find(fits) {
+                return Some(ck.clone());
+            }
+        }
+        certs.first().cloned()
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.choose(hello.server_name())
+    }
+}
+
+fn read_all(source: &Source) -> Result<Vec<Arc<CertifiedKey>>, String> {
+    let provider = provider();
+    match source {
+        Source::Files(files) => files
+            .iter()
+            .map(|c| read_pair(&c.cert, &c.key, &provider).map(Arc::new))
+            .collect(),
+        Source::SelfSigned { zone, dir } => {
+            let (cert, key) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
+            if !cert.exists() || !key.exists() {
+                generate(zone, &cert, &key)?;
+            }
+            let ck = read_pair(&cert, &key, &provider)?;
+            tracing::info!(
+                cert = %cert.display(),
+                sha256 = %fingerprint(&ck.cert[0]),
+                "ingress: no certs configured; using the self-signed certificate for {zone} and *.{zone}"
+            );
+            Ok(vec![Arc::new(ck)])
+        }
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{}: no certificate in the file", cert.display()));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    CertifiedKey::from_der(chain, key_der, provider)
+        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))
+}
+
+/// A self-signed ECDSA P-256 certificate for `zone` and `*.zone` (key file mode 0600).
+fn generate(zone: &str, cert: &Path, key: &Path) -> Result<(), String> {
+    let kp =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::new(vec![zone.to_owned(), format!("*.{zone}")])
+        .map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, zone);
+    let c = params.self_signed(&kp).map_err(|e| e.to_string())?;
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(cert, c.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(key)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    std::io::Write::write_all(&mut f, kp.serialize_pem().as_bytes())
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    tracing::info!(cert = %cert.display(), "ingress: generated a self-signed certificate");
+    Ok(())
+}
+
+/// SHA-256 of a certificate, as colon-separated hex (what `openssl x509 -fingerprint` prints).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let mut s = String::new();
+    for (i, b) in d.as_ref().iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        let _ = write!(s, "{b:02X}");
+    }
+    s
+}
+
+/// The rustls server config: versions, resolver, ALPN, resumption.
+pub fn server_config(
+    store: Arc<CertStore>,
+    resumption: bool,
+) -> Result<rustls::ServerConfig, String> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if resumption {
+        cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
+        cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+    } else {
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_generated_once_and_chosen_for_zone_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let src = Source::SelfSigned {
+            zone: "example.com".into(),
+            dir: dir.path().join("tls"),
+        };
+        let store = CertStore::load(src.clone()).expect("generate");
+        let first = std::fs::read(dir.path().join("tls/self-signed.crt")).expect("written");
+        let again = CertStore::load(src).expect("reuse");
+        assert_eq!(
+            std::fs::read(dir.path().join("tls/self-signed.crt")).expect("kept"),
+            first,
+            "reused, not regenerated"
+        );
+        let a = store.choose(Some("web.example.com")).expect("cert");
+        let b = again.choose(None).expect("default");
+        assert_eq!(a.cert[0], b.cert[0]);
+        let ee = webpki::EndEntityCert::try_from(&a.cert[0]).expect("parse");
+        for n in ["example.com", "web.example.com"] {
+            let name = ServerName::try_from(n).expect("name");
+            assert!(ee.verify_is_valid_for_subject_name(&name).is_ok(), "{n}");
+        }
+        assert_eq!(fingerprint(&a.cert[0]).len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn sni_chooses_among_certificates_by_their_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut files = Vec::new();
+        for zone in ["example.com", "example.org"] {
+            let (c, k) = (
+                dir.path().join(format!("{zone}.crt")),
+                dir.path().join(format!("{zone}.key")),
+            );
+            generate(zone, &c, &k).expect("gen");
+            files.push(CertConfig { cert: c, key: k });
+        }
+        let store = CertStore::load(Source::Files(files)).expect("load");
+        let org = store.choose(Some("api.example.org")).expect("org");
+        let com = store.choose(Some("web.example.com")).expect("com");
+        assert_ne!(org.cert[0], com.cert[0]);
+        assert_eq!(
+            store.choose(Some("unknown.net")).expect("default").cert[0],
+            com.cert[0]
+        );
+        assert_eq!(store.choose(None).expect("default").cert[0], com.cert[0]);
+        assert!(server_config(Arc::new(store), true).is_ok());
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (c1, k1) = (dir.path().join("a.crt"), dir.path().join("a.key"));
+        let (c2, k2) = (dir.path().join("b.crt"), dir.path().join("b.key"));
+        generate("a.test", &c1, &k1).expect("gen");
+        generate("b.test", &c2, &k2).expect("gen");
+        let err = CertStore::load(Source::Files(vec![CertConfig { cert: c1, key: k2 }]))
+            .expect_err("mismatch");
+        assert!(err.contains("a.crt"), "{err}");
+    }
+}
