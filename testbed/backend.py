@@ -1,10 +1,54 @@
 #!/usr/bin/env python3
 """A container's HTTP server in the testbed: GET answers with the container's name; POST and
-PUT answer with the SHA-256 of the body, so tests can check uploads end to end."""
+PUT answer with the SHA-256 of the body, so tests can check uploads end to end; GET /bytes/N
+streams N bytes of a fixed pattern (pattern(N) below); GET /ws upgrades to a WebSocket that
+echoes every message."""
 import argparse
+import base64
 import hashlib
 import http.server
 import socketserver
+import struct
+
+PATTERN = bytes(range(256)) * 256  # 64 KiB block
+
+
+def pattern(n):
+    """The bytes GET /bytes/N sends, for tests to compare against."""
+    full, rest = divmod(n, len(PATTERN))
+    return PATTERN * full + PATTERN[:rest]
+
+
+def ws_echo(rfile, wfile):
+    """Echoes WebSocket frames (RFC 6455) until a close frame or EOF."""
+    while True:
+        head = rfile.read(2)
+        if len(head) < 2:
+            return
+        opcode, length = head[0] & 0x0F, head[1] & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", rfile.read(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", rfile.read(8))[0]
+        mask = rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+        data = bytearray(rfile.read(length))
+        for i in range(len(data)):
+            data[i] ^= mask[i % 4]
+        if opcode == 8:
+            wfile.write(b"\x88\x00")
+            wfile.flush()
+            return
+        if opcode == 9:
+            opcode = 10  # ping -> pong
+        n = len(data)
+        if n < 126:
+            hdr = struct.pack("!BB", 0x80 | opcode, n)
+        elif n < 65536:
+            hdr = struct.pack("!BBH", 0x80 | opcode, 126, n)
+        else:
+            hdr = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        wfile.write(hdr + bytes(data))
+        wfile.flush()
 
 
 def main():
@@ -26,7 +70,36 @@ def main():
             self.wfile.write(body)
 
         def do_GET(self):
+            if self.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+                key = self.headers.get("Sec-WebSocket-Key", "")
+                accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+                self.send_response(101)
+                self.send_header("Upgrade", "websocket")
+                self.send_header("Connection", "Upgrade")
+                self.send_header("Sec-WebSocket-Accept", accept)
+                self.end_headers()
+                self.wfile.flush()
+                ws_echo(self.rfile, self.wfile)
+                self.close_connection = True
+                return
+            if self.path.startswith("/bytes/"):
+                n = int(self.path[len("/bytes/"):])
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(n))
+                self.send_header("X-Container", args.name)
+                self.end_headers()
+                full, rest = divmod(n, len(PATTERN))
+                for _ in range(full):
+                    self.wfile.write(PATTERN)
+                self.wfile.write(PATTERN[:rest])
+                return
             self.reply(name)
+
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(name)))
+            self.end_headers()
 
         def do_POST(self):
             length = int(self.headers.get("Content-Length", "0"))

@@ -80,7 +80,8 @@ for h in $(seq "$HOSTS"); do
     ip -n "$cns" route add default via "10.200.$h.1"
     mkdir -p "/etc/netns/$cns"
     echo "nameserver 10.200.$h.1" > "/etc/netns/$cns/resolv.conf"
-    tb_run "$cns" $PY "$here/backend.py" --name "h${h}c$i" --port 80 \
+    # not through tb_run: a function would run in a subshell and $! would be that shell's
+    ip netns exec "$cns" $PY "$here/backend.py" --name "h${h}c$i" --port 80 \
       >"$STATE/h${h}c$i.log" 2>&1 &
     echo $! > "$STATE/h${h}c$i.pid"
   done

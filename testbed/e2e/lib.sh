@@ -107,3 +107,12 @@ underlay_counter() {
   v=$(grep "overlay underlay counters" "$LOGDIR/vxgate-h$1.log" | grep -o "$2=[0-9]*" | cut -d= -f2)
   echo "${v:-0}"
 }
+
+# https_get HOST PATH [curl args...]: curl from the client namespace to h1's ingress
+# (10.99.0.1:443) trusting h1's generated certificate.
+https_get() {
+  local host=$1 path=$2
+  shift 2
+  on cl curl -sS --max-time 30 --cacert "$STATE/h1/tls/self-signed.crt" \
+    --resolve "$host:443:10.99.0.1" "$@" "https://$host$path"
+}
