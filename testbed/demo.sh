@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, on one machine: builds vxgate, brings up a two-host testbed (containers
-# labelled app=web and app=api on both hosts), starts vxgate on each host and shows what it
-# does. The testbed stays up until testbed/down.sh.
+# labelled app=web and app=api on both hosts), starts vxgate on each host (overlay, DNS,
+# ingress) and shows a container resolving web.example.com, the overlay, and HTTPS requests
+# from the client landing on containers of both hosts. The testbed stays up until
+# testbed/down.sh.
 #
 #   testbed/demo.sh [--prefix P]
 set -euo pipefail
@@ -54,8 +56,19 @@ echo "== the overlay: a container on h1 reaches containers on h2 through vxgate'
 show ip netns exec "$P-h1c1" ping -c 3 -i 0.2 -W 2 10.200.2.11
 show ip netns exec "$P-h1c1" curl -s --max-time 5 http://h2c2.example.com/
 
+CA=$STATE/h1/tls/self-signed.crt
+echo "== HTTPS: the client (10.99.0.100) asks h1's ingress for web.example.com; round robin lands"
+echo "   on the web containers of both hosts (h2c1 through the overlay)"
+for _ in 1 2 3 4; do
+  show ip netns exec "$P-cl" curl -sS --cacert "$CA" --resolve web.example.com:443:10.99.0.1 https://web.example.com/
+done
+show ip netns exec "$P-cl" curl -sS --http2 -o /dev/null -w 'HTTP/%{http_version} %{http_code} from api.example.com\n' \
+  --cacert "$CA" --resolve api.example.com:443:10.99.0.1 https://api.example.com/
+show ip netns exec "$P-cl" curl -sS -o /dev/null -w '%{http_code} -> %{redirect_url}\n' --resolve web.example.com:80:10.99.0.1 http://web.example.com/
+
 cat <<MSG
 == where to look next
+    h1's certificate:    $CA (self-signed for example.com and *.example.com)
     config of host 1:    $STATE/h1.toml
     vxgate logs:         $STATE/vxgate-h1.log, $STATE/vxgate-h2.log
     a container shell:   ip netns exec $P-h1c1 bash
