@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# HTTPS ingress against nginx, in one run on loopback: both terminate TLS with the same ECDSA
+# P-256 certificate and proxy to the same backend (an nginx server answering 1 KiB) over
+# kept-alive upstream connections; nginx has one worker per core. Measures
+#   - wrk keep-alive req/s and p99 latency (HTTP/1.1, 64 connections),
+#   - full TLS handshakes/s (one request per connection, Connection: close; session
+#     resumption off on both servers, so wrk cannot resume),
+#   - HTTP/2 req/s (h2load -c64 -m10),
+#   - RSS per idle TLS connection with 5,000 open.
+# Prints `RESULT <metric> vxgate=<v> nginx=<v> ratio=<v>` (median of RUNS).
+#
+#   bench/tls.sh [--runs 3] [--seconds 10]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+RUNS=3 SECS=10 IDLE=5000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runs) RUNS=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    --idle) IDLE=$2; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for pair in nginx:nginx-light wrk:wrk h2load:nghttp2-client openssl:openssl; do
+  command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null; }
+done
+(cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+W=$(mktemp -d /tmp/vxgate-bench-tls.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$W"; }
+trap cleanup EXIT
+ulimit -n 65536
+CORES=$(nproc)
+VXP=8443 NGP=9443 BACKEND=8081
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$W/key.pem" \
+  -out "$W/cert.pem" -subj "/CN=example.com" -addext "subjectAltName=DNS:example.com,DNS:*.example.com" 2>/dev/null
+head -c 1024 /dev/zero | tr '\0' 'x' > "$W/1k"
+
+cat > "$W/backend.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $W/backend.pid;
+error_log $W/backend-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$BACKEND;
+    keepalive_requests 1000000;
+    location / { root $W; try_files /1k =404; default_type text/plain; }
+  }
+}
+CONF
+cat > "$W/nginx.conf" <<CONF
+worker_processes $CORES;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx-error.log;
+worker_rlimit_nofile 65536;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGP ssl;
+    http2 on;
+    ssl_certificate $W/cert.pem;
+    ssl_certificate_key $W/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache off;
+    ssl_session_tickets off;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+    }
+  }
+}
+CONF
+cat > "$W/vxgate.toml" <<CONF
+[node]
+name = "bench"
+state_dir = "$W/state"
+[ingress]
+zone = "example.com"
+listen = ["127.0.0.1:$VXP"]
+session_resumption = false
+[[ingress.certs]]
+cert = "$W/cert.pem"
+key = "$W/key.pem"
+[[containers]]
+name = "b1"
+ip = "127.0.0.1"
+port = $BACKEND
+labels = { app = "web" }
+CONF
+
+nginx -c "$W/backend.conf" & PIDS+=($!)
+sleep 0.5
+
+rss_kb() { # total RSS of a process and its children
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$(( total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0) ))
+  done
+  echo "$total"
+}
+
+measure() { # name port pid
+  local name=$1 port=$2 pid=$3 url="https://127.0.0.1:$2/"
+  wrk -t2 -c64 -d"${SECS}s" --latency -H 'Host: web.example.com' "$url" > "$W/wrk.txt"
+  echo "$name keepalive_rps $(awk '/Requests\/sec/ {print $2}' "$W/wrk.txt")" >> "$W/results"
+  echo "$name keepalive_p99_ms $(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$W/wrk.txt")" >> "$W/results"
+  wrk -t2 -c32 -d"${SECS}s" -H 'Host: web.example.com' -H 'Connection: close' "$url" > "$W/hs.txt"
+  echo "$name handshakes_per_s $(awk '/Requests\/sec/ {print $2}' "$W/hs.txt")" >> "$W/results"
+  h2load -c64 -m10 -D "$SECS" -H ':authority: web.example.com' "$url" > "$W/h2.txt" 2>&1 || true
+  echo "$name h2_rps $(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$W/h2.txt")" >> "$W/results"
+  local before after
+  before=$(rss_kb "$pid")
+  /usr/bin/python3 - "$port" "$IDLE" "$W/hold" <<'PY' &
+import socket, ssl, sys, time, os
+port, n, flag = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+conns = []
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="web.example.com")
+    conns.append(s)
+open(flag, "w").write("up")
+while os.path.exists(flag):
+    time.sleep(0.1)
+PY
+  local holder=$!
+  for _ in $(seq 600); do [ -f "$W/hold" ] && break; sleep 0.1; done
+  sleep 1
+  after=$(rss_kb "$pid")
+  rm -f "$W/hold"
+  wait "$holder" 2>/dev/null || true
+  echo "$name idle_conn_kib $(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {printf "%.1f", (a - b) / n}')" >> "$W/results"
+}
+
+for run in $(seq "$RUNS"); do
+  "$root/target/release/vxgate" run --config "$W/vxgate.toml" --log-level warn 2> "$W/vxgate.log" &
+  vx=$!; PIDS+=($vx)
+  sleep 1
+  measure vxgate "$VXP" "$vx"
+  kill "$vx"; wait "$vx" 2>/dev/null || true
+  nginx -c "$W/nginx.conf" & ng=$!; PIDS+=($ng)
+  sleep 1
+  measure nginx "$NGP" "$ng"
+  kill "$ng"; wait "$ng" 2>/dev/null || true
+  echo "run $run done" >&2
+done
+
+/usr/bin/python3 - "$W/results" <<'PY'
+import statistics, sys
+vals = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].replace('.', '', 1).isdigit():
+        continue
+    vals.setdefault((parts[0], parts[1]), []).append(float(parts[2]))
+for metric in ("keepalive_rps", "keepalive_p99_ms", "handshakes_per_s", "h2_rps", "idle_conn_kib"):
+    v, a = vals.get(("vxgate", metric)), vals.get(("nginx", metric))
+    if not v or not a:
+        print(f"RESULT {metric} missing (see the tool output)")
+        continue
+    v, a = statistics.median(v), statistics.median(a)
+    print(f"RESULT {metric} vxgate={v:g} nginx={a:g} ratio={v / a if a else float('nan'):.3f}")
+PY
