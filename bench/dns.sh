@@ -91,7 +91,11 @@ wait_port() {
 }
 measure() { # name port
   dnsperf -s 127.0.0.1 -p "$2" -d "$W/queries" -c 4 -l "$SECS" -q 1000 > "$W/perf.txt" 2>&1
-  local qps lat lost
+  local qps lat lost codes
+  codes=$(grep "Response codes:" "$W/perf.txt")
+  # every server must answer the 90 % existing names and NXDOMAIN the rest, nothing else
+  [[ $codes =~ NOERROR\ [0-9]+\ \((8[5-9]|9[0-5])\.[0-9]+%\) ]] && [[ $codes == *NXDOMAIN* ]] \
+    && [[ $codes != *SERVFAIL* && $codes != *REFUSED* ]] || { echo "$1 answered wrongly: $codes" >&2; exit 1; }
   qps=$(awk '/Queries per second:/ {print $4}' "$W/perf.txt")
   lat=$(awk '/Average Latency \(s\):/ {print $4 * 1000000}' "$W/perf.txt")
   lost=$(awk '/Queries lost:/ {print $3}' "$W/perf.txt")

@@ -31,13 +31,14 @@ W=$(mktemp -d /tmp/vxgate-bench-tls.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$W"; }
 trap cleanup EXIT
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 CORES=$(nproc)
 VXP=8443 NGP=9443 BACKEND=8081
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -keyout "$W/key.pem" \
   -out "$W/cert.pem" -subj "/CN=example.com" -addext "subjectAltName=DNS:example.com,DNS:*.example.com" 2>/dev/null
 head -c 1024 /dev/zero | tr '\0' 'x' > "$W/1k"
+chmod 755 "$W"; chmod 644 "$W/1k"   # nginx workers run as www-data
 
 cat > "$W/backend.conf" <<CONF
 worker_processes 1;
@@ -59,14 +60,13 @@ worker_processes $CORES;
 daemon off;
 pid $W/nginx.pid;
 error_log $W/nginx-error.log;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile 16384;
 events { worker_connections 16384; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
   server {
-    listen 127.0.0.1:$NGP ssl;
-    http2 on;
+    listen 127.0.0.1:$NGP ssl http2;   # nginx 1.22 syntax (1.25+ also takes "http2 on")
     ssl_certificate $W/cert.pem;
     ssl_certificate_key $W/key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -113,12 +113,18 @@ rss_kb() { # total RSS of a process and its children
 
 measure() { # name port pid
   local name=$1 port=$2 pid=$3 url="https://127.0.0.1:$2/"
+  local check
+  check=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H 'Host: web.example.com' "$url")
+  [ "$check" = "200 1024" ] || { echo "$name does not answer 200 with 1 KiB: $check" >&2; exit 1; }
   wrk -t2 -c64 -d"${SECS}s" --latency -H 'Host: web.example.com' "$url" > "$W/wrk.txt"
+  if grep -q "Non-2xx" "$W/wrk.txt"; then echo "$name: errors under load: $(cat "$W/wrk.txt")" >&2; exit 1; fi
   echo "$name keepalive_rps $(awk '/Requests\/sec/ {print $2}' "$W/wrk.txt")" >> "$W/results"
   echo "$name keepalive_p99_ms $(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$W/wrk.txt")" >> "$W/results"
   wrk -t2 -c32 -d"${SECS}s" -H 'Host: web.example.com' -H 'Connection: close' "$url" > "$W/hs.txt"
+  if grep -q "Non-2xx" "$W/hs.txt"; then echo "$name: errors under load: $(cat "$W/hs.txt")" >&2; exit 1; fi
   echo "$name handshakes_per_s $(awk '/Requests\/sec/ {print $2}' "$W/hs.txt")" >> "$W/results"
   h2load -c64 -m10 -D "$SECS" -H ':authority: web.example.com' "$url" > "$W/h2.txt" 2>&1 || true
+  grep -q "status codes: [1-9][0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" "$W/h2.txt" || { echo "$name: h2load errors: $(grep -E 'status codes|requests:' "$W/h2.txt")" >&2; exit 1; }
   echo "$name h2_rps $(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$W/h2.txt")" >> "$W/results"
   local before after
   before=$(rss_kb "$pid")

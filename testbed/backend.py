@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A container's HTTP server in the testbed: GET answers with the container's name; POST and
 PUT answer with the SHA-256 of the body, so tests can check uploads end to end; GET /bytes/N
-streams N bytes of a fixed pattern (pattern(N) below); GET /ws upgrades to a WebSocket that
+streams N bytes of a fixed pattern (pattern(N) below); GET /sleep/S answers after S seconds;
+GET /ws upgrades to a WebSocket that
 echoes every message."""
 import argparse
 import base64
@@ -9,6 +10,7 @@ import hashlib
 import http.server
 import socketserver
 import struct
+import time
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB block
 
@@ -81,6 +83,10 @@ def main():
                 self.wfile.flush()
                 ws_echo(self.rfile, self.wfile)
                 self.close_connection = True
+                return
+            if self.path.startswith("/sleep/"):
+                time.sleep(float(self.path[len("/sleep/"):]))
+                self.reply(name)
                 return
             if self.path.startswith("/bytes/"):
                 n = int(self.path[len("/bytes/"):])

@@ -52,8 +52,10 @@ fn main() -> ExitCode {
 
 fn init_logs(level: &str) {
     use tracing_subscriber::EnvFilter;
+    // rustls logs every odd ClientHello (an IP address as SNI, say) at warn: one line per
+    // handshake from some clients, so it is kept to errors unless RUST_LOG says otherwise
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(format!("{level},rustls=error")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

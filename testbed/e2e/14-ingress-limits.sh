@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Ingress limits: a slowloris client is cut off after header_read_timeout; an idle
+# connection after idle_timeout; connections over max_connections are closed at once; a slow
+# backend gives 504 after backend_timeout; SIGTERM lets an in-flight request finish and exits 0
+# (issue: ingress, 4).
+. "$(dirname "$0")/lib.sh"
+up --hosts 1 --containers 1
+cfg=$STATE/h1-limits.toml
+awk '{print} /^http_redirect/ {print "header_read_timeout_ms = 1000\nidle_timeout_ms = 3000\nmax_connections = 3\nbackend_timeout_ms = 1500"}' "$STATE/h1.toml" > "$cfg"
+start_vxgate 1 "$cfg"
+CA=$STATE/h1/tls/self-signed.crt
+
+on cl /usr/bin/python3 - "$CA" > "$LOGDIR/limits.txt" 2>&1 <<'PY' || fail "$(cat "$LOGDIR/limits.txt")"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+def conn():
+    return ctx.wrap_socket(socket.create_connection(("10.99.0.1", 443), timeout=10), server_hostname="web.example.com")
+def closed_within(s, secs):
+    s.settimeout(secs)
+    t = time.time()
+    try:
+        while s.recv(4096):
+            pass
+        return time.time() - t
+    except (socket.timeout, TimeoutError):
+        return None
+    except (ConnectionError, ssl.SSLError):
+        return time.time() - t
+
+# slowloris: half a request head, then nothing
+s = conn(); s.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nX-Slow: ")
+t = closed_within(s, 5)
+assert t is not None and t < 3, f"slowloris connection not closed in time: {t}"
+print(f"slowloris closed after {t:.1f}s")
+
+# idle keep-alive connection: one request, then silence
+s = conn(); s.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+assert s.recv(4096).startswith(b"HTTP/1.1 200")
+t = closed_within(s, 8)
+assert t is not None, "idle connection never closed"
+print(f"idle keep-alive connection closed after {t:.1f}s (HTTP/1.1 waits for the next head under header_read_timeout)")
+
+# max_connections = 3: the fourth is closed at once, and served again once one goes
+held = [conn() for _ in range(3)]
+time.sleep(0.2)
+try:
+    extra = conn()
+    extra.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+    got = extra.recv(4096)
+except (ConnectionError, ssl.SSLError, OSError):
+    got = b""
+assert got == b"", f"fourth connection was served: {got[:40]!r}"
+held.pop().close()
+time.sleep(0.3)
+s = conn(); s.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+assert s.recv(4096).startswith(b"HTTP/1.1 200"), "not served after a slot freed"
+print("max_connections: the fourth connection was refused, served after one closed")
+for h in held: h.close()
+time.sleep(0.3)
+
+# a backend slower than backend_timeout -> 504
+s = conn(); s.sendall(b"GET /sleep/3 HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+head = s.recv(4096)
+assert head.startswith(b"HTTP/1.1 504"), head[:60]
+print("slow backend -> 504")
+PY
+pass "$(tr '\n' ';' < "$LOGDIR/limits.txt")"
+
+# graceful stop: a request in flight when SIGTERM arrives still gets its answer
+on cl curl -sS --max-time 10 --cacert "$CA" --resolve web.example.com:443:10.99.0.1 https://web.example.com/sleep/1 > "$LOGDIR/slow.txt" &
+curl_pid=$!
+sleep 0.4
+stop_vxgate 1
+wait "$curl_pid" || fail "the in-flight request failed during shutdown"
+[ "$(cat "$LOGDIR/slow.txt")" = h1c1 ] || fail "in-flight answer: $(cat "$LOGDIR/slow.txt")"
+pass "SIGTERM: the in-flight request finished (h1c1), exit 0"
