@@ -18,6 +18,9 @@ pass "100 MiB h2c1 -> h1c1, sha256 matches"
 
 stop_vxgate 1
 stop_vxgate 2
+arp=$(counter 1 arp_suppressed)
+[ "$arp" -gt 0 ] || fail "h1 answered no ARP request locally (the configs give every container's MAC)"
+pass "ARP suppression: h1 answered $arp ARP requests for h2's containers itself"
 rx=$(counter 2 rx_bytes)
 [ "$rx" -gt $(( 100 * 1024 * 1024 )) ] || fail "h2 counted only $rx bytes received"
 pass "counters logged at shutdown (h2 rx_bytes=$rx), exit 0 on SIGTERM"
