@@ -20,6 +20,8 @@ pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     cache: Mutex<Cache>,
+    /// Upstream exchanges that timed out, failed, or answered SERVFAIL/REFUSED.
+    pub upstream_failures: std::sync::atomic::AtomicU64,
 }
 
 /// Cache entries per forwarder.
@@ -31,6 +33,7 @@ impl Forwarder {
             upstreams,
             timeout,
             cache: Mutex::new(Cache::new(cache_entries)),
+            upstream_failures: Default::default(),
         }
     }
 
@@ -60,14 +63,20 @@ impl Forwarder {
         }
         for upstream in &self.upstreams {
             let got = tokio::time::timeout(self.timeout, ask(*upstream, msg, q, tcp)).await;
+            let fail = || {
+                self.upstream_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            };
             let resp = match got {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     tracing::debug!(%upstream, "upstream failed: {e}");
+                    fail();
                     continue;
                 }
                 Err(_) => {
                     tracing::debug!(%upstream, "upstream timed out");
+                    fail();
                     continue;
                 }
             };
@@ -75,6 +84,7 @@ impl Forwarder {
                 message::rcode_of(&resp),
                 Some(rcode::SERVFAIL | rcode::REFUSED)
             ) {
+                fail();
                 continue;
             }
             let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());

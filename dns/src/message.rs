@@ -483,6 +483,24 @@ pub fn soa_minimum(msg: &[u8], rdata: (usize, usize)) -> Option<u32> {
     (at + 20 == rdata.1).then(|| u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
 }
 
+/// The type of a message's first question, without parsing the rest.
+pub fn qtype_of(msg: &[u8]) -> Option<u16> {
+    let mut at = HEADER_LEN;
+    loop {
+        let l = *msg.get(at)?;
+        if l == 0 {
+            break;
+        }
+        if l & 0xc0 != 0 {
+            at += 1; // a pointer ends the name after its second byte
+            break;
+        }
+        at += 1 + usize::from(l);
+    }
+    let t = msg.get(at + 1..at + 3)?;
+    Some(u16::from_be_bytes([t[0], t[1]]))
+}
+
 /// The response code of a message (header part only).
 pub fn rcode_of(msg: &[u8]) -> Option<u8> {
     msg.get(3).map(|b| b & 0x0f)

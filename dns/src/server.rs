@@ -82,6 +82,32 @@ pub struct Stats {
     pub refused: AtomicU64,
     pub dropped: AtomicU64,
     pub tcp_connections: AtomicUsize,
+    /// Responses by rcode (low 4 bits).
+    pub rcodes: [AtomicU64; 16],
+    /// Queries by type: A, AAAA, SRV, PTR, other.
+    pub qtypes: [AtomicU64; 5],
+    /// Time from a query's arrival to its answer being ready (zone answers and refusals).
+    pub answer_latency: crate::histogram::Histogram,
+}
+
+/// The names of [`Stats::qtypes`]' slots.
+pub const QTYPE_NAMES: [&str; 5] = ["A", "AAAA", "SRV", "PTR", "other"];
+
+impl Stats {
+    fn count(&self, query: &[u8], response: &[u8], since: std::time::Instant) {
+        if let Some(rc) = message::rcode_of(response) {
+            self.rcodes[usize::from(rc)].fetch_add(1, Relaxed);
+        }
+        let slot = match message::qtype_of(query) {
+            Some(message::rtype::A) => 0,
+            Some(message::rtype::AAAA) => 1,
+            Some(message::rtype::SRV) => 2,
+            Some(message::rtype::PTR) => 3,
+            _ => 4,
+        };
+        self.qtypes[slot].fetch_add(1, Relaxed);
+        self.answer_latency.observe(since.elapsed());
+    }
 }
 
 /// What the server needs besides sockets.
@@ -147,9 +173,11 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                 Err(_) => continue,
             };
             ctx.stats.queries.fetch_add(1, Relaxed);
+            let since = std::time::Instant::now();
             refresh(&mut rx, &mut zone);
             match answer::answer(&zone, &buf[..n], false, &mut rng, &mut out) {
                 Action::Reply => {
+                    ctx.stats.count(&buf[..n], &out, since);
                     let _ = sock.try_send_to(&out, src);
                 }
                 Action::Drop => {
@@ -157,12 +185,14 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                 }
                 Action::Forward(q) => {
                     if let Some(reply) = outside(&ctx, &q, src.ip(), &mut out) {
+                        ctx.stats.count(&buf[..n], reply, since);
                         let _ = sock.try_send_to(reply, src);
                         continue;
                     }
                     let (ctx, sock, msg) = (ctx.clone(), sock.clone(), buf[..n].to_vec());
                     tokio::spawn(async move {
                         let resp = ctx.forwarder.resolve(&q, &msg, false).await;
+                        ctx.stats.count(&msg, &resp, since);
                         let resp = fit_udp(resp, &q);
                         let _ = sock.send_to(&resp, src).await;
                     });
@@ -247,6 +277,7 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         ctx.stats.queries.fetch_add(1, Relaxed);
+        let since = std::time::Instant::now();
         refresh(&mut rx, &mut zone);
         let resp: Vec<u8> = match answer::answer(&zone, &buf[..len], true, &mut rng, &mut out) {
             Action::Reply => std::mem::take(&mut out),
@@ -256,6 +287,7 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
                 None => ctx.forwarder.resolve(&q, &buf[..len], true).await,
             },
         };
+        ctx.stats.count(&buf[..len], &resp, since);
         let mut framed = Vec::with_capacity(resp.len() + 2);
         framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());
         framed.extend_from_slice(&resp);

@@ -78,7 +78,29 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
     );
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let running = crate::start(&config, &registry, &shutdown, &mut tasks).await?;
+    let running = Arc::new(crate::start(&config, &registry, &shutdown, &mut tasks).await?);
+    let token = match &config.admin.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    // last: /healthz answering means every other listener is bound
+    crate::admin::start(
+        crate::admin::Admin {
+            config: config.clone(),
+            registry: registry.clone(),
+            running: running.clone(),
+            token,
+            started: std::time::Instant::now(),
+        },
+        &shutdown,
+        &mut tasks,
+    )
+    .await?;
     tracing::info!(
         node = %config.node.name,
         containers = registry.snapshot().len(),

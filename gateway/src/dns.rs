@@ -14,6 +14,13 @@ use vxgate_dns::forward::{CACHE_ENTRIES, Forwarder};
 use vxgate_dns::server::{self, Context, Stats};
 use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
 
+/// A running DNS server's counters.
+#[derive(Clone)]
+pub struct Dns {
+    pub stats: Arc<Stats>,
+    pub forwarder: Arc<Forwarder>,
+}
+
 /// The zone for a registry snapshot.
 pub fn zone_of(settings: &ZoneSettings, snap: &Snapshot) -> Option<Zone> {
     let label = &snap.service_label;
@@ -36,7 +43,7 @@ pub async fn start(
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<Arc<Stats>, String> {
+) -> Result<Dns, String> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -52,7 +59,7 @@ pub fn start_bound(
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<Arc<Stats>, String> {
+) -> Result<Dns, String> {
     let settings = ZoneSettings {
         zone: cfg.zone.clone(),
         ttl: u32::try_from(cfg.ttl.as_secs()).unwrap_or(u32::MAX),
@@ -63,13 +70,18 @@ pub fn start_bound(
     let (zone_tx, zone_rx) = watch::channel(Arc::new(first));
     let workers = bound.udp.len() / cfg.listen.len().max(1);
     let stats = Arc::new(Stats::default());
+    let forwarder = Arc::new(Forwarder::new(
+        cfg.upstreams.clone(),
+        cfg.upstream_timeout,
+        CACHE_ENTRIES,
+    ));
+    let handle = Dns {
+        stats: stats.clone(),
+        forwarder: forwarder.clone(),
+    };
     let ctx = Arc::new(Context {
         zone: zone_rx,
-        forwarder: Arc::new(Forwarder::new(
-            cfg.upstreams.clone(),
-            cfg.upstream_timeout,
-            CACHE_ENTRIES,
-        )),
+        forwarder,
         recursion_from: cfg.recursion_from.clone(),
         stats: stats.clone(),
     });
@@ -98,5 +110,5 @@ pub fn start_bound(
             }
         }
     });
-    Ok(stats)
+    Ok(handle)
 }

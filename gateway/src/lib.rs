@@ -11,6 +11,7 @@
 //! Protocol logic (`wire`, the overlay switch, zone answering) takes bytes and `now` and
 //! returns decisions; the I/O shells own sockets, the TAP fd and timers.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod dns;
@@ -23,9 +24,11 @@ use daemon::Shutdown;
 use registry::Registry;
 use std::sync::Arc;
 
-/// Handles to running parts that a reload touches.
+/// Handles to running parts: what a reload touches and what the admin API reads.
 #[derive(Default)]
 pub struct Running {
+    pub overlay: Option<overlay::driver::Overlay>,
+    pub dns: Option<dns::Dns>,
     pub ingress: Option<ingress::Ingress>,
 }
 
@@ -39,10 +42,11 @@ pub async fn start(
 ) -> Result<Running, String> {
     let mut running = Running::default();
     if let Some(o) = &config.overlay {
-        overlay::driver::start(o, &config.node.name, registry, shutdown, tasks).await?;
+        running.overlay =
+            Some(overlay::driver::start(o, &config.node.name, registry, shutdown, tasks).await?);
     }
     if let Some(d) = &config.dns {
-        dns::start(d, registry, shutdown, tasks).await?;
+        running.dns = Some(dns::start(d, registry, shutdown, tasks).await?);
     }
     if let (Some(i), Some(zone)) = (&config.ingress, config.ingress_zone()) {
         let state = &config.node.state_dir;

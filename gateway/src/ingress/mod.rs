@@ -39,9 +39,34 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-/// What stays reachable of a running ingress (certificate reload on SIGHUP).
+/// What stays reachable of a running ingress (certificate reload on SIGHUP, metrics).
 pub struct Ingress {
     pub certs: Arc<tls::CertStore>,
+    pub stats: Arc<Stats>,
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub tls12: AtomicU64,
+    pub tls13: AtomicU64,
+    pub handshake_failures: AtomicU64,
+    /// Requests by (service, status class 1-5).
+    pub requests: std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>,
+    /// Time from a request's head to the response's head.
+    pub latency: vxgate_dns::histogram::Histogram,
+    /// Connections closed at accept because of max_connections.
+    pub refused_connections: AtomicU64,
+}
+
+impl Stats {
+    fn request(&self, service: &str, status: StatusCode, took: Duration) {
+        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((service.to_owned(), status.as_u16() / 100))
+            .or_default() += 1;
+        drop(m);
+        self.latency.observe(took);
+    }
 }
 
 struct Shared {
@@ -49,6 +74,7 @@ struct Shared {
     acceptor: TlsAcceptor,
     cfg: IngressConfig,
     permits: Arc<Semaphore>,
+    stats: Arc<Stats>,
 }
 
 /// Binds the listeners and loads certificates (errors stop startup), then spawns the
@@ -81,6 +107,7 @@ pub async fn start(
         acceptor: TlsAcceptor::from(Arc::new(server_config)),
         cfg: cfg.clone(),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
+        stats: Arc::default(),
     });
     for addr in &cfg.listen {
         let l = bind(*addr).map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
@@ -98,7 +125,10 @@ pub async fn start(
         tasks.spawn(async move { health::run(h, r, s).await });
     }
     tracing::info!(listen = ?cfg.listen, redirect = ?cfg.http_redirect, zone, "ingress up");
-    Ok(Ingress { certs })
+    Ok(Ingress {
+        certs,
+        stats: shared.stats.clone(),
+    })
 }
 
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -133,6 +163,7 @@ async fn accept_tls(
         };
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "ingress: max_connections reached; closing");
+            shared.stats.refused_connections.fetch_add(1, Relaxed);
             drop(stream);
             continue;
         };
@@ -165,9 +196,17 @@ async fn serve_tls(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%peer, "TLS handshake failed: {e}");
+            shared.stats.handshake_failures.fetch_add(1, Relaxed);
             return;
         }
-        Err(_) => return,
+        Err(_) => {
+            shared.stats.handshake_failures.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    match tls.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => shared.stats.tls13.fetch_add(1, Relaxed),
+        _ => shared.stats.tls12.fetch_add(1, Relaxed),
     };
     let activity = Arc::new(AtomicU64::new(now_ms()));
     let io = TokioIo::new(Active {
@@ -189,7 +228,22 @@ async fn serve_tls(
         let shared = shared.clone();
         service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(shared.proxy.handle(req, peer).await) }
+            async move {
+                let start = std::time::Instant::now();
+                let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+                    req.headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                });
+                let service = host
+                    .and_then(|h| route::service_of(h, &shared.proxy.zone))
+                    .unwrap_or_else(|| "-".into());
+                let resp = shared.proxy.handle(req, peer).await;
+                shared
+                    .stats
+                    .request(&service, resp.status(), start.elapsed());
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         })
     };
     let conn = builder.serve_connection_with_upgrades(io, svc);

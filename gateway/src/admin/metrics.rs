@@ -1,0 +1,294 @@
+//! `/metrics`: the Prometheus text format (version 0.0.4), every name prefixed `vxgate_`.
+
+use super::Admin;
+use crate::overlay::DropReason;
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Label values escaped for the text format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub fn render(a: &Admin) -> String {
+    let mut o = String::with_capacity(8192);
+    head(
+        &mut o,
+        "vxgate_uptime_seconds",
+        "gauge",
+        "Seconds since vxgate started.",
+    );
+    let _ = writeln!(
+        o,
+        "vxgate_uptime_seconds {}",
+        a.started.elapsed().as_secs_f64()
+    );
+
+    if let Some(ov) = &a.running.overlay {
+        let counters = ov.counters();
+        head(
+            &mut o,
+            "vxgate_overlay_packets_total",
+            "counter",
+            "Overlay packets by network and direction (rx: underlay to TAP).",
+        );
+        for (net, c) in &counters {
+            let _ = writeln!(
+                o,
+                "vxgate_overlay_packets_total{{network=\"{}\",direction=\"rx\"}} {}",
+                esc(net),
+                c.rx_packets.load(Relaxed)
+            );
+            let _ = writeln!(
+                o,
+                "vxgate_overlay_packets_total{{network=\"{}\",direction=\"tx\"}} {}",
+                esc(net),
+                c.tx_packets.load(Relaxed)
+            );
+        }
+        head(
+            &mut o,
+            "vxgate_overlay_bytes_total",
+            "counter",
+            "Overlay bytes by network and direction.",
+        );
+        for (net, c) in &counters {
+            let _ = writeln!(
+                o,
+                "vxgate_overlay_bytes_total{{network=\"{}\",direction=\"rx\"}} {}",
+                esc(net),
+                c.rx_bytes.load(Relaxed)
+            );
+            let _ = writeln!(
+                o,
+                "vxgate_overlay_bytes_total{{network=\"{}\",direction=\"tx\"}} {}",
+                esc(net),
+                c.tx_bytes.load(Relaxed)
+            );
+        }
+        head(
+            &mut o,
+            "vxgate_overlay_drops_total",
+            "counter",
+            "Dropped frames and datagrams by network and reason.",
+        );
+        for (net, c) in &counters {
+            for r in DropReason::ALL {
+                let _ = writeln!(
+                    o,
+                    "vxgate_overlay_drops_total{{network=\"{}\",reason=\"{}\"}} {}",
+                    esc(net),
+                    r.name(),
+                    c.drops(r)
+                );
+            }
+        }
+        head(
+            &mut o,
+            "vxgate_overlay_arp_suppressed_total",
+            "counter",
+            "ARP requests answered locally.",
+        );
+        for (net, c) in &counters {
+            let _ = writeln!(
+                o,
+                "vxgate_overlay_arp_suppressed_total{{network=\"{}\"}} {}",
+                esc(net),
+                c.arp_suppressed.load(Relaxed)
+            );
+        }
+        head(
+            &mut o,
+            "vxgate_overlay_fdb_entries",
+            "gauge",
+            "FDB entries by network.",
+        );
+        {
+            let sw = ov.switch.lock().unwrap_or_else(|p| p.into_inner());
+            for (i, n) in ov.networks.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "vxgate_overlay_fdb_entries{{network=\"{}\"}} {}",
+                    esc(&n.name),
+                    sw.fdb(i).len()
+                );
+            }
+        }
+        head(
+            &mut o,
+            "vxgate_overlay_datapath_mode",
+            "gauge",
+            "The active datapath (1 for the mode in use).",
+        );
+        let _ = writeln!(o, "vxgate_overlay_datapath_mode{{mode=\"portable\"}} 1");
+    }
+
+    if let Some(d) = &a.running.dns {
+        let s = &d.stats;
+        head(
+            &mut o,
+            "vxgate_dns_queries_total",
+            "counter",
+            "DNS queries received.",
+        );
+        let _ = writeln!(o, "vxgate_dns_queries_total {}", s.queries.load(Relaxed));
+        head(
+            &mut o,
+            "vxgate_dns_responses_total",
+            "counter",
+            "DNS responses by rcode.",
+        );
+        const RCODES: [&str; 6] = [
+            "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+        ];
+        for (i, n) in s.rcodes.iter().enumerate() {
+            let v = n.load(Relaxed);
+            if i < RCODES.len() || v > 0 {
+                let name = RCODES
+                    .get(i)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| i.to_string());
+                let _ = writeln!(o, "vxgate_dns_responses_total{{rcode=\"{name}\"}} {v}");
+            }
+        }
+        head(
+            &mut o,
+            "vxgate_dns_queries_by_type_total",
+            "counter",
+            "DNS queries by question type.",
+        );
+        for (n, name) in s.qtypes.iter().zip(vxgate_dns::server::QTYPE_NAMES) {
+            let _ = writeln!(
+                o,
+                "vxgate_dns_queries_by_type_total{{type=\"{name}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        head(
+            &mut o,
+            "vxgate_dns_forwarded_total",
+            "counter",
+            "Queries for names outside the zone sent upstream or answered from the cache.",
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_dns_forwarded_total {}",
+            s.forwarded.load(Relaxed)
+        );
+        head(
+            &mut o,
+            "vxgate_dns_upstream_failures_total",
+            "counter",
+            "Upstream exchanges that timed out, failed or answered SERVFAIL/REFUSED.",
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_dns_upstream_failures_total {}",
+            d.forwarder.upstream_failures.load(Relaxed)
+        );
+        head(
+            &mut o,
+            "vxgate_dns_answer_seconds",
+            "histogram",
+            "Time from a query's arrival to its answer.",
+        );
+        s.answer_latency
+            .render("vxgate_dns_answer_seconds", "", &mut o);
+    }
+
+    if let Some(i) = &a.running.ingress {
+        let s = &i.stats;
+        head(
+            &mut o,
+            "vxgate_tls_handshakes_total",
+            "counter",
+            "Completed TLS handshakes by version.",
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_tls_handshakes_total{{version=\"1.2\"}} {}",
+            s.tls12.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_tls_handshakes_total{{version=\"1.3\"}} {}",
+            s.tls13.load(Relaxed)
+        );
+        head(
+            &mut o,
+            "vxgate_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_tls_handshake_failures_total {}",
+            s.handshake_failures.load(Relaxed)
+        );
+        head(
+            &mut o,
+            "vxgate_http_requests_total",
+            "counter",
+            "HTTP requests by service and status class.",
+        );
+        for ((service, class), n) in s.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                o,
+                "vxgate_http_requests_total{{service=\"{}\",class=\"{class}xx\"}} {n}",
+                esc(service)
+            );
+        }
+        head(
+            &mut o,
+            "vxgate_http_connections_refused_total",
+            "counter",
+            "Connections closed at accept (max_connections).",
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_http_connections_refused_total {}",
+            s.refused_connections.load(Relaxed)
+        );
+        head(
+            &mut o,
+            "vxgate_http_backend_seconds",
+            "histogram",
+            "Time from a request's head to the backend's response head.",
+        );
+        s.latency.render("vxgate_http_backend_seconds", "", &mut o);
+    }
+
+    head(
+        &mut o,
+        "vxgate_backend_healthy",
+        "gauge",
+        "1 when a service container is not unhealthy.",
+    );
+    let snap = a.registry.snapshot();
+    for (service, cs) in snap.services() {
+        for c in cs {
+            let _ = writeln!(
+                o,
+                "vxgate_backend_healthy{{service=\"{}\",container=\"{}\"}} {}",
+                esc(service),
+                esc(&c.name),
+                u8::from(c.health.is_serving())
+            );
+        }
+    }
+    head(
+        &mut o,
+        "vxgate_registry_containers",
+        "gauge",
+        "Containers in the registry.",
+    );
+    let _ = writeln!(o, "vxgate_registry_containers {}", snap.len());
+    o
+}

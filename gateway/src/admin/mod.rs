@@ -1,0 +1,256 @@
+//! The admin API (JSON over HTTP/1.1 on `admin.listen`), `/metrics` and `/healthz`.
+//!
+//! `GET /v1/services`, `GET /v1/containers`, `POST /v1/containers` (one `[[containers]]`
+//! entry as JSON, validated like the config), `DELETE /v1/containers/{name}`,
+//! `GET /v1/overlay/fdb`, `GET /v1/overlay/peers`, `GET /metrics`, `GET /healthz`.
+//! Off loopback every request needs `Authorization: Bearer <admin.token_file>` (else 401).
+//! It starts after every other listener is bound, so `/healthz` answering 200 means they are.
+
+pub mod metrics;
+
+use crate::Running;
+use crate::config::{Config, ContainerConfig};
+use crate::daemon::Shutdown;
+use crate::registry::{Container, Origin, Registry, RegistryError};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub struct Admin {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub running: Arc<Running>,
+    pub token: Option<String>,
+    pub started: Instant,
+}
+
+/// Binds `admin.listen` and serves until shutdown.
+pub async fn start(
+    admin: Admin,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<(), String> {
+    let addr = admin.config.admin.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("admin: cannot bind {addr}: {e}"))?;
+    tracing::info!(listen = %addr, auth = admin.token.is_some(), "admin API up");
+    let admin = Arc::new(admin);
+    let mut shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, std::convert::Infallible>(admin.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
+    text.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(text)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+    reply(status, json!({ "error": msg }))
+}
+
+fn container_json(c: &Container) -> Value {
+    json!({
+        "name": c.name,
+        "ip": c.ip.to_string(),
+        "mac": c.mac.map(|m| m.to_string()),
+        "port": c.port,
+        "labels": c.labels,
+        "network": c.network,
+        "node": c.node,
+        "health": format!("{:?}", c.health).to_lowercase(),
+        "origin": format!("{:?}", c.origin).to_lowercase(),
+    })
+}
+
+impl Admin {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Some(token) = &self.token {
+            let given = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given.map(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) != Some(true)
+            {
+                let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+        }
+        let path = req.uri().path().to_owned();
+        match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/healthz") => reply(StatusCode::OK, json!({ "status": "ok" })),
+            (Method::GET, "/metrics") => {
+                let text = metrics::render(self);
+                let mut r = Response::new(Full::new(Bytes::from(text)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                r
+            }
+            (Method::GET, "/v1/containers") => {
+                let snap = self.registry.snapshot();
+                reply(
+                    StatusCode::OK,
+                    Value::Array(snap.containers().map(|c| container_json(c)).collect()),
+                )
+            }
+            (Method::GET, "/v1/services") => {
+                let snap = self.registry.snapshot();
+                let services: Vec<Value> = snap
+                    .services()
+                    .map(|(name, cs)| {
+                        json!({
+                            "name": name,
+                            "serving": cs.iter().filter(|c| c.health.is_serving()).count(),
+                            "backends": cs.iter().map(|c| container_json(c)).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                reply(StatusCode::OK, Value::Array(services))
+            }
+            (Method::POST, "/v1/containers") => self.add(req).await,
+            (Method::DELETE, p) if p.starts_with("/v1/containers/") => {
+                let name = &p["/v1/containers/".len()..];
+                match self.registry.remove(name) {
+                    Ok(_) => reply(StatusCode::OK, json!({ "removed": name })),
+                    Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
+                }
+            }
+            (Method::GET, "/v1/overlay/fdb") => self.fdb(),
+            (Method::GET, "/v1/overlay/peers") => {
+                let peers = self
+                    .config
+                    .overlay
+                    .as_ref()
+                    .map(|o| o.peers.clone())
+                    .unwrap_or_default();
+                let nodes = self
+                    .config
+                    .overlay
+                    .as_ref()
+                    .map(|o| o.peer_nodes.clone())
+                    .unwrap_or_default();
+                let list: Vec<Value> = peers
+                    .iter()
+                    .map(|p| {
+                        let node = nodes.iter().find(|(_, a)| *a == p).map(|(n, _)| n.clone());
+                        json!({ "vtep": p.to_string(), "node": node })
+                    })
+                    .collect();
+                reply(StatusCode::OK, Value::Array(list))
+            }
+            (
+                _,
+                "/healthz" | "/metrics" | "/v1/containers" | "/v1/services" | "/v1/overlay/fdb"
+                | "/v1/overlay/peers",
+            ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
+        }
+    }
+
+    async fn add(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 64 KiB"),
+        };
+        let entry: ContainerConfig = match serde_json::from_slice(&body) {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        };
+        // validate like the config does, as the only container
+        let mut probe = self.config.clone();
+        probe.containers = vec![entry.clone()];
+        probe.overlay.iter_mut().for_each(|o| o.peer_nodes.clear());
+        let problems: Vec<String> = probe
+            .validate()
+            .into_iter()
+            .filter_map(|p| {
+                p.key
+                    .strip_prefix("containers[0].")
+                    .map(|k| format!("{k}: {}", p.message))
+            })
+            .collect();
+        if !problems.is_empty() {
+            return error(StatusCode::BAD_REQUEST, &problems.join("; "));
+        }
+        let container = Container::from_config(&entry, &self.config, Origin::Api);
+        let json = container_json(&container);
+        match self.registry.add(container) {
+            Ok(()) => reply(StatusCode::CREATED, json),
+            Err(e @ (RegistryError::DuplicateName(_) | RegistryError::DuplicateIp { .. })) => {
+                error(StatusCode::CONFLICT, &e.to_string())
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    }
+
+    fn fdb(&self) -> Response<Full<Bytes>> {
+        let Some(overlay) = &self.running.overlay else {
+            return reply(StatusCode::OK, json!([]));
+        };
+        let now = Instant::now();
+        let switch = overlay.switch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (i, n) in overlay.networks.iter().enumerate() {
+            for (mac, e) in switch.fdb(i).entries() {
+                let (kind, age) = match e.kind {
+                    crate::overlay::fdb::Kind::Static => ("static", None),
+                    crate::overlay::fdb::Kind::Learned { last_seen } => (
+                        "learned",
+                        Some(now.saturating_duration_since(last_seen).as_secs()),
+                    ),
+                };
+                out.push(json!({
+                    "network": n.name, "vni": n.vni, "mac": mac.to_string(),
+                    "vtep": e.vtep.to_string(), "kind": kind, "age_s": age,
+                }));
+            }
+        }
+        reply(StatusCode::OK, Value::Array(out))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
