@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod daemon;
 pub mod dns;
 pub mod ingress;

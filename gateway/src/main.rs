@@ -30,6 +30,50 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Talk to a running vxgate's admin API.
+    Ctl {
+        /// The admin API's address.
+        #[arg(long, default_value = "127.0.0.1:9180", global = true)]
+        admin: String,
+        /// A file holding the bearer token (needed when the API is not on loopback).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        what: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Services with their backends and health.
+    Services,
+    /// Every container in the registry.
+    Containers,
+    /// The overlay's forwarding database.
+    Fdb,
+    /// Add a container (validated like a [[containers]] entry).
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        ip: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        mac: Option<String>,
+        /// A label as key=value; repeat for more.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Remove a container by name.
+    Rm { name: String },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +91,54 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => vxgate::daemon::main(&config),
+        Command::Ctl {
+            admin,
+            token_file,
+            json,
+            what,
+        } => {
+            let token = match token_file.map(std::fs::read_to_string) {
+                Some(Ok(t)) => Some(t.trim().to_owned()),
+                Some(Err(e)) => {
+                    eprintln!("vxgate ctl: token file: {e}");
+                    return ExitCode::from(2);
+                }
+                None => None,
+            };
+            let call = match what {
+                CtlCommand::Services => vxgate::ctl::Call::Services,
+                CtlCommand::Containers => vxgate::ctl::Call::Containers,
+                CtlCommand::Fdb => vxgate::ctl::Call::Fdb,
+                CtlCommand::Rm { name } => vxgate::ctl::Call::Remove(name),
+                CtlCommand::Add {
+                    name,
+                    ip,
+                    port,
+                    mac,
+                    labels,
+                    network,
+                    node,
+                } => {
+                    let mut map = serde_json::Map::new();
+                    for l in labels {
+                        let Some((k, v)) = l.split_once('=') else {
+                            eprintln!("vxgate ctl: --label {l:?}: expected KEY=VALUE");
+                            return ExitCode::from(2);
+                        };
+                        map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+                    }
+                    let mut v =
+                        serde_json::json!({ "name": name, "ip": ip, "port": port, "labels": map });
+                    for (k, x) in [("mac", mac), ("network", network), ("node", node)] {
+                        if let Some(x) = x {
+                            v[k] = serde_json::Value::String(x);
+                        }
+                    }
+                    vxgate::ctl::Call::Add(v)
+                }
+            };
+            vxgate::ctl::main(vxgate::ctl::Options { admin, token, json }, call)
+        }
     }
 }
 
