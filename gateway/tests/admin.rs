@@ -9,7 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 struct Vx {
@@ -32,7 +36,11 @@ fn start(token: Option<&str>) -> Vx {
     let mut cfg = format!(
         "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}\n[dns]\nlisten = [\"127.0.0.1:{dns}\"]\nzone = \"example.com\"\n\
          [[containers]]\nname = \"web-1\"\nip = \"10.0.0.1\"\nport = 80\nlabels = {{ app = \"web\" }}\n",
-        if token.is_some() { "token_file = \"token\"" } else { "" }
+        if token.is_some() {
+            "token_file = \"token\""
+        } else {
+            ""
+        }
     );
     if let Some(t) = token {
         std::fs::write(dir.path().join("token"), format!("{t}\n")).expect("token");
@@ -46,7 +54,12 @@ fn start(token: Option<&str>) -> Vx {
         .stderr(Stdio::null())
         .spawn()
         .expect("start");
-    let vx = Vx { child, admin, dns, _dir: dir };
+    let vx = Vx {
+        child,
+        admin,
+        dns,
+        _dir: dir,
+    };
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", admin)).is_ok() {
             return vx;
@@ -59,8 +72,11 @@ fn start(token: Option<&str>) -> Vx {
 /// (status, body) of one HTTP/1.1 request.
 fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -70,13 +86,17 @@ fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>) ->
     let mut out = String::new();
     s.read_to_string(&mut out).expect("read");
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 fn dns_rcode(port: u16, name: &str) -> u8 {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     q.extend(vxgate_dns::message::name_from_text(name).expect("name"));
     q.extend_from_slice(&[0, 1, 0, 1]);
@@ -97,36 +117,89 @@ fn containers_come_and_go_through_the_api_and_dns_follows() {
 
     assert_eq!(dns_rcode(vx.dns, "api-1.example.com"), 3);
     let t = Instant::now();
-    let (code, body) = http(vx.admin, "POST", "/v1/containers", r#"{"name":"api-1","ip":"10.0.0.9","port":8080,"labels":{"app":"api"}}"#, None);
+    let (code, body) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"api-1","ip":"10.0.0.9","port":8080,"labels":{"app":"api"}}"#,
+        None,
+    );
     let api_answered = t.elapsed();
     assert_eq!(code, 201, "{body}");
     let t = Instant::now();
     while dns_rcode(vx.dns, "api.example.com") != 0 {
         assert!(t.elapsed() < Duration::from_secs(1));
     }
-    eprintln!("POST answered in {api_answered:?}; DNS answered {:?} after it", t.elapsed());
-    assert!(t.elapsed() < Duration::from_millis(10), "DNS followed only after {:?}", t.elapsed());
+    eprintln!(
+        "POST answered in {api_answered:?}; DNS answered {:?} after it",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(10),
+        "DNS followed only after {:?}",
+        t.elapsed()
+    );
 
     // validated like the config: 400 naming the field
-    let (code, body) = http(vx.admin, "POST", "/v1/containers", r#"{"name":"x","ip":"10.0.0.3","port":0}"#, None);
+    let (code, body) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"x","ip":"10.0.0.3","port":0}"#,
+        None,
+    );
     assert_eq!(code, 400);
     assert!(body.contains("port: port 0"), "{body}");
-    let (code, body) = http(vx.admin, "POST", "/v1/containers", r#"{"name":"x","ip":"10.0.0.3","port":80,"colour":"red"}"#, None);
+    let (code, body) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"x","ip":"10.0.0.3","port":80,"colour":"red"}"#,
+        None,
+    );
     assert_eq!(code, 400);
     assert!(body.contains("unknown field `colour`"), "{body}");
-    let (code, body) = http(vx.admin, "POST", "/v1/containers", r#"{"name":"x","ip":"not-an-ip","port":80}"#, None);
+    let (code, body) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"x","ip":"not-an-ip","port":80}"#,
+        None,
+    );
     assert_eq!(code, 400, "{body}");
-    let (code, _) = http(vx.admin, "POST", "/v1/containers", r#"{"name":"api-1","ip":"10.0.0.10","port":80}"#, None);
+    let (code, _) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"api-1","ip":"10.0.0.10","port":80}"#,
+        None,
+    );
     assert_eq!(code, 409);
-    let (code, _) = http(vx.admin, "POST", "/v1/containers", r#"{"name":"api-2","ip":"10.0.0.1","port":80}"#, None);
+    let (code, _) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"api-2","ip":"10.0.0.1","port":80}"#,
+        None,
+    );
     assert_eq!(code, 409, "an IP already in use");
 
-    assert_eq!(http(vx.admin, "DELETE", "/v1/containers/api-1", "", None).0, 200);
+    assert_eq!(
+        http(vx.admin, "DELETE", "/v1/containers/api-1", "", None).0,
+        200
+    );
     let t = Instant::now();
     while dns_rcode(vx.dns, "api-1.example.com") != 3 {
-        assert!(t.elapsed() < Duration::from_millis(10), "still answered after {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(10),
+            "still answered after {:?}",
+            t.elapsed()
+        );
     }
-    assert_eq!(http(vx.admin, "DELETE", "/v1/containers/api-1", "", None).0, 404);
+    assert_eq!(
+        http(vx.admin, "DELETE", "/v1/containers/api-1", "", None).0,
+        404
+    );
     assert_eq!(http(vx.admin, "GET", "/v1/nothing", "", None).0, 404);
 }
 
@@ -135,15 +208,25 @@ fn samples(text: &str) -> Vec<(String, f64)> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
-            let (k, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            let (k, v) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
             assert!(k.starts_with("vxgate_"), "{k}");
-            (k.to_owned(), v.parse::<f64>().unwrap_or_else(|_| panic!("bad value in {l:?}")))
+            (
+                k.to_owned(),
+                v.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("bad value in {l:?}")),
+            )
         })
         .collect()
 }
 
 fn value(text: &str, key: &str) -> f64 {
-    samples(text).into_iter().find(|(k, _)| k == key).map(|(_, v)| v).unwrap_or_else(|| panic!("no {key}"))
+    samples(text)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key}"))
 }
 
 #[test]
@@ -160,7 +243,13 @@ fn metrics_parse_and_move() {
     assert_eq!(value(&after, "vxgate_dns_queries_total") - q0, 6.0);
     assert!(value(&after, "vxgate_dns_responses_total{rcode=\"NXDOMAIN\"}") >= 1.0);
     assert!(value(&after, "vxgate_dns_answer_seconds_count") >= 6.0);
-    assert_eq!(value(&after, "vxgate_backend_healthy{service=\"web\",container=\"web-1\"}"), 1.0);
+    assert_eq!(
+        value(
+            &after,
+            "vxgate_backend_healthy{service=\"web\",container=\"web-1\"}"
+        ),
+        1.0
+    );
     assert!(value(&after, "vxgate_uptime_seconds") > 0.0);
 }
 
@@ -168,8 +257,14 @@ fn metrics_parse_and_move() {
 fn a_token_is_required_when_configured() {
     let vx = start(Some("s3cret"));
     assert_eq!(http(vx.admin, "GET", "/v1/containers", "", None).0, 401);
-    assert_eq!(http(vx.admin, "GET", "/v1/containers", "", Some("wrong")).0, 401);
-    assert_eq!(http(vx.admin, "GET", "/v1/containers", "", Some("s3cret")).0, 200);
+    assert_eq!(
+        http(vx.admin, "GET", "/v1/containers", "", Some("wrong")).0,
+        401
+    );
+    assert_eq!(
+        http(vx.admin, "GET", "/v1/containers", "", Some("s3cret")).0,
+        200
+    );
 }
 
 #[test]
@@ -182,23 +277,40 @@ fn ctl_prints_tables_json_and_clear_errors() {
             .args(args)
             .output()
             .expect("ctl runs");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let (code, out, err) = ctl(&["add", "--name", "api-1", "--ip", "10.0.0.9", "--port", "8080", "--label", "app=api"]);
+    let (code, out, err) = ctl(&[
+        "add", "--name", "api-1", "--ip", "10.0.0.9", "--port", "8080", "--label", "app=api",
+    ]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("added api-1"));
     let (_, out, _) = ctl(&["services"]);
     assert!(out.starts_with("SERVICE"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("api ") && l.contains("api-1(10.0.0.9:8080")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("api ") && l.contains("api-1(10.0.0.9:8080")),
+        "{out}"
+    );
     let (_, out, _) = ctl(&["--json", "containers"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v.as_array().map(Vec::len), Some(2));
-    let (code, _, err) = ctl(&["add", "--name", "bad_name", "--ip", "10.0.0.5", "--port", "80"]);
+    let (code, _, err) = ctl(&[
+        "add", "--name", "bad_name", "--ip", "10.0.0.5", "--port", "80",
+    ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("400") && err.contains("name:"), "{err}");
     assert_eq!(ctl(&["rm", "api-1"]).0, Some(0));
     let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
-        .args(["ctl", "--admin", &format!("127.0.0.1:{}", free_port()), "services"])
+        .args([
+            "ctl",
+            "--admin",
+            &format!("127.0.0.1:{}", free_port()),
+            "services",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
