@@ -109,14 +109,57 @@ pub async fn start(
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         stats: Arc::default(),
     });
+    // One thread per core, each with its own single-threaded runtime, SO_REUSEPORT
+    // listeners and backend pool: a connection, its requests and their backend connections
+    // stay on one thread (no cross-thread wake-ups), as nginx's workers do.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
     for addr in &cfg.listen {
-        let l = bind(*addr).map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+        let mut actual = *addr;
+        for w in per_worker.iter_mut() {
+            let l = bind(actual).map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+            actual = l.local_addr().unwrap_or(actual);
+            w.push(l);
+        }
+    }
+    for (i, listeners) in per_worker.into_iter().enumerate() {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
-        tasks.spawn(async move { accept_tls(l, shared, shutdown).await });
+        let thread = std::thread::Builder::new()
+            .name(format!("ingress-{i}"))
+            .spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("ingress worker runtime: {e}"))?;
+                rt.block_on(async move {
+                    let pool = Arc::new(proxy::pool());
+                    let mut set = JoinSet::new();
+                    for l in listeners {
+                        let l = TcpListener::from_std(l).map_err(|e| format!("ingress: {e}"))?;
+                        let (shared, shutdown, pool) =
+                            (shared.clone(), shutdown.clone(), pool.clone());
+                        set.spawn(async move { accept_tls(l, shared, pool, shutdown).await });
+                    }
+                    while set.join_next().await.is_some() {}
+                    Ok(())
+                })
+            })
+            .map_err(|e| format!("ingress: cannot start a worker thread: {e}"))?;
+        tasks.spawn(async move {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| format!("ingress worker: {e}"))?
+                .map_err(|_| "ingress worker panicked".to_owned())?
+        });
     }
     let https_port = cfg.listen.first().map(|a| a.port()).unwrap_or(443);
     for addr in &cfg.http_redirect {
-        let l = bind(*addr).map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+        let l = bind(*addr)
+            .and_then(TcpListener::from_std)
+            .map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move { accept_redirect(l, https_port, shutdown).await });
     }
@@ -131,22 +174,24 @@ pub async fn start(
     })
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
         None,
     )?;
     s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
-    TcpListener::from_std(s.into())
+    Ok(s.into())
 }
 
 async fn accept_tls(
     listener: TcpListener,
     shared: Arc<Shared>,
+    pool: Arc<proxy::Pool>,
     mut shutdown: Shutdown,
 ) -> Result<(), String> {
     loop {
@@ -167,9 +212,9 @@ async fn accept_tls(
             drop(stream);
             continue;
         };
-        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let (shared, shutdown, pool) = (shared.clone(), shutdown.clone(), pool.clone());
         tokio::spawn(async move {
-            serve_tls(stream, peer, shared, shutdown).await;
+            serve_tls(stream, peer, shared, pool, shutdown).await;
             drop(permit);
         });
     }
@@ -184,6 +229,7 @@ async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    pool: Arc<proxy::Pool>,
     mut shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
@@ -227,7 +273,7 @@ async fn serve_tls(
     let svc = {
         let shared = shared.clone();
         service_fn(move |req| {
-            let shared = shared.clone();
+            let (shared, pool) = (shared.clone(), pool.clone());
             async move {
                 let start = std::time::Instant::now();
                 let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
@@ -238,7 +284,7 @@ async fn serve_tls(
                 let service = host
                     .and_then(|h| route::service_of(h, &shared.proxy.zone))
                     .unwrap_or_else(|| "-".into());
-                let resp = shared.proxy.handle(req, peer).await;
+                let resp = shared.proxy.handle(&pool, req, peer).await;
                 shared
                     .stats
                     .request(&service, resp.status(), start.elapsed());

@@ -24,13 +24,26 @@ use std::time::Duration;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// A pool of kept-alive HTTP/1.1 connections to backends. Each ingress worker thread has its
+/// own, so a request and its backend connection live on one thread.
+pub type Pool = Client<HttpConnector, Body>;
+
+pub fn pool() -> Pool {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(connector)
+}
+
 /// Shared by every connection of the ingress.
 pub struct Proxy {
     pub registry: Arc<Registry>,
     pub zone: String,
     pub policy: LoadBalancing,
     pub backend_timeout: Duration,
-    client: Client<HttpConnector, Body>,
     rr: Mutex<HashMap<String, usize>>,
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     rng: AtomicUsize,
@@ -70,19 +83,11 @@ impl Proxy {
         policy: LoadBalancing,
         backend_timeout: Duration,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Proxy {
             registry,
             zone: zone.to_owned(),
             policy,
             backend_timeout,
-            client,
             rr: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             rng: AtomicUsize::new(0x9e37_79b9),
@@ -91,6 +96,9 @@ impl Proxy {
 
     fn counter(&self, name: &str) -> Arc<AtomicUsize> {
         let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = m.get(name) {
+            return c.clone();
+        }
         m.entry(name.to_owned()).or_default().clone()
     }
 
@@ -108,7 +116,10 @@ impl Proxy {
         let first = match self.policy {
             LoadBalancing::RoundRobin => {
                 let mut rr = self.rr.lock().unwrap_or_else(|p| p.into_inner());
-                let c = rr.entry(service.to_owned()).or_insert(0);
+                let c = match rr.get_mut(service) {
+                    Some(c) => c,
+                    None => rr.entry(service.to_owned()).or_insert(0),
+                };
                 let i = route::round_robin(*c, n);
                 *c = c.wrapping_add(1);
                 i
@@ -124,8 +135,13 @@ impl Proxy {
         (0..n).map(|k| backends[(first + k) % n].clone()).collect()
     }
 
-    /// Handles one request from `client` (arrived over TLS).
-    pub async fn handle(&self, mut req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    /// Handles one request from `client` (arrived over TLS), sending it through `pool`.
+    pub async fn handle(
+        &self,
+        pool: &Pool,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<Body> {
         let host = req
             .uri()
             .authority()
@@ -197,7 +213,11 @@ impl Proxy {
                 .uri(uri)
                 .version(http::Version::HTTP_11);
             if let Some(h) = out.headers_mut() {
-                *h = parts.headers.clone();
+                *h = if attempts > 1 {
+                    parts.headers.clone()
+                } else {
+                    std::mem::take(&mut parts.headers)
+                };
             }
             let Ok(out) = out.body(body.take().unwrap_or_else(empty)) else {
                 return text(StatusCode::BAD_REQUEST, "bad request");
@@ -205,7 +225,7 @@ impl Proxy {
             let counter = self.counter(&backend.name);
             counter.fetch_add(1, Relaxed);
             let guard = InFlight(counter);
-            match tokio::time::timeout(self.backend_timeout, self.client.request(out)).await {
+            match tokio::time::timeout(self.backend_timeout, pool.request(out)).await {
                 Err(_) => {
                     return text(
                         StatusCode::GATEWAY_TIMEOUT,
