@@ -2,8 +2,8 @@
 //! response streamed back. Bodies are never buffered whole.
 //!
 //! Unknown host → 404; no serving backend → 503; a connect failure ejects that backend
-//! (passive health) and, for an idempotent request without a body, retries once on another,
-//! else 502; no response head within `backend_timeout` → 504. HTTP/1.1 upgrades (WebSocket)
+//! (passive health); any failure of an idempotent request without a body (a refused connect,
+//! a pooled connection reset under it) is retried once on another backend, else 502; no response head within `backend_timeout` → 504. HTTP/1.1 upgrades (WebSocket)
 //! are spliced both ways after the backend's 101.
 
 use super::route;
@@ -197,7 +197,7 @@ impl Proxy {
         let mut body = Some(body.boxed());
         let order = self.order(&service, &backends);
         let attempts = if retry { 2 } else { 1 };
-        for backend in order.iter().take(attempts) {
+        for (attempt, backend) in order.iter().take(attempts).enumerate() {
             let uri = match format!(
                 "http://{}{}",
                 SocketAddr::new(backend.ip, backend.port),
@@ -239,6 +239,12 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(backend = %backend.name, "ingress: backend error: {e}");
+                    // A kept-alive connection that died under the request (the backend was
+                    // killed, say): an idempotent request without a body is safe to send
+                    // again, to another backend.
+                    if attempt + 1 < attempts {
+                        continue;
+                    }
                     return text(
                         StatusCode::BAD_GATEWAY,
                         &format!("backend {} failed", backend.name),
