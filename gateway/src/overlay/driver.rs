@@ -96,19 +96,11 @@ pub async fn start(
                 n.tap, n.name
             )
         })?;
-        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
-        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
-            format!(
-                "overlay: cannot register TAP {:?}: {}",
-                n.tap,
-                e.into_parts().1
-            )
-        })?;
-        taps.push(Arc::new(tap));
+        taps.push(tap);
     }
     let recv =
         bind_udp(cfg.listen).map_err(|e| format!("overlay: cannot bind {}: {e}", cfg.listen))?;
-    let senders = Arc::new(bind_send_pool(cfg.listen)?);
+    let senders = bind_send_pool(cfg.listen)?;
     let node_vteps: HashMap<String, SocketAddr> = cfg.peer_nodes.clone().into_iter().collect();
     lock(&switch).sync_registry(&registry.snapshot(), &node_vteps);
 
@@ -125,21 +117,28 @@ pub async fn start(
         "overlay up (datapath: portable, one frame per syscall)"
     );
 
-    for (i, tap) in taps.iter().enumerate() {
-        let (tap, switch, senders, peers) = (
-            tap.clone(),
-            switch.clone(),
-            senders.clone(),
-            cfg.peers.clone(),
-        );
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { tap_to_udp(i, tap, switch, senders, peers, shutdown).await });
-    }
-    {
-        let (switch, shutdown) = (switch.clone(), shutdown.clone());
-        let names: Vec<String> = networks.iter().map(|n| n.name.clone()).collect();
-        tasks.spawn(async move { udp_to_tap(recv, taps, switch, names, shutdown).await });
-    }
+    // The datapath runs on its own thread with a single-threaded runtime: a frame's path
+    // from one fd to the other never crosses threads (one wake-up, no cross-core hand-off).
+    let (switch2, shutdown2, peers) = (switch.clone(), shutdown.clone(), cfg.peers.clone());
+    let names: Vec<String> = networks.iter().map(|n| n.name.clone()).collect();
+    let thread = std::thread::Builder::new()
+        .name("overlay".into())
+        .spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("overlay runtime: {e}"))?;
+            rt.block_on(datapath(
+                taps, recv, senders, switch2, peers, names, shutdown2,
+            ))
+        })
+        .map_err(|e| format!("overlay: cannot start the datapath thread: {e}"))?;
+    tasks.spawn(async move {
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| format!("overlay datapath: {e}"))?
+            .map_err(|_| "overlay datapath panicked".to_owned())?
+    });
     {
         let (switch, mut shutdown) = (switch.clone(), shutdown.clone());
         let mut rx = registry.subscribe();
@@ -161,7 +160,58 @@ pub async fn start(
     Ok(Overlay { switch, networks })
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Registers the fds with the datapath's runtime and runs the forwarding tasks.
+async fn datapath(
+    taps: Vec<Tap>,
+    recv: std::net::UdpSocket,
+    senders: Vec<std::net::UdpSocket>,
+    switch: Arc<Mutex<Switch>>,
+    peers: Vec<SocketAddr>,
+    names: Vec<String>,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    let mut registered = Vec::new();
+    for tap in taps {
+        let name = tap.name().to_owned();
+        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
+        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
+            format!(
+                "overlay: cannot register TAP {name:?}: {}",
+                e.into_parts().1
+            )
+        })?;
+        registered.push(Arc::new(tap));
+    }
+    let recv = UdpSocket::from_std(recv).map_err(|e| format!("overlay: {e}"))?;
+    let senders: Vec<UdpSocket> = senders
+        .into_iter()
+        .map(UdpSocket::from_std)
+        .collect::<io::Result<_>>()
+        .map_err(|e| format!("overlay: {e}"))?;
+    let senders = Arc::new(senders);
+    let mut set = JoinSet::new();
+    for (i, tap) in registered.iter().enumerate() {
+        let (tap, switch, senders, peers, shutdown) = (
+            tap.clone(),
+            switch.clone(),
+            senders.clone(),
+            peers.clone(),
+            shutdown.clone(),
+        );
+        set.spawn(async move { tap_to_udp(i, tap, switch, senders, peers, shutdown).await });
+    }
+    set.spawn(async move { udp_to_tap(recv, registered, switch, names, shutdown).await });
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(format!("overlay task: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Root may exceed net.core.[rw]mem_max; otherwise take what the limit allows.
     if force_buffer(&s, libc::SO_RCVBUFFORCE).is_err() {
@@ -172,7 +222,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
 fn force_buffer(s: &Socket, option: libc::c_int) -> io::Result<()> {
@@ -197,7 +247,7 @@ fn force_buffer(s: &Socket, option: libc::c_int) -> io::Result<()> {
 
 /// Binds [`SEND_PORTS`] sockets on the listen address at free ports in 49152–65535, starting
 /// at a place derived from the address so hosts differ.
-fn bind_send_pool(listen: SocketAddr) -> Result<Vec<UdpSocket>, String> {
+fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSocket>, String> {
     const LOW: u32 = 49152;
     const SPAN: u32 = 65536 - LOW;
     let seed = listen
