@@ -63,8 +63,7 @@ pub fn answer(zone: &Zone, msg: &[u8], tcp: bool, rng: &mut Rng, out: &mut Vec<u
         return Action::Reply;
     }
     let limit = if tcp { 65_535 } else { q.max_udp() };
-    let lower = q.lower_name().to_vec();
-    match zone.lookup(&lower) {
+    match zone.lookup(q.lower_name()) {
         Lookup::Outside => Action::Forward(Box::new(q)),
         _ if q.qclass != message::CLASS_IN && q.qclass != 255 => {
             message::error_response(out, q.id, Some(&q), rcode::REFUSED);
@@ -81,7 +80,7 @@ pub fn answer(zone: &Zone, msg: &[u8], tcp: bool, rng: &mut Rng, out: &mut Vec<u
             Action::Reply
         }
         Lookup::NxDomain => {
-            let suffix_at = zone.suffix_offset(&lower).unwrap_or(0);
+            let suffix_at = zone.suffix_offset(q.lower_name()).unwrap_or(0);
             let mut b = Builder::start(out, &q);
             b.soa_authority(zone, suffix_at);
             b.finish(rcode::NXDOMAIN, limit);
