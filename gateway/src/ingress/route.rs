@@ -22,14 +22,15 @@ pub fn round_robin(counter: usize, n: usize) -> usize {
     if n == 0 { 0 } else { counter % n }
 }
 
-/// Power of two choices: of two random backends `a` and `b`, the one with fewer requests in
-/// flight (ties go to `a`).
-pub fn two_choices(in_flight: &[usize], a: usize, b: usize) -> usize {
+/// Power of two choices: two different backends drawn from the random numbers `r1` and `r2`,
+/// and of those the one with fewer requests in flight (ties go to the first draw).
+pub fn two_choices(in_flight: &[usize], r1: usize, r2: usize) -> usize {
     let n = in_flight.len();
-    if n == 0 {
+    if n < 2 {
         return 0;
     }
-    let (a, b) = (a % n, b % n);
+    let a = r1 % n;
+    let b = (a + 1 + r2 % (n - 1)) % n; // never a
     if in_flight[b] < in_flight[a] { b } else { a }
 }
 
@@ -159,9 +160,16 @@ mod tests {
     fn balancing() {
         let picks: Vec<usize> = (0..6).map(|c| round_robin(c, 3)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
-        assert_eq!(two_choices(&[5, 1, 9], 0, 1), 1);
-        assert_eq!(two_choices(&[5, 1, 9], 2, 0), 0);
-        assert_eq!(two_choices(&[2, 2], 1, 0), 1, "ties go to the first pick");
+        assert_eq!(two_choices(&[5, 1, 9], 0, 0), 1, "draws 0 and 1");
+        assert_eq!(two_choices(&[5, 1, 9], 2, 0), 0, "draws 2 and 0");
+        assert_eq!(two_choices(&[2, 2], 1, 0), 1, "ties go to the first draw");
+        // two backends: always the less loaded one, whatever the draws
+        for r1 in 0..4 {
+            for r2 in 0..4 {
+                assert_eq!(two_choices(&[3, 1], r1, r2), 1);
+            }
+        }
+        assert_eq!(two_choices(&[7], 5, 9), 0);
     }
 
     #[test]
