@@ -164,9 +164,12 @@ fn same_question(resp: &[u8], q: &Query) -> bool {
 }
 
 fn random_id() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded from the OS once per process and mixed per instance
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish() as u16
+    use std::hash::BuildHasher;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    // a counter hashed with keys the OS seeded once per process: distinct and unpredictable
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let keys = KEYS.get_or_init(std::collections::hash_map::RandomState::new);
+    keys.hash_one(NEXT.fetch_add(1, Relaxed)) as u16
 }

@@ -178,7 +178,9 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
             match answer::answer(&zone, &buf[..n], false, &mut rng, &mut out) {
                 Action::Reply => {
                     ctx.stats.count(&buf[..n], &out, since);
-                    let _ = sock.try_send_to(&out, src);
+                    if sock.try_send_to(&out, src).is_err() {
+                        ctx.stats.dropped.fetch_add(1, Relaxed); // socket buffer full
+                    }
                 }
                 Action::Drop => {
                     ctx.stats.dropped.fetch_add(1, Relaxed);
@@ -186,7 +188,9 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                 Action::Forward(q) => {
                     if let Some(reply) = outside(&ctx, &q, src.ip(), &mut out) {
                         ctx.stats.count(&buf[..n], reply, since);
-                        let _ = sock.try_send_to(reply, src);
+                        if sock.try_send_to(reply, src).is_err() {
+                            ctx.stats.dropped.fetch_add(1, Relaxed);
+                        }
                         continue;
                     }
                     let (ctx, sock, msg) = (ctx.clone(), sock.clone(), buf[..n].to_vec());

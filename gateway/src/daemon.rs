@@ -31,10 +31,6 @@ impl Shutdown {
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
-
-    pub fn is_set(&self) -> bool {
-        *self.0.borrow()
-    }
 }
 
 pub fn main(path: &Path) -> ExitCode {

@@ -238,12 +238,14 @@ pub fn render(a: &Admin) -> String {
             "counter",
             "HTTP requests by service and status class.",
         );
-        for ((service, class), n) in s.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(
-                o,
-                "vxgate_http_requests_total{{service=\"{}\",class=\"{class}xx\"}} {n}",
-                esc(service)
-            );
+        for (service, by_class) in s.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (class, n) in by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let _ = writeln!(
+                    o,
+                    "vxgate_http_requests_total{{service=\"{}\",class=\"{class}xx\"}} {n}",
+                    esc(service)
+                );
+            }
         }
         head(
             &mut o,

@@ -51,8 +51,8 @@ pub struct Stats {
     pub tls12: AtomicU64,
     pub tls13: AtomicU64,
     pub handshake_failures: AtomicU64,
-    /// Requests by (service, status class 1-5).
-    pub requests: std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>,
+    /// Requests by service, then by status class (index 1-5 for 1xx-5xx).
+    pub requests: std::sync::Mutex<std::collections::BTreeMap<String, [u64; 6]>>,
     /// Time from a request's head to the response's head.
     pub latency: vxgate_dns::histogram::Histogram,
     /// Connections closed at accept because of max_connections.
@@ -61,9 +61,17 @@ pub struct Stats {
 
 impl Stats {
     fn request(&self, service: &str, status: StatusCode, took: Duration) {
+        let class = usize::from(status.as_u16() / 100).min(5);
         let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry((service.to_owned(), status.as_u16() / 100))
-            .or_default() += 1;
+        // looked up by &str: the service name is allocated once, not per request
+        match m.get_mut(service) {
+            Some(by_class) => by_class[class] += 1,
+            None => {
+                let mut by_class = [0; 6];
+                by_class[class] = 1;
+                m.insert(service.to_owned(), by_class);
+            }
+        }
         drop(m);
         self.latency.observe(took);
     }
@@ -285,9 +293,12 @@ async fn serve_tls(
                     .and_then(|h| route::service_of(h, &shared.proxy.zone))
                     .unwrap_or_else(|| "-".into());
                 let resp = shared.proxy.handle(&pool, req, peer).await;
-                shared
-                    .stats
-                    .request(&service, resp.status(), start.elapsed());
+                // Host names that name no service are counted together: a client sending
+                // random Hosts must not grow the metrics without bound
+                let known = resp.status() != StatusCode::NOT_FOUND
+                    || shared.proxy.registry.snapshot().has_service(&service);
+                let label = if known { service.as_str() } else { "-" };
+                shared.stats.request(label, resp.status(), start.elapsed());
                 Ok::<_, std::convert::Infallible>(resp)
             }
         })
