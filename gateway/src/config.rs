@@ -85,6 +85,8 @@ pub struct RegistryConfig {
     /// Lease on this node's keys (etcd only). Default: 10 s.
     #[serde(rename = "lease_ttl_s", deserialize_with = "seconds")]
     pub lease_ttl: Duration,
+    /// Key prefix shared by every node of one fleet (etcd only). Default: "/vxgate/".
+    pub prefix: String,
 }
 
 impl Default for RegistryConfig {
@@ -93,6 +95,7 @@ impl Default for RegistryConfig {
             backend: RegistryBackend::Static,
             endpoints: Vec::new(),
             lease_ttl: Duration::from_secs(10),
+            prefix: "/vxgate/".into(),
         }
     }
 }
@@ -111,9 +114,14 @@ pub enum Offload {
 pub struct OverlayConfig {
     /// The underlay UDP socket (VXLAN, RFC 7348 uses port 4789).
     pub listen: SocketAddr,
-    /// Remote VTEPs: flood targets, and the only senders accepted.
+    /// Remote VTEPs: flood targets, and the only senders accepted. With the etcd registry,
+    /// every other node's VTEP is added to these.
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
+    /// The address other nodes send to, as published in the shared registry. Default:
+    /// `listen`, which must then be a specific address.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
     /// Which node each peer VTEP belongs to (`{ h2 = "10.99.0.2:4789" }`), so containers of
     /// those nodes with a known MAC get static FDB entries. Each address must be in `peers`.
     #[serde(default)]
@@ -572,6 +580,27 @@ impl Config {
                 }
             }
             RegistryBackend::Etcd => {
+                if !cfg!(feature = "etcd") {
+                    v.bad(
+                        "registry.backend",
+                        "this vxgate was built without the \"etcd\" feature; rebuild with the default features".into(),
+                    );
+                }
+                if !r.prefix.starts_with('/') || r.prefix.contains(char::is_whitespace) {
+                    v.bad(
+                        "registry.prefix",
+                        format!("{:?}: expected a key prefix like \"/vxgate/\"", r.prefix),
+                    );
+                }
+                if let Some(o) = &self.overlay {
+                    let vtep = o.advertise.unwrap_or(o.listen);
+                    if vtep.ip().is_unspecified() {
+                        v.bad(
+                            "overlay.advertise",
+                            format!("overlay.listen is {}; other nodes need this node's VTEP address, like \"10.99.0.1:4789\"", o.listen),
+                        );
+                    }
+                }
                 if r.endpoints.is_empty() {
                     v.bad(
                         "registry.endpoints",
@@ -676,6 +705,14 @@ fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
         v.bad(
             "overlay.listen",
             "port 0; expected the VXLAN port, usually 4789".into(),
+        );
+    }
+    if let Some(a) = o.advertise
+        && (a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast())
+    {
+        v.bad(
+            "overlay.advertise",
+            format!("{a} is not a unicast address and port"),
         );
     }
     let mut seen = HashSet::new();

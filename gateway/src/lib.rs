@@ -31,6 +31,8 @@ pub struct Running {
     pub overlay: Option<overlay::driver::Overlay>,
     pub dns: Option<dns::Dns>,
     pub ingress: Option<ingress::Ingress>,
+    /// The shared-registry backend's state (etcd only).
+    pub registry_backend: Option<Arc<registry::BackendStatus>>,
 }
 
 /// Starts every part the config enables, each as a task in `tasks` that ends when `shutdown`
@@ -42,6 +44,9 @@ pub async fn start(
     tasks: &mut tokio::task::JoinSet<Result<(), String>>,
 ) -> Result<Running, String> {
     let mut running = Running::default();
+    if config.registry.backend == config::RegistryBackend::Etcd {
+        running.registry_backend = Some(start_etcd(config, registry, shutdown, tasks).await?);
+    }
     if let Some(o) = &config.overlay {
         running.overlay =
             Some(overlay::driver::start(o, &config.node.name, registry, shutdown, tasks).await?);
@@ -54,4 +59,46 @@ pub async fn start(
         running.ingress = Some(ingress::start(i, &zone, state, registry, shutdown, tasks).await?);
     }
     Ok(running)
+}
+
+/// Starts the etcd backend and gives it a moment for the first full read, so DNS and the
+/// ingress start with the fleet's state when etcd is there; without etcd, startup goes on.
+#[cfg(feature = "etcd")]
+async fn start_etcd(
+    config: &config::Config,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+    tasks: &mut tokio::task::JoinSet<Result<(), String>>,
+) -> Result<Arc<registry::BackendStatus>, String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let vtep = config
+        .overlay
+        .as_ref()
+        .map(|o| o.advertise.unwrap_or(o.listen));
+    let status = registry::etcd::start(
+        &config.registry,
+        &config.node.name,
+        vtep,
+        registry,
+        shutdown,
+        tasks,
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while status.resyncs.load(Relaxed) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if status.resyncs.load(Relaxed) == 0 {
+        tracing::warn!("etcd: not in sync yet; starting with the local state");
+    }
+    Ok(status)
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn start_etcd(
+    _: &config::Config,
+    _: &Arc<Registry>,
+    _: &Shutdown,
+    _: &mut tokio::task::JoinSet<Result<(), String>>,
+) -> Result<Arc<registry::BackendStatus>, String> {
+    Err("registry.backend = \"etcd\": this vxgate was built without the \"etcd\" feature".into())
 }

@@ -52,6 +52,8 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("duplicate container ip", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\n[[containers]]\nname = \"b\"\nip = \"10.0.0.1\"\nport = 80\n".into(), 7, "containers[1].ip", "already used"),
         ("unknown registry backend", "[registry]\nbackend = \"consul\"\n".into(), 2, "registry.backend", "unknown variant"),
         ("etcd without endpoints", "[registry]\nbackend = \"etcd\"\n".into(), 1, "registry.endpoints", "at least one endpoint"),
+        ("etcd with an unspecified vtep", "[registry]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n[overlay]\nlisten = \"0.0.0.0:4789\"\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 4, "overlay.advertise", "VTEP address"),
+        ("etcd prefix not a key path", "[registry]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"vxgate\"\n".into(), 4, "registry.prefix", "key prefix"),
         ("unreadable cert", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\n[[ingress.certs]]\ncert = \"/nonexistent/x.crt\"\nkey = \"/nonexistent/x.key\"\n".into(), 4, "ingress.certs[0].cert", "cannot read"),
         ("bad dns zone", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"exa mple.com\"\n".into(), 3, "dns.zone", "not allowed"),
         ("bad mac", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nmac = \"02:00:zz:00:00:01\"\n".into(), 5, "containers[0].mac", "MAC"),

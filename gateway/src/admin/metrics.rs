@@ -292,5 +292,55 @@ pub fn render(a: &Admin) -> String {
         "Containers in the registry.",
     );
     let _ = writeln!(o, "vxgate_registry_containers {}", snap.len());
+    head(
+        &mut o,
+        "vxgate_registry_remote_nodes",
+        "gauge",
+        "Other nodes known through the shared registry.",
+    );
+    let _ = writeln!(o, "vxgate_registry_remote_nodes {}", snap.nodes().len());
+    if let Some(b) = &a.running.registry_backend {
+        for (name, kind, help, value) in [
+            (
+                "vxgate_registry_etcd_connected",
+                "gauge",
+                "1 while registered in etcd with a live lease and watch.",
+                u64::from(b.connected.load(Relaxed)),
+            ),
+            (
+                "vxgate_registry_etcd_resyncs_total",
+                "counter",
+                "Full reads of the etcd prefix.",
+                b.resyncs.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_compactions_total",
+                "counter",
+                "Watches restarted because their revision was compacted.",
+                b.compacted.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_errors_total",
+                "counter",
+                "etcd sessions that ended in an error.",
+                b.errors.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_bad_records_total",
+                "counter",
+                "Remote records that could not be parsed.",
+                b.bad_records.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_clashes",
+                "gauge",
+                "Remote containers left out because their name or IP is taken.",
+                b.clashes.load(Relaxed),
+            ),
+        ] {
+            head(&mut o, name, kind, help);
+            let _ = writeln!(o, "{name} {value}");
+        }
+    }
     o
 }

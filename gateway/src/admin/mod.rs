@@ -152,6 +152,17 @@ impl Admin {
             (Method::POST, "/v1/containers") => self.add(req).await,
             (Method::DELETE, p) if p.starts_with("/v1/containers/") => {
                 let name = &p["/v1/containers/".len()..];
+                if let Some(c) = self.registry.snapshot().container(name)
+                    && c.origin == crate::registry::Origin::Remote
+                {
+                    return error(
+                        StatusCode::CONFLICT,
+                        &format!(
+                            "container {name:?} belongs to node {:?}; remove it there",
+                            c.node
+                        ),
+                    );
+                }
                 match self.registry.remove(name) {
                     Ok(_) => reply(StatusCode::OK, json!({ "removed": name })),
                     Err(e) => error(StatusCode::NOT_FOUND, &e.to_string()),
@@ -159,12 +170,19 @@ impl Admin {
             }
             (Method::GET, "/v1/overlay/fdb") => self.fdb(),
             (Method::GET, "/v1/overlay/peers") => {
-                let peers = self
-                    .config
+                let peers: Vec<std::net::SocketAddr> = self
+                    .running
                     .overlay
                     .as_ref()
-                    .map(|o| o.peers.clone())
+                    .map(|o| {
+                        o.switch
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .peers()
+                            .to_vec()
+                    })
                     .unwrap_or_default();
+                let snapshot = self.registry.snapshot();
                 let nodes = self
                     .config
                     .overlay
@@ -174,7 +192,14 @@ impl Admin {
                 let list: Vec<Value> = peers
                     .iter()
                     .map(|p| {
-                        let node = nodes.iter().find(|(_, a)| *a == p).map(|(n, _)| n.clone());
+                        let node = snapshot
+                            .nodes()
+                            .iter()
+                            .find(|(_, a)| **a == Some(*p))
+                            .map(|(n, _)| n.clone())
+                            .or_else(|| {
+                                nodes.iter().find(|(_, a)| *a == p).map(|(n, _)| n.clone())
+                            });
                         json!({ "vtep": p.to_string(), "node": node })
                     })
                     .collect();

@@ -101,8 +101,12 @@ pub async fn start(
     let recv =
         bind_udp(cfg.listen).map_err(|e| format!("overlay: cannot bind {}: {e}", cfg.listen))?;
     let senders = bind_send_pool(cfg.listen)?;
-    let node_vteps: HashMap<String, SocketAddr> = cfg.peer_nodes.clone().into_iter().collect();
-    lock(&switch).sync_registry(&registry.snapshot(), &node_vteps);
+    let membership = Membership {
+        peers: cfg.peers.clone(),
+        peer_nodes: cfg.peer_nodes.clone().into_iter().collect(),
+        me: cfg.advertise.unwrap_or(cfg.listen),
+    };
+    membership.apply(&mut lock(&switch), &registry.snapshot());
 
     let ports: Vec<u16> = senders
         .iter()
@@ -119,7 +123,7 @@ pub async fn start(
 
     // The datapath runs on its own thread with a single-threaded runtime: a frame's path
     // from one fd to the other never crosses threads (one wake-up, no cross-core hand-off).
-    let (switch2, shutdown2, peers) = (switch.clone(), shutdown.clone(), cfg.peers.clone());
+    let (switch2, shutdown2) = (switch.clone(), shutdown.clone());
     let names: Vec<String> = networks.iter().map(|n| n.name.clone()).collect();
     let thread = std::thread::Builder::new()
         .name("overlay".into())
@@ -128,9 +132,7 @@ pub async fn start(
                 .enable_all()
                 .build()
                 .map_err(|e| format!("overlay runtime: {e}"))?;
-            rt.block_on(datapath(
-                taps, recv, senders, switch2, peers, names, shutdown2,
-            ))
+            rt.block_on(datapath(taps, recv, senders, switch2, names, shutdown2))
         })
         .map_err(|e| format!("overlay: cannot start the datapath thread: {e}"))?;
     tasks.spawn(async move {
@@ -150,7 +152,7 @@ pub async fn start(
                     changed = rx.changed() => {
                         if changed.is_err() { return Ok(()); }
                         let snap = rx.borrow_and_update().clone();
-                        lock(&switch).sync_registry(&snap, &node_vteps);
+                        membership.apply(&mut lock(&switch), &snap);
                     }
                     _ = tick.tick() => lock(&switch).tick(Instant::now()),
                 }
@@ -160,13 +162,39 @@ pub async fn start(
     Ok(Overlay { switch, networks })
 }
 
+/// Who the peers are: the configured ones plus every node the shared registry knows.
+struct Membership {
+    peers: Vec<SocketAddr>,
+    peer_nodes: HashMap<String, SocketAddr>,
+    /// This node's own VTEP, never a peer of itself.
+    me: SocketAddr,
+}
+
+impl Membership {
+    fn apply(&self, switch: &mut Switch, snapshot: &crate::registry::Snapshot) {
+        let mut node_vteps = self.peer_nodes.clone();
+        let mut peers = self.peers.clone();
+        for (node, vtep) in snapshot.nodes() {
+            if let Some(v) = *vtep
+                && v != self.me
+            {
+                node_vteps.insert(node.clone(), v);
+                peers.push(v);
+            }
+        }
+        if switch.set_peers(peers) {
+            tracing::info!(peers = ?switch.peers(), "overlay peers changed");
+        }
+        switch.sync_registry(snapshot, &node_vteps);
+    }
+}
+
 /// Registers the fds with the datapath's runtime and runs the forwarding tasks.
 async fn datapath(
     taps: Vec<Tap>,
     recv: std::net::UdpSocket,
     senders: Vec<std::net::UdpSocket>,
     switch: Arc<Mutex<Switch>>,
-    peers: Vec<SocketAddr>,
     names: Vec<String>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
@@ -191,14 +219,13 @@ async fn datapath(
     let senders = Arc::new(senders);
     let mut set = JoinSet::new();
     for (i, tap) in registered.iter().enumerate() {
-        let (tap, switch, senders, peers, shutdown) = (
+        let (tap, switch, senders, shutdown) = (
             tap.clone(),
             switch.clone(),
             senders.clone(),
-            peers.clone(),
             shutdown.clone(),
         );
-        set.spawn(async move { tap_to_udp(i, tap, switch, senders, peers, shutdown).await });
+        set.spawn(async move { tap_to_udp(i, tap, switch, senders, shutdown).await });
     }
     set.spawn(async move { udp_to_tap(recv, registered, switch, names, shutdown).await });
     while let Some(done) = set.join_next().await {
@@ -305,7 +332,6 @@ async fn tap_to_udp(
     tap: Arc<AsyncFd<Tap>>,
     switch: Arc<Mutex<Switch>>,
     senders: Arc<Vec<UdpSocket>>,
-    peers: Vec<SocketAddr>,
     mut shutdown: Shutdown,
 ) -> Result<(), String> {
     let (vni, counters) = {
@@ -330,12 +356,18 @@ async fn tap_to_udp(
                 }
                 Ok(Ok(n)) => n,
             };
-            let decision = lock(&switch).from_tap(
-                net,
-                &buf[HEADROOM..HEADROOM + n],
-                Instant::now(),
-                &mut reply,
-            );
+            let (decision, peers) = {
+                let mut s = lock(&switch);
+                let d = s.from_tap(
+                    net,
+                    &buf[HEADROOM..HEADROOM + n],
+                    Instant::now(),
+                    &mut reply,
+                );
+                // the flood list as of this decision; an Arc clone, not a copy
+                let peers = (d == FromTap::Flood).then(|| s.peers().clone());
+                (d, peers)
+            };
             let packet = HEADROOM + n;
             match decision {
                 FromTap::Unicast(vtep) => {
@@ -346,7 +378,7 @@ async fn tap_to_udp(
                 FromTap::Flood => {
                     buf[..HEADROOM].copy_from_slice(&header);
                     let sock = pick(&senders, &buf[HEADROOM..packet]);
-                    for p in &peers {
+                    for p in peers.iter().flat_map(|p| p.iter()) {
                         send(sock, &buf[..packet], *p, &counters).await;
                     }
                 }

@@ -146,6 +146,14 @@ impl Fdb {
         left_out
     }
 
+    /// Removes every entry (learned or static) whose VTEP fails `keep`; returns how many.
+    /// Used when a peer leaves: its MACs must flood again, not vanish into a dead VTEP.
+    pub fn retain_vteps(&mut self, keep: impl Fn(SocketAddr) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| keep(e.vtep));
+        before - self.entries.len()
+    }
+
     /// Removes expired learned entries; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
         let before = self.entries.len();

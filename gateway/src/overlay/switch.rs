@@ -70,7 +70,8 @@ pub enum FromUdp {
 #[derive(Debug)]
 pub struct Switch {
     node: String,
-    peers: Vec<SocketAddr>,
+    /// Shared with the sender so a flood needs no copy and no lock held while sending.
+    peers: Arc<[SocketAddr]>,
     peer_by_ip: HashMap<IpAddr, SocketAddr>,
     networks: Vec<Network>,
     by_vni: HashMap<u32, usize>,
@@ -90,7 +91,12 @@ impl Switch {
     ) -> Switch {
         Switch {
             node: node.to_owned(),
-            peers: peers.to_vec(),
+            peers: {
+                let mut p = peers.to_vec();
+                p.sort();
+                p.dedup();
+                p.into()
+            },
             peer_by_ip: peers.iter().map(|p| (p.ip(), *p)).collect(),
             by_vni: networks
                 .iter()
@@ -111,8 +117,27 @@ impl Switch {
         }
     }
 
-    pub fn peers(&self) -> &[SocketAddr] {
+    pub fn peers(&self) -> &Arc<[SocketAddr]> {
         &self.peers
+    }
+
+    /// Replaces the peers (flood list and accepted senders). FDB entries that point at a VTEP
+    /// no longer listed are removed, so those MACs flood again. Returns whether anything
+    /// changed.
+    pub fn set_peers(&mut self, mut peers: Vec<SocketAddr>) -> bool {
+        peers.sort();
+        peers.dedup();
+        if *self.peers == *peers {
+            return false;
+        }
+        self.peer_by_ip = peers.iter().map(|p| (p.ip(), *p)).collect();
+        self.peers = peers.into();
+        let by_ip = &self.peer_by_ip;
+        for n in &mut self.networks {
+            n.fdb
+                .retain_vteps(|v| by_ip.get(&v.ip()).is_some_and(|p| *p == v));
+        }
+        true
     }
 
     pub fn vni(&self, network: usize) -> u32 {
@@ -506,6 +531,36 @@ mod tests {
         assert_eq!(
             s1.from_tap(0, &frame(mac(3), mac(1), 60), now, &mut reply),
             FromTap::Flood
+        );
+    }
+
+    #[test]
+    fn peers_that_leave_are_forgotten() {
+        let now = Instant::now();
+        let mut s = switch("h1", &[]);
+        let mut reply = [0u8; 64];
+        let good = encap(42, &frame(MacAddr::BROADCAST, mac(2), 60));
+        assert_eq!(
+            s.from_udp(H2, &good, now),
+            FromUdp::Drop(DropReason::NotFromPeer)
+        );
+        assert!(s.set_peers(vec![H3, H2, H2]));
+        assert!(!s.set_peers(vec![H2, H3]), "same set, other order");
+        assert_eq!(&**s.peers(), &[H2, H3]);
+        assert_eq!(s.from_udp(H2, &good, now), FromUdp::Deliver { network: 0 });
+        assert_eq!(
+            s.from_tap(0, &frame(mac(2), mac(1), 60), now, &mut reply),
+            FromTap::Unicast(H2)
+        );
+        // h2 leaves: its MAC floods (to h3) instead of going to a dead VTEP
+        assert!(s.set_peers(vec![H3]));
+        assert_eq!(
+            s.from_tap(0, &frame(mac(2), mac(1), 60), now, &mut reply),
+            FromTap::Flood
+        );
+        assert_eq!(
+            s.from_udp(H2, &good, now),
+            FromUdp::Drop(DropReason::NotFromPeer)
         );
     }
 

@@ -5,13 +5,38 @@
 //! [`Snapshot`] and publishes it on a `tokio::sync::watch` channel, so readers (DNS, ingress,
 //! overlay) never take a lock and always see a whole, consistent state; a reader that was busy
 //! sees the newest snapshot next, which includes every change before it.
+//!
+//! With `registry.backend = "etcd"`, [`etcd`] shares this node's containers and reads every
+//! other node's: those enter as [`Origin::Remote`] entries, and the other nodes' VTEPs as
+//! [`Snapshot::nodes`], in one change per etcd update ([`Registry::set_remote`]).
+
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod remote;
 
 use crate::config::{Config, ContainerConfig};
 use crate::wire::ethernet::MacAddr;
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
+
+/// What the shared-registry backend reports (admin API and metrics).
+#[derive(Debug, Default)]
+pub struct BackendStatus {
+    /// Registered, with a live lease and a running watch.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// Full reads of the prefix (the first, and one after every reconnect or compaction).
+    pub resyncs: std::sync::atomic::AtomicU64,
+    /// Watches that found their revision compacted.
+    pub compacted: std::sync::atomic::AtomicU64,
+    /// Sessions that ended in an error (etcd unreachable, lease lost, stream broken).
+    pub errors: std::sync::atomic::AtomicU64,
+    /// Remote values that could not be parsed.
+    pub bad_records: std::sync::atomic::AtomicU64,
+    /// Remote containers left out because their name or IP clashed with another.
+    pub clashes: std::sync::atomic::AtomicU64,
+}
 
 /// A container's health as the ingress's checks see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -84,6 +109,7 @@ pub struct Snapshot {
     containers: BTreeMap<String, Arc<Container>>,
     services: BTreeMap<String, Vec<Arc<Container>>>,
     by_ip: HashMap<IpAddr, Arc<Container>>,
+    nodes: Arc<BTreeMap<String, Option<SocketAddr>>>,
 }
 
 impl Snapshot {
@@ -91,6 +117,7 @@ impl Snapshot {
         version: u64,
         service_label: &str,
         containers: BTreeMap<String, Arc<Container>>,
+        nodes: Arc<BTreeMap<String, Option<SocketAddr>>>,
     ) -> Self {
         let mut services: BTreeMap<String, Vec<Arc<Container>>> = BTreeMap::new();
         let mut by_ip = HashMap::with_capacity(containers.len());
@@ -109,7 +136,13 @@ impl Snapshot {
             containers,
             services,
             by_ip,
+            nodes,
         }
+    }
+
+    /// Other nodes known through the shared registry, with their overlay VTEP if they run one.
+    pub fn nodes(&self) -> &BTreeMap<String, Option<SocketAddr>> {
+        &self.nodes
     }
 
     /// Every container, by name.
@@ -176,7 +209,12 @@ pub struct Registry {
 impl Registry {
     /// An empty registry whose services are named by `service_label`.
     pub fn new(service_label: &str) -> Registry {
-        let (tx, _) = watch::channel(Arc::new(Snapshot::build(0, service_label, BTreeMap::new())));
+        let (tx, _) = watch::channel(Arc::new(Snapshot::build(
+            0,
+            service_label,
+            BTreeMap::new(),
+            Arc::default(),
+        )));
         Registry {
             write: Mutex::new(()),
             tx,
@@ -206,18 +244,72 @@ impl Registry {
         &self,
         change: impl FnOnce(&mut BTreeMap<String, Arc<Container>>) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
+        self.update_with_nodes(|map, _| change(map))
+    }
+
+    /// [`Registry::update`] that may also change the remote nodes.
+    fn update_with_nodes<T>(
+        &self,
+        change: impl FnOnce(
+            &mut BTreeMap<String, Arc<Container>>,
+            &mut Arc<BTreeMap<String, Option<SocketAddr>>>,
+        ) -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
         let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.snapshot();
         let mut containers = current.containers.clone();
-        let out = change(&mut containers)?;
-        if containers != current.containers {
+        let mut nodes = current.nodes.clone();
+        let out = change(&mut containers, &mut nodes)?;
+        if containers != current.containers || nodes != current.nodes {
             self.tx.send_replace(Arc::new(Snapshot::build(
                 current.version + 1,
                 &current.service_label,
                 containers,
+                nodes,
             )));
         }
         Ok(out)
+    }
+
+    /// Replaces everything learnt from other nodes in one change: their containers (as
+    /// [`Origin::Remote`]) and their VTEPs. A remote container whose name or IP is already
+    /// taken by a local one (or an earlier remote one) is left out; the names left out are
+    /// returned so the caller can report them. Unchanged entries keep their health.
+    pub fn set_remote(
+        &self,
+        containers: Vec<Container>,
+        nodes: BTreeMap<String, Option<SocketAddr>>,
+    ) -> Vec<String> {
+        let result = self.update_with_nodes(|map, current_nodes| {
+            let old: BTreeMap<String, Arc<Container>> = map
+                .iter()
+                .filter(|(_, c)| c.origin == Origin::Remote)
+                .map(|(k, c)| (k.clone(), c.clone()))
+                .collect();
+            map.retain(|_, c| c.origin != Origin::Remote);
+            let mut skipped = Vec::new();
+            for mut c in containers {
+                c.origin = Origin::Remote;
+                if check_unique(map, &c).is_err() {
+                    skipped.push(c.name);
+                    continue;
+                }
+                if let Some(prev) = old.get(&c.name) {
+                    c.health = prev.health;
+                    if c == **prev {
+                        map.insert(c.name.clone(), prev.clone());
+                        continue;
+                    }
+                    c.health = Health::Unknown;
+                }
+                map.insert(c.name.clone(), Arc::new(c));
+            }
+            if **current_nodes != nodes {
+                *current_nodes = Arc::new(nodes);
+            }
+            Ok(skipped)
+        });
+        result.unwrap_or_default()
     }
 
     /// Adds a container; its name and IP must be unused.

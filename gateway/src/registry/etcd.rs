@@ -1,0 +1,415 @@
+//! The etcd backend: shares this node's containers and reads every other node's.
+//!
+//! One task runs sessions. A session connects, grants a lease of `lease_ttl_s` and keeps it
+//! alive (every third of the TTL), then:
+//!
+//! 1. reads the whole prefix at revision R (a full resync): other nodes' keys replace the
+//!    remote part of the registry in one change; this node's keys are compared with what it
+//!    wants published (node record + local containers) and put (with the lease) or deleted;
+//! 2. watches the prefix from R + 1, applying each response as one registry change, and
+//!    re-publishing whenever the local registry changes or someone touches this node's keys;
+//! 3. on a compacted revision (or a cancelled watch) goes back to 1.
+//!
+//! Any error (etcd unreachable, lease expired, stream broken) ends the session. The registry
+//! keeps the last known remote state, so DNS, the ingress and the overlay keep serving it,
+//! and a new session starts after a backoff (0.5 s doubling to 5 s, at most a third of the TTL).
+//! A new session keeps the previous lease if etcd still has it; otherwise it takes a new one,
+//! re-puts every key under it, and revokes the previous lease. At shutdown the
+//! lease is revoked, so other nodes drop this one at once instead of after the TTL.
+
+use super::remote::{Layout, RemoteState, local_records};
+use super::{BackendStatus, Registry, Snapshot};
+use crate::config::RegistryConfig;
+use crate::daemon::Shutdown;
+use etcd_client::{
+    Client, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, WatchOptions,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Bound on every unary etcd call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Keys per page of a full read.
+const PAGE: i64 = 500;
+/// Largest gRPC message taken (a page, or a watch response catching up many revisions).
+const MAX_MESSAGE: usize = 64 << 20;
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Retries never wait longer than this, nor longer than a third of the lease TTL: after an
+/// outage, etcd gives every lease a full TTL, and the node must be back within it.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+struct Ctx {
+    endpoints: Vec<String>,
+    ttl: Duration,
+    me: String,
+    vtep: Option<SocketAddr>,
+    layout: Layout,
+    registry: Arc<Registry>,
+    status: Arc<BackendStatus>,
+}
+
+/// Starts the backend task. It never fails startup: without etcd, vxgate serves its local
+/// state and keeps trying.
+pub fn start(
+    cfg: &RegistryConfig,
+    node: &str,
+    vtep: Option<SocketAddr>,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Arc<BackendStatus> {
+    let status = Arc::new(BackendStatus::default());
+    let ctx = Ctx {
+        endpoints: cfg.endpoints.clone(),
+        ttl: cfg.lease_ttl,
+        me: node.to_owned(),
+        vtep,
+        layout: Layout::new(&cfg.prefix),
+        registry: registry.clone(),
+        status: status.clone(),
+    };
+    tracing::info!(
+        endpoints = ?ctx.endpoints,
+        prefix = ctx.layout.prefix(),
+        lease_ttl_s = ctx.ttl.as_secs(),
+        "registry: etcd"
+    );
+    let shutdown = shutdown.clone();
+    tasks.spawn(run(ctx, shutdown));
+    status
+}
+
+/// Per-task state that outlives sessions.
+struct State {
+    remote: RemoteState,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    backoff: Duration,
+    /// The last session's lease, revoked once a new one holds every key.
+    last_lease: Option<i64>,
+    /// Remote names left out for clashing, to log only when that set changes.
+    clashing: Vec<String>,
+}
+
+async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
+    let mut st = State {
+        remote: RemoteState::new(&ctx.me, ctx.layout.clone()),
+        snapshots: ctx.registry.subscribe(),
+        backoff: BACKOFF_MIN.min(ctx.ttl / 3),
+        last_lease: None,
+        clashing: Vec::new(),
+    };
+    loop {
+        let Err(e) = session(&ctx, &mut st, &mut shutdown).await else {
+            return Ok(());
+        };
+        ctx.status.connected.store(false, Relaxed);
+        ctx.status.errors.fetch_add(1, Relaxed);
+        tracing::warn!(
+            remote_containers = st.remote.containers().len(),
+            retry_in = ?st.backoff,
+            "etcd: {e}; serving the last known state"
+        );
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(st.backoff) => {}
+        }
+        st.backoff = (st.backoff * 2).min(BACKOFF_MAX.min(ctx.ttl / 3));
+    }
+}
+
+async fn call<T, E: std::fmt::Display>(
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
+    }
+}
+
+/// This node's keys as etcd has them: value and lease.
+type Own = BTreeMap<String, (String, i64)>;
+
+/// One connection's life. `Ok` means shutdown was asked and handled.
+async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(), String> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(CALL_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true)
+        .with_require_leader(true);
+    let mut client = call("connect", Client::connect(&ctx.endpoints, Some(options))).await?;
+    let ttl = ctx.ttl.as_secs().max(1) as i64;
+    // The previous session's lease, if etcd still has it: keys keep existing without a gap.
+    let reused = match st.last_lease {
+        Some(old) => call("lease lookup", client.lease_time_to_live(old, None))
+            .await?
+            .ttl()
+            .gt(&0)
+            .then_some(old),
+        None => None,
+    };
+    let lease = match reused {
+        Some(l) => l,
+        None => call("lease grant", client.lease_grant(ttl, None))
+            .await?
+            .id(),
+    };
+    let (mut keeper, mut keepalive) =
+        call("lease keep-alive", client.lease_keep_alive(lease)).await?;
+    let mut renew = tokio::time::interval(ctx.ttl / 3);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let prefix = ctx.layout.prefix().to_owned();
+
+    loop {
+        // 1. full resync, in pages read at one revision
+        st.remote.clear();
+        let mut own = Own::new();
+        let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        let range_end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = call("read", kv.get(from.clone(), Some(opts))).await?;
+            if revision == 0 {
+                revision = resp
+                    .header()
+                    .map(|h| h.revision())
+                    .ok_or("read: no revision in the answer")?;
+            }
+            for kv in resp.kvs() {
+                take(ctx, st, &mut own, kv);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        publish_remote(ctx, st);
+        let snap = st.snapshots.borrow_and_update().clone();
+        reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
+        ctx.status.resyncs.fetch_add(1, Relaxed);
+        if !ctx.status.connected.swap(true, Relaxed) {
+            tracing::info!(
+                node = %ctx.me,
+                lease = format!("{lease:x}"),
+                revision,
+                remote_nodes = st.remote.nodes().len(),
+                remote_containers = st.remote.containers().len(),
+                "etcd: registered and in sync"
+            );
+        }
+        st.backoff = BACKOFF_MIN.min(ctx.ttl / 3);
+        if let Some(old) = st.last_lease.replace(lease)
+            && old != lease
+        {
+            // every key is under the new lease now; best effort, it expires anyway
+            let _ = call("lease revoke", client.lease_revoke(old)).await;
+        }
+
+        // 2. follow
+        let mut watch = call(
+            "watch",
+            client
+                .watch_client()
+                .max_decoding_message_size(MAX_MESSAGE)
+                .watch(
+                    prefix.as_str(),
+                    Some(
+                        WatchOptions::new()
+                            .with_prefix()
+                            .with_start_revision(revision + 1),
+                    ),
+                ),
+        )
+        .await?;
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => {
+                    // others drop this node now rather than after the TTL
+                    match call("lease revoke", client.lease_revoke(lease)).await {
+                        Ok(_) => tracing::info!("etcd: lease revoked, node deregistered"),
+                        Err(e) => tracing::warn!("etcd: {e}; the keys expire with the lease"),
+                    }
+                    return Ok(());
+                }
+                _ = renew.tick() => {
+                    keeper.keep_alive().await.map_err(|e| format!("lease keep-alive: {e}"))?;
+                }
+                msg = keepalive.message() => match msg {
+                    Ok(Some(r)) if r.ttl() > 0 => {}
+                    Ok(Some(_)) => return Err("the lease expired".into()),
+                    Ok(None) => return Err("lease keep-alive stream closed".into()),
+                    Err(e) => return Err(format!("lease keep-alive: {e}")),
+                },
+                msg = watch.message() => {
+                    let resp = match msg {
+                        Ok(Some(r)) => r,
+                        Ok(None) => return Err("watch stream closed".into()),
+                        Err(e) => return Err(format!("watch: {e}")),
+                    };
+                    if resp.compact_revision() > 0 {
+                        ctx.status.compacted.fetch_add(1, Relaxed);
+                        tracing::warn!(
+                            compacted_at = resp.compact_revision(),
+                            "etcd: watch revision compacted; full resync"
+                        );
+                        break;
+                    }
+                    if resp.canceled() {
+                        tracing::warn!(reason = resp.cancel_reason(), "etcd: watch cancelled; full resync");
+                        break;
+                    }
+                    let (mut remote_changed, mut own_touched) = (false, false);
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        if st.remote.is_own(kv.key()) {
+                            own_touched = true;
+                            let key = String::from_utf8_lossy(kv.key()).into_owned();
+                            match ev.event_type() {
+                                EventType::Put => {
+                                    let v = String::from_utf8_lossy(kv.value()).into_owned();
+                                    own.insert(key, (v, kv.lease()));
+                                }
+                                EventType::Delete => {
+                                    own.remove(&key);
+                                }
+                            }
+                            continue;
+                        }
+                        remote_changed |= match ev.event_type() {
+                            EventType::Put => put_remote(ctx, st, kv),
+                            EventType::Delete => st.remote.delete(kv.key()),
+                        };
+                    }
+                    if remote_changed {
+                        publish_remote(ctx, st);
+                    }
+                    if own_touched {
+                        let snap = st.snapshots.borrow().clone();
+                        reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
+                    }
+                }
+                changed = st.snapshots.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let snap = st.snapshots.borrow_and_update().clone();
+                    reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Sorts one key of a full read into this node's own keys or the remote state.
+fn take(ctx: &Ctx, st: &mut State, own: &mut Own, kv: &KeyValue) {
+    if st.remote.is_own(kv.key()) {
+        own.insert(
+            String::from_utf8_lossy(kv.key()).into_owned(),
+            (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease()),
+        );
+    } else {
+        put_remote(ctx, st, kv);
+    }
+}
+
+fn put_remote(ctx: &Ctx, st: &mut State, kv: &KeyValue) -> bool {
+    match st.remote.put(kv.key(), kv.value()) {
+        Ok(changed) => changed,
+        Err(bad) => {
+            ctx.status.bad_records.fetch_add(1, Relaxed);
+            tracing::warn!("etcd: ignoring a malformed record: {bad}");
+            true
+        }
+    }
+}
+
+fn publish_remote(ctx: &Ctx, st: &mut State) {
+    let skipped = ctx
+        .registry
+        .set_remote(st.remote.containers(), st.remote.nodes());
+    ctx.status.clashes.store(skipped.len() as u64, Relaxed);
+    if skipped != st.clashing {
+        if !skipped.is_empty() {
+            tracing::warn!(
+                containers = ?skipped,
+                "etcd: remote containers left out: their name or IP is already taken here"
+            );
+        }
+        st.clashing = skipped;
+    }
+}
+
+/// Makes etcd hold exactly this node's wanted records, under `lease`.
+async fn reconcile(
+    ctx: &Ctx,
+    client: &mut Client,
+    lease: i64,
+    own: &mut Own,
+    snapshot: &Snapshot,
+) -> Result<(), String> {
+    let wanted = local_records(&ctx.layout, &ctx.me, ctx.vtep, snapshot);
+    for (key, value) in &wanted {
+        if own.get(key).is_some_and(|(v, l)| v == value && *l == lease) {
+            continue;
+        }
+        call(
+            "put",
+            client.put(
+                key.as_str(),
+                value.as_str(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+        )
+        .await?;
+        own.insert(key.clone(), (value.clone(), lease));
+    }
+    let stale: Vec<String> = own
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .cloned()
+        .collect();
+    for key in stale {
+        call("delete", client.delete(key.as_str(), None)).await?;
+        own.remove(&key);
+    }
+    Ok(())
+}
+
+/// The end of the key range that holds every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // all keys
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prefix_end_is_the_next_key_range() {
+        assert_eq!(super::prefix_end(b"/vxgate/"), b"/vxgate0");
+        assert_eq!(super::prefix_end(b"a\xff"), b"b");
+        assert_eq!(super::prefix_end(b"\xff"), b"\0");
+    }
+}

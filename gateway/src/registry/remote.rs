@@ -1,0 +1,414 @@
+//! The shared registry's key layout and the state built from it, without I/O.
+//!
+//! Under a prefix (default `/vxgate/`), each node writes, all attached to its own lease:
+//!
+//! ```text
+//! {prefix}nodes/{node}               {"vtep":"10.99.0.1:4789"}      (vtep null without overlay)
+//! {prefix}containers/{node}/{name}   {"name":..,"ip":..,"mac":..,"port":..,"labels":{..},"network":..}
+//! ```
+//!
+//! [`RemoteState`] mirrors every other node's keys (a full read, then watch events) and turns
+//! them into registry entries. Values are JSON with a fixed field order, so a node can compare
+//! what it wants published with what is there byte for byte.
+
+use super::{Container, Health, Origin, Snapshot};
+use crate::wire::ethernet::MacAddr;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// Key names under the prefix.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    prefix: String,
+}
+
+/// What a key under the prefix names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Node(String),
+    Container { node: String, name: String },
+}
+
+impl Key {
+    /// The node that owns (writes) this key.
+    pub fn node(&self) -> &str {
+        match self {
+            Key::Node(n) | Key::Container { node: n, .. } => n,
+        }
+    }
+}
+
+impl Layout {
+    /// `prefix` gets a trailing `/` if it has none.
+    pub fn new(prefix: &str) -> Layout {
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Layout { prefix }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn node_key(&self, node: &str) -> String {
+        format!("{}nodes/{node}", self.prefix)
+    }
+
+    pub fn container_key(&self, node: &str, name: &str) -> String {
+        format!("{}containers/{node}/{name}", self.prefix)
+    }
+
+    /// Names a key, or `None` for keys that are not ours to read (unknown layout).
+    pub fn parse(&self, key: &[u8]) -> Option<Key> {
+        let key = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?;
+        if let Some(node) = key.strip_prefix("nodes/") {
+            return (!node.is_empty() && !node.contains('/')).then(|| Key::Node(node.to_owned()));
+        }
+        let (node, name) = key.strip_prefix("containers/")?.split_once('/')?;
+        (!node.is_empty() && !name.is_empty() && !name.contains('/')).then(|| Key::Container {
+            node: node.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRecord {
+    vtep: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContainerRecord {
+    name: String,
+    ip: IpAddr,
+    mac: Option<String>,
+    port: u16,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    network: String,
+}
+
+/// The keys and values this node wants in etcd for the local part of `snapshot`: its node
+/// record and every container it owns (config or API, `node` = this node).
+pub fn local_records(
+    layout: &Layout,
+    me: &str,
+    vtep: Option<SocketAddr>,
+    snapshot: &Snapshot,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    out.insert(layout.node_key(me), json(&NodeRecord { vtep }));
+    for c in snapshot.containers() {
+        if c.origin == Origin::Remote || c.node != me {
+            continue;
+        }
+        let record = ContainerRecord {
+            name: c.name.clone(),
+            ip: c.ip,
+            mac: c.mac.map(|m| m.to_string()),
+            port: c.port,
+            labels: c.labels.clone(),
+            network: c.network.clone(),
+        };
+        out.insert(layout.container_key(me, &c.name), json(&record));
+    }
+    out
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Entry {
+    Node(Option<SocketAddr>),
+    Container(Container),
+}
+
+/// Every other node's records, as last read from etcd.
+#[derive(Debug)]
+pub struct RemoteState {
+    me: String,
+    layout: Layout,
+    entries: BTreeMap<Vec<u8>, Entry>,
+}
+
+/// Why a value was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {why}")]
+pub struct BadRecord {
+    pub key: String,
+    pub why: String,
+}
+
+impl RemoteState {
+    pub fn new(me: &str, layout: Layout) -> RemoteState {
+        RemoteState {
+            me: me.to_owned(),
+            layout,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Forgets everything (before a full read).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Whether this key belongs to this node (so it is not mirrored).
+    pub fn is_own(&self, key: &[u8]) -> bool {
+        self.layout.parse(key).is_some_and(|k| k.node() == self.me)
+    }
+
+    /// Takes a put. Returns whether the remote view changed. Own keys and foreign keys are
+    /// ignored; a malformed value removes any earlier value of that key and is reported.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<bool, BadRecord> {
+        let Some(parsed) = self.layout.parse(key) else {
+            return Ok(false);
+        };
+        if parsed.node() == self.me {
+            return Ok(false);
+        }
+        match decode(&parsed, value) {
+            Ok(entry) => Ok(self.entries.insert(key.to_vec(), entry.clone()) != Some(entry)),
+            Err(why) => {
+                self.entries.remove(key);
+                Err(BadRecord {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    why,
+                })
+            }
+        }
+    }
+
+    /// Takes a delete. Returns whether the remote view changed.
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// Remote containers, to be published as [`Origin::Remote`] registry entries.
+    pub fn containers(&self) -> Vec<Container> {
+        self.entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Container(c) => Some(c.clone()),
+                Entry::Node(_) => None,
+            })
+            .collect()
+    }
+
+    /// Remote nodes and their VTEPs.
+    pub fn nodes(&self) -> BTreeMap<String, Option<SocketAddr>> {
+        self.entries
+            .iter()
+            .filter_map(|(k, e)| match (e, self.layout.parse(k)) {
+                (Entry::Node(vtep), Some(Key::Node(n))) => Some((n, *vtep)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn decode(key: &Key, value: &[u8]) -> Result<Entry, String> {
+    match key {
+        Key::Node(_) => {
+            let r: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+            if let Some(v) = r.vtep
+                && (v.port() == 0 || v.ip().is_unspecified() || v.ip().is_multicast())
+            {
+                return Err(format!("vtep {v} is not a unicast address and port"));
+            }
+            Ok(Entry::Node(r.vtep))
+        }
+        Key::Container { node, name } => {
+            let r: ContainerRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+            if r.name != *name {
+                return Err(format!("name {:?} differs from the key's {name:?}", r.name));
+            }
+            if r.port == 0 {
+                return Err("port 0".into());
+            }
+            let mac = match r.mac {
+                Some(m) => Some(m.parse::<MacAddr>().map_err(|e| format!("mac: {e}"))?),
+                None => None,
+            };
+            Ok(Entry::Container(Container {
+                name: r.name,
+                ip: r.ip,
+                mac,
+                port: r.port,
+                labels: r.labels,
+                network: r.network,
+                node: node.clone(),
+                health: Health::Unknown,
+                origin: Origin::Remote,
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    fn container(name: &str, ip: &str, node: &str, origin: Origin) -> Container {
+        Container {
+            name: name.into(),
+            ip: ip.parse().expect("ip"),
+            mac: Some("02:00:00:00:00:01".parse().expect("mac")),
+            port: 80,
+            labels: [("app".to_string(), "web".to_string())].into(),
+            network: "default".into(),
+            node: node.into(),
+            health: Health::Unknown,
+            origin,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_and_foreign_keys_are_ignored() {
+        let l = Layout::new("/vx");
+        assert_eq!(l.node_key("h1"), "/vx/nodes/h1");
+        assert_eq!(
+            l.parse(l.container_key("h2", "web-1").as_bytes()),
+            Some(Key::Container {
+                node: "h2".into(),
+                name: "web-1".into()
+            })
+        );
+        assert_eq!(l.parse(b"/vx/nodes/h3"), Some(Key::Node("h3".into())));
+        for bad in [
+            &b"/other/nodes/h1"[..],
+            b"/vx/nodes/",
+            b"/vx/nodes/a/b",
+            b"/vx/containers/h1",
+            b"/vx/containers//x",
+            b"/vx/containers/h1/a/b",
+            b"/vx/what/h1",
+            b"/vx/nodes/\xff",
+        ] {
+            assert_eq!(l.parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn what_one_node_publishes_another_reads_back() {
+        let l = Layout::new("/vxgate/");
+        let r = Registry::new("app");
+        r.add(container("web-1", "10.200.1.11", "h1", Origin::Config))
+            .expect("add");
+        r.add(container("api-1", "10.200.1.12", "h1", Origin::Api))
+            .expect("add");
+        // declared here for another node, or learnt from it: not h1's to publish
+        r.add(container("web-9", "10.200.2.11", "h2", Origin::Config))
+            .expect("add");
+        let vtep: SocketAddr = "10.99.0.1:4789".parse().expect("addr");
+        let records = local_records(&l, "h1", Some(vtep), &r.snapshot());
+        assert_eq!(records.len(), 3, "{records:?}");
+
+        let mut h2 = RemoteState::new("h2", l.clone());
+        for (k, v) in &records {
+            assert_eq!(h2.put(k.as_bytes(), v.as_bytes()), Ok(true));
+            assert_eq!(h2.put(k.as_bytes(), v.as_bytes()), Ok(false), "same value");
+        }
+        assert_eq!(h2.nodes(), [("h1".to_string(), Some(vtep))].into());
+        let got = h2.containers();
+        let want: Vec<Container> = ["api-1", "web-1"]
+            .iter()
+            .map(|n| {
+                let mut c = (**r.snapshot().container(n).expect("c")).clone();
+                c.origin = Origin::Remote;
+                c
+            })
+            .collect();
+        assert_eq!(got, want);
+
+        // h1 ignores its own keys
+        let mut h1 = RemoteState::new("h1", l.clone());
+        for (k, v) in &records {
+            assert!(h1.is_own(k.as_bytes()));
+            assert_eq!(h1.put(k.as_bytes(), v.as_bytes()), Ok(false));
+        }
+        assert!(h1.containers().is_empty() && h1.nodes().is_empty());
+
+        assert!(h2.delete(l.container_key("h1", "web-1").as_bytes()));
+        assert!(!h2.delete(l.container_key("h1", "web-1").as_bytes()));
+        assert_eq!(h2.containers().len(), 1);
+    }
+
+    #[test]
+    fn malformed_values_are_reported_and_replace_the_old_value() {
+        let l = Layout::new("/vxgate/");
+        let mut s = RemoteState::new("h1", l.clone());
+        let key = l.container_key("h2", "web-1");
+        let good = r#"{"name":"web-1","ip":"10.200.2.11","mac":null,"port":80,"labels":{"app":"web"},"network":"default"}"#;
+        assert_eq!(s.put(key.as_bytes(), good.as_bytes()), Ok(true));
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"name":"web-2","ip":"10.200.2.11","mac":null,"port":80,"network":"default"}"#,
+            r#"{"name":"web-1","ip":"10.200.2.11","mac":null,"port":0,"network":"default"}"#,
+            r#"{"name":"web-1","ip":"10.200.2.999","mac":null,"port":80,"network":"default"}"#,
+            r#"{"name":"web-1","ip":"10.200.2.11","mac":"zz","port":80,"network":"default"}"#,
+            r#"{"name":"web-1","ip":"10.200.2.11","mac":null,"port":80,"network":"default","x":1}"#,
+        ] {
+            assert!(s.put(key.as_bytes(), bad.as_bytes()).is_err(), "{bad}");
+            assert!(s.containers().is_empty(), "{bad}");
+            assert_eq!(s.put(key.as_bytes(), good.as_bytes()), Ok(true));
+        }
+        let node = l.node_key("h2");
+        assert!(
+            s.put(node.as_bytes(), br#"{"vtep":"0.0.0.0:4789"}"#)
+                .is_err()
+        );
+        assert_eq!(s.put(node.as_bytes(), br#"{"vtep":null}"#), Ok(true));
+        assert_eq!(s.nodes(), [("h2".to_string(), None)].into());
+    }
+
+    #[test]
+    fn set_remote_skips_clashes_and_keeps_health() {
+        let r = Registry::new("app");
+        r.add(container("web-1", "10.200.1.11", "h1", Origin::Config))
+            .expect("add");
+        let remote = vec![
+            container("web-2", "10.200.2.11", "h2", Origin::Remote),
+            container("web-1", "10.200.2.12", "h2", Origin::Remote), // name taken
+            container("web-3", "10.200.1.11", "h2", Origin::Remote), // ip taken
+        ];
+        let nodes: BTreeMap<_, _> = [("h2".to_string(), None)].into();
+        let skipped = r.set_remote(remote.clone(), nodes.clone());
+        assert_eq!(skipped, ["web-1", "web-3"]);
+        let s = r.snapshot();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.nodes(), &nodes);
+        r.set_health("web-2", Health::Healthy).expect("health");
+        let v = r.snapshot().version;
+        r.set_remote(remote.clone(), nodes.clone());
+        assert_eq!(
+            r.snapshot().version,
+            v,
+            "nothing changed, nothing published"
+        );
+        assert_eq!(
+            r.snapshot().container("web-2").map(|c| c.health),
+            Some(Health::Healthy)
+        );
+        r.set_remote(Vec::new(), BTreeMap::new());
+        let s = r.snapshot();
+        assert_eq!(s.len(), 1);
+        assert!(s.nodes().is_empty());
+        assert_eq!(s.container("web-1").map(|c| c.origin), Some(Origin::Config));
+    }
+}
