@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Runs every test of vxgate: unit and integration tests (cargo test --workspace), then the
 # end-to-end tests in network namespaces (testbed/e2e/run.sh, needs root).
-# Installs what it needs with apt-get when missing. Usage: ./test.sh [e2e test files...]
+# Installs what it needs with apt-get when missing.
+# Usage: ./test.sh [e2e test files...]    or    ./test.sh --install-only
 set -euo pipefail
 cd "$(dirname "$0")"
 
 need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl dig:bind9-dnsutils
       ethtool:ethtool tcpdump:tcpdump python3:python3 openssl:openssl ps:procps
-      timeout:coreutils)
+      timeout:coreutils etcd:etcd-server etcdctl:etcd-client protoc:protobuf-compiler
+      /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   [ "$cmd" = python3 ] && cmd=/usr/bin/python3
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  if [ "${cmd:0:1}" = / ]; then [ -e "$cmd" ] || missing+=("$pkg")
+  else command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg"); fi
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -24,6 +27,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: missing packages ${missing[*]} (run as root to install them)"
   fi
 fi
+
+[ "${1:-}" = --install-only ] && exit 0
 
 cargo build --release --bin vxgate
 cargo test --workspace

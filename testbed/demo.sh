@@ -21,8 +21,12 @@ done
 tb_init
 
 need=()
-for pair in ip:iproute2 ping:iputils-ping curl:curl dig:bind9-dnsutils /usr/bin/python3:python3; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+# protoc and the well-known protos build the etcd client (a default feature)
+for pair in ip:iproute2 ping:iputils-ping curl:curl dig:bind9-dnsutils /usr/bin/python3:python3 \
+    protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev; do
+  cmd=${pair%%:*}
+  if [ "${cmd:0:1}" = / ]; then [ -e "$cmd" ] || need+=("${pair#*:}")
+  else command -v "$cmd" >/dev/null 2>&1 || need+=("${pair#*:}"); fi
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "demo: installing ${need[*]}"

@@ -48,3 +48,27 @@ tb_cmac() { printf '02:00:0a:c8:%02x:%02x' "$1" "$((10 + $2))"; }
 tb_app() { if (( $1 % 2 )); then echo web; else echo api; fi; }
 # tb_run NS CMD...: runs a command inside a namespace.
 tb_run() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# tb_etcd_start H: starts (or restarts, on its data dir) the etcd member of host H in its
+# namespace: client port 23790, peer port 23800 on 10.99.0.H (not etcd's defaults), one
+# member per host of the topology. The PID goes to $STATE/etcd-hH.pid.
+tb_etcd_start() {
+  local h=$1 hosts cluster="" o
+  hosts=$(sed -n 's/^HOSTS=\([0-9]*\).*/\1/p' "$STATE/topology")
+  for o in $(seq "$hosts"); do cluster+="${cluster:+,}h$o=http://10.99.0.$o:23800"; done
+  # not through tb_run: a function would run in a subshell and $! would be that shell's
+  ip netns exec "$P-h$h" etcd --name "h$h" --data-dir "$STATE/etcd-h$h" \
+    --listen-client-urls "http://10.99.0.$h:23790" --advertise-client-urls "http://10.99.0.$h:23790" \
+    --listen-peer-urls "http://10.99.0.$h:23800" --initial-advertise-peer-urls "http://10.99.0.$h:23800" \
+    --initial-cluster "$cluster" --initial-cluster-token "vxgate-$P" --initial-cluster-state new \
+    >>"$STATE/etcd-h$h.log" 2>&1 &
+  echo $! > "$STATE/etcd-h$h.pid"
+}
+
+# tb_etcd_endpoints: the client URLs of every member, comma-separated.
+tb_etcd_endpoints() {
+  local hosts out="" o
+  hosts=$(sed -n 's/^HOSTS=\([0-9]*\).*/\1/p' "$STATE/topology")
+  for o in $(seq "$hosts"); do out+="${out:+,}http://10.99.0.$o:23790"; done
+  echo "$out"
+}

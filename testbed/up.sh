@@ -4,23 +4,28 @@
 # a client namespace, and a vxgate config per host (in /run/vxgate-testbed/PREFIX/hH.toml).
 # Leftovers of an earlier run with the same prefix are removed first.
 #
-#   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--kernel-vxlan LIST]
+#   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--kernel-vxlan LIST] [--etcd]
 #
 # --kernel-vxlan LIST (host numbers like 2 or 1,2, or "all"): those hosts get the Linux
 # kernel's vxlan device (VNI 42, dstport 4789, flooding to every other host) on br0 instead
 # of vxgate's TAP, for interop tests and benchmarks against the kernel.
+#
+# --etcd: an etcd cluster with one member per host (in the host's namespace, ports
+# 23790/23800), and configs with registry.backend = "etcd": each host lists only its own
+# containers and no peers; the rest comes from the shared registry (lease_ttl_s = 3).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-HOSTS=2 CONTAINERS=2 KERNEL=""
+HOSTS=2 CONTAINERS=2 KERNEL="" ETCD=""
 while [ $# -gt 0 ]; do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
     --containers) CONTAINERS=$2; shift 2 ;;
     --prefix) P=$2; shift 2 ;;
     --kernel-vxlan) KERNEL=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --etcd) ETCD=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) tb_die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -31,6 +36,10 @@ tb_init
 command -v ip >/dev/null || tb_die "iproute2 is missing (apt-get install iproute2)"
 PY=/usr/bin/python3
 [ -x $PY ] || tb_die "python3 is missing (apt-get install python3)"
+if [ -n "$ETCD" ]; then
+  command -v etcd >/dev/null || tb_die "etcd is missing (apt-get install etcd-server)"
+  command -v etcdctl >/dev/null || tb_die "etcdctl is missing (apt-get install etcd-client)"
+fi
 
 tb_teardown
 mkdir -p "$STATE"
@@ -106,10 +115,19 @@ for h in $(seq "$HOSTS"); do
     echo "name = \"h$h\""
     echo "state_dir = \"$STATE/h$h\""
     echo
+    if [ -n "$ETCD" ]; then
+      echo "[registry]"
+      echo "backend = \"etcd\""
+      echo "endpoints = [\"$(tb_etcd_endpoints | sed 's/,/", "/g')\"]"
+      echo "lease_ttl_s = 3"
+      echo
+    fi
     echo "[overlay]"
     echo "listen = \"10.99.0.$h:4789\""
-    echo "peers = [$peers]"
-    echo "peer_nodes = { $peer_nodes }"
+    if [ -z "$ETCD" ]; then
+      echo "peers = [$peers]"
+      echo "peer_nodes = { $peer_nodes }"
+    fi
     echo
     echo "[[overlay.networks]]"
     echo "name = \"default\""
@@ -125,7 +143,9 @@ for h in $(seq "$HOSTS"); do
     echo "[ingress]"
     echo "listen = [\"10.99.0.$h:443\"]"
     echo "http_redirect = [\"10.99.0.$h:80\"]"
-    for oh in $(seq "$HOSTS"); do
+    others=$(seq "$HOSTS")
+    [ -n "$ETCD" ] && others=$h   # the others come from etcd
+    for oh in $others; do
       for i in $(seq "$CONTAINERS"); do
         echo
         echo "[[containers]]"
@@ -139,6 +159,17 @@ for h in $(seq "$HOSTS"); do
     done
   } > "$STATE/h$h.toml"
 done
+
+if [ -n "$ETCD" ]; then
+  for h in $(seq "$HOSTS"); do tb_etcd_start "$h"; done
+  healthy=""
+  for _ in $(seq 100); do
+    if tb_run "$P-h1" env ETCDCTL_API=3 etcdctl --endpoints "$(tb_etcd_endpoints)" \
+        --command-timeout=1s endpoint health >/dev/null 2>&1; then healthy=1; break; fi
+    sleep 0.2
+  done
+  [ -n "$healthy" ] || tb_die "etcd cluster not healthy; see $STATE/etcd-h*.log"
+fi
 
 # Wait until every backend answers (bounded).
 for h in $(seq "$HOSTS"); do

@@ -115,7 +115,7 @@ pub async fn start(
         .collect();
     tracing::info!(
         listen = %cfg.listen,
-        peers = ?cfg.peers,
+        peers = ?lock(&switch).peers(),
         source_ports = ?ports,
         networks = ?cfg.networks.iter().map(|n| format!("{}:vni={}:tap={}", n.name, n.vni, n.tap)).collect::<Vec<_>>(),
         "overlay up (datapath: portable, one frame per syscall)"

@@ -12,7 +12,7 @@
 //!
 //! Any error (etcd unreachable, lease expired, stream broken) ends the session. The registry
 //! keeps the last known remote state, so DNS, the ingress and the overlay keep serving it,
-//! and a new session starts after a backoff (0.5 s doubling to 5 s, at most a third of the TTL).
+//! and a new session starts after a backoff (0.1 s doubling to 5 s, at most a third of the TTL).
 //! A new session keeps the previous lease if etcd still has it; otherwise it takes a new one,
 //! re-puts every key under it, and revokes the previous lease. At shutdown the
 //! lease is revoked, so other nodes drop this one at once instead of after the TTL.
@@ -39,7 +39,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const PAGE: i64 = 500;
 /// Largest gRPC message taken (a page, or a watch response catching up many revisions).
 const MAX_MESSAGE: usize = 64 << 20;
-const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Retries never wait longer than this, nor longer than a third of the lease TTL: after an
 /// outage, etcd gives every lease a full TTL, and the node must be back within it.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
