@@ -127,7 +127,54 @@ pub fn render(a: &Admin) -> String {
             "gauge",
             "The active datapath (1 for the mode in use).",
         );
-        let _ = writeln!(o, "vxgate_overlay_datapath_mode{{mode=\"portable\"}} 1");
+        let mode = ov.features.mode();
+        for m in ["portable", "offload"] {
+            let _ = writeln!(
+                o,
+                "vxgate_overlay_datapath_mode{{mode=\"{m}\"}} {}",
+                u8::from(m == mode)
+            );
+        }
+        head(
+            &mut o,
+            "vxgate_overlay_offload",
+            "gauge",
+            "1 for each offload in use (tap_tso, udp_gso, udp_gro, multi_queue).",
+        );
+        for (name, on) in ov.features.list() {
+            let _ = writeln!(
+                o,
+                "vxgate_overlay_offload{{feature=\"{name}\"}} {}",
+                u8::from(on)
+            );
+        }
+        head(
+            &mut o,
+            "vxgate_overlay_queues",
+            "gauge",
+            "TAP queues, one datapath worker each.",
+        );
+        let _ = writeln!(o, "vxgate_overlay_queues {}", ov.features.queues);
+        head(
+            &mut o,
+            "vxgate_overlay_offload_events_total",
+            "counter",
+            "TSO super-frames segmented, UDP GSO sends, and received segments merged (GRO).",
+        );
+        for (net, c) in &counters {
+            for (what, v) in [
+                ("tso_frames", &c.tso_frames),
+                ("gso_sends", &c.gso_sends),
+                ("gro_merged", &c.gro_merged),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "vxgate_overlay_offload_events_total{{network=\"{}\",event=\"{what}\"}} {}",
+                    esc(net),
+                    v.load(Relaxed)
+                );
+            }
+        }
     }
 
     if let Some(d) = &a.running.dns {

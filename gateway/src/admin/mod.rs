@@ -2,7 +2,7 @@
 //!
 //! `GET /v1/services`, `GET /v1/containers`, `POST /v1/containers` (one `[[containers]]`
 //! entry as JSON, validated like the config), `DELETE /v1/containers/{name}`,
-//! `GET /v1/overlay/fdb`, `GET /v1/overlay/peers`, `GET /metrics`, `GET /healthz`.
+//! `GET /v1/overlay` (datapath mode and offloads), `GET /v1/overlay/fdb`, `GET /v1/overlay/peers`, `GET /metrics`, `GET /healthz`.
 //! Off loopback every request needs `Authorization: Bearer <admin.token_file>` (else 401).
 //! It starts after every other listener is bound, so `/healthz` answering 200 means they are.
 
@@ -169,6 +169,29 @@ impl Admin {
                 }
             }
             (Method::GET, "/v1/overlay/fdb") => self.fdb(),
+            (Method::GET, "/v1/overlay") => match &self.running.overlay {
+                Some(o) => {
+                    let f = &o.features;
+                    let features: serde_json::Map<String, Value> = f
+                        .list()
+                        .iter()
+                        .map(|(n, on)| ((*n).to_owned(), Value::Bool(*on)))
+                        .collect();
+                    reply(
+                        StatusCode::OK,
+                        json!({
+                            "datapath": f.mode(),
+                            "description": f.describe(),
+                            "queues": f.queues,
+                            "offloads": features,
+                            "networks": o.networks.iter().map(|n| json!({
+                                "name": n.name, "vni": n.vni, "mtu": n.mtu,
+                            })).collect::<Vec<_>>(),
+                        }),
+                    )
+                }
+                None => error(StatusCode::NOT_FOUND, "no [overlay] section configured"),
+            },
             (Method::GET, "/v1/overlay/peers") => {
                 let peers: Vec<std::net::SocketAddr> = self
                     .running
@@ -208,7 +231,7 @@ impl Admin {
             (
                 _,
                 "/healthz" | "/metrics" | "/v1/containers" | "/v1/services" | "/v1/overlay/fdb"
-                | "/v1/overlay/peers",
+                | "/v1/overlay" | "/v1/overlay/peers",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }

@@ -25,10 +25,12 @@ pub enum DropReason {
     TapWrite,
     /// Sending to a VTEP failed.
     Send,
+    /// A TAP frame whose offload request (vnet header) cannot be carried out.
+    BadOffload,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::NotFromPeer,
         DropReason::Truncated,
         DropReason::NoIFlag,
@@ -39,6 +41,7 @@ impl DropReason {
         DropReason::NoPeer,
         DropReason::TapWrite,
         DropReason::Send,
+        DropReason::BadOffload,
     ];
 
     /// A stable snake_case name for logs and metrics.
@@ -54,6 +57,7 @@ impl DropReason {
             DropReason::NoPeer => "no_peer",
             DropReason::TapWrite => "tap_write",
             DropReason::Send => "send",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 
@@ -78,6 +82,12 @@ pub struct Counters {
     pub checksum_completed: AtomicU64,
     /// Received TCP super-frames (larger than the MTU) cut into segments.
     pub segmented: AtomicU64,
+    /// TAP super-frames (TSO) cut into segments for sending.
+    pub tso_frames: AtomicU64,
+    /// UDP GSO sends (each carried several datagrams).
+    pub gso_sends: AtomicU64,
+    /// Received TCP segments merged into larger frames for the TAP (GRO).
+    pub gro_merged: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -100,14 +110,25 @@ impl Counters {
     }
 
     pub fn tx(&self, bytes: usize) {
-        self.tx_packets.fetch_add(1, Relaxed);
+        self.tx_n(1, bytes);
+    }
+
+    /// `packets` datagrams of `bytes` in all, sent in one go.
+    pub fn tx_n(&self, packets: usize, bytes: usize) {
+        self.tx_packets.fetch_add(packets as u64, Relaxed);
         self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// `packets` frames of `bytes` in all, written to the TAP in one go (merged).
+    pub fn rx_n(&self, packets: usize, bytes: usize) {
+        self.rx_packets.fetch_add(packets as u64, Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
     }
 
     /// One line for logs: `rx=… tx=… drops: reason=n …` (non-zero drops only).
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "rx_packets={} rx_bytes={} tx_packets={} tx_bytes={} arp_suppressed={} fdb_full={} checksum_completed={} segmented={}",
+            "rx_packets={} rx_bytes={} tx_packets={} tx_bytes={} arp_suppressed={} fdb_full={} checksum_completed={} segmented={} tso_frames={} gso_sends={} gro_merged={}",
             self.rx_packets.load(Relaxed),
             self.rx_bytes.load(Relaxed),
             self.tx_packets.load(Relaxed),
@@ -116,6 +137,9 @@ impl Counters {
             self.fdb_full.load(Relaxed),
             self.checksum_completed.load(Relaxed),
             self.segmented.load(Relaxed),
+            self.tso_frames.load(Relaxed),
+            self.gso_sends.load(Relaxed),
+            self.gro_merged.load(Relaxed),
         );
         for r in DropReason::ALL {
             let n = self.drops(r);

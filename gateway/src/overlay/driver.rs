@@ -7,9 +7,10 @@
 //! sent; on receive the payload slice is written to the TAP. Every loop handles at most
 //! [`BATCH`] packets per wake-up and then yields, so a flood cannot starve other tasks.
 
+use super::fast::{self, Features};
 use super::switch::{FromTap, FromUdp, NetworkSpec, Switch, flow_hash};
 use super::{Counters, DropReason, fdb, tap::Tap};
-use crate::config::OverlayConfig;
+use crate::config::{Offload, OverlayConfig};
 use crate::daemon::Shutdown;
 use crate::registry::Registry;
 use crate::wire::checksum::{self, Partial};
@@ -41,6 +42,8 @@ const SOCKET_BUFFER: usize = 4 << 20;
 pub struct Overlay {
     pub switch: Arc<Mutex<Switch>>,
     pub networks: Vec<NetworkSpec>,
+    /// The datapath in use and its offloads.
+    pub features: Arc<Features>,
 }
 
 impl Overlay {
@@ -58,7 +61,7 @@ impl Overlay {
     }
 }
 
-fn lock(m: &Mutex<Switch>) -> std::sync::MutexGuard<'_, Switch> {
+pub(super) fn lock(m: &Mutex<Switch>) -> std::sync::MutexGuard<'_, Switch> {
     // A panic elsewhere cannot leave the switch half-updated in a way that matters more
     // than stopping forwarding would.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -88,67 +91,36 @@ pub async fn start(
         fdb::DEFAULT_CAPACITY,
         cfg.fdb_aging,
     )));
-    let mut taps = Vec::new();
-    for n in &cfg.networks {
-        let tap = Tap::open(&n.tap, n.mtu).map_err(|e| {
-            format!(
-                "overlay: cannot open TAP {:?} (network {:?}): {e}",
-                n.tap, n.name
-            )
-        })?;
-        taps.push(tap);
-    }
-    let recv =
-        bind_udp(cfg.listen).map_err(|e| format!("overlay: cannot bind {}: {e}", cfg.listen))?;
-    let senders = bind_send_pool(cfg.listen)?;
     let membership = Membership {
         peers: cfg.peers.clone(),
         peer_nodes: cfg.peer_nodes.clone().into_iter().collect(),
         me: cfg.advertise.unwrap_or(cfg.listen),
     };
     membership.apply(&mut lock(&switch), &registry.snapshot());
-
-    let ports: Vec<u16> = senders
-        .iter()
-        .filter_map(|s| s.local_addr().ok())
-        .map(|a| a.port())
-        .collect();
+    let (features, ports) = match cfg.offload {
+        Offload::Auto => fast::start(&cfg.networks, cfg.listen, &switch, shutdown, tasks)?,
+        Offload::Off => start_portable(cfg, &switch, shutdown, tasks)?,
+    };
     tracing::info!(
         listen = %cfg.listen,
         peers = ?lock(&switch).peers(),
         source_ports = ?ports,
         networks = ?cfg.networks.iter().map(|n| format!("{}:vni={}:tap={}", n.name, n.vni, n.tap)).collect::<Vec<_>>(),
-        "overlay up (datapath: portable, one frame per syscall)"
+        "overlay up (datapath: {})",
+        features.describe()
     );
-
-    // The datapath runs on its own thread with a single-threaded runtime: a frame's path
-    // from one fd to the other never crosses threads (one wake-up, no cross-core hand-off).
-    let (switch2, shutdown2) = (switch.clone(), shutdown.clone());
-    let names: Vec<String> = networks.iter().map(|n| n.name.clone()).collect();
-    let thread = std::thread::Builder::new()
-        .name("overlay".into())
-        .spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("overlay runtime: {e}"))?;
-            rt.block_on(datapath(taps, recv, senders, switch2, names, shutdown2))
-        })
-        .map_err(|e| format!("overlay: cannot start the datapath thread: {e}"))?;
-    tasks.spawn(async move {
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .map_err(|e| format!("overlay datapath: {e}"))?
-            .map_err(|_| "overlay datapath panicked".to_owned())?
-    });
     {
         let (switch, mut shutdown) = (switch.clone(), shutdown.clone());
+        let names: Vec<String> = networks.iter().map(|n| n.name.clone()).collect();
         let mut rx = registry.subscribe();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = shutdown.wait() => return Ok(()),
+                    _ = shutdown.wait() => {
+                        log_counters(&switch, &names);
+                        return Ok(());
+                    }
                     changed = rx.changed() => {
                         if changed.is_err() { return Ok(()); }
                         let snap = rx.borrow_and_update().clone();
@@ -159,7 +131,70 @@ pub async fn start(
             }
         });
     }
-    Ok(Overlay { switch, networks })
+    Ok(Overlay {
+        switch,
+        networks,
+        features,
+    })
+}
+
+fn log_counters(switch: &Mutex<Switch>, names: &[String]) {
+    let s = lock(switch);
+    for (i, name) in names.iter().enumerate() {
+        tracing::info!(network = %name, "overlay counters: {}", s.counters(i).summary());
+    }
+    tracing::info!(
+        "overlay underlay counters: {}",
+        s.underlay_counters().summary()
+    );
+}
+
+/// `overlay.offload = "off"`: one TAP queue without vnet headers, one frame per syscall, on
+/// one `overlay` thread.
+fn start_portable(
+    cfg: &OverlayConfig,
+    switch: &Arc<Mutex<Switch>>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<(Arc<Features>, Vec<u16>), String> {
+    let mut taps = Vec::new();
+    for n in &cfg.networks {
+        let tap = Tap::open(&n.tap, n.mtu).map_err(|e| {
+            format!(
+                "overlay: cannot open TAP {:?} (network {:?}): {e}",
+                n.tap, n.name
+            )
+        })?;
+        taps.push(tap);
+    }
+    let recv = bind_udp(cfg.listen, false)
+        .map_err(|e| format!("overlay: cannot bind {}: {e}", cfg.listen))?;
+    let senders = bind_send_pool(cfg.listen)?;
+    let ports: Vec<u16> = senders
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
+    // The datapath runs on its own thread with a single-threaded runtime: a frame's path
+    // from one fd to the other never crosses threads (one wake-up, no cross-core hand-off).
+    let (switch2, shutdown2) = (switch.clone(), shutdown.clone());
+    let thread = std::thread::Builder::new()
+        .name("overlay".into())
+        .spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("overlay runtime: {e}"))?;
+            rt.block_on(datapath(taps, recv, senders, switch2, shutdown2))
+        })
+        .map_err(|e| format!("overlay: cannot start the datapath thread: {e}"))?;
+    tasks.spawn(async move {
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| format!("overlay datapath: {e}"))?
+            .map_err(|_| "overlay datapath panicked".to_owned())?
+    });
+    Ok((Arc::new(Features::portable()), ports))
 }
 
 /// Who the peers are: the configured ones plus every node the shared registry knows.
@@ -195,7 +230,6 @@ async fn datapath(
     recv: std::net::UdpSocket,
     senders: Vec<std::net::UdpSocket>,
     switch: Arc<Mutex<Switch>>,
-    names: Vec<String>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
     let mut registered = Vec::new();
@@ -227,7 +261,7 @@ async fn datapath(
         );
         set.spawn(async move { tap_to_udp(i, tap, switch, senders, shutdown).await });
     }
-    set.spawn(async move { udp_to_tap(recv, registered, switch, names, shutdown).await });
+    set.spawn(async move { udp_to_tap(recv, registered, switch, shutdown).await });
     while let Some(done) = set.join_next().await {
         match done {
             Ok(Ok(())) => {}
@@ -238,8 +272,11 @@ async fn datapath(
     Ok(())
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+pub(super) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
     // Root may exceed net.core.[rw]mem_max; otherwise take what the limit allows.
     if force_buffer(&s, libc::SO_RCVBUFFORCE).is_err() {
         let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
@@ -274,7 +311,7 @@ fn force_buffer(s: &Socket, option: libc::c_int) -> io::Result<()> {
 
 /// Binds [`SEND_PORTS`] sockets on the listen address at free ports in 49152–65535, starting
 /// at a place derived from the address so hosts differ.
-fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSocket>, String> {
+pub(super) fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSocket>, String> {
     const LOW: u32 = 49152;
     const SPAN: u32 = 65536 - LOW;
     let seed = listen
@@ -288,7 +325,7 @@ fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSocket>, String
         let port = LOW + (seed.wrapping_add(tried.wrapping_mul(997))) % SPAN;
         tried += 1;
         let addr = SocketAddr::new(listen.ip(), port as u16);
-        match bind_udp(addr) {
+        match bind_udp(addr, false) {
             Ok(s) => out.push(s),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
             Err(e) => return Err(format!("overlay: cannot bind a send socket on {addr}: {e}")),
@@ -305,7 +342,12 @@ fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSocket>, String
 
 /// Sends `data` to `dst`, waiting while the socket buffer is full. Returns false (counted)
 /// when the kernel refuses it.
-async fn send(sock: &UdpSocket, data: &[u8], dst: SocketAddr, counters: &Counters) -> bool {
+pub(super) async fn send(
+    sock: &UdpSocket,
+    data: &[u8],
+    dst: SocketAddr,
+    counters: &Counters,
+) -> bool {
     loop {
         match sock.try_send_to(data, dst) {
             Ok(_) => {
@@ -399,7 +441,7 @@ fn pick<'a>(senders: &'a [UdpSocket], frame: &[u8]) -> &'a UdpSocket {
     &senders[flow_hash(frame) as usize % senders.len()]
 }
 
-async fn write_tap(tap: &AsyncFd<Tap>, frame: &[u8]) -> io::Result<usize> {
+pub(super) async fn write_tap(tap: &AsyncFd<Tap>, frame: &[u8]) -> io::Result<usize> {
     tap.async_io(Interest::WRITABLE, |t| t.write(frame)).await
 }
 
@@ -407,7 +449,6 @@ async fn udp_to_tap(
     sock: UdpSocket,
     taps: Vec<Arc<AsyncFd<Tap>>>,
     switch: Arc<Mutex<Switch>>,
-    names: Vec<String>,
     mut shutdown: Shutdown,
 ) -> Result<(), String> {
     let counters: Vec<Arc<Counters>> = {
@@ -468,13 +509,5 @@ async fn udp_to_tap(
         }
         tokio::task::yield_now().await;
     }
-    let s = lock(&switch);
-    for (i, name) in names.iter().enumerate() {
-        tracing::info!(network = %name, "overlay counters: {}", s.counters(i).summary());
-    }
-    tracing::info!(
-        "overlay underlay counters: {}",
-        s.underlay_counters().summary()
-    );
     Ok(())
 }

@@ -11,9 +11,11 @@
 
 pub mod counters;
 pub mod driver;
+pub mod fast;
 pub mod fdb;
 pub mod switch;
 pub mod tap;
+pub mod udp;
 
 pub use counters::{Counters, DropReason};
 pub use switch::{FromTap, FromUdp, NetworkSpec, Switch};

@@ -1,6 +1,10 @@
 //! A TAP device opened directly on `/dev/net/tun` (no packet-info header), non-blocking,
 //! with its MTU set and its link up. An existing persistent TAP of that name is attached to;
 //! otherwise the kernel creates one that lives as long as the fd.
+//!
+//! [`Tap::open_with`] can ask for `IFF_VNET_HDR` (every frame carries a 10-byte
+//! `virtio_net_hdr`) with checksum and TSO offloads (`TUNSETOFFLOAD`), and for
+//! `IFF_MULTI_QUEUE` (one fd per queue; the kernel keeps a flow on one queue).
 
 use std::ffi::CStr;
 use std::io;
@@ -40,42 +44,115 @@ pub struct Tap {
     name: String,
 }
 
+/// How to open a TAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TapOptions {
+    /// `IFF_VNET_HDR` and `TUNSETOFFLOAD` (checksum, TSO4, TSO6).
+    pub offload: bool,
+    /// `IFF_MULTI_QUEUE`.
+    pub multi_queue: bool,
+}
+
+/// `TUN_F_*` offloads this datapath handles: checksums and TCP segmentation.
+const OFFLOADS: libc::c_uint = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+
 impl Tap {
     /// Opens (or creates) TAP `name`, sets `mtu`, brings it up.
     pub fn open(name: &str, mtu: u16) -> io::Result<Tap> {
-        let path = c"/dev/net/tun";
-        // SAFETY: open(2) with a NUL-terminated path; the result is checked before use.
-        let raw = unsafe {
-            libc::open(
-                path.as_ptr(),
-                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        };
-        if raw < 0 {
+        Tap::open_with(name, mtu, TapOptions::default())
+    }
+
+    /// The `IFF_*` flags this kernel's TUN driver supports (`TUNGETFEATURES`).
+    pub fn features() -> io::Result<libc::c_int> {
+        let fd = open_tun()?;
+        let mut features: libc::c_uint = 0;
+        // SAFETY: TUNGETFEATURES writes an unsigned int through the pointer.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETFEATURES, &mut features) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `raw` is a new, open fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(features as libc::c_int)
+    }
+
+    /// Opens one queue of TAP `name` with `options`. With `multi_queue`, call it once per
+    /// queue; the device must have been created multi-queue (or not exist yet).
+    pub fn open_with(name: &str, mtu: u16, options: TapOptions) -> io::Result<Tap> {
+        let fd = open_tun()?;
         let mut req = IfReq::new(name)?;
-        // IFF_TAP | IFF_NO_PI fit in the union's first short; flags are a c_short in ifreq.
-        let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if options.offload {
+            flags |= libc::IFF_VNET_HDR;
+        }
+        if options.multi_queue {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
         req.value = 0;
         // SAFETY: the union's first member is a c_short; write it in place.
         unsafe {
             std::ptr::write(
                 std::ptr::addr_of_mut!(req.value).cast::<libc::c_short>(),
-                flags,
+                flags as libc::c_short,
             )
         };
         // SAFETY: TUNSETIFF reads an ifreq; `req` is a valid, initialised ifreq-sized struct.
         if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) } < 0 {
             return Err(io::Error::last_os_error());
         }
+        if options.offload {
+            // SAFETY: TUNSETOFFLOAD takes the offload bits as its integer argument.
+            if unsafe {
+                libc::ioctl(
+                    fd.as_raw_fd(),
+                    libc::TUNSETOFFLOAD,
+                    OFFLOADS as libc::c_ulong,
+                )
+            } < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
         let actual = CStr::from_bytes_until_nul(&req.name)
             .map(|c| c.to_string_lossy().into_owned())
             .unwrap_or_else(|_| name.to_owned());
         set_mtu_and_up(&actual, mtu)?;
         Ok(Tap { fd, name: actual })
+    }
+
+    /// Reads one frame with its vnet header split off into `hdr`. Returns the total length
+    /// (header included).
+    pub fn read_split(&self, hdr: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
+        let iov = [
+            libc::iovec {
+                iov_base: hdr.as_mut_ptr().cast(),
+                iov_len: hdr.len(),
+            },
+            libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            },
+        ];
+        // SAFETY: readv(2) writes into the two buffers we own, at most their lengths.
+        let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Writes one frame gathered from `parts` (a vnet header and the frame's pieces).
+    pub fn write_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: IoSlice is ABI-compatible with iovec; writev(2) reads parts.len() of them,
+        // each valid for its length, from our own open fd.
+        let n = unsafe {
+            libc::writev(
+                self.fd.as_raw_fd(),
+                parts.as_ptr().cast::<libc::iovec>(),
+                parts.len() as libc::c_int,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
 
     pub fn name(&self) -> &str {
@@ -107,6 +184,22 @@ impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
+}
+
+fn open_tun() -> io::Result<OwnedFd> {
+    let path = c"/dev/net/tun";
+    // SAFETY: open(2) with a NUL-terminated path; the result is checked before use.
+    let raw = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new, open fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 /// Sets an interface's MTU and the UP flag through an AF_INET control socket.

@@ -8,6 +8,7 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
+pub mod offload;
 pub mod tcp_segment;
 pub mod vxlan;
 

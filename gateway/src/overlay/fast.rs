@@ -1,0 +1,812 @@
+//! The offload datapath (`overlay.offload = "auto"`): what the kernel and the devices accept
+//! is detected at start, and each feature falls back on its own.
+//!
+//! - **TAP offloads.** The TAP is opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD` (checksum,
+//!   TSO4, TSO6), so the bridge hands over TCP super-frames of up to 64 KiB with the checksum
+//!   left to the "device". They are cut in software ([`offload::segment`]) into MTU-sized
+//!   frames, each behind its VXLAN header, back to back in one buffer.
+//! - **UDP GSO.** Datagrams to one VTEP from one source port and of one size (the segments
+//!   of a super-frame, or a run of equal-sized frames read from the TAP) go out in one
+//!   `sendmsg` with `UDP_SEGMENT`. A kernel or device that refuses (EIO: the underlay has no
+//!   checksum offload) turns GSO off at run time, logged and visible in the metrics.
+//! - **UDP GRO.** One `recvmsg` returns up to 64 datagrams of one flow. Consecutive
+//!   in-order TCP segments of one inner flow, each verified, are merged into one frame
+//!   written to the TAP with a GSO vnet header: the kernel takes it as one packet, as its
+//!   own GRO would have made it. Other frames are written one by one.
+//! - **Multi-queue.** With `IFF_MULTI_QUEUE`, one queue and one worker thread per core (up
+//!   to 4), each with its own receive socket (`SO_REUSEPORT`) and send sockets. The kernel
+//!   keeps a flow on one TAP queue and one receive socket, so a flow stays on one worker.
+//!
+//! Buffers are allocated once per worker; the TAP is read straight into the send buffer
+//! behind room for the VXLAN header, and merged frames are written from the receive buffer
+//! with `writev`, so the only copies are the segmentation itself.
+
+use super::driver::{bind_send_pool, bind_udp, lock, send, write_tap};
+use super::switch::{FromTap, FromUdp, Switch, flow_hash};
+use super::tap::{Tap, TapOptions};
+use super::udp::{self, MAX_GSO_BYTES, MAX_SEGMENTS};
+use super::{Counters, DropReason};
+use crate::config::NetworkConfig;
+use crate::daemon::Shutdown;
+use crate::wire::checksum::{self, Partial};
+use crate::wire::offload::{
+    self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, TcpSegment, VNET_HDR_LEN, VnetHdr,
+};
+use crate::wire::{tcp_segment, vxlan};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+
+/// Largest frame a TAP read returns (a 64 KiB super-frame).
+const FRAME_MAX: usize = 65_535;
+/// Frames handled per wake-up before yielding.
+const BATCH: usize = 64;
+/// Most datagrams one GRO read holds (`UDP_GRO_CNT_MAX`).
+const GRO_MAX: usize = 64;
+/// Worker threads at most (one TAP queue each).
+const MAX_QUEUES: usize = 4;
+
+/// What the running datapath uses. Shown in the start log, the admin API and the metrics.
+#[derive(Debug)]
+pub struct Features {
+    /// TAP vnet headers with checksum and TSO offloads.
+    pub tap_offload: bool,
+    /// TAP queues, one worker each.
+    pub queues: usize,
+    /// UDP GSO; cleared at run time if the kernel refuses it.
+    pub udp_gso: AtomicBool,
+    /// UDP GRO on the receive sockets.
+    pub udp_gro: bool,
+}
+
+impl Features {
+    /// The datapath without offloads (`overlay.offload = "off"`).
+    pub fn portable() -> Features {
+        Features {
+            tap_offload: false,
+            queues: 1,
+            udp_gso: AtomicBool::new(false),
+            udp_gro: false,
+        }
+    }
+
+    /// `"offload"` when any offload is in use, else `"portable"`.
+    pub fn mode(&self) -> &'static str {
+        if self.list().iter().any(|(_, on)| *on) {
+            "offload"
+        } else {
+            "portable"
+        }
+    }
+
+    /// Each feature and whether it is on.
+    pub fn list(&self) -> [(&'static str, bool); 4] {
+        [
+            ("tap_tso", self.tap_offload),
+            ("udp_gso", self.udp_gso.load(Relaxed)),
+            ("udp_gro", self.udp_gro),
+            ("multi_queue", self.queues > 1),
+        ]
+    }
+
+    /// One line for logs: `offload (tap_tso udp_gso udp_gro, 2 queues)`.
+    pub fn describe(&self) -> String {
+        let on: Vec<&str> = self
+            .list()
+            .iter()
+            .filter(|(n, on)| *on && *n != "multi_queue")
+            .map(|(n, _)| *n)
+            .collect();
+        format!(
+            "{} ({}, {} queue{})",
+            self.mode(),
+            if on.is_empty() {
+                "no offloads".to_owned()
+            } else {
+                on.join(" ")
+            },
+            self.queues,
+            if self.queues == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// The fds of one worker: a queue of every network's TAP and a receive socket.
+struct Worker {
+    taps: Vec<Tap>,
+    recv: std::net::UdpSocket,
+    senders: Vec<std::net::UdpSocket>,
+}
+
+/// Opens every network's TAP with the offloads and queues the kernel accepts, and the
+/// sockets. Returns the features in use and one set of fds per worker.
+fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec<Worker>), String> {
+    let kernel = Tap::features().unwrap_or(0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let want_queues = if kernel & libc::IFF_MULTI_QUEUE != 0 {
+        cores.clamp(1, MAX_QUEUES)
+    } else {
+        1
+    };
+    let mut options = TapOptions {
+        offload: kernel & libc::IFF_VNET_HDR != 0,
+        multi_queue: want_queues > 1,
+    };
+    // Try the richest options on the first network's first queue; fall back step by step.
+    let first = &networks[0];
+    let mut attempts = vec![options];
+    if options.multi_queue {
+        attempts.push(TapOptions {
+            multi_queue: false,
+            ..options
+        });
+    }
+    if options.offload {
+        attempts.push(TapOptions {
+            offload: false,
+            multi_queue: false,
+        });
+    }
+    let mut first_tap = None;
+    let mut last_err = String::new();
+    for a in attempts {
+        match Tap::open_with(&first.tap, first.mtu, a) {
+            Ok(t) => {
+                options = a;
+                first_tap = Some(t);
+                break;
+            }
+            Err(e) => {
+                tracing::info!(
+                    tap = %first.tap,
+                    offload = a.offload,
+                    multi_queue = a.multi_queue,
+                    "overlay: TAP refused these options ({e}); trying fewer"
+                );
+                last_err = e.to_string();
+            }
+        }
+    }
+    let first_tap = first_tap.ok_or_else(|| {
+        format!(
+            "overlay: cannot open TAP {:?} (network {:?}): {last_err}",
+            first.tap, first.name
+        )
+    })?;
+    let queues = if options.multi_queue { want_queues } else { 1 };
+    let mut workers: Vec<Worker> = Vec::with_capacity(queues);
+    let mut first_tap = Some(first_tap);
+    for q in 0..queues {
+        let mut taps = Vec::with_capacity(networks.len());
+        for (i, n) in networks.iter().enumerate() {
+            let tap = match (i, q, first_tap.take()) {
+                (0, 0, Some(t)) => t,
+                (_, _, back) => {
+                    first_tap = back;
+                    Tap::open_with(&n.tap, n.mtu, options).map_err(|e| {
+                        format!(
+                            "overlay: cannot open TAP {:?} queue {q} (network {:?}): {e}",
+                            n.tap, n.name
+                        )
+                    })?
+                }
+            };
+            taps.push(tap);
+        }
+        let recv = bind_udp(listen, queues > 1)
+            .map_err(|e| format!("overlay: cannot bind {listen}: {e}"))?;
+        let senders = bind_send_pool(listen)?;
+        workers.push(Worker {
+            taps,
+            recv,
+            senders,
+        });
+    }
+    let udp_gro = workers.iter().all(|w| udp::enable_gro(&w.recv).is_ok());
+    let udp_gso = workers[0].senders.first().is_some_and(udp::gso_supported);
+    let features = Features {
+        tap_offload: options.offload,
+        queues,
+        udp_gso: AtomicBool::new(udp_gso),
+        udp_gro,
+    };
+    Ok((features, workers))
+}
+
+/// Starts the offload datapath: one thread per worker, each with a single-threaded runtime.
+pub(super) fn start(
+    networks: &[NetworkConfig],
+    listen: SocketAddr,
+    switch: &Arc<Mutex<Switch>>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<(Arc<Features>, Vec<u16>), String> {
+    let (features, workers) = open(networks, listen)?;
+    let features = Arc::new(features);
+    let ports: Vec<u16> = workers
+        .iter()
+        .flat_map(|w| w.senders.iter())
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
+    for (q, w) in workers.into_iter().enumerate() {
+        let (switch, shutdown, features) = (switch.clone(), shutdown.clone(), features.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("overlay-{q}"))
+            .spawn(move || -> Result<(), String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("overlay runtime: {e}"))?;
+                rt.block_on(worker(w, switch, features, shutdown))
+            })
+            .map_err(|e| format!("overlay: cannot start a datapath thread: {e}"))?;
+        tasks.spawn(async move {
+            tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|e| format!("overlay datapath: {e}"))?
+                .map_err(|_| "overlay datapath panicked".to_owned())?
+        });
+    }
+    Ok((features, ports))
+}
+
+async fn worker(
+    w: Worker,
+    switch: Arc<Mutex<Switch>>,
+    features: Arc<Features>,
+    shutdown: Shutdown,
+) -> Result<(), String> {
+    let mut taps = Vec::with_capacity(w.taps.len());
+    for tap in w.taps {
+        let name = tap.name().to_owned();
+        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
+        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
+            format!(
+                "overlay: cannot register TAP {name:?}: {}",
+                e.into_parts().1
+            )
+        })?;
+        taps.push(Arc::new(tap));
+    }
+    let recv = UdpSocket::from_std(w.recv).map_err(|e| format!("overlay: {e}"))?;
+    let senders: Vec<UdpSocket> = w
+        .senders
+        .into_iter()
+        .map(UdpSocket::from_std)
+        .collect::<io::Result<_>>()
+        .map_err(|e| format!("overlay: {e}"))?;
+    let senders = Arc::new(senders);
+    let mut set = JoinSet::new();
+    for (i, tap) in taps.iter().enumerate() {
+        let (tap, switch, senders, features, shutdown) = (
+            tap.clone(),
+            switch.clone(),
+            senders.clone(),
+            features.clone(),
+            shutdown.clone(),
+        );
+        set.spawn(async move { tap_to_udp(i, tap, switch, senders, features, shutdown).await });
+    }
+    set.spawn(async move { udp_to_tap(recv, taps, switch, features, shutdown).await });
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(format!("overlay task: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Datagrams waiting in the send buffer for one GSO send: same VTEP, same socket, all
+/// `seg` bytes long but possibly the last.
+struct Pending {
+    start: usize,
+    end: usize,
+    seg: usize,
+    count: usize,
+    dst: SocketAddr,
+    sock: usize,
+    /// The last datagram was shorter than `seg`: nothing more may follow.
+    closed: bool,
+}
+
+/// Sends `data` (datagrams of `seg` bytes back to back, `count` of them) to `dst`: one GSO
+/// send while GSO works, else one send per datagram.
+async fn send_run(
+    sock: &UdpSocket,
+    data: &[u8],
+    seg: usize,
+    count: usize,
+    dst: SocketAddr,
+    features: &Features,
+    counters: &Counters,
+) {
+    if count > 1 && features.udp_gso.load(Relaxed) {
+        loop {
+            match sock.try_io(Interest::WRITABLE, || udp::send_gso(sock, data, dst, seg)) {
+                Ok(_) => {
+                    counters.tx_n(count, data.len());
+                    counters.gso_sends.fetch_add(1, Relaxed);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if sock.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    if features.udp_gso.swap(false, Relaxed) {
+                        tracing::warn!(
+                            "overlay: the kernel refused a UDP GSO send ({e}); the underlay \
+                             likely has no checksum offload. Sending datagrams one by one from now on"
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(%dst, "overlay GSO send failed: {e}");
+                    for _ in 0..count {
+                        counters.dropped(DropReason::Send);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    for d in data.chunks(seg) {
+        send(sock, d, dst, counters).await;
+    }
+}
+
+async fn flush(
+    pending: &mut Option<Pending>,
+    buf: &[u8],
+    senders: &[UdpSocket],
+    features: &Features,
+    counters: &Counters,
+) {
+    if let Some(p) = pending.take() {
+        let data = &buf[p.start..p.end];
+        send_run(
+            &senders[p.sock],
+            data,
+            p.seg,
+            p.count,
+            p.dst,
+            features,
+            counters,
+        )
+        .await;
+    }
+}
+
+/// Sends segmented datagrams (`stride` bytes each but the last) in GSO-sized runs.
+async fn send_segments(
+    sock: &UdpSocket,
+    data: &[u8],
+    stride: usize,
+    dst: SocketAddr,
+    features: &Features,
+    counters: &Counters,
+) {
+    let per_send = (MAX_GSO_BYTES / stride).clamp(1, MAX_SEGMENTS);
+    for run in data.chunks(per_send * stride) {
+        let count = run.len().div_ceil(stride);
+        send_run(sock, run, stride, count, dst, features, counters).await;
+    }
+}
+
+async fn tap_to_udp(
+    net: usize,
+    tap: Arc<AsyncFd<Tap>>,
+    switch: Arc<Mutex<Switch>>,
+    senders: Arc<Vec<UdpSocket>>,
+    features: Arc<Features>,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    let (vni, counters) = {
+        let s = lock(&switch);
+        (s.vni(net), s.counters(net).clone())
+    };
+    let mut vx = [0u8; vxlan::HEADER_LEN];
+    vxlan::emit_header(&mut vx, vni);
+    let vnet_on = features.tap_offload;
+    // room for a run of datagrams and one more frame read behind them
+    let mut buf = vec![0u8; 4 * (FRAME_MAX + vxlan::HEADER_LEN)];
+    // segmentation output: the payload once, plus per segment a VXLAN header and the
+    // frame's headers (at most 18 + 60 + 60 bytes), for segments of at least 88 bytes
+    let mut segbuf = vec![0u8; 4 * FRAME_MAX];
+    let mut vnet = [0u8; VNET_HDR_LEN];
+    let mut reply = [0u8; 64];
+    let mut pending: Option<Pending> = None;
+    loop {
+        let mut guard = tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            g = tap.readable() => g.map_err(|e| format!("overlay: TAP poll: {e}"))?,
+        };
+        let mut pos = 0usize;
+        for _ in 0..BATCH {
+            if pos + vxlan::HEADER_LEN + FRAME_MAX > buf.len() {
+                flush(&mut pending, &buf, &senders, &features, &counters).await;
+                pos = 0;
+            }
+            let at = pos + vxlan::HEADER_LEN;
+            let window = &mut buf[at..at + FRAME_MAX];
+            let read = guard.try_io(|t| {
+                if vnet_on {
+                    t.get_ref().read_split(&mut vnet, window)
+                } else {
+                    t.get_ref().read(window)
+                }
+            });
+            let n = match read {
+                Err(_would_block) => break,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => {
+                    return Err(format!("overlay: TAP {} read: {e}", tap.get_ref().name()));
+                }
+                Ok(Ok(n)) => n,
+            };
+            let (hdr, len) = if vnet_on {
+                match (VnetHdr::parse(&vnet), n.checked_sub(VNET_HDR_LEN)) {
+                    (Ok(h), Some(len)) => (h, len),
+                    _ => {
+                        counters.dropped(DropReason::ShortTapFrame);
+                        continue;
+                    }
+                }
+            } else {
+                (VnetHdr::default(), n)
+            };
+            let end = at + len;
+            let (decision, peers) = {
+                let mut s = lock(&switch);
+                let d = s.from_tap(net, &buf[at..end], Instant::now(), &mut reply);
+                let peers = (d == FromTap::Flood).then(|| s.peers().clone());
+                (d, peers)
+            };
+            let one;
+            let dsts: &[SocketAddr] = match (&decision, &peers) {
+                (FromTap::Unicast(v), _) => {
+                    one = [*v];
+                    &one
+                }
+                (FromTap::Flood, Some(p)) => p,
+                (FromTap::Reply(len), _) => {
+                    let res = if vnet_on {
+                        let zero = [0u8; VNET_HDR_LEN];
+                        tap.get_ref()
+                            .write_vectored(&[IoSlice::new(&zero), IoSlice::new(&reply[..*len])])
+                    } else {
+                        write_tap(&tap, &reply[..*len]).await
+                    };
+                    if let Err(e) = res {
+                        counters.dropped(DropReason::TapWrite);
+                        tracing::debug!("overlay: ARP reply to TAP: {e}");
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let sock = flow_hash(&buf[at..end]) as usize % senders.len();
+            if hdr.gso_type & !GSO_ECN != GSO_NONE {
+                // a TSO super-frame: cut it, then send the segments in GSO runs
+                flush(&mut pending, &buf, &senders, &features, &counters).await;
+                pos = 0;
+                match offload::segment(
+                    &buf[at..end],
+                    Some(usize::from(hdr.csum_start)),
+                    usize::from(hdr.gso_size),
+                    &vx,
+                    &mut segbuf,
+                ) {
+                    Ok(s) => {
+                        counters.tso_frames.fetch_add(1, Relaxed);
+                        for dst in dsts {
+                            send_segments(
+                                &senders[sock],
+                                &segbuf[..s.len],
+                                s.stride,
+                                *dst,
+                                &features,
+                                &counters,
+                            )
+                            .await;
+                        }
+                    }
+                    Err(_) => counters.dropped(DropReason::BadOffload),
+                }
+                continue;
+            }
+            if hdr.flags & F_NEEDS_CSUM != 0
+                && offload::complete_checksum(
+                    &mut buf[at..end],
+                    usize::from(hdr.csum_start),
+                    usize::from(hdr.csum_offset),
+                )
+                .is_err()
+            {
+                counters.dropped(DropReason::BadOffload);
+                continue;
+            }
+            buf[pos..at].copy_from_slice(&vx);
+            let dlen = end - pos;
+            if let (FromTap::Unicast(vtep), true) = (decision, features.udp_gso.load(Relaxed)) {
+                let joins = pending.as_ref().is_some_and(|p| {
+                    p.end == pos
+                        && p.dst == vtep
+                        && p.sock == sock
+                        && !p.closed
+                        && p.count < MAX_SEGMENTS
+                        && dlen <= p.seg
+                        && p.end - p.start + dlen <= MAX_GSO_BYTES
+                });
+                if joins {
+                    if let Some(p) = pending.as_mut() {
+                        p.end += dlen;
+                        p.count += 1;
+                        p.closed = dlen < p.seg;
+                    }
+                } else {
+                    flush(&mut pending, &buf, &senders, &features, &counters).await;
+                    pending = Some(Pending {
+                        start: pos,
+                        end,
+                        seg: dlen,
+                        count: 1,
+                        dst: vtep,
+                        sock,
+                        closed: false,
+                    });
+                }
+                pos = end;
+                continue;
+            }
+            // flood, or no GSO: in order, one datagram per send
+            flush(&mut pending, &buf, &senders, &features, &counters).await;
+            for dst in dsts {
+                send(&senders[sock], &buf[pos..end], *dst, &counters).await;
+            }
+            pos = 0;
+        }
+        flush(&mut pending, &buf, &senders, &features, &counters).await;
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Received TCP segments of one flow waiting to be written to the TAP as one frame.
+struct Merge {
+    net: usize,
+    /// (start, end) of each frame in the receive buffer.
+    frames: [(usize, usize); GRO_MAX],
+    count: usize,
+    first: TcpSegment,
+    last: TcpSegment,
+    /// Payload bytes so far.
+    total: usize,
+}
+
+/// Writes `merge` (if any) to its network's TAP: one frame, or one GSO frame for several.
+fn flush_merge(
+    merge: &mut Option<Merge>,
+    buf: &[u8],
+    taps: &[Arc<AsyncFd<Tap>>],
+    counters: &[Arc<Counters>],
+    hdr: &mut [u8],
+) {
+    let Some(m) = merge.take() else { return };
+    let c = &counters[m.net];
+    let tap = taps[m.net].get_ref();
+    let (s0, e0) = m.frames[0];
+    let first = &buf[s0..e0];
+    let (sl, el) = m.frames[m.count - 1];
+    let (vnet_part, rest) = hdr.split_at_mut(VNET_HDR_LEN);
+    let bytes: usize = m.frames[..m.count].iter().map(|(s, e)| e - s).sum();
+    let Ok((hl, vnet)) =
+        offload::merged_header(first, &m.first, m.total, m.count, &buf[sl..el], rest)
+    else {
+        for _ in 0..m.count {
+            c.dropped(DropReason::TapWrite);
+        }
+        return;
+    };
+    let mut vh = [0u8; VNET_HDR_LEN];
+    vnet.emit(&mut vh);
+    vnet_part.copy_from_slice(&vh);
+    let head = &hdr[..VNET_HDR_LEN + hl];
+    let mut iov = [IoSlice::new(&[]); GRO_MAX + 1];
+    iov[0] = IoSlice::new(head);
+    for (i, (s, e)) in m.frames[..m.count].iter().enumerate() {
+        iov[i + 1] = IoSlice::new(&buf[s + hl..*e]);
+    }
+    match tap.write_vectored(&iov[..m.count + 1]) {
+        Ok(_) => {
+            c.rx_n(m.count, bytes);
+            if m.count > 1 {
+                c.gro_merged.fetch_add(m.count as u64, Relaxed);
+            }
+        }
+        Err(e) => {
+            tracing::debug!("overlay: TAP write: {e}");
+            for _ in 0..m.count {
+                c.dropped(DropReason::TapWrite);
+            }
+        }
+    }
+}
+
+async fn udp_to_tap(
+    sock: UdpSocket,
+    taps: Vec<Arc<AsyncFd<Tap>>>,
+    switch: Arc<Mutex<Switch>>,
+    features: Arc<Features>,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    let counters: Vec<Arc<Counters>> = {
+        let s = lock(&switch);
+        (0..taps.len()).map(|i| s.counters(i).clone()).collect()
+    };
+    let vnet_on = features.tap_offload;
+    let mut buf = vec![0u8; FRAME_MAX + 1];
+    let mut scratch = vec![0u8; FRAME_MAX];
+    let mut hdr = [0u8; VNET_HDR_LEN + 256];
+    let zero = [0u8; VNET_HDR_LEN];
+    let mut decisions = [FromUdp::Drop(DropReason::Truncated); GRO_MAX];
+    let mut merge: Option<Merge> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            r = sock.readable() => r.map_err(|e| format!("overlay: UDP poll: {e}"))?,
+        }
+        for _ in 0..BATCH {
+            let (n, src, seg) =
+                match sock.try_io(Interest::READABLE, || udp::recv_gro(&sock, &mut buf)) {
+                    Ok(x) => x,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!("overlay: UDP receive: {e}");
+                        continue;
+                    }
+                };
+            // the datagrams in this read, in runs of at most GRO_MAX
+            let mut off = 0;
+            while off < n {
+                let run_end = (off + seg * GRO_MAX).min(n);
+                {
+                    let mut s = lock(&switch);
+                    let now = Instant::now();
+                    for (i, d) in buf[off..run_end].chunks(seg).enumerate() {
+                        decisions[i] = s.from_udp(src, d, now);
+                    }
+                }
+                let mut at = off;
+                for decision in decisions.iter().take((run_end - off).div_ceil(seg)) {
+                    let dend = (at + seg).min(run_end);
+                    let (fs, fe) = (at + vxlan::HEADER_LEN, dend);
+                    at = dend;
+                    match *decision {
+                        FromUdp::Deliver { network } => {
+                            if vnet_on && let Some(ts) = TcpSegment::parse(&buf[fs..fe]) {
+                                let joined = merge.as_mut().is_some_and(|m| {
+                                    let (s0, e0) = m.frames[0];
+                                    let ok = m.net == network
+                                        && m.count < GRO_MAX
+                                        && m.total + ts.payload + ts.header_len() <= FRAME_MAX
+                                        && m.first.follows(
+                                            &buf[s0..e0],
+                                            &m.last,
+                                            m.total,
+                                            &buf[fs..fe],
+                                            &ts,
+                                        );
+                                    if ok {
+                                        m.frames[m.count] = (fs, fe);
+                                        m.count += 1;
+                                        m.total += ts.payload;
+                                        m.last = ts;
+                                    }
+                                    ok
+                                });
+                                if !joined {
+                                    flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
+                                    let mut frames = [(0, 0); GRO_MAX];
+                                    frames[0] = (fs, fe);
+                                    merge = Some(Merge {
+                                        net: network,
+                                        frames,
+                                        count: 1,
+                                        first: ts,
+                                        last: ts,
+                                        total: ts.payload,
+                                    });
+                                }
+                                continue;
+                            }
+                            flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
+                            let c = &counters[network];
+                            if checksum::complete_partial(&mut buf[fs..fe]) == Partial::Completed {
+                                c.checksum_completed.fetch_add(1, Relaxed);
+                            }
+                            let frame = &buf[fs..fe];
+                            let res = if vnet_on {
+                                taps[network]
+                                    .get_ref()
+                                    .write_vectored(&[IoSlice::new(&zero), IoSlice::new(frame)])
+                            } else {
+                                taps[network].get_ref().write(frame)
+                            };
+                            match res {
+                                Ok(_) => c.rx(frame.len()),
+                                Err(e) => {
+                                    c.dropped(DropReason::TapWrite);
+                                    tracing::debug!("overlay: TAP write: {e}");
+                                }
+                            }
+                        }
+                        FromUdp::Segment { network, mss } => {
+                            flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
+                            let c = &counters[network];
+                            let tap = taps[network].get_ref();
+                            let res = tcp_segment::segment(&buf[fs..fe], mss, &mut scratch, |s| {
+                                let r = if vnet_on {
+                                    tap.write_vectored(&[IoSlice::new(&zero), IoSlice::new(s)])
+                                } else {
+                                    tap.write(s)
+                                };
+                                match r {
+                                    Ok(_) => c.rx(s.len()),
+                                    Err(_) => c.dropped(DropReason::TapWrite),
+                                }
+                            });
+                            match res {
+                                Ok(_) => c.segmented.fetch_add(1, Relaxed),
+                                Err(_) => {
+                                    c.dropped(DropReason::Oversize);
+                                    0
+                                }
+                            };
+                        }
+                        FromUdp::Drop(_) => {}
+                    }
+                }
+                off = run_end;
+            }
+            flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names_what_is_on() {
+        let f = Features::portable();
+        assert_eq!(f.mode(), "portable");
+        assert_eq!(f.describe(), "portable (no offloads, 1 queue)");
+        let f = Features {
+            tap_offload: true,
+            queues: 2,
+            udp_gso: AtomicBool::new(true),
+            udp_gro: true,
+        };
+        assert_eq!(f.describe(), "offload (tap_tso udp_gso udp_gro, 2 queues)");
+        f.udp_gso.store(false, Relaxed);
+        assert_eq!(f.list()[1], ("udp_gso", false));
+    }
+}

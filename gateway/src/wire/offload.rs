@@ -1,0 +1,574 @@
+//! Offload formats and the software halves of TSO and GRO, without I/O.
+//!
+//! A TAP opened with `IFF_VNET_HDR` prefixes every frame with a [`VnetHdr`] (the legacy
+//! 10-byte `virtio_net_hdr`, in host byte order). With TSO enabled on the TAP
+//! (`TUNSETOFFLOAD`), a read can return a TCP "super-frame" of up to 64 KiB whose checksum is
+//! left for the device: [`segment`] cuts it into MTU-sized frames with lengths, IDs,
+//! sequence numbers, flags and checksums fixed, each written behind a prefix (the VXLAN
+//! header) back to back, ready for one UDP GSO send. On the way in, [`TcpSegment::parse`] and
+//! [`TcpSegment::follows`] decide whether consecutive received frames of one TCP flow can be
+//! merged, and [`merged_header`] writes the header of the merged frame, which is handed to
+//! the TAP with a GSO [`VnetHdr`] (the kernel then treats it as one large received packet,
+//! as its own GRO would have).
+
+use super::WireError;
+use super::checksum::{add, fold};
+use super::ethernet::ethertype;
+
+/// Length of the legacy `struct virtio_net_hdr`.
+pub const VNET_HDR_LEN: usize = 10;
+/// `flags`: the checksum at `csum_start + csum_offset` is to be completed.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `gso_type` values.
+pub const GSO_NONE: u8 = 0;
+pub const GSO_TCPV4: u8 = 1;
+pub const GSO_TCPV6: u8 = 4;
+pub const GSO_ECN: u8 = 0x80;
+
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const VLAN: u16 = 0x8100;
+const PROTO_TCP: u8 = 6;
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const URG: u8 = 0x20;
+const ECE: u8 = 0x40;
+const CWR: u8 = 0x80;
+
+/// `struct virtio_net_hdr` (legacy, host byte order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub fn parse(b: &[u8]) -> Result<VnetHdr, WireError> {
+        let b = b.get(..VNET_HDR_LEN).ok_or(WireError::Truncated)?;
+        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        Ok(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u(2),
+            gso_size: u(4),
+            csum_start: u(6),
+            csum_offset: u(8),
+        })
+    }
+
+    pub fn emit(&self, b: &mut [u8; VNET_HDR_LEN]) {
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+    }
+}
+
+/// Finishes a checksum the sender left to the device: the one's-complement sum from
+/// `start` to the end, stored at `start + offset` (which holds the pseudo-header sum).
+pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), WireError> {
+    let at = start + offset;
+    if at + 2 > frame.len() {
+        return Err(WireError::Malformed);
+    }
+    let mut sum = !fold(add(0, &frame[start..]));
+    // a UDP checksum of 0 means "none"; 0xffff is the same value in one's complement
+    if sum == 0 && offset == 6 {
+        sum = 0xffff;
+    }
+    frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
+/// Where the layers of an Ethernet / IPv4-or-IPv6 / TCP frame start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layers {
+    l3: usize,
+    l4: usize,
+    /// End of the TCP header.
+    hdr: usize,
+    v6: bool,
+    /// End of the IP packet (frames may carry padding after it).
+    end: usize,
+}
+
+/// Finds the layers of a TCP frame. `l4_hint` (a vnet header's `csum_start`) is used for
+/// IPv6, whose extension headers are not walked here.
+fn layers(frame: &[u8], l4_hint: Option<usize>) -> Result<Layers, WireError> {
+    if frame.len() < 14 {
+        return Err(WireError::Truncated);
+    }
+    let mut l3 = 14;
+    let mut et = u16::from_be_bytes([frame[12], frame[13]]);
+    if et == VLAN {
+        if frame.len() < 18 {
+            return Err(WireError::Truncated);
+        }
+        et = u16::from_be_bytes([frame[16], frame[17]]);
+        l3 = 18;
+    }
+    let (l4, v6, end) = match et {
+        ethertype::IPV4 => {
+            let ip = frame.get(l3..l3 + 20).ok_or(WireError::Truncated)?;
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff; // MF or an offset
+            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != PROTO_TCP || frag != 0 {
+                return Err(WireError::Malformed);
+            }
+            (l3 + ihl, false, l3 + total)
+        }
+        ETHERTYPE_IPV6 => {
+            let ip = frame.get(l3..l3 + 40).ok_or(WireError::Truncated)?;
+            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            let l4 = match l4_hint {
+                Some(h) if h >= l3 + 40 => h,
+                _ if ip[6] == PROTO_TCP => l3 + 40,
+                _ => return Err(WireError::Malformed),
+            };
+            if ip[0] >> 4 != 6 {
+                return Err(WireError::Malformed);
+            }
+            (l4, true, l3 + 40 + payload)
+        }
+        _ => return Err(WireError::Malformed),
+    };
+    let tcp = frame.get(l4..l4 + 20).ok_or(WireError::Truncated)?;
+    let hdr = l4 + usize::from(tcp[12] >> 4) * 4;
+    if hdr < l4 + 20 || end < hdr {
+        return Err(WireError::Malformed);
+    }
+    if end > frame.len() {
+        return Err(WireError::Truncated);
+    }
+    Ok(Layers {
+        l3,
+        l4,
+        hdr,
+        v6,
+        end,
+    })
+}
+
+/// The pseudo-header sum without the length (addresses and protocol).
+fn pseudo_sum(frame: &[u8], l: &Layers) -> u64 {
+    let addrs = if l.v6 {
+        &frame[l.l3 + 8..l.l3 + 40]
+    } else {
+        &frame[l.l3 + 12..l.l3 + 20]
+    };
+    add(u64::from(PROTO_TCP), addrs)
+}
+
+/// What [`segment`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segmented {
+    pub count: usize,
+    /// Length of each datagram (prefix + frame) but possibly the last, which may be shorter.
+    pub stride: usize,
+    /// Bytes written to `out`.
+    pub len: usize,
+}
+
+/// Cuts a TCP super-frame into frames of at most `mss` payload bytes. Each is written to
+/// `out` as `prefix` + frame, back to back (the layout UDP GSO sends in one call).
+/// `l4_hint` is the vnet header's `csum_start`. Fails, writing nothing useful, on frames
+/// that are not TCP over IPv4/IPv6 or when `out` is too small.
+pub fn segment(
+    frame: &[u8],
+    l4_hint: Option<usize>,
+    mss: usize,
+    prefix: &[u8],
+    out: &mut [u8],
+) -> Result<Segmented, WireError> {
+    let l = layers(frame, l4_hint)?;
+    if mss == 0 {
+        return Err(WireError::Malformed);
+    }
+    let payload = &frame[l.hdr..l.end];
+    let count = payload.len().div_ceil(mss).max(1);
+    let stride = prefix.len() + l.hdr + mss.min(payload.len());
+    let len = prefix.len() * count + l.hdr * count + payload.len();
+    if out.len() < len {
+        return Err(WireError::Truncated);
+    }
+    let pseudo = pseudo_sum(frame, &l);
+    let id = u16::from_be_bytes([frame[l.l3 + 4], frame[l.l3 + 5]]);
+    let seq = u32::from_be_bytes([
+        frame[l.l4 + 4],
+        frame[l.l4 + 5],
+        frame[l.l4 + 6],
+        frame[l.l4 + 7],
+    ]);
+    let flags = frame[l.l4 + 13];
+    let mut at = 0;
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let seg = &mut out[at..at + prefix.len() + l.hdr + chunk.len()];
+        at += seg.len();
+        seg[..prefix.len()].copy_from_slice(prefix);
+        let f = &mut seg[prefix.len()..];
+        f[..l.hdr].copy_from_slice(&frame[..l.hdr]);
+        f[l.hdr..].copy_from_slice(chunk);
+        let ip_len = l.hdr - l.l3 + chunk.len();
+        if l.v6 {
+            f[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+        } else {
+            let ip = &mut f[l.l3..l.l4];
+            ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+            ip[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
+            ip[10..12].fill(0);
+            let c = !fold(add(0, ip));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        let tcp_len = f.len() - l.l4;
+        let tcp = &mut f[l.l4..];
+        tcp[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
+        let mut fl = flags;
+        if i + 1 < count {
+            fl &= !(FIN | PSH);
+        }
+        if i > 0 {
+            fl &= !CWR;
+        }
+        tcp[13] = fl;
+        tcp[16..18].fill(0);
+        let c = !fold(add(pseudo + tcp_len as u64, tcp));
+        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    }
+    Ok(Segmented { count, stride, len })
+}
+
+/// A received TCP frame that may be merged with its neighbours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment {
+    l: Layers,
+    seq: u32,
+    flags: u8,
+    /// TCP payload bytes.
+    pub payload: usize,
+}
+
+impl TcpSegment {
+    /// A frame is a merge candidate when it is unfragmented TCP over IPv4 (with a valid header
+    /// checksum) or IPv6 without extension headers, carries data, has no flags but ACK and
+    /// PSH, and its TCP checksum verifies (merged frames are not verified again).
+    pub fn parse(frame: &[u8]) -> Option<TcpSegment> {
+        let l = layers(frame, None).ok()?;
+        if l.end != frame.len() {
+            return None; // padding: keep it simple, do not merge
+        }
+        if !l.v6 && fold(add(0, &frame[l.l3..l.l4])) != 0xffff {
+            return None;
+        }
+        let tcp = &frame[l.l4..l.hdr];
+        let flags = tcp[13];
+        if flags & (FIN | SYN | RST | URG | ECE | CWR) != 0 || flags & 0x10 == 0 {
+            return None;
+        }
+        let payload = l.end - l.hdr;
+        if payload == 0 {
+            return None;
+        }
+        let tcp_len = (l.end - l.l4) as u64;
+        if fold(add(pseudo_sum(frame, &l) + tcp_len, &frame[l.l4..l.end])) != 0xffff {
+            return None;
+        }
+        Some(TcpSegment {
+            l,
+            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+            flags,
+            payload,
+        })
+    }
+
+    /// Whether `next` continues the merged frame that starts with `first` (parsed as `self`)
+    /// and so far holds `merged` payload bytes in segments of `first`'s size: same headers
+    /// (but lengths, IPv4 ID and checksums, and PSH), the next sequence number, and no
+    /// segment after a short one or after PSH.
+    pub fn follows(
+        &self,
+        first: &[u8],
+        last: &TcpSegment,
+        merged: usize,
+        next_frame: &[u8],
+        next: &TcpSegment,
+    ) -> bool {
+        let (a, b) = (&self.l, &next.l);
+        if *a != (Layers { end: a.end, ..*b }) || next_frame.len() - b.hdr != next.payload {
+            return false;
+        }
+        if last.payload != self.payload || last.flags & PSH != 0 || next.payload > self.payload {
+            return false;
+        }
+        if next.seq != self.seq.wrapping_add(merged as u32) {
+            return false;
+        }
+        // headers equal except the fields that differ between segments
+        let same = |r: std::ops::Range<usize>| first[r.clone()] == next_frame[r];
+        let ip_same = if a.v6 {
+            same(a.l3..a.l3 + 4) && same(a.l3 + 6..a.l4)
+        } else {
+            // version/IHL/TOS, flags/fragment, TTL/protocol, addresses, options
+            same(a.l3..a.l3 + 2) && same(a.l3 + 6..a.l3 + 10) && same(a.l3 + 12..a.l4)
+        };
+        same(0..a.l3)
+            && ip_same
+            && same(a.l4..a.l4 + 4) // ports
+            && same(a.l4 + 8..a.l4 + 13) // ack, data offset
+            && same(a.l4 + 18..a.hdr) // urgent pointer, options (timestamps too, as Linux's GRO)
+            && (first[a.l4 + 13] | PSH) == (next_frame[b.l4 + 13] | PSH)
+    }
+
+    /// Header bytes (Ethernet + IP + TCP).
+    pub fn header_len(&self) -> usize {
+        self.l.hdr
+    }
+}
+
+/// Writes into `out` the header of the frame that merges `first` (parsed as `seg`) with
+/// following segments: `total` payload bytes in all, the last segment's TCP flags and
+/// window. Returns the header length and the vnet header for the TAP write (GSO when more
+/// than one segment, with the checksum left to the kernel as `CHECKSUM_PARTIAL`).
+pub fn merged_header(
+    first: &[u8],
+    seg: &TcpSegment,
+    total: usize,
+    segments: usize,
+    last_frame: &[u8],
+    out: &mut [u8],
+) -> Result<(usize, VnetHdr), WireError> {
+    let l = &seg.l;
+    let h = out.get_mut(..l.hdr).ok_or(WireError::Truncated)?;
+    h.copy_from_slice(&first[..l.hdr]);
+    if segments <= 1 {
+        return Ok((l.hdr, VnetHdr::default()));
+    }
+    let ip_len = l.hdr - l.l3 + total;
+    if ip_len > 0xffff {
+        return Err(WireError::Malformed);
+    }
+    if l.v6 {
+        h[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+    } else {
+        let ip = &mut h[l.l3..l.l4];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        ip[10..12].fill(0);
+        let c = !fold(add(0, ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    // the last segment's flags (PSH) and window
+    h[l.l4 + 13] = last_frame[l.l4 + 13];
+    h[l.l4 + 14..l.l4 + 16].copy_from_slice(&last_frame[l.l4 + 14..l.l4 + 16]);
+    // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, not complemented
+    let tcp_len = (ip_len - (l.l4 - l.l3)) as u64;
+    let partial = fold(pseudo_sum(first, l) + tcp_len);
+    h[l.l4 + 16..l.l4 + 18].copy_from_slice(&partial.to_be_bytes());
+    let vnet = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        hdr_len: l.hdr as u16,
+        gso_size: seg.payload as u16,
+        csum_start: l.l4 as u16,
+        csum_offset: 16,
+    };
+    Ok((l.hdr, vnet))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_frame(payload_len: usize, flags: u8, seq: u32) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 32];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        let total = (20 + 32 + payload_len) as u16;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        f[20] = 0x40;
+        f[22] = 64;
+        f[23] = PROTO_TCP;
+        f[26..30].copy_from_slice(&[10, 200, 1, 11]);
+        f[30..34].copy_from_slice(&[10, 200, 2, 11]);
+        let c = !fold(add(0, &f[14..34]));
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f[42..46].copy_from_slice(&7u32.to_be_bytes());
+        f[46] = 0x80; // 32-byte header (timestamps)
+        f[47] = flags;
+        f[48..50].copy_from_slice(&500u16.to_be_bytes());
+        f[54..66].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        f.extend((0..payload_len).map(|i| (i * 7 % 251) as u8));
+        let l = layers(&f, None).expect("layers");
+        let tcp_len = (f.len() - l.l4) as u64;
+        let c = !fold(add(pseudo_sum(&f, &l) + tcp_len, &f[l.l4..]));
+        f[50..52].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    fn v6_frame(payload_len: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 20];
+        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[14] = 0x60;
+        f[18..20].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
+        f[20] = PROTO_TCP;
+        f[21] = 64;
+        f[22..38].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f[38..54].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f[54..56].copy_from_slice(&40000u16.to_be_bytes());
+        f[56..58].copy_from_slice(&80u16.to_be_bytes());
+        f[58..62].copy_from_slice(&100u32.to_be_bytes());
+        f[66] = 0x50;
+        f[67] = 0x18;
+        f.extend((0..payload_len).map(|i| (i % 253) as u8));
+        f
+    }
+
+    #[test]
+    fn vnet_header_round_trips() {
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1398,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut b = [0u8; VNET_HDR_LEN];
+        h.emit(&mut b);
+        assert_eq!(VnetHdr::parse(&b), Ok(h));
+        assert_eq!(VnetHdr::parse(&b[..9]), Err(WireError::Truncated));
+    }
+
+    /// Segment a super-frame, then merge the segments back: the payload and the headers come
+    /// back, and every segment verifies on its own.
+    #[test]
+    fn segment_then_merge_round_trips() {
+        let big = v4_frame(10_000, 0x18, 0xffff_f000);
+        let prefix = [0xaa; 8];
+        let mut out = vec![0u8; 20_000];
+        let s = segment(&big, Some(34), 1398, &prefix, &mut out).expect("segment");
+        assert_eq!(s.count, 8);
+        assert_eq!(s.stride, 8 + 66 + 1398);
+        let segs: Vec<&[u8]> = out[..s.len].chunks(s.stride).map(|c| &c[8..]).collect();
+        assert!(out[..s.len].chunks(s.stride).all(|c| c[..8] == prefix));
+        let parsed: Vec<TcpSegment> = segs
+            .iter()
+            .map(|f| TcpSegment::parse(f).expect("each segment verifies"))
+            .collect();
+        assert_eq!(parsed[7].payload, 10_000 - 7 * 1398);
+        // PSH only on the last
+        assert!(segs[..7].iter().all(|f| f[47] & PSH == 0));
+        assert_eq!(segs[7][47] & PSH, PSH);
+        let first = &parsed[0];
+        let mut merged = first.payload;
+        for i in 1..8 {
+            assert!(first.follows(segs[0], &parsed[i - 1], merged, segs[i], &parsed[i]));
+            merged += parsed[i].payload;
+        }
+        let mut hdr = [0u8; 128];
+        let (hl, vnet) = merged_header(segs[0], first, merged, 8, segs[7], &mut hdr).expect("hdr");
+        assert_eq!(hl, 66);
+        assert_eq!(vnet.gso_type, GSO_TCPV4);
+        assert_eq!(vnet.gso_size, 1398);
+        let mut rebuilt = hdr[..hl].to_vec();
+        for s in &segs {
+            rebuilt.extend_from_slice(&s[66..]);
+        }
+        assert_eq!(rebuilt[66..], big[66..], "payload");
+        assert_eq!(rebuilt[14..18], big[14..18], "IP total length");
+        assert_eq!(
+            rebuilt[34..50],
+            big[34..50],
+            "ports, seq, ack, flags, window"
+        );
+        // completing the partial checksum gives the original's
+        complete_checksum(&mut rebuilt, 34, 16).expect("complete");
+        assert_eq!(rebuilt[50..52], big[50..52]);
+    }
+
+    #[test]
+    fn what_must_not_merge_does_not() {
+        let a = v4_frame(1000, 0x10, 1);
+        let pa = TcpSegment::parse(&a).expect("a");
+        let check =
+            |b: &[u8]| TcpSegment::parse(b).is_some_and(|pb| pa.follows(&a, &pa, 1000, b, &pb));
+        assert!(check(&v4_frame(1000, 0x10, 1001)));
+        assert!(
+            check(&v4_frame(500, 0x18, 1001)),
+            "shorter, with PSH, may end it"
+        );
+        assert!(!check(&v4_frame(1000, 0x10, 1002)), "a gap");
+        assert!(!check(&v4_frame(1001, 0x10, 1001)), "longer than the first");
+        let mut other_port = v4_frame(1000, 0x10, 1001);
+        other_port[37] = 81;
+        assert!(
+            TcpSegment::parse(&other_port).is_none(),
+            "checksum now wrong"
+        );
+        let mut corrupt = v4_frame(1000, 0x10, 1001);
+        corrupt[100] ^= 1;
+        assert!(TcpSegment::parse(&corrupt).is_none(), "bad TCP checksum");
+        assert!(
+            TcpSegment::parse(&v4_frame(1000, 0x11, 1001)).is_none(),
+            "FIN"
+        );
+        assert!(
+            TcpSegment::parse(&v4_frame(1000, 0x12, 1001)).is_none(),
+            "SYN"
+        );
+        assert!(
+            TcpSegment::parse(&v4_frame(0, 0x10, 1001)).is_none(),
+            "pure ACK"
+        );
+        // after a short segment, nothing follows
+        let short = v4_frame(500, 0x10, 1001);
+        let ps = TcpSegment::parse(&short).expect("short");
+        let next = v4_frame(1000, 0x10, 1501);
+        let pn = TcpSegment::parse(&next).expect("next");
+        assert!(!pa.follows(&a, &ps, 1500, &next, &pn));
+        // truncated and non-TCP frames are refused, never panic
+        for n in 0..a.len() {
+            let _ = TcpSegment::parse(&a[..n]);
+            let _ = segment(&a[..n], Some(34), 100, &[], &mut [0u8; 4096]);
+        }
+    }
+
+    #[test]
+    fn ipv6_segments_carry_payload_lengths_and_checksums() {
+        let big = v6_frame(3000);
+        let mut out = vec![0u8; 8000];
+        let s = segment(&big, Some(54), 1200, &[], &mut out).expect("segment");
+        assert_eq!(s.count, 3);
+        let segs: Vec<&[u8]> = out[..s.len].chunks(s.stride).collect();
+        assert_eq!(u16::from_be_bytes([segs[0][18], segs[0][19]]), 20 + 1200);
+        assert_eq!(u16::from_be_bytes([segs[2][18], segs[2][19]]), 20 + 600);
+        for f in &segs {
+            TcpSegment::parse(f).expect("verifies");
+        }
+    }
+
+    #[test]
+    fn a_partial_checksum_is_completed() {
+        let mut f = v4_frame(300, 0x18, 9);
+        let want = [f[50], f[51]];
+        let l = layers(&f, None).expect("l");
+        let partial = fold(pseudo_sum(&f, &l) + (f.len() - 34) as u64);
+        f[50..52].copy_from_slice(&partial.to_be_bytes());
+        complete_checksum(&mut f, 34, 16).expect("ok");
+        assert_eq!([f[50], f[51]], want);
+        assert!(complete_checksum(&mut f, 34, 400).is_err());
+    }
+}
