@@ -2,18 +2,21 @@
 # Overlay throughput and latency, vxgate against the Linux kernel's vxlan, in one run on the
 # same machine: the testbed is built twice (vxgate between the hosts, then the kernel's vxlan
 # in its place) and measured with iperf3 and ping, container h1c1 -> container h2c1.
-# Prints `RESULT <metric> vxgate=<v> kernel=<v> ratio=<vxgate/kernel>` (median of RUNS).
+# Prints `RESULT <metric> vxgate=<v> kernel=<v> ratio=<vxgate/kernel> portable=<v>` (median of
+# RUNS): vxgate with its default datapath (offloads detected), the kernel, and vxgate with
+# overlay.offload = "off" (the portable datapath), all in the same run.
 #
-#   bench/overlay.sh [--runs 3] [--seconds 5]
+#   bench/overlay.sh [--runs 3] [--seconds 5] [--no-portable]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-RUNS=3 SECS=5
+RUNS=3 SECS=5 PORTABLE=1
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --no-portable) PORTABLE=""; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -63,16 +66,25 @@ PY
   wait "$server" 2>/dev/null || true
 }
 
-for run in $(seq "$RUNS"); do
-  "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 >/dev/null
+# run_vxgate NAME [up.sh args]: a fresh testbed with vxgate on both hosts, measured as NAME
+run_vxgate() {
+  local name=$1
+  shift
+  "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 "$@" >/dev/null
   for h in 1 2; do
-    on "h$h" "$VXGATE" run --config "/run/vxgate-testbed/$P/h$h.toml" > "$OUT/vxgate-h$h.log" 2>&1 &
+    on "h$h" "$VXGATE" run --config "/run/vxgate-testbed/$P/h$h.toml" > "$OUT/$name-h$h.log" 2>&1 &
     VX_PIDS+=($!)
   done
   sleep 1
-  measure vxgate
+  grep -o 'datapath: [^)]*)' "$OUT/$name-h1.log" | head -1 | sed "s/^/$name /" >&2
+  measure "$name"
   for p in "${VX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   VX_PIDS=()
+}
+
+for run in $(seq "$RUNS"); do
+  run_vxgate vxgate
+  [ -n "$PORTABLE" ] && run_vxgate portable --offload off
   "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 --kernel-vxlan all >/dev/null
   measure kernel
   echo "run $run done" >&2
@@ -87,9 +99,12 @@ def load(mode):
         k, v = line.split()
         m.setdefault(k, []).append(float(v))
     return {k: statistics.median(v) for k, v in m.items()}
+import os
 v, k = load("vxgate"), load("kernel")
+p = load("portable") if os.path.exists(f"{d}/portable") else {}
 for metric in v:
     ratio = v[metric] / k[metric] if k[metric] else float("nan")
-    print(f"RESULT {metric} vxgate={v[metric]:g} kernel={k[metric]:g} ratio={ratio:.3f}")
+    extra = f" portable={p[metric]:g}" if metric in p else ""
+    print(f"RESULT {metric} vxgate={v[metric]:g} kernel={k[metric]:g} ratio={ratio:.3f}{extra}")
 PY
 rm -rf "$OUT"

@@ -5,6 +5,7 @@
 # Leftovers of an earlier run with the same prefix are removed first.
 #
 #   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--kernel-vxlan LIST] [--etcd]
+#                 [--offload auto|off]
 #
 # --kernel-vxlan LIST (host numbers like 2 or 1,2, or "all"): those hosts get the Linux
 # kernel's vxlan device (VNI 42, dstport 4789, flooding to every other host) on br0 instead
@@ -13,11 +14,14 @@
 # --etcd: an etcd cluster with one member per host (in the host's namespace, ports
 # 23790/23800), and configs with registry.backend = "etcd": each host lists only its own
 # containers and no peers; the rest comes from the shared registry (lease_ttl_s = 3).
+#
+# --offload MODE writes overlay.offload = MODE into the configs (default: vxgate's, "auto").
+# Each host's TAP vxg0 is created multi-queue, so vxgate can use one queue per core.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-HOSTS=2 CONTAINERS=2 KERNEL="" ETCD=""
+HOSTS=2 CONTAINERS=2 KERNEL="" ETCD="" OFFLOAD=""
 while [ $# -gt 0 ]; do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
@@ -25,7 +29,8 @@ while [ $# -gt 0 ]; do
     --prefix) P=$2; shift 2 ;;
     --kernel-vxlan) KERNEL=$2; shift 2 ;;
     --etcd) ETCD=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --offload) OFFLOAD=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) tb_die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -75,7 +80,7 @@ for h in $(seq "$HOSTS"); do
     done
     ip -n "$hns" link set vxk mtu 1450 master br0 up
   else
-    ip -n "$hns" tuntap add dev vxg0 mode tap
+    ip -n "$hns" tuntap add dev vxg0 mode tap multi_queue
     ip -n "$hns" link set vxg0 mtu 1450 master br0 up
   fi
   for i in $(seq "$CONTAINERS"); do
@@ -124,6 +129,7 @@ for h in $(seq "$HOSTS"); do
     fi
     echo "[overlay]"
     echo "listen = \"10.99.0.$h:4789\""
+    [ -n "$OFFLOAD" ] && echo "offload = \"$OFFLOAD\""
     if [ -z "$ETCD" ]; then
       echo "peers = [$peers]"
       echo "peer_nodes = { $peer_nodes }"

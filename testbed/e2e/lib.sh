@@ -34,7 +34,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-up() { "$TESTBED/up.sh" --prefix "$P" "$@" >/dev/null; }
+# VXG_OFFLOAD=off|auto: the overlay.offload the testbed's configs get (default: vxgate's).
+up() { "$TESTBED/up.sh" --prefix "$P" ${VXG_OFFLOAD:+--offload "$VXG_OFFLOAD"} "$@" >/dev/null; }
 
 # start_vxgate H [CONFIG]: runs vxgate in host H's namespace; waits for its "vxgate running".
 start_vxgate() {
@@ -77,7 +78,7 @@ make_blob() {
 # with the SHA-256 of what it received; it must match.
 upload_check() {
   local got
-  got=$(on "$1" curl -sS --max-time 180 -H 'Expect:' --data-binary "@$BLOB" "http://$2/") \
+  got=$(on "$1" curl -sS --max-time 180 -H 'Expect:' -X POST -T "$BLOB" "http://$2/") \
     || fail "upload $1 -> $2 failed"
   [ "$got" = "$BLOB_SUM" ] || fail "upload $1 -> $2: checksum $got, expected $BLOB_SUM"
 }

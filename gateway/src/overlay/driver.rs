@@ -9,7 +9,8 @@
 
 use super::fast::{self, Features};
 use super::switch::{FromTap, FromUdp, NetworkSpec, Switch, flow_hash};
-use super::{Counters, DropReason, fdb, tap::Tap};
+use super::tap::{Tap, TapOptions};
+use super::{Counters, DropReason, fdb};
 use crate::config::{Offload, OverlayConfig};
 use crate::daemon::Shutdown;
 use crate::registry::Registry;
@@ -159,12 +160,25 @@ fn start_portable(
 ) -> Result<(Arc<Features>, Vec<u16>), String> {
     let mut taps = Vec::new();
     for n in &cfg.networks {
-        let tap = Tap::open(&n.tap, n.mtu).map_err(|e| {
-            format!(
-                "overlay: cannot open TAP {:?} (network {:?}): {e}",
-                n.tap, n.name
-            )
-        })?;
+        // a TAP created multi-queue only takes that mode: one queue of it then
+        let tap = Tap::open(&n.tap, n.mtu)
+            .or_else(|e| match e.raw_os_error() {
+                Some(libc::EINVAL) => Tap::open_with(
+                    &n.tap,
+                    n.mtu,
+                    TapOptions {
+                        offload: false,
+                        multi_queue: true,
+                    },
+                ),
+                _ => Err(e),
+            })
+            .map_err(|e| {
+                format!(
+                    "overlay: cannot open TAP {:?} (network {:?}): {e}",
+                    n.tap, n.name
+                )
+            })?;
         taps.push(tap);
     }
     let recv = bind_udp(cfg.listen, false)

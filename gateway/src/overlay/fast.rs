@@ -134,25 +134,26 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
     } else {
         1
     };
-    let mut options = TapOptions {
+    let options = TapOptions {
         offload: kernel & libc::IFF_VNET_HDR != 0,
         multi_queue: want_queues > 1,
     };
-    // Try the richest options on the first network's first queue; fall back step by step.
+    // Try the richest options on the first network's first queue, then fewer. A TAP that
+    // exists already only takes the queue mode it was created with, so both are tried.
     let first = &networks[0];
-    let mut attempts = vec![options];
-    if options.multi_queue {
-        attempts.push(TapOptions {
-            multi_queue: false,
-            ..options
-        });
+    let mut attempts: Vec<TapOptions> = Vec::with_capacity(4);
+    for offload in [options.offload, false] {
+        for multi_queue in [options.multi_queue, !options.multi_queue] {
+            let a = TapOptions {
+                offload,
+                multi_queue,
+            };
+            if !attempts.contains(&a) {
+                attempts.push(a);
+            }
+        }
     }
-    if options.offload {
-        attempts.push(TapOptions {
-            offload: false,
-            multi_queue: false,
-        });
-    }
+    let mut options = options;
     let mut first_tap = None;
     let mut last_err = String::new();
     for a in attempts {
@@ -179,7 +180,11 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
             first.tap, first.name
         )
     })?;
-    let queues = if options.multi_queue { want_queues } else { 1 };
+    let queues = if options.multi_queue {
+        want_queues.max(1)
+    } else {
+        1
+    };
     let mut workers: Vec<Worker> = Vec::with_capacity(queues);
     let mut first_tap = Some(first_tap);
     for q in 0..queues {
@@ -793,6 +798,56 @@ async fn udp_to_tap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GSO send the kernel refuses (here: a socket without UDP checksums, which GSO
+    /// needs) turns GSO off and the datagrams still go out, one per send.
+    #[tokio::test]
+    async fn a_refused_gso_send_falls_back_to_single_datagrams() {
+        use std::os::fd::AsRawFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let tx = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        if !udp::gso_supported(&tx) {
+            eprintln!("no UDP_SEGMENT on this kernel; the fallback is the only path");
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt(2) with a pointer to an int on an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                tx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                std::ptr::addr_of!(one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        let features = Features {
+            tap_offload: true,
+            queues: 1,
+            udp_gso: AtomicBool::new(true),
+            udp_gro: false,
+        };
+        let counters = Counters::default();
+        let data: Vec<u8> = (0..250u32).map(|i| i as u8).collect();
+        let dst = rx.local_addr().expect("addr");
+        send_run(&tx, &data, 100, 3, dst, &features, &counters).await;
+        assert!(!features.udp_gso.load(Relaxed), "GSO turned off");
+        assert_eq!(counters.tx_packets.load(Relaxed), 3);
+        assert_eq!(counters.gso_sends.load(Relaxed), 0);
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        for _ in 0..3 {
+            let n = rx.recv(&mut buf).expect("datagram");
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
+        assert_eq!(got.concat(), data);
+        // later runs go out one by one without trying GSO again
+        send_run(&tx, &data, 100, 3, dst, &features, &counters).await;
+        assert_eq!(counters.tx_packets.load(Relaxed), 6);
+    }
 
     #[test]
     fn mode_names_what_is_on() {
