@@ -66,6 +66,46 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+    offload(c);
+}
+
+/// A 64 KiB TCP super-frame (as a TAP with TSO hands it over), cut into 1398-byte segments
+/// behind VXLAN headers; and the receive side's per-segment parse and checksum check.
+fn offload(c: &mut Criterion) {
+    use vxgate::wire::checksum::{add, fold};
+    use vxgate::wire::offload::{TcpSegment, segment};
+    let payload = 64_000usize;
+    let mut f = vec![0u8; 14 + 20 + 32];
+    f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((20 + 32 + payload) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 200, 1, 11]);
+    f[30..34].copy_from_slice(&[10, 200, 2, 11]);
+    f[46] = 0x80;
+    f[47] = 0x18;
+    f.extend((0..payload).map(|i| i as u8));
+    let c16 = !fold(add(0, &f[14..34]));
+    f[24..26].copy_from_slice(&c16.to_be_bytes());
+    let mut g = c.benchmark_group("offload");
+    g.throughput(Throughput::Bytes(payload as u64));
+    let mut out = vec![0u8; 2 * 65_536];
+    let mut vx = [0u8; vxlan::HEADER_LEN];
+    vxlan::emit_header(&mut vx, 42);
+    g.bench_function("tso_segment_64k", |b| {
+        b.iter(|| black_box(segment(black_box(&f), Some(34), 1398, &vx, &mut out)))
+    });
+    let s = segment(&f, Some(34), 1398, &vx, &mut out).expect("segment");
+    g.bench_function("gro_parse_64k", |b| {
+        b.iter(|| {
+            out[..s.len]
+                .chunks(s.stride)
+                .filter(|d| TcpSegment::parse(black_box(&d[8..])).is_some())
+                .count()
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);
