@@ -27,6 +27,11 @@ impl Shutdown {
         (tx, Shutdown(rx))
     }
 
+    /// Whether stop has been asked, without waiting.
+    pub fn is_stopping(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
     /// Resolves once stop has been asked (or the trigger is gone).
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;

@@ -266,7 +266,7 @@ async fn worker(
     w: Worker,
     switch: Arc<Mutex<Switch>>,
     features: Arc<Features>,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
 ) -> Result<(), String> {
     let mut taps = Vec::with_capacity(w.taps.len());
     for tap in w.taps {
@@ -287,27 +287,45 @@ async fn worker(
         .map(UdpSocket::from_std)
         .collect::<io::Result<_>>()
         .map_err(|e| format!("overlay: {e}"))?;
-    let senders = Arc::new(senders);
-    let mut set = JoinSet::new();
-    for (i, tap) in taps.iter().enumerate() {
-        let (tap, switch, senders, features, shutdown) = (
-            tap.clone(),
-            switch.clone(),
-            senders.clone(),
-            features.clone(),
-            shutdown.clone(),
-        );
-        set.spawn(async move { tap_to_udp(i, tap, switch, senders, features, shutdown).await });
-    }
-    set.spawn(async move { udp_to_tap(recv, taps, switch, features, shutdown).await });
-    while let Some(done) = set.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(format!("overlay task: {e}")),
+    let mut txs: Vec<Tx> = taps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Tx::new(i, t.clone(), &switch, &features))
+        .collect();
+    let mut rx = Rx::new(taps.clone(), &switch, &features);
+    // Busy-polling after the last packet (yielding to the runtime's I/O driver instead of
+    // sleeping) was measured here: on 2 vCPUs shared with the load it made the round trip
+    // worse (the pollers took the CPU the containers' stacks needed), so a worker sleeps as
+    // soon as its fds are empty.
+    loop {
+        let mut work = rx_drain(&mut rx, &recv, &switch);
+        for tx in &mut txs {
+            work += tx_drain(tx, &switch, &senders, &features).await?;
+        }
+        if work > 0 {
+            // give the runtime a turn (shutdown, timers), then look again
+            tokio::task::yield_now().await;
+            if shutdown.is_stopping() {
+                return Ok(());
+            }
+            continue;
+        }
+        // idle: sleep until a fd is readable
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = std::future::poll_fn(|cx| {
+                if recv.poll_recv_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+                for t in &taps {
+                    if t.poll_read_ready(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            }) => {}
         }
     }
-    Ok(())
 }
 
 /// Datagrams waiting in the send buffer for one GSO send: same VTEP, same socket, all
@@ -414,182 +432,214 @@ async fn send_segments(
     }
 }
 
-async fn tap_to_udp(
+/// One network's TAP → UDP state: buffers allocated once.
+struct Tx {
     net: usize,
     tap: Arc<AsyncFd<Tap>>,
-    switch: Arc<Mutex<Switch>>,
-    senders: Arc<Vec<UdpSocket>>,
-    features: Arc<Features>,
-    mut shutdown: Shutdown,
-) -> Result<(), String> {
-    let (vni, counters) = {
-        let s = lock(&switch);
-        (s.vni(net), s.counters(net).clone())
-    };
-    let mut vx = [0u8; vxlan::HEADER_LEN];
-    vxlan::emit_header(&mut vx, vni);
-    let vnet_on = features.tap_offload;
-    // room for a run of datagrams and one more frame read behind them
-    let mut buf = vec![0u8; 4 * (FRAME_MAX + vxlan::HEADER_LEN)];
-    // segmentation output: the payload once, plus per segment a VXLAN header and the
-    // frame's headers (at most 18 + 60 + 60 bytes), for segments of at least 88 bytes
-    let mut segbuf = vec![0u8; 4 * FRAME_MAX];
-    let mut vnet = [0u8; VNET_HDR_LEN];
-    let mut reply = [0u8; 64];
-    let mut pending: Option<Pending> = None;
-    loop {
-        let mut guard = tokio::select! {
-            _ = shutdown.wait() => return Ok(()),
-            g = tap.readable() => g.map_err(|e| format!("overlay: TAP poll: {e}"))?,
+    counters: Arc<Counters>,
+    vx: [u8; vxlan::HEADER_LEN],
+    vnet_on: bool,
+    /// Room for a run of datagrams and one more frame read behind them.
+    buf: Vec<u8>,
+    /// Segmentation output: the payload once, plus per segment a VXLAN header and the
+    /// frame's headers (at most 18 + 60 + 60 bytes), for segments of at least 88 bytes.
+    segbuf: Vec<u8>,
+    vnet: [u8; VNET_HDR_LEN],
+    reply: [u8; 64],
+    pending: Option<Pending>,
+}
+
+impl Tx {
+    fn new(net: usize, tap: Arc<AsyncFd<Tap>>, switch: &Mutex<Switch>, features: &Features) -> Tx {
+        let (vni, counters) = {
+            let s = lock(switch);
+            (s.vni(net), s.counters(net).clone())
         };
-        let mut pos = 0usize;
-        for _ in 0..BATCH {
-            if pos + vxlan::HEADER_LEN + FRAME_MAX > buf.len() {
-                flush(&mut pending, &buf, &senders, &features, &counters).await;
-                pos = 0;
-            }
-            let at = pos + vxlan::HEADER_LEN;
-            let window = &mut buf[at..at + FRAME_MAX];
-            let read = guard.try_io(|t| {
-                if vnet_on {
-                    t.get_ref().read_split(&mut vnet, window)
-                } else {
-                    t.get_ref().read(window)
-                }
-            });
-            let n = match read {
-                Err(_would_block) => break,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => {
-                    return Err(format!("overlay: TAP {} read: {e}", tap.get_ref().name()));
-                }
-                Ok(Ok(n)) => n,
-            };
-            let (hdr, len) = if vnet_on {
-                match (VnetHdr::parse(&vnet), n.checked_sub(VNET_HDR_LEN)) {
-                    (Ok(h), Some(len)) => (h, len),
-                    _ => {
-                        counters.dropped(DropReason::ShortTapFrame);
-                        continue;
-                    }
-                }
-            } else {
-                (VnetHdr::default(), n)
-            };
-            let end = at + len;
-            let (decision, peers) = {
-                let mut s = lock(&switch);
-                let d = s.from_tap(net, &buf[at..end], Instant::now(), &mut reply);
-                let peers = (d == FromTap::Flood).then(|| s.peers().clone());
-                (d, peers)
-            };
-            let one;
-            let dsts: &[SocketAddr] = match (&decision, &peers) {
-                (FromTap::Unicast(v), _) => {
-                    one = [*v];
-                    &one
-                }
-                (FromTap::Flood, Some(p)) => p,
-                (FromTap::Reply(len), _) => {
-                    let res = if vnet_on {
-                        let zero = [0u8; VNET_HDR_LEN];
-                        tap.get_ref()
-                            .write_vectored(&[IoSlice::new(&zero), IoSlice::new(&reply[..*len])])
-                    } else {
-                        write_tap(&tap, &reply[..*len]).await
-                    };
-                    if let Err(e) = res {
-                        counters.dropped(DropReason::TapWrite);
-                        tracing::debug!("overlay: ARP reply to TAP: {e}");
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            let sock = flow_hash(&buf[at..end]) as usize % senders.len();
-            if hdr.gso_type & !GSO_ECN != GSO_NONE {
-                // a TSO super-frame: cut it, then send the segments in GSO runs
-                flush(&mut pending, &buf, &senders, &features, &counters).await;
-                pos = 0;
-                match offload::segment(
-                    &buf[at..end],
-                    Some(usize::from(hdr.csum_start)),
-                    usize::from(hdr.gso_size),
-                    &vx,
-                    &mut segbuf,
-                ) {
-                    Ok(s) => {
-                        counters.tso_frames.fetch_add(1, Relaxed);
-                        for dst in dsts {
-                            send_segments(
-                                &senders[sock],
-                                &segbuf[..s.len],
-                                s.stride,
-                                *dst,
-                                &features,
-                                &counters,
-                            )
-                            .await;
-                        }
-                    }
-                    Err(_) => counters.dropped(DropReason::BadOffload),
-                }
-                continue;
-            }
-            if hdr.flags & F_NEEDS_CSUM != 0
-                && offload::complete_checksum(
-                    &mut buf[at..end],
-                    usize::from(hdr.csum_start),
-                    usize::from(hdr.csum_offset),
-                )
-                .is_err()
-            {
-                counters.dropped(DropReason::BadOffload);
-                continue;
-            }
-            buf[pos..at].copy_from_slice(&vx);
-            let dlen = end - pos;
-            if let (FromTap::Unicast(vtep), true) = (decision, features.udp_gso.load(Relaxed)) {
-                let joins = pending.as_ref().is_some_and(|p| {
-                    p.end == pos
-                        && p.dst == vtep
-                        && p.sock == sock
-                        && !p.closed
-                        && p.count < MAX_SEGMENTS
-                        && dlen <= p.seg
-                        && p.end - p.start + dlen <= MAX_GSO_BYTES
-                });
-                if joins {
-                    if let Some(p) = pending.as_mut() {
-                        p.end += dlen;
-                        p.count += 1;
-                        p.closed = dlen < p.seg;
-                    }
-                } else {
-                    flush(&mut pending, &buf, &senders, &features, &counters).await;
-                    pending = Some(Pending {
-                        start: pos,
-                        end,
-                        seg: dlen,
-                        count: 1,
-                        dst: vtep,
-                        sock,
-                        closed: false,
-                    });
-                }
-                pos = end;
-                continue;
-            }
-            // flood, or no GSO: in order, one datagram per send
-            flush(&mut pending, &buf, &senders, &features, &counters).await;
-            for dst in dsts {
-                send(&senders[sock], &buf[pos..end], *dst, &counters).await;
-            }
+        let mut vx = [0u8; vxlan::HEADER_LEN];
+        vxlan::emit_header(&mut vx, vni);
+        Tx {
+            net,
+            tap,
+            counters,
+            vx,
+            vnet_on: features.tap_offload,
+            buf: vec![0u8; 4 * (FRAME_MAX + vxlan::HEADER_LEN)],
+            segbuf: vec![0u8; 4 * FRAME_MAX],
+            vnet: [0u8; VNET_HDR_LEN],
+            reply: [0u8; 64],
+            pending: None,
+        }
+    }
+}
+
+/// Reads what the TAP has queued (at most [`BATCH`] frames) and sends it. Returns the number
+/// of frames read.
+async fn tx_drain(
+    st: &mut Tx,
+    switch: &Mutex<Switch>,
+    senders: &[UdpSocket],
+    features: &Features,
+) -> Result<usize, String> {
+    let (net, vnet_on, vx) = (st.net, st.vnet_on, st.vx);
+    let Tx {
+        tap,
+        counters,
+        buf,
+        segbuf,
+        vnet,
+        reply,
+        pending,
+        ..
+    } = st;
+    let mut handled = 0;
+    let mut pos = 0usize;
+    for _ in 0..BATCH {
+        if pos + vxlan::HEADER_LEN + FRAME_MAX > buf.len() {
+            flush(pending, buf, senders, features, counters).await;
             pos = 0;
         }
-        flush(&mut pending, &buf, &senders, &features, &counters).await;
-        tokio::task::yield_now().await;
+        let at = pos + vxlan::HEADER_LEN;
+        let window = &mut buf[at..at + FRAME_MAX];
+        let read = tap.try_io(Interest::READABLE, |t| {
+            if vnet_on {
+                t.read_split(&mut vnet[..], window)
+            } else {
+                t.read(window)
+            }
+        });
+        let n = match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(format!("overlay: TAP {} read: {e}", tap.get_ref().name()));
+            }
+            Ok(n) => n,
+        };
+        handled += 1;
+        let (hdr, len) = if vnet_on {
+            match (VnetHdr::parse(&vnet[..]), n.checked_sub(VNET_HDR_LEN)) {
+                (Ok(h), Some(len)) => (h, len),
+                _ => {
+                    counters.dropped(DropReason::ShortTapFrame);
+                    continue;
+                }
+            }
+        } else {
+            (VnetHdr::default(), n)
+        };
+        let end = at + len;
+        let (decision, peers) = {
+            let mut s = lock(switch);
+            let d = s.from_tap(net, &buf[at..end], Instant::now(), &mut reply[..]);
+            let peers = (d == FromTap::Flood).then(|| s.peers().clone());
+            (d, peers)
+        };
+        let one;
+        let dsts: &[SocketAddr] = match (&decision, &peers) {
+            (FromTap::Unicast(v), _) => {
+                one = [*v];
+                &one
+            }
+            (FromTap::Flood, Some(p)) => p,
+            (FromTap::Reply(len), _) => {
+                let res = if vnet_on {
+                    let zero = [0u8; VNET_HDR_LEN];
+                    tap.get_ref()
+                        .write_vectored(&[IoSlice::new(&zero), IoSlice::new(&reply[..*len])])
+                } else {
+                    write_tap(tap, &reply[..*len]).await
+                };
+                if let Err(e) = res {
+                    counters.dropped(DropReason::TapWrite);
+                    tracing::debug!("overlay: ARP reply to TAP: {e}");
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let sock = flow_hash(&buf[at..end]) as usize % senders.len();
+        if hdr.gso_type & !GSO_ECN != GSO_NONE {
+            // a TSO super-frame: cut it, then send the segments in GSO runs
+            flush(pending, buf, senders, features, counters).await;
+            pos = 0;
+            match offload::segment(
+                &buf[at..end],
+                Some(usize::from(hdr.csum_start)),
+                usize::from(hdr.gso_size),
+                &vx,
+                &mut segbuf[..],
+            ) {
+                Ok(s) => {
+                    counters.tso_frames.fetch_add(1, Relaxed);
+                    for dst in dsts {
+                        send_segments(
+                            &senders[sock],
+                            &segbuf[..s.len],
+                            s.stride,
+                            *dst,
+                            features,
+                            counters,
+                        )
+                        .await;
+                    }
+                }
+                Err(_) => counters.dropped(DropReason::BadOffload),
+            }
+            continue;
+        }
+        if hdr.flags & F_NEEDS_CSUM != 0
+            && offload::complete_checksum(
+                &mut buf[at..end],
+                usize::from(hdr.csum_start),
+                usize::from(hdr.csum_offset),
+            )
+            .is_err()
+        {
+            counters.dropped(DropReason::BadOffload);
+            continue;
+        }
+        buf[pos..at].copy_from_slice(&vx);
+        let dlen = end - pos;
+        if let (FromTap::Unicast(vtep), true) = (decision, features.udp_gso.load(Relaxed)) {
+            let joins = pending.as_ref().is_some_and(|p| {
+                p.end == pos
+                    && p.dst == vtep
+                    && p.sock == sock
+                    && !p.closed
+                    && p.count < MAX_SEGMENTS
+                    && dlen <= p.seg
+                    && p.end - p.start + dlen <= MAX_GSO_BYTES
+            });
+            if joins {
+                if let Some(p) = pending.as_mut() {
+                    p.end += dlen;
+                    p.count += 1;
+                    p.closed = dlen < p.seg;
+                }
+            } else {
+                flush(pending, buf, senders, features, counters).await;
+                *pending = Some(Pending {
+                    start: pos,
+                    end,
+                    seg: dlen,
+                    count: 1,
+                    dst: vtep,
+                    sock,
+                    closed: false,
+                });
+            }
+            pos = end;
+            continue;
+        }
+        // flood, or no GSO: in order, one datagram per send
+        flush(pending, buf, senders, features, counters).await;
+        for dst in dsts {
+            send(&senders[sock], &buf[pos..end], *dst, counters).await;
+        }
+        pos = 0;
     }
+    flush(pending, buf, senders, features, counters).await;
+    Ok(handled)
 }
 
 /// Received TCP segments of one flow waiting to be written to the TAP as one frame.
@@ -653,146 +703,173 @@ fn flush_merge(
     }
 }
 
-async fn udp_to_tap(
-    sock: UdpSocket,
+/// UDP → TAP state of one worker: buffers allocated once.
+struct Rx {
     taps: Vec<Arc<AsyncFd<Tap>>>,
-    switch: Arc<Mutex<Switch>>,
-    features: Arc<Features>,
-    mut shutdown: Shutdown,
-) -> Result<(), String> {
-    let counters: Vec<Arc<Counters>> = {
-        let s = lock(&switch);
-        (0..taps.len()).map(|i| s.counters(i).clone()).collect()
-    };
-    let vnet_on = features.tap_offload;
-    let mut buf = vec![0u8; FRAME_MAX + 1];
-    let mut scratch = vec![0u8; FRAME_MAX];
-    let mut hdr = [0u8; VNET_HDR_LEN + 256];
-    let zero = [0u8; VNET_HDR_LEN];
-    let mut decisions = [FromUdp::Drop(DropReason::Truncated); GRO_MAX];
-    let mut merge: Option<Merge> = None;
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => return Ok(()),
-            r = sock.readable() => r.map_err(|e| format!("overlay: UDP poll: {e}"))?,
+    counters: Vec<Arc<Counters>>,
+    vnet_on: bool,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    hdr: [u8; VNET_HDR_LEN + 256],
+    decisions: [FromUdp; GRO_MAX],
+    merge: Option<Merge>,
+}
+
+impl Rx {
+    fn new(taps: Vec<Arc<AsyncFd<Tap>>>, switch: &Mutex<Switch>, features: &Features) -> Rx {
+        let counters = {
+            let s = lock(switch);
+            (0..taps.len()).map(|i| s.counters(i).clone()).collect()
+        };
+        Rx {
+            taps,
+            counters,
+            vnet_on: features.tap_offload,
+            buf: vec![0u8; FRAME_MAX + 1],
+            scratch: vec![0u8; FRAME_MAX],
+            hdr: [0u8; VNET_HDR_LEN + 256],
+            decisions: [FromUdp::Drop(DropReason::Truncated); GRO_MAX],
+            merge: None,
         }
-        for _ in 0..BATCH {
-            let (n, src, seg) =
-                match sock.try_io(Interest::READABLE, || udp::recv_gro(&sock, &mut buf)) {
-                    Ok(x) => x,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        tracing::debug!("overlay: UDP receive: {e}");
-                        continue;
-                    }
-                };
-            // the datagrams in this read, in runs of at most GRO_MAX
-            let mut off = 0;
-            while off < n {
-                let run_end = (off + seg * GRO_MAX).min(n);
-                {
-                    let mut s = lock(&switch);
-                    let now = Instant::now();
-                    for (i, d) in buf[off..run_end].chunks(seg).enumerate() {
-                        decisions[i] = s.from_udp(src, d, now);
-                    }
-                }
-                let mut at = off;
-                for decision in decisions.iter().take((run_end - off).div_ceil(seg)) {
-                    let dend = (at + seg).min(run_end);
-                    let (fs, fe) = (at + vxlan::HEADER_LEN, dend);
-                    at = dend;
-                    match *decision {
-                        FromUdp::Deliver { network } => {
-                            if vnet_on && let Some(ts) = TcpSegment::parse(&buf[fs..fe]) {
-                                let joined = merge.as_mut().is_some_and(|m| {
-                                    let (s0, e0) = m.frames[0];
-                                    let ok = m.net == network
-                                        && m.count < GRO_MAX
-                                        && m.total + ts.payload + ts.header_len() <= FRAME_MAX
-                                        && m.first.follows(
-                                            &buf[s0..e0],
-                                            &m.last,
-                                            m.total,
-                                            &buf[fs..fe],
-                                            &ts,
-                                        );
-                                    if ok {
-                                        m.frames[m.count] = (fs, fe);
-                                        m.count += 1;
-                                        m.total += ts.payload;
-                                        m.last = ts;
-                                    }
-                                    ok
-                                });
-                                if !joined {
-                                    flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
-                                    let mut frames = [(0, 0); GRO_MAX];
-                                    frames[0] = (fs, fe);
-                                    merge = Some(Merge {
-                                        net: network,
-                                        frames,
-                                        count: 1,
-                                        first: ts,
-                                        last: ts,
-                                        total: ts.payload,
-                                    });
-                                }
-                                continue;
-                            }
-                            flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
-                            let c = &counters[network];
-                            if checksum::complete_partial(&mut buf[fs..fe]) == Partial::Completed {
-                                c.checksum_completed.fetch_add(1, Relaxed);
-                            }
-                            let frame = &buf[fs..fe];
-                            let res = if vnet_on {
-                                taps[network]
-                                    .get_ref()
-                                    .write_vectored(&[IoSlice::new(&zero), IoSlice::new(frame)])
-                            } else {
-                                taps[network].get_ref().write(frame)
-                            };
-                            match res {
-                                Ok(_) => c.rx(frame.len()),
-                                Err(e) => {
-                                    c.dropped(DropReason::TapWrite);
-                                    tracing::debug!("overlay: TAP write: {e}");
-                                }
-                            }
-                        }
-                        FromUdp::Segment { network, mss } => {
-                            flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
-                            let c = &counters[network];
-                            let tap = taps[network].get_ref();
-                            let res = tcp_segment::segment(&buf[fs..fe], mss, &mut scratch, |s| {
-                                let r = if vnet_on {
-                                    tap.write_vectored(&[IoSlice::new(&zero), IoSlice::new(s)])
-                                } else {
-                                    tap.write(s)
-                                };
-                                match r {
-                                    Ok(_) => c.rx(s.len()),
-                                    Err(_) => c.dropped(DropReason::TapWrite),
-                                }
-                            });
-                            match res {
-                                Ok(_) => c.segmented.fetch_add(1, Relaxed),
-                                Err(_) => {
-                                    c.dropped(DropReason::Oversize);
-                                    0
-                                }
-                            };
-                        }
-                        FromUdp::Drop(_) => {}
-                    }
-                }
-                off = run_end;
-            }
-            flush_merge(&mut merge, &buf, &taps, &counters, &mut hdr);
-        }
-        tokio::task::yield_now().await;
     }
+}
+
+/// Receives what the socket has queued (at most [`BATCH`] reads) and writes it to the TAPs.
+/// Returns the number of reads.
+fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
+    let vnet_on = st.vnet_on;
+    let Rx {
+        taps,
+        counters,
+        buf,
+        scratch,
+        hdr,
+        decisions,
+        merge,
+        ..
+    } = st;
+    let (taps, counters) = (&taps[..], &counters[..]);
+    let zero = [0u8; VNET_HDR_LEN];
+    let mut handled = 0;
+    for _ in 0..BATCH {
+        let (n, src, seg) =
+            match sock.try_io(Interest::READABLE, || udp::recv_gro(sock, &mut buf[..])) {
+                Ok(x) => {
+                    handled += 1;
+                    x
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!("overlay: UDP receive: {e}");
+                    continue;
+                }
+            };
+        // the datagrams in this read, in runs of at most GRO_MAX
+        let mut off = 0;
+        while off < n {
+            let run_end = (off + seg * GRO_MAX).min(n);
+            {
+                let mut s = lock(switch);
+                let now = Instant::now();
+                for (i, d) in buf[off..run_end].chunks(seg).enumerate() {
+                    decisions[i] = s.from_udp(src, d, now);
+                }
+            }
+            let mut at = off;
+            for decision in decisions.iter().take((run_end - off).div_ceil(seg)) {
+                let dend = (at + seg).min(run_end);
+                let (fs, fe) = (at + vxlan::HEADER_LEN, dend);
+                at = dend;
+                match *decision {
+                    FromUdp::Deliver { network } => {
+                        if vnet_on && let Some(ts) = TcpSegment::parse(&buf[fs..fe]) {
+                            let joined = merge.as_mut().is_some_and(|m| {
+                                let (s0, e0) = m.frames[0];
+                                let ok = m.net == network
+                                    && m.count < GRO_MAX
+                                    && m.total + ts.payload + ts.header_len() <= FRAME_MAX
+                                    && m.first.follows(
+                                        &buf[s0..e0],
+                                        &m.last,
+                                        m.total,
+                                        &buf[fs..fe],
+                                        &ts,
+                                    );
+                                if ok {
+                                    m.frames[m.count] = (fs, fe);
+                                    m.count += 1;
+                                    m.total += ts.payload;
+                                    m.last = ts;
+                                }
+                                ok
+                            });
+                            if !joined {
+                                flush_merge(merge, buf, taps, counters, &mut hdr[..]);
+                                let mut frames = [(0, 0); GRO_MAX];
+                                frames[0] = (fs, fe);
+                                *merge = Some(Merge {
+                                    net: network,
+                                    frames,
+                                    count: 1,
+                                    first: ts,
+                                    last: ts,
+                                    total: ts.payload,
+                                });
+                            }
+                            continue;
+                        }
+                        flush_merge(merge, buf, taps, counters, &mut hdr[..]);
+                        let c = &counters[network];
+                        if checksum::complete_partial(&mut buf[fs..fe]) == Partial::Completed {
+                            c.checksum_completed.fetch_add(1, Relaxed);
+                        }
+                        let frame = &buf[fs..fe];
+                        let res = if vnet_on {
+                            taps[network]
+                                .get_ref()
+                                .write_vectored(&[IoSlice::new(&zero), IoSlice::new(frame)])
+                        } else {
+                            taps[network].get_ref().write(frame)
+                        };
+                        match res {
+                            Ok(_) => c.rx(frame.len()),
+                            Err(e) => {
+                                c.dropped(DropReason::TapWrite);
+                                tracing::debug!("overlay: TAP write: {e}");
+                            }
+                        }
+                    }
+                    FromUdp::Segment { network, mss } => {
+                        flush_merge(merge, buf, taps, counters, &mut hdr[..]);
+                        let c = &counters[network];
+                        let tap = taps[network].get_ref();
+                        let res = tcp_segment::segment(&buf[fs..fe], mss, &mut scratch[..], |s| {
+                            let r = if vnet_on {
+                                tap.write_vectored(&[IoSlice::new(&zero), IoSlice::new(s)])
+                            } else {
+                                tap.write(s)
+                            };
+                            match r {
+                                Ok(_) => c.rx(s.len()),
+                                Err(_) => c.dropped(DropReason::TapWrite),
+                            }
+                        });
+                        match res {
+                            Ok(_) => c.segmented.fetch_add(1, Relaxed),
+                            Err(_) => {
+                                c.dropped(DropReason::Oversize);
+                                0
+                            }
+                        };
+                    }
+                    FromUdp::Drop(_) => {}
+                }
+            }
+            off = run_end;
+        }
+        flush_merge(merge, buf, taps, counters, &mut hdr[..]);
+    }
+    handled
 }
 
 #[cfg(test)]
