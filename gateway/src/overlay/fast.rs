@@ -30,7 +30,7 @@ use crate::config::NetworkConfig;
 use crate::daemon::Shutdown;
 use crate::wire::checksum::{self, Partial};
 use crate::wire::offload::{
-    self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, TcpSegment, VNET_HDR_LEN, VnetHdr,
+    self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, TcpSegment, UdpSegment, VNET_HDR_LEN, VnetHdr,
 };
 use crate::wire::{tcp_segment, vxlan};
 use std::io::{self, IoSlice};
@@ -57,6 +57,9 @@ const MAX_QUEUES: usize = 4;
 pub struct Features {
     /// TAP vnet headers with checksum and TSO offloads.
     pub tap_offload: bool,
+    /// The TAP takes UDP segmentation (USO) frames from us (Linux ≥ 6.2), so received UDP
+    /// datagrams of one flow are merged like TCP segments.
+    pub tap_uso: bool,
     /// TAP queues, one worker each.
     pub queues: usize,
     /// UDP GSO; cleared at run time if the kernel refuses it.
@@ -70,6 +73,7 @@ impl Features {
     pub fn portable() -> Features {
         Features {
             tap_offload: false,
+            tap_uso: false,
             queues: 1,
             udp_gso: AtomicBool::new(false),
             udp_gro: false,
@@ -86,9 +90,10 @@ impl Features {
     }
 
     /// Each feature and whether it is on.
-    pub fn list(&self) -> [(&'static str, bool); 4] {
+    pub fn list(&self) -> [(&'static str, bool); 5] {
         [
             ("tap_tso", self.tap_offload),
+            ("tap_uso", self.tap_uso),
             ("udp_gso", self.udp_gso.load(Relaxed)),
             ("udp_gro", self.udp_gro),
             ("multi_queue", self.queues > 1),
@@ -138,9 +143,8 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
         offload: kernel & libc::IFF_VNET_HDR != 0,
         multi_queue: want_queues > 1,
     };
-    // Try the richest options on the first network's first queue, then fewer. A TAP that
-    // exists already only takes the queue mode it was created with, so both are tried.
-    let first = &networks[0];
+    // Each network's TAP: try the richest options, then fewer. A TAP that exists already
+    // only takes the queue mode it was created with, so both modes are tried.
     let mut attempts: Vec<TapOptions> = Vec::with_capacity(4);
     for offload in [options.offload, false] {
         for multi_queue in [options.multi_queue, !options.multi_queue] {
@@ -153,57 +157,69 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
             }
         }
     }
-    let mut options = options;
-    let mut first_tap = None;
-    let mut last_err = String::new();
-    for a in attempts {
-        match Tap::open_with(&first.tap, first.mtu, a) {
-            Ok(t) => {
-                options = a;
-                first_tap = Some(t);
-                break;
+    let open_net = |n: &NetworkConfig, opts: &[TapOptions]| -> Result<(Tap, TapOptions), String> {
+        let mut last_err = String::new();
+        for a in opts {
+            match Tap::open_with(&n.tap, n.mtu, *a) {
+                Ok(t) => return Ok((t, *a)),
+                Err(e) => {
+                    tracing::info!(
+                        tap = %n.tap,
+                        offload = a.offload,
+                        multi_queue = a.multi_queue,
+                        "overlay: TAP refused these options ({e}); trying fewer"
+                    );
+                    last_err = e.to_string();
+                }
             }
-            Err(e) => {
-                tracing::info!(
-                    tap = %first.tap,
-                    offload = a.offload,
-                    multi_queue = a.multi_queue,
-                    "overlay: TAP refused these options ({e}); trying fewer"
-                );
-                last_err = e.to_string();
+        }
+        Err(format!(
+            "overlay: cannot open TAP {:?} (network {:?}): {last_err}",
+            n.tap, n.name
+        ))
+    };
+    let mut first: Vec<(Tap, TapOptions)> = Vec::with_capacity(networks.len());
+    for n in networks {
+        first.push(open_net(n, &attempts)?);
+    }
+    // vnet headers are all or nothing (one receive path serves every network)
+    if first.iter().any(|(_, o)| o.offload) && !first.iter().all(|(_, o)| o.offload) {
+        for (i, n) in networks.iter().enumerate() {
+            if first[i].1.offload {
+                let fewer: Vec<TapOptions> =
+                    attempts.iter().filter(|a| !a.offload).copied().collect();
+                // close this queue first: a single-queue TAP takes one fd at a time
+                let (old, _) = first.remove(i);
+                drop(old);
+                first.insert(i, open_net(n, &fewer)?);
             }
         }
     }
-    let first_tap = first_tap.ok_or_else(|| {
-        format!(
-            "overlay: cannot open TAP {:?} (network {:?}): {last_err}",
-            first.tap, first.name
-        )
-    })?;
-    let queues = if options.multi_queue {
+    let offload = first.iter().all(|(_, o)| o.offload);
+    // more queues only when every network's TAP is multi-queue
+    let queues = if first.iter().all(|(_, o)| o.multi_queue) {
         want_queues.max(1)
     } else {
         1
     };
+    let per_net: Vec<TapOptions> = first.iter().map(|(_, o)| *o).collect();
     let mut workers: Vec<Worker> = Vec::with_capacity(queues);
-    let mut first_tap = Some(first_tap);
+    let mut first_queue: Vec<Tap> = first.into_iter().map(|(t, _)| t).collect();
     for q in 0..queues {
-        let mut taps = Vec::with_capacity(networks.len());
-        for (i, n) in networks.iter().enumerate() {
-            let tap = match (i, q, first_tap.take()) {
-                (0, 0, Some(t)) => t,
-                (_, _, back) => {
-                    first_tap = back;
-                    Tap::open_with(&n.tap, n.mtu, options).map_err(|e| {
-                        format!(
-                            "overlay: cannot open TAP {:?} queue {q} (network {:?}): {e}",
-                            n.tap, n.name
-                        )
-                    })?
-                }
-            };
-            taps.push(tap);
-        }
+        let taps = if q == 0 {
+            std::mem::take(&mut first_queue)
+        } else {
+            let mut taps = Vec::with_capacity(networks.len());
+            for (n, o) in networks.iter().zip(&per_net) {
+                taps.push(Tap::open_with(&n.tap, n.mtu, *o).map_err(|e| {
+                    format!(
+                        "overlay: cannot open TAP {:?} queue {q} (network {:?}): {e}",
+                        n.tap, n.name
+                    )
+                })?);
+            }
+            taps
+        };
         let recv = bind_udp(listen, queues > 1)
             .map_err(|e| format!("overlay: cannot bind {listen}: {e}"))?;
         let senders = bind_send_pool(listen)?;
@@ -215,8 +231,10 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
     }
     let udp_gro = workers.iter().all(|w| udp::enable_gro(&w.recv).is_ok());
     let udp_gso = workers[0].senders.first().is_some_and(udp::gso_supported);
+    let tap_uso = offload && workers[0].taps.iter().all(Tap::probe_uso);
     let features = Features {
-        tap_offload: options.offload,
+        tap_offload: offload,
+        tap_uso,
         queues,
         udp_gso: AtomicBool::new(udp_gso),
         udp_gro,
@@ -643,13 +661,53 @@ async fn tx_drain(
 }
 
 /// Received TCP segments of one flow waiting to be written to the TAP as one frame.
+/// A received frame that may be merged: a TCP segment, or a UDP datagram (with USO).
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    Tcp(TcpSegment),
+    Udp(UdpSegment),
+}
+
+impl Seg {
+    fn parse(frame: &[u8], uso: bool) -> Option<Seg> {
+        match TcpSegment::parse(frame) {
+            Some(t) => Some(Seg::Tcp(t)),
+            None if uso => UdpSegment::parse(frame).map(Seg::Udp),
+            None => None,
+        }
+    }
+
+    fn payload(&self) -> usize {
+        match self {
+            Seg::Tcp(t) => t.payload,
+            Seg::Udp(u) => u.payload,
+        }
+    }
+
+    fn header_len(&self) -> usize {
+        match self {
+            Seg::Tcp(t) => t.header_len(),
+            Seg::Udp(u) => u.header_len(),
+        }
+    }
+
+    /// Whether `next` continues the merge that starts with `first` (parsed as `self`).
+    fn follows(&self, first: &[u8], last: &Seg, total: usize, frame: &[u8], next: &Seg) -> bool {
+        match (self, last, next) {
+            (Seg::Tcp(a), Seg::Tcp(l), Seg::Tcp(n)) => a.follows(first, l, total, frame, n),
+            (Seg::Udp(a), Seg::Udp(l), Seg::Udp(n)) => a.follows(first, l, frame, n),
+            _ => false,
+        }
+    }
+}
+
 struct Merge {
     net: usize,
     /// (start, end) of each frame in the receive buffer.
     frames: [(usize, usize); GRO_MAX],
     count: usize,
-    first: TcpSegment,
-    last: TcpSegment,
+    first: Seg,
+    last: Seg,
     /// Payload bytes so far.
     total: usize,
 }
@@ -670,9 +728,11 @@ fn flush_merge(
     let (sl, el) = m.frames[m.count - 1];
     let (vnet_part, rest) = hdr.split_at_mut(VNET_HDR_LEN);
     let bytes: usize = m.frames[..m.count].iter().map(|(s, e)| e - s).sum();
-    let Ok((hl, vnet)) =
-        offload::merged_header(first, &m.first, m.total, m.count, &buf[sl..el], rest)
-    else {
+    let merged = match &m.first {
+        Seg::Tcp(t) => offload::merged_header(first, t, m.total, m.count, &buf[sl..el], rest),
+        Seg::Udp(u) => offload::merged_udp_header(first, u, m.total, m.count, rest),
+    };
+    let Ok((hl, vnet)) = merged else {
         for _ in 0..m.count {
             c.dropped(DropReason::TapWrite);
         }
@@ -708,6 +768,8 @@ struct Rx {
     taps: Vec<Arc<AsyncFd<Tap>>>,
     counters: Vec<Arc<Counters>>,
     vnet_on: bool,
+    /// The TAP takes USO frames: same-sized UDP datagrams of one flow are merged too.
+    uso: bool,
     buf: Vec<u8>,
     scratch: Vec<u8>,
     hdr: [u8; VNET_HDR_LEN + 256],
@@ -725,6 +787,7 @@ impl Rx {
             taps,
             counters,
             vnet_on: features.tap_offload,
+            uso: features.tap_uso,
             buf: vec![0u8; FRAME_MAX + 1],
             scratch: vec![0u8; FRAME_MAX],
             hdr: [0u8; VNET_HDR_LEN + 256],
@@ -737,7 +800,7 @@ impl Rx {
 /// Receives what the socket has queued (at most [`BATCH`] reads) and writes it to the TAPs.
 /// Returns the number of reads.
 fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
-    let vnet_on = st.vnet_on;
+    let (vnet_on, uso) = (st.vnet_on, st.uso);
     let Rx {
         taps,
         counters,
@@ -782,12 +845,12 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                 at = dend;
                 match *decision {
                     FromUdp::Deliver { network } => {
-                        if vnet_on && let Some(ts) = TcpSegment::parse(&buf[fs..fe]) {
+                        if vnet_on && let Some(ts) = Seg::parse(&buf[fs..fe], uso) {
                             let joined = merge.as_mut().is_some_and(|m| {
                                 let (s0, e0) = m.frames[0];
                                 let ok = m.net == network
                                     && m.count < GRO_MAX
-                                    && m.total + ts.payload + ts.header_len() <= FRAME_MAX
+                                    && m.total + ts.payload() + ts.header_len() <= FRAME_MAX
                                     && m.first.follows(
                                         &buf[s0..e0],
                                         &m.last,
@@ -798,7 +861,7 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                                 if ok {
                                     m.frames[m.count] = (fs, fe);
                                     m.count += 1;
-                                    m.total += ts.payload;
+                                    m.total += ts.payload();
                                     m.last = ts;
                                 }
                                 ok
@@ -813,7 +876,7 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                                     count: 1,
                                     first: ts,
                                     last: ts,
-                                    total: ts.payload,
+                                    total: ts.payload(),
                                 });
                             }
                             continue;
@@ -900,6 +963,7 @@ mod tests {
         assert_eq!(rc, 0);
         let features = Features {
             tap_offload: true,
+            tap_uso: false,
             queues: 1,
             udp_gso: AtomicBool::new(true),
             udp_gro: false,
@@ -933,12 +997,13 @@ mod tests {
         assert_eq!(f.describe(), "portable (no offloads, 1 queue)");
         let f = Features {
             tap_offload: true,
+            tap_uso: false,
             queues: 2,
             udp_gso: AtomicBool::new(true),
             udp_gro: true,
         };
         assert_eq!(f.describe(), "offload (tap_tso udp_gso udp_gro, 2 queues)");
         f.udp_gso.store(false, Relaxed);
-        assert_eq!(f.list()[1], ("udp_gso", false));
+        assert_eq!(f.list()[2], ("udp_gso", false));
     }
 }

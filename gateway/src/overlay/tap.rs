@@ -117,6 +117,30 @@ impl Tap {
         Ok(Tap { fd, name: actual })
     }
 
+    /// Whether the kernel knows UDP segmentation offload on TAPs (`TUN_F_USO4/6`, Linux ≥
+    /// 6.2), which also means it takes USO frames written to it. The TAP's offloads are left
+    /// as [`Tap::open_with`] set them, so reads never return USO frames.
+    pub fn probe_uso(&self) -> bool {
+        let with = OFFLOADS | libc::TUN_F_USO4 | libc::TUN_F_USO6;
+        // SAFETY: TUNSETOFFLOAD takes the offload bits as its integer argument.
+        let ok = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                with as libc::c_ulong,
+            )
+        } == 0;
+        // SAFETY: as above.
+        unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                OFFLOADS as libc::c_ulong,
+            )
+        };
+        ok
+    }
+
     /// Reads one frame with its vnet header split off into `hdr`. Returns the total length
     /// (header included).
     pub fn read_split(&self, hdr: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {

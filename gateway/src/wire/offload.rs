@@ -28,6 +28,9 @@ pub const GSO_ECN: u8 = 0x80;
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const VLAN: u16 = 0x8100;
 const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+/// `gso_type` for UDP segmentation (USO): Linux ≥ 6.2 takes it from a TAP.
+pub const GSO_UDP_L4: u8 = 5;
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
@@ -102,6 +105,11 @@ struct Layers {
 /// Finds the layers of a TCP frame. `l4_hint` (a vnet header's `csum_start`) is used for
 /// IPv6, whose extension headers are not walked here.
 fn layers(frame: &[u8], l4_hint: Option<usize>) -> Result<Layers, WireError> {
+    layers_of(frame, l4_hint, PROTO_TCP)
+}
+
+/// [`layers`] for TCP or UDP (`proto`).
+fn layers_of(frame: &[u8], l4_hint: Option<usize>, proto: u8) -> Result<Layers, WireError> {
     if frame.len() < 14 {
         return Err(WireError::Truncated);
     }
@@ -120,7 +128,7 @@ fn layers(frame: &[u8], l4_hint: Option<usize>) -> Result<Layers, WireError> {
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
             let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff; // MF or an offset
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != PROTO_TCP || frag != 0 {
+            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != proto || frag != 0 {
                 return Err(WireError::Malformed);
             }
             (l3 + ihl, false, l3 + total)
@@ -130,7 +138,7 @@ fn layers(frame: &[u8], l4_hint: Option<usize>) -> Result<Layers, WireError> {
             let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
             let l4 = match l4_hint {
                 Some(h) if h >= l3 + 40 => h,
-                _ if ip[6] == PROTO_TCP => l3 + 40,
+                _ if ip[6] == proto => l3 + 40,
                 _ => return Err(WireError::Malformed),
             };
             if ip[0] >> 4 != 6 {
@@ -140,9 +148,21 @@ fn layers(frame: &[u8], l4_hint: Option<usize>) -> Result<Layers, WireError> {
         }
         _ => return Err(WireError::Malformed),
     };
-    let tcp = frame.get(l4..l4 + 20).ok_or(WireError::Truncated)?;
-    let hdr = l4 + usize::from(tcp[12] >> 4) * 4;
-    if hdr < l4 + 20 || end < hdr {
+    let hdr = if proto == PROTO_UDP {
+        let udp = frame.get(l4..l4 + 8).ok_or(WireError::Truncated)?;
+        if end >= l4 && usize::from(u16::from_be_bytes([udp[4], udp[5]])) != end - l4 {
+            return Err(WireError::Malformed);
+        }
+        l4 + 8
+    } else {
+        let tcp = frame.get(l4..l4 + 20).ok_or(WireError::Truncated)?;
+        let hdr = l4 + usize::from(tcp[12] >> 4) * 4;
+        if hdr < l4 + 20 {
+            return Err(WireError::Malformed);
+        }
+        hdr
+    };
+    if end < hdr {
         return Err(WireError::Malformed);
     }
     if end > frame.len() {
@@ -157,14 +177,18 @@ fn layers(frame: &[u8], l4_hint: Option<usize>) -> Result<Layers, WireError> {
     })
 }
 
-/// The pseudo-header sum without the length (addresses and protocol).
+/// The pseudo-header sum without the length (addresses and protocol TCP).
 fn pseudo_sum(frame: &[u8], l: &Layers) -> u64 {
+    pseudo_sum_of(frame, l, PROTO_TCP)
+}
+
+fn pseudo_sum_of(frame: &[u8], l: &Layers, proto: u8) -> u64 {
     let addrs = if l.v6 {
         &frame[l.l3 + 8..l.l3 + 40]
     } else {
         &frame[l.l3 + 12..l.l3 + 20]
     };
-    add(u64::from(PROTO_TCP), addrs)
+    add(u64::from(proto), addrs)
 }
 
 /// What [`segment`] wrote.
@@ -382,6 +406,125 @@ pub fn merged_header(
     Ok((l.hdr, vnet))
 }
 
+/// A received UDP datagram that may be merged with its neighbours (same flow, same size)
+/// into one USO frame for the TAP; the kernel cuts it back into the same datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSegment {
+    l: Layers,
+    /// UDP payload bytes.
+    pub payload: usize,
+}
+
+impl UdpSegment {
+    /// A candidate is unfragmented UDP over IPv4 (valid header checksum) or IPv6 without
+    /// extension headers, with data, whose checksum verifies (or, over IPv4, is absent).
+    pub fn parse(frame: &[u8]) -> Option<UdpSegment> {
+        let l = layers_of(frame, None, PROTO_UDP).ok()?;
+        if l.end != frame.len() || l.end == l.hdr {
+            return None;
+        }
+        if !l.v6 && fold(add(0, &frame[l.l3..l.l4])) != 0xffff {
+            return None;
+        }
+        let stored = u16::from_be_bytes([frame[l.l4 + 6], frame[l.l4 + 7]]);
+        if stored == 0 {
+            if l.v6 {
+                return None; // IPv6 requires a checksum
+            }
+        } else {
+            let len = (l.end - l.l4) as u64;
+            if fold(add(
+                pseudo_sum_of(frame, &l, PROTO_UDP) + len,
+                &frame[l.l4..l.end],
+            )) != 0xffff
+            {
+                return None;
+            }
+        }
+        Some(UdpSegment {
+            l,
+            payload: l.end - l.hdr,
+        })
+    }
+
+    /// Whether `next` continues the run that starts with `first` (parsed as `self`) and ends
+    /// with `last`: same headers but lengths, IPv4 ID and checksums, and every datagram the
+    /// first one's size but possibly the last.
+    pub fn follows(
+        &self,
+        first: &[u8],
+        last: &UdpSegment,
+        next_frame: &[u8],
+        next: &UdpSegment,
+    ) -> bool {
+        let (a, b) = (&self.l, &next.l);
+        if *a != (Layers { end: a.end, ..*b }) {
+            return false;
+        }
+        if last.payload != self.payload || next.payload > self.payload {
+            return false;
+        }
+        let same = |r: std::ops::Range<usize>| first[r.clone()] == next_frame[r];
+        let ip_same = if a.v6 {
+            same(a.l3..a.l3 + 4) && same(a.l3 + 6..a.l4)
+        } else {
+            same(a.l3..a.l3 + 2) && same(a.l3 + 6..a.l3 + 10) && same(a.l3 + 12..a.l4)
+        };
+        same(0..a.l3) && ip_same && same(a.l4..a.l4 + 4)
+    }
+
+    /// Header bytes (Ethernet + IP + UDP).
+    pub fn header_len(&self) -> usize {
+        self.l.hdr
+    }
+}
+
+/// Writes into `out` the header of the USO frame that carries `count` datagrams of `first`'s
+/// flow, `total` payload bytes in all. Returns the header length and the vnet header (plain
+/// when `count` is 1).
+pub fn merged_udp_header(
+    first: &[u8],
+    seg: &UdpSegment,
+    total: usize,
+    count: usize,
+    out: &mut [u8],
+) -> Result<(usize, VnetHdr), WireError> {
+    let l = &seg.l;
+    let h = out.get_mut(..l.hdr).ok_or(WireError::Truncated)?;
+    h.copy_from_slice(&first[..l.hdr]);
+    if count <= 1 {
+        return Ok((l.hdr, VnetHdr::default()));
+    }
+    let udp_len = 8 + total;
+    let ip_len = l.l4 - l.l3 + udp_len;
+    if ip_len > 0xffff {
+        return Err(WireError::Malformed);
+    }
+    if l.v6 {
+        h[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+    } else {
+        let ip = &mut h[l.l3..l.l4];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        ip[10..12].fill(0);
+        let c = !fold(add(0, ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    h[l.l4 + 4..l.l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+    let partial = fold(pseudo_sum_of(first, l, PROTO_UDP) + udp_len as u64);
+    h[l.l4 + 6..l.l4 + 8].copy_from_slice(&partial.to_be_bytes());
+    Ok((
+        l.hdr,
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: l.hdr as u16,
+            gso_size: seg.payload as u16,
+            csum_start: l.l4 as u16,
+            csum_offset: 6,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +700,68 @@ mod tests {
         assert_eq!(u16::from_be_bytes([segs[2][18], segs[2][19]]), 20 + 600);
         for f in &segs {
             TcpSegment::parse(f).expect("verifies");
+        }
+    }
+
+    fn udp_frame(payload: &[u8], id: u16, csum: bool) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
+        f[18..20].copy_from_slice(&id.to_be_bytes());
+        f[22] = 64;
+        f[23] = PROTO_UDP;
+        f[26..30].copy_from_slice(&[10, 200, 1, 11]);
+        f[30..34].copy_from_slice(&[10, 200, 2, 11]);
+        let c = !fold(add(0, &f[14..34]));
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f[34..36].copy_from_slice(&5000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+        f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(payload);
+        if csum {
+            let l = layers_of(&f, None, PROTO_UDP).expect("udp");
+            let c = !fold(add(
+                pseudo_sum_of(&f, &l, PROTO_UDP) + (f.len() - 34) as u64,
+                &f[34..],
+            ));
+            f[40..42].copy_from_slice(&c.to_be_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn udp_datagrams_of_one_flow_merge_into_a_uso_frame() {
+        let a = udp_frame(&[1; 64], 1, true);
+        let b = udp_frame(&[2; 64], 7, false);
+        let c = udp_frame(&[3; 30], 9, true);
+        let (pa, pb, pc) = (
+            UdpSegment::parse(&a).expect("a"),
+            UdpSegment::parse(&b).expect("b: no checksum is fine over IPv4"),
+            UdpSegment::parse(&c).expect("c"),
+        );
+        assert!(pa.follows(&a, &pa, &b, &pb));
+        assert!(pa.follows(&a, &pb, &c, &pc), "a shorter last one");
+        assert!(!pa.follows(&a, &pc, &a, &pa), "nothing after a short one");
+        let mut other = udp_frame(&[2; 64], 7, false);
+        other[37] = 0x52; // another destination port
+        let po = UdpSegment::parse(&other).expect("other");
+        assert!(!pa.follows(&a, &pa, &other, &po));
+        let mut bad = a.clone();
+        bad[50] ^= 1;
+        assert!(UdpSegment::parse(&bad).is_none(), "bad checksum");
+        let mut out = [0u8; 128];
+        let (hl, v) = merged_udp_header(&a, &pa, 64 + 64 + 30, 3, &mut out).expect("hdr");
+        assert_eq!(hl, 42);
+        assert_eq!(
+            (v.gso_type, v.gso_size, v.csum_start, v.csum_offset),
+            (GSO_UDP_L4, 64, 34, 6)
+        );
+        assert_eq!(u16::from_be_bytes([out[38], out[39]]), 8 + 158);
+        assert_eq!(u16::from_be_bytes([out[16], out[17]]), 28 + 158);
+        assert_eq!(fold(add(0, &out[14..34])), 0xffff, "IPv4 header checksum");
+        for n in 0..a.len() {
+            let _ = UdpSegment::parse(&a[..n]);
         }
     }
 
