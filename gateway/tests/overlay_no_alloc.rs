@@ -42,6 +42,15 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The counter is global: tests take turns (the harness runs them on parallel threads).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    ALLOCS.store(0, SeqCst);
+    guard
+}
+
 const H2: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2)), 4789);
 const H3: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 99, 0, 3)), 4789);
 
@@ -51,6 +60,7 @@ fn mac(n: u8) -> MacAddr {
 
 #[test]
 fn encapsulate_and_decapsulate_allocate_nothing() {
+    let _turn = exclusive();
     let mut switch = Switch::new(
         "h1",
         &[H2, H3],
@@ -138,4 +148,52 @@ fn encapsulate_and_decapsulate_allocate_nothing() {
         0,
         "allocations on the packet path over {decisions} decisions"
     );
+}
+
+/// The offload path's pure parts allocate nothing either: cutting a 64 KiB TSO super-frame
+/// into VXLAN datagrams, and checking, merging and writing the header of received segments.
+#[test]
+fn segmentation_and_merging_allocate_nothing() {
+    let _turn = exclusive();
+    use vxgate::wire::checksum::{add, fold};
+    use vxgate::wire::offload::{TcpSegment, UdpSegment, merged_header, segment};
+    let payload = 60_000usize;
+    let mut f = vec![0u8; 14 + 20 + 20];
+    f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 200, 1, 11]);
+    f[30..34].copy_from_slice(&[10, 200, 2, 11]);
+    f[46] = 0x50;
+    f[47] = 0x10;
+    f.extend((0..payload).map(|i| i as u8));
+    let c = !fold(add(0, &f[14..34]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let mut out = vec![0u8; 2 * 65_536];
+    let mut hdr = [0u8; 256];
+    let vx = [8u8, 0, 0, 0, 0, 0, 42, 0];
+    ARMED.store(true, SeqCst);
+    let s = segment(&f, Some(34), 1398, &vx, &mut out).expect("segment");
+    let mut merged = 0;
+    {
+        let mut it = out[..s.len].chunks(s.stride).map(|d| &d[8..]);
+        let first_frame = it.next().expect("one");
+        let first = TcpSegment::parse(first_frame).expect("verifies");
+        let (mut last, mut total) = (first, first.payload);
+        for d in it {
+            let seg = TcpSegment::parse(d).expect("verifies");
+            assert!(first.follows(first_frame, &last, total, d, &seg));
+            total += seg.payload;
+            last = seg;
+            merged += 1;
+        }
+        merged_header(first_frame, &first, total, merged + 1, first_frame, &mut hdr)
+            .expect("header");
+        assert!(UdpSegment::parse(first_frame).is_none());
+    }
+    ARMED.store(false, SeqCst);
+    assert!(merged > 40);
+    assert_eq!(ALLOCS.load(SeqCst), 0, "allocations while segmenting and merging");
 }
