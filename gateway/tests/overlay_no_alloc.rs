@@ -189,11 +189,22 @@ fn segmentation_and_merging_allocate_nothing() {
             last = seg;
             merged += 1;
         }
-        merged_header(first_frame, &first, total, merged + 1, first_frame, &mut hdr)
-            .expect("header");
+        merged_header(
+            first_frame,
+            &first,
+            total,
+            merged + 1,
+            first_frame,
+            &mut hdr,
+        )
+        .expect("header");
         assert!(UdpSegment::parse(first_frame).is_none());
     }
     ARMED.store(false, SeqCst);
     assert!(merged > 40);
-    assert_eq!(ALLOCS.load(SeqCst), 0, "allocations while segmenting and merging");
+    assert_eq!(
+        ALLOCS.load(SeqCst),
+        0,
+        "allocations while segmenting and merging"
+    );
 }

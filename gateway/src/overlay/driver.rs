@@ -246,24 +246,7 @@ async fn datapath(
     switch: Arc<Mutex<Switch>>,
     shutdown: Shutdown,
 ) -> Result<(), String> {
-    let mut registered = Vec::new();
-    for tap in taps {
-        let name = tap.name().to_owned();
-        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
-        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
-            format!(
-                "overlay: cannot register TAP {name:?}: {}",
-                e.into_parts().1
-            )
-        })?;
-        registered.push(Arc::new(tap));
-    }
-    let recv = UdpSocket::from_std(recv).map_err(|e| format!("overlay: {e}"))?;
-    let senders: Vec<UdpSocket> = senders
-        .into_iter()
-        .map(UdpSocket::from_std)
-        .collect::<io::Result<_>>()
-        .map_err(|e| format!("overlay: {e}"))?;
+    let (registered, recv, senders) = register(taps, recv, senders)?;
     let senders = Arc::new(senders);
     let mut set = JoinSet::new();
     for (i, tap) in registered.iter().enumerate() {
@@ -284,6 +267,34 @@ async fn datapath(
         }
     }
     Ok(())
+}
+
+/// Registers the TAPs and sockets with the calling thread's runtime.
+#[allow(clippy::type_complexity)]
+pub(super) fn register(
+    taps: Vec<Tap>,
+    recv: std::net::UdpSocket,
+    senders: Vec<std::net::UdpSocket>,
+) -> Result<(Vec<Arc<AsyncFd<Tap>>>, UdpSocket, Vec<UdpSocket>), String> {
+    let mut registered = Vec::with_capacity(taps.len());
+    for tap in taps {
+        let name = tap.name().to_owned();
+        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
+        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
+            format!(
+                "overlay: cannot register TAP {name:?}: {}",
+                e.into_parts().1
+            )
+        })?;
+        registered.push(Arc::new(tap));
+    }
+    let recv = UdpSocket::from_std(recv).map_err(|e| format!("overlay: {e}"))?;
+    let senders: Vec<UdpSocket> = senders
+        .into_iter()
+        .map(UdpSocket::from_std)
+        .collect::<io::Result<_>>()
+        .map_err(|e| format!("overlay: {e}"))?;
+    Ok((registered, recv, senders))
 }
 
 pub(super) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {

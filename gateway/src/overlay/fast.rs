@@ -21,7 +21,7 @@
 //! behind room for the VXLAN header, and merged frames are written from the receive buffer
 //! with `writev`, so the only copies are the segmentation itself.
 
-use super::driver::{bind_send_pool, bind_udp, lock, send, write_tap};
+use super::driver::{bind_send_pool, bind_udp, lock, register, send, write_tap};
 use super::switch::{FromTap, FromUdp, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
 use super::udp::{self, MAX_GSO_BYTES, MAX_SEGMENTS};
@@ -286,25 +286,7 @@ async fn worker(
     features: Arc<Features>,
     mut shutdown: Shutdown,
 ) -> Result<(), String> {
-    let mut taps = Vec::with_capacity(w.taps.len());
-    for tap in w.taps {
-        let name = tap.name().to_owned();
-        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
-        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
-            format!(
-                "overlay: cannot register TAP {name:?}: {}",
-                e.into_parts().1
-            )
-        })?;
-        taps.push(Arc::new(tap));
-    }
-    let recv = UdpSocket::from_std(w.recv).map_err(|e| format!("overlay: {e}"))?;
-    let senders: Vec<UdpSocket> = w
-        .senders
-        .into_iter()
-        .map(UdpSocket::from_std)
-        .collect::<io::Result<_>>()
-        .map_err(|e| format!("overlay: {e}"))?;
+    let (taps, recv, senders) = register(w.taps, w.recv, w.senders)?;
     let mut txs: Vec<Tx> = taps
         .iter()
         .enumerate()

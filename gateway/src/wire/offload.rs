@@ -212,51 +212,100 @@ pub fn segment(
     prefix: &[u8],
     out: &mut [u8],
 ) -> Result<Segmented, WireError> {
-    let l = layers(frame, l4_hint)?;
-    if mss == 0 {
-        return Err(WireError::Malformed);
-    }
-    let payload = &frame[l.hdr..l.end];
-    let count = payload.len().div_ceil(mss).max(1);
-    let stride = prefix.len() + l.hdr + mss.min(payload.len());
-    let len = prefix.len() * count + l.hdr * count + payload.len();
+    let cut = Cut::new(frame, l4_hint, mss)?;
+    let l = &cut.l;
+    let payload_len = l.end - l.hdr;
+    let stride = prefix.len() + l.hdr + mss.min(payload_len);
+    let len = (prefix.len() + l.hdr) * cut.count + payload_len;
     if out.len() < len {
         return Err(WireError::Truncated);
     }
-    let pseudo = pseudo_sum(frame, &l);
-    let id = u16::from_be_bytes([frame[l.l3 + 4], frame[l.l3 + 5]]);
-    let seq = u32::from_be_bytes([
-        frame[l.l4 + 4],
-        frame[l.l4 + 5],
-        frame[l.l4 + 6],
-        frame[l.l4 + 7],
-    ]);
-    let flags = frame[l.l4 + 13];
     let mut at = 0;
-    for i in 0..count {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let seg = &mut out[at..at + prefix.len() + l.hdr + chunk.len()];
-        at += seg.len();
+    for i in 0..cut.count {
+        let seg_len = prefix.len() + cut.segment_len(i);
+        let seg = &mut out[at..at + seg_len];
+        at += seg_len;
         seg[..prefix.len()].copy_from_slice(prefix);
-        let f = &mut seg[prefix.len()..];
-        f[..l.hdr].copy_from_slice(&frame[..l.hdr]);
-        f[l.hdr..].copy_from_slice(chunk);
-        let ip_len = l.hdr - l.l3 + chunk.len();
-        if l.v6 {
-            f[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
-        } else {
-            let ip = &mut f[l.l3..l.l4];
-            ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-            ip[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-            ip[10..12].fill(0);
-            let c = !fold(add(0, ip));
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        cut.write(frame, i, &mut seg[prefix.len()..]);
+    }
+    Ok(Segmented {
+        count: cut.count,
+        stride,
+        len,
+    })
+}
+
+/// Like [`segment`], but builds one segment at a time in `scratch` (headers + `mss` bytes
+/// suffice) and hands each to `emit`. Returns the number of segments.
+pub fn segment_each(
+    frame: &[u8],
+    l4_hint: Option<usize>,
+    mss: usize,
+    scratch: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, WireError> {
+    let cut = Cut::new(frame, l4_hint, mss)?;
+    if scratch.len() < cut.l.hdr + mss {
+        return Err(WireError::Malformed);
+    }
+    for i in 0..cut.count {
+        let out = &mut scratch[..cut.segment_len(i)];
+        cut.write(frame, i, out);
+        emit(out);
+    }
+    Ok(cut.count)
+}
+
+/// How a TCP super-frame is cut: what every segment shares.
+struct Cut {
+    l: Layers,
+    mss: usize,
+    count: usize,
+    pseudo: u64,
+    id: u16,
+    seq: u32,
+    flags: u8,
+}
+
+impl Cut {
+    fn new(frame: &[u8], l4_hint: Option<usize>, mss: usize) -> Result<Cut, WireError> {
+        let l = layers(frame, l4_hint)?;
+        if mss == 0 {
+            return Err(WireError::Malformed);
         }
+        let t = l.l4;
+        Ok(Cut {
+            mss,
+            count: (l.end - l.hdr).div_ceil(mss).max(1),
+            pseudo: pseudo_sum(frame, &l),
+            id: u16::from_be_bytes([frame[l.l3 + 4], frame[l.l3 + 5]]),
+            seq: u32::from_be_bytes([frame[t + 4], frame[t + 5], frame[t + 6], frame[t + 7]]),
+            flags: frame[t + 13],
+            l,
+        })
+    }
+
+    fn chunk(&self, i: usize) -> std::ops::Range<usize> {
+        let (start, end) = (self.l.hdr, self.l.end);
+        (start + i * self.mss).min(end)..(start + (i + 1) * self.mss).min(end)
+    }
+
+    /// Length of segment `i` (headers and its payload).
+    fn segment_len(&self, i: usize) -> usize {
+        self.l.hdr + self.chunk(i).len()
+    }
+
+    /// Writes segment `i` of `frame` into `f` (exactly [`Cut::segment_len`] bytes).
+    fn write(&self, frame: &[u8], i: usize, f: &mut [u8]) {
+        let l = &self.l;
+        f[..l.hdr].copy_from_slice(&frame[..l.hdr]);
+        f[l.hdr..].copy_from_slice(&frame[self.chunk(i)]);
+        set_ip_len(f, l, f.len() - l.l3, Some(self.id.wrapping_add(i as u16)));
         let tcp_len = f.len() - l.l4;
         let tcp = &mut f[l.l4..];
-        tcp[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
-        let mut fl = flags;
-        if i + 1 < count {
+        tcp[4..8].copy_from_slice(&self.seq.wrapping_add((i * self.mss) as u32).to_be_bytes());
+        let mut fl = self.flags;
+        if i + 1 < self.count {
             fl &= !(FIN | PSH);
         }
         if i > 0 {
@@ -264,10 +313,26 @@ pub fn segment(
         }
         tcp[13] = fl;
         tcp[16..18].fill(0);
-        let c = !fold(add(pseudo + tcp_len as u64, tcp));
+        let c = !fold(add(self.pseudo + tcp_len as u64, tcp));
         tcp[16..18].copy_from_slice(&c.to_be_bytes());
     }
-    Ok(Segmented { count, stride, len })
+}
+
+/// Sets the IP length fields of the header in `h` for an IP packet of `ip_len` bytes (and
+/// for IPv4 the ID, if given, and the header checksum).
+fn set_ip_len(h: &mut [u8], l: &Layers, ip_len: usize, id: Option<u16>) {
+    if l.v6 {
+        h[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
+    } else {
+        let ip = &mut h[l.l3..l.l4];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        if let Some(id) = id {
+            ip[4..6].copy_from_slice(&id.to_be_bytes());
+        }
+        ip[10..12].fill(0);
+        let c = !fold(add(0, ip));
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    }
 }
 
 /// A received TCP frame that may be merged with its neighbours.
@@ -337,14 +402,7 @@ impl TcpSegment {
         }
         // headers equal except the fields that differ between segments
         let same = |r: std::ops::Range<usize>| first[r.clone()] == next_frame[r];
-        let ip_same = if a.v6 {
-            same(a.l3..a.l3 + 4) && same(a.l3 + 6..a.l4)
-        } else {
-            // version/IHL/TOS, flags/fragment, TTL/protocol, addresses, options
-            same(a.l3..a.l3 + 2) && same(a.l3 + 6..a.l3 + 10) && same(a.l3 + 12..a.l4)
-        };
-        same(0..a.l3)
-            && ip_same
+        same_below_l4(a, first, next_frame)
             && same(a.l4..a.l4 + 4) // ports
             && same(a.l4 + 8..a.l4 + 13) // ack, data offset
             && same(a.l4 + 18..a.hdr) // urgent pointer, options (timestamps too, as Linux's GRO)
@@ -355,6 +413,20 @@ impl TcpSegment {
     pub fn header_len(&self) -> usize {
         self.l.hdr
     }
+}
+
+/// Whether two frames with the same layers have the same Ethernet header and IP header but
+/// for the fields that differ between segments of one flow: lengths, the IPv4 ID and the
+/// header checksum.
+fn same_below_l4(a: &Layers, first: &[u8], next: &[u8]) -> bool {
+    let same = |r: std::ops::Range<usize>| first[r.clone()] == next[r];
+    let ip_same = if a.v6 {
+        same(a.l3..a.l3 + 4) && same(a.l3 + 6..a.l4)
+    } else {
+        // version/IHL/TOS, flags/fragment, TTL/protocol, addresses, options
+        same(a.l3..a.l3 + 2) && same(a.l3 + 6..a.l3 + 10) && same(a.l3 + 12..a.l4)
+    };
+    same(0..a.l3) && ip_same
 }
 
 /// Writes into `out` the header of the frame that merges `first` (parsed as `seg`) with
@@ -379,15 +451,7 @@ pub fn merged_header(
     if ip_len > 0xffff {
         return Err(WireError::Malformed);
     }
-    if l.v6 {
-        h[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
-    } else {
-        let ip = &mut h[l.l3..l.l4];
-        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        ip[10..12].fill(0);
-        let c = !fold(add(0, ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    }
+    set_ip_len(h, l, ip_len, None);
     // the last segment's flags (PSH) and window
     h[l.l4 + 13] = last_frame[l.l4 + 13];
     h[l.l4 + 14..l.l4 + 16].copy_from_slice(&last_frame[l.l4 + 14..l.l4 + 16]);
@@ -464,13 +528,7 @@ impl UdpSegment {
         if last.payload != self.payload || next.payload > self.payload {
             return false;
         }
-        let same = |r: std::ops::Range<usize>| first[r.clone()] == next_frame[r];
-        let ip_same = if a.v6 {
-            same(a.l3..a.l3 + 4) && same(a.l3 + 6..a.l4)
-        } else {
-            same(a.l3..a.l3 + 2) && same(a.l3 + 6..a.l3 + 10) && same(a.l3 + 12..a.l4)
-        };
-        same(0..a.l3) && ip_same && same(a.l4..a.l4 + 4)
+        same_below_l4(a, first, next_frame) && first[a.l4..a.l4 + 4] == next_frame[a.l4..a.l4 + 4]
     }
 
     /// Header bytes (Ethernet + IP + UDP).
@@ -500,15 +558,7 @@ pub fn merged_udp_header(
     if ip_len > 0xffff {
         return Err(WireError::Malformed);
     }
-    if l.v6 {
-        h[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
-    } else {
-        let ip = &mut h[l.l3..l.l4];
-        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        ip[10..12].fill(0);
-        let c = !fold(add(0, ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-    }
+    set_ip_len(h, l, ip_len, None);
     h[l.l4 + 4..l.l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     let partial = fold(pseudo_sum_of(first, l, PROTO_UDP) + udp_len as u64);
     h[l.l4 + 6..l.l4 + 8].copy_from_slice(&partial.to_be_bytes());

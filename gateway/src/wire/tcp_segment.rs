@@ -6,13 +6,8 @@
 //! such a GSO "super-frame" (up to 64 KiB); the TAP only takes frames up to its MTU.
 
 use super::WireError;
-use super::checksum::internet;
 use super::ethernet::{self, Frame, ethertype};
 use super::ipv4;
-
-const FIN: u8 = 0x01;
-const PSH: u8 = 0x08;
-const CWR: u8 = 0x80;
 
 /// Whether `frame` is an IPv4 TCP frame that segmentation can handle: unfragmented, lengths
 /// consistent. Returns the header length (Ethernet + IP + TCP) and the IP total length.
@@ -48,75 +43,20 @@ pub fn segment(
     frame: &[u8],
     mss: usize,
     scratch: &mut [u8],
-    mut emit: impl FnMut(&[u8]),
+    emit: impl FnMut(&[u8]),
 ) -> Result<usize, WireError> {
-    let (hdr, total) = check(frame)?;
-    if mss == 0 || scratch.len() < hdr + mss {
-        return Err(WireError::Malformed);
-    }
-    let ip_at = ethernet::HEADER_LEN;
-    let ihl = usize::from(frame[ip_at] & 0x0f) * 4;
-    let tcp_at = ip_at + ihl;
-    let payload = &frame[hdr..ip_at + total];
-    let id = u16::from_be_bytes([frame[ip_at + 4], frame[ip_at + 5]]);
-    let seq = u32::from_be_bytes([
-        frame[tcp_at + 4],
-        frame[tcp_at + 5],
-        frame[tcp_at + 6],
-        frame[tcp_at + 7],
-    ]);
-    let flags = frame[tcp_at + 13];
-    let count = payload.len().div_ceil(mss).max(1);
-    for i in 0..count {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let len = hdr + chunk.len();
-        let out = &mut scratch[..len];
-        out[..hdr].copy_from_slice(&frame[..hdr]);
-        out[hdr..].copy_from_slice(chunk);
-        let ip = &mut out[ip_at..tcp_at];
-        ip[2..4].copy_from_slice(&((len - ip_at) as u16).to_be_bytes());
-        ip[4..6].copy_from_slice(&id.wrapping_add(i as u16).to_be_bytes());
-        ip[10..12].fill(0);
-        let c = internet(ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        let (src, dst) = (
-            [ip[12], ip[13], ip[14], ip[15]],
-            [ip[16], ip[17], ip[18], ip[19]],
-        );
-        let tcp = &mut out[tcp_at..];
-        tcp[4..8].copy_from_slice(&seq.wrapping_add((i * mss) as u32).to_be_bytes());
-        let mut f = flags;
-        if i + 1 < count {
-            f &= !(FIN | PSH);
-        }
-        if i > 0 {
-            f &= !CWR;
-        }
-        tcp[13] = f;
-        tcp[16..18].fill(0);
-        let c = tcp_checksum(src, dst, tcp);
-        tcp[16..18].copy_from_slice(&c.to_be_bytes());
-        emit(&scratch[..len]);
-    }
-    Ok(count)
-}
-
-fn tcp_checksum(src: [u8; 4], dst: [u8; 4], segment: &[u8]) -> u16 {
-    let mut pseudo = [0u8; 12];
-    pseudo[..4].copy_from_slice(&src);
-    pseudo[4..8].copy_from_slice(&dst);
-    pseudo[9] = ipv4::protocol::TCP;
-    pseudo[10..12].copy_from_slice(&(segment.len() as u16).to_be_bytes());
-    // sum the pseudo header and the segment without concatenating them
-    let a = !internet(&pseudo);
-    let b = !internet(segment);
-    let sum = u32::from(a) + u32::from(b);
-    !((sum & 0xffff) as u16).wrapping_add((sum >> 16) as u16)
+    check(frame)?;
+    super::offload::segment_each(frame, None, mss, scratch, emit)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::checksum::internet;
+
+    const FIN: u8 = 0x01;
+    const PSH: u8 = 0x08;
+    const CWR: u8 = 0x80;
 
     fn big_frame(payload_len: usize, flags: u8) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 32];
@@ -137,6 +77,19 @@ mod tests {
         f[47] = flags;
         f.extend((0..payload_len).map(|i| (i % 251) as u8));
         f
+    }
+
+    /// The TCP checksum computed independently of the code under test.
+    fn tcp_checksum(src: [u8; 4], dst: [u8; 4], segment: &[u8]) -> u16 {
+        let mut pseudo = [0u8; 12];
+        pseudo[..4].copy_from_slice(&src);
+        pseudo[4..8].copy_from_slice(&dst);
+        pseudo[9] = ipv4::protocol::TCP;
+        pseudo[10..12].copy_from_slice(&(segment.len() as u16).to_be_bytes());
+        let a = !internet(&pseudo);
+        let b = !internet(segment);
+        let sum = u32::from(a) + u32::from(b);
+        !((sum & 0xffff) as u16).wrapping_add((sum >> 16) as u16)
     }
 
     fn verify(seg: &[u8]) {
