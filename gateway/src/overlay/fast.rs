@@ -47,8 +47,13 @@ use tokio::task::JoinSet;
 const FRAME_MAX: usize = 65_535;
 /// Frames handled per wake-up before yielding.
 const BATCH: usize = 64;
-/// Most datagrams one GRO read holds (`UDP_GRO_CNT_MAX`).
+/// Most datagrams one GRO read holds (`UDP_GRO_CNT_MAX`), and most merged into one frame.
 const GRO_MAX: usize = 64;
+/// Receive buffer for one GRO read.
+const GRO_BUF: usize = FRAME_MAX + 1;
+/// Without GRO: datagrams per recvmmsg, each in a slot that fits the largest datagram.
+const SLOTS: usize = 16;
+const SLOT: usize = FRAME_MAX + 1;
 /// Worker threads at most (one TAP queue each).
 const MAX_QUEUES: usize = 4;
 
@@ -129,10 +134,23 @@ struct Worker {
     senders: Vec<std::net::UdpSocket>,
 }
 
+/// Features named in `VXGATE_OFFLOAD_DISABLE` (comma-separated: tap_tso, tap_uso, udp_gso,
+/// udp_gro, multi_queue) are not used even where the kernel has them: for troubleshooting
+/// and for testing each fallback.
+fn disabled(feature: &str) -> bool {
+    std::env::var("VXGATE_OFFLOAD_DISABLE").is_ok_and(|v| v.split(',').any(|f| f.trim() == feature))
+}
+
 /// Opens every network's TAP with the offloads and queues the kernel accepts, and the
 /// sockets. Returns the features in use and one set of fds per worker.
 fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec<Worker>), String> {
-    let kernel = Tap::features().unwrap_or(0);
+    let mut kernel = Tap::features().unwrap_or(0);
+    if disabled("tap_tso") {
+        kernel &= !libc::IFF_VNET_HDR;
+    }
+    if disabled("multi_queue") {
+        kernel &= !libc::IFF_MULTI_QUEUE;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let want_queues = if kernel & libc::IFF_MULTI_QUEUE != 0 {
         cores.clamp(1, MAX_QUEUES)
@@ -229,9 +247,10 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
             senders,
         });
     }
-    let udp_gro = workers.iter().all(|w| udp::enable_gro(&w.recv).is_ok());
-    let udp_gso = workers[0].senders.first().is_some_and(udp::gso_supported);
-    let tap_uso = offload && workers[0].taps.iter().all(Tap::probe_uso);
+    let udp_gro = !disabled("udp_gro") && workers.iter().all(|w| udp::enable_gro(&w.recv).is_ok());
+    let udp_gso =
+        !disabled("udp_gso") && workers[0].senders.first().is_some_and(udp::gso_supported);
+    let tap_uso = offload && !disabled("tap_uso") && workers[0].taps.iter().all(Tap::probe_uso);
     let features = Features {
         tap_offload: offload,
         tap_uso,
@@ -389,8 +408,28 @@ async fn send_run(
             }
         }
     }
-    for d in data.chunks(seg) {
-        send(sock, d, dst, counters).await;
+    // one sendmmsg per run (GSO off or refused)
+    let mut rest = data;
+    while !rest.is_empty() {
+        match sock.try_io(Interest::WRITABLE, || udp::send_many(sock, rest, seg, dst)) {
+            Ok(n) => {
+                let bytes = (n * seg).min(rest.len());
+                counters.tx_n(n, bytes);
+                rest = &rest[bytes..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if sock.writable().await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%dst, "overlay send failed: {e}");
+                break;
+            }
+        }
+    }
+    for _ in 0..rest.len().div_ceil(seg) {
+        counters.dropped(DropReason::Send);
     }
 }
 
@@ -756,6 +795,11 @@ struct Rx {
     scratch: Vec<u8>,
     hdr: [u8; VNET_HDR_LEN + 256],
     decisions: [FromUdp; GRO_MAX],
+    /// (sender, start, end) of each datagram of the current read in `buf`.
+    list: [(SocketAddr, usize, usize); GRO_MAX],
+    /// Without GRO: recvmmsg headers, one slot of [`SLOT`] bytes per datagram.
+    gro: bool,
+    slots: udp::Slots,
     merge: Option<Merge>,
 }
 
@@ -770,10 +814,20 @@ impl Rx {
             counters,
             vnet_on: features.tap_offload,
             uso: features.tap_uso,
-            buf: vec![0u8; FRAME_MAX + 1],
+            buf: vec![
+                0u8;
+                if features.udp_gro {
+                    GRO_BUF
+                } else {
+                    SLOTS * SLOT
+                }
+            ],
             scratch: vec![0u8; FRAME_MAX],
             hdr: [0u8; VNET_HDR_LEN + 256],
             decisions: [FromUdp::Drop(DropReason::Truncated); GRO_MAX],
+            list: [(SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0); GRO_MAX],
+            gro: features.udp_gro,
+            slots: udp::Slots::new(if features.udp_gro { 0 } else { SLOTS }),
             merge: None,
         }
     }
@@ -782,7 +836,7 @@ impl Rx {
 /// Receives what the socket has queued (at most [`BATCH`] reads) and writes it to the TAPs.
 /// Returns the number of reads.
 fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
-    let (vnet_on, uso) = (st.vnet_on, st.uso);
+    let (vnet_on, uso, gro) = (st.vnet_on, st.uso, st.gro);
     let Rx {
         taps,
         counters,
@@ -790,6 +844,8 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
         scratch,
         hdr,
         decisions,
+        list,
+        slots,
         merge,
         ..
     } = st;
@@ -797,34 +853,61 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
     let zero = [0u8; VNET_HDR_LEN];
     let mut handled = 0;
     for _ in 0..BATCH {
-        let (n, src, seg) =
-            match sock.try_io(Interest::READABLE, || udp::recv_gro(sock, &mut buf[..])) {
-                Ok(x) => {
-                    handled += 1;
-                    x
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!("overlay: UDP receive: {e}");
-                    continue;
-                }
-            };
-        // the datagrams in this read, in runs of at most GRO_MAX
-        let mut off = 0;
-        while off < n {
-            let run_end = (off + seg * GRO_MAX).min(n);
+        // one read: a GRO run of one sender's datagrams, or a recvmmsg batch
+        let got = if gro {
+            sock.try_io(Interest::READABLE, || {
+                udp::recv_gro(sock, &mut buf[..GRO_BUF])
+            })
+            .map(|(n, src, seg)| (n.div_ceil(seg.max(1)), Some((n, src, seg))))
+        } else {
+            sock.try_io(Interest::READABLE, || {
+                udp::recv_slots(sock, &mut buf[..], SLOT, slots)
+            })
+            .map(|k| (k, None))
+        };
+        let (count, run) = match got {
+            Ok(x) => {
+                handled += 1;
+                x
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::debug!("overlay: UDP receive: {e}");
+                continue;
+            }
+        };
+        // the datagrams of this read, at most GRO_MAX at a time
+        let mut first = 0;
+        while first < count {
+            let k = (count - first).min(GRO_MAX);
             {
                 let mut s = lock(switch);
                 let now = Instant::now();
-                for (i, d) in buf[off..run_end].chunks(seg).enumerate() {
-                    decisions[i] = s.from_udp(src, d, now);
+                for j in 0..k {
+                    let i = first + j;
+                    list[j] = match run {
+                        Some((n, src, seg)) => (src, i * seg, ((i + 1) * seg).min(n)),
+                        None => match slots.get(i) {
+                            Some((_, src, true)) => {
+                                // longer than a slot: cut, so not forwarded
+                                s.underlay_counters().dropped(DropReason::Oversize);
+                                (src, i * SLOT, i * SLOT)
+                            }
+                            Some((len, src, false)) => (src, i * SLOT, i * SLOT + len),
+                            None => (SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0),
+                        },
+                    };
+                    let (src, ds, de) = list[j];
+                    decisions[j] = if de > ds {
+                        s.from_udp(src, &buf[ds..de], now)
+                    } else {
+                        FromUdp::Drop(DropReason::Truncated)
+                    };
                 }
             }
-            let mut at = off;
-            for decision in decisions.iter().take((run_end - off).div_ceil(seg)) {
-                let dend = (at + seg).min(run_end);
-                let (fs, fe) = (at + vxlan::HEADER_LEN, dend);
-                at = dend;
+            first += k;
+            for (decision, &(_, ds, de)) in decisions.iter().zip(list.iter()).take(k) {
+                let (fs, fe) = (ds + vxlan::HEADER_LEN, de);
                 match *decision {
                     FromUdp::Deliver { network } => {
                         if vnet_on && let Some(ts) = Seg::parse(&buf[fs..fe], uso) {
@@ -910,7 +993,6 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                     FromUdp::Drop(_) => {}
                 }
             }
-            off = run_end;
         }
         flush_merge(merge, buf, taps, counters, &mut hdr[..]);
     }

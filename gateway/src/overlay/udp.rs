@@ -204,79 +204,120 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Socke
     Ok((n, from, segment.max(1)))
 }
 
-/// Buffers and headers for [`recv_many`], allocated once.
-pub struct Batch {
-    bufs: Vec<Vec<u8>>,
+/// Message headers for [`recv_slots`], allocated once.
+pub struct Slots {
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
-// SAFETY: the raw pointers inside point into the Batch's own Vecs, which move with it (heap
-// buffers do not move when the Vec handle does); nothing is shared.
-unsafe impl Send for Batch {}
+// SAFETY: the raw pointers inside are rewritten before every use to point at the caller's
+// buffer and at the Slots' own vectors; nothing is shared between threads.
+unsafe impl Send for Slots {}
 
-impl Batch {
-    pub fn new(count: usize, size: usize) -> Batch {
-        let mut bufs: Vec<Vec<u8>> = (0..count).map(|_| vec![0u8; size]).collect();
-        // SAFETY: plain old data, zeroes valid.
-        let mut addrs: Vec<libc::sockaddr_storage> =
-            (0..count).map(|_| unsafe { zeroed() }).collect();
-        let mut iovs: Vec<libc::iovec> = bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        let hdrs = (0..count)
-            .map(|i| {
-                // SAFETY: plain old data; fields set below.
-                let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-                h.msg_hdr.msg_name = std::ptr::addr_of_mut!(addrs[i]).cast();
-                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                h.msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        Batch {
-            bufs,
-            addrs,
-            iovs,
-            hdrs,
+impl Slots {
+    pub fn new(count: usize) -> Slots {
+        Slots {
+            // SAFETY: plain old data; all zeroes is a valid value.
+            addrs: (0..count).map(|_| unsafe { zeroed() }).collect(),
+            iovs: (0..count)
+                .map(|_| libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                })
+                .collect(),
+            // SAFETY: as above.
+            hdrs: (0..count)
+                .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
+                .collect(),
         }
     }
 
-    /// Datagram `i` of the last [`recv_many`] and its sender.
-    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
-        let len = self.hdrs.get(i)?.msg_len as usize;
-        Some((&self.bufs[i][..len], from_c(&self.addrs[i])?))
-    }
-
-    /// Mutable access to datagram `i` (to complete checksums in place).
-    pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], SocketAddr)> {
-        let len = self.hdrs.get(i)?.msg_len as usize;
-        let from = from_c(&self.addrs[i])?;
-        Some((&mut self.bufs[i][..len], from))
+    /// Datagram `i` of the last [`recv_slots`]: its length, sender, and whether it was
+    /// longer than its slot (and so cut).
+    pub fn get(&self, i: usize) -> Option<(usize, SocketAddr, bool)> {
+        let h = self.hdrs.get(i)?;
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        Some((h.msg_len as usize, from_c(&self.addrs[i])?, truncated))
     }
 }
 
-/// Receives up to the batch's size of datagrams in one call; returns how many.
-pub fn recv_many(sock: &impl AsRawFd, batch: &mut Batch) -> io::Result<usize> {
-    for (i, h) in batch.hdrs.iter_mut().enumerate() {
+/// Receives up to `slots` datagrams in one `recvmmsg`, datagram `i` into
+/// `buf[i * stride..(i + 1) * stride]`. Returns how many arrived.
+pub fn recv_slots(
+    sock: &impl AsRawFd,
+    buf: &mut [u8],
+    stride: usize,
+    slots: &mut Slots,
+) -> io::Result<usize> {
+    let count = slots.hdrs.len().min(buf.len() / stride.max(1));
+    let base = buf.as_mut_ptr();
+    for i in 0..count {
+        slots.iovs[i] = libc::iovec {
+            // SAFETY: i * stride + stride <= buf.len(), so the pointer stays inside `buf`.
+            iov_base: unsafe { base.add(i * stride) }.cast(),
+            iov_len: stride,
+        };
+        let h = &mut slots.hdrs[i];
+        h.msg_hdr.msg_name = std::ptr::addr_of_mut!(slots.addrs[i]).cast();
         h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        batch.iovs[i].iov_len = batch.bufs[i].len();
+        h.msg_hdr.msg_iov = std::ptr::addr_of_mut!(slots.iovs[i]);
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_flags = 0;
         h.msg_len = 0;
     }
-    // SAFETY: hdrs point at the batch's own buffers, addresses and iovecs, all live.
+    // SAFETY: the first `count` headers point at live iovecs, addresses and parts of `buf`.
     let n = unsafe {
         libc::recvmmsg(
             sock.as_raw_fd(),
-            batch.hdrs.as_mut_ptr(),
-            batch.hdrs.len() as libc::c_uint,
+            slots.hdrs.as_mut_ptr(),
+            count as libc::c_uint,
             libc::MSG_DONTWAIT,
             std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sends `data` to `dst` as datagrams of `segment` bytes (the last may be shorter), up to
+/// [`MAX_SEGMENTS`] of them in one `sendmmsg`. Returns how many datagrams were sent.
+pub fn send_many(
+    sock: &impl AsRawFd,
+    data: &[u8],
+    segment: usize,
+    dst: SocketAddr,
+) -> io::Result<usize> {
+    let (mut addr, addr_len) = to_c(dst);
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_SEGMENTS];
+    // SAFETY: plain old data; all zeroes is valid and the used entries are set below.
+    let mut hdrs: [libc::mmsghdr; MAX_SEGMENTS] = unsafe { zeroed() };
+    let mut k = 0;
+    for (i, chunk) in data.chunks(segment.max(1)).take(MAX_SEGMENTS).enumerate() {
+        iovs[i] = libc::iovec {
+            iov_base: chunk.as_ptr() as *mut libc::c_void,
+            iov_len: chunk.len(),
+        };
+        k = i + 1;
+    }
+    for i in 0..k {
+        hdrs[i].msg_hdr.msg_name = std::ptr::addr_of_mut!(addr).cast();
+        hdrs[i].msg_hdr.msg_namelen = addr_len;
+        hdrs[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: the first k headers point at live iovecs over `data` and at `addr`.
+    let n = unsafe {
+        libc::sendmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            k as libc::c_uint,
+            libc::MSG_DONTWAIT,
         )
     };
     if n < 0 {
@@ -291,7 +332,7 @@ mod tests {
     use std::net::UdpSocket;
 
     #[test]
-    fn gso_send_arrives_as_separate_datagrams_and_gro_or_mmsg_reads_them() {
+    fn gso_and_mmsg_sends_arrive_as_separate_datagrams_and_gro_or_mmsg_reads_them() {
         let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let dst = rx.local_addr().expect("addr");
@@ -302,28 +343,39 @@ mod tests {
         // 5 datagrams: 4 of 100 bytes and one of 30
         let data: Vec<u8> = (0..430).map(|i| (i % 256) as u8).collect();
         assert_eq!(send_gso(&tx, &data, dst, 100).expect("send"), 430);
-        let mut batch = Batch::new(8, 2048);
+        // and the same again without GSO, in one sendmmsg
+        assert_eq!(send_many(&tx, &data, 100, dst).expect("sendmmsg"), 5);
+        let mut slots = Slots::new(8);
+        let mut buf = vec![0u8; 8 * 2048];
         let mut got = Vec::new();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
-            .expect("timeout");
-        while got.len() < 5 {
-            let n = recv_many(&rx, &mut batch).or_else(|e| {
-                if e.kind() == io::ErrorKind::WouldBlock {
+        let start = std::time::Instant::now();
+        while got.len() < 10 && start.elapsed() < std::time::Duration::from_secs(2) {
+            let n = match recv_slots(&rx, &mut buf, 2048, &mut slots) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
-                    Ok(0)
-                } else {
-                    Err(e)
+                    0
                 }
-            });
-            for i in 0..n.expect("recv") {
-                let (d, from) = batch.get(i).expect("datagram");
+                Err(e) => panic!("{e}"),
+            };
+            for i in 0..n {
+                let (len, from, truncated) = slots.get(i).expect("datagram");
                 assert_eq!(from, tx.local_addr().expect("addr"));
-                got.push(d.to_vec());
+                assert!(!truncated);
+                got.push(buf[i * 2048..i * 2048 + len].to_vec());
             }
         }
         let lens: Vec<usize> = got.iter().map(Vec::len).collect();
-        assert_eq!(lens, [100, 100, 100, 100, 30]);
-        assert_eq!(got.concat(), data);
+        assert_eq!(lens, [100, 100, 100, 100, 30, 100, 100, 100, 100, 30]);
+        assert_eq!(got[..5].concat(), data);
+        assert_eq!(got[5..].concat(), data);
+        // a datagram longer than its slot is reported cut
+        tx.send_to(&[7u8; 3000], dst).expect("send");
+        let mut n = 0;
+        while n == 0 && start.elapsed() < std::time::Duration::from_secs(4) {
+            n = recv_slots(&rx, &mut buf, 2048, &mut slots).unwrap_or(0);
+        }
+        assert_eq!(slots.get(0).map(|(l, _, t)| (l, t)), Some((2048, true)));
 
         // GRO: the same send read back in one go (or datagram by datagram where the
         // loopback path does not coalesce), segment size reported
