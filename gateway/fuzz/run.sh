@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fuzzes a target for SECONDS, seeded with fixtures.
-#   gateway/fuzz/run.sh [TARGET=receive|dns_request] [SECONDS=600]
+#   gateway/fuzz/run.sh [TARGET=receive|dns_request|offload] [SECONDS=600]
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:-receive} secs=${2:-600}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 mkdir -p "corpus/$target"
 case $target in
-  receive) cp ../tests/fixtures/*.bin "corpus/$target/" ;;
+  receive | offload) cp ../tests/fixtures/*.bin "corpus/$target/" ;;
   dns_request) cp seeds/dns/*.bin "corpus/$target/" ;;
 esac
 # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
