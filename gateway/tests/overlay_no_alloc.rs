@@ -4,7 +4,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 use vxgate::overlay::switch::flow_hash;
 use vxgate::overlay::{FromTap, FromUdp, NetworkSpec, Switch};
@@ -14,13 +14,26 @@ use vxgate::wire::ethernet::{Frame, MacAddr, ethertype};
 use vxgate::wire::vxlan;
 
 struct Counting;
-static ARMED: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Counting is on for this thread only: the test harness's other threads allocate
+    /// (printing results) while a test runs.
+    static ARMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn armed() -> bool {
+    ARMED.try_with(|a| a.get()).unwrap_or(false)
+}
+
+fn arm(on: bool) {
+    ARMED.with(|a| a.set(on));
+}
 
 // SAFETY: forwards to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.load(SeqCst) {
+        if armed() {
             ALLOCS.fetch_add(1, SeqCst);
         }
         // SAFETY: same contract as the caller's.
@@ -31,7 +44,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        if ARMED.load(SeqCst) {
+        if armed() {
             ALLOCS.fetch_add(1, SeqCst);
         }
         // SAFETY: same contract as the caller's.
@@ -115,7 +128,7 @@ fn encapsulate_and_decapsulate_allocate_nothing() {
     let mut decisions = 0;
     // first round learns (a new FDB entry may use the table's preallocated room only)
     for round in 0..2 {
-        ARMED.store(round == 1, SeqCst);
+        arm(round == 1);
         for len in [64usize, 1450 + 14] {
             for src in 1..=50u8 {
                 // a frame from the TAP, read after the headroom
@@ -142,7 +155,7 @@ fn encapsulate_and_decapsulate_allocate_nothing() {
         assert!(matches!(junk, FromUdp::Drop(_)));
         switch.tick(now + Duration::from_secs(2));
     }
-    ARMED.store(false, SeqCst);
+    arm(false);
     assert_eq!(
         ALLOCS.load(SeqCst),
         0,
@@ -174,7 +187,7 @@ fn segmentation_and_merging_allocate_nothing() {
     let mut out = vec![0u8; 2 * 65_536];
     let mut hdr = [0u8; 256];
     let vx = [8u8, 0, 0, 0, 0, 0, 42, 0];
-    ARMED.store(true, SeqCst);
+    arm(true);
     let s = segment(&f, Some(34), 1398, &vx, &mut out).expect("segment");
     let mut merged = 0;
     {
@@ -200,7 +213,7 @@ fn segmentation_and_merging_allocate_nothing() {
         .expect("header");
         assert!(UdpSegment::parse(first_frame).is_none());
     }
-    ARMED.store(false, SeqCst);
+    arm(false);
     assert!(merged > 40);
     assert_eq!(
         ALLOCS.load(SeqCst),
