@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{dns_rcode, free_port, http};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use common::{dns_rcode, free_port, http, spawn_vxgate};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Vx {
@@ -25,42 +24,35 @@ impl Drop for Vx {
 }
 
 fn start(token: Option<&str>) -> Vx {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (admin, dns) = (free_port(), free_port());
-    let mut cfg = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}\n[dns]\nlisten = [\"127.0.0.1:{dns}\"]\nzone = \"example.com\"\n\
-         [[containers]]\nname = \"web-1\"\nip = \"10.0.0.1\"\nport = 80\nlabels = {{ app = \"web\" }}\n",
-        if token.is_some() {
-            "token_file = \"token\""
-        } else {
-            ""
+    // a port picked free may be taken by a parallel test before vxgate binds it: retry
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (admin, dns) = (free_port(), free_port());
+        let mut cfg = format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}\n[dns]\nlisten = [\"127.0.0.1:{dns}\"]\nzone = \"example.com\"\n\
+             [[containers]]\nname = \"web-1\"\nip = \"10.0.0.1\"\nport = 80\nlabels = {{ app = \"web\" }}\n",
+            if token.is_some() {
+                "token_file = \"token\""
+            } else {
+                ""
+            }
+        );
+        if let Some(t) = token {
+            std::fs::write(dir.path().join("token"), format!("{t}\n")).expect("token");
         }
-    );
-    if let Some(t) = token {
-        std::fs::write(dir.path().join("token"), format!("{t}\n")).expect("token");
-    }
-    cfg.push('\n');
-    let path = dir.path().join("vxgate.toml");
-    std::fs::write(&path, cfg).expect("write");
-    let child = Command::new(env!("CARGO_BIN_EXE_vxgate"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start");
-    let vx = Vx {
-        child,
-        admin,
-        dns,
-        _dir: dir,
-    };
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", admin)).is_ok() {
-            return vx;
+        cfg.push('\n');
+        let path = dir.path().join("vxgate.toml");
+        std::fs::write(&path, cfg).expect("write");
+        if let Some(child) = spawn_vxgate(&path, &dir.path().join("vxgate.log")) {
+            return Vx {
+                child,
+                admin,
+                dns,
+                _dir: dir,
+            };
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("admin API did not come up");
+    panic!("vxgate did not start (5 attempts)");
 }
 
 #[test]

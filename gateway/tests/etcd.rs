@@ -8,8 +8,7 @@
 
 mod common;
 
-use common::{dns_rcode, free_port, http};
-use std::net::TcpStream;
+use common::{dns_rcode, free_port, http, spawn_vxgate};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -129,23 +128,9 @@ impl Vx {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vxgate"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stderr(log)
-            .spawn()
-            .expect("start");
-        self.child = Some(child);
-        let up = wait_until(Duration::from_secs(5), || {
-            TcpStream::connect(("127.0.0.1", self.admin)).is_ok()
-        });
-        assert!(up.is_some(), "admin API did not come up:\n{}", self.logs());
+        let child = spawn_vxgate(&self.config, &self.log);
+        assert!(child.is_some(), "vxgate did not start:\n{}", self.logs());
+        self.child = child;
     }
 
     fn signal(&mut self, sig: libc::c_int) {

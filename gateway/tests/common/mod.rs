@@ -52,3 +52,43 @@ pub fn dns_rcode(port: u16, name: &str) -> u8 {
     assert!(n >= 12);
     buf[3] & 0x0f
 }
+
+/// Starts `vxgate run --config CONFIG` with its log in `log`, and waits until that process
+/// itself logs "vxgate running" (every listener bound). `None` when it exited first (a port
+/// taken meanwhile by a parallel test: pick new ports and try again) or did not start in 10 s.
+/// A TCP connect alone is not proof: another test's vxgate may hold the port.
+pub fn spawn_vxgate(
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> Option<std::process::Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    let start_len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0) as usize;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stderr(file)
+        .spawn()
+        .expect("start vxgate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text
+            .get(start_len..)
+            .is_some_and(|t| t.contains("vxgate running"))
+        {
+            return Some(child);
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
