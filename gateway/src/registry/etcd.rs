@@ -10,7 +10,8 @@
 //!    re-publishing whenever the local registry changes or someone touches this node's keys;
 //! 3. on a compacted revision (or a cancelled watch) goes back to 1.
 //!
-//! Any error (etcd unreachable, lease expired, stream broken) ends the session. The registry
+//! A session talks to one member (its endpoint); any error (etcd unreachable, lease expired,
+//! stream broken) ends the session, and the next one tries the next member. The registry
 //! keeps the last known remote state, so DNS, the ingress and the overlay keep serving it,
 //! and a new session starts after a backoff (0.1 s doubling to 5 s, at most a third of the TTL).
 //! A new session keeps the previous lease if etcd still has it; otherwise it takes a new one,
@@ -94,6 +95,12 @@ struct State {
     last_lease: Option<i64>,
     /// Remote names left out for clashing, to log only when that set changes.
     clashing: Vec<String>,
+    /// Index of the endpoint the next session uses. A session talks to one member; after a
+    /// failure the next session tries the next member (a balanced channel kept sending
+    /// requests to a dead member, and leases expired meanwhile).
+    endpoint: usize,
+    /// Sessions failed in a row.
+    failures: usize,
 }
 
 async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
@@ -103,23 +110,42 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
         backoff: BACKOFF_MIN.min(ctx.ttl / 3),
         last_lease: None,
         clashing: Vec::new(),
+        // nodes start on different members, so one member's loss does not hit them all
+        endpoint: ctx.me.bytes().map(usize::from).sum(),
+        failures: 0,
     };
+    let n = ctx.endpoints.len().max(1);
     loop {
         let Err(e) = session(&ctx, &mut st, &mut shutdown).await else {
             return Ok(());
         };
         ctx.status.connected.store(false, Relaxed);
         ctx.status.errors.fetch_add(1, Relaxed);
+        let failed = ctx
+            .endpoints
+            .get(st.endpoint % n)
+            .cloned()
+            .unwrap_or_default();
+        st.endpoint = (st.endpoint + 1) % n;
+        st.failures += 1;
+        // the next member at once; after a round of failures, back off
+        let wait = if st.failures % n != 0 {
+            BACKOFF_MIN.min(ctx.ttl / 3)
+        } else {
+            let w = st.backoff;
+            st.backoff = (st.backoff * 2).min(BACKOFF_MAX.min(ctx.ttl / 3));
+            w
+        };
         tracing::warn!(
+            endpoint = %failed,
             remote_containers = st.remote.containers().len(),
-            retry_in = ?st.backoff,
+            retry_in = ?wait,
             "etcd: {e}; serving the last known state"
         );
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
-            _ = tokio::time::sleep(st.backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
-        st.backoff = (st.backoff * 2).min(BACKOFF_MAX.min(ctx.ttl / 3));
     }
 }
 
@@ -144,7 +170,15 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
-    let mut client = call("connect", Client::connect(&ctx.endpoints, Some(options))).await?;
+    let endpoint = ctx
+        .endpoints
+        .get(st.endpoint % ctx.endpoints.len().max(1))
+        .ok_or("no etcd endpoint configured")?;
+    let mut client = call(
+        "connect",
+        Client::connect([endpoint.as_str()], Some(options)),
+    )
+    .await?;
     let ttl = ctx.ttl.as_secs().max(1) as i64;
     // The previous session's lease, if etcd still has it: keys keep existing without a gap.
     let reused = match st.last_lease {
@@ -207,6 +241,7 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
         if !ctx.status.connected.swap(true, Relaxed) {
             tracing::info!(
                 node = %ctx.me,
+                endpoint = %endpoint,
                 lease = format!("{lease:x}"),
                 revision,
                 remote_nodes = st.remote.nodes().len(),
@@ -215,6 +250,7 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
             );
         }
         st.backoff = BACKOFF_MIN.min(ctx.ttl / 3);
+        st.failures = 0;
         if let Some(old) = st.last_lease.replace(lease)
             && old != lease
         {
