@@ -7,7 +7,8 @@ target=${1:-receive} secs=${2:-600}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 mkdir -p "corpus/$target"
 case $target in
-  receive | offload) cp ../tests/fixtures/*.bin "corpus/$target/" ;;
+  receive) cp ../tests/fixtures/*.bin "corpus/$target/" ;;
+  offload) cp seeds/offload/*.bin ../tests/fixtures/*.bin "corpus/$target/" ;;
   dns_request) cp seeds/dns/*.bin "corpus/$target/" ;;
 esac
 # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
