@@ -639,7 +639,9 @@ async fn tx_drain(
         }
         buf[pos..at].copy_from_slice(&vx);
         let dlen = end - pos;
-        if let (FromTap::Unicast(vtep), true) = (decision, features.udp_gso.load(Relaxed)) {
+        // a run of equal-sized datagrams to one VTEP leaves in one call: one GSO send, or one
+        // sendmmsg where GSO is off (send_run decides)
+        if let FromTap::Unicast(vtep) = decision {
             let joins = pending.as_ref().is_some_and(|p| {
                 p.end == pos
                     && p.dst == vtep
@@ -670,7 +672,7 @@ async fn tx_drain(
             pos = end;
             continue;
         }
-        // flood, or no GSO: in order, one datagram per send
+        // flood: in order, one datagram per peer
         flush(pending, buf, senders, features, counters).await;
         for dst in dsts {
             send(&senders[sock], &buf[pos..end], *dst, counters).await;
@@ -724,8 +726,6 @@ impl Seg {
 
 struct Merge {
     net: usize,
-    /// (start, end) of each frame in the receive buffer.
-    frames: [(usize, usize); GRO_MAX],
     count: usize,
     first: Seg,
     last: Seg,
@@ -733,22 +733,74 @@ struct Merge {
     total: usize,
 }
 
-/// Writes `merge` (if any) to its network's TAP: one frame, or one GSO frame for several.
-fn flush_merge(
-    merge: &mut Option<Merge>,
-    buf: &[u8],
-    taps: &[Arc<AsyncFd<Tap>>],
-    counters: &[Arc<Counters>],
-    hdr: &mut [u8],
-) {
-    let Some(m) = merge.take() else { return };
-    let c = &counters[m.net];
-    let tap = taps[m.net].get_ref();
-    let (s0, e0) = m.frames[0];
+/// The merge in progress, if any, and where its frames lie in the receive buffer (kept
+/// apart so that starting a merge copies a few words, not the whole table).
+struct Merger {
+    cur: Option<Merge>,
+    /// (start, end) of each frame of `cur` in the receive buffer.
+    frames: [(usize, usize); GRO_MAX],
+}
+
+impl Merger {
+    /// Adds the frame at `fs..fe` of `buf` (parsed as `seg`) to the merge in progress if it
+    /// continues it; otherwise writes that merge out and starts a new one with this frame.
+    fn push(&mut self, network: usize, seg: Seg, (fs, fe): (usize, usize), io: &mut RxIo<'_>) {
+        let frames = &mut self.frames;
+        let joined = self.cur.as_mut().is_some_and(|m| {
+            let (s0, e0) = frames[0];
+            let ok = m.net == network
+                && m.count < GRO_MAX
+                && m.total + seg.payload() + seg.header_len() <= FRAME_MAX
+                && m.first
+                    .follows(&io.buf[s0..e0], &m.last, m.total, &io.buf[fs..fe], &seg);
+            if ok {
+                frames[m.count] = (fs, fe);
+                m.count += 1;
+                m.total += seg.payload();
+                m.last = seg;
+            }
+            ok
+        });
+        if !joined {
+            self.flush(io);
+            self.frames[0] = (fs, fe);
+            self.cur = Some(Merge {
+                net: network,
+                count: 1,
+                first: seg,
+                last: seg,
+                total: seg.payload(),
+            });
+        }
+    }
+
+    /// Writes the merge in progress (if any) to its network's TAP: one frame, or one GSO frame
+    /// for several.
+    fn flush(&mut self, io: &mut RxIo<'_>) {
+        if let Some(m) = self.cur.take() {
+            write_merged(&m, &self.frames[..m.count], io);
+        }
+    }
+}
+
+/// What writing to the TAPs needs: the receive buffer, the TAPs, their counters, and room
+/// for a merged frame's headers.
+struct RxIo<'a> {
+    buf: &'a [u8],
+    taps: &'a [Arc<AsyncFd<Tap>>],
+    counters: &'a [Arc<Counters>],
+    hdr: &'a mut [u8],
+}
+
+fn write_merged(m: &Merge, frames: &[(usize, usize)], io: &mut RxIo<'_>) {
+    let (buf, hdr) = (io.buf, &mut *io.hdr);
+    let c = &io.counters[m.net];
+    let tap = io.taps[m.net].get_ref();
+    let (s0, e0) = frames[0];
     let first = &buf[s0..e0];
-    let (sl, el) = m.frames[m.count - 1];
+    let (sl, el) = frames[m.count - 1];
     let (vnet_part, rest) = hdr.split_at_mut(VNET_HDR_LEN);
-    let bytes: usize = m.frames[..m.count].iter().map(|(s, e)| e - s).sum();
+    let bytes: usize = frames.iter().map(|(s, e)| e - s).sum();
     let merged = match &m.first {
         Seg::Tcp(t) => offload::merged_header(first, t, m.total, m.count, &buf[sl..el], rest),
         Seg::Udp(u) => offload::merged_udp_header(first, u, m.total, m.count, rest),
@@ -765,7 +817,7 @@ fn flush_merge(
     let head = &hdr[..VNET_HDR_LEN + hl];
     let mut iov = [IoSlice::new(&[]); GRO_MAX + 1];
     iov[0] = IoSlice::new(head);
-    for (i, (s, e)) in m.frames[..m.count].iter().enumerate() {
+    for (i, (s, e)) in frames.iter().enumerate() {
         iov[i + 1] = IoSlice::new(&buf[s + hl..*e]);
     }
     match tap.write_vectored(&iov[..m.count + 1]) {
@@ -800,7 +852,7 @@ struct Rx {
     /// Without GRO: recvmmsg headers, one slot of [`SLOT`] bytes per datagram.
     gro: bool,
     slots: udp::Slots,
-    merge: Option<Merge>,
+    merge: Merger,
 }
 
 impl Rx {
@@ -828,7 +880,10 @@ impl Rx {
             list: [(SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0); GRO_MAX],
             gro: features.udp_gro,
             slots: udp::Slots::new(if features.udp_gro { 0 } else { SLOTS }),
-            merge: None,
+            merge: Merger {
+                cur: None,
+                frames: [(0, 0); GRO_MAX],
+            },
         }
     }
 }
@@ -885,23 +940,22 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                 let now = Instant::now();
                 for j in 0..k {
                     let i = first + j;
-                    list[j] = match run {
-                        Some((n, src, seg)) => (src, i * seg, ((i + 1) * seg).min(n)),
+                    let (entry, cut) = match run {
+                        Some((n, src, seg)) => ((src, i * seg, ((i + 1) * seg).min(n)), false),
                         None => match slots.get(i) {
-                            Some((_, src, true)) => {
-                                // longer than a slot: cut, so not forwarded
-                                s.underlay_counters().dropped(DropReason::Oversize);
-                                (src, i * SLOT, i * SLOT)
-                            }
-                            Some((len, src, false)) => (src, i * SLOT, i * SLOT + len),
-                            None => (SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0),
+                            Some((len, src, cut)) => ((src, i * SLOT, i * SLOT + len), cut),
+                            None => ((SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0), false),
                         },
                     };
-                    let (src, ds, de) = list[j];
-                    decisions[j] = if de > ds {
-                        s.from_udp(src, &buf[ds..de], now)
+                    list[j] = entry;
+                    let (src, ds, de) = entry;
+                    decisions[j] = if cut {
+                        // longer than a slot: cut, so not forwarded
+                        s.underlay_counters().dropped(DropReason::Oversize);
+                        FromUdp::Drop(DropReason::Oversize)
                     } else {
-                        FromUdp::Drop(DropReason::Truncated)
+                        // counts its own drops, empty datagrams included
+                        s.from_udp(src, &buf[ds..de], now)
                     };
                 }
             }
@@ -911,42 +965,21 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                 match *decision {
                     FromUdp::Deliver { network } => {
                         if vnet_on && let Some(ts) = Seg::parse(&buf[fs..fe], uso) {
-                            let joined = merge.as_mut().is_some_and(|m| {
-                                let (s0, e0) = m.frames[0];
-                                let ok = m.net == network
-                                    && m.count < GRO_MAX
-                                    && m.total + ts.payload() + ts.header_len() <= FRAME_MAX
-                                    && m.first.follows(
-                                        &buf[s0..e0],
-                                        &m.last,
-                                        m.total,
-                                        &buf[fs..fe],
-                                        &ts,
-                                    );
-                                if ok {
-                                    m.frames[m.count] = (fs, fe);
-                                    m.count += 1;
-                                    m.total += ts.payload();
-                                    m.last = ts;
-                                }
-                                ok
-                            });
-                            if !joined {
-                                flush_merge(merge, buf, taps, counters, &mut hdr[..]);
-                                let mut frames = [(0, 0); GRO_MAX];
-                                frames[0] = (fs, fe);
-                                *merge = Some(Merge {
-                                    net: network,
-                                    frames,
-                                    count: 1,
-                                    first: ts,
-                                    last: ts,
-                                    total: ts.payload(),
-                                });
-                            }
+                            let mut io = RxIo {
+                                buf,
+                                taps,
+                                counters,
+                                hdr: &mut hdr[..],
+                            };
+                            merge.push(network, ts, (fs, fe), &mut io);
                             continue;
                         }
-                        flush_merge(merge, buf, taps, counters, &mut hdr[..]);
+                        merge.flush(&mut RxIo {
+                            buf,
+                            taps,
+                            counters,
+                            hdr: &mut hdr[..],
+                        });
                         let c = &counters[network];
                         if checksum::complete_partial(&mut buf[fs..fe]) == Partial::Completed {
                             c.checksum_completed.fetch_add(1, Relaxed);
@@ -968,7 +1001,12 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                         }
                     }
                     FromUdp::Segment { network, mss } => {
-                        flush_merge(merge, buf, taps, counters, &mut hdr[..]);
+                        merge.flush(&mut RxIo {
+                            buf,
+                            taps,
+                            counters,
+                            hdr: &mut hdr[..],
+                        });
                         let c = &counters[network];
                         let tap = taps[network].get_ref();
                         let res = tcp_segment::segment(&buf[fs..fe], mss, &mut scratch[..], |s| {
@@ -994,7 +1032,12 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                 }
             }
         }
-        flush_merge(merge, buf, taps, counters, &mut hdr[..]);
+        merge.flush(&mut RxIo {
+            buf,
+            taps,
+            counters,
+            hdr: &mut hdr[..],
+        });
     }
     handled
 }
