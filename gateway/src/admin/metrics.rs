@@ -1,13 +1,41 @@
 //! `/metrics`: the Prometheus text format (version 0.0.4), every name prefixed `vxgate_`.
 
 use super::Admin;
-use crate::overlay::DropReason;
+use crate::overlay::{Counters, DropReason};
 use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// How one sample of a per-network family is read from a network's counters.
+type Reading = Box<dyn Fn(&Counters) -> u64>;
+
+/// A family with one sample per network and per `label` value (no second label when `label`
+/// is empty): `name{network="…",label="…"} value`.
+fn per_network(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    counters: &[(String, Arc<Counters>)],
+    label: &str,
+    readings: Vec<(String, Reading)>,
+) {
+    head(out, name, kind, help);
+    for (net, c) in counters {
+        for (value, read) in &readings {
+            let extra = if label.is_empty() {
+                String::new()
+            } else {
+                format!(",{label}=\"{value}\"")
+            };
+            let _ = writeln!(out, "{name}{{network=\"{}\"{extra}}} {}", esc(net), read(c));
+        }
+    }
 }
 
 /// Label values escaped for the text format.
@@ -33,77 +61,61 @@ pub fn render(a: &Admin) -> String {
 
     if let Some(ov) = &a.running.overlay {
         let counters = ov.counters();
-        head(
+        let dir = |rx: fn(&Counters) -> &AtomicU64, tx: fn(&Counters) -> &AtomicU64| {
+            vec![
+                (
+                    "rx".to_owned(),
+                    Box::new(move |c: &Counters| rx(c).load(Relaxed)) as Reading,
+                ),
+                (
+                    "tx".to_owned(),
+                    Box::new(move |c: &Counters| tx(c).load(Relaxed)),
+                ),
+            ]
+        };
+        per_network(
             &mut o,
-            "vxgate_overlay_packets_total",
-            "counter",
+            ("vxgate_overlay_packets_total", "counter"),
             "Overlay packets by network and direction (rx: underlay to TAP).",
+            &counters,
+            "direction",
+            dir(|c| &c.rx_packets, |c| &c.tx_packets),
         );
-        for (net, c) in &counters {
-            let _ = writeln!(
-                o,
-                "vxgate_overlay_packets_total{{network=\"{}\",direction=\"rx\"}} {}",
-                esc(net),
-                c.rx_packets.load(Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "vxgate_overlay_packets_total{{network=\"{}\",direction=\"tx\"}} {}",
-                esc(net),
-                c.tx_packets.load(Relaxed)
-            );
-        }
-        head(
+        per_network(
             &mut o,
-            "vxgate_overlay_bytes_total",
-            "counter",
+            ("vxgate_overlay_bytes_total", "counter"),
             "Overlay bytes by network and direction.",
+            &counters,
+            "direction",
+            dir(|c| &c.rx_bytes, |c| &c.tx_bytes),
         );
-        for (net, c) in &counters {
-            let _ = writeln!(
-                o,
-                "vxgate_overlay_bytes_total{{network=\"{}\",direction=\"rx\"}} {}",
-                esc(net),
-                c.rx_bytes.load(Relaxed)
-            );
-            let _ = writeln!(
-                o,
-                "vxgate_overlay_bytes_total{{network=\"{}\",direction=\"tx\"}} {}",
-                esc(net),
-                c.tx_bytes.load(Relaxed)
-            );
-        }
-        head(
+        per_network(
             &mut o,
-            "vxgate_overlay_drops_total",
-            "counter",
+            ("vxgate_overlay_drops_total", "counter"),
             "Dropped frames and datagrams by network and reason.",
+            &counters,
+            "reason",
+            DropReason::ALL
+                .iter()
+                .map(|&r| {
+                    (
+                        r.name().to_owned(),
+                        Box::new(move |c: &Counters| c.drops(r)) as Reading,
+                    )
+                })
+                .collect(),
         );
-        for (net, c) in &counters {
-            for r in DropReason::ALL {
-                let _ = writeln!(
-                    o,
-                    "vxgate_overlay_drops_total{{network=\"{}\",reason=\"{}\"}} {}",
-                    esc(net),
-                    r.name(),
-                    c.drops(r)
-                );
-            }
-        }
-        head(
+        per_network(
             &mut o,
-            "vxgate_overlay_arp_suppressed_total",
-            "counter",
+            ("vxgate_overlay_arp_suppressed_total", "counter"),
             "ARP requests answered locally.",
+            &counters,
+            "",
+            vec![(
+                String::new(),
+                Box::new(|c: &Counters| c.arp_suppressed.load(Relaxed)),
+            )],
         );
-        for (net, c) in &counters {
-            let _ = writeln!(
-                o,
-                "vxgate_overlay_arp_suppressed_total{{network=\"{}\"}} {}",
-                esc(net),
-                c.arp_suppressed.load(Relaxed)
-            );
-        }
         head(
             &mut o,
             "vxgate_overlay_fdb_entries",
@@ -155,26 +167,27 @@ pub fn render(a: &Admin) -> String {
             "TAP queues, one datapath worker each.",
         );
         let _ = writeln!(o, "vxgate_overlay_queues {}", ov.features.queues);
-        head(
+        per_network(
             &mut o,
-            "vxgate_overlay_offload_events_total",
-            "counter",
+            ("vxgate_overlay_offload_events_total", "counter"),
             "TSO super-frames segmented, UDP GSO sends, and received segments merged (GRO).",
+            &counters,
+            "event",
+            vec![
+                (
+                    "tso_frames".to_owned(),
+                    Box::new(|c: &Counters| c.tso_frames.load(Relaxed)) as Reading,
+                ),
+                (
+                    "gso_sends".to_owned(),
+                    Box::new(|c: &Counters| c.gso_sends.load(Relaxed)),
+                ),
+                (
+                    "gro_merged".to_owned(),
+                    Box::new(|c: &Counters| c.gro_merged.load(Relaxed)),
+                ),
+            ],
         );
-        for (net, c) in &counters {
-            for (what, v) in [
-                ("tso_frames", &c.tso_frames),
-                ("gso_sends", &c.gso_sends),
-                ("gro_merged", &c.gro_merged),
-            ] {
-                let _ = writeln!(
-                    o,
-                    "vxgate_overlay_offload_events_total{{network=\"{}\",event=\"{what}\"}} {}",
-                    esc(net),
-                    v.load(Relaxed)
-                );
-            }
-        }
     }
 
     if let Some(d) = &a.running.dns {
