@@ -281,29 +281,7 @@ impl Registry {
         nodes: BTreeMap<String, Option<SocketAddr>>,
     ) -> Vec<String> {
         let result = self.update_with_nodes(|map, current_nodes| {
-            let old: BTreeMap<String, Arc<Container>> = map
-                .iter()
-                .filter(|(_, c)| c.origin == Origin::Remote)
-                .map(|(k, c)| (k.clone(), c.clone()))
-                .collect();
-            map.retain(|_, c| c.origin != Origin::Remote);
-            let mut skipped = Vec::new();
-            for mut c in containers {
-                c.origin = Origin::Remote;
-                if check_unique(map, &c).is_err() {
-                    skipped.push(c.name);
-                    continue;
-                }
-                if let Some(prev) = old.get(&c.name) {
-                    c.health = prev.health;
-                    if c == **prev {
-                        map.insert(c.name.clone(), prev.clone());
-                        continue;
-                    }
-                    c.health = Health::Unknown;
-                }
-                map.insert(c.name.clone(), Arc::new(c));
-            }
+            let skipped = swap_origin(map, Origin::Remote, containers, OnClash::Skip)?;
             if **current_nodes != nodes {
                 *current_nodes = Arc::new(nodes);
             }
@@ -351,28 +329,56 @@ impl Registry {
         origin: Origin,
         containers: Vec<Container>,
     ) -> Result<(), RegistryError> {
-        self.update(|map| {
-            let old: BTreeMap<String, Arc<Container>> = map
-                .iter()
-                .filter(|(_, c)| c.origin == origin)
-                .map(|(k, c)| (k.clone(), c.clone()))
-                .collect();
-            map.retain(|_, c| c.origin != origin);
-            for mut c in containers {
-                c.origin = origin;
-                check_unique(map, &c)?;
-                if let Some(prev) = old.get(&c.name) {
-                    let mut same = c.clone();
-                    same.health = prev.health;
-                    if same == **prev {
-                        c.health = prev.health;
-                    }
-                }
-                map.insert(c.name.clone(), Arc::new(c));
-            }
-            Ok(())
-        })
+        self.update(|map| swap_origin(map, origin, containers, OnClash::Fail).map(|_| ()))
     }
+}
+
+/// What [`swap_origin`] does with an entry whose name or IP is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnClash {
+    /// Fail the whole change.
+    Fail,
+    /// Leave that entry out (its name is returned).
+    Skip,
+}
+
+/// Replaces every entry of `origin` in `map` with `containers`. An entry equal to the one it
+/// replaces but for health keeps the old one (and so its health). Returns the names left out.
+fn swap_origin(
+    map: &mut BTreeMap<String, Arc<Container>>,
+    origin: Origin,
+    containers: Vec<Container>,
+    on_clash: OnClash,
+) -> Result<Vec<String>, RegistryError> {
+    let old: BTreeMap<String, Arc<Container>> = map
+        .iter()
+        .filter(|(_, c)| c.origin == origin)
+        .map(|(k, c)| (k.clone(), c.clone()))
+        .collect();
+    map.retain(|_, c| c.origin != origin);
+    let mut skipped = Vec::new();
+    for mut c in containers {
+        c.origin = origin;
+        if let Err(e) = check_unique(map, &c) {
+            match on_clash {
+                OnClash::Fail => return Err(e),
+                OnClash::Skip => {
+                    skipped.push(c.name);
+                    continue;
+                }
+            }
+        }
+        if let Some(prev) = old.get(&c.name) {
+            let health = std::mem::replace(&mut c.health, prev.health);
+            if c == **prev {
+                map.insert(c.name, prev.clone());
+                continue;
+            }
+            c.health = health;
+        }
+        map.insert(c.name.clone(), Arc::new(c));
+    }
+    Ok(skipped)
 }
 
 fn check_unique(
