@@ -412,6 +412,8 @@ async fn send_run(
     let mut rest = data;
     while !rest.is_empty() {
         match sock.try_io(Interest::WRITABLE, || udp::send_many(sock, rest, seg, dst)) {
+            // sendmmsg sends at least one message or fails; 0 would mean no progress
+            Ok(0) => break,
             Ok(n) => {
                 let bytes = (n * seg).min(rest.len());
                 counters.tx_n(n, bytes);
