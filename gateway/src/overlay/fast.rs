@@ -794,6 +794,22 @@ struct RxIo<'a> {
     hdr: &'a mut [u8],
 }
 
+impl<'a> RxIo<'a> {
+    fn new(
+        buf: &'a [u8],
+        taps: &'a [Arc<AsyncFd<Tap>>],
+        counters: &'a [Arc<Counters>],
+        hdr: &'a mut [u8],
+    ) -> RxIo<'a> {
+        RxIo {
+            buf,
+            taps,
+            counters,
+            hdr,
+        }
+    }
+}
+
 fn write_merged(m: &Merge, frames: &[(usize, usize)], io: &mut RxIo<'_>) {
     let (buf, hdr) = (io.buf, &mut *io.hdr);
     let c = &io.counters[m.net];
@@ -967,21 +983,11 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                 match *decision {
                     FromUdp::Deliver { network } => {
                         if vnet_on && let Some(ts) = Seg::parse(&buf[fs..fe], uso) {
-                            let mut io = RxIo {
-                                buf,
-                                taps,
-                                counters,
-                                hdr: &mut hdr[..],
-                            };
+                            let mut io = RxIo::new(buf, taps, counters, hdr);
                             merge.push(network, ts, (fs, fe), &mut io);
                             continue;
                         }
-                        merge.flush(&mut RxIo {
-                            buf,
-                            taps,
-                            counters,
-                            hdr: &mut hdr[..],
-                        });
+                        merge.flush(&mut RxIo::new(buf, taps, counters, hdr));
                         let c = &counters[network];
                         if checksum::complete_partial(&mut buf[fs..fe]) == Partial::Completed {
                             c.checksum_completed.fetch_add(1, Relaxed);
@@ -1003,12 +1009,7 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                         }
                     }
                     FromUdp::Segment { network, mss } => {
-                        merge.flush(&mut RxIo {
-                            buf,
-                            taps,
-                            counters,
-                            hdr: &mut hdr[..],
-                        });
+                        merge.flush(&mut RxIo::new(buf, taps, counters, hdr));
                         let c = &counters[network];
                         let tap = taps[network].get_ref();
                         let res = tcp_segment::segment(&buf[fs..fe], mss, &mut scratch[..], |s| {
@@ -1034,12 +1035,7 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                 }
             }
         }
-        merge.flush(&mut RxIo {
-            buf,
-            taps,
-            counters,
-            hdr: &mut hdr[..],
-        });
+        merge.flush(&mut RxIo::new(buf, taps, counters, hdr));
     }
     handled
 }
