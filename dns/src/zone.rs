@@ -85,10 +85,14 @@ impl Zone {
             IpAddr::V6(v6) => node.aaaa.push(v6.octets()),
         };
         for c in containers {
-            let Some(fqdn) = child(&c.name) else { continue };
-            add_ip(nodes.entry(fqdn.clone()).or_default(), c.ip);
-            if let Some(rev) = reverse_name(c.ip) {
-                reverse.entry(rev).or_default().push(fqdn.clone());
+            // A name that is no DNS name (a Docker name of over 63 characters) gets no
+            // records of its own, but the container still serves its service.
+            let fqdn = child(&c.name);
+            if let Some(fqdn) = &fqdn {
+                add_ip(nodes.entry(fqdn.clone()).or_default(), c.ip);
+                if let Some(rev) = reverse_name(c.ip) {
+                    reverse.entry(rev).or_default().push(fqdn.clone());
+                }
             }
             let Some(service) = c.service.as_deref() else {
                 continue;
@@ -99,12 +103,14 @@ impl Zone {
             let snode = nodes.entry(sname).or_default();
             if c.serving {
                 add_ip(snode, c.ip);
-                if let Some(srv_name) = child(&format!("_http._tcp.{service}")) {
+                if let Some(fqdn) = &fqdn
+                    && let Some(srv_name) = child(&format!("_http._tcp.{service}"))
+                {
                     let mut rdata = Vec::with_capacity(6 + fqdn.len());
                     rdata.extend_from_slice(&0u16.to_be_bytes()); // priority
                     rdata.extend_from_slice(&10u16.to_be_bytes()); // weight: equal
                     rdata.extend_from_slice(&c.port.to_be_bytes());
-                    rdata.extend_from_slice(&fqdn);
+                    rdata.extend_from_slice(fqdn);
                     nodes.entry(srv_name).or_default().srv.push(rdata);
                 }
             }
@@ -286,6 +292,28 @@ mod tests {
             z.lookup(&reverse_name("fd00::2".parse().expect("ip")).expect("rev")),
             Lookup::Reverse(_)
         ));
+    }
+
+    #[test]
+    fn a_container_whose_name_is_no_dns_label_still_serves_its_service() {
+        let long = "a".repeat(64); // Docker allows it; a DNS label does not
+        let z = Zone::build(
+            &settings(),
+            1,
+            &[
+                c(&long, "10.0.0.9", "web", true),
+                c("web-1", "10.0.0.1", "web", true),
+            ],
+        )
+        .expect("zone");
+        let Lookup::Found { node, .. } = z.lookup(&n("web.example.com")) else {
+            panic!("web")
+        };
+        assert_eq!(node.a, vec![[10, 0, 0, 9], [10, 0, 0, 1]]);
+        let Lookup::Found { node, .. } = z.lookup(&n("_http._tcp.web.example.com")) else {
+            panic!("srv")
+        };
+        assert_eq!(node.srv.len(), 1, "no SRV target without a name");
     }
 
     #[test]

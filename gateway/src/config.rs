@@ -26,7 +26,81 @@ pub struct Config {
     pub overlay: Option<OverlayConfig>,
     pub dns: Option<DnsConfig>,
     pub ingress: Option<IngressConfig>,
+    /// Containers found through the Docker Engine API; absent: Docker is not asked.
+    pub docker: Option<DockerConfig>,
     pub containers: Vec<ContainerConfig>,
+}
+
+/// `[docker]`: running containers become registry entries of this node (origin `docker`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The Engine API: `unix:///path` or `tcp://host:port` (plain HTTP, e.g. a read-only
+    /// socket proxy). Default: `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
+    pub endpoint: Option<String>,
+    /// The Docker network whose address (and MAC) is published. Default: a container's only
+    /// network; containers on several networks are then skipped.
+    pub network: Option<String>,
+}
+
+/// Where the Docker Engine API is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerEndpoint {
+    /// A unix socket path.
+    Unix(PathBuf),
+    /// `host:port`, plain HTTP.
+    Tcp(String),
+}
+
+impl fmt::Display for DockerEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerEndpoint::Unix(p) => write!(f, "unix://{}", p.display()),
+            DockerEndpoint::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+impl DockerEndpoint {
+    /// The Docker CLI's default socket.
+    pub const DEFAULT: &str = "unix:///var/run/docker.sock";
+
+    /// Parses `unix:///path` or `tcp://host:port` (also `http://host:port`).
+    pub fn parse(text: &str) -> Result<DockerEndpoint, String> {
+        if let Some(path) = text.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!(
+                    "{text:?}: expected an absolute socket path like \"unix:///var/run/docker.sock\""
+                ));
+            }
+            return Ok(DockerEndpoint::Unix(PathBuf::from(path)));
+        }
+        let addr = text
+            .strip_prefix("tcp://")
+            .or_else(|| text.strip_prefix("http://"))
+            .ok_or_else(|| {
+                format!(
+                    "{text:?}: expected \"unix:///path/to/docker.sock\" or \"tcp://host:port\" (https is not supported)"
+                )
+            })?;
+        let addr = addr.trim_end_matches('/');
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+                Ok(DockerEndpoint::Tcp(addr.to_owned()))
+            }
+            _ => Err(format!("{text:?}: expected tcp://host:port")),
+        }
+    }
+}
+
+impl DockerConfig {
+    /// The endpoint to use: the key, else `DOCKER_HOST` (given as `env`), else the default.
+    pub fn endpoint_text(&self, env: Option<&str>) -> String {
+        self.endpoint
+            .clone()
+            .or_else(|| env.filter(|e| !e.is_empty()).map(str::to_owned))
+            .unwrap_or_else(|| DockerEndpoint::DEFAULT.to_owned())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -159,6 +233,10 @@ pub struct NetworkConfig {
     /// Inner MTU. Default: 1450 (1500 underlay minus 50 bytes of VXLAN over IPv4).
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// A Linux bridge to attach the TAP to whenever it exists (e.g. the bridge of a Docker
+    /// network created with `-o com.docker.network.bridge.name=vxbr0`). Default: none.
+    #[serde(default)]
+    pub bridge: Option<String>,
 }
 
 fn default_tap() -> String {
@@ -541,6 +619,9 @@ impl Config {
             }
         }
         self.validate_containers(&mut v);
+        if let Some(d) = &self.docker {
+            validate_docker(d, &mut v);
+        }
         v.problems
     }
 
@@ -781,12 +862,39 @@ fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
                 format!("TAP {:?} is already overlay.networks[{other}]", n.tap),
             );
         }
+        if let Some(bridge) = &n.bridge {
+            if let Err(why) = check_ifname(bridge) {
+                v.bad(&at("bridge"), why);
+            } else if *bridge == n.tap {
+                v.bad(
+                    &at("bridge"),
+                    format!("{bridge:?} is the TAP itself; expected the bridge to attach it to"),
+                );
+            }
+        }
         if !(576..=9000).contains(&n.mtu) {
             v.bad(
                 &at("mtu"),
                 format!("{} is out of range; expected 576-9000", n.mtu),
             );
         }
+    }
+}
+
+fn validate_docker(d: &DockerConfig, v: &mut Validator) {
+    // the key is checked here; DOCKER_HOST when the daemon starts (it is not in the file)
+    if let Some(e) = &d.endpoint
+        && let Err(why) = DockerEndpoint::parse(e)
+    {
+        v.bad("docker.endpoint", why);
+    }
+    if let Some(n) = &d.network
+        && (n.is_empty() || n.contains(char::is_whitespace))
+    {
+        v.bad(
+            "docker.network",
+            format!("{n:?}: expected a Docker network name like \"vxnet\""),
+        );
     }
 }
 
@@ -1127,6 +1235,45 @@ labels = { app = "web" }
             c.containers[0].mac,
             Some("02:00:0a:c8:01:0b".parse().expect("mac"))
         );
+    }
+
+    #[test]
+    fn docker_endpoint_comes_from_the_key_then_docker_host_then_the_default() {
+        let c = parse("[docker]\nnetwork = \"vxnet\"\n", Path::new(".")).expect("valid");
+        let d = c.docker.as_ref().expect("docker");
+        assert_eq!(d.network.as_deref(), Some("vxnet"));
+        assert_eq!(d.endpoint_text(None), "unix:///var/run/docker.sock");
+        assert_eq!(
+            d.endpoint_text(Some("unix:///run/user/1000/docker.sock")),
+            "unix:///run/user/1000/docker.sock"
+        );
+        assert_eq!(d.endpoint_text(Some("")), "unix:///var/run/docker.sock");
+        let keyed = DockerConfig {
+            endpoint: Some("tcp://127.0.0.1:2375".into()),
+            network: None,
+        };
+        assert_eq!(
+            keyed.endpoint_text(Some("unix:///x")),
+            "tcp://127.0.0.1:2375"
+        );
+        assert_eq!(
+            DockerEndpoint::parse("tcp://127.0.0.1:2375"),
+            Ok(DockerEndpoint::Tcp("127.0.0.1:2375".into()))
+        );
+        assert_eq!(
+            DockerEndpoint::parse("unix:///var/run/docker.sock"),
+            Ok(DockerEndpoint::Unix("/var/run/docker.sock".into()))
+        );
+        for bad in [
+            "",
+            "unix://relative.sock",
+            "tcp://:2375",
+            "tcp://h:0",
+            "ssh://h",
+        ] {
+            assert!(DockerEndpoint::parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("", Path::new(".")).expect("valid").docker.is_none());
     }
 
     #[test]

@@ -179,6 +179,7 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate
         ("overlay", config.overlay != new.overlay),
         ("dns", config.dns != new.dns),
         ("ingress", config.ingress != new.ingress),
+        ("docker", config.docker != new.docker),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -31,7 +31,7 @@ pub fn zone_of(settings: &ZoneSettings, snap: &Snapshot) -> Option<Zone> {
             ip: c.ip,
             port: c.port,
             service: c.labels.get(label).cloned(),
-            serving: c.health.is_serving(),
+            serving: c.is_serving(),
         })
         .collect();
     Zone::build(settings, snap.version, &containers)

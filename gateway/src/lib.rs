@@ -33,6 +33,8 @@ pub struct Running {
     pub ingress: Option<ingress::Ingress>,
     /// The shared-registry backend's state (etcd only).
     pub registry_backend: Option<Arc<registry::BackendStatus>>,
+    /// The Docker source's state (`[docker]` only).
+    pub docker: Option<Arc<registry::docker::DockerStatus>>,
 }
 
 /// Starts every part the config enables, each as a task in `tasks` that ends when `shutdown`
@@ -44,6 +46,27 @@ pub async fn start(
     tasks: &mut tokio::task::JoinSet<Result<(), String>>,
 ) -> Result<Running, String> {
     let mut running = Running::default();
+    if let Some(d) = &config.docker {
+        let status = registry::docker::start(
+            d,
+            &config.node.name,
+            config.default_network(),
+            registry,
+            shutdown,
+            tasks,
+        )?;
+        // a moment for the first resync, so DNS and the ingress start with the containers;
+        // without dockerd the first session fails at once and startup goes on
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while status.resyncs.load(Relaxed) == 0
+            && status.errors.load(Relaxed) == 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        running.docker = Some(status);
+    }
     if config.registry.backend == config::RegistryBackend::Etcd {
         running.registry_backend = Some(start_etcd(config, registry, shutdown, tasks).await?);
     }

@@ -65,6 +65,13 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("peer is own address", "[overlay]\nlisten = \"10.99.0.1:4789\"\npeers = [\"10.99.0.1:4789\"]\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.peers[0]", "own"),
         ("tap name too long", format!("{GOOD_OVERLAY}tap = \"a-very-long-tap-name\"\n"), 6, "overlay.networks[0].tap", "1-15"),
         ("toml syntax error", "[node\nname = \"h1\"\n".into(), 1, "(document)", "unclosed table"),
+        ("docker endpoint not a unix or tcp url", "[docker]\nendpoint = \"/var/run/docker.sock\"\n".into(), 2, "docker.endpoint", "unix://"),
+        ("docker endpoint over https", "[docker]\nendpoint = \"https://10.0.0.1:2376\"\n".into(), 2, "docker.endpoint", "https is not supported"),
+        ("docker endpoint tcp without port", "[docker]\nendpoint = \"tcp://10.0.0.1\"\n".into(), 2, "docker.endpoint", "host:port"),
+        ("docker unknown key", "[docker]\nsocket = \"/x\"\n".into(), 2, "docker.socket", "unknown field"),
+        ("docker empty network", "[docker]\nnetwork = \"\"\n".into(), 2, "docker.network", "network name"),
+        ("bridge name too long", format!("{GOOD_OVERLAY}bridge = \"a-very-long-bridge-name\"\n"), 6, "overlay.networks[0].bridge", "1-15"),
+        ("bridge is the tap", format!("{GOOD_OVERLAY}bridge = \"vxg0\"\n"), 6, "overlay.networks[0].bridge", "TAP itself"),
         ("service label value not a dns label", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web_x\" }\n".into(), 5, "containers[0].labels.app", "DNS label"),
     ]
 }

@@ -27,6 +27,7 @@ fn container(name: &str, ip: &str, app: &str) -> Container {
         network: "default".into(),
         node: "h1".into(),
         health: Health::Unknown,
+        ready: true,
         origin: Origin::Api,
     }
 }

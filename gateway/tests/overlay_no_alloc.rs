@@ -96,6 +96,7 @@ fn encapsulate_and_decapsulate_allocate_nothing() {
             network: "default".into(),
             node: "h2".into(),
             health: Health::Unknown,
+            ready: true,
             origin: Origin::Config,
         })
         .expect("add");

@@ -331,7 +331,7 @@ pub fn render(a: &Admin) -> String {
         &mut o,
         "vxgate_backend_healthy",
         "gauge",
-        "1 when a service container is not unhealthy.",
+        "1 when a service container is serving (ready in Docker, not unhealthy in checks).",
     );
     let snap = a.registry.snapshot();
     for (service, cs) in snap.services() {
@@ -341,7 +341,7 @@ pub fn render(a: &Admin) -> String {
                 "vxgate_backend_healthy{{service=\"{}\",container=\"{}\"}} {}",
                 esc(service),
                 esc(&c.name),
-                u8::from(c.health.is_serving())
+                u8::from(c.is_serving())
             );
         }
     }
@@ -402,5 +402,82 @@ pub fn render(a: &Admin) -> String {
             let _ = writeln!(o, "{name} {value}");
         }
     }
+    if let Some(d) = &a.running.docker {
+        docker(&mut o, d);
+    }
     o
+}
+
+/// `vxgate_docker_*`: the Docker source.
+fn docker(o: &mut String, d: &crate::registry::docker::DockerStatus) {
+    use crate::registry::docker::{EVENT_KINDS, mapping::Skip};
+    for (name, kind, help, value) in [
+        (
+            "vxgate_docker_connected",
+            "gauge",
+            "1 while connected to the Docker Engine API and following its events.",
+            u64::from(d.connected.load(Relaxed)),
+        ),
+        (
+            "vxgate_docker_resyncs_total",
+            "counter",
+            "Full resyncs (list and inspect) from the Docker Engine.",
+            d.resyncs.load(Relaxed),
+        ),
+        (
+            "vxgate_docker_errors_total",
+            "counter",
+            "Docker sessions that ended in an error (dockerd absent, stopped or restarted).",
+            d.errors.load(Relaxed),
+        ),
+        (
+            "vxgate_docker_api_calls_total",
+            "counter",
+            "Requests made to the Docker Engine API (all GET).",
+            d.api_calls.load(Relaxed),
+        ),
+        (
+            "vxgate_docker_containers_published",
+            "gauge",
+            "Docker containers in the registry.",
+            d.published.load(Relaxed),
+        ),
+        (
+            "vxgate_docker_clashes",
+            "gauge",
+            "Docker containers left out because a config or API container has their name or IP.",
+            d.clashes.load(Relaxed),
+        ),
+    ] {
+        head(o, name, kind, help);
+        let _ = writeln!(o, "{name} {value}");
+    }
+    head(
+        o,
+        "vxgate_docker_events_total",
+        "counter",
+        "Docker events received, by type.",
+    );
+    let kinds = EVENT_KINDS.iter().copied().chain(["other"]);
+    for (kind, n) in kinds.zip(d.events.iter()) {
+        let _ = writeln!(
+            o,
+            "vxgate_docker_events_total{{type=\"{kind}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    head(
+        o,
+        "vxgate_docker_containers_skipped",
+        "gauge",
+        "Running Docker containers left out, by reason.",
+    );
+    for (reason, n) in Skip::ALL.iter().zip(d.skipped.iter()) {
+        let _ = writeln!(
+            o,
+            "vxgate_docker_containers_skipped{{reason=\"{}\"}} {}",
+            reason.as_str(),
+            n.load(Relaxed)
+        );
+    }
 }

@@ -94,6 +94,7 @@ fn container_json(c: &Container) -> Value {
         "network": c.network,
         "node": c.node,
         "health": format!("{:?}", c.health).to_lowercase(),
+        "ready": c.ready,
         "origin": format!("{:?}", c.origin).to_lowercase(),
     })
 }
@@ -142,7 +143,7 @@ impl Admin {
                     .map(|(name, cs)| {
                         json!({
                             "name": name,
-                            "serving": cs.iter().filter(|c| c.health.is_serving()).count(),
+                            "serving": cs.iter().filter(|c| c.is_serving()).count(),
                             "backends": cs.iter().map(|c| container_json(c)).collect::<Vec<_>>(),
                         })
                     })
@@ -152,6 +153,16 @@ impl Admin {
             (Method::POST, "/v1/containers") => self.add(req).await,
             (Method::DELETE, p) if p.starts_with("/v1/containers/") => {
                 let name = &p["/v1/containers/".len()..];
+                if let Some(c) = self.registry.snapshot().container(name)
+                    && c.origin == crate::registry::Origin::Docker
+                {
+                    return error(
+                        StatusCode::CONFLICT,
+                        &format!(
+                            "container {name:?} is Docker's; it leaves when it stops (docker stop), or label it vxgate.enable=false"
+                        ),
+                    );
+                }
                 if let Some(c) = self.registry.snapshot().container(name)
                     && c.origin == crate::registry::Origin::Remote
                 {

@@ -7,6 +7,7 @@
 //! sent; on receive the payload slice is written to the TAP. Every loop handles at most
 //! [`BATCH`] packets per wake-up and then yields, so a flood cannot starve other tasks.
 
+use super::bridge;
 use super::fast::{self, Features};
 use super::switch::{FromTap, FromUdp, NetworkSpec, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
@@ -102,6 +103,14 @@ pub async fn start(
         Offload::Auto => fast::start(&cfg.networks, cfg.listen, &switch, shutdown, tasks)?,
         Offload::Off => start_portable(cfg, &switch, shutdown, tasks)?,
     };
+    bridge::start(
+        cfg.networks
+            .iter()
+            .filter_map(|n| Some((n.tap.clone(), n.bridge.clone()?)))
+            .collect(),
+        shutdown,
+        tasks,
+    );
     tracing::info!(
         listen = %cfg.listen,
         peers = ?lock(&switch).peers(),

@@ -9,6 +9,7 @@
 //! `fdb` and `switch` are the protocol logic (no I/O, time passed in); `tap` and `driver` are
 //! the I/O shell.
 
+pub mod bridge;
 pub mod counters;
 pub mod driver;
 pub mod fast;

@@ -609,6 +609,7 @@ mod tests {
                 network: "default".into(),
                 node: (*node).into(),
                 health: Health::Unknown,
+                ready: true,
                 origin: Origin::Config,
             })
             .expect("add");

@@ -257,3 +257,37 @@ fn set_mtu_and_up(name: &str, mtu: u16) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `SIOCBRADDIF` from linux/sockios.h (not in the libc crate).
+const SIOCBRADDIF: libc::Ioctl = 0x89a2;
+
+/// The index of a network interface in this namespace, if it exists.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string and returns 0 when there is none.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Makes interface `port` a port of the Linux bridge `bridge` (what `ip link set PORT master
+/// BRIDGE` does, through the bridge's SIOCBRADDIF ioctl). EBUSY: `port` is already a port of
+/// some bridge.
+pub fn attach_to_bridge(port: &str, bridge: &str) -> io::Result<()> {
+    let index = ifindex(port)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {port:?}")))?;
+    // SAFETY: socket(2); the fd is checked and then owned.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a new, open fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut req = IfReq::new(bridge)?;
+    req.value = libc::c_int::try_from(index)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface index out of range"))?;
+    // SAFETY: SIOCBRADDIF reads ifr_ifindex (an int at the union's start) from a valid ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCBRADDIF, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! other node's: those enter as [`Origin::Remote`] entries, and the other nodes' VTEPs as
 //! [`Snapshot::nodes`], in one change per etcd update ([`Registry::set_remote`]).
 
+pub mod docker;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod remote;
@@ -60,7 +61,16 @@ impl Health {
 pub enum Origin {
     Config,
     Api,
+    /// Found through the Docker Engine API (`[docker]`); Docker's state replaces these.
+    Docker,
     Remote,
+}
+
+impl Origin {
+    /// Whether entries of this origin belong to this node (published to the shared registry).
+    pub fn is_local(self) -> bool {
+        self != Origin::Remote
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +85,21 @@ pub struct Container {
     /// Owning host's node name.
     pub node: String,
     pub health: Health,
+    /// What the container's own runtime says of it: `false` while Docker reports its
+    /// HEALTHCHECK as `starting` or `unhealthy`. Such a container is kept out of service
+    /// answers and the ingress whatever the active checks say. Always `true` for containers
+    /// of the config and the admin API.
+    pub ready: bool,
     pub origin: Origin,
 }
 
 impl Container {
+    /// Whether DNS service answers and the ingress use this container: its runtime reports it
+    /// ready and the ingress's active checks have not found it unhealthy.
+    pub fn is_serving(&self) -> bool {
+        self.ready && self.health.is_serving()
+    }
+
     /// Builds a registry entry from a config entry, filling the defaults that depend on the
     /// rest of the config (network, owning node).
     pub fn from_config(c: &ContainerConfig, config: &Config, origin: Origin) -> Container {
@@ -94,6 +115,7 @@ impl Container {
                 .unwrap_or_else(|| config.default_network().to_owned()),
             node: c.node.clone().unwrap_or_else(|| config.node.name.clone()),
             health: Health::Unknown,
+            ready: true,
             origin,
         }
     }
@@ -176,7 +198,7 @@ impl Snapshot {
             .get(&service.to_ascii_lowercase())
             .into_iter()
             .flatten()
-            .filter(|c| c.health.is_serving())
+            .filter(|c| c.is_serving())
     }
 
     pub fn len(&self) -> usize {
@@ -286,6 +308,23 @@ impl Registry {
                 *current_nodes = Arc::new(nodes);
             }
             Ok(skipped)
+        });
+        result.unwrap_or_default()
+    }
+
+    /// Replaces every entry of a local source that owns its entries (Docker) in one change.
+    /// An entry whose name or IP is taken by another local entry (config, API) is left out,
+    /// and the names left out are returned so the caller can report them. A remote entry in
+    /// its way gives way: on its own host, a host's containers win (the next remote update
+    /// leaves the remote one out and counts it). Unchanged entries keep their health.
+    pub fn set_local_source(&self, origin: Origin, containers: Vec<Container>) -> Vec<String> {
+        let result = self.update(|map| {
+            for c in &containers {
+                map.retain(|name, o| {
+                    o.origin != Origin::Remote || (name != &c.name && o.ip != c.ip)
+                });
+            }
+            swap_origin(map, origin, containers, OnClash::Skip)
         });
         result.unwrap_or_default()
     }
@@ -420,6 +459,7 @@ mod tests {
             network: "default".into(),
             node: "h1".into(),
             health: Health::Unknown,
+            ready: true,
             origin: Origin::Api,
         }
     }
@@ -491,6 +531,52 @@ mod tests {
         rx.changed().await.expect("published");
         assert!(rx.borrow_and_update().is_empty());
         assert_eq!(r.snapshot().version, 2);
+    }
+
+    #[test]
+    fn a_local_source_skips_local_clashes_and_displaces_remote_ones() {
+        let r = Registry::new("app");
+        r.add(c("api-1", "10.0.0.3", "api")).expect("add"); // Api origin
+        let mut remote = c("web-9", "10.0.0.9", "web");
+        remote.origin = Origin::Remote;
+        r.set_remote(vec![remote], BTreeMap::new());
+        let docker = |name: &str, ip: &str| {
+            let mut d = c(name, ip, "web");
+            d.origin = Origin::Docker;
+            d
+        };
+        let skipped = r.set_local_source(
+            Origin::Docker,
+            vec![
+                docker("web-1", "10.0.0.1"),
+                docker("api-1", "10.0.0.7"), // name of an API container
+                docker("web-2", "10.0.0.3"), // IP of an API container
+                docker("web-3", "10.0.0.9"), // IP of a remote container
+            ],
+        );
+        assert_eq!(skipped, ["api-1", "web-2"]);
+        let s = r.snapshot();
+        let names: Vec<_> = s
+            .containers()
+            .map(|c| (c.name.as_str(), c.origin))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("api-1", Origin::Api),
+                ("web-1", Origin::Docker),
+                ("web-3", Origin::Docker)
+            ]
+        );
+        // the next source update replaces the whole origin; an empty one removes them all
+        assert!(r.set_local_source(Origin::Docker, Vec::new()).is_empty());
+        assert_eq!(r.snapshot().len(), 1);
+        // not ready: listed, not serving
+        let mut starting = docker("web-4", "10.0.0.4");
+        starting.ready = false;
+        r.set_local_source(Origin::Docker, vec![starting]);
+        assert_eq!(r.snapshot().serving("web").count(), 0);
+        assert_eq!(r.snapshot().len(), 2);
     }
 
     #[test]

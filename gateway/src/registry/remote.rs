@@ -91,10 +91,22 @@ struct ContainerRecord {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     network: String,
+    /// Written only when false (a Docker container whose HEALTHCHECK is not healthy yet), so
+    /// the records of ready containers stay what older nodes read.
+    #[serde(default = "ready_default", skip_serializing_if = "is_ready")]
+    ready: bool,
+}
+
+fn ready_default() -> bool {
+    true
+}
+
+fn is_ready(ready: &bool) -> bool {
+    *ready
 }
 
 /// The keys and values this node wants in etcd for the local part of `snapshot`: its node
-/// record and every container it owns (config or API, `node` = this node).
+/// record and every container it owns (config, API or Docker, `node` = this node).
 pub fn local_records(
     layout: &Layout,
     me: &str,
@@ -114,6 +126,7 @@ pub fn local_records(
             port: c.port,
             labels: c.labels.clone(),
             network: c.network.clone(),
+            ready: c.ready,
         };
         out.insert(layout.container_key(me, &c.name), json(&record));
     }
@@ -251,6 +264,7 @@ fn decode(key: &Key, value: &[u8]) -> Result<Entry, String> {
                 network: r.network,
                 node: node.clone(),
                 health: Health::Unknown,
+                ready: r.ready,
                 origin: Origin::Remote,
             }))
         }
@@ -272,6 +286,7 @@ mod tests {
             network: "default".into(),
             node: node.into(),
             health: Health::Unknown,
+            ready: true,
             origin,
         }
     }
@@ -345,6 +360,53 @@ mod tests {
         assert!(h2.delete(l.container_key("h1", "web-1").as_bytes()));
         assert!(!h2.delete(l.container_key("h1", "web-1").as_bytes()));
         assert_eq!(h2.containers().len(), 1);
+    }
+
+    #[test]
+    fn docker_containers_are_published_with_their_readiness() {
+        let l = Layout::new("/vxgate/");
+        let r = Registry::new("app");
+        let mut ready = container("web-1", "10.200.1.11", "h1", Origin::Docker);
+        ready.mac = None;
+        let mut starting = container("web-2", "10.200.1.12", "h1", Origin::Docker);
+        starting.ready = false;
+        r.add(ready).expect("add");
+        r.add(starting).expect("add");
+        let records = local_records(&l, "h1", None, &r.snapshot());
+        // a ready container's record is the format older nodes read, byte for byte
+        assert_eq!(
+            records
+                .get(&l.container_key("h1", "web-1"))
+                .map(String::as_str),
+            Some(
+                r#"{"name":"web-1","ip":"10.200.1.11","mac":null,"port":80,"labels":{"app":"web"},"network":"default"}"#
+            )
+        );
+        let mut h2 = RemoteState::new("h2", l.clone());
+        for (k, v) in &records {
+            assert_eq!(h2.put(k.as_bytes(), v.as_bytes()), Ok(true));
+        }
+        let got: Vec<(String, bool)> = h2
+            .containers()
+            .into_iter()
+            .map(|c| (c.name, c.ready))
+            .collect();
+        assert_eq!(
+            got,
+            [("web-1".to_string(), true), ("web-2".to_string(), false)]
+        );
+        let reg2 = Registry::new("app");
+        reg2.set_remote(h2.containers(), BTreeMap::new());
+        let serving: Vec<_> = reg2
+            .snapshot()
+            .serving("web")
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(
+            serving,
+            ["web-1"],
+            "a container not ready on its node serves nowhere"
+        );
     }
 
     #[test]

@@ -1,0 +1,412 @@
+//! The Docker source: running containers become registry entries of this node.
+//!
+//! ```text
+//!  dockerd ──GET /version, /containers/json, /containers/{id}/json──► session ──► Registry
+//!          ──GET /events (container + network, filtered by the Engine)─┘  set_local_source(Docker)
+//! ```
+//!
+//! A session negotiates the API version (dockerd 20.10 speaks 1.41 and rejects newer
+//! clients), notes the time, lists the running containers and inspects each (a full resync:
+//! the result replaces every `docker` entry in one change), then follows `/events` from that
+//! time, so an event that happened during the resync is replayed rather than lost (each event
+//! is idempotent: it inspects or removes). Per event: `die`, `stop`, `destroy` and `pause`
+//! remove the container at once with no API call; `start`, `unpause`, `health_status`,
+//! `rename` and network `connect`/`disconnect` inspect it once.
+//!
+//! When dockerd is absent or goes away, the registry keeps the last state the source saw
+//! (containers keep running under `--live-restore`), one warning is logged per outage, and a
+//! new session follows after a backoff (0.1 s doubling to 5 s) and resyncs in full. Only GET
+//! requests are ever made: the source never creates, starts, stops or execs anything.
+
+pub mod mapping;
+
+use crate::config::{DockerConfig, DockerEndpoint};
+use crate::daemon::Shutdown;
+use crate::registry::{Container, Origin, Registry};
+use bollard::Docker;
+use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
+use futures_util::StreamExt;
+use mapping::{Action, Settings, Skip};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinSet;
+
+/// Bound on each request that is not the event stream.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Event kinds counted one by one; anything else is counted as `other`.
+pub const EVENT_KINDS: [&str; 10] = [
+    "start",
+    "die",
+    "stop",
+    "destroy",
+    "pause",
+    "unpause",
+    "health_status",
+    "rename",
+    "connect",
+    "disconnect",
+];
+
+/// What the source reports (admin API and metrics).
+#[derive(Debug)]
+pub struct DockerStatus {
+    /// The endpoint in use (`unix:///…` or `tcp://…`).
+    pub endpoint: String,
+    /// Connected, resynced, and following events.
+    pub connected: AtomicBool,
+    /// Full resyncs (the first, and one after every reconnect).
+    pub resyncs: AtomicU64,
+    /// Sessions that ended in an error (dockerd absent, stopped, restarted).
+    pub errors: AtomicU64,
+    /// Requests made to the Engine API (version, list, inspect, events).
+    pub api_calls: AtomicU64,
+    /// Events received, by [`EVENT_KINDS`] and a last slot for any other.
+    pub events: [AtomicU64; EVENT_KINDS.len() + 1],
+    /// Containers published in the registry now.
+    pub published: AtomicU64,
+    /// Running containers left out now, by [`Skip::ALL`] reason.
+    pub skipped: [AtomicU64; Skip::ALL.len()],
+    /// Containers left out now because their name or IP is taken by a config or API entry.
+    pub clashes: AtomicU64,
+}
+
+impl DockerStatus {
+    fn new(endpoint: String) -> DockerStatus {
+        DockerStatus {
+            endpoint,
+            connected: AtomicBool::new(false),
+            resyncs: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            api_calls: AtomicU64::new(0),
+            events: Default::default(),
+            published: AtomicU64::new(0),
+            skipped: Default::default(),
+            clashes: AtomicU64::new(0),
+        }
+    }
+
+    fn count_event(&self, kind: &str) {
+        let slot = EVENT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(EVENT_KINDS.len());
+        self.events[slot].fetch_add(1, Relaxed);
+    }
+}
+
+struct Ctx {
+    endpoint: DockerEndpoint,
+    settings: Settings,
+    registry: Arc<Registry>,
+    status: Arc<DockerStatus>,
+}
+
+/// Starts the source. It never fails startup: without dockerd, vxgate serves what it has and
+/// keeps trying. An endpoint that does not parse (from `DOCKER_HOST`) is a startup error.
+pub fn start(
+    cfg: &DockerConfig,
+    node: &str,
+    overlay_network: &str,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<Arc<DockerStatus>, String> {
+    let env = std::env::var("DOCKER_HOST").ok();
+    let text = cfg.endpoint_text(env.as_deref());
+    let endpoint = DockerEndpoint::parse(&text).map_err(|e| {
+        if cfg.endpoint.is_none() {
+            format!("docker: DOCKER_HOST: {e}")
+        } else {
+            format!("docker.endpoint: {e}")
+        }
+    })?;
+    let status = Arc::new(DockerStatus::new(endpoint.to_string()));
+    tracing::info!(endpoint = %endpoint, network = ?cfg.network, "docker: following containers");
+    let ctx = Ctx {
+        endpoint,
+        settings: Settings {
+            network: cfg.network.clone(),
+            node: node.to_owned(),
+            overlay_network: overlay_network.to_owned(),
+        },
+        registry: registry.clone(),
+        status: status.clone(),
+    };
+    tasks.spawn(run(ctx, shutdown.clone()));
+    Ok(status)
+}
+
+/// State that outlives sessions: what Docker last said.
+#[derive(Default)]
+struct State {
+    /// Published containers by Docker id.
+    containers: BTreeMap<String, Container>,
+    /// Running containers left out, by Docker id, with the name for logs.
+    skipped: HashMap<String, (String, Skip)>,
+    /// Names left out for clashing, to log only when that set changes.
+    clashing: Vec<String>,
+    /// In an outage (logged once).
+    down: bool,
+}
+
+async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
+    let mut st = State::default();
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connected_before = ctx.status.resyncs.load(Relaxed);
+        let Err(e) = session(&ctx, &mut st, &mut shutdown).await else {
+            return Ok(());
+        };
+        ctx.status.connected.store(false, Relaxed);
+        ctx.status.errors.fetch_add(1, Relaxed);
+        if ctx.status.resyncs.load(Relaxed) != connected_before {
+            backoff = BACKOFF_MIN; // that session got going: start over
+        }
+        if !st.down {
+            st.down = true;
+            tracing::warn!(
+                endpoint = %ctx.endpoint,
+                containers = st.containers.len(),
+                "docker: {e}; serving the last known state and reconnecting (at most every {BACKOFF_MAX:?})"
+            );
+        } else {
+            tracing::debug!(endpoint = %ctx.endpoint, retry_in = ?backoff, "docker: {e}");
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn call<T, E: std::fmt::Display>(
+    status: &DockerStatus,
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    status.api_calls.fetch_add(1, Relaxed);
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
+    }
+}
+
+fn connect(endpoint: &DockerEndpoint) -> Result<Docker, String> {
+    let timeout = CALL_TIMEOUT.as_secs();
+    let version = bollard::API_DEFAULT_VERSION;
+    match endpoint {
+        DockerEndpoint::Unix(path) => {
+            Docker::connect_with_unix(&path.to_string_lossy(), timeout, version)
+        }
+        DockerEndpoint::Tcp(addr) => Docker::connect_with_http(addr, timeout, version),
+    }
+    .map_err(|e| format!("cannot reach {endpoint}: {e}"))
+}
+
+/// One connection's life. `Ok` means shutdown was asked.
+async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(), String> {
+    let status = &ctx.status;
+    let docker = connect(&ctx.endpoint)?;
+    // dockerd 20.10 answers 400 to clients newer than API 1.41: agree on a version first
+    let docker = call(status, "version", docker.negotiate_version()).await?;
+    // Events from this moment on are replayed after the resync (1 s early: the Engine's
+    // `since` has second granularity in older versions); replaying is harmless.
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs().saturating_sub(1))
+        .unwrap_or(0);
+    let list = call(
+        status,
+        "list containers",
+        docker.list_containers(Some(ListContainersOptions {
+            all: false,
+            ..Default::default()
+        })),
+    )
+    .await?;
+    let mut fresh = State {
+        clashing: st.clashing.clone(),
+        down: st.down,
+        ..State::default()
+    };
+    for summary in list {
+        let Some(id) = summary.id else { continue };
+        inspect_into(ctx, &docker, &id, &mut fresh).await?;
+    }
+    *st = fresh;
+    publish(ctx, st);
+    status.resyncs.fetch_add(1, Relaxed);
+    status.connected.store(true, Relaxed);
+    let version = docker.client_version();
+    if std::mem::replace(&mut st.down, false) {
+        tracing::info!(
+            endpoint = %ctx.endpoint,
+            containers = st.containers.len(),
+            "docker: connected again (API {version}); resynced"
+        );
+    } else {
+        tracing::info!(
+            endpoint = %ctx.endpoint,
+            containers = st.containers.len(),
+            "docker: connected (API {version})"
+        );
+    }
+
+    let filters: HashMap<String, Vec<String>> = [
+        (
+            "type".to_owned(),
+            vec!["container".into(), "network".into()],
+        ),
+        (
+            "event".to_owned(),
+            mapping::CONTAINER_EVENTS
+                .iter()
+                .chain(mapping::NETWORK_EVENTS.iter())
+                .map(|s| (*s).to_owned())
+                .collect(),
+        ),
+    ]
+    .into();
+    status.api_calls.fetch_add(1, Relaxed);
+    let mut events = docker.events(Some(EventsOptions {
+        since: Some(since.to_string()),
+        until: None,
+        filters: Some(filters),
+    }));
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            e = events.next() => e,
+        };
+        let event = match event {
+            None => return Err("the event stream ended (dockerd stopped?)".into()),
+            Some(Err(e)) => return Err(format!("events: {e}")),
+            Some(Ok(e)) => e,
+        };
+        status.count_event(mapping::kind(&event));
+        match mapping::classify(&event) {
+            Action::Ignore => continue,
+            Action::Remove(id) => {
+                let gone = st.containers.remove(&id).is_some();
+                if st.skipped.remove(&id).is_none() && !gone {
+                    continue;
+                }
+                tracing::debug!(
+                    id = short(&id),
+                    event = mapping::kind(&event),
+                    "docker: container left"
+                );
+            }
+            Action::Inspect(id) => inspect_into(ctx, &docker, &id, st).await?,
+        }
+        publish(ctx, st);
+    }
+}
+
+/// Inspects one container and files it as published or skipped (or forgets it when Docker no
+/// longer has it).
+async fn inspect_into(ctx: &Ctx, docker: &Docker, id: &str, st: &mut State) -> Result<(), String> {
+    ctx.status.api_calls.fetch_add(1, Relaxed);
+    let answer = tokio::time::timeout(
+        CALL_TIMEOUT,
+        docker.inspect_container(id, None::<InspectContainerOptions>),
+    )
+    .await
+    .map_err(|_| format!("inspect: no answer within {CALL_TIMEOUT:?}"))?;
+    let info = match answer {
+        Ok(info) => info,
+        // removed between the event (or the list) and the inspect
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            st.containers.remove(id);
+            st.skipped.remove(id);
+            return Ok(());
+        }
+        Err(e) => return Err(format!("inspect {}: {e}", short(id))),
+    };
+    match mapping::entry(&info, &ctx.settings) {
+        Ok(c) => {
+            st.skipped.remove(id);
+            st.containers.insert(id.to_owned(), c);
+        }
+        Err(why) => {
+            st.containers.remove(id);
+            let name = info
+                .name
+                .as_deref()
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_owned();
+            if why != Skip::NotRunning {
+                let before = st.skipped.get(id).map(|(_, w)| *w);
+                if before != Some(why) {
+                    log_skip(&name, why, ctx.settings.network.as_deref());
+                }
+                st.skipped.insert(id.to_owned(), (name, why));
+            } else {
+                st.skipped.remove(id);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn log_skip(name: &str, why: Skip, network: Option<&str>) {
+    match why {
+        Skip::AmbiguousNetwork => tracing::warn!(
+            container = name,
+            "docker: container is on several networks; set docker.network to say which address to publish; skipped"
+        ),
+        Skip::BadPort => tracing::warn!(
+            container = name,
+            "docker: label {} is not a port number (1-65535); skipped",
+            mapping::LABEL_PORT
+        ),
+        Skip::OtherNetwork => tracing::debug!(
+            container = name,
+            network = network.unwrap_or(""),
+            "docker: container is not on the network; skipped"
+        ),
+        other => tracing::debug!(container = name, reason = other.as_str(), "docker: skipped"),
+    }
+}
+
+/// Puts the current set into the registry in one change and updates the gauges.
+fn publish(ctx: &Ctx, st: &mut State) {
+    let clashing = ctx
+        .registry
+        .set_local_source(Origin::Docker, st.containers.values().cloned().collect());
+    if clashing != st.clashing {
+        if !clashing.is_empty() {
+            tracing::warn!(
+                containers = ?clashing,
+                "docker: left out: the name or IP is taken by a container of the config or the admin API"
+            );
+        }
+        st.clashing = clashing;
+    }
+    let status = &ctx.status;
+    status.clashes.store(st.clashing.len() as u64, Relaxed);
+    status.published.store(
+        (st.containers.len() - st.clashing.len().min(st.containers.len())) as u64,
+        Relaxed,
+    );
+    for (slot, reason) in Skip::ALL.iter().enumerate() {
+        let n = st.skipped.values().filter(|(_, w)| w == reason).count();
+        status.skipped[slot].store(n as u64, Relaxed);
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
