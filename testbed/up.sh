@@ -5,7 +5,7 @@
 # Leftovers of an earlier run with the same prefix are removed first.
 #
 #   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--kernel-vxlan LIST] [--etcd]
-#                 [--offload auto|off]
+#                 [--offload auto|off] [--docker]
 #
 # --kernel-vxlan LIST (host numbers like 2 or 1,2, or "all"): those hosts get the Linux
 # kernel's vxlan device (VNI 42, dstport 4789, flooding to every other host) on br0 instead
@@ -15,13 +15,19 @@
 # 23790/23800), and configs with registry.backend = "etcd": each host lists only its own
 # containers and no peers; the rest comes from the shared registry (lease_ttl_s = 3).
 #
+# --docker (implies --etcd): a dockerd in each host's namespace (testbed/lib.sh tb_dockerd_start)
+# with a bridge network "vxnet" (10.200.0.0/16, this host's --ip-range 10.200.H.0/24, gateway
+# 10.200.H.1, bridge vxbr0, MTU 1450) instead of br0; the TAP vxg0 is left unattached and the
+# configs say bridge = "vxbr0", so vxgate attaches it; the M containers per host are Docker
+# containers of a busybox image (httpd answering their name) with [docker] in the configs.
+#
 # --offload MODE writes overlay.offload = MODE into the configs (default: vxgate's, "auto").
 # Each host's TAP vxg0 is created multi-queue, so vxgate can use one queue per core.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-HOSTS=2 CONTAINERS=2 KERNEL="" ETCD="" OFFLOAD=""
+HOSTS=2 CONTAINERS=2 KERNEL="" ETCD="" OFFLOAD="" DOCKER=""
 while [ $# -gt 0 ]; do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
@@ -30,7 +36,8 @@ while [ $# -gt 0 ]; do
     --kernel-vxlan) KERNEL=$2; shift 2 ;;
     --etcd) ETCD=1; shift ;;
     --offload) OFFLOAD=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --docker) DOCKER=1; ETCD=1; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) tb_die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -41,6 +48,11 @@ tb_init
 command -v ip >/dev/null || tb_die "iproute2 is missing (apt-get install iproute2)"
 PY=/usr/bin/python3
 [ -x $PY ] || tb_die "python3 is missing (apt-get install python3)"
+if [ -n "$DOCKER" ]; then
+  command -v dockerd >/dev/null && [ -x "$TB_DOCKER" ] || tb_die "docker is missing (apt-get install docker.io)"
+  [ -x /bin/busybox ] || tb_die "busybox is missing (apt-get install busybox-static)"
+  [ -n "$KERNEL" ] && tb_die "--docker and --kernel-vxlan do not go together"
+fi
 if [ -n "$ETCD" ]; then
   command -v etcd >/dev/null || tb_die "etcd is missing (apt-get install etcd-server)"
   command -v etcdctl >/dev/null || tb_die "etcdctl is missing (apt-get install etcd-client)"
@@ -70,6 +82,20 @@ for h in $(seq "$HOSTS"); do
   ip netns add "$hns"
   tb_run "$hns" ip link set lo up
   attach_underlay "$hns" "h$h" "10.99.0.$h"
+  if [ -n "$DOCKER" ]; then
+    # Docker makes the bridge (vxbr0) with the network; vxgate attaches its TAP to it
+    ip -n "$hns" tuntap add dev vxg0 mode tap multi_queue
+    ip -n "$hns" link set vxg0 mtu 1450 up
+    tb_dockerd_start "$h"
+    tb_docker_image "$h"
+    tb_docker "$h" network create --subnet 10.200.0.0/16 --ip-range "10.200.$h.0/24" \
+      --gateway "10.200.$h.1" --aux-address "zero=10.200.$h.0" \
+      -o com.docker.network.bridge.name=vxbr0 -o com.docker.network.driver.mtu=1450 vxnet >/dev/null
+    for i in $(seq "$CONTAINERS"); do
+      tb_docker_web "$h" "h${h}c$i" 80 --label "app=$(tb_app "$i")"
+    done
+    continue
+  fi
   ip -n "$hns" link add br0 address "$(printf '02:00:0a:c8:%02x:01' "$h")" mtu 1450 type bridge
   ip -n "$hns" addr add "10.200.$h.1/16" dev br0
   ip -n "$hns" link set br0 up
@@ -140,7 +166,14 @@ for h in $(seq "$HOSTS"); do
     echo "vni = 42"
     echo "tap = \"vxg0\""
     echo "mtu = 1450"
+    [ -n "$DOCKER" ] && echo "bridge = \"vxbr0\""
     echo
+    if [ -n "$DOCKER" ]; then
+      echo "[docker]"
+      echo "endpoint = \"unix://$(tb_ddir "$h")/docker.sock\""
+      echo "network = \"vxnet\""
+      echo
+    fi
     echo "[dns]"
     echo "listen = [\"10.200.$h.1:53\"]"
     echo "zone = \"example.com\""
@@ -151,6 +184,7 @@ for h in $(seq "$HOSTS"); do
     echo "http_redirect = [\"10.99.0.$h:80\"]"
     others=$(seq "$HOSTS")
     [ -n "$ETCD" ] && others=$h   # the others come from etcd
+    [ -n "$DOCKER" ] && others=""  # Docker's containers come from Docker
     for oh in $others; do
       for i in $(seq "$CONTAINERS"); do
         echo
@@ -179,6 +213,7 @@ fi
 
 # Wait until every backend answers (bounded).
 for h in $(seq "$HOSTS"); do
+  [ -n "$DOCKER" ] && break   # docker run returned: httpd is the container's first process
   for i in $(seq "$CONTAINERS"); do
     cns=$P-h${h}c$i
     for _ in $(seq 50); do
