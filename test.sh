@@ -9,7 +9,9 @@ cd "$(dirname "$0")"
 need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl dig:bind9-dnsutils
       ethtool:ethtool tcpdump:tcpdump python3:python3 openssl:openssl ps:procps
       timeout:coreutils etcd:etcd-server etcdctl:etcd-client protoc:protobuf-compiler
-      /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev)
+      /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev
+      dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static nsenter:util-linux
+      findmnt:util-linux)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}

@@ -166,6 +166,10 @@ fn lowest_exposed_tcp(ports: Option<&[String]>) -> Option<u16> {
 pub enum Action {
     /// The container's state may have changed: inspect it (one API call) and update.
     Inspect(String),
+    /// Its networks changed: inspect it only if the source has it (published or skipped while
+    /// running). A container that is not running gets there with its `start`, and one that
+    /// stopped left with its `die`, so neither costs a call.
+    InspectIfKnown(String),
     /// The container stopped serving: drop it now, no API call.
     Remove(String),
     /// Nothing to do.
@@ -213,7 +217,7 @@ pub fn classify(e: &EventMessage) -> Action {
                 .filter(|c| !c.is_empty())
                 .cloned();
             match (kind(e), container) {
-                ("connect" | "disconnect", Some(id)) => Action::Inspect(id),
+                ("connect" | "disconnect", Some(id)) => Action::InspectIfKnown(id),
                 _ => Action::Ignore,
             }
         }
@@ -366,23 +370,24 @@ mod tests {
             .map(|e| (kind(e).to_owned(), classify(e)))
             .collect();
         let inspect = || Action::Inspect(id.into());
+        let if_known = || Action::InspectIfKnown(id.into());
         let remove = || Action::Remove(id.into());
         let want = [
             ("create", Action::Ignore),
-            ("connect", inspect()),
+            ("connect", if_known()),
             ("start", inspect()),
             ("health_status", inspect()),
             ("pause", remove()),
             ("unpause", inspect()),
-            ("disconnect", inspect()),
-            ("disconnect", inspect()),
-            ("connect", inspect()),
+            ("disconnect", if_known()),
+            ("disconnect", if_known()),
+            ("connect", if_known()),
             ("rename", inspect()),
             ("kill", Action::Ignore),
             ("health_status", inspect()),
             ("kill", Action::Ignore),
             ("die", remove()),
-            ("disconnect", inspect()),
+            ("disconnect", if_known()),
             ("stop", remove()),
             ("destroy", remove()),
         ];

@@ -10,8 +10,9 @@
 //! the result replaces every `docker` entry in one change), then follows `/events` from that
 //! time, so an event that happened during the resync is replayed rather than lost (each event
 //! is idempotent: it inspects or removes). Per event: `die`, `stop`, `destroy` and `pause`
-//! remove the container at once with no API call; `start`, `unpause`, `health_status`,
-//! `rename` and network `connect`/`disconnect` inspect it once.
+//! remove the container at once with no API call; `start`, `unpause`, `health_status` and
+//! `rename` inspect it once, and so do network `connect`/`disconnect` of a running container
+//! (a starting container's `connect` comes before its `start`, and costs nothing).
 //!
 //! When dockerd is absent or goes away, the registry keeps the last state the source saw
 //! (containers keep running under `--live-restore`), one warning is logged per outage, and a
@@ -307,6 +308,12 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
                 );
             }
             Action::Inspect(id) => inspect_into(ctx, &docker, &id, st).await?,
+            Action::InspectIfKnown(id) => {
+                if !st.containers.contains_key(&id) && !st.skipped.contains_key(&id) {
+                    continue;
+                }
+                inspect_into(ctx, &docker, &id, st).await?
+            }
         }
         publish(ctx, st);
     }
