@@ -117,6 +117,13 @@ async fn run(opts: Options, call: Call) -> ExitCode {
         Some(Value::Null) | None => "-".into(),
         Some(other) => other.to_string(),
     };
+    let health = |v: &Value| {
+        if v.get("ready") == Some(&Value::Bool(false)) {
+            "not-ready".to_owned()
+        } else {
+            s(v, "health")
+        }
+    };
     let labels = |v: &Value| {
         v.get("labels")
             .and_then(Value::as_object)
@@ -141,7 +148,7 @@ async fn run(opts: Options, call: Call) -> ExitCode {
                             s(b, "ip"),
                             s(b, "port"),
                             s(b, "node"),
-                            s(b, "health")
+                            health(b)
                         )
                     })
                     .collect();
@@ -154,6 +161,7 @@ async fn run(opts: Options, call: Call) -> ExitCode {
             print_table(&t);
         }
         Call::Containers => {
+            // HEALTH: the ingress's checks, or "not-ready" while Docker's HEALTHCHECK says no
             let mut t = vec![
                 [
                     "NAME", "IP", "PORT", "NODE", "NETWORK", "HEALTH", "ORIGIN", "LABELS",
@@ -168,7 +176,7 @@ async fn run(opts: Options, call: Call) -> ExitCode {
                     s(&c, "port"),
                     s(&c, "node"),
                     s(&c, "network"),
-                    s(&c, "health"),
+                    health(&c),
                     s(&c, "origin"),
                     labels(&c),
                 ]);

@@ -9,13 +9,22 @@
 # overlay; the ingress round-robins over both hosts; docker stop -> gone, with no failed
 # request after; docker start -> back with its address; dockerd killed -> the last state is
 # still served, and after it restarts a new container appears on the other host too; vxgate
-# started before dockerd picks the containers up once dockerd is there.
+# started before dockerd picks the containers up once dockerd is there; h1 reads Docker through
+# a GET-only proxy that denies nothing it asks; config/API entries cannot take Docker's names.
 # Waits are bounded ("eventually, within N s") and the observed delays are reported.
 . "$(dirname "$0")/lib.sh"
 up --hosts 2 --containers 1 --docker
 tb_docker_web 1 h1sick 80 --label app=web --health-cmd false --health-interval 1s --health-retries 1
 tb_docker_web 2 h2api 8080 --label app=api --label vxgate.port=8080
-for h in 1 2; do start_vxgate "$h"; done
+# h1's vxgate reads Docker through a GET-only proxy on loopback TCP (least privilege, and the
+# tcp:// endpoint); h2's through dockerd's unix socket
+ip netns exec "$P-h1" /usr/bin/python3 "$TESTBED/docker-ro-proxy.py" 127.0.0.1:2375 \
+  "$(tb_ddir 1)/docker.sock" "$LOGDIR/proxy.txt" >"$LOGDIR/proxy.log" 2>&1 &
+sed 's|^endpoint = "unix://.*docker.sock"$|endpoint = "tcp://127.0.0.1:2375"|' "$STATE/h1.toml" > "$LOGDIR/h1.toml"
+grep -qx 'endpoint = "tcp://127.0.0.1:2375"' "$LOGDIR/h1.toml" || fail "h1's config has no proxy endpoint"
+for _ in $(seq 100); do on h1 curl -s -o /dev/null http://127.0.0.1:2375/version && break; sleep 0.05; done
+start_vxgate 1 "$LOGDIR/h1.toml"
+start_vxgate 2
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # ips H NAME: the A records host H's vxgate answers for NAME, sorted, space-separated.
@@ -69,6 +78,13 @@ done
 [ "$(ips 1 h1sick.example.com)" = "$IP_SICK" ] || fail "h1sick.example.com does not resolve"
 tb_docker 1 inspect -f '{{.State.Health.Status}}' h1sick | grep -qx 'unhealthy\|starting' \
   || fail "h1sick is not unhealthy in Docker"
+# a config/API container may not take a Docker container's name or IP, nor remove it
+code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST -d "{\"name\":\"h1c1\",\"ip\":\"10.200.1.250\",\"port\":80}" http://127.0.0.1:9180/v1/containers)
+[ "$code" = 409 ] || fail "POST of a container named like a Docker one answered $code"
+code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST -d "{\"name\":\"other\",\"ip\":\"$IP_H1C1\",\"port\":80}" http://127.0.0.1:9180/v1/containers)
+[ "$code" = 409 ] || fail "POST of a container with a Docker one's IP answered $code"
+code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X DELETE http://127.0.0.1:9180/v1/containers/h1c1)
+[ "$code" = 409 ] || fail "DELETE of a Docker container answered $code"
 pass "both hosts resolve web to $WEB; h1sick ($IP_SICK, unhealthy in Docker) is listed, not ready, out of web"
 
 # (busybox wget -T segfaults in this static build: the wait is bounded from outside instead)
@@ -190,6 +206,23 @@ tb_dockerd_start 2
 ms=$(eventually 20 "h1 resolves h2's containers again" ips_are 1 web.example.com "$WEB")
 [ "$(metric 2 vxgate_docker_containers_published)" = 3 ] || fail "h2 publishes $(metric 2 vxgate_docker_containers_published) containers, expected 3 (h2c1, h2api, h2web2)"
 pass "vxgate on h2 started before dockerd: h1 resolves web to $WEB ${ms} ms after dockerd answered ($(( $(now_ms) - t0 )) ms after dockerd was started)"
+
+# 8. h1 only ever read from Docker: everything went through the GET-only proxy, which denied
+#    nothing, and events flowed through it (a container started on h1 appears)
+tb_docker_web 1 h1extra 80 --label app=extra
+IP_X=$(tb_docker_ip 1 h1extra)
+ms=$(eventually 10 "h1extra in h1's DNS through the proxy" ips_are 1 extra.example.com "$IP_X")
+allowed=$(grep -c '^ALLOW GET' "$LOGDIR/proxy.txt" || true)
+denied=$(grep -c '^DENY' "$LOGDIR/proxy.txt" || true)
+# (bollard 0.21 sends unversioned paths, which dockerd serves at its own API version)
+v='(/v[0-9.]+)?'
+grep -Eq "^ALLOW GET $v/events\?" "$LOGDIR/proxy.txt" && grep -Eq "^ALLOW GET $v/containers/json" "$LOGDIR/proxy.txt" \
+  && grep -Eq "^ALLOW GET $v/containers/[0-9a-f]{64}/json" "$LOGDIR/proxy.txt" || fail "h1's requests: $(cat "$LOGDIR/proxy.txt")"
+[ "$denied" = 0 ] || fail "the proxy denied vxgate's requests: $(grep DENY "$LOGDIR/proxy.txt")"
+[ "$(metric 1 vxgate_docker_api_calls_total)" -le "$allowed" ] || fail "h1 counted more API calls than the proxy saw"
+code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:2375/v1.41/containers/create)
+[ "$code" = 403 ] && grep -q '^DENY POST' "$LOGDIR/proxy.txt" || fail "the proxy let a POST through ($code)"
+pass "h1 read Docker through a GET-only proxy: $allowed GETs, 0 denied (a POST control was denied); h1extra in DNS ${ms} ms after docker run"
 
 touch "$stop"
 wait "$LOAD" || true
