@@ -51,6 +51,7 @@ pub async fn start(
             d,
             &config.node.name,
             config.default_network(),
+            config.service_label(),
             registry,
             shutdown,
             tasks,

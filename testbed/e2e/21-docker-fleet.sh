@@ -10,7 +10,8 @@
 # request after; docker start -> back with its address; dockerd killed -> the last state is
 # still served, and after it restarts a new container appears on the other host too; vxgate
 # started before dockerd picks the containers up once dockerd is there; h1 reads Docker through
-# a GET-only proxy that denies nothing it asks; config/API entries cannot take Docker's names.
+# a GET-only proxy that denies nothing it asks; config/API entries cannot take Docker's names;
+# a Docker network deleted and re-created gets vxgate's TAP on its new bridge.
 # Waits are bounded ("eventually, within N s") and the observed delays are reported.
 . "$(dirname "$0")/lib.sh"
 up --hosts 2 --containers 1 --docker
@@ -135,6 +136,7 @@ PY
 LOAD=$!
 failures_since() { awk -v t="$1" '/^failed at/ { sub(":", "", $3); if ($3 + 0 >= t) n++ } END { print n + 0 }' "$LOGDIR/https.txt"; }
 
+echo "4 $(date +%s.%N)" >> "$LOGDIR/steps"
 # 4. docker stop: gone from both hosts' DNS and from the ingress, no failed request after
 calls0=$(metric 1 vxgate_docker_api_calls_total)
 calls2=$(metric 2 vxgate_docker_api_calls_total)
@@ -150,6 +152,7 @@ done
 stop_calls=$(( $(metric 2 vxgate_docker_api_calls_total) - calls2 ))
 pass "docker stop h2c1: gone from h2's DNS ${ms2} ms and h1's ${ms1} ms after 'docker stop' returned; 10 requests after, all to h1c1; h2 made $stop_calls Engine API calls for it"
 
+echo "5 $(date +%s.%N)" >> "$LOGDIR/steps"
 # 5. docker start: back, with a new address (another container took its old one meanwhile)
 tb_docker_web 2 h2tmp 80
 [ "$(tb_docker_ip 2 h2tmp)" = "$IP_H2C1" ] || echo "note: h2tmp got $(tb_docker_ip 2 h2tmp), not h2c1's old $IP_H2C1"
@@ -173,6 +176,7 @@ events=$(admin 2 /metrics | grep '^vxgate_docker_events_total' | awk '$2 > 0 {pr
 echo "$events" | grep -q 'type="start"} [1-9]' && echo "$events" | grep -q 'type="die"} [1-9]' \
   || fail "h2 did not count its start and die events: $events"
 
+echo "6 $(date +%s.%N)" >> "$LOGDIR/steps"
 # 6. dockerd killed (--live-restore keeps the containers): the last state is served
 tb_dockerd_stop 2 KILL
 noticed=$(eventually 10 "h2 notices that dockerd is gone" metric_is 2 vxgate_docker_connected 0)
@@ -193,6 +197,7 @@ ms=$(eventually 20 "h2web2 ($IP_W2) in h1's DNS after dockerd came back" ips_are
 [ "$(metric 2 vxgate_docker_resyncs_total)" -ge 2 ] || fail "h2 did not resync"
 pass "dockerd on h2 killed: h2 noticed in ${noticed} ms and both hosts kept serving the last state; restarted, h2web2 (started after) reached h1's DNS ${ms} ms after docker run returned"
 
+echo "7 $(date +%s.%N)" >> "$LOGDIR/steps"
 # 7. vxgate started while dockerd is down picks the containers up once dockerd is there
 stop_vxgate 2
 tb_dockerd_stop 2
@@ -207,6 +212,7 @@ ms=$(eventually 20 "h1 resolves h2's containers again" ips_are 1 web.example.com
 [ "$(metric 2 vxgate_docker_containers_published)" = 3 ] || fail "h2 publishes $(metric 2 vxgate_docker_containers_published) containers, expected 3 (h2c1, h2api, h2web2)"
 pass "vxgate on h2 started before dockerd: h1 resolves web to $WEB ${ms} ms after dockerd answered ($(( $(now_ms) - t0 )) ms after dockerd was started)"
 
+echo "8 $(date +%s.%N)" >> "$LOGDIR/steps"
 # 8. h1 only ever read from Docker: everything went through the GET-only proxy, which denied
 #    nothing, and events flowed through it (a container started on h1 appears)
 tb_docker_web 1 h1extra 80 --label app=extra
@@ -224,8 +230,33 @@ code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:237
 [ "$code" = 403 ] && grep -q '^DENY POST' "$LOGDIR/proxy.txt" || fail "the proxy let a POST through ($code)"
 pass "h1 read Docker through a GET-only proxy: $allowed GETs, 0 denied (a POST control was denied); h1extra in DNS ${ms} ms after docker run"
 
+echo "9 $(date +%s.%N)" >> "$LOGDIR/steps"
+# 9. the Docker network re-created on h2: its new bridge gets vxgate's TAP again (the bridge
+#    follower), and the hosts reach each other over it
+ids=$(tb_docker 2 ps -aq)
+tb_docker 2 rm -f $ids >/dev/null
+tb_docker 2 network rm vxnet >/dev/null
+eventually 10 "vxbr0 gone on h2" sh -c "! ip -n '$P-h2' link show vxbr0" >/dev/null
+tb_docker 2 network create --subnet 10.200.0.0/16 --ip-range 10.200.2.0/24 --gateway 10.200.2.1 \
+  --aux-address zero=10.200.2.0 -o com.docker.network.bridge.name=vxbr0 \
+  -o com.docker.network.driver.mtu=1450 vxnet >/dev/null
+ms=$(eventually 10 "h2's TAP back in the new vxbr0" sh -c "ip -n '$P-h2' link show vxg0 | grep -q 'master vxbr0'")
+grep -q "overlay: TAP attached again, to the re-created bridge" "$LOGDIR/vxgate-h2.log" || fail "h2 did not log the re-attachment"
+tb_docker_web 2 h2new 80 --label app=new
+IP_NEW=$(tb_docker_ip 2 h2new)
+eventually 10 "h2new in h1's DNS" ips_are 1 new.example.com "$IP_NEW" >/dev/null
+got=$(timeout 20 "$TB_DOCKER" -H "unix://$(tb_ddir 1)/docker.sock" exec h1c1 sh -c 'wget -q -O - http://new.example.com/') \
+  || fail "h1c1 cannot reach h2new over the re-created network"
+[ "$got" = h2new ] || fail "h1c1 fetched '$got' from new.example.com"
+pass "vxnet re-created on h2: TAP attached to the new vxbr0 ${ms} ms after 'network create' returned; h1c1 fetched h2new across it"
+
 touch "$stop"
 wait "$LOAD" || true
 load=$(tail -1 "$LOGDIR/https.txt")
 echo "$load" | grep -q '^https ok=[1-9]' || fail "the HTTPS load did not run: $(cat "$LOGDIR/https.txt")"
+# each failed request, with the step it happened in
+awk 'NR == FNR { t[NR] = $2; n[NR] = $1; k = NR; next }
+     /^failed at/ { at = $3; sub(":", "", at); s = "1-3"; for (i = 1; i <= k; i++) if (at + 0 >= t[i]) s = n[i]; print "request failed in step " s ": " $0 }' \
+  "$LOGDIR/steps" "$LOGDIR/https.txt"
+echo "$load" | grep -q 'failed=0$' || fail "requests failed under the changes: $load"
 pass "HTTPS load on h1 over the whole test: $load; h2's events up to step 5: $events"

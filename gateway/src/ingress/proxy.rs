@@ -3,7 +3,7 @@
 //!
 //! Unknown host → 404; no serving backend → 503; a connect failure ejects that backend
 //! (passive health); any failure of an idempotent request without a body (a refused connect,
-//! a pooled connection reset under it) is retried once on another backend, else 502; no response head within `backend_timeout` → 504. HTTP/1.1 upgrades (WebSocket)
+//! a pooled connection reset under it) is retried on other backends (three in all), else 502; no response head within `backend_timeout` → 504. HTTP/1.1 upgrades (WebSocket)
 //! are spliced both ways after the backend's 101.
 
 use super::route;
@@ -21,6 +21,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Most backends one idempotent request is tried on (connect failures and connections reset
+/// under the request).
+const MAX_ATTEMPTS: usize = 3;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -196,7 +200,13 @@ impl Proxy {
             .unwrap_or_else(|| "/".into());
         let mut body = Some(body.boxed());
         let order = self.order(&service, &backends);
-        let attempts = if retry { 2 } else { 1 };
+        // Up to three different backends: when several containers of a service go at once
+        // (`docker rm -f` of a scaled service), one retry can land on another dying one.
+        let attempts = if retry {
+            backends.len().min(MAX_ATTEMPTS)
+        } else {
+            1
+        };
         for (attempt, backend) in order.iter().take(attempts).enumerate() {
             let uri = match format!(
                 "http://{}{}",

@@ -45,6 +45,7 @@ pub fn start(
         tasks.spawn(async move {
             let mut state = Attachment::default();
             let mut failing = false;
+            let mut ever_attached = false;
             let mut tick = tokio::time::interval(POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -61,16 +62,23 @@ pub fn start(
                     continue;
                 }
                 match tap::attach_to_bridge(&tap_name, &bridge) {
+                    Ok(()) if ever_attached => {
+                        tracing::info!(tap = %tap_name, bridge = %bridge, "overlay: TAP attached again, to the re-created bridge");
+                        state.record(index);
+                        failing = false;
+                    }
                     Ok(()) => {
                         tracing::info!(tap = %tap_name, bridge = %bridge, "overlay: TAP attached to the bridge");
                         state.record(index);
                         failing = false;
+                        ever_attached = true;
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
                         // already a bridge port (attached by hand, or before a restart)
                         tracing::info!(tap = %tap_name, bridge = %bridge, "overlay: TAP is already a bridge port");
                         state.record(index);
                         failing = false;
+                        ever_attached = true;
                     }
                     Err(e) => {
                         if !failing {

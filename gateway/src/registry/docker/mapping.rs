@@ -29,6 +29,8 @@ pub struct Settings {
     pub node: String,
     /// The overlay network the entries belong to.
     pub overlay_network: String,
+    /// `dns.service_label`: the label whose value names the service.
+    pub service_label: String,
 }
 
 /// Why a running container is not published. Counted per reason.
@@ -46,18 +48,21 @@ pub enum Skip {
     NoAddress,
     /// The `vxgate.port` label is not a port number.
     BadPort,
+    /// The service label's value is not a DNS label (it becomes `<value>.<zone>`).
+    BadService,
     /// The answer lacks the container's name or id.
     Malformed,
 }
 
 impl Skip {
-    pub const ALL: [Skip; 7] = [
+    pub const ALL: [Skip; 8] = [
         Skip::NotRunning,
         Skip::Disabled,
         Skip::OtherNetwork,
         Skip::AmbiguousNetwork,
         Skip::NoAddress,
         Skip::BadPort,
+        Skip::BadService,
         Skip::Malformed,
     ];
 
@@ -70,6 +75,7 @@ impl Skip {
             Skip::AmbiguousNetwork => "ambiguous_network",
             Skip::NoAddress => "no_address",
             Skip::BadPort => "bad_port",
+            Skip::BadService => "bad_service",
             Skip::Malformed => "malformed",
         }
     }
@@ -100,6 +106,11 @@ pub fn entry(c: &ContainerInspectResponse, s: &Settings) -> Result<Container, Sk
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
     {
         return Err(Skip::Disabled);
+    }
+    if let Some(service) = labels.get(&s.service_label)
+        && vxgate_dns::name::check_label(service).is_err()
+    {
+        return Err(Skip::BadService);
     }
     let networks = c
         .network_settings
@@ -253,6 +264,7 @@ mod tests {
             network: network.map(str::to_owned),
             node: "h1".into(),
             overlay_network: "default".into(),
+            service_label: "app".into(),
         }
     }
 
@@ -292,6 +304,11 @@ mod tests {
             l.insert(LABEL_PORT.into(), "http".into());
         }
         assert_eq!(entry(&bad, &settings(Some("vxnet"))), Err(Skip::BadPort));
+        let mut bad = inspect("api-1");
+        if let Some(l) = bad.config.as_mut().and_then(|c| c.labels.as_mut()) {
+            l.insert("app".into(), "my api".into());
+        }
+        assert_eq!(entry(&bad, &settings(Some("vxnet"))), Err(Skip::BadService));
         assert_eq!(
             lowest_exposed_tcp(Some(&[
                 "53/udp".into(),

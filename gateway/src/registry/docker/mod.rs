@@ -115,6 +115,7 @@ pub fn start(
     cfg: &DockerConfig,
     node: &str,
     overlay_network: &str,
+    service_label: &str,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut JoinSet<Result<(), String>>,
@@ -136,6 +137,7 @@ pub fn start(
             network: cfg.network.clone(),
             node: node.to_owned(),
             overlay_network: overlay_network.to_owned(),
+            service_label: service_label.to_owned(),
         },
         registry: registry.clone(),
         status: status.clone(),
@@ -378,6 +380,10 @@ fn log_skip(name: &str, why: Skip, network: Option<&str>) {
             container = name,
             "docker: label {} is not a port number (1-65535); skipped",
             mapping::LABEL_PORT
+        ),
+        Skip::BadService => tracing::warn!(
+            container = name,
+            "docker: its service label's value is not a DNS label (letters, digits, '-'; at most 63); skipped"
         ),
         Skip::OtherNetwork => tracing::debug!(
             container = name,
