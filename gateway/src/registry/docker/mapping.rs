@@ -160,6 +160,13 @@ pub fn entry(c: &ContainerInspectResponse, s: &Settings) -> Result<Container, Sk
     })
 }
 
+/// [`entry`] for the raw bytes of an inspect answer; bytes that are not one are `Malformed`.
+pub fn entry_from_json(bytes: &[u8], s: &Settings) -> Result<Container, Skip> {
+    let inspect: ContainerInspectResponse =
+        serde_json::from_slice(bytes).map_err(|_| Skip::Malformed)?;
+    entry(&inspect, s)
+}
+
 /// The lowest exposed TCP port of `["8080/tcp", "53/udp", ...]`.
 fn lowest_exposed_tcp(ports: Option<&[String]>) -> Option<u16> {
     ports?
@@ -373,6 +380,24 @@ mod tests {
         let mut nameless = inspect("web-1");
         nameless.name = Some("/".into());
         assert_eq!(entry(&nameless, &settings(None)), Err(Skip::Malformed));
+    }
+
+    #[test]
+    fn every_prefix_of_an_answer_is_malformed_until_whole() {
+        let whole = include_bytes!("../../../tests/fixtures/docker/inspect-api-1.json");
+        let s = settings(Some("vxnet"));
+        let want = entry(&inspect("api-1"), &s);
+        assert!(want.is_ok());
+        for n in 0..whole.len() {
+            let got = entry_from_json(&whole[..n], &s);
+            // the only prefix that parses is the answer without its trailing newline
+            if whole[n..].iter().all(u8::is_ascii_whitespace) {
+                assert_eq!(got, want);
+            } else {
+                assert_eq!(got, Err(Skip::Malformed), "prefix of {n} bytes");
+            }
+        }
+        assert_eq!(entry_from_json(whole, &s), want);
     }
 
     #[test]
