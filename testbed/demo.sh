@@ -47,10 +47,9 @@ VXGATE=$root/target/release/vxgate
 
 show() { echo "\$ $*"; "$@" 2>&1 | sed 's/^/    /' || true; }
 
-if [ -n "$DOCKER" ]; then
-  echo "== testbed: 2 hosts, each with its own dockerd, etcd, and a Docker network vxnet"
-  echo "   (10.200.0.0/16; host H hands out 10.200.H.0/24, gateway 10.200.H.1, bridge vxbr0)"
-  "$here/up.sh" --prefix "$P" --hosts 2 --containers 0 --docker
+# start_vxgates NOTE: vxgate on both hosts, each waited for until it logs "vxgate running".
+start_vxgates() {
+  local h
   for h in 1 2; do
     ip netns exec "$P-h$h" "$VXGATE" run --config "$STATE/h$h.toml" >"$STATE/vxgate-h$h.log" 2>&1 &
     echo $! > "$STATE/vxgate-h$h.pid"
@@ -58,8 +57,15 @@ if [ -n "$DOCKER" ]; then
   for h in 1 2; do
     for _ in $(seq 100); do grep -q "vxgate running" "$STATE/vxgate-h$h.log" && break; sleep 0.05; done
     grep -q "vxgate running" "$STATE/vxgate-h$h.log" || { tail "$STATE/vxgate-h$h.log"; tb_die "vxgate on h$h did not start"; }
-    echo "== vxgate on h$h running (pid $(cat "$STATE/vxgate-h$h.pid")) with [docker] and bridge = \"vxbr0\""
+    echo "== vxgate on h$h running (pid $(cat "$STATE/vxgate-h$h.pid")), $1"
   done
+}
+
+if [ -n "$DOCKER" ]; then
+  echo "== testbed: 2 hosts, each with its own dockerd, etcd, and a Docker network vxnet"
+  echo "   (10.200.0.0/16; host H hands out 10.200.H.0/24, gateway 10.200.H.1, bridge vxbr0)"
+  "$here/up.sh" --prefix "$P" --hosts 2 --containers 0 --docker
+  start_vxgates "with [docker] and bridge = \"vxbr0\""
   d() { local h=$1; shift; echo "\$ h$h: docker $*"; tb_docker "$h" "$@" 2>&1 | sed 's/^/    /'; }
   echo "== docker run --label app=web on both hosts, --label app=api on h2"
   d 1 run -d --name web1 --network vxnet --dns 10.200.1.1 --label app=web vxbox \
@@ -100,16 +106,7 @@ fi
 
 echo "== testbed: 2 hosts x 2 containers (h*c1: app=web, h*c2: app=api)"
 "$here/up.sh" --prefix "$P" --hosts 2 --containers 2
-
-for h in 1 2; do
-  ip netns exec "$P-h$h" "$VXGATE" run --config "$STATE/h$h.toml" >"$STATE/vxgate-h$h.log" 2>&1 &
-  echo $! > "$STATE/vxgate-h$h.pid"
-done
-for h in 1 2; do
-  for _ in $(seq 100); do grep -q "vxgate running" "$STATE/vxgate-h$h.log" && break; sleep 0.05; done
-  grep -q "vxgate running" "$STATE/vxgate-h$h.log" || { tail "$STATE/vxgate-h$h.log"; tb_die "vxgate on h$h did not start"; }
-  echo "== vxgate on h$h running (pid $(cat "$STATE/vxgate-h$h.pid")), log $STATE/vxgate-h$h.log"
-done
+start_vxgates "log: $STATE/vxgate-hH.log"
 
 echo "== DNS: a container on h1 resolves the web service through its resolv.conf (10.200.1.1)"
 show ip netns exec "$P-h1c2" getent ahosts web.example.com

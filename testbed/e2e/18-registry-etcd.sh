@@ -36,30 +36,7 @@ pass "3 hosts from etcd: each resolves web to 3 containers; h1 peers with h2 and
 # 2. requests flow while etcd members go away
 # both loops run until the stop file appears (at most 90 s)
 stop=$LOGDIR/stop
-on cl /usr/bin/python3 - "$STATE/h1/tls/self-signed.crt" "$stop" > "$LOGDIR/https.txt" 2>&1 <<'PY' &
-import os, socket, ssl, sys, time
-ctx = ssl.create_default_context(cafile=sys.argv[1])
-ok = failed = 0
-end = time.time() + 90
-while time.time() < end and not os.path.exists(sys.argv[2]):
-    try:
-        s = ctx.wrap_socket(socket.create_connection(("10.99.0.1", 443), timeout=5), server_hostname="web.example.com")
-        s.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-        if data.startswith(b"HTTP/1.1 200"):
-            ok += 1
-        else:
-            failed += 1
-            print("failed:", data.split(b"\r\n")[0], file=sys.stderr)
-    except Exception as e:
-        failed += 1
-        print("failed:", e, file=sys.stderr)
-    time.sleep(0.02)
-print(f"https ok={ok} failed={failed}")
-sys.exit(1 if failed or ok < 100 else 0)
-PY
+on cl /usr/bin/python3 "$TESTBED/https-load.py" "$STATE/h1/tls/self-signed.crt" "$stop" 90 100 > "$LOGDIR/https.txt" 2>&1 &
 https_pid=$!
 (
   end=$(( $(date +%s) + 90 )) ok=0 bad=0

@@ -38,6 +38,12 @@ fn per_network(
     }
 }
 
+/// A family of one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    head(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// Label values escaped for the text format.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -398,8 +404,7 @@ pub fn render(a: &Admin) -> String {
                 b.clashes.load(Relaxed),
             ),
         ] {
-            head(&mut o, name, kind, help);
-            let _ = writeln!(o, "{name} {value}");
+            single(&mut o, name, kind, help, value);
         }
     }
     if let Some(d) = &a.running.docker {
@@ -449,8 +454,7 @@ fn docker(o: &mut String, d: &crate::registry::docker::DockerStatus) {
             d.clashes.load(Relaxed),
         ),
     ] {
-        head(o, name, kind, help);
-        let _ = writeln!(o, "{name} {value}");
+        single(o, name, kind, help, value);
     }
     head(
         o,

@@ -41,19 +41,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Event kinds counted one by one; anything else is counted as `other`.
-pub const EVENT_KINDS: [&str; 10] = [
-    "start",
-    "die",
-    "stop",
-    "destroy",
-    "pause",
-    "unpause",
-    "health_status",
-    "rename",
-    "connect",
-    "disconnect",
-];
+/// Event kinds counted one by one (those subscribed to); anything else counts as `other`.
+pub use mapping::EVENTS as EVENT_KINDS;
 
 /// What the source reports (admin API and metrics).
 #[derive(Debug)]
@@ -271,11 +260,7 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
         ),
         (
             "event".to_owned(),
-            mapping::CONTAINER_EVENTS
-                .iter()
-                .chain(mapping::NETWORK_EVENTS.iter())
-                .map(|s| (*s).to_owned())
-                .collect(),
+            mapping::EVENTS.iter().map(|s| (*s).to_owned()).collect(),
         ),
     ]
     .into();
