@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A container's HTTP server in the testbed: GET answers with the container's name; POST and
 PUT answer with the SHA-256 of the body, so tests can check uploads end to end; GET /bytes/N
-streams N bytes of a fixed pattern (pattern(N) below); GET /sleep/S answers after S seconds;
+streams N bytes of a fixed pattern (pattern(N) below); GET /sleep/S answers after S seconds; GET /headers answers with the request's header lines;
 GET /ws upgrades to a WebSocket that
 echoes every message."""
 import argparse
@@ -83,6 +83,10 @@ def main():
                 self.wfile.flush()
                 ws_echo(self.rfile, self.wfile)
                 self.close_connection = True
+                return
+            if self.path == "/headers":
+                # the request's header lines as received, in order, duplicates kept
+                self.reply("".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items()).encode())
                 return
             if self.path.startswith("/sleep/"):
                 time.sleep(float(self.path[len("/sleep/"):]))

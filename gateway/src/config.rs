@@ -644,7 +644,21 @@ impl Config {
                     a.listen
                 ),
             ),
-            Some(path) => readable(v, "admin.token_file", path),
+            Some(path) => match std::fs::read_to_string(path) {
+                Err(e) => v.bad(
+                    "admin.token_file",
+                    format!("cannot read {}: {e}", path.display()),
+                ),
+                // an empty token would lock every client out of the admin API
+                Ok(t) if t.trim().is_empty() => v.bad(
+                    "admin.token_file",
+                    format!(
+                        "{} is empty; expected a bearer token (e.g. openssl rand -hex 32)",
+                        path.display()
+                    ),
+                ),
+                Ok(_) => {}
+            },
             None => {}
         }
     }
@@ -995,11 +1009,72 @@ fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
             "must be at least 10 ms".into(),
         );
     }
-}
-
-fn readable(v: &mut Validator, key: &str, path: &Path) {
-    if let Err(e) = std::fs::File::open(path) {
-        v.bad(key, format!("cannot read {}: {e}", path.display()));
+    // Ranges where a value outside would stop traffic or panic at run time.
+    let ms = |d: Duration| d.as_millis();
+    for (key, value, min, max, why) in [
+        (
+            "ingress.header_read_timeout_ms",
+            ms(i.header_read_timeout),
+            100,
+            3_600_000,
+            "a shorter wait closes connections before a request can arrive",
+        ),
+        (
+            "ingress.idle_timeout_ms",
+            ms(i.idle_timeout),
+            1000,
+            86_400_000,
+            "a shorter one closes connections between two requests",
+        ),
+        (
+            "ingress.backend_timeout_ms",
+            ms(i.backend_timeout),
+            100,
+            86_400_000,
+            "a shorter one answers 504 before a backend can",
+        ),
+        (
+            "ingress.health.timeout_ms",
+            ms(i.health.timeout),
+            10,
+            60_000,
+            "a shorter check fails every backend",
+        ),
+        (
+            "ingress.max_header_bytes",
+            i.max_header_bytes as u128,
+            8192,
+            1 << 20,
+            "hyper needs at least 8192 bytes for a request head",
+        ),
+        (
+            "ingress.max_connections",
+            i.max_connections as u128,
+            1,
+            1_000_000,
+            "0 refuses every client",
+        ),
+        (
+            "ingress.health.fall",
+            u128::from(i.health.fall),
+            1,
+            100,
+            "0 would never eject",
+        ),
+        (
+            "ingress.health.rise",
+            u128::from(i.health.rise),
+            1,
+            100,
+            "0 would never restore",
+        ),
+    ] {
+        if !(min..=max).contains(&value) {
+            v.bad(
+                key,
+                format!("{value} is out of range; expected {min}-{max} ({why})"),
+            );
+        }
     }
 }
 

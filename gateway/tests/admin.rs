@@ -131,6 +131,17 @@ fn containers_come_and_go_through_the_api_and_dns_follows() {
         None,
     );
     assert_eq!(code, 409, "an IP already in use");
+    let (code, _) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"API-1","ip":"10.0.0.11","port":80}"#,
+        None,
+    );
+    assert_eq!(
+        code, 409,
+        "a name differing only in case (names are DNS names)"
+    );
 
     assert_eq!(
         http(vx.admin, "DELETE", "/v1/containers/api-1", "", None).0,

@@ -65,6 +65,14 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("peer is own address", "[overlay]\nlisten = \"10.99.0.1:4789\"\npeers = [\"10.99.0.1:4789\"]\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.peers[0]", "own"),
         ("tap name too long", format!("{GOOD_OVERLAY}tap = \"a-very-long-tap-name\"\n"), 6, "overlay.networks[0].tap", "1-15"),
         ("toml syntax error", "[node\nname = \"h1\"\n".into(), 1, "(document)", "unclosed table"),
+        ("max_header_bytes under hyper's minimum", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_header_bytes = 4096\n".into(), 4, "ingress.max_header_bytes", "8192-1048576"),
+        ("max_connections 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_connections = 0\n".into(), 4, "ingress.max_connections", "1-1000000"),
+        ("max_connections over the semaphore", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_connections = 4611686018427387904\n".into(), 4, "ingress.max_connections", "out of range"),
+        ("header_read_timeout_ms 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nheader_read_timeout_ms = 0\n".into(), 4, "ingress.header_read_timeout_ms", "100-3600000"),
+        ("idle_timeout_ms 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nidle_timeout_ms = 0\n".into(), 4, "ingress.idle_timeout_ms", "out of range"),
+        ("backend_timeout_ms 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nbackend_timeout_ms = 0\n".into(), 4, "ingress.backend_timeout_ms", "out of range"),
+        ("health timeout 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n[ingress.health]\ntimeout_ms = 0\n".into(), 5, "ingress.health.timeout_ms", "10-60000"),
+        ("health fall 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n[ingress.health]\nfall = 0\n".into(), 5, "ingress.health.fall", "1-100"),
         ("docker endpoint not a unix or tcp url", "[docker]\nendpoint = \"/var/run/docker.sock\"\n".into(), 2, "docker.endpoint", "unix://"),
         ("docker endpoint over https", "[docker]\nendpoint = \"https://10.0.0.1:2376\"\n".into(), 2, "docker.endpoint", "https is not supported"),
         ("docker endpoint tcp without port", "[docker]\nendpoint = \"tcp://10.0.0.1\"\n".into(), 2, "docker.endpoint", "host:port"),
@@ -119,4 +127,29 @@ fn missing_file_is_a_clear_error() {
     let (code, _, err) = vxgate_check(Path::new("/nonexistent/vxgate.toml"));
     assert_eq!(code, 2);
     assert!(err.contains("cannot read the config file"), "{err}");
+}
+
+#[test]
+fn an_empty_admin_token_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("admin.token");
+    std::fs::write(&token, " \n").expect("write");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!("[admin]\ntoken_file = {:?}\n", token.display().to_string()),
+    )
+    .expect("write");
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 2, "{err}");
+    let prefix = format!("{}:2: admin.token_file", path.display());
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&prefix) && l.contains("is empty")),
+        "{err}"
+    );
+    // the control: a token makes the same config valid
+    std::fs::write(&token, "s3cret\n").expect("write");
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 0, "{err}");
 }

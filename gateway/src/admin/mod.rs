@@ -84,6 +84,13 @@ fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     reply(status, json!({ "error": msg }))
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
 fn container_json(c: &Container) -> Value {
     json!({
         "name": c.name,
@@ -106,7 +113,7 @@ impl Admin {
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
+                .and_then(bearer_token);
             if given.map(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) != Some(true)
             {
                 let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -312,4 +319,24 @@ impl Admin {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_rfc9110_11_1() {
+        for v in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            " Bearer s3cret",
+        ] {
+            assert_eq!(bearer_token(v), Some("s3cret"), "{v:?}");
+        }
+        for v in ["Basic s3cret", "Bearers3cret", "s3cret", ""] {
+            assert_eq!(bearer_token(v), None, "{v:?}");
+        }
+    }
 }

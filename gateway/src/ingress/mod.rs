@@ -338,16 +338,22 @@ async fn accept_redirect(
         tokio::spawn(async move {
             let svc = service_fn(
                 move |req: http::Request<hyper::body::Incoming>| async move {
-                    let host = req
-                        .headers()
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(|h| h.split(':').next().unwrap_or(h).to_owned());
-                    let Some(host) = host else {
-                        let mut r =
-                            Response::new(Full::new(Bytes::from_static(b"no Host header\n")));
-                        *r.status_mut() = StatusCode::BAD_REQUEST;
-                        return Ok::<_, std::convert::Infallible>(r);
+                    // only a well-formed host goes into Location (no `web.example.com@evil`)
+                    let host = match route::routing_host(req.method(), req.uri(), req.headers()) {
+                        Ok(h) => match h.rsplit_once(':') {
+                            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+                                name.to_owned()
+                            }
+                            _ => h,
+                        },
+                        Err(refusal) => {
+                            let mut r = Response::new(Full::new(Bytes::from(format!(
+                                "{}\n",
+                                refusal.message()
+                            ))));
+                            *r.status_mut() = refusal.status();
+                            return Ok::<_, std::convert::Infallible>(r);
+                        }
                     };
                     let port = if https_port == 443 {
                         String::new()

@@ -146,18 +146,11 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<Body> {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
-        let Some(host) = host else {
-            return text(StatusCode::BAD_REQUEST, "no Host header");
+        // requests that cannot be forwarded as they are get a 4xx here, and never reach (or
+        // count against) a backend
+        let host = match route::routing_host(req.method(), req.uri(), req.headers()) {
+            Ok(h) => h,
+            Err(refusal) => return text(refusal.status(), refusal.message()),
         };
         let Some(service) = route::service_of(&host, &self.zone) else {
             return text(
@@ -188,17 +181,29 @@ impl Proxy {
         route::strip_hop_by_hop(&mut parts.headers, upgrade);
         let host_only = host.split(':').next().unwrap_or(&host).to_owned();
         route::add_forwarded(&mut parts.headers, client.ip(), &host_only);
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(v) = http::HeaderValue::from_str(&host) {
+        // the backend gets the host it was routed by (from the target's authority or Host)
+        match http::HeaderValue::from_str(&host) {
+            Ok(v) => {
                 parts.headers.insert(header::HOST, v);
             }
+            Err(_) => return text(StatusCode::BAD_REQUEST, "Host is not a host name"),
         }
         let path = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
-        let mut body = Some(body.boxed());
+        // a client body that turns out malformed (bad chunking, cut short) is the client's
+        // fault: 400, no retry, and no mark against the backend
+        let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = body_failed.clone();
+        let mut body = Some(
+            body.map_err(move |e| {
+                flag.store(true, Relaxed);
+                e
+            })
+            .boxed(),
+        );
         let order = self.order(&service, &backends);
         // Up to three different backends: when several containers of a service go at once
         // (`docker rm -f` of a scaled service), one retry can land on another dying one.
@@ -241,6 +246,10 @@ impl Proxy {
                         StatusCode::GATEWAY_TIMEOUT,
                         &format!("backend {} timed out", backend.name),
                     );
+                }
+                Ok(Err(e)) if body_failed.load(Relaxed) => {
+                    tracing::debug!(backend = %backend.name, "ingress: the client's body failed: {e}");
+                    return text(StatusCode::BAD_REQUEST, "malformed request body");
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     tracing::warn!(backend = %backend.name, "ingress: connect failed, ejecting: {e}");

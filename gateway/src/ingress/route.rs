@@ -105,9 +105,32 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Adds X-Forwarded-For/Proto/Host and `Forwarded` (RFC 7239) for a request from `client`
 /// that arrived over https for `host`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &str) {
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client}"),
-        None => client.to_string(),
+    // every X-Forwarded-For line the client sent, in order, then this hop
+    let prev_xff: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let xff = if prev_xff.is_empty() {
+        client.to_string()
+    } else {
+        format!("{}, {client}", prev_xff.join(", "))
+    };
+    // Forwarded lines are kept only when each parses (RFC 7239 §4): an unclosed quote would
+    // otherwise swallow this proxy's own element when appended to
+    let prev_fwd: Vec<&str> = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let prev_fwd = if prev_fwd.iter().all(|v| forwarded_parses(v)) {
+        prev_fwd.join(", ")
+    } else {
+        String::new()
     };
     let node = match client {
         std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
@@ -115,9 +138,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &s
     };
     let fwd_host = host.replace('"', "");
     let fwd = format!("for={node};proto=https;host=\"{fwd_host}\"");
-    let fwd = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {fwd}"),
-        None => fwd,
+    let fwd = if prev_fwd.is_empty() {
+        fwd
+    } else {
+        format!("{prev_fwd}, {fwd}")
     };
     for (k, v) in [
         ("x-forwarded-for", xff),
@@ -131,9 +155,243 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &s
     headers.insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
 }
 
+/// Whether a `Forwarded` value is a list of `;`-separated `token=value` pairs whose quoted
+/// strings are closed (RFC 7239 §4, RFC 9110 §5.6.4).
+fn forwarded_parses(v: &str) -> bool {
+    let b = v.as_bytes();
+    let mut i = 0;
+    let mut expect_name = true;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                if expect_name {
+                    return false;
+                }
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return false,
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'=' => expect_name = false,
+            b';' | b',' => expect_name = true,
+            c if c.is_ascii_control() => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Why the proxy answers a request itself instead of forwarding it. None of these count
+/// against a backend: the request never reaches one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// CONNECT asks for a tunnel, not a resource of a service (405).
+    Connect,
+    /// A target that is neither origin-form nor absolute-form (`OPTIONS *`) (400).
+    Target,
+    /// No Host (400).
+    NoHost,
+    /// More than one Host header (RFC 9112 §3.2: 400).
+    DuplicateHost,
+    /// The target's authority (absolute-form, or HTTP/2 `:authority`) differs from Host (400).
+    HostMismatch,
+    /// A Host that is not a host name or IP literal with an optional port (400).
+    BadHost,
+}
+
+impl Refusal {
+    pub fn status(self) -> http::StatusCode {
+        match self {
+            Refusal::Connect => http::StatusCode::METHOD_NOT_ALLOWED,
+            _ => http::StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Connect => "CONNECT is not proxied",
+            Refusal::Target => "the request target must be a path",
+            Refusal::NoHost => "no Host header",
+            Refusal::DuplicateHost => "more than one Host header",
+            Refusal::HostMismatch => "the request target's authority and Host differ",
+            Refusal::BadHost => "Host is not a host name",
+        }
+    }
+}
+
+/// Whether `h` is `name[:port]` or `[v6][:port]`: letters, digits, '-', '.', a port of digits.
+pub fn valid_host(h: &str) -> bool {
+    let (name, port) = if let Some(rest) = h.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after.strip_prefix(':') {
+            Some(p) => ("x", Some(p)),
+            None if after.is_empty() => ("x", None),
+            None => return false,
+        }
+    } else {
+        match h.split_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The host a request is routed by, or why the proxy must answer it itself. The target's
+/// authority (absolute-form, or HTTP/2 `:authority`) and Host must agree when both are there
+/// (compared without case); the backend then gets exactly the host it was routed by.
+pub fn routing_host(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<String, Refusal> {
+    if method == http::Method::CONNECT {
+        return Err(Refusal::Connect);
+    }
+    if !uri.path().starts_with('/') {
+        return Err(Refusal::Target);
+    }
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(Refusal::DuplicateHost);
+    }
+    let host = match host {
+        Some(h) => Some(h.to_str().map_err(|_| Refusal::BadHost)?),
+        None => None,
+    };
+    let chosen = match (uri.authority().map(|a| a.as_str()), host) {
+        (Some(a), Some(h)) if !a.eq_ignore_ascii_case(h) => return Err(Refusal::HostMismatch),
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => return Err(Refusal::NoHost),
+    };
+    if !valid_host(chosen) {
+        return Err(Refusal::BadHost);
+    }
+    Ok(chosen.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn req(method: &str, target: &str, hosts: &[&str]) -> Result<String, Refusal> {
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(header::HOST, v.parse().expect("value"));
+        }
+        let m: http::Method = method.parse().expect("method");
+        let uri: http::Uri = target.parse().expect("uri");
+        routing_host(&m, &uri, &h)
+    }
+
+    #[test]
+    fn the_routed_host_is_the_one_the_backend_gets() {
+        assert_eq!(
+            req("GET", "/", &["web.example.com"]),
+            Ok("web.example.com".into())
+        );
+        assert_eq!(
+            req("GET", "http://web.example.com/x", &["WEB.example.com"]),
+            Ok("web.example.com".into()),
+            "absolute-form agreeing with Host"
+        );
+        assert_eq!(
+            req("GET", "http://api.example.com/", &["web.example.com"]),
+            Err(Refusal::HostMismatch)
+        );
+        assert_eq!(
+            req("GET", "/", &["web.example.com", "api.example.com"]),
+            Err(Refusal::DuplicateHost),
+            "RFC 9112 3.2"
+        );
+        assert_eq!(req("GET", "/", &[]), Err(Refusal::NoHost));
+        assert_eq!(
+            req("OPTIONS", "*", &["web.example.com"]),
+            Err(Refusal::Target)
+        );
+        assert_eq!(
+            req("CONNECT", "web.example.com:443", &["web.example.com:443"]),
+            Err(Refusal::Connect)
+        );
+        for bad in [
+            "web.example.com@evil.com",
+            "web.example.com/x",
+            "a b",
+            "h:",
+            "h:1x",
+            "[::1",
+            "",
+        ] {
+            assert_eq!(req("GET", "/", &[bad]), Err(Refusal::BadHost), "{bad:?}");
+        }
+        for good in ["web.example.com:8443", "[fd00::1]:443", "10.0.0.1"] {
+            assert!(valid_host(good), "{good}");
+        }
+        assert_eq!(
+            Refusal::Connect.status(),
+            http::StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(Refusal::Target.status(), http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn forwarding_headers_are_parsed_not_concatenated() {
+        let client = "10.99.0.100".parse().expect("ip");
+        // two X-Forwarded-For lines: both kept, in order
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "192.0.2.1".parse().expect("v"));
+        h.append(
+            "x-forwarded-for",
+            "192.0.2.2, 192.0.2.3".parse().expect("v"),
+        );
+        add_forwarded(&mut h, client, "web.example.com");
+        assert_eq!(
+            h["x-forwarded-for"],
+            "192.0.2.1, 192.0.2.2, 192.0.2.3, 10.99.0.100"
+        );
+        // an unclosed quote must not swallow this proxy's element: the client's value goes
+        let mut h = HeaderMap::new();
+        h.append(header::FORWARDED, "for=\"192.0.2.9".parse().expect("v"));
+        add_forwarded(&mut h, client, "web.example.com");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.99.0.100;proto=https;host=\"web.example.com\""
+        );
+        // two well-formed lines are joined, then this hop
+        let mut h = HeaderMap::new();
+        h.append(header::FORWARDED, "for=192.0.2.1".parse().expect("v"));
+        h.append(
+            header::FORWARDED,
+            "for=\"[2001:db8::1]\";proto=http".parse().expect("v"),
+        );
+        add_forwarded(&mut h, client, "web.example.com");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=192.0.2.1, for=\"[2001:db8::1]\";proto=http, for=10.99.0.100;proto=https;host=\"web.example.com\""
+        );
+        assert!(forwarded_parses("for=\"a\\\"b\";by=x"));
+        assert!(!forwarded_parses("for=\"a"));
+        assert!(!forwarded_parses("\"x\"=1"));
+    }
 
     #[test]
     fn host_names_a_service_in_the_zone() {

@@ -4,7 +4,8 @@
 //!
 //! Certificates are chosen per handshake by SNI: the first configured certificate valid for
 //! the name (wildcards included, as webpki checks them), else the first one. With none
-//! configured, a self-signed ECDSA P-256 certificate for the zone and `*.zone` is generated once
+//! configured, a self-signed ECDSA P-256 certificate for the zone and `*.zone` (valid for a
+//! year, replaced at start within 30 days of its end) is generated once
 //! into `state_dir/tls/` and reused. [`CertStore::reload`] re-reads the files (SIGHUP); new
 //! handshakes use the new set, open connections keep theirs.
 
@@ -93,8 +94,12 @@ fn read_all(source: &Source) -> Result<Vec<Arc<CertifiedKey>>, String> {
             .collect(),
         Source::SelfSigned { zone, dir } => {
             let (cert, key) = (dir.join("self-signed.crt"), dir.join("self-signed.key"));
-            if !cert.exists() || !key.exists() {
-                generate(zone, &cert, &key)?;
+            let now = unix_now();
+            let until = std::fs::read_to_string(cert.with_extension("expires"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            if !cert.exists() || !key.exists() || needs_renewal(until, now) {
+                generate(zone, &cert, &key, now)?;
             }
             let ck = read_pair(&cert, &key, &provider)?;
             tracing::info!(
@@ -120,12 +125,41 @@ fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certi
         .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))
 }
 
-/// A self-signed ECDSA P-256 certificate for `zone` and `*.zone` (key file mode 0600).
-fn generate(zone: &str, cert: &Path, key: &Path) -> Result<(), String> {
+/// How long a generated self-signed certificate is valid: a year (browsers refuse longer
+/// leaf certificates), from a day back (clients whose clocks lag).
+const SELF_SIGNED_DAYS: u64 = 365;
+/// It is replaced at start when less than this is left.
+const SELF_SIGNED_RENEW_DAYS: u64 = 30;
+const DAY: u64 = 86_400;
+
+/// Whether a generated certificate valid until `until` (Unix seconds; `None`: unknown, as for
+/// one written by an older vxgate with a validity of centuries) is due for replacement at `now`.
+fn needs_renewal(until: Option<u64>, now: u64) -> bool {
+    until.is_none_or(|u| u < now + SELF_SIGNED_RENEW_DAYS * DAY)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A self-signed ECDSA P-256 certificate for `zone` and `*.zone` (key file mode 0600), valid
+/// from a day before `now` for [`SELF_SIGNED_DAYS`]; its end goes beside it (`.expires`).
+fn generate(zone: &str, cert: &Path, key: &Path, now: u64) -> Result<(), String> {
+    let expires = cert.with_extension("expires");
     let kp =
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let mut params = rcgen::CertificateParams::new(vec![zone.to_owned(), format!("*.{zone}")])
         .map_err(|e| e.to_string())?;
+    let at = |secs: u64| {
+        time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
+            .map_err(|e| e.to_string())
+    };
+    let until = now + SELF_SIGNED_DAYS * DAY;
+    params.not_before = at(now.saturating_sub(DAY))?;
+    params.not_after = at(until)?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, zone);
@@ -144,6 +178,8 @@ fn generate(zone: &str, cert: &Path, key: &Path) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", key.display()))?;
     std::io::Write::write_all(&mut f, kp.serialize_pem().as_bytes())
         .map_err(|e| format!("{}: {e}", key.display()))?;
+    std::fs::write(&expires, format!("{until}\n"))
+        .map_err(|e| format!("{}: {e}", expires.display()))?;
     tracing::info!(cert = %cert.display(), "ingress: generated a self-signed certificate");
     Ok(())
 }
@@ -213,6 +249,52 @@ mod tests {
     }
 
     #[test]
+    fn self_signed_is_valid_for_a_year_and_renewed_before_it_ends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let src = Source::SelfSigned {
+            zone: "example.com".into(),
+            dir: dir.path().join("tls"),
+        };
+        let store = CertStore::load(src.clone()).expect("generate");
+        let der = store.choose(None).expect("cert").cert[0].clone();
+        let anchor = webpki::anchor_from_trusted_cert(&der).expect("anchor");
+        let ee = webpki::EndEntityCert::try_from(&der).expect("parse");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let valid_at = |secs: u64| {
+            ee.verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                std::slice::from_ref(&anchor),
+                &[],
+                rustls::pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs)),
+                webpki::KeyUsage::server_auth(),
+                None,
+                None,
+            )
+            .is_ok()
+        };
+        assert!(valid_at(now), "valid now");
+        assert!(valid_at(now - DAY / 2), "a lagging client clock");
+        assert!(valid_at(now + 364 * DAY));
+        assert!(!valid_at(now + 366 * DAY), "not for centuries");
+        assert!(!valid_at(now - 2 * DAY));
+        // the renewal decision, with the clock as a parameter
+        assert!(needs_renewal(None, now), "an older vxgate's certificate");
+        assert!(!needs_renewal(Some(now + 31 * DAY), now));
+        assert!(needs_renewal(Some(now + 29 * DAY), now));
+        // a certificate due for renewal is replaced at start
+        std::fs::write(
+            dir.path().join("tls/self-signed.expires"),
+            format!("{}\n", now + DAY),
+        )
+        .expect("write");
+        let renewed = CertStore::load(src).expect("renew");
+        assert_ne!(renewed.choose(None).expect("cert").cert[0], der);
+    }
+
+    #[test]
     fn sni_chooses_among_certificates_by_their_names() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut files = Vec::new();
@@ -221,7 +303,7 @@ mod tests {
                 dir.path().join(format!("{zone}.crt")),
                 dir.path().join(format!("{zone}.key")),
             );
-            generate(zone, &c, &k).expect("gen");
+            generate(zone, &c, &k, unix_now()).expect("gen");
             files.push(CertConfig { cert: c, key: k });
         }
         let store = CertStore::load(Source::Files(files)).expect("load");
@@ -241,8 +323,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (c1, k1) = (dir.path().join("a.crt"), dir.path().join("a.key"));
         let (c2, k2) = (dir.path().join("b.crt"), dir.path().join("b.key"));
-        generate("a.test", &c1, &k1).expect("gen");
-        generate("b.test", &c2, &k2).expect("gen");
+        generate("a.test", &c1, &k1, unix_now()).expect("gen");
+        generate("b.test", &c2, &k2, unix_now()).expect("gen");
         let err = CertStore::load(Source::Files(vec![CertConfig { cert: c1, key: k2 }]))
             .expect_err("mismatch");
         assert!(err.contains("a.crt"), "{err}");

@@ -424,7 +424,8 @@ fn check_unique(
     map: &BTreeMap<String, Arc<Container>>,
     c: &Container,
 ) -> Result<(), RegistryError> {
-    if map.contains_key(&c.name) {
+    // names are DNS names: case-insensitive, so `WEB-1` clashes with `web-1`
+    if map.contains_key(&c.name) || map.keys().any(|k| k.eq_ignore_ascii_case(&c.name)) {
         return Err(RegistryError::DuplicateName(c.name.clone()));
     }
     if let Some(owner) = map.values().find(|o| o.ip == c.ip) {
@@ -489,6 +490,11 @@ mod tests {
         assert_eq!(
             r.add(c("web-1", "10.0.0.9", "web")),
             Err(RegistryError::DuplicateName("web-1".into()))
+        );
+        assert_eq!(
+            r.add(c("WEB-1", "10.0.0.9", "web")),
+            Err(RegistryError::DuplicateName("WEB-1".into())),
+            "names are case-insensitive, as in DNS"
         );
         assert!(matches!(
             r.add(c("web-2", "10.0.0.1", "web")),
