@@ -124,7 +124,7 @@ async fn ask(upstream: SocketAddr, msg: &[u8], q: &Query, tcp: bool) -> io::Resu
         }
     };
     if tcp && resp[2] & 0x02 != 0 {
-        return ask_tcp(upstream, &query, id).await.map(|mut r| {
+        return ask_tcp(upstream, &query, id, q).await.map(|mut r| {
             r[..2].copy_from_slice(&q.id.to_be_bytes());
             r
         });
@@ -134,7 +134,7 @@ async fn ask(upstream: SocketAddr, msg: &[u8], q: &Query, tcp: bool) -> io::Resu
     Ok(resp)
 }
 
-async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16) -> io::Result<Vec<u8>> {
+async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16, q: &Query) -> io::Result<Vec<u8>> {
     let mut s = TcpStream::connect(upstream).await?;
     let mut framed = (query.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(query);
@@ -142,10 +142,15 @@ async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16) -> io::Result<Vec<
     let len = s.read_u16().await?;
     let mut resp = vec![0u8; usize::from(len)];
     s.read_exact(&mut resp).await?;
-    if message::header_id(&resp) != Some(id) {
+    // checked like a UDP answer before it is relayed or cached (RFC 5452)
+    if message::header_id(&resp) != Some(id)
+        || resp.len() < message::HEADER_LEN
+        || resp[2] & 0x80 == 0
+        || !same_question(&resp, q)
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "answer with another ID",
+            "a TCP answer with another ID or question",
         ));
     }
     Ok(resp)

@@ -188,6 +188,15 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                 Action::Forward(q) => {
                     if let Some(reply) = outside(&ctx, &q, src.ip(), &mut out) {
                         ctx.stats.count(&buf[..n], reply, since);
+                        // a cached answer was stored whole: fit it to this client, as the
+                        // first one was (else a small query gets a large answer back)
+                        let fitted;
+                        let reply = if reply.len() > q.max_udp() {
+                            fitted = fit_udp(reply.to_vec(), &q);
+                            &fitted[..]
+                        } else {
+                            reply
+                        };
                         if sock.try_send_to(reply, src).is_err() {
                             ctx.stats.dropped.fetch_add(1, Relaxed);
                         }

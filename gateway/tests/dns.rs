@@ -105,7 +105,8 @@ fn status(out: &str) -> &str {
 }
 
 /// A fake upstream on loopback: answers A 192.0.2.1 (TTL 300), NXDOMAIN+SOA for names
-/// starting with "nx", or SERVFAIL, or nothing; counts queries.
+/// starting with "nx", 60 A records for names starting with "big", or SERVFAIL, or nothing;
+/// counts queries.
 #[derive(Clone, Copy)]
 enum Upstream {
     Good,
@@ -152,6 +153,16 @@ async fn upstream(kind: Upstream) -> (SocketAddr, Arc<AtomicUsize>) {
                         60,
                         RData::SOA(soa),
                     ));
+                }
+                Upstream::Good if name.to_string().starts_with("big") => {
+                    // 60 records: about 1 KiB, more than a client without EDNS takes
+                    for i in 0..60 {
+                        r.add_answer(Record::from_rdata(
+                            name.clone(),
+                            300,
+                            RData::A(A::new(192, 0, 2, i)),
+                        ));
+                    }
                 }
                 Upstream::Good => {
                     r.add_answer(Record::from_rdata(
@@ -471,4 +482,103 @@ async fn bad_input_gets_formerr_notimp_or_silence_and_the_server_carries_on() {
     // and the server still answers
     let r = udp_query(d.port, &good).await.expect("answer");
     assert_eq!(r[3] & 0x0f, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_forwarded_answer_fits_the_udp_client_too() {
+    let (good, good_n) = upstream(Upstream::Good).await;
+    let dns = start(vec![good], &["127.0.0.0/8"], 0).await;
+    let q = query_bytes("big.example.org");
+    for round in ["upstream", "cache"] {
+        let r = udp_query(dns.port, &q).await.expect("an answer");
+        assert!(
+            r.len() <= 512,
+            "{round}: {} bytes to a client without EDNS",
+            r.len()
+        );
+        assert!(r[2] & 0x02 != 0, "{round}: TC set");
+        assert_eq!(&r[..2], &q[..2], "{round}: the client's ID");
+    }
+    assert_eq!(
+        good_n.load(SeqCst),
+        1,
+        "the second answer came from the cache"
+    );
+    // over TCP the same (cached) answer comes whole
+    let out = dig(dns.port, &["+tcp", "big.example.org"])
+        .await
+        .expect("dig");
+    assert!(out.contains("ANSWER: 60"), "{out}");
+}
+
+/// An upstream whose UDP answers are truncated and whose TCP answers are for another
+/// question (a poisoner's), as in RFC 5452: counts TCP exchanges.
+async fn poisoning_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = udp.local_addr().expect("addr");
+    let tcp = tokio::net::TcpListener::bind(addr).await.expect("tcp bind");
+    let tcp_n = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            r.metadata.truncation = true;
+            r.add_queries(q.queries.clone());
+            let _ = udp.send_to(&r.to_vec().expect("encode"), from).await;
+        }
+    });
+    let n = tcp_n.clone();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = tcp.accept().await {
+            n.fetch_add(1, SeqCst);
+            let Ok(len) = s.read_u16().await else {
+                continue;
+            };
+            let mut m = vec![0u8; usize::from(len)];
+            if s.read_exact(&mut m).await.is_err() {
+                continue;
+            }
+            let Ok(q) = Message::from_vec(&m) else {
+                continue;
+            };
+            let evil = Name::from_str("evil.example.org.").expect("n");
+            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            r.add_query(hickory_proto::op::Query::query(
+                evil.clone(),
+                hickory_proto::rr::RecordType::A,
+            ));
+            r.add_answer(Record::from_rdata(
+                evil,
+                300,
+                RData::A(A::new(203, 0, 113, 66)),
+            ));
+            let out = r.to_vec().expect("encode");
+            let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+            framed.extend(out);
+            let _ = s.write_all(&framed).await;
+        }
+    });
+    (addr, tcp_n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_retry_answer_for_another_question_is_neither_relayed_nor_cached_rfc5452() {
+    let (up, tcp_n) = poisoning_upstream().await;
+    let dns = start(vec![up], &["127.0.0.0/8"], 0).await;
+    for round in 1..=2 {
+        let out = dig(dns.port, &["+tcp", "victim.example.org"])
+            .await
+            .expect("dig");
+        assert_eq!(status(&out), "SERVFAIL", "round {round}: {out}");
+        assert!(
+            !out.contains("203.0.113.66"),
+            "round {round}: relayed: {out}"
+        );
+        // the control: the upstream was asked over TCP each time (nothing came from a cache)
+        assert_eq!(tcp_n.load(SeqCst), round, "round {round}");
+    }
 }
