@@ -25,6 +25,7 @@ fn registry() -> &'static Registry {
             network: "default".into(),
             node: "h2".into(),
             health: Health::Unknown,
+            ready: true,
             origin: Origin::Config,
         });
         r
