@@ -202,8 +202,25 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                         }
                         continue;
                     }
+                    if ctx.forwarder.in_flight.load(Relaxed) >= crate::forward::MAX_IN_FLIGHT {
+                        // all places upstream taken: SERVFAIL now (counted) rather than a
+                        // socket and a task more for a slow upstream
+                        ctx.forwarder.overflow.fetch_add(1, Relaxed);
+                        message::error_response(&mut out, q.id, Some(&q), rcode::SERVFAIL);
+                        ctx.stats.count(&buf[..n], &out, since);
+                        if sock.try_send_to(&out, src).is_err() {
+                            ctx.stats.dropped.fetch_add(1, Relaxed);
+                        }
+                        continue;
+                    }
                     let (ctx, sock, msg) = (ctx.clone(), sock.clone(), buf[..n].to_vec());
                     tokio::spawn(async move {
+                        let Some(_slot) = ctx.forwarder.slot() else {
+                            let mut out = Vec::new();
+                            message::error_response(&mut out, q.id, Some(&q), rcode::SERVFAIL);
+                            let _ = sock.send_to(&out, src).await;
+                            return;
+                        };
                         let resp = ctx.forwarder.resolve(&q, &msg, false).await;
                         ctx.stats.count(&msg, &resp, since);
                         let resp = fit_udp(resp, &q);
@@ -304,6 +321,10 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
         let mut framed = Vec::with_capacity(resp.len() + 2);
         framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());
         framed.extend_from_slice(&resp);
-        s.write_all(&framed).await?;
+        // a client that sends and never reads must not hold the connection (and one of the
+        // MAX_TCP_CONNECTIONS places) forever
+        tokio::time::timeout(TCP_IDLE, s.write_all(&framed))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     }
 }

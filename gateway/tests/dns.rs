@@ -35,6 +35,7 @@ fn container(name: &str, ip: &str, app: &str) -> Container {
 struct Dns {
     port: u16,
     registry: Arc<Registry>,
+    handle: vxgate::dns::Dns,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -68,11 +69,13 @@ async fn start(upstreams: Vec<SocketAddr>, recursion_from: &[&str], web: usize) 
     let port = bound.udp[0].local_addr().expect("addr").port();
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    vxgate::dns::start_bound(&cfg, bound, &registry, &shutdown, &mut tasks).expect("start");
+    let handle =
+        vxgate::dns::start_bound(&cfg, bound, &registry, &shutdown, &mut tasks).expect("start");
     tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
     Dns {
         port,
         registry,
+        handle,
         _stop: stop,
     }
 }
@@ -581,4 +584,92 @@ async fn a_tcp_retry_answer_for_another_question_is_neither_relayed_nor_cached_r
         // the control: the upstream was asked over TCP each time (nothing came from a cache)
         assert_eq!(tcp_n.load(SeqCst), round, "round {round}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_queries_in_flight_are_capped_and_the_rest_get_servfail_at_once() {
+    use vxgate_dns::forward::MAX_IN_FLIGHT;
+    let (silent, _) = upstream(Upstream::Silent).await; // each query waits out the 300 ms
+    let dns = start(vec![silent], &["127.0.0.0/8"], 0).await;
+    let fwd = dns.handle.forwarder.clone();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let total = MAX_IN_FLIGHT + 500;
+    let t0 = Instant::now();
+    let mut peak = 0;
+    for i in 0..total {
+        let mut q = query_bytes(&format!("n{i}.example.org"));
+        q[..2].copy_from_slice(&(i as u16).to_be_bytes());
+        sock.send_to(&q, ("127.0.0.1", dns.port))
+            .await
+            .expect("send");
+        peak = peak.max(fwd.in_flight.load(SeqCst));
+    }
+    // answers that come before the upstream timeout can only be the refused overflow
+    let mut early_servfail = 0;
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(150), sock.recv(&mut buf)).await
+    {
+        if t0.elapsed() < Duration::from_millis(250) && n >= 4 && buf[3] & 0x0f == 2 {
+            early_servfail += 1;
+        }
+    }
+    let overflow = fwd.overflow.load(SeqCst) as usize;
+    println!(
+        "{total} queries to a silent upstream: peak {peak} in flight, {overflow} refused at once, {early_servfail} SERVFAIL before the timeout"
+    );
+    assert!(peak <= MAX_IN_FLIGHT, "peak {peak}");
+    assert!(overflow >= 1 && overflow < total, "overflow {overflow}");
+    assert!(early_servfail >= 1, "the overflow is answered at once");
+    // and everything is given back
+    let t = Instant::now();
+    while fwd.in_flight.load(SeqCst) != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "in flight stays {}",
+            fwd.in_flight.load(SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_client_that_never_reads_is_closed_after_the_idle_time() {
+    use tokio::io::AsyncWriteExt;
+    let dns = start(vec![], &["127.0.0.0/8"], 100).await;
+    let stats = dns.handle.stats.clone();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", dns.port))
+        .await
+        .expect("connect");
+    // pipeline queries whose answers (100 records each) fill both socket buffers, never read
+    let q = query_bytes("web.example.com");
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let burst: Vec<u8> = framed.repeat(2000);
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while t0.elapsed() < Duration::from_secs(2) {
+        match tokio::time::timeout(Duration::from_millis(200), s.write_all(&burst)).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break, // our send buffer is full too: the server is stuck writing
+        }
+    }
+    assert_eq!(
+        stats.tcp_connections.load(SeqCst),
+        1,
+        "held while the server writes"
+    );
+    let t = Instant::now();
+    while stats.tcp_connections.load(SeqCst) != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "a client that never reads still holds its connection after {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "sent {sent} bursts; the server closed the connection {:?} after the client stopped reading",
+        t.elapsed()
+    );
 }

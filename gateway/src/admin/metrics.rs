@@ -259,6 +259,20 @@ pub fn render(a: &Admin) -> String {
             "vxgate_dns_upstream_failures_total {}",
             d.forwarder.upstream_failures.load(Relaxed)
         );
+        single(
+            &mut o,
+            "vxgate_dns_forward_in_flight",
+            "gauge",
+            "Forwarded UDP queries waiting for an upstream now.",
+            d.forwarder.in_flight.load(Relaxed) as u64,
+        );
+        single(
+            &mut o,
+            "vxgate_dns_forward_overflow_total",
+            "counter",
+            "Queries answered SERVFAIL at once because the cap of forwarded queries in flight was reached.",
+            d.forwarder.overflow.load(Relaxed),
+        );
         head(
             &mut o,
             "vxgate_dns_answer_seconds",
