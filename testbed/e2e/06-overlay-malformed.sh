@@ -26,6 +26,11 @@ for _ in range(1000):
     s.sendto(os.urandom(1 + os.urandom(1)[0] * 4), dst) # random bytes
 PY
 }
+# UDP datagrams the kernel drops for a full receive buffer (the burst can outrun vxgate on a
+# loaded machine): counted so every junk datagram is accounted for
+rcvbuf_errors() { on h1 awk '/^Udp:/ { if (h) { print $(i) } else { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") break; h = 1 } }' /proc/net/snmp; }
+rcv0=$(rcvbuf_errors)
+[ -n "$rcv0" ] || fail "no RcvbufErrors counter in h1's /proc/net/snmp"
 send_junk h2   # from the peer
 send_junk cl   # from an address that is not a peer
 on h2c1 ping -c 3 -i 0.2 -W 2 10.200.1.11 >/dev/null || fail "forwarding stopped after the junk"
@@ -39,7 +44,12 @@ vni=$(underlay_counter 1 drop_unknown_vni)
 trunc=$(( $(underlay_counter 1 drop_truncated) + $(counter 1 drop_truncated) ))
 over=$(counter 1 drop_oversize)
 echo "counted: not_from_peer=$not_peer no_i_flag=$no_i unknown_vni=$vni truncated=$trunc oversize=$over"
-[ "$not_peer" = 1050 ] || fail "expected 1050 datagrams from the non-peer counted, got $not_peer"
+lost=$(( $(rcvbuf_errors) - rcv0 ))
+# every datagram from the non-peer is counted by vxgate, or was dropped by the kernel before
+# vxgate could read it (reported; exactly 1050 counted on an idle machine)
+(( not_peer >= 1 && not_peer <= 1050 && not_peer + lost >= 1050 )) \
+  || fail "1050 datagrams from the non-peer: $not_peer counted, $lost lost in the socket buffer"
+echo "non-peer: $not_peer of 1050 counted, $lost dropped by the kernel (receive buffer full)"
 [ "$over" -ge 10 ] || fail "oversize: $over"
 [ "$trunc" -ge 20 ] || fail "truncated: $trunc"
 [ "$no_i" -ge 10 ] || fail "no I flag: $no_i"
