@@ -105,15 +105,23 @@ pcap_count() {
 }
 
 # counter H NAME: a counter from the overlay summary vxgate on host H logged at shutdown.
-counter() {
+# A missing summary line, or a missing counter other than a drop_* one (the summary lists
+# drop reasons only when non-zero), prints a word, not 0: arithmetic and comparisons with it
+# fail, so a check cannot pass on a counter that was never logged.
+summary_value() {  # LINE NAME
   local v
-  v=$(grep "overlay counters" "$LOGDIR/vxgate-h$1.log" | head -1 | grep -o "$2=[0-9]*" | cut -d= -f2)
-  echo "${v:-0}"
+  [ -n "$1" ] || { echo "no-counter-line"; return 0; }
+  v=$(printf '%s\n' "$1" | grep -o " $2=[0-9]*\|^$2=[0-9]*" | head -1 | cut -d= -f2)
+  if [ -z "$v" ]; then
+    case $2 in drop_*) v=0 ;; *) v="missing-$2" ;; esac
+  fi
+  echo "$v"
+}
+counter() {
+  summary_value "$(grep "overlay counters" "$LOGDIR/vxgate-h$1.log" | head -1 | sed 's/.*overlay counters: //')" "$2"
 }
 underlay_counter() {
-  local v
-  v=$(grep "overlay underlay counters" "$LOGDIR/vxgate-h$1.log" | grep -o "$2=[0-9]*" | cut -d= -f2)
-  echo "${v:-0}"
+  summary_value "$(grep "overlay underlay counters" "$LOGDIR/vxgate-h$1.log" | head -1 | sed 's/.*overlay underlay counters: //')" "$2"
 }
 
 # https_get HOST PATH [curl args...]: curl from the client namespace to h1's ingress
