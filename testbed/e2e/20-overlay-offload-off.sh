@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every overlay end-to-end test (02-07, kernel interop included) and test 19 (1 GiB each way,
 # underlay checksum offload off) again with overlay.offload = "off" (issue 7): the portable
-# datapath must stay correct.
+# datapath must stay correct. Seven tests in a row: its budget in run.sh is 7 x 280 s.
+# e2e-timeout: 1960
 set -u
 dir=$(cd "$(dirname "$0")" && pwd)
 rc=0
