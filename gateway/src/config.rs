@@ -360,6 +360,14 @@ pub struct IngressConfig {
         default = "default_backend_timeout"
     )]
     pub backend_timeout: Duration,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+    /// Default: 600000 ms (10 minutes).
+    #[serde(
+        rename = "upgrade_idle_timeout_ms",
+        deserialize_with = "millis",
+        default = "default_upgrade_idle_timeout"
+    )]
+    pub upgrade_idle_timeout: Duration,
 }
 
 fn default_header_timeout() -> Duration {
@@ -376,6 +384,9 @@ fn default_max_connections() -> usize {
 }
 fn default_backend_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_upgrade_idle_timeout() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_ingress_listen() -> Vec<SocketAddr> {
@@ -1032,6 +1043,13 @@ fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
             100,
             86_400_000,
             "a shorter one answers 504 before a backend can",
+        ),
+        (
+            "ingress.upgrade_idle_timeout_ms",
+            ms(i.upgrade_idle_timeout),
+            1000,
+            86_400_000,
+            "a shorter one closes WebSockets between two messages",
         ),
         (
             "ingress.health.timeout_ms",

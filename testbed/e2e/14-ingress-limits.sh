@@ -6,7 +6,7 @@
 . "$(dirname "$0")/lib.sh"
 up --hosts 1 --containers 1
 cfg=$STATE/h1-limits.toml
-awk '{print} /^http_redirect/ {print "header_read_timeout_ms = 1000\nidle_timeout_ms = 3000\nmax_connections = 3\nbackend_timeout_ms = 1500"}' "$STATE/h1.toml" > "$cfg"
+awk '{print} /^http_redirect/ {print "header_read_timeout_ms = 1000\nidle_timeout_ms = 3000\nmax_connections = 3\nbackend_timeout_ms = 1500\nupgrade_idle_timeout_ms = 2000"}' "$STATE/h1.toml" > "$cfg"
 start_vxgate 1 "$cfg"
 CA=$STATE/h1/tls/self-signed.crt
 
@@ -57,6 +57,39 @@ assert s.recv(4096).startswith(b"HTTP/1.1 200"), "not served after a slot freed"
 print("max_connections: the fourth connection was refused, served after one closed")
 for h in held: h.close()
 time.sleep(0.3)
+
+# upgraded (WebSocket) connections keep their max_connections slot until they close, and an
+# idle one is closed after upgrade_idle_timeout (2 s here)
+import base64, os
+def websocket():
+    s = conn()
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /ws HTTP/1.1\r\nHost: web.example.com\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head[:60]
+    return s
+ws = [websocket() for _ in range(3)]
+time.sleep(0.3)   # the upgrades are done; the HTTP connections under them are finished
+try:
+    extra = conn()
+    extra.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+    got = extra.recv(4096)
+except (ConnectionError, ssl.SSLError, OSError):
+    got = b""
+assert got == b"", f"a fourth connection was served while 3 WebSockets were open: {got[:40]!r}"
+t0 = time.time()
+for w in ws:
+    t = closed_within(w, 10)
+    assert t is not None, "an idle WebSocket was never closed"
+idle_closed = time.time() - t0 + 0.3
+assert idle_closed >= 1.5, f"idle WebSockets closed too early ({idle_closed:.1f}s)"
+time.sleep(0.3)
+s = conn(); s.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+assert s.recv(4096).startswith(b"HTTP/1.1 200"), "not served after the WebSockets closed"
+print(f"3 WebSockets held all 3 slots (a fourth connection refused); idle, they were closed after {idle_closed:.1f}s; then served again")
 
 # a backend slower than backend_timeout -> 504
 s = conn(); s.sendall(b"GET /sleep/3 HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")

@@ -111,6 +111,7 @@ pub async fn start(
             zone,
             cfg.load_balancing,
             cfg.backend_timeout,
+            cfg.upgrade_idle_timeout,
         ),
         acceptor: TlsAcceptor::from(Arc::new(server_config)),
         cfg: cfg.clone(),
@@ -221,9 +222,11 @@ async fn accept_tls(
             continue;
         };
         let (shared, shutdown, pool) = (shared.clone(), shutdown.clone(), pool.clone());
+        // the slot is shared with any connection this one upgrades into: it is free again
+        // only when both are closed
+        let slot = Arc::new(permit);
         tokio::spawn(async move {
-            serve_tls(stream, peer, shared, pool, shutdown).await;
-            drop(permit);
+            serve_tls(stream, peer, shared, pool, shutdown, slot).await;
         });
     }
     drop(listener);
@@ -239,8 +242,13 @@ async fn serve_tls(
     shared: Arc<Shared>,
     pool: Arc<proxy::Pool>,
     mut shutdown: Shutdown,
+    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
+    let hold = proxy::Hold {
+        slot,
+        shutdown: shutdown.clone(),
+    };
     let tls = match tokio::time::timeout(
         shared.cfg.header_read_timeout,
         shared.acceptor.accept(stream),
@@ -281,7 +289,7 @@ async fn serve_tls(
     let svc = {
         let shared = shared.clone();
         service_fn(move |req| {
-            let (shared, pool) = (shared.clone(), pool.clone());
+            let (shared, pool, hold) = (shared.clone(), pool.clone(), hold.clone());
             async move {
                 let start = std::time::Instant::now();
                 let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
@@ -292,7 +300,7 @@ async fn serve_tls(
                 let service = host
                     .and_then(|h| route::service_of(h, &shared.proxy.zone))
                     .unwrap_or_else(|| "-".into());
-                let resp = shared.proxy.handle(&pool, req, peer).await;
+                let resp = shared.proxy.handle(&pool, req, peer, &hold).await;
                 // Host names that name no service are counted together: a client sending
                 // random Hosts must not grow the metrics without bound
                 let known = resp.status() != StatusCode::NOT_FOUND
@@ -385,7 +393,7 @@ async fn accept_redirect(
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     START
         .get_or_init(std::time::Instant::now)
@@ -394,9 +402,9 @@ fn now_ms() -> u64 {
 }
 
 /// An IO wrapper that records when bytes last moved, for the idle timeout.
-struct Active<T> {
-    inner: T,
-    last: Arc<AtomicU64>,
+pub(crate) struct Active<T> {
+    pub(crate) inner: T,
+    pub(crate) last: Arc<AtomicU64>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {

@@ -28,6 +28,18 @@ const MAX_ATTEMPTS: usize = 3;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
+/// What a client connection lends the requests it carries: its `max_connections` slot (an
+/// upgraded connection keeps it until it closes) and the shutdown signal (which drains it).
+#[derive(Clone)]
+pub struct Hold {
+    pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    pub shutdown: crate::daemon::Shutdown,
+}
+
+/// How long an upgraded connection may go on after shutdown was asked before it is closed
+/// (within the process's 10 s drain).
+const UPGRADE_DRAIN: Duration = Duration::from_secs(5);
+
 /// A pool of kept-alive HTTP/1.1 connections to backends. Each ingress worker thread has its
 /// own, so a request and its backend connection live on one thread.
 pub type Pool = Client<HttpConnector, Body>;
@@ -48,6 +60,8 @@ pub struct Proxy {
     pub zone: String,
     pub policy: LoadBalancing,
     pub backend_timeout: Duration,
+    /// An upgraded connection with no bytes either way for this long is closed.
+    pub upgrade_idle: Duration,
     rr: Mutex<HashMap<String, usize>>,
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     rng: AtomicUsize,
@@ -86,12 +100,14 @@ impl Proxy {
         zone: &str,
         policy: LoadBalancing,
         backend_timeout: Duration,
+        upgrade_idle: Duration,
     ) -> Proxy {
         Proxy {
             registry,
             zone: zone.to_owned(),
             policy,
             backend_timeout,
+            upgrade_idle,
             rr: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             rng: AtomicUsize::new(0x9e37_79b9),
@@ -145,6 +161,7 @@ impl Proxy {
         pool: &Pool,
         mut req: Request<Incoming>,
         client: SocketAddr,
+        hold: &Hold,
     ) -> Response<Body> {
         // requests that cannot be forwarded as they are get a 4xx here, and never reach (or
         // count against) a backend
@@ -273,13 +290,10 @@ impl Proxy {
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_up) = client_upgrade {
                             let backend_up = hyper::upgrade::on(&mut resp);
+                            let (hold, idle) = (hold.clone(), self.upgrade_idle);
                             tokio::spawn(async move {
                                 if let (Ok(a), Ok(b)) = (client_up.await, backend_up.await) {
-                                    let _ = tokio::io::copy_bidirectional(
-                                        &mut TokioIo::new(a),
-                                        &mut TokioIo::new(b),
-                                    )
-                                    .await;
+                                    splice(TokioIo::new(a), TokioIo::new(b), hold, idle).await;
                                 }
                             });
                         }
@@ -302,4 +316,46 @@ impl Proxy {
             &format!("no backend of {service} could be reached"),
         )
     }
+}
+
+/// Copies an upgraded connection both ways until either side closes, nothing moves for
+/// `idle`, or [`UPGRADE_DRAIN`] after shutdown was asked. Holds the client connection's slot.
+async fn splice<A, B>(client: A, backend: B, hold: Hold, idle: Duration)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Hold { slot, mut shutdown } = hold;
+    let last = Arc::new(std::sync::atomic::AtomicU64::new(super::now_ms()));
+    let mut client = super::Active {
+        inner: client,
+        last: last.clone(),
+    };
+    let mut backend = backend;
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
+    tokio::pin!(copy);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let until_drain = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut copy => break,
+            _ = shutdown.wait(), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + UPGRADE_DRAIN);
+            }
+            _ = until_drain => break,
+            _ = tokio::time::sleep(idle / 4) => {
+                let quiet = super::now_ms().saturating_sub(last.load(Relaxed));
+                if quiet >= idle.as_millis() as u64 {
+                    tracing::debug!("ingress: upgraded connection idle for {quiet} ms; closing");
+                    break;
+                }
+            }
+        }
+    }
+    drop(slot);
 }
