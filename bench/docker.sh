@@ -90,7 +90,7 @@ def https_ok(addr):
         return None
     return probe
 
-def metric(addr_ns_local=True):
+def metric():
     with urllib.request.urlopen("http://127.0.0.1:9180/metrics", timeout=2) as r:
         for line in r.read().decode().splitlines():
             if line.startswith("vxgate_docker_api_calls_total "):

@@ -36,12 +36,15 @@ pub const CACHE_ENTRIES: usize = 10_000;
 /// per query without bound (3000 queries took 2900 fds and 200 MB before the cap).
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// One of [`MAX_IN_FLIGHT`] places, given back when dropped.
-pub struct Slot<'a>(&'a std::sync::atomic::AtomicUsize);
+/// One of [`MAX_IN_FLIGHT`] places, given back when dropped; owned, so it can move into the
+/// task that resolves the query.
+pub struct Slot(std::sync::Arc<Forwarder>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -58,14 +61,14 @@ impl Forwarder {
     }
 
     /// A place for one more query upstream, or None (counted) when all are taken.
-    pub fn slot(&self) -> Option<Slot<'_>> {
+    pub fn slot(this: &std::sync::Arc<Forwarder>) -> Option<Slot> {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.in_flight.fetch_add(1, Relaxed) >= MAX_IN_FLIGHT {
-            self.in_flight.fetch_sub(1, Relaxed);
-            self.overflow.fetch_add(1, Relaxed);
+        if this.in_flight.fetch_add(1, Relaxed) >= MAX_IN_FLIGHT {
+            this.in_flight.fetch_sub(1, Relaxed);
+            this.overflow.fetch_add(1, Relaxed);
             return None;
         }
-        Some(Slot(&self.in_flight))
+        Some(Slot(this.clone()))
     }
 
     pub fn has_upstreams(&self) -> bool {

@@ -202,25 +202,19 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                         }
                         continue;
                     }
-                    if ctx.forwarder.in_flight.load(Relaxed) >= crate::forward::MAX_IN_FLIGHT {
-                        // all places upstream taken: SERVFAIL now (counted) rather than a
+                    let Some(slot) = Forwarder::slot(&ctx.forwarder) else {
+                        // all places upstream taken (counted): SERVFAIL now rather than a
                         // socket and a task more for a slow upstream
-                        ctx.forwarder.overflow.fetch_add(1, Relaxed);
                         message::error_response(&mut out, q.id, Some(&q), rcode::SERVFAIL);
                         ctx.stats.count(&buf[..n], &out, since);
                         if sock.try_send_to(&out, src).is_err() {
                             ctx.stats.dropped.fetch_add(1, Relaxed);
                         }
                         continue;
-                    }
+                    };
                     let (ctx, sock, msg) = (ctx.clone(), sock.clone(), buf[..n].to_vec());
                     tokio::spawn(async move {
-                        let Some(_slot) = ctx.forwarder.slot() else {
-                            let mut out = Vec::new();
-                            message::error_response(&mut out, q.id, Some(&q), rcode::SERVFAIL);
-                            let _ = sock.send_to(&out, src).await;
-                            return;
-                        };
+                        let _slot = slot;
                         let resp = ctx.forwarder.resolve(&q, &msg, false).await;
                         ctx.stats.count(&msg, &resp, since);
                         let resp = fit_udp(resp, &q);

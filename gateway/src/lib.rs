@@ -59,13 +59,7 @@ pub async fn start(
         // a moment for the first resync, so DNS and the ingress start with the containers;
         // without dockerd the first session fails at once and startup goes on
         use std::sync::atomic::Ordering::Relaxed;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        while status.resyncs.load(Relaxed) == 0
-            && status.errors.load(Relaxed) == 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        settle(|| status.resyncs.load(Relaxed) > 0 || status.errors.load(Relaxed) > 0).await;
         running.docker = Some(status);
     }
     if config.registry.backend == config::RegistryBackend::Etcd {
@@ -83,6 +77,15 @@ pub async fn start(
         running.ingress = Some(ingress::start(i, &zone, state, registry, shutdown, tasks).await?);
     }
     Ok(running)
+}
+
+/// Waits until `done` or for at most 2 s: a registry source's first read, before the parts
+/// that serve its state start.
+async fn settle(done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !done() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Starts the etcd backend and gives it a moment for the first full read, so DNS and the
@@ -107,10 +110,7 @@ async fn start_etcd(
         shutdown,
         tasks,
     );
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    while status.resyncs.load(Relaxed) == 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    settle(|| status.resyncs.load(Relaxed) > 0).await;
     if status.resyncs.load(Relaxed) == 0 {
         tracing::warn!("etcd: not in sync yet; starting with the local state");
     }

@@ -27,6 +27,18 @@ def closed_within(s, secs):
     except (ConnectionError, ssl.SSLError):
         return time.time() - t
 
+def refused():
+    """Whether a new connection is closed without an answer (max_connections reached)."""
+    try:
+        extra = conn()
+        extra.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
+        got = extra.recv(4096)
+    except (ConnectionError, ssl.SSLError, OSError):
+        got = b""
+    if got:
+        print(f"served: {got[:40]!r}")
+    return got == b""
+
 # slowloris: half a request head, then nothing
 s = conn(); s.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nX-Slow: ")
 t = closed_within(s, 5)
@@ -43,13 +55,7 @@ print(f"idle keep-alive connection closed after {t:.1f}s (HTTP/1.1 waits for the
 # max_connections = 3: the fourth is closed at once, and served again once one goes
 held = [conn() for _ in range(3)]
 time.sleep(0.2)
-try:
-    extra = conn()
-    extra.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
-    got = extra.recv(4096)
-except (ConnectionError, ssl.SSLError, OSError):
-    got = b""
-assert got == b"", f"fourth connection was served: {got[:40]!r}"
+assert refused(), "fourth connection was served"
 held.pop().close()
 time.sleep(0.3)
 s = conn(); s.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
@@ -73,13 +79,7 @@ def websocket():
     return s
 ws = [websocket() for _ in range(3)]
 time.sleep(0.3)   # the upgrades are done; the HTTP connections under them are finished
-try:
-    extra = conn()
-    extra.sendall(b"GET / HTTP/1.1\r\nHost: web.example.com\r\n\r\n")
-    got = extra.recv(4096)
-except (ConnectionError, ssl.SSLError, OSError):
-    got = b""
-assert got == b"", f"a fourth connection was served while 3 WebSockets were open: {got[:40]!r}"
+assert refused(), "a fourth connection was served while 3 WebSockets were open"
 t0 = time.time()
 for w in ws:
     t = closed_within(w, 10)

@@ -67,7 +67,7 @@ for h in 1 2; do
 done
 # the unhealthy container was seen (positive control), on both hosts, and kept out
 for h in 1 2; do
-  admin "$h" /v1/containers | python3 -c '
+  admin "$h" /v1/containers | /usr/bin/python3 -c '
 import json, sys
 cs = {c["name"]: c for c in json.load(sys.stdin)}
 sick = cs.get("h1sick")

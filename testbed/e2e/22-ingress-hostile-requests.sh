@@ -27,7 +27,7 @@ sys.stdout.write(data.decode("latin-1"))
 PY
 }
 status() { raw "$1" | head -1 | awk '{print $2}'; }
-serving() { on h1 curl -sS --max-time 5 http://127.0.0.1:9180/v1/services | python3 -c '
+serving() { on h1 curl -sS --max-time 5 http://127.0.0.1:9180/v1/services | /usr/bin/python3 -c '
 import json, sys
 print({s["name"]: s["serving"] for s in json.load(sys.stdin)}.get("web", -1))'; }
 

@@ -160,26 +160,21 @@ impl Admin {
             (Method::POST, "/v1/containers") => self.add(req).await,
             (Method::DELETE, p) if p.starts_with("/v1/containers/") => {
                 let name = &p["/v1/containers/".len()..];
-                if let Some(c) = self.registry.snapshot().container(name)
-                    && c.origin == crate::registry::Origin::Docker
-                {
-                    return error(
-                        StatusCode::CONFLICT,
-                        &format!(
+                // only this node's config and API entries are the API's to remove
+                let refusal = self.registry.snapshot().container(name).and_then(|c| {
+                    match c.origin {
+                        crate::registry::Origin::Docker => Some(format!(
                             "container {name:?} is Docker's; it leaves when it stops (docker stop), or label it vxgate.enable=false"
-                        ),
-                    );
-                }
-                if let Some(c) = self.registry.snapshot().container(name)
-                    && c.origin == crate::registry::Origin::Remote
-                {
-                    return error(
-                        StatusCode::CONFLICT,
-                        &format!(
+                        )),
+                        crate::registry::Origin::Remote => Some(format!(
                             "container {name:?} belongs to node {:?}; remove it there",
                             c.node
-                        ),
-                    );
+                        )),
+                        _ => None,
+                    }
+                });
+                if let Some(why) = refusal {
+                    return error(StatusCode::CONFLICT, &why);
                 }
                 match self.registry.remove(name) {
                     Ok(_) => reply(StatusCode::OK, json!({ "removed": name })),

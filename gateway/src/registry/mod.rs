@@ -17,7 +17,7 @@ pub mod remote;
 
 use crate::config::{Config, ContainerConfig};
 use crate::wire::ethernet::MacAddr;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -64,13 +64,6 @@ pub enum Origin {
     /// Found through the Docker Engine API (`[docker]`); Docker's state replaces these.
     Docker,
     Remote,
-}
-
-impl Origin {
-    /// Whether entries of this origin belong to this node (published to the shared registry).
-    pub fn is_local(self) -> bool {
-        self != Origin::Remote
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,11 +312,12 @@ impl Registry {
     /// leaves the remote one out and counts it). Unchanged entries keep their health.
     pub fn set_local_source(&self, origin: Origin, containers: Vec<Container>) -> Vec<String> {
         let result = self.update(|map| {
-            for c in &containers {
-                map.retain(|name, o| {
-                    o.origin != Origin::Remote || (name != &c.name && o.ip != c.ip)
-                });
-            }
+            let names: HashSet<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+            let ips: HashSet<IpAddr> = containers.iter().map(|c| c.ip).collect();
+            map.retain(|name, o| {
+                o.origin != Origin::Remote
+                    || (!names.contains(name.as_str()) && !ips.contains(&o.ip))
+            });
             swap_origin(map, origin, containers, OnClash::Skip)
         });
         result.unwrap_or_default()

@@ -179,17 +179,28 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
     }
 }
 
+/// One Engine API request: counted, and bounded by [`CALL_TIMEOUT`] (the outer error); the
+/// Engine's own answer is left to the caller.
+async fn timed<T, E>(
+    status: &DockerStatus,
+    what: &str,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<Result<T, E>, String> {
+    status.api_calls.fetch_add(1, Relaxed);
+    tokio::time::timeout(CALL_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("{what}: no answer within {CALL_TIMEOUT:?}"))
+}
+
+/// [`timed`], with any error of the Engine's as the session's error.
 async fn call<T, E: std::fmt::Display>(
     status: &DockerStatus,
     what: &str,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
-    status.api_calls.fetch_add(1, Relaxed);
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
-    }
+    timed(status, what, fut)
+        .await?
+        .map_err(|e| format!("{what}: {e}"))
 }
 
 fn connect(endpoint: &DockerEndpoint) -> Result<Docker, String> {
@@ -309,13 +320,12 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
 /// Inspects one container and files it as published or skipped (or forgets it when Docker no
 /// longer has it).
 async fn inspect_into(ctx: &Ctx, docker: &Docker, id: &str, st: &mut State) -> Result<(), String> {
-    ctx.status.api_calls.fetch_add(1, Relaxed);
-    let answer = tokio::time::timeout(
-        CALL_TIMEOUT,
+    let answer = timed(
+        &ctx.status,
+        "inspect",
         docker.inspect_container(id, None::<InspectContainerOptions>),
     )
-    .await
-    .map_err(|_| format!("inspect: no answer within {CALL_TIMEOUT:?}"))?;
+    .await?;
     let info = match answer {
         Ok(info) => info,
         // removed between the event (or the list) and the inspect
