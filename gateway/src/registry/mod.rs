@@ -312,11 +312,15 @@ impl Registry {
     /// leaves the remote one out and counts it). Unchanged entries keep their health.
     pub fn set_local_source(&self, origin: Origin, containers: Vec<Container>) -> Vec<String> {
         let result = self.update(|map| {
-            let names: HashSet<&str> = containers.iter().map(|c| c.name.as_str()).collect();
+            // names compare without case, as check_unique does
+            let names: HashSet<String> = containers
+                .iter()
+                .map(|c| c.name.to_ascii_lowercase())
+                .collect();
             let ips: HashSet<IpAddr> = containers.iter().map(|c| c.ip).collect();
             map.retain(|name, o| {
                 o.origin != Origin::Remote
-                    || (!names.contains(name.as_str()) && !ips.contains(&o.ip))
+                    || (!names.contains(&name.to_ascii_lowercase()) && !ips.contains(&o.ip))
             });
             swap_origin(map, origin, containers, OnClash::Skip)
         });
@@ -577,6 +581,23 @@ mod tests {
         r.set_local_source(Origin::Docker, vec![starting]);
         assert_eq!(r.snapshot().serving("web").count(), 0);
         assert_eq!(r.snapshot().len(), 2);
+    }
+
+    #[test]
+    fn a_local_source_displaces_a_remote_name_that_differs_only_in_case() {
+        let r = Registry::new("app");
+        let mut remote = c("WEB-1", "10.0.0.9", "web");
+        remote.origin = Origin::Remote;
+        r.set_remote(vec![remote], BTreeMap::new());
+        let mut docker = c("web-1", "10.0.0.1", "web");
+        docker.origin = Origin::Docker;
+        assert!(r.set_local_source(Origin::Docker, vec![docker]).is_empty());
+        let s = r.snapshot();
+        let names: Vec<_> = s
+            .containers()
+            .map(|c| (c.name.as_str(), c.origin))
+            .collect();
+        assert_eq!(names, [("web-1", Origin::Docker)]);
     }
 
     #[test]
