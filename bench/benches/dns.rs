@@ -29,6 +29,7 @@ fn zone() -> Zone {
         zone: "example.com".into(),
         ttl: 5,
         ns_addrs: vec![],
+        max_udp_records: vxgate_dns::zone::MAX_UDP_RECORDS,
     };
     Zone::build(&s, 1, &cs).expect("zone")
 }

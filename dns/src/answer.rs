@@ -63,6 +63,11 @@ pub fn answer(zone: &Zone, msg: &[u8], tcp: bool, rng: &mut Rng, out: &mut Vec<u
         return Action::Reply;
     }
     let limit = if tcp { 65_535 } else { q.max_udp() };
+    let per_type = if tcp {
+        usize::MAX
+    } else {
+        zone.max_udp_records
+    };
     match zone.lookup(q.lower_name()) {
         Lookup::Outside => Action::Forward(Box::new(q)),
         _ if q.qclass != message::CLASS_IN && q.qclass != 255 => {
@@ -72,7 +77,7 @@ pub fn answer(zone: &Zone, msg: &[u8], tcp: bool, rng: &mut Rng, out: &mut Vec<u
         Lookup::Reverse(ptrs) => {
             let mut b = Builder::start(out, &q);
             if matches!(q.qtype, rtype::PTR | rtype::ANY) {
-                for p in ptrs {
+                for p in ptrs.iter().take(per_type) {
                     b.record(rtype::PTR, zone.ttl, p);
                 }
             }
@@ -88,7 +93,7 @@ pub fn answer(zone: &Zone, msg: &[u8], tcp: bool, rng: &mut Rng, out: &mut Vec<u
         }
         Lookup::Found { node, suffix_at } => {
             let mut b = Builder::start(out, &q);
-            let n = b.answers(zone, node, q.qtype, rng);
+            let n = b.answers(zone, node, q.qtype, per_type, rng);
             if n == 0 {
                 b.soa_authority(zone, suffix_at); // NODATA
             }
@@ -138,21 +143,29 @@ impl<'a> Builder<'a> {
         self.counts[1] += 1;
     }
 
-    /// The node's records of `qtype` (all of them for ANY), address records shuffled.
-    fn answers(&mut self, zone: &Zone, node: &Node, qtype: u16, rng: &mut Rng) -> u16 {
+    /// The node's records of `qtype` (all of them for ANY), shuffled, at most `per_type` of
+    /// each type (a random subset when there are more).
+    fn answers(
+        &mut self,
+        zone: &Zone,
+        node: &Node,
+        qtype: u16,
+        per_type: usize,
+        rng: &mut Rng,
+    ) -> u16 {
         let any = qtype == rtype::ANY;
         if any || qtype == rtype::A {
-            for i in Shuffle::new(node.a.len(), rng) {
+            for i in Shuffle::new(node.a.len(), rng).take(per_type) {
                 self.record(rtype::A, zone.ttl, &node.a[i]);
             }
         }
         if any || qtype == rtype::AAAA {
-            for i in Shuffle::new(node.aaaa.len(), rng) {
+            for i in Shuffle::new(node.aaaa.len(), rng).take(per_type) {
                 self.record(rtype::AAAA, zone.ttl, &node.aaaa[i]);
             }
         }
         if any || qtype == rtype::SRV {
-            for i in Shuffle::new(node.srv.len(), rng) {
+            for i in Shuffle::new(node.srv.len(), rng).take(per_type) {
                 self.record(rtype::SRV, zone.ttl, &node.srv[i]);
             }
         }
@@ -274,6 +287,7 @@ mod tests {
             zone: "example.com".into(),
             ttl: 5,
             ns_addrs: vec!["10.200.1.1".parse().expect("ip")],
+            max_udp_records: crate::zone::MAX_UDP_RECORDS,
         };
         Zone::build(&s, 42, &cs).expect("zone")
     }
@@ -430,12 +444,43 @@ mod tests {
         let m = ask(&z, &query("web.example.com", rtype::A, None), false);
         assert!(m.metadata.truncation);
         assert!(m.answers.is_empty());
-        let m = ask(&z, &query("web.example.com", rtype::A, Some(4096)), false);
-        assert!(!m.metadata.truncation, "100 A records fit in 4096");
-        assert_eq!(m.answers.len(), 100);
         let m = ask(&z, &query("web.example.com", rtype::A, None), true);
-        assert_eq!(m.answers.len(), 100);
+        assert_eq!(m.answers.len(), 100, "TCP answers carry every record");
         assert!(!m.metadata.truncation);
+    }
+
+    #[test]
+    fn udp_answers_carry_at_most_max_udp_records_of_a_type_chosen_at_random() {
+        let z = zone(100);
+        let q = query("web.example.com", rtype::A, Some(4096));
+        let mut rng = Rng::new(3);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let mut out = Vec::new();
+            answer(&z, &q, false, &mut rng, &mut out);
+            let m = Message::from_vec(&out).expect("parse");
+            assert!(!m.metadata.truncation, "32 A records fit in 4096");
+            assert_eq!(m.answers.len(), crate::zone::MAX_UDP_RECORDS);
+            // 12 header + 21 question + 32 * 16 + 11 OPT: about 12x a 44-byte query
+            assert!(out.len() <= 560, "{} bytes", out.len());
+            seen.extend(m.answers.iter().map(|r| r.data.to_string()));
+        }
+        assert!(
+            seen.len() > 90,
+            "20 answers named only {} of 100",
+            seen.len()
+        );
+        let m = ask(
+            &z,
+            &query("_http._tcp.web.example.com", rtype::SRV, Some(4096)),
+            false,
+        );
+        assert_eq!(m.answers.len(), crate::zone::MAX_UDP_RECORDS, "SRV too");
+        // a zone with a larger cap answers more
+        let mut big = zone(100);
+        big.max_udp_records = 1000;
+        let m = ask(&big, &q, false);
+        assert_eq!(m.answers.len(), 100);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!                                               └─► forward::Forwarder ──► upstreams (cache)
 //! ```
 //!
-//! `message`, `zone`, `answer` and `cache` are protocol logic without I/O; `server` and
+//! `message`, `zone`, `answer`, `cache` and `ratelimit` are protocol logic without I/O; `server` and
 //! `forward` own the sockets (UDP and TCP on every listen address).
 
 pub mod answer;
@@ -15,5 +15,6 @@ pub mod forward;
 pub mod histogram;
 pub mod message;
 pub mod name;
+pub mod ratelimit;
 pub mod server;
 pub mod zone;

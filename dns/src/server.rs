@@ -3,13 +3,16 @@
 //! UDP: one socket per worker on each address (SO_REUSEPORT, so the kernel spreads clients
 //! over cores), each drained [`BATCH`] datagrams per wake-up. TCP: a task per connection,
 //! queries pipelined, frames above [`MAX_TCP_QUERY`] close the connection, idle connections
-//! close after [`TCP_IDLE`], at most [`MAX_TCP_CONNECTIONS`] at once (more are closed on
-//! accept). Each query sees the newest zone: workers check the watch channel's version per
+//! (and clients that do not read their answers) close after [`TCP_IDLE`], at most
+//! [`MAX_TCP_CONNECTIONS`] at once and [`MAX_TCP_PER_CLIENT`] from one address (more are
+//! closed on accept, counted). UDP answers to clients outside `recursion_from` pass the
+//! optional response-rate limiter ([`crate::ratelimit`]). Each query sees the newest zone: workers check the watch channel's version per
 //! query, which costs one atomic load.
 
 use crate::answer::{self, Action, Rng};
 use crate::forward::Forwarder;
 use crate::message::{self, Query, rcode};
+use crate::ratelimit::{RateLimiter, Verdict};
 use crate::zone::Zone;
 use ipnet::IpNet;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -28,6 +31,8 @@ pub const BATCH: usize = 64;
 pub const MAX_TCP_QUERY: usize = 4096;
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 pub const MAX_TCP_CONNECTIONS: usize = 256;
+/// TCP connections one client address may hold at once: one client cannot take every place.
+pub const MAX_TCP_PER_CLIENT: usize = 16;
 
 /// Sockets bound for the server: per address, worker UDP sockets and one TCP listener.
 pub struct Bound {
@@ -82,6 +87,12 @@ pub struct Stats {
     pub refused: AtomicU64,
     pub dropped: AtomicU64,
     pub tcp_connections: AtomicUsize,
+    /// TCP connections closed on accept: over [`MAX_TCP_CONNECTIONS`] or
+    /// [`MAX_TCP_PER_CLIENT`].
+    pub tcp_refused: AtomicU64,
+    /// UDP responses the rate limiter turned into TC answers / dropped.
+    pub rate_limit_slipped: AtomicU64,
+    pub rate_limit_dropped: AtomicU64,
     /// Responses by rcode (low 4 bits).
     pub rcodes: [AtomicU64; 16],
     /// Queries by type: A, AAAA, SRV, PTR, other.
@@ -117,6 +128,10 @@ pub struct Context {
     /// Clients that may have names outside the zone resolved.
     pub recursion_from: Vec<IpNet>,
     pub stats: Arc<Stats>,
+    /// Response-rate limiting for UDP clients outside `recursion_from` (None: off).
+    pub rate_limit: Option<RateLimiter>,
+    /// Open TCP connections per client address.
+    pub tcp_clients: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
 }
 
 impl Context {
@@ -126,6 +141,65 @@ impl Context {
             v4 => v4,
         };
         self.recursion_from.iter().any(|n| n.contains(&ip))
+    }
+
+    /// Sends a UDP response, through the rate limiter for clients that may not recurse.
+    fn send_udp(&self, sock: &UdpSocket, msg: &[u8], resp: &[u8], to: SocketAddr) {
+        let verdict = match &self.rate_limit {
+            Some(rl) if !self.may_recurse(to.ip()) => rl.check(to.ip(), std::time::Instant::now()),
+            _ => Verdict::Send,
+        };
+        let sent = match verdict {
+            Verdict::Send => sock.try_send_to(resp, to),
+            Verdict::Slip => {
+                self.stats.rate_limit_slipped.fetch_add(1, Relaxed);
+                match message::parse_query(msg) {
+                    Ok(q) => sock.try_send_to(&tc_response(&q, 0), to),
+                    Err(_) => return,
+                }
+            }
+            Verdict::Drop => {
+                self.stats.rate_limit_dropped.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        if sent.is_err() {
+            self.stats.dropped.fetch_add(1, Relaxed); // socket buffer full
+        }
+    }
+
+    /// Takes a TCP place for `ip`, or None when the client or the server is at its limit.
+    fn tcp_admit(self: &Arc<Self>, ip: IpAddr) -> Option<TcpPlace> {
+        if self.stats.tcp_connections.fetch_add(1, Relaxed) >= MAX_TCP_CONNECTIONS {
+            self.stats.tcp_connections.fetch_sub(1, Relaxed);
+            return None;
+        }
+        let mut clients = self.tcp_clients.lock().unwrap_or_else(|e| e.into_inner());
+        let n = clients.entry(ip).or_insert(0);
+        if *n >= MAX_TCP_PER_CLIENT {
+            drop(clients);
+            self.stats.tcp_connections.fetch_sub(1, Relaxed);
+            return None;
+        }
+        *n += 1;
+        Some(TcpPlace(self.clone(), ip))
+    }
+}
+
+/// One open TCP connection's place, given back on drop.
+struct TcpPlace(Arc<Context>, IpAddr);
+
+impl Drop for TcpPlace {
+    fn drop(&mut self) {
+        let mut clients = self.0.tcp_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = clients.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.1);
+            }
+        }
+        drop(clients);
+        self.0.stats.tcp_connections.fetch_sub(1, Relaxed);
     }
 }
 
@@ -178,9 +252,7 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
             match answer::answer(&zone, &buf[..n], false, &mut rng, &mut out) {
                 Action::Reply => {
                     ctx.stats.count(&buf[..n], &out, since);
-                    if sock.try_send_to(&out, src).is_err() {
-                        ctx.stats.dropped.fetch_add(1, Relaxed); // socket buffer full
-                    }
+                    ctx.send_udp(&sock, &buf[..n], &out, src);
                 }
                 Action::Drop => {
                     ctx.stats.dropped.fetch_add(1, Relaxed);
@@ -197,9 +269,7 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                         } else {
                             reply
                         };
-                        if sock.try_send_to(reply, src).is_err() {
-                            ctx.stats.dropped.fetch_add(1, Relaxed);
-                        }
+                        ctx.send_udp(&sock, &buf[..n], reply, src);
                         continue;
                     }
                     let Some(slot) = Forwarder::slot(&ctx.forwarder) else {
@@ -207,9 +277,7 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                         // socket and a task more for a slow upstream
                         message::error_response(&mut out, q.id, Some(&q), rcode::SERVFAIL);
                         ctx.stats.count(&buf[..n], &out, since);
-                        if sock.try_send_to(&out, src).is_err() {
-                            ctx.stats.dropped.fetch_add(1, Relaxed);
-                        }
+                        ctx.send_udp(&sock, &buf[..n], &out, src);
                         continue;
                     };
                     let (ctx, sock, msg) = (ctx.clone(), sock.clone(), buf[..n].to_vec());
@@ -245,7 +313,11 @@ fn fit_udp(resp: Vec<u8>, q: &Query) -> Vec<u8> {
     if resp.len() <= q.max_udp() {
         return resp;
     }
-    let rc = message::rcode_of(&resp).unwrap_or(0);
+    tc_response(q, message::rcode_of(&resp).unwrap_or(0))
+}
+
+/// A TC answer to `q`: header, question and OPT (if the query had one), nothing else.
+fn tc_response(q: &Query, rc: u8) -> Vec<u8> {
     let mut out = Vec::new();
     message::write_header(
         &mut out,
@@ -269,15 +341,15 @@ async fn tcp_acceptor(listener: TcpListener, ctx: Arc<Context>) {
             tokio::time::sleep(Duration::from_millis(10)).await; // EMFILE and friends
             continue;
         };
-        if ctx.stats.tcp_connections.fetch_add(1, Relaxed) >= MAX_TCP_CONNECTIONS {
-            ctx.stats.tcp_connections.fetch_sub(1, Relaxed);
-            drop(stream); // over the limit: closed at once
+        let Some(place) = ctx.tcp_admit(peer.ip()) else {
+            ctx.stats.tcp_refused.fetch_add(1, Relaxed);
+            drop(stream); // over a limit: closed at once
             continue;
-        }
+        };
         let ctx = ctx.clone();
         tokio::spawn(async move {
+            let _place = place;
             let _ = tcp_connection(stream, peer, &ctx).await;
-            ctx.stats.tcp_connections.fetch_sub(1, Relaxed);
         });
     }
 }

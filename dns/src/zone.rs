@@ -32,7 +32,14 @@ pub struct ZoneSettings {
     pub ttl: u32,
     /// Addresses of `ns.<zone>` (the DNS listeners).
     pub ns_addrs: Vec<IpAddr>,
+    /// Records of one type in a UDP answer, at most (a random subset of a larger set, like
+    /// Consul's `udp_answer_limit`): bounds the reflection a small query can cause. TCP
+    /// answers carry every record.
+    pub max_udp_records: usize,
 }
+
+/// The default of [`ZoneSettings::max_udp_records`].
+pub const MAX_UDP_RECORDS: usize = 32;
 
 #[derive(Debug, Default)]
 pub struct Node {
@@ -49,6 +56,8 @@ pub struct Zone {
     pub apex: Vec<u8>,
     pub ttl: u32,
     pub serial: u32,
+    /// See [`ZoneSettings::max_udp_records`] (at least 1).
+    pub max_udp_records: usize,
     nodes: HashMap<Vec<u8>, Node>,
     /// Reverse names (lower wire) → PTR rdata (container FQDNs).
     reverse: HashMap<Vec<u8>, Vec<Vec<u8>>>,
@@ -141,6 +150,7 @@ impl Zone {
             apex,
             ttl: settings.ttl,
             serial: serial as u32,
+            max_udp_records: settings.max_udp_records.max(1),
             nodes,
             reverse,
             soa_rdata: soa,
@@ -219,6 +229,7 @@ mod tests {
             zone: "example.com".into(),
             ttl: 5,
             ns_addrs: vec!["10.200.1.1".parse().expect("ip")],
+            max_udp_records: MAX_UDP_RECORDS,
         }
     }
 

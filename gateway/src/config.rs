@@ -278,6 +278,18 @@ pub struct DnsConfig {
     /// Default: loopback only.
     #[serde(default = "default_recursion_from")]
     pub recursion_from: Vec<IpNet>,
+    /// Records of one type in a UDP answer, at most (a random subset of larger sets; TCP
+    /// answers carry all). Default: 32.
+    #[serde(default = "default_max_udp_records")]
+    pub max_udp_records: u32,
+    /// UDP responses per second to one client network (/24, /56) outside `recursion_from`;
+    /// beyond it every second answer is a TC, the rest dropped. Default: 0 (off).
+    #[serde(default)]
+    pub rate_limit: u32,
+}
+
+fn default_max_udp_records() -> u32 {
+    vxgate_dns::zone::MAX_UDP_RECORDS as u32
 }
 
 fn default_service_label() -> String {
@@ -723,12 +735,14 @@ impl Config {
                 }
             }
         }
-        if r.lease_ttl < Duration::from_secs(2) {
-            v.bad(
-                "registry.lease_ttl_s",
-                "must be at least 2 seconds (the lease is renewed at a third of it)".into(),
-            );
-        }
+        in_range(
+            v,
+            "registry.lease_ttl_s",
+            u128::from(r.lease_ttl.as_secs()),
+            2,
+            3600,
+            "the lease is renewed at a third of it; a dead node's entries live this long",
+        );
     }
 
     fn validate_containers(&self, v: &mut Validator) {
@@ -845,9 +859,14 @@ fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
             );
         }
     }
-    if o.fdb_aging.is_zero() {
-        v.bad("overlay.fdb_aging_s", "must be at least 1 second".into());
-    }
+    in_range(
+        v,
+        "overlay.fdb_aging_s",
+        u128::from(o.fdb_aging.as_secs()),
+        1,
+        1_000_000,
+        "a learned MAC is forgotten this long after its last frame",
+    );
     if o.networks.is_empty() {
         v.bad(
             "overlay.networks",
@@ -976,8 +995,50 @@ fn validate_dns(d: &DnsConfig, v: &mut Validator) {
             );
         }
     }
-    if d.upstream_timeout.is_zero() {
-        v.bad("dns.upstream_timeout_ms", "must be at least 1 ms".into());
+    for (key, value, min, max, why) in [
+        (
+            "dns.ttl_s",
+            u128::from(d.ttl.as_secs()),
+            0,
+            86_400,
+            "container addresses change; caches would keep stale answers longer",
+        ),
+        (
+            "dns.upstream_timeout_ms",
+            d.upstream_timeout.as_millis(),
+            10,
+            60_000,
+            "a shorter one fails every forwarded name; clients give up long before the maximum",
+        ),
+        (
+            "dns.max_udp_records",
+            u128::from(d.max_udp_records),
+            1,
+            1000,
+            "0 would answer nothing; TCP answers carry every record anyway",
+        ),
+    ] {
+        in_range(v, key, value, min, max, why);
+    }
+    if d.rate_limit != 0 {
+        in_range(
+            v,
+            "dns.rate_limit",
+            u128::from(d.rate_limit),
+            1,
+            1_000_000,
+            "responses per second per client network; 0 turns the limit off",
+        );
+    }
+}
+
+/// `value` must be in `min..=max`; `why` says what lies outside.
+fn in_range(v: &mut Validator, key: &str, value: u128, min: u128, max: u128, why: &str) {
+    if !(min..=max).contains(&value) {
+        v.bad(
+            key,
+            format!("{value} is out of range; expected {min}-{max} ({why})"),
+        );
     }
 }
 
@@ -1014,12 +1075,6 @@ fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
             format!("{:?} must start with '/', like \"/healthz\"", i.health.path),
         );
     }
-    if i.health.interval < Duration::from_millis(10) {
-        v.bad(
-            "ingress.health.interval_ms",
-            "must be at least 10 ms".into(),
-        );
-    }
     // Ranges where a value outside would stop traffic or panic at run time.
     let ms = |d: Duration| d.as_millis();
     for (key, value, min, max, why) in [
@@ -1050,6 +1105,13 @@ fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
             1000,
             86_400_000,
             "a shorter one closes WebSockets between two messages",
+        ),
+        (
+            "ingress.health.interval_ms",
+            ms(i.health.interval),
+            10,
+            3_600_000,
+            "checks more often than every 10 ms load the backends",
         ),
         (
             "ingress.health.timeout_ms",
@@ -1087,12 +1149,7 @@ fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
             "0 would never restore",
         ),
     ] {
-        if !(min..=max).contains(&value) {
-            v.bad(
-                key,
-                format!("{value} is out of range; expected {min}-{max} ({why})"),
-            );
-        }
+        in_range(v, key, value, min, max, why);
     }
 }
 

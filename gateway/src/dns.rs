@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use vxgate_dns::forward::{CACHE_ENTRIES, Forwarder};
+use vxgate_dns::ratelimit::RateLimiter;
 use vxgate_dns::server::{self, Context, Stats};
 use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
 
@@ -64,6 +65,7 @@ pub fn start_bound(
         zone: cfg.zone.clone(),
         ttl: u32::try_from(cfg.ttl.as_secs()).unwrap_or(u32::MAX),
         ns_addrs: cfg.listen.iter().map(|a| a.ip()).collect(),
+        max_udp_records: cfg.max_udp_records as usize,
     };
     let first = zone_of(&settings, &registry.snapshot())
         .ok_or_else(|| format!("dns: zone {:?} is not a valid name", cfg.zone))?;
@@ -84,8 +86,10 @@ pub fn start_bound(
         forwarder,
         recursion_from: cfg.recursion_from.clone(),
         stats: stats.clone(),
+        rate_limit: (cfg.rate_limit > 0).then(|| RateLimiter::new(cfg.rate_limit)),
+        tcp_clients: Default::default(),
     });
-    tracing::info!(listen = ?cfg.listen, zone = %cfg.zone, upstreams = ?cfg.upstreams, workers, "dns up");
+    tracing::info!(listen = ?cfg.listen, zone = %cfg.zone, upstreams = ?cfg.upstreams, workers, max_udp_records = cfg.max_udp_records, rate_limit = cfg.rate_limit, "dns up");
     {
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -80,6 +80,16 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("docker empty network", "[docker]\nnetwork = \"\"\n".into(), 2, "docker.network", "network name"),
         ("bridge name too long", format!("{GOOD_OVERLAY}bridge = \"a-very-long-bridge-name\"\n"), 6, "overlay.networks[0].bridge", "1-15"),
         ("bridge is the tap", format!("{GOOD_OVERLAY}bridge = \"vxg0\"\n"), 6, "overlay.networks[0].bridge", "TAP itself"),
+        ("dns ttl over a day", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"example.com\"\nttl_s = 604800\n".into(), 4, "dns.ttl_s", "0-86400"),
+        ("dns upstream timeout 0", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"example.com\"\nupstream_timeout_ms = 0\n".into(), 4, "dns.upstream_timeout_ms", "10-60000"),
+        ("dns max_udp_records 0", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"example.com\"\nmax_udp_records = 0\n".into(), 4, "dns.max_udp_records", "1-1000"),
+        ("dns rate_limit too high", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"example.com\"\nrate_limit = 5000000\n".into(), 4, "dns.rate_limit", "1-1000000"),
+        ("lease ttl over an hour", "[registry]\nlease_ttl_s = 86400\n".into(), 2, "registry.lease_ttl_s", "2-3600"),
+        ("lease ttl 1", "[registry]\nlease_ttl_s = 1\n".into(), 2, "registry.lease_ttl_s", "2-3600"),
+        ("fdb aging 0", "[overlay]\nlisten = \"10.99.0.1:4789\"\nfdb_aging_s = 0\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.fdb_aging_s", "1-1000000"),
+        ("fdb aging huge", "[overlay]\nlisten = \"10.99.0.1:4789\"\nfdb_aging_s = 18446744073709551615\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.fdb_aging_s", "out of range"),
+        ("health interval huge", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n[ingress.health]\ninterval_ms = 18446744073709551615\n".into(), 5, "ingress.health.interval_ms", "10-3600000"),
+        ("upgrade idle timeout 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nupgrade_idle_timeout_ms = 0\n".into(), 4, "ingress.upgrade_idle_timeout_ms", "out of range"),
         ("service label value not a dns label", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web_x\" }\n".into(), 5, "containers[0].labels.app", "DNS label"),
     ]
 }

@@ -40,6 +40,15 @@ struct Dns {
 }
 
 async fn start(upstreams: Vec<SocketAddr>, recursion_from: &[&str], web: usize) -> Dns {
+    start_with(upstreams, recursion_from, web, |_| {}).await
+}
+
+async fn start_with(
+    upstreams: Vec<SocketAddr>,
+    recursion_from: &[&str],
+    web: usize,
+    tweak: impl FnOnce(&mut DnsConfig),
+) -> Dns {
     let registry = Arc::new(Registry::new("app"));
     for i in 0..web {
         registry
@@ -53,7 +62,7 @@ async fn start(upstreams: Vec<SocketAddr>, recursion_from: &[&str], web: usize) 
     registry
         .add(container("api-1", "fd00::1", "api"))
         .expect("add");
-    let cfg = DnsConfig {
+    let mut cfg = DnsConfig {
         listen: vec!["127.0.0.1:0".parse().expect("addr")],
         zone: "example.com".into(),
         service_label: "app".into(),
@@ -64,7 +73,10 @@ async fn start(upstreams: Vec<SocketAddr>, recursion_from: &[&str], web: usize) 
             .iter()
             .map(|n| n.parse().expect("net"))
             .collect(),
+        max_udp_records: 32,
+        rate_limit: 0,
     };
+    tweak(&mut cfg);
     let bound = vxgate_dns::server::bind(&cfg.listen, 2).expect("bind");
     let port = bound.udp[0].local_addr().expect("addr").port();
     let (stop, shutdown) = Shutdown::new();
@@ -341,20 +353,16 @@ async fn tc_over_udp_and_whole_over_tcp_with_100_containers() {
         return;
     };
     assert!(out.contains(" tc "), "TC over 512-byte UDP: {out}");
-    let out = dig(d.port, &["+ignore", "+bufsize=1232", "web.example.com"])
-        .await
-        .expect("dig");
-    assert!(
-        out.contains(" tc "),
-        "100 A records do not fit 1232 bytes either"
-    );
-    let out = dig(d.port, &["+ignore", "+bufsize=4096", "web.example.com"])
-        .await
-        .expect("dig");
-    assert!(
-        !out.contains(" tc ") && out.contains("ANSWER: 100"),
-        "4096-byte EDNS honoured: {out}"
-    );
+    // over UDP at most dns.max_udp_records (32) of the 100, which fit 1232 and 4096 bytes
+    for size in ["+bufsize=1232", "+bufsize=4096"] {
+        let out = dig(d.port, &["+ignore", size, "web.example.com"])
+            .await
+            .expect("dig");
+        assert!(
+            !out.contains(" tc ") && out.contains("ANSWER: 32,"),
+            "{size}: 32 records, no TC: {out}"
+        );
+    }
     // dig retries a truncated answer over TCP by itself
     let out = dig(d.port, &["+noedns", "web.example.com"])
         .await
@@ -364,6 +372,134 @@ async fn tc_over_udp_and_whole_over_tcp_with_100_containers() {
         .await
         .expect("dig");
     assert!(out.contains("ANSWER: 100"));
+    // a larger cap: all 100 over UDP at 4096
+    let d = start_with(vec![], &["127.0.0.0/8"], 100, |c| c.max_udp_records = 1000).await;
+    let out = dig(d.port, &["+ignore", "+bufsize=4096", "web.example.com"])
+        .await
+        .expect("dig");
+    assert!(
+        !out.contains(" tc ") && out.contains("ANSWER: 100,"),
+        "max_udp_records = 1000: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_holds_at_most_16_tcp_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = start(vec![], &["127.0.0.0/8"], 1).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+                .await
+                .expect("connect"),
+        );
+    }
+    // each of the 16 is served (the last one too)
+    let q = query_bytes("web.example.com");
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let last = held.last_mut().expect("16");
+    last.write_all(&framed).await.expect("write");
+    let len = tokio::time::timeout(Duration::from_secs(5), last.read_u16())
+        .await
+        .expect("answer within 5 s")
+        .expect("read");
+    assert!(len > 12, "the 16th connection is answered");
+    // the 17th from the same address is closed at once, and counted
+    let mut extra = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .expect("connect");
+    let _ = extra.write_all(&framed).await;
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("closed within 5 s");
+    assert!(matches!(n, Ok(0) | Err(_)), "17th connection served: {n:?}");
+    assert_eq!(d.handle.stats.tcp_refused.load(SeqCst), 1);
+    // another address is not locked out
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let mut other = sock
+        .connect(SocketAddr::from(([127, 0, 0, 1], d.port)))
+        .await
+        .expect("connect");
+    other.write_all(&framed).await.expect("write");
+    let len = tokio::time::timeout(Duration::from_secs(5), other.read_u16())
+        .await
+        .expect("answer within 5 s")
+        .expect("read");
+    assert!(len > 12);
+    // closing frees the places
+    drop(held);
+    let start = Instant::now();
+    while d.handle.stats.tcp_connections.load(SeqCst) > 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "places not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("places freed in {:?}", start.elapsed());
+    let mut again = tokio::net::TcpStream::connect(("127.0.0.1", d.port))
+        .await
+        .expect("connect");
+    again.write_all(&framed).await.expect("write");
+    tokio::time::timeout(Duration::from_secs(5), again.read_u16())
+        .await
+        .expect("answer within 5 s")
+        .expect("read");
+}
+
+/// Sends `n` copies of `msg` from one socket, then collects every answer for a while:
+/// (full answers, TC answers).
+async fn burst(port: u16, msg: &[u8], n: usize) -> (usize, usize) {
+    let s = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    for _ in 0..n {
+        s.send_to(msg, ("127.0.0.1", port)).await.expect("send");
+    }
+    let (mut full, mut tc) = (0, 0);
+    let mut buf = vec![0u8; 65535];
+    while let Ok(Ok(len)) = tokio::time::timeout(Duration::from_millis(500), s.recv(&mut buf)).await
+    {
+        let m = Message::from_vec(&buf[..len]).expect("parse");
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty());
+            tc += 1;
+        } else {
+            assert_eq!(m.answers.len(), 1);
+            full += 1;
+        }
+    }
+    (full, tc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_slips_and_drops_for_clients_outside_recursion_from_only() {
+    let q = query_bytes("web.example.com");
+    // loopback is outside recursion_from here: limited to 20/s
+    let d = start_with(vec![], &["10.0.0.0/8"], 1, |c| c.rate_limit = 20).await;
+    let (full, tc) = burst(d.port, &q, 200).await;
+    let s = &d.handle.stats;
+    let (slipped, dropped) = (
+        s.rate_limit_slipped.load(SeqCst),
+        s.rate_limit_dropped.load(SeqCst),
+    );
+    eprintln!("rate_limit 20: {full} answers, {tc} TC, {slipped} slipped, {dropped} dropped");
+    assert!((20..=40).contains(&full), "{full} full answers");
+    assert_eq!(tc as u64, slipped);
+    assert_eq!(full as u64 + slipped + dropped, 200);
+    assert!(
+        slipped >= 60 && dropped >= 60,
+        "{slipped} slipped, {dropped} dropped"
+    );
+    // a client in recursion_from is never limited
+    let d = start_with(vec![], &["127.0.0.0/8"], 1, |c| c.rate_limit = 20).await;
+    assert_eq!(burst(d.port, &q, 200).await, (200, 0));
+    // and with the limit off, nobody is
+    let d = start(vec![], &["10.0.0.0/8"], 1).await;
+    assert_eq!(burst(d.port, &q, 200).await, (200, 0));
 }
 
 async fn udp_query(port: u16, msg: &[u8]) -> Option<Vec<u8>> {

@@ -273,6 +273,36 @@ pub fn render(a: &Admin) -> String {
             "Queries answered SERVFAIL at once because the cap of forwarded queries in flight was reached.",
             d.forwarder.overflow.load(Relaxed),
         );
+        single(
+            &mut o,
+            "vxgate_dns_tcp_connections",
+            "gauge",
+            "Open DNS TCP connections.",
+            s.tcp_connections.load(Relaxed) as u64,
+        );
+        single(
+            &mut o,
+            "vxgate_dns_tcp_refused_total",
+            "counter",
+            "DNS TCP connections closed on accept: over 256 open, or 16 from one client address.",
+            s.tcp_refused.load(Relaxed),
+        );
+        head(
+            &mut o,
+            "vxgate_dns_rate_limited_total",
+            "counter",
+            "UDP responses to clients outside dns.recursion_from held back by dns.rate_limit: sent as TC (slip) or dropped.",
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_dns_rate_limited_total{{action=\"slip\"}} {}",
+            s.rate_limit_slipped.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "vxgate_dns_rate_limited_total{{action=\"drop\"}} {}",
+            s.rate_limit_dropped.load(Relaxed)
+        );
         head(
             &mut o,
             "vxgate_dns_answer_seconds",
