@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Ingress limits: a slowloris client is cut off after header_read_timeout; an idle
-# connection after idle_timeout; connections over max_connections are closed at once; a slow
+# keep-alive connection is closed; an idle HTTP/2 connection after idle_timeout, its own
+# keep-alive PINGs notwithstanding; connections over max_connections are closed at once; a slow
 # backend gives 504 after backend_timeout; SIGTERM lets an in-flight request finish and exits 0
 # (issue: ingress, 4).
 . "$(dirname "$0")/lib.sh"
@@ -51,6 +52,63 @@ assert s.recv(4096).startswith(b"HTTP/1.1 200")
 t = closed_within(s, 8)
 assert t is not None, "idle connection never closed"
 print(f"idle keep-alive connection closed after {t:.1f}s (HTTP/1.1 waits for the next head under header_read_timeout)")
+
+# an idle HTTP/2 connection: the server's own keep-alive PINGs (every idle_timeout / 2) and
+# their ACKs are not use; it is closed by idle_timeout (3 s), with a GOAWAY, not kept for ever
+import h2.config, h2.connection, h2.events, h2.exceptions
+hctx = ssl.create_default_context(cafile=sys.argv[1])
+hctx.set_alpn_protocols(["h2"])
+s = hctx.wrap_socket(socket.create_connection(("10.99.0.1", 443), timeout=10), server_hostname="web.example.com")
+assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+c.initiate_connection()
+c.send_headers(1, [(":method", "GET"), (":scheme", "https"), (":authority", "web.example.com"), (":path", "/")], end_stream=True)
+s.sendall(c.data_to_send())
+t0, pings, status, goaway, t_goaway = time.time(), 0, None, None, None
+s.settimeout(1)
+while time.time() - t0 < 15:
+    try:
+        data = s.recv(65535)
+    except (socket.timeout, TimeoutError):
+        continue
+    except (ConnectionError, ssl.SSLError):
+        data = b""
+    if not data:
+        break
+    try:
+        events = c.receive_data(data)
+    except h2.exceptions.ProtocolError:
+        # a graceful close is GOAWAY then PING (RFC 9113 6.8), and h2 refuses frames once a
+        # GOAWAY closed the connection: the CLOSED state means the GOAWAY came
+        if c.state_machine.state != h2.connection.ConnectionState.CLOSED:
+            raise
+        if goaway is None:
+            goaway, t_goaway = "GOAWAY", time.time() - t0
+        continue
+    for e in events:
+        if isinstance(e, h2.events.ResponseReceived):
+            status = dict(e.headers).get(b":status")
+            t0 = time.time()   # idle from the end of the request
+        elif isinstance(e, h2.events.DataReceived):
+            c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+        elif isinstance(e, h2.events.PingReceived):
+            pings += 1
+        elif isinstance(e, h2.events.ConnectionTerminated):
+            goaway, t_goaway = e.error_code, time.time() - t0
+    out = c.data_to_send()
+    if out:
+        try:
+            s.sendall(out)   # PING ACKs (h2 queues them by itself)
+        except (ConnectionError, ssl.SSLError):
+            break
+t = time.time() - t0
+assert status == b"200", f"h2 request: {status}"
+assert pings >= 1, f"no keep-alive PING in {t:.1f}s (the control: PINGs must have flowed)"
+assert goaway is not None, f"idle h2 connection not closed with a GOAWAY in {t:.1f}s ({pings} PINGs acked)"
+assert 2.5 <= t_goaway <= 8, f"GOAWAY after {t_goaway:.1f}s; expected idle_timeout (3 s), not header_read_timeout (1 s)"
+assert t <= 12, f"after its GOAWAY (whose PING this client leaves unanswered) the connection was still open at {t:.1f}s"
+print(f"idle h2 connection: {pings} keep-alive PINGs acked, GOAWAY after {t_goaway:.1f}s (idle_timeout 3 s); the GOAWAY's PING left unanswered, closed after {t:.1f}s")
+s.close()
 
 # max_connections = 3: the fourth is closed at once, and served again once one goes
 held = [conn() for _ in range(3)]

@@ -275,6 +275,14 @@ async fn serve_tls(
         inner: tls,
         last: activity.clone(),
     });
+    // HTTP/2 idleness is counted in streams: the keep-alive PINGs (and their ACKs) move bytes
+    // but are not use, and would keep an unused connection open for ever
+    let streams = (io.inner().inner.get_ref().1.alpn_protocol() == Some(b"h2")).then(|| {
+        Arc::new(Streams {
+            open: AtomicU64::new(0),
+            last: AtomicU64::new(now_ms()),
+        })
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -285,11 +293,15 @@ async fn serve_tls(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(shared.cfg.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(
+            Duration::from_secs(30).min(shared.cfg.idle_timeout / 2),
+        ));
     let svc = {
         let shared = shared.clone();
+        let streams = streams.clone();
         service_fn(move |req| {
             let (shared, pool, hold) = (shared.clone(), pool.clone(), hold.clone());
+            let stream = streams.as_ref().map(StreamGuard::open);
             async move {
                 let start = std::time::Instant::now();
                 let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
@@ -307,6 +319,19 @@ async fn serve_tls(
                     || shared.proxy.registry.snapshot().has_service(&service);
                 let label = if known { service.as_str() } else { "-" };
                 shared.stats.request(label, resp.status(), start.elapsed());
+                // an h2 stream is open until its response body is done
+                let resp = match stream {
+                    Some(guard) => resp.map(|body| {
+                        http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_frame(
+                            body,
+                            move |frame| {
+                                let _open = &guard;
+                                frame
+                            },
+                        ))
+                    }),
+                    None => resp,
+                };
                 Ok::<_, std::convert::Infallible>(resp)
             }
         })
@@ -315,16 +340,28 @@ async fn serve_tls(
     tokio::pin!(conn);
     let idle = shared.cfg.idle_timeout;
     let mut closing = false;
+    // after an idle close starts: a client that never finishes it (an h2 client that does not
+    // answer the GOAWAY's PING) is cut off
+    let mut give_up = std::pin::pin!(tokio::time::sleep(Duration::MAX));
+    let mut idle_closing = false;
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
+            _ = give_up.as_mut(), if idle_closing => return,
             _ = shutdown.wait(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(idle / 4), if !closing => {
-                if now_ms().saturating_sub(activity.load(Relaxed)) >= idle.as_millis() as u64 {
+                let last = match &streams {
+                    Some(s) if s.open.load(Relaxed) > 0 => now_ms(),
+                    Some(s) => s.last.load(Relaxed),
+                    None => activity.load(Relaxed),
+                };
+                if now_ms().saturating_sub(last) >= idle.as_millis() as u64 {
                     closing = true;
+                    idle_closing = true;
+                    give_up.as_mut().reset(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -390,6 +427,34 @@ async fn accept_redirect(
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+/// How long an idle connection's graceful close may take before the socket is closed.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The streams of one HTTP/2 connection: how many are open, and when the last one opened or
+/// closed (ms of [`now_ms`]).
+struct Streams {
+    open: AtomicU64,
+    last: AtomicU64,
+}
+
+/// One open stream; closed when the response body is done or dropped.
+struct StreamGuard(Arc<Streams>);
+
+impl StreamGuard {
+    fn open(streams: &Arc<Streams>) -> StreamGuard {
+        streams.open.fetch_add(1, Relaxed);
+        streams.last.store(now_ms(), Relaxed);
+        StreamGuard(streams.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.last.store(now_ms(), Relaxed);
+        self.0.open.fetch_sub(1, Relaxed);
     }
 }
 
