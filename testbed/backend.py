@@ -79,6 +79,7 @@ def main():
                 self.send_header("Upgrade", "websocket")
                 self.send_header("Connection", "Upgrade")
                 self.send_header("Sec-WebSocket-Accept", accept)
+                self.send_header("X-Container", args.name)
                 self.end_headers()
                 self.wfile.flush()
                 ws_echo(self.rfile, self.wfile)

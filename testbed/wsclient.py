@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A WebSocket client for tests: connects over TLS (trusting CA), sends messages and checks
-each comes back; exits 0 when all echoes match. Usage: wsclient.py HOST IP PORT CA [N]"""
+each comes back; exits 0 when all echoes match, printing which container answered (its
+X-Container header). Usage: wsclient.py HOST IP PORT CA [N]"""
 import base64
 import os
 import socket
@@ -20,8 +21,11 @@ f = s.makefile("rb")
 status = f.readline()
 if b" 101 " not in status:
     sys.exit(f"no upgrade: {status!r}")
-while f.readline() not in (b"\r\n", b""):
-    pass
+container = "?"
+while (line := f.readline()) not in (b"\r\n", b""):
+    name, _, value = line.decode().partition(":")
+    if name.strip().lower() == "x-container":
+        container = value.strip()
 
 
 def send(opcode, data):
@@ -47,4 +51,4 @@ for i in range(n):
     if op != 1 or data != msg:
         sys.exit(f"echo {i} differs")
 send(8, b"")
-print(f"{n} echoes ok")
+print(f"{n} echoes ok from {container}")
