@@ -659,6 +659,15 @@ impl Config {
 
     fn validate_admin(&self, v: &mut Validator) {
         let a = &self.admin;
+        if a.listen.port() == 0 {
+            v.bad(
+                "admin.listen",
+                format!(
+                    "{}: port 0 picks a random port no client knows; expected e.g. 9180",
+                    a.listen
+                ),
+            );
+        }
         match &a.token_file {
             None if !a.listen.ip().is_loopback() => v.bad(
                 "admin.listen",
@@ -968,7 +977,12 @@ fn validate_dns(d: &DnsConfig, v: &mut Validator) {
     }
     let mut seen = HashSet::new();
     for (i, a) in d.listen.iter().enumerate() {
-        if !seen.insert(*a) {
+        if a.port() == 0 {
+            v.bad(
+                &format!("dns.listen[{i}]"),
+                format!("{a}: port 0 picks a random port no client knows; expected 53"),
+            );
+        } else if !seen.insert(*a) {
             v.bad(
                 &format!("dns.listen[{i}]"),
                 format!("duplicate address {a}"),
@@ -1055,7 +1069,12 @@ fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
         ("ingress.http_redirect", &i.http_redirect),
     ] {
         for (n, a) in addrs.iter().enumerate() {
-            if !seen.insert(*a) {
+            if a.port() == 0 {
+                v.bad(
+                    &format!("{key}[{n}]"),
+                    format!("{a}: port 0 picks a random port no client knows; expected 443 or 80"),
+                );
+            } else if !seen.insert(*a) {
                 v.bad(&format!("{key}[{n}]"), format!("{a} is already a listener"));
             }
         }

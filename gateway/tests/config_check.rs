@@ -90,6 +90,10 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("fdb aging huge", "[overlay]\nlisten = \"10.99.0.1:4789\"\nfdb_aging_s = 18446744073709551615\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.fdb_aging_s", "out of range"),
         ("health interval huge", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n[ingress.health]\ninterval_ms = 18446744073709551615\n".into(), 5, "ingress.health.interval_ms", "10-3600000"),
         ("upgrade idle timeout 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nupgrade_idle_timeout_ms = 0\n".into(), 4, "ingress.upgrade_idle_timeout_ms", "out of range"),
+        ("dns listen port 0", "[dns]\nlisten = [\"127.0.0.1:0\"]\nzone = \"example.com\"\n".into(), 2, "dns.listen[0]", "port 0"),
+        ("ingress listen port 0", "[ingress]\nlisten = [\"127.0.0.1:0\"]\nzone = \"example.com\"\n".into(), 2, "ingress.listen[0]", "port 0"),
+        ("redirect port 0", "[ingress]\nlisten = [\"127.0.0.1:443\"]\nhttp_redirect = [\"127.0.0.1:0\"]\nzone = \"example.com\"\n".into(), 3, "ingress.http_redirect[0]", "port 0"),
+        ("admin port 0", "[admin]\nlisten = \"127.0.0.1:0\"\n".into(), 2, "admin.listen", "port 0"),
         ("service label value not a dns label", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web_x\" }\n".into(), 5, "containers[0].labels.app", "DNS label"),
     ]
 }
