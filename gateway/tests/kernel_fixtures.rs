@@ -73,6 +73,7 @@ fn the_captured_conversation_replayed_through_two_switches_gives_the_kernels_dat
         ("icmp-echo-reply", 2, FromTap::Unicast(vtep1)),
         ("ipv6-nd", 1, FromTap::Flood),
     ];
+    assert_eq!(steps.map(|s| s.0), NAMES, "every capture is replayed");
     let now = Instant::now();
     let mut reply = [0u8; 64];
     for (name, from, expected) in steps {
