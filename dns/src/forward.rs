@@ -149,11 +149,7 @@ async fn ask(upstream: SocketAddr, msg: &[u8], q: &Query, tcp: bool) -> io::Resu
         let n = sock.recv(&mut buf).await?;
         let r = &buf[..n];
         // only an answer to this question under this ID counts (spoofed or late ones don't)
-        if n >= message::HEADER_LEN
-            && message::header_id(r) == Some(id)
-            && r[2] & 0x80 != 0
-            && same_question(r, q)
-        {
+        if is_answer_to(r, id, q) {
             break r.to_vec();
         }
     };
@@ -177,17 +173,22 @@ async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16, q: &Query) -> io::
     let mut resp = vec![0u8; usize::from(len)];
     s.read_exact(&mut resp).await?;
     // checked like a UDP answer before it is relayed or cached (RFC 5452)
-    if message::header_id(&resp) != Some(id)
-        || resp.len() < message::HEADER_LEN
-        || resp[2] & 0x80 == 0
-        || !same_question(&resp, q)
-    {
+    if !is_answer_to(&resp, id, q) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a TCP answer with another ID or question",
         ));
     }
     Ok(resp)
+}
+
+/// Whether `resp` answers the query `q` sent upstream under `id`: a response (QR), with that
+/// ID and the same question (RFC 5452). Anything else is neither relayed nor cached.
+pub fn is_answer_to(resp: &[u8], id: u16, q: &Query) -> bool {
+    resp.len() >= message::HEADER_LEN
+        && message::header_id(resp) == Some(id)
+        && resp[2] & 0x80 != 0
+        && same_question(resp, q)
 }
 
 /// Whether a response's question is the query's (name case-insensitively, type, class).

@@ -67,5 +67,7 @@ on h1 "$VXGATE" ctl add --name far --ip 10.200.2.77 --port 80 --mac 02:00:0a:c8:
 on h1 "$VXGATE" ctl fdb | grep -E "02:00:0a:c8:02:4d +10\.99\.0\.2:4789 +static" >/dev/null \
   || fail "no static FDB entry: $(on h1 "$VXGATE" ctl fdb)"
 on h1 "$VXGATE" ctl rm far >/dev/null
-on h1 "$VXGATE" ctl fdb | grep -q "02:00:0a:c8:02:4d" && fail "FDB entry stayed after removal"
+fdb=$(on h1 "$VXGATE" ctl fdb) || fail "vxgate ctl fdb failed"
+echo "$fdb" | grep -q "10.99.0.2:4789" || fail "ctl fdb lists no entry for h2 (control): $fdb"
+echo "$fdb" | grep -q "02:00:0a:c8:02:4d" && fail "FDB entry stayed after removal: $fdb"
 pass "a container of h2 added through h1's API becomes a static FDB entry, and goes with it"

@@ -105,5 +105,6 @@ done
 gone_ms=$(( $(now_ms) - t0 ))
 [ "$(ips 1 web.example.com)" = "10.200.1.11 10.200.2.11 " ] || fail "h1's web after h3 left: $(ips 1 web.example.com)"
 peers=$(api h1 GET /v1/overlay/peers)
+echo "$peers" | grep -q '10.99.0.2' || fail "h2 is not among h1's peers (control): $peers"
 echo "$peers" | grep -q '10.99.0.3' && fail "h3 still h1's peer: $peers"
 pass "h3's vxgate killed: gone from h1's and h2's DNS and h1's peers after ${gone_ms} ms (lease 3 s)"

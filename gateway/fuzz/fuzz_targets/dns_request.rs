@@ -24,8 +24,19 @@ fn zone() -> &'static Zone {
                 serving: i % 7 != 0,
             });
         }
-        cs.push(ZoneContainer { name: "v6".into(), ip: "fd00::1".parse().expect("ip"), port: 1, service: Some("api".into()), serving: true });
-        let s = ZoneSettings { zone: "example.com".into(), ttl: 5, ns_addrs: vec!["10.200.1.1".parse().expect("ip")] };
+        cs.push(ZoneContainer {
+            name: "v6".into(),
+            ip: "fd00::1".parse().expect("ip"),
+            port: 1,
+            service: Some("api".into()),
+            serving: true,
+        });
+        let s = ZoneSettings {
+            zone: "example.com".into(),
+            ttl: 5,
+            ns_addrs: vec!["10.200.1.1".parse().expect("ip")],
+            max_udp_records: vxgate_dns::zone::MAX_UDP_RECORDS,
+        };
         Zone::build(&s, 1, &cs).expect("zone")
     })
 }
@@ -44,13 +55,21 @@ fuzz_target!(|data: &[u8]| {
                 }
                 assert!(message::records(&out).is_some(), "our reply parses");
             }
-            Action::Forward(q) => assert!(matches!(zone().lookup(q.lower_name()), vxgate_dns::zone::Lookup::Outside)),
+            Action::Forward(q) => assert!(matches!(
+                zone().lookup(q.lower_name()),
+                vxgate_dns::zone::Lookup::Outside
+            )),
             Action::Drop => {}
         }
     }
     // the same bytes as an upstream answer
     let mut c = Cache::new(4);
-    let key = Key { name: vec![0], qtype: 1, qclass: 1, dnssec_ok: false };
+    let key = Key {
+        name: vec![0],
+        qtype: 1,
+        qclass: 1,
+        dnssec_ok: false,
+    };
     if c.put(key.clone(), data, Instant::now()) {
         let _ = c.get(&key, 7, Instant::now());
     }

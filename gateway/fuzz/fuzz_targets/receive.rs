@@ -33,15 +33,33 @@ fn registry() -> &'static Registry {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let peers: [SocketAddr; 2] = ["10.99.0.2:4789".parse().expect("a"), "10.99.0.3:4789".parse().expect("a")];
+    let peers: [SocketAddr; 2] = [
+        "10.99.0.2:4789".parse().expect("a"),
+        "10.99.0.3:4789".parse().expect("a"),
+    ];
     let nets = [
-        NetworkSpec { name: "default".into(), vni: 42, mtu: 1450 },
-        NetworkSpec { name: "other".into(), vni: 43, mtu: 576 },
+        NetworkSpec {
+            name: "default".into(),
+            vni: 42,
+            mtu: 1450,
+        },
+        NetworkSpec {
+            name: "other".into(),
+            vni: 43,
+            mtu: 576,
+        },
     ];
     let mut s = Switch::new("h1", &peers, &nets, 4, Duration::from_secs(1));
-    s.sync_registry(&registry().snapshot(), &[("h2".to_string(), peers[0])].into());
+    s.sync_registry(
+        &registry().snapshot(),
+        &[("h2".to_string(), peers[0])].into(),
+    );
     let now = Instant::now();
-    let src = if data.first().is_some_and(|b| b & 1 == 1) { peers[1] } else { "10.9.9.9:4789".parse().expect("a") };
+    let src = if data.first().is_some_and(|b| b & 1 == 1) {
+        peers[1]
+    } else {
+        "10.9.9.9:4789".parse().expect("a")
+    };
     match s.from_udp(src, data, now) {
         FromUdp::Deliver { network } => {
             assert!(network < 2);

@@ -1,0 +1,191 @@
+//! The receive-side merger (GRO) as a state machine: a flow of TCP segments built from the
+//! input (IPv4 or IPv6, with or without timestamps; sizes, PSH, SYN, sequence gaps, port,
+//! TTL and window changes chosen by the input) goes through the same decisions as
+//! `overlay::fast::Merger` (parse, follows, the 64-segment and 64 KiB bounds). Every merge
+//! written must be the original segments again when the kernel cuts it: the merged frame,
+//! segmented at its gso_size, gives the same count, payloads, sequence numbers and flags,
+//! each with valid checksums.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vxgate::wire::checksum::{add, fold};
+use vxgate::wire::offload::{TcpSegment, merged_header, segment_each};
+
+const GRO_MAX: usize = 64;
+const FRAME_MAX: usize = 65_535;
+
+struct Flow {
+    v6: bool,
+    ts: bool,
+}
+
+/// One Ethernet + IP + TCP frame with valid checksums.
+fn frame(f: &Flow, seq: u32, flags: u8, sport: u16, ttl: u8, win: u16, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+    b.extend_from_slice(if f.v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+    let l3 = b.len();
+    let tcp_hdr = if f.ts { 32 } else { 20 };
+    let tcp_len = tcp_hdr + payload.len();
+    let (src, dst): (Vec<u8>, Vec<u8>) = if f.v6 {
+        b.extend_from_slice(&[0x60, 0, 0, 0]);
+        b.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+        b.extend_from_slice(&[6, ttl]);
+        let (s, d) = (
+            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        );
+        b.extend_from_slice(&s);
+        b.extend_from_slice(&d);
+        (s.to_vec(), d.to_vec())
+    } else {
+        let total = 20 + tcp_len;
+        b.extend_from_slice(&[0x45, 0]);
+        b.extend_from_slice(&(total as u16).to_be_bytes());
+        b.extend_from_slice(&[0x12, 0x34, 0x40, 0, ttl, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        let c = !fold(add(0, &b[l3..l3 + 20]));
+        b[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        (vec![10, 0, 0, 1], vec![10, 0, 0, 2])
+    };
+    let l4 = b.len();
+    b.extend_from_slice(&sport.to_be_bytes());
+    b.extend_from_slice(&80u16.to_be_bytes());
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&1000u32.to_be_bytes());
+    b.push(((tcp_hdr / 4) as u8) << 4);
+    b.push(flags);
+    b.extend_from_slice(&win.to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0]);
+    if f.ts {
+        b.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]);
+    }
+    b.extend_from_slice(payload);
+    let mut pseudo = src;
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 6]);
+    pseudo.extend_from_slice(&(tcp_len as u16).to_be_bytes());
+    let c = !fold(add(add(0, &pseudo), &b[l4..]));
+    b[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    b
+}
+
+struct Merge {
+    frames: Vec<usize>,
+    first: TcpSegment,
+    last: TcpSegment,
+    total: usize,
+}
+
+/// What the kernel does with a merged frame: cut it at gso_size. Checks it gives the
+/// originals back.
+fn check(m: &Merge, frames: &[Vec<u8>], segs: &[TcpSegment]) {
+    if m.frames.len() < 2 {
+        return;
+    }
+    let first = &frames[m.frames[0]];
+    let last = &frames[*m.frames.last().expect("frames")];
+    let mut out = vec![0u8; 256];
+    let (hl, vnet) = merged_header(first, &m.first, m.total, m.frames.len(), last, &mut out)
+        .expect("a merge within bounds has a header");
+    let mut merged = out[..hl].to_vec();
+    for &i in &m.frames {
+        merged.extend_from_slice(&frames[i][segs[i].header_len()..]);
+    }
+    assert_eq!(usize::from(vnet.gso_size), m.first.payload);
+    assert_eq!(usize::from(vnet.hdr_len), hl);
+    let mut scratch = vec![0u8; FRAME_MAX];
+    let mut cut = Vec::new();
+    let n = segment_each(
+        &merged,
+        Some(usize::from(vnet.csum_start)),
+        usize::from(vnet.gso_size),
+        &mut scratch,
+        |s| cut.push(s.to_vec()),
+    )
+    .expect("the merged frame can be cut");
+    assert_eq!(n, m.frames.len(), "segment count");
+    for (c, &i) in cut.iter().zip(&m.frames) {
+        let orig = &frames[i];
+        let hl = segs[i].header_len();
+        assert_eq!(&c[hl..], &orig[hl..], "payload of segment {i}");
+        let again = TcpSegment::parse(c).expect("a re-cut segment verifies");
+        assert_eq!(again.payload, segs[i].payload);
+        // sequence number and flags (the window is the last segment's, as Linux's GRO)
+        let t = tcp_start(c);
+        assert_eq!(&c[t + 4..t + 8], &orig[t + 4..t + 8], "seq of segment {i}");
+        assert_eq!(c[t + 13], orig[t + 13], "flags of segment {i}");
+    }
+}
+
+fn tcp_start(frame: &[u8]) -> usize {
+    if frame[12] == 0x86 { 14 + 40 } else { 14 + 20 }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let flow = Flow {
+        v6: mode & 1 != 0,
+        ts: mode & 2 != 0,
+    };
+    let mut seq = u32::from(mode).wrapping_mul(0x0101_0101).wrapping_sub(5000);
+    let (mut frames, mut segs) = (Vec::new(), Vec::new());
+    for d in rest.chunks_exact(3).take(200) {
+        let len = 1 + usize::from(d[0]) * 6; // 1..1531 bytes
+        let payload: Vec<u8> = (0..len).map(|j| (j as u8) ^ d[2]).collect();
+        let mut flags = 0x10;
+        if d[1] & 1 != 0 {
+            flags |= 0x08; // PSH
+        }
+        if d[1] & 2 != 0 {
+            flags |= 0x02; // SYN: never merged
+        }
+        if d[1] & 4 != 0 {
+            seq = seq.wrapping_add(1); // a gap
+        }
+        let sport = if d[1] & 8 != 0 { 1235 } else { 1234 };
+        let ttl = if d[1] & 16 != 0 { 63 } else { 64 };
+        let win = if d[1] & 32 != 0 { 100 } else { 200 };
+        let f = frame(&flow, seq, flags, sport, ttl, win, &payload);
+        seq = seq.wrapping_add(len as u32);
+        match TcpSegment::parse(&f) {
+            Some(s) => {
+                assert_eq!(flags & 0x02, 0, "a SYN was taken for merging");
+                segs.push(s);
+                frames.push(f);
+            }
+            None => assert_ne!(flags & 0x02, 0, "a valid data segment was refused"),
+        }
+    }
+    // Merger::push's decisions
+    let mut cur: Option<Merge> = None;
+    for i in 0..frames.len() {
+        let seg = segs[i];
+        let joined = cur.as_mut().is_some_and(|m| {
+            let ok = m.frames.len() < GRO_MAX
+                && m.total + seg.payload + seg.header_len() <= FRAME_MAX
+                && m.first
+                    .follows(&frames[m.frames[0]], &m.last, m.total, &frames[i], &seg);
+            if ok {
+                m.frames.push(i);
+                m.total += seg.payload;
+                m.last = seg;
+            }
+            ok
+        });
+        if !joined {
+            if let Some(m) = cur.take() {
+                check(&m, &frames, &segs);
+            }
+            cur = Some(Merge {
+                frames: vec![i],
+                first: seg,
+                last: seg,
+                total: seg.payload,
+            });
+        }
+    }
+    if let Some(m) = cur.take() {
+        check(&m, &frames, &segs);
+    }
+});
