@@ -44,6 +44,21 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A family with one sample per value of one label: `name{label="…"} value`.
+fn by_label(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: &[(&str, u64)],
+) {
+    head(out, name, kind, help);
+    for (value, n) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 /// Label values escaped for the text format.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -287,21 +302,16 @@ pub fn render(a: &Admin) -> String {
             "DNS TCP connections closed on accept: over 256 open, or 16 from one client address.",
             s.tcp_refused.load(Relaxed),
         );
-        head(
+        by_label(
             &mut o,
             "vxgate_dns_rate_limited_total",
             "counter",
             "UDP responses to clients outside dns.recursion_from held back by dns.rate_limit: sent as TC (slip) or dropped.",
-        );
-        let _ = writeln!(
-            o,
-            "vxgate_dns_rate_limited_total{{action=\"slip\"}} {}",
-            s.rate_limit_slipped.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "vxgate_dns_rate_limited_total{{action=\"drop\"}} {}",
-            s.rate_limit_dropped.load(Relaxed)
+            "action",
+            &[
+                ("slip", s.rate_limit_slipped.load(Relaxed)),
+                ("drop", s.rate_limit_dropped.load(Relaxed)),
+            ],
         );
         head(
             &mut o,
@@ -315,21 +325,16 @@ pub fn render(a: &Admin) -> String {
 
     if let Some(i) = &a.running.ingress {
         let s = &i.stats;
-        head(
+        by_label(
             &mut o,
             "vxgate_tls_handshakes_total",
             "counter",
             "Completed TLS handshakes by version.",
-        );
-        let _ = writeln!(
-            o,
-            "vxgate_tls_handshakes_total{{version=\"1.2\"}} {}",
-            s.tls12.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "vxgate_tls_handshakes_total{{version=\"1.3\"}} {}",
-            s.tls13.load(Relaxed)
+            "version",
+            &[
+                ("1.2", s.tls12.load(Relaxed)),
+                ("1.3", s.tls13.load(Relaxed)),
+            ],
         );
         head(
             &mut o,
