@@ -18,7 +18,8 @@ for i in $(seq 250); do
   printf '[[containers]]\nname = "big-%d"\nip = "10.201.%d.%d"\nport = 80\nlabels = { app = "big" }\n' \
     "$i" $((i / 200)) $((i % 200 + 1)) >> "$cfg"
 done
-on h1 /usr/bin/python3 -c '
+# (ip netns exec, not the `on` function: $! must be the process itself, to end it by PID)
+ip netns exec "$P-h1" /usr/bin/python3 -c '
 import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
