@@ -380,6 +380,51 @@ pub struct IngressConfig {
         default = "default_upgrade_idle_timeout"
     )]
     pub upgrade_idle_timeout: Duration,
+    /// Certificates from an ACME CA for every service (`[ingress.acme]`).
+    #[serde(default)]
+    pub acme: Option<AcmeConfig>,
+}
+
+/// `[ingress.acme]`: certificates from an ACME CA (RFC 8555), ordered and renewed by vxgate.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// The account's contact (mailto:).
+    pub email: String,
+    /// Default: "tls-alpn-01".
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// Extra root (PEM) that the directory's own HTTPS is verified against (a test CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Names to get certificates for. Default: `<service>.<zone>` of every service.
+    #[serde(default)]
+    pub domains: Option<Vec<String>>,
+    /// The wait before retrying a failed order; it doubles per failure up to a day (an hour
+    /// at least when the CA says rate limited). Default: 600 s.
+    #[serde(
+        rename = "retry_initial_s",
+        deserialize_with = "seconds",
+        default = "default_acme_retry"
+    )]
+    pub retry_initial: Duration,
+}
+
+fn default_acme_retry() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AcmeChallenge {
+    /// RFC 8737, answered on the HTTPS listeners (port 443 must be reachable from the CA).
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// RFC 8555 §8.3, answered on the `http_redirect` listeners (port 80).
+    #[serde(rename = "http-01")]
+    Http01,
 }
 
 fn default_header_timeout() -> Duration {
@@ -581,6 +626,9 @@ impl Config {
             for c in &mut ingress.certs {
                 fix(&mut c.cert);
                 fix(&mut c.key);
+            }
+            if let Some(ca) = ingress.acme.as_mut().and_then(|a| a.ca_file.as_mut()) {
+                fix(ca);
             }
         }
     }
@@ -1046,6 +1094,54 @@ fn validate_dns(d: &DnsConfig, v: &mut Validator) {
     }
 }
 
+fn validate_acme(a: &AcmeConfig, i: &IngressConfig, v: &mut Validator) {
+    if !a.directory.starts_with("https://") || a.directory.contains(char::is_whitespace) {
+        v.bad(
+            "ingress.acme.directory",
+            format!(
+                "{:?}: expected the CA's https directory URL, like \"https://acme-staging-v02.api.letsencrypt.org/directory\"",
+                a.directory
+            ),
+        );
+    }
+    let at = a.email.find('@');
+    if at.is_none_or(|n| n == 0 || n + 1 == a.email.len()) || a.email.contains(char::is_whitespace)
+    {
+        v.bad(
+            "ingress.acme.email",
+            format!(
+                "{:?}: expected an address like \"ops@example.com\"",
+                a.email
+            ),
+        );
+    }
+    if a.challenge == AcmeChallenge::Http01 && i.http_redirect.is_empty() {
+        v.bad(
+            "ingress.acme.challenge",
+            "http-01 is answered on the plain-HTTP listeners: set ingress.http_redirect (port 80), or use \"tls-alpn-01\"".into(),
+        );
+    }
+    if let Some(ca) = &a.ca_file {
+        pem_file(v, "ingress.acme.ca_file", ca, "CERTIFICATE");
+    }
+    for (n, d) in a.domains.iter().flatten().enumerate() {
+        if let Err(e) = vxgate_dns::name::parse_zone(d) {
+            v.bad(
+                &format!("ingress.acme.domains[{n}]"),
+                format!("{d:?}: {e}; expected a host name like \"web.example.com\""),
+            );
+        }
+    }
+    in_range(
+        v,
+        "ingress.acme.retry_initial_s",
+        u128::from(a.retry_initial.as_secs()),
+        1,
+        86_400,
+        "the first wait after a failed order",
+    );
+}
+
 /// `value` must be in `min..=max`; `why` says what lies outside.
 fn in_range(v: &mut Validator, key: &str, value: u128, min: u128, max: u128, why: &str) {
     if !(min..=max).contains(&value) {
@@ -1093,6 +1189,9 @@ fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
             "ingress.health.path",
             format!("{:?} must start with '/', like \"/healthz\"", i.health.path),
         );
+    }
+    if let Some(a) = &i.acme {
+        validate_acme(a, i, v);
     }
     // Ranges where a value outside would stop traffic or panic at run time.
     let ms = |d: Duration| d.as_millis();

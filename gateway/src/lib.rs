@@ -11,6 +11,7 @@
 //! Protocol logic (`wire`, the overlay switch, zone answering) takes bytes and `now` and
 //! returns decisions; the I/O shells own sockets, the TAP fd and timers.
 
+pub mod acme;
 pub mod admin;
 pub mod config;
 pub mod ctl;

@@ -323,6 +323,34 @@ pub fn render(a: &Admin) -> String {
             .render("vxgate_dns_answer_seconds", "", &mut o);
     }
 
+    if let Some(acme) = a.running.ingress.as_ref().and_then(|i| i.acme.as_ref()) {
+        by_label(
+            &mut o,
+            "vxgate_acme_orders_total",
+            "counter",
+            "ACME orders by result (a failed one is retried with backoff).",
+            "result",
+            &[
+                ("ok", acme.stats.orders_ok.load(Relaxed)),
+                ("failed", acme.stats.orders_failed.load(Relaxed)),
+            ],
+        );
+        head(
+            &mut o,
+            "vxgate_acme_certificate_expiry_seconds",
+            "gauge",
+            "Unix time at which each ACME certificate expires.",
+        );
+        for (domain, issued) in acme.certs.all() {
+            let _ = writeln!(
+                o,
+                "vxgate_acme_certificate_expiry_seconds{{domain=\"{}\"}} {}",
+                esc(&domain),
+                issued.validity.not_after
+            );
+        }
+    }
+
     if let Some(i) = &a.running.ingress {
         let s = &i.stats;
         by_label(

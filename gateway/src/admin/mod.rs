@@ -182,6 +182,10 @@ impl Admin {
                 }
             }
             (Method::GET, "/v1/overlay/fdb") => self.fdb(),
+            (Method::GET, "/v1/certificates") => match &self.running.ingress {
+                Some(i) => reply(StatusCode::OK, certificates(&i.certs)),
+                None => error(StatusCode::NOT_FOUND, "no [ingress] section configured"),
+            },
             (Method::GET, "/v1/overlay") => match &self.running.overlay {
                 Some(o) => {
                     let f = &o.features;
@@ -244,7 +248,7 @@ impl Admin {
             (
                 _,
                 "/healthz" | "/metrics" | "/v1/containers" | "/v1/services" | "/v1/overlay/fdb"
-                | "/v1/overlay" | "/v1/overlay/peers",
+                | "/v1/certificates" | "/v1/overlay" | "/v1/overlay/peers",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
@@ -314,6 +318,46 @@ impl Admin {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /v1/certificates`: every served certificate, its names, where it comes from, its end
+/// and serial.
+fn certificates(store: &crate::ingress::tls::CertStore) -> Value {
+    let list: Vec<Value> = store
+        .served()
+        .iter()
+        .filter_map(|(source, ck)| {
+            let der = ck.cert.first()?;
+            let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+            let names: Vec<String> = cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .map(|san| {
+                    san.value
+                        .general_names
+                        .iter()
+                        .filter_map(|n| match n {
+                            x509_parser::extensions::GeneralName::DNSName(d) => {
+                                Some((*d).to_owned())
+                            }
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let (validity, serial) = crate::acme::plan::validity_of(der)?;
+            Some(json!({
+                "domain": names.first().cloned().unwrap_or_default(),
+                "names": names,
+                "source": source.as_str(),
+                "not_after": validity.not_after,
+                "serial": serial,
+                "sha256": crate::ingress::tls::fingerprint(der),
+            }))
+        })
+        .collect();
+    Value::Array(list)
 }
 
 #[cfg(test)]

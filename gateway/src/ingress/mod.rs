@@ -43,6 +43,8 @@ use tokio_rustls::TlsAcceptor;
 pub struct Ingress {
     pub certs: Arc<tls::CertStore>,
     pub stats: Arc<Stats>,
+    /// `[ingress.acme]`'s certificates and counters.
+    pub acme: Option<crate::acme::Acme>,
 }
 
 /// Counters for /metrics.
@@ -103,7 +105,14 @@ pub async fn start(
     } else {
         tls::Source::Files(cfg.certs.clone())
     };
-    let certs = Arc::new(tls::CertStore::load(source).map_err(|e| format!("ingress: {e}"))?);
+    let acme = cfg
+        .acme
+        .as_ref()
+        .map(|_| crate::acme::Acme::load(state_dir));
+    let certs = Arc::new(
+        tls::CertStore::load_with_acme(source, acme.clone())
+            .map_err(|e| format!("ingress: {e}"))?,
+    );
     let server_config = tls::server_config(certs.clone(), cfg.session_resumption)?;
     let shared = Arc::new(Shared {
         proxy: proxy::Proxy::new(
@@ -170,7 +179,11 @@ pub async fn start(
             .and_then(TcpListener::from_std)
             .map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
         let shutdown = shutdown.clone();
-        tasks.spawn(async move { accept_redirect(l, https_port, shutdown).await });
+        let challenges = acme.as_ref().map(|a| a.challenges.clone());
+        tasks.spawn(async move { accept_redirect(l, https_port, challenges, shutdown).await });
+    }
+    if let (Some(a), Some(acme)) = (&cfg.acme, &acme) {
+        acme.spawn(a, zone, state_dir, registry, shutdown, tasks);
     }
     {
         let (h, r, s) = (cfg.health.clone(), registry.clone(), shutdown.clone());
@@ -180,6 +193,7 @@ pub async fn start(
     Ok(Ingress {
         certs,
         stats: shared.stats.clone(),
+        acme,
     })
 }
 
@@ -266,6 +280,9 @@ async fn serve_tls(
             return;
         }
     };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::acme::challenge::ACME_TLS_ALPN) {
+        return; // a tls-alpn-01 validation: the handshake was the answer (RFC 8737 §3)
+    }
     match tls.get_ref().1.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => shared.stats.tls13.fetch_add(1, Relaxed),
         _ => shared.stats.tls12.fetch_add(1, Relaxed),
@@ -373,6 +390,7 @@ async fn serve_tls(
 async fn accept_redirect(
     listener: TcpListener,
     https_port: u16,
+    challenges: Option<Arc<crate::acme::challenge::Challenges>>,
     mut shutdown: Shutdown,
 ) -> Result<(), String> {
     loop {
@@ -380,9 +398,23 @@ async fn accept_redirect(
             _ = shutdown.wait() => return Ok(()),
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
         };
+        let challenges = challenges.clone();
         tokio::spawn(async move {
-            let svc = service_fn(
-                move |req: http::Request<hyper::body::Incoming>| async move {
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let challenges = challenges.clone();
+                async move {
+                    // http-01: a pending challenge's token answers its key authorization
+                    if let Some(answer) = challenges
+                        .as_ref()
+                        .and_then(|c| c.http_answer(req.uri().path()))
+                    {
+                        let mut r = Response::new(Full::new(Bytes::from(answer)));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/octet-stream"),
+                        );
+                        return Ok::<_, std::convert::Infallible>(r);
+                    }
                     // only a well-formed host goes into Location (no `web.example.com@evil`)
                     let host = match route::routing_host(req.method(), req.uri(), req.headers()) {
                         Ok(h) => match h.rsplit_once(':') {
@@ -419,8 +451,8 @@ async fn accept_redirect(
                         r.headers_mut().insert(header::LOCATION, v);
                     }
                     Ok(r)
-                },
-            );
+                }
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))

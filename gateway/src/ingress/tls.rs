@@ -9,6 +9,8 @@
 //! into `state_dir/tls/` and reused. [`CertStore::reload`] re-reads the files (SIGHUP); new
 //! handshakes use the new set, open connections keep theirs.
 
+use crate::acme::Acme;
+use crate::acme::challenge::{ACME_TLS_ALPN, Challenges};
 use crate::config::CertConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -34,19 +36,69 @@ pub enum Source {
     },
 }
 
-#[derive(Debug)]
 pub struct CertStore {
     source: Source,
     certs: RwLock<Arc<Vec<Arc<CertifiedKey>>>>,
+    /// Certificates and pending challenges from `[ingress.acme]`.
+    acme: Option<Acme>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore")
+            .field("source", &self.source)
+            .field("acme", &self.acme.is_some())
+            .finish()
+    }
 }
 
 impl CertStore {
     pub fn load(source: Source) -> Result<CertStore, String> {
+        Self::load_with_acme(source, None)
+    }
+
+    /// Like [`CertStore::load`], serving ACME certificates (and answering tls-alpn-01) too.
+    pub fn load_with_acme(source: Source, acme: Option<Acme>) -> Result<CertStore, String> {
         let certs = read_all(&source)?;
         Ok(CertStore {
             source,
             certs: RwLock::new(Arc::new(certs)),
+            acme,
         })
+    }
+
+    /// Where the certificate served for `sni` comes from, and the certificate.
+    pub fn choose_with_source(&self, sni: Option<&str>) -> Option<(CertSource, Arc<CertifiedKey>)> {
+        let certs = self.current();
+        let configured = matches!(self.source, Source::Files(_));
+        let kind = if configured {
+            CertSource::Config
+        } else {
+            CertSource::SelfSigned
+        };
+        if let Some(name) = sni.and_then(|n| ServerName::try_from(n.to_owned()).ok()) {
+            let fits = |ck: &&Arc<CertifiedKey>| {
+                ck.cert.first().is_some_and(|der| {
+                    webpki::EndEntityCert::try_from(der)
+                        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+                })
+            };
+            // configured certificates win for the names they cover, then ACME's, then the
+            // self-signed fallback
+            if configured && let Some(ck) = certs.iter().find(fits) {
+                return Some((kind, ck.clone()));
+            }
+            if let (Some(acme), Some(n)) = (&self.acme, sni)
+                && let Some(i) = acme.certs.get(n)
+                && i.validity.valid(crate::acme::unix_now())
+            {
+                return Some((CertSource::Acme, i.key));
+            }
+            if let Some(ck) = certs.iter().find(fits) {
+                return Some((kind, ck.clone()));
+            }
+        }
+        certs.first().map(|ck| (kind, ck.clone()))
     }
 
     /// Re-reads the certificate files; on error the current set stays.
@@ -63,24 +115,59 @@ impl CertStore {
 
     /// The certificate for an SNI name (None: the default, the first).
     pub fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let certs = self.current();
-        if let Some(name) = sni.and_then(|n| ServerName::try_from(n.to_owned()).ok()) {
-            let fits = |ck: &&Arc<CertifiedKey>| {
-                ck.cert.first().is_some_and(|der| {
-                    webpki::EndEntityCert::try_from(der)
-                        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
-                })
-            };
-            if let Some(ck) = certs.iter().find(fits) {
-                return Some(ck.clone());
-            }
+        self.choose_with_source(sni).map(|(_, ck)| ck)
+    }
+
+    /// The served certificates for `GET /v1/certificates`: each configured or self-signed
+    /// one, then each ACME one.
+    pub fn served(&self) -> Vec<(CertSource, Arc<CertifiedKey>)> {
+        let kind = match self.source {
+            Source::Files(_) => CertSource::Config,
+            Source::SelfSigned { .. } => CertSource::SelfSigned,
+        };
+        let mut out: Vec<_> = self.current().iter().map(|ck| (kind, ck.clone())).collect();
+        if let Some(acme) = &self.acme {
+            out.extend(
+                acme.certs
+                    .all()
+                    .into_iter()
+                    .map(|(_, i)| (CertSource::Acme, i.key)),
+            );
         }
-        certs.first().cloned()
+        out
+    }
+}
+
+/// Where a served certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertSource {
+    Config,
+    Acme,
+    SelfSigned,
+}
+
+impl CertSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSource::Config => "config",
+            CertSource::Acme => "acme",
+            CertSource::SelfSigned => "self-signed",
+        }
     }
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // tls-alpn-01 (RFC 8737): a hello offering only acme-tls/1 gets the challenge
+        // certificate for its name, or nothing
+        if let Some(acme) = &self.acme
+            && let Some(alpn) = hello.alpn()
+            && Challenges::is_validation(alpn)
+        {
+            return hello
+                .server_name()
+                .and_then(|n| acme.challenges.alpn_cert(n));
+        }
         self.choose(hello.server_name())
     }
 }
@@ -202,12 +289,17 @@ pub fn server_config(
     store: Arc<CertStore>,
     resumption: bool,
 ) -> Result<rustls::ServerConfig, String> {
+    let acme = store.acme.is_some();
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(store);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme {
+        // last: only a validation (which offers nothing else) negotiates it
+        cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     if resumption {
         cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
         cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;

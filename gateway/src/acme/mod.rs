@@ -1,0 +1,313 @@
+//! Certificates from an ACME CA (RFC 8555) for the ingress: `[ingress.acme]`.
+//!
+//! ```text
+//!  registry snapshot ─► domains (<service>.<zone>, or acme.domains)
+//!        │                    │ no valid certificate, or 2/3 of its life gone (plan)
+//!        ▼                    ▼
+//!   AcmeCerts ◄── store ◄── order: account ─► new order ─► challenge (Challenges, answered
+//!   (served by SNI)  (state_dir/acme)         by the ingress) ─► CSR ─► chain
+//! ```
+//!
+//! One task orders one domain at a time. A failed order is logged, counted and retried with
+//! capped exponential backoff ([`plan::Backoff`]); meanwhile the last good certificate, or the
+//! self-signed fallback, keeps being served. A service that disappears keeps its files.
+
+pub mod challenge;
+pub mod plan;
+pub mod store;
+
+use crate::config::{AcmeChallenge, AcmeConfig};
+use crate::daemon::Shutdown;
+use crate::registry::{Registry, Snapshot};
+use challenge::Challenges;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use plan::Backoff;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use store::{AcmeCerts, Issued, Store};
+use tokio::task::JoinSet;
+
+/// How long one order may wait for the CA's validation, then for the certificate.
+const ORDER_POLL: Duration = Duration::from_secs(90);
+/// The longest sleep between two looks at what is due (renewals are rechecked at least this
+/// often, so a changed clock or a missed wake-up costs at most this).
+const RECHECK: Duration = Duration::from_secs(3600);
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub orders_ok: AtomicU64,
+    pub orders_failed: AtomicU64,
+}
+
+/// What the ingress and the admin API share with the ACME task.
+#[derive(Clone)]
+pub struct Acme {
+    pub certs: Arc<AcmeCerts>,
+    pub challenges: Arc<Challenges>,
+    pub stats: Arc<Stats>,
+}
+
+impl Acme {
+    /// Loads the stored certificates (they are served at once); [`Acme::spawn`] starts
+    /// ordering.
+    pub fn load(state_dir: &Path) -> Acme {
+        let certs = Arc::new(AcmeCerts::default());
+        let store = Store::new(state_dir);
+        for (domain, issued) in store.load_certs() {
+            tracing::info!(%domain, serial = %issued.serial, not_after = issued.validity.not_after, "acme: loaded a stored certificate");
+            certs.insert(&domain, issued);
+        }
+        Acme {
+            certs,
+            challenges: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Spawns the task that orders and renews.
+    pub fn spawn(
+        &self,
+        cfg: &AcmeConfig,
+        zone: &str,
+        state_dir: &Path,
+        registry: &Arc<Registry>,
+        shutdown: &Shutdown,
+        tasks: &mut JoinSet<Result<(), String>>,
+    ) {
+        let ctx = Ctx {
+            cfg: cfg.clone(),
+            zone: zone.to_ascii_lowercase(),
+            store: Store::new(state_dir),
+            acme: self.clone(),
+        };
+        let (registry, shutdown) = (registry.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            run(ctx, registry, shutdown).await;
+            Ok(())
+        });
+    }
+}
+
+struct Ctx {
+    cfg: AcmeConfig,
+    zone: String,
+    store: Store,
+    acme: Acme,
+}
+
+/// The names that need certificates: `acme.domains`, else `<service>.<zone>` of every
+/// service in the snapshot.
+pub fn wanted(cfg: &AcmeConfig, zone: &str, snap: &Snapshot) -> BTreeSet<String> {
+    match &cfg.domains {
+        Some(d) => d.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        None => snap
+            .containers()
+            .filter_map(|c| c.labels.get(&snap.service_label))
+            .map(|s| format!("{}.{zone}", s.to_ascii_lowercase()))
+            .collect(),
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
+    let mut rx = registry.subscribe();
+    let mut account: Option<Account> = None;
+    let mut backoff: HashMap<String, Backoff> = HashMap::new();
+    loop {
+        let domains = wanted(&ctx.cfg, &ctx.zone, &rx.borrow_and_update().clone());
+        let now = unix_now();
+        let mut wake = now + RECHECK.as_secs();
+        for domain in &domains {
+            let current = ctx.acme.certs.get(domain);
+            if let Some(i) = &current
+                && !i.validity.due(now)
+            {
+                wake = wake.min(i.validity.renew_at());
+                continue;
+            }
+            let b = backoff.get(domain).copied().unwrap_or(Backoff::NONE);
+            if !b.may_try(now) {
+                wake = wake.min(b.next_at);
+                continue;
+            }
+            let attempt = async {
+                if account.is_none() {
+                    account = Some(open_account(&ctx).await?);
+                }
+                let acct = account.as_ref().ok_or("no account")?;
+                order(&ctx, acct, domain).await
+            };
+            let result = tokio::select! {
+                _ = shutdown.wait() => return,
+                r = attempt => r,
+            };
+            match result {
+                Ok(issued) => {
+                    ctx.acme.stats.orders_ok.fetch_add(1, Relaxed);
+                    backoff.remove(domain);
+                    tracing::info!(%domain, serial = %issued.serial, not_after = issued.validity.not_after, renewal = current.is_some(), "acme: certificate issued");
+                    wake = wake.min(issued.validity.renew_at());
+                    ctx.acme.certs.insert(domain, issued);
+                }
+                Err(e) => {
+                    ctx.acme.stats.orders_failed.fetch_add(1, Relaxed);
+                    let rate_limited = e.contains("rateLimited");
+                    let nb = b.failed(unix_now(), ctx.cfg.retry_initial, rate_limited);
+                    tracing::warn!(%domain, failures = nb.failures, retry_in_s = nb.next_at.saturating_sub(unix_now()), serving = if current.is_some() { "the last certificate" } else { "the self-signed fallback" }, "acme: order failed: {e}");
+                    wake = wake.min(nb.next_at);
+                    backoff.insert(domain.clone(), nb);
+                    if e.starts_with("account") {
+                        account = None;
+                    }
+                    if e.contains("accountDoesNotExist") {
+                        // the CA forgot the account (a test CA restarted, or it was
+                        // deactivated): a new one next time
+                        tracing::warn!(
+                            "acme: the CA does not know the stored account; creating a new one"
+                        );
+                        ctx.store.remove_account();
+                        account = None;
+                    }
+                }
+            }
+        }
+        let sleep = Duration::from_secs(wake.saturating_sub(unix_now()).max(1));
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// The stored account, or a new one (stored at once).
+async fn open_account(ctx: &Ctx) -> Result<Account, String> {
+    let builder = || match &ctx.cfg.ca_file {
+        Some(ca) => Account::builder_with_root(ca),
+        None => Account::builder(),
+    };
+    if let Some(json) = ctx.store.load_account() {
+        match serde_json::from_slice::<AccountCredentials>(&json) {
+            Ok(creds) => {
+                let acct = builder()
+                    .map_err(|e| format!("account: {e}"))?
+                    .from_credentials(creds)
+                    .await
+                    .map_err(|e| format!("account: {e}"))?;
+                tracing::info!(id = acct.id(), "acme: using the stored account");
+                return Ok(acct);
+            }
+            Err(e) => {
+                tracing::warn!("acme: the stored account does not parse ({e}); creating a new one")
+            }
+        }
+    }
+    let contact = format!("mailto:{}", ctx.cfg.email);
+    let (acct, creds) = builder()
+        .map_err(|e| format!("account: {e}"))?
+        .create(
+            &NewAccount {
+                contact: &[&contact],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            ctx.cfg.directory.clone(),
+            None,
+        )
+        .await
+        .map_err(|e| format!("account: {e}"))?;
+    let json = serde_json::to_vec(&creds).map_err(|e| format!("account: {e}"))?;
+    ctx.store.save_account(&json)?;
+    tracing::info!(id = acct.id(), "acme: created an account");
+    Ok(acct)
+}
+
+/// Maps an instant-acme error to a message naming the step.
+fn err(what: &'static str) -> impl Fn(instant_acme::Error) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// One order for one domain, from the new order to the stored certificate.
+async fn order(ctx: &Ctx, account: &Account, domain: &str) -> Result<Issued, String> {
+    let ids = [Identifier::Dns(domain.to_owned())];
+    let mut order = account
+        .new_order(&NewOrder::new(&ids))
+        .await
+        .map_err(err("new order"))?;
+    let kind = match ctx.cfg.challenge {
+        AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        AcmeChallenge::Http01 => ChallengeType::Http01,
+    };
+    let challenges = &ctx.acme.challenges;
+    let mut tokens = Vec::new();
+    let result = async {
+        let mut authzs = order.authorizations();
+        while let Some(a) = authzs.next().await {
+            let mut a = a.map_err(err("authorization"))?;
+            match a.status {
+                AuthorizationStatus::Pending => {}
+                AuthorizationStatus::Valid => continue,
+                s => return Err(format!("authorization is {s:?}")),
+            }
+            let mut ch = a
+                .challenge(kind.clone())
+                .ok_or_else(|| format!("the CA offers no {kind:?} challenge"))?;
+            let ka = ch.key_authorization();
+            match kind {
+                ChallengeType::Http01 => {
+                    challenges.set_http(&ch.token, ka.as_str());
+                    tokens.push(ch.token.clone());
+                }
+                _ => challenges.set_alpn(domain, ka.digest().as_ref())?,
+            }
+            ch.set_ready().await.map_err(err("challenge"))?;
+        }
+        let status = order
+            .poll_ready(&RetryPolicy::new().timeout(ORDER_POLL))
+            .await
+            .map_err(err("validation"))?;
+        if status != OrderStatus::Ready {
+            return Err(format!("order is {status:?} after validation"));
+        }
+        Ok(())
+    }
+    .await;
+    for t in &tokens {
+        challenges.clear(domain, Some(t));
+    }
+    challenges.clear(domain, None);
+    result?;
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("key: {e}"))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![domain.to_owned()]).map_err(|e| format!("csr: {e}"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(&kp)
+        .map_err(|e| format!("csr: {e}"))?;
+    order
+        .finalize_csr(csr.der())
+        .await
+        .map_err(err("finalize"))?;
+    let chain = order
+        .poll_certificate(&RetryPolicy::new().timeout(ORDER_POLL))
+        .await
+        .map_err(err("certificate"))?;
+    let key_pem = kp.serialize_pem();
+    let issued = Issued::from_pem(chain.as_bytes(), key_pem.as_bytes())?;
+    ctx.store.save_cert(domain, &chain, &key_pem)?;
+    Ok(issued)
+}
