@@ -75,9 +75,30 @@ pub async fn start(
     }
     if let (Some(i), Some(zone)) = (&config.ingress, config.ingress_zone()) {
         let state = &config.node.state_dir;
-        running.ingress = Some(ingress::start(i, &zone, state, registry, shutdown, tasks).await?);
+        let fleet = acme_fleet(config);
+        running.ingress =
+            Some(ingress::start(i, &zone, state, fleet, registry, shutdown, tasks).await?);
     }
     Ok(running)
+}
+
+/// With ACME and the etcd registry, the nodes share certificates and order each once.
+#[cfg(feature = "etcd")]
+fn acme_fleet(config: &config::Config) -> Option<Arc<acme::fleet::Fleet>> {
+    let acme = config.ingress.as_ref()?.acme.as_ref();
+    (acme.is_some() && config.registry.backend == config::RegistryBackend::Etcd).then(|| {
+        acme::fleet::Fleet::new(acme::fleet::FleetSpec {
+            endpoints: config.registry.endpoints.clone(),
+            prefix: config.registry.prefix.clone(),
+            lease_ttl: config.registry.lease_ttl,
+            node: config.node.name.clone(),
+        })
+    })
+}
+
+#[cfg(not(feature = "etcd"))]
+fn acme_fleet(_: &config::Config) -> Option<Arc<acme::fleet::Fleet>> {
+    None
 }
 
 /// Waits until `done` or for at most 2 s: a registry source's first read, before the parts

@@ -52,6 +52,14 @@ impl Challenges {
         m.insert(token.to_owned(), key_authorization.to_owned());
     }
 
+    /// Forgets an http-01 token.
+    pub fn clear_http(&self, token: &str) {
+        self.http
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+
     /// Forgets a domain's tls-alpn-01 certificate and an http-01 token.
     pub fn clear(&self, domain: &str, token: Option<&str>) {
         self.alpn

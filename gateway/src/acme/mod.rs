@@ -13,6 +13,7 @@
 //! self-signed fallback, keeps being served. A service that disappears keeps its files.
 
 pub mod challenge;
+pub mod fleet;
 pub mod plan;
 pub mod store;
 
@@ -38,6 +39,13 @@ const ORDER_POLL: Duration = Duration::from_secs(90);
 /// The longest sleep between two looks at what is due (renewals are rechecked at least this
 /// often, so a changed clock or a missed wake-up costs at most this).
 const RECHECK: Duration = Duration::from_secs(3600);
+/// In a fleet: how soon a node looks again at a domain another node is ordering, or after
+/// etcd did not answer.
+const FLEET_RECHECK: u64 = 5;
+/// In a fleet: how long the orderer gives the other nodes' watches to receive a pending
+/// challenge before it tells the CA to validate (etcd delivers watch events within
+/// milliseconds; the CA may reach any node).
+const CHALLENGE_SPREAD: Duration = Duration::from_secs(1);
 
 /// Counters for /metrics.
 #[derive(Debug, Default)]
@@ -71,21 +79,35 @@ impl Acme {
         }
     }
 
-    /// Spawns the task that orders and renews.
+    /// Spawns the task that orders and renews; with `fleet`, also the watcher of the
+    /// fleet's certificates and challenges in etcd.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         &self,
         cfg: &AcmeConfig,
         zone: &str,
         state_dir: &Path,
+        fleet: Option<Arc<fleet::Fleet>>,
         registry: &Arc<Registry>,
         shutdown: &Shutdown,
         tasks: &mut JoinSet<Result<(), String>>,
     ) {
+        #[cfg(feature = "etcd")]
+        if let Some(f) = &fleet {
+            f.spawn_watcher(
+                self.certs.clone(),
+                self.challenges.clone(),
+                Store::new(state_dir),
+                shutdown,
+                tasks,
+            );
+        }
         let ctx = Ctx {
             cfg: cfg.clone(),
             zone: zone.to_ascii_lowercase(),
             store: Store::new(state_dir),
             acme: self.clone(),
+            fleet,
         };
         let (registry, shutdown) = (registry.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -100,6 +122,7 @@ struct Ctx {
     zone: String,
     store: Store,
     acme: Acme,
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// The names that need certificates: `acme.domains`, else `<service>.<zone>` of every
@@ -143,19 +166,61 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
                 wake = wake.min(b.next_at);
                 continue;
             }
+            // in a fleet, the domain's lock decides which node orders
+            let mut lock = None;
+            if let Some(f) = &ctx.fleet {
+                if !f.synced() {
+                    wake = wake.min(now + 1);
+                    continue;
+                }
+                match f.claim(domain, now).await {
+                    Err(e) => {
+                        tracing::warn!(%domain, "acme: cannot coordinate with the fleet: {e}");
+                        wake = wake.min(now + FLEET_RECHECK);
+                        continue;
+                    }
+                    Ok(fleet::Claim::Held(by)) => {
+                        tracing::debug!(%domain, %by, "acme: another node is ordering");
+                        wake = wake.min(now + FLEET_RECHECK);
+                        continue;
+                    }
+                    Ok(fleet::Claim::Have(issued, rec)) => {
+                        wake = wake.min(issued.validity.renew_at());
+                        if let Err(e) = ctx.store.save_cert(domain, &rec.chain, &rec.key) {
+                            tracing::warn!(%domain, "acme: {e}");
+                        }
+                        ctx.acme.certs.insert(domain, *issued);
+                        continue;
+                    }
+                    Ok(fleet::Claim::Wait(b)) => {
+                        wake = wake.min(b.next_at);
+                        backoff.insert(domain.clone(), b);
+                        continue;
+                    }
+                    Ok(fleet::Claim::Mine(l)) => lock = Some(l),
+                }
+            }
             let attempt = async {
                 if account.is_none() {
                     account = Some(open_account(&ctx).await?);
                 }
                 let acct = account.as_ref().ok_or("no account")?;
-                order(&ctx, acct, domain).await
+                order(&ctx, acct, domain, lock.as_deref_mut()).await
             };
             let result = tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => {
+                    if let Some(l) = lock {
+                        l.release().await;
+                    }
+                    return;
+                }
                 r = attempt => r,
             };
             match result {
-                Ok(issued) => {
+                Ok((issued, chain, key)) => {
+                    if let Some(l) = &mut lock {
+                        share_cert(l, domain, &chain, &key).await;
+                    }
                     ctx.acme.stats.orders_ok.fetch_add(1, Relaxed);
                     backoff.remove(domain);
                     tracing::info!(%domain, serial = %issued.serial, not_after = issued.validity.not_after, renewal = current.is_some(), "acme: certificate issued");
@@ -169,6 +234,11 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
                     tracing::warn!(%domain, failures = nb.failures, retry_in_s = nb.next_at.saturating_sub(unix_now()), serving = if current.is_some() { "the last certificate" } else { "the self-signed fallback" }, "acme: order failed: {e}");
                     wake = wake.min(nb.next_at);
                     backoff.insert(domain.clone(), nb);
+                    if let Some(l) = &mut lock
+                        && let Err(e) = l.put_backoff(nb).await
+                    {
+                        tracing::warn!(%domain, "acme: the fleet's retry state: {e}");
+                    }
                     if e.starts_with("account") {
                         account = None;
                     }
@@ -182,6 +252,9 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
                         account = None;
                     }
                 }
+            }
+            if let Some(l) = lock {
+                l.release().await;
             }
         }
         let sleep = Duration::from_secs(wake.saturating_sub(unix_now()).max(1));
@@ -240,8 +313,28 @@ fn err(what: &'static str) -> impl Fn(instant_acme::Error) -> String {
     move |e| format!("{what}: {e}")
 }
 
-/// One order for one domain, from the new order to the stored certificate.
-async fn order(ctx: &Ctx, account: &Account, domain: &str) -> Result<Issued, String> {
+/// Puts a new certificate into etcd for the other nodes, a few times if etcd fails (else
+/// they would order it again once the lock is gone).
+async fn share_cert(lock: &mut fleet::Lock, domain: &str, chain: &str, key: &str) {
+    for attempt in 1..=3 {
+        match lock.put_cert(chain, key).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(%domain, attempt, "acme: sharing the certificate with the fleet: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// One order for one domain, from the new order to the stored certificate (returned with
+/// its PEM chain and key). With `share`, the pending challenges go to the fleet too.
+async fn order(
+    ctx: &Ctx,
+    account: &Account,
+    domain: &str,
+    mut share: Option<&mut fleet::Lock>,
+) -> Result<(Issued, String, String), String> {
     let ids = [Identifier::Dns(domain.to_owned())];
     let mut order = account
         .new_order(&NewOrder::new(&ids))
@@ -270,8 +363,19 @@ async fn order(ctx: &Ctx, account: &Account, domain: &str) -> Result<Issued, Str
                 ChallengeType::Http01 => {
                     challenges.set_http(&ch.token, ka.as_str());
                     tokens.push(ch.token.clone());
+                    if let Some(l) = share.as_deref_mut() {
+                        l.put_http(&ch.token, ka.as_str()).await?;
+                    }
                 }
-                _ => challenges.set_alpn(domain, ka.digest().as_ref())?,
+                _ => {
+                    challenges.set_alpn(domain, ka.digest().as_ref())?;
+                    if let Some(l) = share.as_deref_mut() {
+                        l.put_alpn(ka.digest().as_ref()).await?;
+                    }
+                }
+            }
+            if share.is_some() {
+                tokio::time::sleep(CHALLENGE_SPREAD).await;
             }
             ch.set_ready().await.map_err(err("challenge"))?;
         }
@@ -309,5 +413,5 @@ async fn order(ctx: &Ctx, account: &Account, domain: &str) -> Result<Issued, Str
     let key_pem = kp.serialize_pem();
     let issued = Issued::from_pem(chain.as_bytes(), key_pem.as_bytes())?;
     ctx.store.save_cert(domain, &chain, &key_pem)?;
-    Ok(issued)
+    Ok((issued, chain, key_pem))
 }

@@ -89,10 +89,12 @@ struct Shared {
 
 /// Binds the listeners and loads certificates (errors stop startup), then spawns the
 /// acceptors, the redirect listeners and the health checker.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     cfg: &IngressConfig,
     zone: &str,
     state_dir: &Path,
+    acme_fleet: Option<Arc<crate::acme::fleet::Fleet>>,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut JoinSet<Result<(), String>>,
@@ -183,7 +185,7 @@ pub async fn start(
         tasks.spawn(async move { accept_redirect(l, https_port, challenges, shutdown).await });
     }
     if let (Some(a), Some(acme)) = (&cfg.acme, &acme) {
-        acme.spawn(a, zone, state_dir, registry, shutdown, tasks);
+        acme.spawn(a, zone, state_dir, acme_fleet, registry, shutdown, tasks);
     }
     {
         let (h, r, s) = (cfg.health.clone(), registry.clone(), shutdown.clone());
