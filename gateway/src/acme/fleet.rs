@@ -320,15 +320,27 @@ mod with_etcd {
         }
 
         /// Tries to take `domain`'s lock, then reads the fleet's certificate and retry state.
-        pub async fn claim(&self, domain: &str, now: u64) -> Result<Claim, String> {
-            let r = self.try_claim(domain, now).await;
+        /// `current` is the serial this node serves and found due: the fleet's certificate
+        /// is taken instead of an order only if it is another one, not due.
+        pub async fn claim(
+            &self,
+            domain: &str,
+            now: u64,
+            current: Option<&str>,
+        ) -> Result<Claim, String> {
+            let r = self.try_claim(domain, now, current).await;
             if r.is_err() {
                 self.forget_client().await;
             }
             r
         }
 
-        async fn try_claim(&self, domain: &str, now: u64) -> Result<Claim, String> {
+        async fn try_claim(
+            &self,
+            domain: &str,
+            now: u64,
+            current: Option<&str>,
+        ) -> Result<Claim, String> {
             let mut client = self.client().await?;
             let ttl = self.spec.lease_ttl.as_secs().max(2) as i64;
             let lease = call("lease grant", client.lease_grant(ttl, None))
@@ -402,6 +414,7 @@ mod with_etcd {
                 && let Ok(rec) = serde_json::from_slice::<CertRecord>(kv.value())
                 && let Ok(issued) = Issued::from_pem(rec.chain.as_bytes(), rec.key.as_bytes())
                 && !issued.validity.due(now)
+                && current != Some(issued.serial.as_str())
             {
                 lock.release().await;
                 return Ok(Claim::Have(Box::new(issued), rec));
@@ -613,7 +626,7 @@ mod without_etcd {
         pub fn synced(&self) -> bool {
             match *self {}
         }
-        pub async fn claim(&self, _: &str, _: u64) -> Result<Claim, String> {
+        pub async fn claim(&self, _: &str, _: u64, _: Option<&str>) -> Result<Claim, String> {
             match *self {}
         }
     }

@@ -149,17 +149,22 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
     let mut rx = registry.subscribe();
     let mut account: Option<Account> = None;
     let mut backoff: HashMap<String, Backoff> = HashMap::new();
+    let mut ari = AriState::default();
     loop {
         let domains = wanted(&ctx.cfg, &ctx.zone, &rx.borrow_and_update().clone());
         let now = unix_now();
         let mut wake = now + RECHECK.as_secs();
         for domain in &domains {
             let current = ctx.acme.certs.get(domain);
-            if let Some(i) = &current
-                && !i.validity.due(now)
-            {
-                wake = wake.min(i.validity.renew_at());
-                continue;
+            if let Some(i) = &current {
+                let renew_at = tokio::select! {
+                    _ = shutdown.wait() => return,
+                    at = ari.renew_at(&ctx, &mut account, domain, i, now) => at,
+                };
+                if now < renew_at {
+                    wake = wake.min(renew_at).min(ari.next_check(domain));
+                    continue;
+                }
             }
             let b = backoff.get(domain).copied().unwrap_or(Backoff::NONE);
             if !b.may_try(now) {
@@ -173,7 +178,10 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
                     wake = wake.min(now + 1);
                     continue;
                 }
-                match f.claim(domain, now).await {
+                match f
+                    .claim(domain, now, current.as_ref().map(|c| c.serial.as_str()))
+                    .await
+                {
                     Err(e) => {
                         tracing::warn!(%domain, "acme: cannot coordinate with the fleet: {e}");
                         wake = wake.min(now + FLEET_RECHECK);
@@ -264,6 +272,135 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
             _ = tokio::time::sleep(sleep) => {}
         }
     }
+}
+
+/// What the CA said through ACME Renewal Information (RFC 9773), per domain.
+#[derive(Default)]
+struct AriState {
+    /// Cleared when the CA's directory has no renewalInfo (then 2/3 of the lifetime rules).
+    unsupported: bool,
+    by_domain: HashMap<String, AriEntry>,
+}
+
+struct AriEntry {
+    serial: String,
+    renew_at: Option<u64>,
+    next_check: u64,
+}
+
+/// How long an ARI answer holds at least and at most (RFC 9773 §4.3: the CA's Retry-After,
+/// within reason), and the wait after a failed look.
+const ARI_MIN: u64 = 3600;
+const ARI_MAX: u64 = 24 * 3600;
+/// Bound on one look at the renewal information (with opening the account).
+const ARI_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl AriState {
+    fn next_check(&self, domain: &str) -> u64 {
+        match self.by_domain.get(domain) {
+            Some(e) if !self.unsupported => e.next_check,
+            _ => u64::MAX,
+        }
+    }
+
+    /// When `current` should be renewed: the CA's suggestion when it gives one, else two
+    /// thirds of the lifetime. Asks the CA again when the last answer is stale.
+    async fn renew_at(
+        &mut self,
+        ctx: &Ctx,
+        account: &mut Option<Account>,
+        domain: &str,
+        current: &Issued,
+        now: u64,
+    ) -> u64 {
+        let fallback = current.validity.renew_at();
+        if self.unsupported {
+            return fallback;
+        }
+        let known = self
+            .by_domain
+            .get(domain)
+            .filter(|e| e.serial == current.serial);
+        if let Some(e) = known
+            && now < e.next_check
+        {
+            return e.renew_at.unwrap_or(fallback);
+        }
+        let last = known.and_then(|e| e.renew_at);
+        let answer = tokio::time::timeout(ARI_TIMEOUT, ask_ari(ctx, account, current, now))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AriError::Failed(format!(
+                    "no answer within {ARI_TIMEOUT:?}"
+                )))
+            });
+        let (renew_at, next_check) = match answer {
+            Ok(Some((at, recheck))) => {
+                tracing::info!(%domain, renew_at = at, "acme: the CA's renewal window (ARI)");
+                (Some(at), now + recheck.clamp(ARI_MIN, ARI_MAX))
+            }
+            Ok(None) => (last, now + ARI_MAX),
+            Err(AriError::Unsupported) => {
+                tracing::info!(
+                    "acme: the CA offers no renewal information (ARI); renewing at 2/3 of each certificate's lifetime"
+                );
+                self.unsupported = true;
+                return fallback;
+            }
+            Err(AriError::Failed(e)) => {
+                tracing::debug!(%domain, "acme: renewal information: {e}");
+                (last, now + ARI_MIN)
+            }
+        };
+        self.by_domain.insert(
+            domain.to_owned(),
+            AriEntry {
+                serial: current.serial.clone(),
+                renew_at,
+                next_check,
+            },
+        );
+        renew_at.unwrap_or(fallback)
+    }
+}
+
+enum AriError {
+    Unsupported,
+    Failed(String),
+}
+
+/// The CA's suggested renewal time for `current` and when to ask again; `None` when the
+/// certificate has no authority key identifier (no ARI identity) or the window is nonsense.
+async fn ask_ari(
+    ctx: &Ctx,
+    account: &mut Option<Account>,
+    current: &Issued,
+    now: u64,
+) -> Result<Option<(u64, u64)>, AriError> {
+    let Some((aki, serial)) = current.key.cert.first().and_then(|c| plan::ari_id_parts(c)) else {
+        return Ok(None);
+    };
+    if account.is_none() {
+        *account = Some(open_account(ctx).await.map_err(AriError::Failed)?);
+    }
+    let acct = account.as_ref().ok_or(AriError::Unsupported)?;
+    let id =
+        instant_acme::CertificateIdentifier::new(aki.as_slice().into(), serial.as_slice().into());
+    let (info, retry_after) = match acct.renewal_info(&id).await {
+        Err(instant_acme::Error::Unsupported(_)) => return Err(AriError::Unsupported),
+        Err(e) => return Err(AriError::Failed(e.to_string())),
+        Ok(a) => a,
+    };
+    let mut pick = [0u8; 4];
+    let pick = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut pick) {
+        Ok(()) => f64::from(u32::from_le_bytes(pick)) / (f64::from(u32::MAX) + 1.0),
+        Err(_) => 0.5,
+    };
+    let w = &info.suggested_window;
+    Ok(
+        plan::ari_renew_at(w.start.unix_timestamp(), w.end.unix_timestamp(), now, pick)
+            .map(|at| (at, retry_after.as_secs())),
+    )
 }
 
 /// The stored account, or a new one (stored at once).

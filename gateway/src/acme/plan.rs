@@ -72,6 +72,39 @@ impl Backoff {
     }
 }
 
+/// ACME Renewal Information (RFC 9773): when the CA suggests renewing.
+///
+/// RFC 9773 §4.2: a uniformly random point of the suggested window (`pick` in `0.0..1.0`),
+/// or at once when the window has started; a window that ends before it starts is ignored
+/// (the caller falls back to two thirds of the lifetime).
+pub fn ari_renew_at(start: i64, end: i64, now: u64, pick: f64) -> Option<u64> {
+    let (start, end) = (u64::try_from(start).ok()?, u64::try_from(end).ok()?);
+    if end < start {
+        return None;
+    }
+    if start <= now {
+        return Some(now);
+    }
+    let span = (end - start) as f64;
+    Some(start + (span * pick.clamp(0.0, 1.0)) as u64)
+}
+
+/// RFC 9773 §4.1: the raw keyIdentifier of the certificate's authority key identifier and its
+/// serial number's DER content bytes, which name it to the CA's renewalInfo resource.
+pub fn ari_id_parts(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(a) => {
+                a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })?;
+    Some((aki, cert.raw_serial().to_vec()))
+}
+
 /// The validity and serial (hex) of a DER certificate.
 pub fn validity_of(der: &[u8]) -> Option<(Validity, String)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
@@ -143,6 +176,59 @@ mod tests {
             in_first_hour <= 5,
             "{in_first_hour} attempts in the first hour"
         );
+    }
+
+    #[test]
+    fn ari_renews_in_the_window_or_at_once_once_it_has_started() {
+        let now: u64 = 1_000_000;
+        let (start, end): (i64, i64) = (1_000_000 + 100, 1_000_000 + 200);
+        assert_eq!(ari_renew_at(start, end, now, 0.0), Some(now + 100));
+        assert_eq!(ari_renew_at(start, end, now, 0.5), Some(now + 150));
+        assert_eq!(ari_renew_at(start, end, now, 0.999_999), Some(now + 199));
+        // the window started (a CA asking for early renewal, e.g. before a revocation)
+        assert_eq!(ari_renew_at(now as i64 - 5, end, now, 0.7), Some(now));
+        assert_eq!(
+            ari_renew_at(end, start, now, 0.5),
+            None,
+            "an inverted window"
+        );
+        assert_eq!(ari_renew_at(-1, end, now, 0.5), None);
+    }
+
+    #[test]
+    fn the_ari_identifier_is_the_authority_key_id_and_the_serial_bytes() {
+        // RFC 9773 §4.1's example: keyIdentifier 69:88:5B:6B:87:46:40:41:E1:B3:7B:84:7B:A0:
+        // AE:2C:DE:01:C8:D4 and serial 00:87:65:43:21 encode as
+        // "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        let aki: [u8; 20] = [
+            0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0,
+            0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4,
+        ];
+        let serial = [0x00, 0x87, 0x65, 0x43, 0x21];
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(aki.to_vec());
+        let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["web.example.com".into()]).expect("p");
+        p.use_authority_key_identifier_extension = true;
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial[1..]));
+        let leaf = p.signed_by(&kp, &issuer).expect("leaf");
+        let (got_aki, got_serial) = ari_id_parts(leaf.der()).expect("parts");
+        assert_eq!(got_aki, aki);
+        assert_eq!(
+            got_serial, serial,
+            "DER content bytes, with the sign-padding zero"
+        );
+        let id = instant_acme::CertificateIdentifier::new(
+            got_aki.as_slice().into(),
+            got_serial.as_slice().into(),
+        );
+        assert_eq!(id.to_string(), "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+        // a certificate without an authority key identifier has no ARI identity
+        assert!(ari_id_parts(ca_cert.der()).is_none());
     }
 
     #[test]
