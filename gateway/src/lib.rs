@@ -85,9 +85,10 @@ pub async fn start(
 /// With ACME and the etcd registry, the nodes share certificates and order each once.
 #[cfg(feature = "etcd")]
 fn acme_fleet(config: &config::Config) -> Option<Arc<acme::fleet::Fleet>> {
-    let acme = config.ingress.as_ref()?.acme.as_ref();
-    (acme.is_some() && config.registry.backend == config::RegistryBackend::Etcd).then(|| {
+    let acme = config.ingress.as_ref()?.acme.as_ref()?;
+    (config.registry.backend == config::RegistryBackend::Etcd).then(|| {
         acme::fleet::Fleet::new(acme::fleet::FleetSpec {
+            directory: acme.directory.clone(),
             endpoints: config.registry.endpoints.clone(),
             prefix: config.registry.prefix.clone(),
             lease_ttl: config.registry.lease_ttl,

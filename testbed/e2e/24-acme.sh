@@ -47,8 +47,8 @@ roots() {  # Pebble's root and intermediate (new with every Pebble start)
 cfg=$STATE/h1-acme.toml
 write_cfg() {  # CHALLENGE [DOMAINS]
   cp "$STATE/h1.toml" "$cfg"
-  printf '\n[ingress.acme]\ndirectory = "https://127.0.0.1:14000/dir"\nemail = "ops@example.com"\nchallenge = "%s"\nca_file = "%s"\nretry_initial_s = 1\n' \
-    "$1" "$A/ca.pem" >> "$cfg"
+  printf '\n[ingress.acme]\ndirectory = "%s"\nemail = "ops@example.com"\nchallenge = "%s"\nca_file = "%s"\nretry_initial_s = 1\n' \
+    "${DIRECTORY:-https://127.0.0.1:14000/dir}" "$1" "$A/ca.pem" >> "$cfg"
   [ -z "${2:-}" ] || printf 'domains = %s\n' "$2" >> "$cfg"
 }
 metric() {  # NAME: the value; a missing metric fails
@@ -108,9 +108,24 @@ sleep 1
 grep -q "offers no renewal information (ARI)" "$LOGDIR/vxgate-h1.log" || fail "no ARI look logged after the restart"
 pass "restart: the same certificate (serial $serial) served from disk, no new order; ARI asked (Pebble has none: 2/3 of the lifetime)"
 
+# 2b. another CA (a switch from staging to production): the stored certificate and account
+# are not used; a new account orders a new certificate (Pebble serves the same directory at
+# another URL, which is what vxgate compares)
+stop_vxgate 1
+DIRECTORY="https://localhost:14000/dir"  # (and for the rest of the test)
+write_cfg tls-alpn-01
+start_vxgate 1 "$cfg"
+took=$(wait_ok 1)
+new_serial=$(serial_of web.example.com)
+[ -n "$new_serial" ] && [ "$new_serial" != "$serial" ] || fail "after a change of CA: serial '$new_serial' (was $serial)"
+grep -q "come from another CA" "$LOGDIR/vxgate-h1.log" || fail "the change of CA was not logged"
+grep -q "account is for another CA" "$LOGDIR/vxgate-h1.log" || fail "no new account for the new CA"
+[ "$(verify web.example.com)" = 200 ] || fail "after the change of CA"
+pass "a change of ingress.acme.directory: the other CA's certificate is not served, a new account ordered serial $new_serial in ${took} ms"
+
 # 3. a service added through the admin API gets its own certificate
 on h1 "$VXGATE" ctl add --name api-1 --ip 10.200.1.99 --port 80 --label app=api >/dev/null
-took=$(wait_ok 1)
+took=$(wait_ok 2)  # (this process ordered web.example.com in 2b)
 code=$(verify api.example.com) || fail "curl does not trust api.example.com's certificate"
 pass "a service added through the admin API: api.example.com issued in ${took} ms, trusted (answered $code)"
 

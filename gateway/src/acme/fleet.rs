@@ -98,6 +98,8 @@ impl Layout {
 pub struct CertRecord {
     pub chain: String,
     pub key: String,
+    /// The CA's directory URL: a node configured for another CA ignores the record.
+    pub directory: String,
 }
 
 /// The value of a `backoff/` key.
@@ -138,6 +140,13 @@ pub fn apply(
     match (key, value) {
         (Key::Cert(domain), Some(v)) => {
             let rec: CertRecord = serde_json::from_slice(v).map_err(|e| e.to_string())?;
+            if rec.directory != store.ca() {
+                return Err(format!(
+                    "issued by {}, not by the configured {}",
+                    rec.directory,
+                    store.ca()
+                ));
+            }
             let issued = Issued::from_pem(rec.chain.as_bytes(), rec.key.as_bytes())?;
             // another node's renewal replaces what this node has; an older record (one this
             // node replaced, read again after a resync) does not
@@ -217,6 +226,8 @@ mod with_etcd {
         pub prefix: String,
         pub lease_ttl: Duration,
         pub node: String,
+        /// The CA's directory URL (`ingress.acme.directory`).
+        pub directory: String,
     }
 
     /// The etcd side of ACME for one node.
@@ -412,6 +423,7 @@ mod with_etcd {
                 .kvs()
                 .first()
                 && let Ok(rec) = serde_json::from_slice::<CertRecord>(kv.value())
+                && rec.directory == self.spec.directory
                 && let Ok(issued) = Issued::from_pem(rec.chain.as_bytes(), rec.key.as_bytes())
                 && !issued.validity.due(now)
                 && current != Some(issued.serial.as_str())
@@ -569,10 +581,11 @@ mod with_etcd {
         }
 
         /// Stores the new certificate for every node, and clears the retry state.
-        pub async fn put_cert(&mut self, chain: &str, key: &str) -> Result<(), String> {
+        pub async fn put_cert(&mut self, chain: &str, key: &str, ca: &str) -> Result<(), String> {
             let rec = serde_json::to_string(&CertRecord {
                 chain: chain.to_owned(),
                 key: key.to_owned(),
+                directory: ca.to_owned(),
             })
             .map_err(|e| e.to_string())?;
             let ck = self.layout.key(&Key::Cert(self.domain.clone()));
@@ -638,7 +651,7 @@ mod without_etcd {
         pub async fn put_alpn(&mut self, _: &[u8]) -> Result<(), String> {
             match *self {}
         }
-        pub async fn put_cert(&mut self, _: &str, _: &str) -> Result<(), String> {
+        pub async fn put_cert(&mut self, _: &str, _: &str, _: &str) -> Result<(), String> {
             match *self {}
         }
         pub async fn put_backoff(&mut self, _: Backoff) -> Result<(), String> {
@@ -693,11 +706,27 @@ mod tests {
     #[test]
     fn the_fleets_records_are_served_and_written_through() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::new(dir.path());
+        let store = Store::new(dir.path(), "https://ca.test/dir");
         let (certs, ch) = (AcmeCerts::default(), Challenges::default());
         let (chain, key) = pem_pair("web.example.com");
-        let rec = serde_json::to_vec(&CertRecord { chain, key }).expect("json");
+        let other = CertRecord {
+            chain: chain.clone(),
+            key: key.clone(),
+            directory: "https://staging.test/dir".into(),
+        };
+        let other = serde_json::to_vec(&other).expect("json");
         let d = "web.example.com".to_owned();
+        assert!(apply(&Key::Cert(d.clone()), Some(&other), &certs, &ch, &store).is_err());
+        assert!(
+            certs.get(&d).is_none(),
+            "another CA's certificate is not served"
+        );
+        let rec = CertRecord {
+            chain,
+            key,
+            directory: "https://ca.test/dir".into(),
+        };
+        let rec = serde_json::to_vec(&rec).expect("json");
         apply(&Key::Cert(d.clone()), Some(&rec), &certs, &ch, &store).expect("cert");
         let served = certs.get("web.example.com").expect("served");
         let on_disk = store.load_certs();

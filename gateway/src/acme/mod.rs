@@ -65,9 +65,9 @@ pub struct Acme {
 impl Acme {
     /// Loads the stored certificates (they are served at once); [`Acme::spawn`] starts
     /// ordering.
-    pub fn load(state_dir: &Path) -> Acme {
+    pub fn load(state_dir: &Path, cfg: &AcmeConfig) -> Acme {
         let certs = Arc::new(AcmeCerts::default());
-        let store = Store::new(state_dir);
+        let store = Store::new(state_dir, &cfg.directory);
         for (domain, issued) in store.load_certs() {
             tracing::info!(%domain, serial = %issued.serial, not_after = issued.validity.not_after, "acme: loaded a stored certificate");
             certs.insert(&domain, issued);
@@ -97,7 +97,7 @@ impl Acme {
             f.spawn_watcher(
                 self.certs.clone(),
                 self.challenges.clone(),
-                Store::new(state_dir),
+                Store::new(state_dir, &cfg.directory),
                 shutdown,
                 tasks,
             );
@@ -105,7 +105,7 @@ impl Acme {
         let ctx = Ctx {
             cfg: cfg.clone(),
             zone: zone.to_ascii_lowercase(),
-            store: Store::new(state_dir),
+            store: Store::new(state_dir, &cfg.directory),
             acme: self.clone(),
             fleet,
         };
@@ -227,7 +227,7 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
             match result {
                 Ok((issued, chain, key)) => {
                     if let Some(l) = &mut lock {
-                        share_cert(l, domain, &chain, &key).await;
+                        share_cert(l, domain, &chain, &key, &ctx.cfg.directory).await;
                     }
                     ctx.acme.stats.orders_ok.fetch_add(1, Relaxed);
                     backoff.remove(domain);
@@ -409,7 +409,18 @@ async fn open_account(ctx: &Ctx) -> Result<Account, String> {
         Some(ca) => Account::builder_with_root(ca),
         None => Account::builder(),
     };
-    if let Some(json) = ctx.store.load_account() {
+    let stored = ctx.store.load_account().filter(|json| {
+        // an account belongs to one CA: after a change of `directory`, a new one
+        let dir = serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.get("directory")?.as_str().map(str::to_owned));
+        let same = dir.as_deref() == Some(ctx.cfg.directory.as_str());
+        if !same {
+            tracing::warn!(stored = ?dir, configured = %ctx.cfg.directory, "acme: the stored account is for another CA; creating one");
+        }
+        same
+    });
+    if let Some(json) = stored {
         match serde_json::from_slice::<AccountCredentials>(&json) {
             Ok(creds) => {
                 let acct = builder()
@@ -452,9 +463,9 @@ fn err(what: &'static str) -> impl Fn(instant_acme::Error) -> String {
 
 /// Puts a new certificate into etcd for the other nodes, a few times if etcd fails (else
 /// they would order it again once the lock is gone).
-async fn share_cert(lock: &mut fleet::Lock, domain: &str, chain: &str, key: &str) {
+async fn share_cert(lock: &mut fleet::Lock, domain: &str, chain: &str, key: &str, ca: &str) {
     for attempt in 1..=3 {
-        match lock.put_cert(chain, key).await {
+        match lock.put_cert(chain, key, ca).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(%domain, attempt, "acme: sharing the certificate with the fleet: {e}");

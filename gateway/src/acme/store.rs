@@ -1,7 +1,9 @@
 //! What ACME leaves on disk, under `node.state_dir/acme/` (directory 0700, files 0600): the
 //! account (`account.json`, instant-acme's credentials with the account key) and, per domain,
-//! the chain (`<domain>.crt`) and its key (`<domain>.key`). Loaded at start; a service that
-//! disappears keeps its files. Files are written to a temporary name and renamed, so a crash
+//! the chain (`<domain>.crt`) and its key (`<domain>.key`), and `directory`, the CA they
+//! come from. Loaded at start, unless they come from another CA than the configured one (a
+//! switch from staging to production must not keep serving staging certificates); a service
+//! that disappears keeps its files. Files are written to a temporary name and renamed, so a crash
 //! never leaves half a certificate.
 
 use super::plan::{Validity, validity_of};
@@ -70,13 +72,21 @@ impl AcmeCerts {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    /// The CA's directory URL these certificates are for.
+    ca: String,
 }
 
 impl Store {
-    pub fn new(state_dir: &Path) -> Store {
+    pub fn new(state_dir: &Path, ca_directory: &str) -> Store {
         Store {
             dir: state_dir.join("acme"),
+            ca: ca_directory.to_owned(),
         }
+    }
+
+    /// The CA's directory URL this store is for.
+    pub fn ca(&self) -> &str {
+        &self.ca
     }
 
     pub fn dir(&self) -> &Path {
@@ -123,12 +133,21 @@ impl Store {
 
     /// Saves a domain's chain and key (key first: a chain without its key is never on disk).
     pub fn save_cert(&self, domain: &str, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+        if std::fs::read(self.dir.join("directory")).ok().as_deref() != Some(self.ca.as_bytes()) {
+            self.write("directory", self.ca.as_bytes())?;
+        }
         self.write(&format!("{domain}.key"), key_pem.as_bytes())?;
         self.write(&format!("{domain}.crt"), chain_pem.as_bytes())
     }
 
     /// Every stored certificate that parses with its key; the others are logged and skipped.
     pub fn load_certs(&self) -> Vec<(String, Issued)> {
+        if let Ok(from) = std::fs::read_to_string(self.dir.join("directory"))
+            && from != self.ca
+        {
+            tracing::warn!(stored = %from, configured = %self.ca, "acme: the stored certificates come from another CA; not serving them, ordering new ones");
+            return Vec::new();
+        }
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -174,7 +193,7 @@ mod tests {
     #[test]
     fn certificates_and_the_account_round_trip_with_private_modes() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::new(dir.path());
+        let store = Store::new(dir.path(), "https://ca.test/dir");
         assert!(store.load_certs().is_empty() && store.load_account().is_none());
         let (chain, key) = pem_pair("web.example.com");
         store
@@ -191,7 +210,24 @@ mod tests {
             store.load_account().as_deref(),
             Some(&b"{\"id\":\"x\"}"[..])
         );
-        for f in ["web.example.com.key", "web.example.com.crt", "account.json"] {
+        // certificates of another CA (staging, before a switch to production) are not served
+        assert!(
+            Store::new(dir.path(), "https://other.test/dir")
+                .load_certs()
+                .is_empty()
+        );
+        assert_eq!(
+            Store::new(dir.path(), "https://ca.test/dir")
+                .load_certs()
+                .len(),
+            1
+        );
+        for f in [
+            "web.example.com.key",
+            "web.example.com.crt",
+            "account.json",
+            "directory",
+        ] {
             let mode = std::fs::metadata(store.dir().join(f))
                 .expect("meta")
                 .permissions()
@@ -208,7 +244,7 @@ mod tests {
     #[test]
     fn a_broken_or_keyless_certificate_is_skipped_not_fatal() {
         let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::new(dir.path());
+        let store = Store::new(dir.path(), "https://ca.test/dir");
         let (chain, key) = pem_pair("a.example.com");
         store
             .save_cert("a.example.com", &chain, &key)

@@ -110,7 +110,7 @@ pub async fn start(
     let acme = cfg
         .acme
         .as_ref()
-        .map(|_| crate::acme::Acme::load(state_dir));
+        .map(|a| crate::acme::Acme::load(state_dir, a));
     let certs = Arc::new(
         tls::CertStore::load_with_acme(source, acme.clone())
             .map_err(|e| format!("ingress: {e}"))?,
