@@ -35,6 +35,8 @@ fn every_example_config_is_accepted() {
     );
 }
 
+const ACME: &str = "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n[ingress.acme]\ndirectory = \"https://acme.test/dir\"\nemail = \"ops@example.com\"\n";
+
 const GOOD_OVERLAY: &str =
     "[overlay]\nlisten = \"10.99.0.1:4789\"\n[[overlay.networks]]\nname = \"default\"\nvni = 42\n";
 
@@ -94,6 +96,13 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("ingress listen port 0", "[ingress]\nlisten = [\"127.0.0.1:0\"]\nzone = \"example.com\"\n".into(), 2, "ingress.listen[0]", "port 0"),
         ("redirect port 0", "[ingress]\nlisten = [\"127.0.0.1:443\"]\nhttp_redirect = [\"127.0.0.1:0\"]\nzone = \"example.com\"\n".into(), 3, "ingress.http_redirect[0]", "port 0"),
         ("admin port 0", "[admin]\nlisten = \"127.0.0.1:0\"\n".into(), 2, "admin.listen", "port 0"),
+        ("acme directory over http", ACME.replace("https://", "http://"), 5, "ingress.acme.directory", "https directory URL"),
+        ("acme email without @", ACME.replace("ops@example", "ops.example"), 6, "ingress.acme.email", "ops@example.com"),
+        ("acme http-01 without a redirect listener", format!("{ACME}challenge = \"http-01\"\n"), 7, "ingress.acme.challenge", "http_redirect"),
+        ("acme unknown challenge", format!("{ACME}challenge = \"dns-01\"\n"), 7, "ingress.acme.challenge", "unknown variant"),
+        ("acme bad domain", format!("{ACME}domains = [\"web example.com\"]\n"), 7, "ingress.acme.domains[0]", "host name"),
+        ("acme unreadable ca_file", format!("{ACME}ca_file = \"/nonexistent/ca.pem\"\n"), 7, "ingress.acme.ca_file", "cannot read"),
+        ("acme retry 0", format!("{ACME}retry_initial_s = 0\n"), 7, "ingress.acme.retry_initial_s", "1-86400"),
         ("service label value not a dns label", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web_x\" }\n".into(), 5, "containers[0].labels.app", "DNS label"),
     ]
 }
@@ -164,6 +173,20 @@ fn an_empty_admin_token_file_is_refused() {
     );
     // the control: a token makes the same config valid
     std::fs::write(&token, "s3cret\n").expect("write");
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_valid_acme_section_is_accepted() {
+    // the control for the acme cases of broken(): the same section, valid, with http-01
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("acme.toml");
+    let text = format!(
+        "{}challenge = \"http-01\"\ndomains = [\"web.example.com\"]\nretry_initial_s = 60\n",
+        ACME.replace("zone =", "http_redirect = [\"127.0.0.1:8080\"]\nzone =")
+    );
+    std::fs::write(&path, text).expect("write");
     let (code, _, err) = vxgate_check(&path);
     assert_eq!(code, 0, "{err}");
 }
