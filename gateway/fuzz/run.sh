@@ -2,7 +2,7 @@
 # Fuzzes a target for SECONDS, seeded with fixtures.
 #   gateway/fuzz/run.sh [TARGET] [SECONDS=600]
 # targets: receive offload gro dns_request dns_upstream docker_inspect admin_container
-#          etcd_record host_headers sni
+#          etcd_record acme_record host_headers sni
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:-receive} secs=${2:-600}
@@ -19,6 +19,23 @@ sys.stdout.buffer.write(len(q).to_bytes(2,"big")+q+bytes(a))' "$f" > "corpus/$ta
   admin_container) cp seeds/admin/* "corpus/$target/" ;;
   etcd_record) cp seeds/etcd/* "corpus/$target/" ;;
   host_headers) cp seeds/host/* "corpus/$target/" ;;
+  acme_record) # a certificate record made now (no key is kept in the repository), challenges
+    t=$(mktemp -d)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=web.example.com \
+      -addext subjectAltName=DNS:web.example.com -keyout "$t/k" -out "$t/c" 2>/dev/null
+    /usr/bin/python3 - "$t" "corpus/$target" <<'PY'
+import json, sys
+t, out = sys.argv[1], sys.argv[2]
+def seed(name, key, value):
+    k = key.encode()
+    open(f"{out}/{name}", "wb").write(bytes([len(k)]) + k + value)
+rec = {"chain": open(f"{t}/c").read(), "key": open(f"{t}/k").read(), "directory": "https://ca.test/dir"}
+seed("cert", "/vxgate/acme/certs/web.example.com", json.dumps(rec).encode())
+seed("http", "/vxgate/acme/http/tok-123_x", b"tok-123_x.thumbprint")
+seed("alpn", "/vxgate/acme/alpn/web.example.com", b"ab" * 32)
+seed("backoff", "/vxgate/acme/backoff/web.example.com", b'{"failures":3,"next_at":1700000000}')
+PY
+    rm -rf "$t" ;;
   gro) printf '\x02\xff\x00\x01\xff\x00\x02\xff\x01\x03\x10\x00\x04' > "corpus/$target/run" ;;
   sni) printf 'x.b.test' > "corpus/$target/b"; printf 'a.test' > "corpus/$target/a" ;;
 esac
