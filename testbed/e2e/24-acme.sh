@@ -127,7 +127,13 @@ pass "a change of ingress.acme.directory: the other CA's certificate is not serv
 on h1 "$VXGATE" ctl add --name api-1 --ip 10.200.1.99 --port 80 --label app=api >/dev/null
 took=$(wait_ok 2)  # (this process ordered web.example.com in 2b)
 code=$(verify api.example.com) || fail "curl does not trust api.example.com's certificate"
-pass "a service added through the admin API: api.example.com issued in ${took} ms, trusted (answered $code)"
+api_serial=$(serial_of api.example.com)
+# a service that disappears keeps its certificate (files and the one served for its name)
+on h1 "$VXGATE" ctl rm api-1 >/dev/null
+sleep 1
+[ -s "$STATE/h1/acme/api.example.com.crt" ] && [ -s "$STATE/h1/acme/api.example.com.key" ] || fail "api's files went with the service"
+[ "$(serial_of api.example.com)" = "$api_serial" ] || fail "api's certificate is no longer served"
+pass "a service added through the admin API: api.example.com issued in ${took} ms, trusted (answered $code); removed, it keeps its certificate (files and serial $api_serial)"
 
 # 4. http-01 on the redirect listener, for a listed domain
 stop_vxgate 1

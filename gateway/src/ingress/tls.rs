@@ -410,6 +410,83 @@ mod tests {
         assert!(server_config(Arc::new(store), true).is_ok());
     }
 
+    /// An ACME certificate for `name` valid from `from` to `to` (Unix seconds).
+    fn acme_cert(name: &str, from: i64, to: i64) -> crate::acme::store::Issued {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut p = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(from).expect("t");
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(to).expect("t");
+        let c = p.self_signed(&kp).expect("cert");
+        crate::acme::store::Issued::from_pem(c.pem().as_bytes(), kp.serialize_pem().as_bytes())
+            .expect("issued")
+    }
+
+    #[test]
+    fn configured_certificates_win_then_valid_acme_ones_then_the_fallback() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (c, k) = (dir.path().join("org.crt"), dir.path().join("org.key"));
+        generate("example.org", &c, &k, unix_now()).expect("gen");
+        let acme = Acme {
+            certs: Arc::default(),
+            challenges: Arc::default(),
+            stats: Arc::default(),
+        };
+        let now = unix_now() as i64;
+        for (name, from, to) in [
+            ("web.example.org", now - DAY as i64, now + 90 * DAY as i64), // the config covers it
+            ("api.example.com", now - DAY as i64, now + 90 * DAY as i64),
+            ("old.example.com", now - 91 * DAY as i64, now - DAY as i64), // expired
+        ] {
+            acme.certs.insert(name, acme_cert(name, from, to));
+        }
+        let files = vec![CertConfig { cert: c, key: k }];
+        let store =
+            CertStore::load_with_acme(Source::Files(files), Some(acme.clone())).expect("load");
+        let config_cert = store.choose(None).expect("default").cert[0].clone();
+        let pick = |sni: &str| store.choose_with_source(Some(sni)).expect("a certificate");
+        let (src, ck) = pick("web.example.org");
+        assert_eq!((src, &ck.cert[0]), (CertSource::Config, &config_cert));
+        let (src, ck) = pick("API.example.com");
+        assert_eq!(
+            src,
+            CertSource::Acme,
+            "ACME's certificate, names without case"
+        );
+        assert_eq!(
+            ck.cert[0],
+            acme.certs.get("api.example.com").expect("api").key.cert[0]
+        );
+        let (src, ck) = pick("old.example.com");
+        assert_eq!(
+            (src, &ck.cert[0]),
+            (CertSource::Config, &config_cert),
+            "expired: the fallback"
+        );
+        // and with the self-signed fallback instead of configured files
+        let tmp = tempfile::tempdir().expect("tmp");
+        let selfsigned = Source::SelfSigned {
+            zone: "example.com".into(),
+            dir: tmp.path().join("tls"),
+        };
+        let store = CertStore::load_with_acme(selfsigned, Some(acme)).expect("load");
+        assert_eq!(
+            store
+                .choose_with_source(Some("api.example.com"))
+                .expect("c")
+                .0,
+            CertSource::Acme
+        );
+        assert_eq!(
+            store
+                .choose_with_source(Some("web.example.com"))
+                .expect("c")
+                .0,
+            CertSource::SelfSigned
+        );
+        let sources: Vec<_> = store.served().iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(sources, ["self-signed", "acme", "acme", "acme"]);
+    }
+
     #[test]
     fn a_key_that_does_not_match_is_refused() {
         let dir = tempfile::tempdir().expect("tmp");
