@@ -10,19 +10,7 @@
 . "$(dirname "$0")/lib.sh"
 up --hosts 1 --containers 1
 A=$STATE/acme-test
-mkdir -p "$A"
-# Pebble's listener certificate (the package ships none), trusted by vxgate through ca_file
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pebble-test-ca \
-  -keyout "$A/ca.key" -out "$A/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-  -keyout "$A/pebble.key" -out "$A/pebble.csr" 2>/dev/null
-openssl x509 -req -in "$A/pebble.csr" -CA "$A/ca.pem" -CAkey "$A/ca.key" -CAcreateserial -days 2 \
-  -extfile <(printf 'subjectAltName=IP:127.0.0.1,DNS:localhost') -out "$A/pebble.pem" 2>/dev/null
-cat > "$A/pebble.json" <<EOF
-{"pebble": {"listenAddress": "127.0.0.1:14000", "managementListenAddress": "127.0.0.1:15000",
- "certificate": "$A/pebble.pem", "privateKey": "$A/pebble.key",
- "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": false}}
-EOF
+pebble_conf "$A" 127.0.0.1
 # (ip netns exec, not the `on` function: $! must be the daemon itself, to end it by PID)
 ip netns exec "$P-h1" dnsmasq --keep-in-foreground --no-resolv --no-hosts --listen-address=127.0.0.1 --bind-interfaces \
   --port=5354 --address=/example.com/10.99.0.1 --pid-file= --log-facility=- 2> "$LOGDIR/dnsmasq.log" &

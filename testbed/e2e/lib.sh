@@ -132,3 +132,25 @@ https_get() {
   on cl curl -sS --max-time 30 --cacert "$STATE/h1/tls/self-signed.crt" \
     --resolve "$host:443:10.99.0.1" "$@" "https://$host$path"
 }
+
+# pebble_conf DIR IP: DIR/pebble.json for Debian's pebble (Let's Encrypt's test CA) listening
+# on IP:14000 (ACME) and IP:15000 (management: /roots/0, /intermediates/0), validating on
+# ports 80 and 443, with a listener certificate signed by a CA made here, DIR/ca.pem (the
+# package ships none; vxgate trusts it through ingress.acme.ca_file). The certificate also
+# names localhost, so a test can reach the same CA at a second directory URL.
+pebble_conf() {
+  local A=$1 ip=$2
+  mkdir -p "$A"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pebble-test-ca \
+    -keyout "$A/ca.key" -out "$A/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$ip" \
+    -keyout "$A/pebble.key" -out "$A/pebble.csr" 2>/dev/null
+  openssl x509 -req -in "$A/pebble.csr" -CA "$A/ca.pem" -CAkey "$A/ca.key" -CAcreateserial -days 2 \
+    -extfile <(printf 'subjectAltName=IP:%s,DNS:localhost' "$ip") -out "$A/pebble.pem" 2>/dev/null
+  cat > "$A/pebble.json" <<EOF
+{"pebble": {"listenAddress": "$ip:14000", "managementListenAddress": "$ip:15000",
+ "certificate": "$A/pebble.pem", "privateKey": "$A/pebble.key",
+ "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": false}}
+EOF
+  [ -s "$A/pebble.pem" ] || fail "pebble_conf: no listener certificate"
+}

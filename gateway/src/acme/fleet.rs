@@ -210,13 +210,12 @@ mod with_etcd {
         Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
         TxnOpResponse, WatchOptions,
     };
-    use std::future::Future;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     use std::time::Duration;
     use tokio::task::JoinSet;
 
-    const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+    use crate::registry::etcd::{CALL_TIMEOUT, call};
     const RETRY_MAX: Duration = Duration::from_secs(5);
 
     /// What the fleet mode needs from the config.
@@ -261,17 +260,6 @@ mod with_etcd {
         layout: Layout,
         domain: String,
         keepalive: tokio::task::JoinHandle<()>,
-    }
-
-    async fn call<T, E: std::fmt::Display>(
-        what: &str,
-        fut: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, String> {
-        match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("etcd {what}: {e}")),
-            Err(_) => Err(format!("etcd {what}: no answer within {CALL_TIMEOUT:?}")),
-        }
     }
 
     impl Fleet {
@@ -694,17 +682,9 @@ mod tests {
         }
     }
 
-    fn pem_pair(name: &str) -> (String, String) {
-        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-        let c = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .expect("params")
-            .self_signed(&kp)
-            .expect("cert");
-        (c.pem(), kp.serialize_pem())
-    }
-
     #[test]
     fn the_fleets_records_are_served_and_written_through() {
+        use crate::acme::store::pem_pair;
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::new(dir.path(), "https://ca.test/dir");
         let (certs, ch) = (AcmeCerts::default(), Challenges::default());

@@ -176,19 +176,21 @@ impl Store {
     }
 }
 
+/// A self-signed certificate for `name` and its key, PEM (tests).
+#[cfg(test)]
+pub(crate) fn pem_pair(name: &str) -> (String, String) {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let c = rcgen::CertificateParams::new(vec![name.to_owned()])
+        .expect("params")
+        .self_signed(&kp)
+        .expect("cert");
+    (c.pem(), kp.serialize_pem())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    fn pem_pair(name: &str) -> (String, String) {
-        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-        let c = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .expect("params")
-            .self_signed(&kp)
-            .expect("cert");
-        (c.pem(), kp.serialize_pem())
-    }
 
     #[test]
     fn certificates_and_the_account_round_trip_with_private_modes() {

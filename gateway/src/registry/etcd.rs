@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Bound on every unary etcd call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Keys per page of a full read.
 const PAGE: i64 = 500;
 /// Largest gRPC message taken (a page, or a watch response catching up many revisions).
@@ -149,7 +149,8 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
     }
 }
 
-async fn call<T, E: std::fmt::Display>(
+/// `fut` within [`CALL_TIMEOUT`]; errors name the call (`what`).
+pub(crate) async fn call<T, E: std::fmt::Display>(
     what: &str,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, String> {
