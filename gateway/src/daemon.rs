@@ -6,37 +6,15 @@
 
 use crate::config::{self, Config};
 use crate::registry::{self, Origin, Registry};
+use crate::shutdown::Shutdown;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 
 /// How long parts get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A stop signal that every long-running part watches.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// A signal and the trigger that fires it.
-    pub fn new() -> (watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
-    }
-
-    /// Whether stop has been asked, without waiting.
-    pub fn is_stopping(&self) -> bool {
-        *self.0.borrow() || self.0.has_changed().is_err()
-    }
-
-    /// Resolves once stop has been asked (or the trigger is gone).
-    pub async fn wait(&mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
 
 pub fn main(path: &Path) -> ExitCode {
     let config = match config::load(path) {

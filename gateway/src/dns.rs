@@ -5,8 +5,8 @@
 //! that the server's workers read per query, so a registry change answers the next query.
 
 use crate::config::DnsConfig;
-use crate::daemon::Shutdown;
 use crate::registry::{Registry, Snapshot};
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;

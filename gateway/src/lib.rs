@@ -20,10 +20,11 @@ pub mod dns;
 pub mod ingress;
 pub mod overlay;
 pub mod registry;
+pub mod shutdown;
 pub mod wire;
 
-use daemon::Shutdown;
 use registry::Registry;
+use shutdown::Shutdown;
 use std::sync::Arc;
 
 /// Handles to running parts: what a reload touches and what the admin API reads.

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use vxgate::config::DnsConfig;
-use vxgate::daemon::Shutdown;
 use vxgate::registry::{Container, Health, Origin, Registry};
+use vxgate::shutdown::Shutdown;
 
 fn container(name: &str, ip: &str, app: &str) -> Container {
     Container {

@@ -205,7 +205,7 @@ pub use with_etcd::{Claim, Fleet, FleetSpec, Lock};
 #[cfg(feature = "etcd")]
 mod with_etcd {
     use super::*;
-    use crate::daemon::Shutdown;
+    use crate::shutdown::Shutdown;
     use etcd_client::{
         Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
         TxnOpResponse, WatchOptions,

@@ -18,8 +18,8 @@ pub mod plan;
 pub mod store;
 
 use crate::config::{AcmeChallenge, AcmeConfig};
-use crate::daemon::Shutdown;
 use crate::registry::{Registry, Snapshot};
+use crate::shutdown::Shutdown;
 use challenge::Challenges;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,

@@ -10,8 +10,8 @@ pub mod metrics;
 
 use crate::Running;
 use crate::config::{Config, ContainerConfig};
-use crate::daemon::Shutdown;
 use crate::registry::{Container, Origin, Registry, RegistryError};
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};

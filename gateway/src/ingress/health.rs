@@ -3,8 +3,8 @@
 //! result goes to the registry, so DNS stops answering with it too. The state machine is pure.
 
 use crate::config::HealthConfig;
-use crate::daemon::Shutdown;
 use crate::registry::{Health, Registry};
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::Client;

@@ -17,8 +17,8 @@ pub mod route;
 pub mod tls;
 
 use crate::config::IngressConfig;
-use crate::daemon::Shutdown;
 use crate::registry::Registry;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::Full;

@@ -33,7 +33,7 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Clone)]
 pub struct Hold {
     pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
-    pub shutdown: crate::daemon::Shutdown,
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// How long an upgraded connection may go on after shutdown was asked before it is closed

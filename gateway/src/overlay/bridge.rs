@@ -8,7 +8,7 @@
 //! per tick, no sysfs, so it works in any network namespace) and runs the ioctl.
 
 use super::tap;
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 use std::time::Duration;
 use tokio::task::JoinSet;
 

@@ -27,7 +27,7 @@ use super::tap::{Tap, TapOptions};
 use super::udp::{self, MAX_GSO_BYTES, MAX_SEGMENTS};
 use super::{Counters, DropReason};
 use crate::config::NetworkConfig;
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::wire::checksum::{self, Partial};
 use crate::wire::offload::{
     self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, TcpSegment, UdpSegment, VNET_HDR_LEN, VnetHdr,

@@ -21,7 +21,7 @@
 use super::remote::{Layout, RemoteState, local_records};
 use super::{BackendStatus, Registry, Snapshot};
 use crate::config::RegistryConfig;
-use crate::daemon::Shutdown;
+use crate::shutdown::Shutdown;
 use etcd_client::{
     Client, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, WatchOptions,
 };

@@ -22,8 +22,8 @@
 pub mod mapping;
 
 use crate::config::{DockerConfig, DockerEndpoint};
-use crate::daemon::Shutdown;
 use crate::registry::{Container, Origin, Registry};
+use crate::shutdown::Shutdown;
 use bollard::Docker;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
 use futures_util::StreamExt;
