@@ -19,6 +19,10 @@ struct IfReq {
     _pad: [u8; 20],
 }
 
+// the kernel copies sizeof(struct ifreq) bytes in and out of this struct: its layout is pinned
+const _: () = assert!(std::mem::size_of::<IfReq>() == std::mem::size_of::<libc::ifreq>());
+const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+
 impl IfReq {
     fn new(name: &str) -> io::Result<IfReq> {
         let bytes = name.as_bytes();

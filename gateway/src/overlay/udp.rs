@@ -211,10 +211,6 @@ pub struct Slots {
     hdrs: Vec<libc::mmsghdr>,
 }
 
-// SAFETY: the raw pointers inside are rewritten before every use to point at the caller's
-// buffer and at the Slots' own vectors; nothing is shared between threads.
-unsafe impl Send for Slots {}
-
 impl Slots {
     pub fn new(count: usize) -> Slots {
         Slots {
