@@ -45,6 +45,10 @@ pub struct Ingress {
     pub stats: Arc<Stats>,
     /// `[ingress.acme]`'s certificates and counters.
     pub acme: Option<crate::acme::Acme>,
+    /// The HTTPS listeners' bound addresses (a port 0 in the config resolved), in config order.
+    pub listen: Vec<SocketAddr>,
+    /// The plain-HTTP listeners' bound addresses.
+    pub http_redirect: Vec<SocketAddr>,
 }
 
 /// Counters for /metrics.
@@ -137,6 +141,7 @@ pub async fn start(
         .unwrap_or(1);
     let mut per_worker: Vec<Vec<std::net::TcpListener>> =
         (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
     for addr in &cfg.listen {
         let mut actual = *addr;
         for w in per_worker.iter_mut() {
@@ -144,6 +149,7 @@ pub async fn start(
             actual = l.local_addr().unwrap_or(actual);
             w.push(l);
         }
+        bound.push(actual);
     }
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
@@ -176,10 +182,12 @@ pub async fn start(
         });
     }
     let https_port = cfg.listen.first().map(|a| a.port()).unwrap_or(443);
+    let mut bound_redirect = Vec::new();
     for addr in &cfg.http_redirect {
         let l = bind(*addr)
             .and_then(TcpListener::from_std)
             .map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+        bound_redirect.push(l.local_addr().unwrap_or(*addr));
         let shutdown = shutdown.clone();
         let challenges = acme.as_ref().map(|a| a.challenges.clone());
         tasks.spawn(async move { accept_redirect(l, https_port, challenges, shutdown).await });
@@ -196,6 +204,8 @@ pub async fn start(
         certs,
         stats: shared.stats.clone(),
         acme,
+        listen: bound,
+        http_redirect: bound_redirect,
     })
 }
 

@@ -1,0 +1,175 @@
+//! The HTTPS ingress in-process on loopback (listeners bound to port 0): a TLS handshake
+//! against the generated certificate, routing by Host to a backend, and the answers vxgate
+//! gives itself (404 for an unknown service, 400 for a request it cannot forward).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use vxgate::registry::{Container, Health, Origin, Registry};
+use vxgate::shutdown::Shutdown;
+
+/// A backend that answers every request with 200, its name, and the Host it received.
+async fn backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let host = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("host").then(|| v.trim().to_owned())
+                            })
+                            .unwrap_or_default();
+                        let body = format!("{name} host={host}");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn container(name: &str, app: &str, at: SocketAddr) -> Container {
+    Container {
+        name: name.into(),
+        ip: at.ip(),
+        mac: None,
+        port: at.port(),
+        labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+        network: "default".into(),
+        node: "h1".into(),
+        health: Health::Unknown,
+        ready: true,
+        origin: Origin::Api,
+    }
+}
+
+/// One HTTP/1.1 request over TLS with SNI `sni`, trusting `ca`; returns the status and body.
+async fn https(addr: SocketAddr, ca: &Path, sni: &str, request: &str) -> (u16, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).expect("ca");
+    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake verifies against the generated certificate");
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    (status, body.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_routing_and_the_proxys_own_answers_on_loopback() {
+    let state = tempfile::tempdir().expect("tmp");
+    let text = format!(
+        "[node]\nstate_dir = {:?}\n[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n",
+        state.path().display().to_string()
+    );
+    let config = vxgate::config::parse(&text, Path::new(".")).expect("config");
+    let mut cfg = config.ingress.clone().expect("ingress");
+    cfg.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+    let registry = Arc::new(Registry::new("app"));
+    let b1 = backend("b1").await;
+    registry.add(container("web-1", "web", b1)).expect("add");
+    let (stop, shutdown) = Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let ingress = vxgate::ingress::start(
+        &cfg,
+        "example.com",
+        state.path(),
+        None,
+        &registry,
+        &shutdown,
+        &mut tasks,
+    )
+    .await
+    .expect("start");
+    let addr = ingress.listen[0];
+    assert_ne!(addr.port(), 0, "the bound port is reported");
+    let ca = state.path().join("tls/self-signed.crt");
+
+    let get = |host: &str| format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, body) = https(addr, &ca, "web.example.com", &get("web.example.com")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body, "b1 host=web.example.com",
+        "routed to web's backend with its Host"
+    );
+
+    let (status, body) = https(addr, &ca, "nope.example.com", &get("nope.example.com")).await;
+    assert_eq!(status, 404, "an unknown service: {body}");
+
+    let (status, _) = https(
+        addr,
+        &ca,
+        "web.example.com",
+        "OPTIONS * HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        status, 400,
+        "a target that is not a path is answered by vxgate"
+    );
+    // and web's backend still serves (the 400 did not count against it)
+    let (status, _) = https(addr, &ca, "web.example.com", &get("web.example.com")).await;
+    assert_eq!(status, 200);
+    let tls13 = ingress
+        .stats
+        .tls13
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(tls13 >= 4, "4 TLS 1.3 handshakes counted, saw {tls13}");
+
+    stop.send(true).expect("stop");
+    let drained = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(r) = tasks.join_next().await {
+            r.expect("join").expect("a part failed");
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the ingress did not stop within 15 s");
+}
