@@ -12,7 +12,6 @@
 pub mod answer;
 pub mod cache;
 pub mod forward;
-pub mod histogram;
 pub mod message;
 pub mod name;
 pub mod ratelimit;

@@ -98,7 +98,7 @@ pub struct Stats {
     /// Queries by type: A, AAAA, SRV, PTR, other.
     pub qtypes: [AtomicU64; 5],
     /// Time from a query's arrival to its answer being ready (zone answers and refusals).
-    pub answer_latency: crate::histogram::Histogram,
+    pub answer_latency: vxgate_metrics::Histogram,
 }
 
 /// The names of [`Stats::qtypes`]' slots.

@@ -60,7 +60,7 @@ pub struct Stats {
     /// Requests by service, then by status class (index 1-5 for 1xx-5xx).
     pub requests: std::sync::Mutex<std::collections::BTreeMap<String, [u64; 6]>>,
     /// Time from a request's head to the response's head.
-    pub latency: vxgate_dns::histogram::Histogram,
+    pub latency: vxgate_metrics::Histogram,
     /// Connections closed at accept because of max_connections.
     pub refused_connections: AtomicU64,
 }
