@@ -5,7 +5,6 @@
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SOA};
 use hickory_proto::rr::{Name, RData, Record};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::str::FromStr;
@@ -14,22 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use vxgate::config::DnsConfig;
-use vxgate::registry::{Container, Health, Origin, Registry};
+use vxgate::registry::{Container, Health, Registry};
 use vxgate::shutdown::Shutdown;
 
+mod common;
+
 fn container(name: &str, ip: &str, app: &str) -> Container {
-    Container {
-        name: name.into(),
-        ip: ip.parse().expect("ip"),
-        mac: None,
-        port: 8080,
-        labels: BTreeMap::from([("app".to_string(), app.to_string())]),
-        network: "default".into(),
-        node: "h1".into(),
-        health: Health::Unknown,
-        ready: true,
-        origin: Origin::Api,
-    }
+    common::container(name, app, ip.parse().expect("ip"), 8080)
 }
 
 struct Dns {

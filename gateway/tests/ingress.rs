@@ -2,14 +2,13 @@
 //! against the generated certificate, routing by Host to a backend, and the answers vxgate
 //! gives itself (404 for an unknown service, 400 for a request it cannot forward).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use vxgate::registry::{Container, Health, Origin, Registry};
+use vxgate::registry::{Container, Registry};
 use vxgate::shutdown::Shutdown;
 
 /// A backend that answers every request with 200, its name, and the Host it received.
@@ -55,19 +54,10 @@ async fn backend(name: &'static str) -> SocketAddr {
     addr
 }
 
+mod common;
+
 fn container(name: &str, app: &str, at: SocketAddr) -> Container {
-    Container {
-        name: name.into(),
-        ip: at.ip(),
-        mac: None,
-        port: at.port(),
-        labels: BTreeMap::from([("app".to_string(), app.to_string())]),
-        network: "default".into(),
-        node: "h1".into(),
-        health: Health::Unknown,
-        ready: true,
-        origin: Origin::Api,
-    }
+    common::container(name, app, at.ip(), at.port())
 }
 
 /// One HTTP/1.1 request over TLS with SNI `sni`, trusting `ca`; returns the status and body.

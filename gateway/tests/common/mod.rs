@@ -92,3 +92,24 @@ pub fn spawn_vxgate(
     let _ = child.wait();
     None
 }
+
+/// A registry entry of service `app` (label `app`) at `ip:port`, added through the API.
+pub fn container(
+    name: &str,
+    app: &str,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> vxgate::registry::Container {
+    vxgate::registry::Container {
+        name: name.into(),
+        ip,
+        mac: None,
+        port,
+        labels: std::collections::BTreeMap::from([("app".to_string(), app.to_string())]),
+        network: "default".into(),
+        node: "h1".into(),
+        health: vxgate::registry::Health::Unknown,
+        ready: true,
+        origin: vxgate::registry::Origin::Api,
+    }
+}
