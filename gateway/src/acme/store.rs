@@ -54,6 +54,19 @@ impl AcmeCerts {
         m.get(&name.to_ascii_lowercase()).cloned()
     }
 
+    /// The certificate to serve for an SNI name at `now` (valid then), for the TLS resolver:
+    /// per handshake, so only the key's `Arc` is cloned and a name is lower-cased only when
+    /// it has upper case.
+    pub fn serving(&self, name: &str, now: u64) -> Option<Arc<CertifiedKey>> {
+        let m = self.by_domain.read().unwrap_or_else(|p| p.into_inner());
+        let i = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            m.get(&name.to_ascii_lowercase())
+        } else {
+            m.get(name)
+        }?;
+        i.validity.valid(now).then(|| i.key.clone())
+    }
+
     pub fn insert(&self, domain: &str, issued: Issued) {
         let mut m = self.by_domain.write().unwrap_or_else(|p| p.into_inner());
         m.insert(domain.to_ascii_lowercase(), issued);

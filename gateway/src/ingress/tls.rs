@@ -89,10 +89,9 @@ impl CertStore {
                 return Some((kind, ck.clone()));
             }
             if let (Some(acme), Some(n)) = (&self.acme, sni)
-                && let Some(i) = acme.certs.get(n)
-                && i.validity.valid(crate::acme::unix_now())
+                && let Some(key) = acme.certs.serving(n, crate::acme::unix_now())
             {
-                return Some((CertSource::Acme, i.key));
+                return Some((CertSource::Acme, key));
             }
             if let Some(ck) = certs.iter().find(fits) {
                 return Some((kind, ck.clone()));
