@@ -22,6 +22,7 @@ pub mod overlay;
 pub mod registry;
 pub mod shutdown;
 pub mod wire;
+pub mod worker;
 
 use registry::Registry;
 use shutdown::Shutdown;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 /// Handles to running parts: what a reload touches and what the admin API reads.
 #[derive(Default)]
 pub struct Running {
-    pub overlay: Option<overlay::driver::Overlay>,
+    pub overlay: Option<overlay::Overlay>,
     pub dns: Option<dns::Dns>,
     pub ingress: Option<ingress::Ingress>,
     /// The shared-registry backend's state (etcd only).
@@ -69,7 +70,7 @@ pub async fn start(
     }
     if let Some(o) = &config.overlay {
         running.overlay =
-            Some(overlay::driver::start(o, &config.node.name, registry, shutdown, tasks).await?);
+            Some(overlay::start(o, &config.node.name, registry, shutdown, tasks).await?);
     }
     if let Some(d) = &config.dns {
         running.dns = Some(dns::start(d, registry, shutdown, tasks).await?);

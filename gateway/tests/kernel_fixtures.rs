@@ -40,7 +40,7 @@ fn switch(node: &str, peer: SocketAddr) -> Switch {
 }
 
 /// What vxgate's datapath sends for a frame read from the TAP: the VXLAN header written in
-/// front of the frame (the headroom of the read buffer), as `overlay::driver` does.
+/// front of the frame (the headroom of the read buffer), as `overlay::offload` does.
 fn encapsulate(vni: u32, frame: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; vxlan::HEADER_LEN + frame.len()];
     vxlan::emit_header((&mut out[..vxlan::HEADER_LEN]).try_into().expect("8"), vni);

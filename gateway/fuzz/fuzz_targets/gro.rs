@@ -1,7 +1,7 @@
 //! The receive-side merger (GRO) as a state machine: a flow of TCP segments built from the
 //! input (IPv4 or IPv6, with or without timestamps; sizes, PSH, SYN, sequence gaps, port,
-//! TTL and window changes chosen by the input) goes through the same decisions as
-//! `overlay::fast::Merger` (parse, follows, the 64-segment and 64 KiB bounds). Every merge
+//! TTL and window changes chosen by the input) goes through the datapath's own merger,
+//! `overlay::batch::Merger` (parse, follows, the 64-segment and 64 KiB bounds). Every merge
 //! written must be the original segments again when the kernel cuts it: the merged frame,
 //! segmented at its gso_size, gives the same count, payloads, sequence numbers and flags,
 //! each with valid checksums.
@@ -9,10 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vxgate::wire::checksum::{add, fold};
-use vxgate::wire::offload::{TcpSegment, merged_header, segment_each};
-
-const GRO_MAX: usize = 64;
-const FRAME_MAX: usize = 65_535;
+use vxgate::overlay::batch::{FRAME_MAX, GRO_MAX, Merged, Merger, Seg};
+use vxgate::wire::offload::{TcpSegment, segment_each};
 
 struct Flow {
     v6: bool,
@@ -68,29 +66,27 @@ fn frame(f: &Flow, seq: u32, flags: u8, sport: u16, ttl: u8, win: u16, payload: 
     b
 }
 
-struct Merge {
-    frames: Vec<usize>,
-    first: TcpSegment,
-    last: TcpSegment,
-    total: usize,
-}
-
 /// What the kernel does with a merged frame: cut it at gso_size. Checks it gives the
-/// originals back.
-fn check(m: &Merge, frames: &[Vec<u8>], segs: &[TcpSegment]) {
-    if m.frames.len() < 2 {
+/// originals back (frame `k` of the flow lies at `ranges[k]` of `buf`).
+fn check(m: &Merged<'_>, buf: &[u8], ranges: &[(usize, usize)], segs: &[TcpSegment]) {
+    assert!(m.frames.len() <= GRO_MAX, "more than {GRO_MAX} frames merged");
+    let idx: Vec<usize> = m
+        .frames
+        .iter()
+        .map(|r| ranges.iter().position(|x| x == r).expect("a frame of the flow"))
+        .collect();
+    assert!(idx.windows(2).all(|w| w[1] == w[0] + 1), "frames in order");
+    if idx.len() < 2 {
         return;
     }
-    let first = &frames[m.frames[0]];
-    let last = &frames[*m.frames.last().expect("frames")];
     let mut out = vec![0u8; 256];
-    let (hl, vnet) = merged_header(first, &m.first, m.total, m.frames.len(), last, &mut out)
-        .expect("a merge within bounds has a header");
+    let (hl, vnet) = m.header(buf, &mut out).expect("a merge within bounds has a header");
     let mut merged = out[..hl].to_vec();
-    for &i in &m.frames {
-        merged.extend_from_slice(&frames[i][segs[i].header_len()..]);
+    for &(s, e) in m.frames {
+        merged.extend_from_slice(&buf[s + hl..e]);
     }
-    assert_eq!(usize::from(vnet.gso_size), m.first.payload);
+    assert!(merged.len() <= FRAME_MAX, "merged frame over 64 KiB");
+    assert_eq!(usize::from(vnet.gso_size), segs[idx[0]].payload);
     assert_eq!(usize::from(vnet.hdr_len), hl);
     let mut scratch = vec![0u8; FRAME_MAX];
     let mut cut = Vec::new();
@@ -102,9 +98,10 @@ fn check(m: &Merge, frames: &[Vec<u8>], segs: &[TcpSegment]) {
         |s| cut.push(s.to_vec()),
     )
     .expect("the merged frame can be cut");
-    assert_eq!(n, m.frames.len(), "segment count");
-    for (c, &i) in cut.iter().zip(&m.frames) {
-        let orig = &frames[i];
+    assert_eq!(n, idx.len(), "segment count");
+    for (c, &i) in cut.iter().zip(&idx) {
+        let (s, e) = ranges[i];
+        let orig = &buf[s..e];
         let hl = segs[i].header_len();
         assert_eq!(&c[hl..], &orig[hl..], "payload of segment {i}");
         let again = TcpSegment::parse(c).expect("a re-cut segment verifies");
@@ -157,35 +154,20 @@ fuzz_target!(|data: &[u8]| {
             None => assert_ne!(flags & 0x02, 0, "a valid data segment was refused"),
         }
     }
-    // Merger::push's decisions
-    let mut cur: Option<Merge> = None;
-    for i in 0..frames.len() {
-        let seg = segs[i];
-        let joined = cur.as_mut().is_some_and(|m| {
-            let ok = m.frames.len() < GRO_MAX
-                && m.total + seg.payload + seg.header_len() <= FRAME_MAX
-                && m.first
-                    .follows(&frames[m.frames[0]], &m.last, m.total, &frames[i], &seg);
-            if ok {
-                m.frames.push(i);
-                m.total += seg.payload;
-                m.last = seg;
-            }
-            ok
-        });
-        if !joined {
-            if let Some(m) = cur.take() {
-                check(&m, &frames, &segs);
-            }
-            cur = Some(Merge {
-                frames: vec![i],
-                first: seg,
-                last: seg,
-                total: seg.payload,
-            });
+    // the flow back to back in one receive buffer, through the datapath's merger
+    let mut ranges = Vec::with_capacity(frames.len());
+    let mut buf = Vec::new();
+    for f in &frames {
+        ranges.push((buf.len(), buf.len() + f.len()));
+        buf.extend_from_slice(f);
+    }
+    let mut merger = Merger::default();
+    for (i, seg) in segs.iter().enumerate() {
+        if let Some(m) = merger.push(0, Seg::Tcp(*seg), ranges[i], &buf) {
+            check(&m, &buf, &ranges, &segs);
         }
     }
-    if let Some(m) = cur.take() {
-        check(&m, &frames, &segs);
+    if let Some(m) = merger.take() {
+        check(&m, &buf, &ranges, &segs);
     }
 });

@@ -153,33 +153,17 @@ pub async fn start(
     }
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("ingress-{i}"))
-            .spawn(move || -> Result<(), String> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("ingress worker runtime: {e}"))?;
-                rt.block_on(async move {
-                    let pool = Arc::new(proxy::pool());
-                    let mut set = JoinSet::new();
-                    for l in listeners {
-                        let l = TcpListener::from_std(l).map_err(|e| format!("ingress: {e}"))?;
-                        let (shared, shutdown, pool) =
-                            (shared.clone(), shutdown.clone(), pool.clone());
-                        set.spawn(async move { accept_tls(l, shared, pool, shutdown).await });
-                    }
-                    while set.join_next().await.is_some() {}
-                    Ok(())
-                })
-            })
-            .map_err(|e| format!("ingress: cannot start a worker thread: {e}"))?;
-        tasks.spawn(async move {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| format!("ingress worker: {e}"))?
-                .map_err(|_| "ingress worker panicked".to_owned())?
-        });
+        crate::worker::spawn(format!("ingress-{i}"), tasks, move || async move {
+            let pool = Arc::new(proxy::pool());
+            let mut set = JoinSet::new();
+            for l in listeners {
+                let l = TcpListener::from_std(l).map_err(|e| format!("ingress: {e}"))?;
+                let (shared, shutdown, pool) = (shared.clone(), shutdown.clone(), pool.clone());
+                set.spawn(async move { accept_tls(l, shared, pool, shutdown).await });
+            }
+            while set.join_next().await.is_some() {}
+            Ok(())
+        })?;
     }
     let https_port = cfg.listen.first().map(|a| a.port()).unwrap_or(443);
     let mut bound_redirect = Vec::new();

@@ -9,11 +9,7 @@ use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
-/// Most segments the kernel takes in one GSO send (`UDP_MAX_SEGMENTS`, 64 before 5.x kernels
-/// raised it; 64 is safe everywhere).
-pub const MAX_SEGMENTS: usize = 64;
-/// Largest GSO send: one IP datagram's worth of UDP payload.
-pub const MAX_GSO_BYTES: usize = 65_535 - 8 - 40;
+pub use super::batch::{MAX_GSO_BYTES, MAX_SEGMENTS};
 
 fn setsockopt_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: setsockopt(2) with a pointer to an int and its size, on an open socket.

@@ -21,17 +21,16 @@
 //! behind room for the VXLAN header, and merged frames are written from the receive buffer
 //! with `writev`, so the only copies are the segmentation itself.
 
-use super::driver::{bind_send_pool, bind_udp, lock, register, send, write_tap};
+use super::batch::{self, Delivery, FRAME_MAX, GRO_MAX, Merged, Merger, Run, RunJoiner};
+use super::io::{bind_send_pool, bind_udp, register, send, write_tap};
 use super::switch::{FromTap, FromUdp, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
-use super::udp::{self, MAX_GSO_BYTES, MAX_SEGMENTS};
-use super::{Counters, DropReason};
+use super::udp;
+use super::{Counters, DropReason, lock};
 use crate::config::NetworkConfig;
 use crate::shutdown::Shutdown;
 use crate::wire::checksum::{self, Partial};
-use crate::wire::offload::{
-    self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, TcpSegment, UdpSegment, VNET_HDR_LEN, VnetHdr,
-};
+use crate::wire::offload::{self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr};
 use crate::wire::{tcp_segment, vxlan};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -43,12 +42,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 
-/// Largest frame a TAP read returns (a 64 KiB super-frame).
-const FRAME_MAX: usize = 65_535;
 /// Frames handled per wake-up before yielding.
 const BATCH: usize = 64;
-/// Most datagrams one GRO read holds (`UDP_GRO_CNT_MAX`), and most merged into one frame.
-const GRO_MAX: usize = 64;
 /// Receive buffer for one GRO read.
 const GRO_BUF: usize = FRAME_MAX + 1;
 /// Without GRO: datagrams per recvmmsg, each in a slot that fits the largest datagram.
@@ -279,22 +274,9 @@ pub(super) fn start(
         .collect();
     for (q, w) in workers.into_iter().enumerate() {
         let (switch, shutdown, features) = (switch.clone(), shutdown.clone(), features.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("overlay-{q}"))
-            .spawn(move || -> Result<(), String> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("overlay runtime: {e}"))?;
-                rt.block_on(worker(w, switch, features, shutdown))
-            })
-            .map_err(|e| format!("overlay: cannot start a datapath thread: {e}"))?;
-        tasks.spawn(async move {
-            tokio::task::spawn_blocking(move || thread.join())
-                .await
-                .map_err(|e| format!("overlay datapath: {e}"))?
-                .map_err(|_| "overlay datapath panicked".to_owned())?
-        });
+        crate::worker::spawn(format!("overlay-{q}"), tasks, move || {
+            worker(w, switch, features, shutdown)
+        })?;
     }
     Ok((features, ports))
 }
@@ -345,19 +327,6 @@ async fn worker(
             }) => {}
         }
     }
-}
-
-/// Datagrams waiting in the send buffer for one GSO send: same VTEP, same socket, all
-/// `seg` bytes long but possibly the last.
-struct Pending {
-    start: usize,
-    end: usize,
-    seg: usize,
-    count: usize,
-    dst: SocketAddr,
-    sock: usize,
-    /// The last datagram was shorter than `seg`: nothing more may follow.
-    closed: bool,
 }
 
 /// Sends `data` (datagrams of `seg` bytes back to back, `count` of them) to `dst`: one GSO
@@ -435,14 +404,15 @@ async fn send_run(
     }
 }
 
-async fn flush(
-    pending: &mut Option<Pending>,
+/// Sends a run of datagrams that lie in `buf`.
+async fn send_pending(
+    run: Option<Run>,
     buf: &[u8],
     senders: &[UdpSocket],
     features: &Features,
     counters: &Counters,
 ) {
-    if let Some(p) = pending.take() {
+    if let Some(p) = run {
         let data = &buf[p.start..p.end];
         send_run(
             &senders[p.sock],
@@ -466,10 +436,8 @@ async fn send_segments(
     features: &Features,
     counters: &Counters,
 ) {
-    let per_send = (MAX_GSO_BYTES / stride).clamp(1, MAX_SEGMENTS);
-    for run in data.chunks(per_send * stride) {
-        let count = run.len().div_ceil(stride);
-        send_run(sock, run, stride, count, dst, features, counters).await;
+    for (run, count) in batch::gso_runs(data.len(), stride) {
+        send_run(sock, &data[run], stride, count, dst, features, counters).await;
     }
 }
 
@@ -487,7 +455,7 @@ struct Tx {
     segbuf: Vec<u8>,
     vnet: [u8; VNET_HDR_LEN],
     reply: [u8; 64],
-    pending: Option<Pending>,
+    runs: RunJoiner,
 }
 
 impl Tx {
@@ -508,7 +476,7 @@ impl Tx {
             segbuf: vec![0u8; 4 * FRAME_MAX],
             vnet: [0u8; VNET_HDR_LEN],
             reply: [0u8; 64],
-            pending: None,
+            runs: RunJoiner::default(),
         }
     }
 }
@@ -529,14 +497,14 @@ async fn tx_drain(
         segbuf,
         vnet,
         reply,
-        pending,
+        runs,
         ..
     } = st;
     let mut handled = 0;
     let mut pos = 0usize;
     for _ in 0..BATCH {
         if pos + vxlan::HEADER_LEN + FRAME_MAX > buf.len() {
-            flush(pending, buf, senders, features, counters).await;
+            send_pending(runs.take(), buf, senders, features, counters).await;
             pos = 0;
         }
         let at = pos + vxlan::HEADER_LEN;
@@ -601,7 +569,7 @@ async fn tx_drain(
         let sock = flow_hash(&buf[at..end]) as usize % senders.len();
         if hdr.gso_type & !GSO_ECN != GSO_NONE {
             // a TSO super-frame: cut it, then send the segments in GSO runs
-            flush(pending, buf, senders, features, counters).await;
+            send_pending(runs.take(), buf, senders, features, counters).await;
             pos = 0;
             match offload::segment(
                 &buf[at..end],
@@ -640,191 +608,39 @@ async fn tx_drain(
             continue;
         }
         buf[pos..at].copy_from_slice(&vx);
-        let dlen = end - pos;
         // a run of equal-sized datagrams to one VTEP leaves in one call: one GSO send, or one
         // sendmmsg where GSO is off (send_run decides)
         if let FromTap::Unicast(vtep) = decision {
-            let joins = pending.as_ref().is_some_and(|p| {
-                p.end == pos
-                    && p.dst == vtep
-                    && p.sock == sock
-                    && !p.closed
-                    && p.count < MAX_SEGMENTS
-                    && dlen <= p.seg
-                    && p.end - p.start + dlen <= MAX_GSO_BYTES
-            });
-            if joins {
-                if let Some(p) = pending.as_mut() {
-                    p.end += dlen;
-                    p.count += 1;
-                    p.closed = dlen < p.seg;
-                }
-            } else {
-                flush(pending, buf, senders, features, counters).await;
-                *pending = Some(Pending {
-                    start: pos,
-                    end,
-                    seg: dlen,
-                    count: 1,
-                    dst: vtep,
-                    sock,
-                    closed: false,
-                });
-            }
+            let done = runs.push(pos, end, vtep, sock);
+            send_pending(done, buf, senders, features, counters).await;
             pos = end;
             continue;
         }
         // flood: in order, one datagram per peer
-        flush(pending, buf, senders, features, counters).await;
+        send_pending(runs.take(), buf, senders, features, counters).await;
         for dst in dsts {
             send(&senders[sock], &buf[pos..end], *dst, counters).await;
         }
         pos = 0;
     }
-    flush(pending, buf, senders, features, counters).await;
+    send_pending(runs.take(), buf, senders, features, counters).await;
     Ok(handled)
 }
 
-/// Received TCP segments of one flow waiting to be written to the TAP as one frame.
-/// A received frame that may be merged: a TCP segment, or a UDP datagram (with USO).
-#[derive(Debug, Clone, Copy)]
-enum Seg {
-    Tcp(TcpSegment),
-    Udp(UdpSegment),
-}
-
-impl Seg {
-    fn parse(frame: &[u8], uso: bool) -> Option<Seg> {
-        match TcpSegment::parse(frame) {
-            Some(t) => Some(Seg::Tcp(t)),
-            None if uso => UdpSegment::parse(frame).map(Seg::Udp),
-            None => None,
-        }
-    }
-
-    fn payload(&self) -> usize {
-        match self {
-            Seg::Tcp(t) => t.payload,
-            Seg::Udp(u) => u.payload,
-        }
-    }
-
-    fn header_len(&self) -> usize {
-        match self {
-            Seg::Tcp(t) => t.header_len(),
-            Seg::Udp(u) => u.header_len(),
-        }
-    }
-
-    /// Whether `next` continues the merge that starts with `first` (parsed as `self`).
-    fn follows(&self, first: &[u8], last: &Seg, total: usize, frame: &[u8], next: &Seg) -> bool {
-        match (self, last, next) {
-            (Seg::Tcp(a), Seg::Tcp(l), Seg::Tcp(n)) => a.follows(first, l, total, frame, n),
-            (Seg::Udp(a), Seg::Udp(l), Seg::Udp(n)) => a.follows(first, l, frame, n),
-            _ => false,
-        }
-    }
-}
-
-struct Merge {
-    net: usize,
-    count: usize,
-    first: Seg,
-    last: Seg,
-    /// Payload bytes so far.
-    total: usize,
-}
-
-/// The merge in progress, if any, and where its frames lie in the receive buffer (kept
-/// apart so that starting a merge copies a few words, not the whole table).
-struct Merger {
-    cur: Option<Merge>,
-    /// (start, end) of each frame of `cur` in the receive buffer.
-    frames: [(usize, usize); GRO_MAX],
-}
-
-impl Merger {
-    /// Adds the frame at `fs..fe` of `buf` (parsed as `seg`) to the merge in progress if it
-    /// continues it; otherwise writes that merge out and starts a new one with this frame.
-    fn push(&mut self, network: usize, seg: Seg, (fs, fe): (usize, usize), io: &mut RxIo<'_>) {
-        let frames = &mut self.frames;
-        let joined = self.cur.as_mut().is_some_and(|m| {
-            let (s0, e0) = frames[0];
-            let ok = m.net == network
-                && m.count < GRO_MAX
-                && m.total + seg.payload() + seg.header_len() <= FRAME_MAX
-                && m.first
-                    .follows(&io.buf[s0..e0], &m.last, m.total, &io.buf[fs..fe], &seg);
-            if ok {
-                frames[m.count] = (fs, fe);
-                m.count += 1;
-                m.total += seg.payload();
-                m.last = seg;
-            }
-            ok
-        });
-        if !joined {
-            self.flush(io);
-            self.frames[0] = (fs, fe);
-            self.cur = Some(Merge {
-                net: network,
-                count: 1,
-                first: seg,
-                last: seg,
-                total: seg.payload(),
-            });
-        }
-    }
-
-    /// Writes the merge in progress (if any) to its network's TAP: one frame, or one GSO frame
-    /// for several.
-    fn flush(&mut self, io: &mut RxIo<'_>) {
-        if let Some(m) = self.cur.take() {
-            write_merged(&m, &self.frames[..m.count], io);
-        }
-    }
-}
-
-/// What writing to the TAPs needs: the receive buffer, the TAPs, their counters, and room
-/// for a merged frame's headers.
-struct RxIo<'a> {
-    buf: &'a [u8],
-    taps: &'a [Arc<AsyncFd<Tap>>],
-    counters: &'a [Arc<Counters>],
-    hdr: &'a mut [u8],
-}
-
-impl<'a> RxIo<'a> {
-    fn new(
-        buf: &'a [u8],
-        taps: &'a [Arc<AsyncFd<Tap>>],
-        counters: &'a [Arc<Counters>],
-        hdr: &'a mut [u8],
-    ) -> RxIo<'a> {
-        RxIo {
-            buf,
-            taps,
-            counters,
-            hdr,
-        }
-    }
-}
-
-fn write_merged(m: &Merge, frames: &[(usize, usize)], io: &mut RxIo<'_>) {
-    let (buf, hdr) = (io.buf, &mut *io.hdr);
-    let c = &io.counters[m.net];
-    let tap = io.taps[m.net].get_ref();
-    let (s0, e0) = frames[0];
-    let first = &buf[s0..e0];
-    let (sl, el) = frames[m.count - 1];
+/// Writes a merge to its network's TAP: one frame, or one GSO frame for several, with
+/// `writev` straight from the receive buffer.
+fn write_merged(
+    m: Merged<'_>,
+    buf: &[u8],
+    taps: &[Arc<AsyncFd<Tap>>],
+    counters: &[Arc<Counters>],
+    hdr: &mut [u8],
+) {
+    let c = &counters[m.net];
+    let count = m.frames.len();
     let (vnet_part, rest) = hdr.split_at_mut(VNET_HDR_LEN);
-    let bytes: usize = frames.iter().map(|(s, e)| e - s).sum();
-    let merged = match &m.first {
-        Seg::Tcp(t) => offload::merged_header(first, t, m.total, m.count, &buf[sl..el], rest),
-        Seg::Udp(u) => offload::merged_udp_header(first, u, m.total, m.count, rest),
-    };
-    let Ok((hl, vnet)) = merged else {
-        for _ in 0..m.count {
+    let Ok((hl, vnet)) = m.header(buf, rest) else {
+        for _ in 0..count {
             c.dropped(DropReason::TapWrite);
         }
         return;
@@ -835,19 +651,19 @@ fn write_merged(m: &Merge, frames: &[(usize, usize)], io: &mut RxIo<'_>) {
     let head = &hdr[..VNET_HDR_LEN + hl];
     let mut iov = [IoSlice::new(&[]); GRO_MAX + 1];
     iov[0] = IoSlice::new(head);
-    for (i, (s, e)) in frames.iter().enumerate() {
+    for (i, (s, e)) in m.frames.iter().enumerate() {
         iov[i + 1] = IoSlice::new(&buf[s + hl..*e]);
     }
-    match tap.write_vectored(&iov[..m.count + 1]) {
+    match taps[m.net].get_ref().write_vectored(&iov[..count + 1]) {
         Ok(_) => {
-            c.rx_n(m.count, bytes);
-            if m.count > 1 {
-                c.gro_merged.fetch_add(m.count as u64, Relaxed);
+            c.rx_n(count, m.bytes());
+            if count > 1 {
+                c.gro_merged.fetch_add(count as u64, Relaxed);
             }
         }
         Err(e) => {
             tracing::debug!("overlay: TAP write: {e}");
-            for _ in 0..m.count {
+            for _ in 0..count {
                 c.dropped(DropReason::TapWrite);
             }
         }
@@ -898,10 +714,7 @@ impl Rx {
             list: [(SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0); GRO_MAX],
             gro: features.udp_gro,
             slots: udp::Slots::new(if features.udp_gro { 0 } else { SLOTS }),
-            merge: Merger {
-                cur: None,
-                frames: [(0, 0); GRO_MAX],
-            },
+            merge: Merger::default(),
         }
     }
 }
@@ -980,25 +793,27 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
             first += k;
             for (decision, &(_, ds, de)) in decisions.iter().zip(list.iter()).take(k) {
                 let (fs, fe) = (ds + vxlan::HEADER_LEN, de);
-                match *decision {
-                    FromUdp::Deliver { network } => {
-                        if vnet_on && let Some(ts) = Seg::parse(&buf[fs..fe], uso) {
-                            let mut io = RxIo::new(buf, taps, counters, hdr);
-                            merge.push(network, ts, (fs, fe), &mut io);
-                            continue;
+                match batch::delivery(*decision, &buf[ds..de], vnet_on, uso) {
+                    Delivery::Merge { net, seg } => {
+                        if let Some(m) = merge.push(net, seg, (fs, fe), buf) {
+                            write_merged(m, buf, taps, counters, hdr);
                         }
-                        merge.flush(&mut RxIo::new(buf, taps, counters, hdr));
-                        let c = &counters[network];
+                    }
+                    Delivery::Single { net } => {
+                        if let Some(m) = merge.take() {
+                            write_merged(m, buf, taps, counters, hdr);
+                        }
+                        let c = &counters[net];
                         if checksum::complete_partial(&mut buf[fs..fe]) == Partial::Completed {
                             c.checksum_completed.fetch_add(1, Relaxed);
                         }
                         let frame = &buf[fs..fe];
                         let res = if vnet_on {
-                            taps[network]
+                            taps[net]
                                 .get_ref()
                                 .write_vectored(&[IoSlice::new(&zero), IoSlice::new(frame)])
                         } else {
-                            taps[network].get_ref().write(frame)
+                            taps[net].get_ref().write(frame)
                         };
                         match res {
                             Ok(_) => c.rx(frame.len()),
@@ -1008,10 +823,12 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                             }
                         }
                     }
-                    FromUdp::Segment { network, mss } => {
-                        merge.flush(&mut RxIo::new(buf, taps, counters, hdr));
-                        let c = &counters[network];
-                        let tap = taps[network].get_ref();
+                    Delivery::Segment { net, mss } => {
+                        if let Some(m) = merge.take() {
+                            write_merged(m, buf, taps, counters, hdr);
+                        }
+                        let c = &counters[net];
+                        let tap = taps[net].get_ref();
                         let res = tcp_segment::segment(&buf[fs..fe], mss, &mut scratch[..], |s| {
                             let r = if vnet_on {
                                 tap.write_vectored(&[IoSlice::new(&zero), IoSlice::new(s)])
@@ -1031,11 +848,13 @@ fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
                             }
                         };
                     }
-                    FromUdp::Drop(_) => {}
+                    Delivery::Drop => {}
                 }
             }
         }
-        merge.flush(&mut RxIo::new(buf, taps, counters, hdr));
+        if let Some(m) = merge.take() {
+            write_merged(m, buf, taps, counters, hdr);
+        }
     }
     handled
 }
