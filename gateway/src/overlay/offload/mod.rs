@@ -1,0 +1,342 @@
+//! The offload datapath (`overlay.offload = "auto"`): what the kernel and the devices accept
+//! is detected at start, and each feature falls back on its own.
+//!
+//! - **TAP offloads.** The TAP is opened with `IFF_VNET_HDR` and `TUNSETOFFLOAD` (checksum,
+//!   TSO4, TSO6), so the bridge hands over TCP super-frames of up to 64 KiB with the checksum
+//!   left to the "device". They are cut in software ([`crate::wire::offload::segment`]) into MTU-sized
+//!   frames, each behind its VXLAN header, back to back in one buffer (`tx.rs`).
+//! - **UDP GSO.** Datagrams to one VTEP from one source port and of one size (the segments
+//!   of a super-frame, or a run of equal-sized frames read from the TAP) go out in one
+//!   `sendmsg` with `UDP_SEGMENT`. A kernel or device that refuses (EIO: the underlay has no
+//!   checksum offload) turns GSO off at run time, logged and visible in the metrics.
+//! - **UDP GRO.** One `recvmsg` returns up to 64 datagrams of one flow. Consecutive
+//!   in-order TCP segments of one inner flow, each verified, are merged into one frame
+//!   written to the TAP with a GSO vnet header: the kernel takes it as one packet, as its
+//!   own GRO would have made it. Other frames are written one by one (`rx.rs`).
+//! - **Multi-queue.** With `IFF_MULTI_QUEUE`, one queue and one worker thread per core (up
+//!   to 4), each with its own receive socket (`SO_REUSEPORT`) and send sockets. The kernel
+//!   keeps a flow on one TAP queue and one receive socket, so a flow stays on one worker.
+//!
+//! Buffers are allocated once per worker; the TAP is read straight into the send buffer
+//! behind room for the VXLAN header, and merged frames are written from the receive buffer
+//! with `writev`, so the only copies are the segmentation itself.
+
+mod rx;
+mod tx;
+
+use super::io::{bind_send_pool, bind_udp, register};
+use super::switch::Switch;
+use super::tap::{Tap, TapOptions};
+use super::udp;
+use crate::config::NetworkConfig;
+use crate::shutdown::Shutdown;
+use rx::{Rx, rx_drain};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinSet;
+use tx::{Tx, tx_drain};
+
+/// Frames handled per wake-up before yielding.
+const BATCH: usize = 64;
+/// Worker threads at most (one TAP queue each).
+const MAX_QUEUES: usize = 4;
+
+/// What the running datapath uses. Shown in the start log, the admin API and the metrics.
+#[derive(Debug)]
+pub struct Features {
+    /// TAP vnet headers with checksum and TSO offloads.
+    pub tap_offload: bool,
+    /// The TAP takes UDP segmentation (USO) frames from us (Linux ≥ 6.2), so received UDP
+    /// datagrams of one flow are merged like TCP segments.
+    pub tap_uso: bool,
+    /// TAP queues, one worker each.
+    pub queues: usize,
+    /// UDP GSO; cleared at run time if the kernel refuses it.
+    pub udp_gso: AtomicBool,
+    /// UDP GRO on the receive sockets.
+    pub udp_gro: bool,
+}
+
+impl Features {
+    /// The datapath without offloads (`overlay.offload = "off"`).
+    pub fn portable() -> Features {
+        Features {
+            tap_offload: false,
+            tap_uso: false,
+            queues: 1,
+            udp_gso: AtomicBool::new(false),
+            udp_gro: false,
+        }
+    }
+
+    /// `"offload"` when any offload is in use, else `"portable"`.
+    pub fn mode(&self) -> &'static str {
+        if self.list().iter().any(|(_, on)| *on) {
+            "offload"
+        } else {
+            "portable"
+        }
+    }
+
+    /// Each feature and whether it is on.
+    pub fn list(&self) -> [(&'static str, bool); 5] {
+        [
+            ("tap_tso", self.tap_offload),
+            ("tap_uso", self.tap_uso),
+            ("udp_gso", self.udp_gso.load(Relaxed)),
+            ("udp_gro", self.udp_gro),
+            ("multi_queue", self.queues > 1),
+        ]
+    }
+
+    /// One line for logs: `offload (tap_tso udp_gso udp_gro, 2 queues)`.
+    pub fn describe(&self) -> String {
+        let on: Vec<&str> = self
+            .list()
+            .iter()
+            .filter(|(n, on)| *on && *n != "multi_queue")
+            .map(|(n, _)| *n)
+            .collect();
+        format!(
+            "{} ({}, {} queue{})",
+            self.mode(),
+            if on.is_empty() {
+                "no offloads".to_owned()
+            } else {
+                on.join(" ")
+            },
+            self.queues,
+            if self.queues == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// The fds of one worker: a queue of every network's TAP and a receive socket.
+struct Worker {
+    taps: Vec<Tap>,
+    recv: std::net::UdpSocket,
+    senders: Vec<std::net::UdpSocket>,
+}
+
+/// Features named in `VXGATE_OFFLOAD_DISABLE` (comma-separated: tap_tso, tap_uso, udp_gso,
+/// udp_gro, multi_queue) are not used even where the kernel has them: for troubleshooting
+/// and for testing each fallback.
+fn disabled(feature: &str) -> bool {
+    std::env::var("VXGATE_OFFLOAD_DISABLE").is_ok_and(|v| v.split(',').any(|f| f.trim() == feature))
+}
+
+/// Opens every network's TAP with the offloads and queues the kernel accepts, and the
+/// sockets. Returns the features in use and one set of fds per worker.
+fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec<Worker>), String> {
+    let mut kernel = Tap::features().unwrap_or(0);
+    if disabled("tap_tso") {
+        kernel &= !libc::IFF_VNET_HDR;
+    }
+    if disabled("multi_queue") {
+        kernel &= !libc::IFF_MULTI_QUEUE;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let want_queues = if kernel & libc::IFF_MULTI_QUEUE != 0 {
+        cores.clamp(1, MAX_QUEUES)
+    } else {
+        1
+    };
+    let options = TapOptions {
+        offload: kernel & libc::IFF_VNET_HDR != 0,
+        multi_queue: want_queues > 1,
+    };
+    // Each network's TAP: try the richest options, then fewer. A TAP that exists already
+    // only takes the queue mode it was created with, so both modes are tried.
+    let mut attempts: Vec<TapOptions> = Vec::with_capacity(4);
+    for offload in [options.offload, false] {
+        for multi_queue in [options.multi_queue, !options.multi_queue] {
+            let a = TapOptions {
+                offload,
+                multi_queue,
+            };
+            if !attempts.contains(&a) {
+                attempts.push(a);
+            }
+        }
+    }
+    let open_net = |n: &NetworkConfig, opts: &[TapOptions]| -> Result<(Tap, TapOptions), String> {
+        let mut last_err = String::new();
+        for a in opts {
+            match Tap::open_with(&n.tap, n.mtu, *a) {
+                Ok(t) => return Ok((t, *a)),
+                Err(e) => {
+                    tracing::info!(
+                        tap = %n.tap,
+                        offload = a.offload,
+                        multi_queue = a.multi_queue,
+                        "overlay: TAP refused these options ({e}); trying fewer"
+                    );
+                    last_err = e.to_string();
+                }
+            }
+        }
+        Err(format!(
+            "overlay: cannot open TAP {:?} (network {:?}): {last_err}",
+            n.tap, n.name
+        ))
+    };
+    let mut first: Vec<(Tap, TapOptions)> = Vec::with_capacity(networks.len());
+    for n in networks {
+        first.push(open_net(n, &attempts)?);
+    }
+    // vnet headers are all or nothing (one receive path serves every network)
+    if first.iter().any(|(_, o)| o.offload) && !first.iter().all(|(_, o)| o.offload) {
+        for (i, n) in networks.iter().enumerate() {
+            if first[i].1.offload {
+                let fewer: Vec<TapOptions> =
+                    attempts.iter().filter(|a| !a.offload).copied().collect();
+                // close this queue first: a single-queue TAP takes one fd at a time
+                let (old, _) = first.remove(i);
+                drop(old);
+                first.insert(i, open_net(n, &fewer)?);
+            }
+        }
+    }
+    let offload = first.iter().all(|(_, o)| o.offload);
+    // more queues only when every network's TAP is multi-queue
+    let queues = if first.iter().all(|(_, o)| o.multi_queue) {
+        want_queues.max(1)
+    } else {
+        1
+    };
+    let per_net: Vec<TapOptions> = first.iter().map(|(_, o)| *o).collect();
+    let mut workers: Vec<Worker> = Vec::with_capacity(queues);
+    let mut first_queue: Vec<Tap> = first.into_iter().map(|(t, _)| t).collect();
+    for q in 0..queues {
+        let taps = if q == 0 {
+            std::mem::take(&mut first_queue)
+        } else {
+            let mut taps = Vec::with_capacity(networks.len());
+            for (n, o) in networks.iter().zip(&per_net) {
+                taps.push(Tap::open_with(&n.tap, n.mtu, *o).map_err(|e| {
+                    format!(
+                        "overlay: cannot open TAP {:?} queue {q} (network {:?}): {e}",
+                        n.tap, n.name
+                    )
+                })?);
+            }
+            taps
+        };
+        let recv = bind_udp(listen, queues > 1)
+            .map_err(|e| format!("overlay: cannot bind {listen}: {e}"))?;
+        let senders = bind_send_pool(listen)?;
+        workers.push(Worker {
+            taps,
+            recv,
+            senders,
+        });
+    }
+    let udp_gro = !disabled("udp_gro") && workers.iter().all(|w| udp::enable_gro(&w.recv).is_ok());
+    let udp_gso =
+        !disabled("udp_gso") && workers[0].senders.first().is_some_and(udp::gso_supported);
+    let tap_uso = offload && !disabled("tap_uso") && workers[0].taps.iter().all(Tap::probe_uso);
+    let features = Features {
+        tap_offload: offload,
+        tap_uso,
+        queues,
+        udp_gso: AtomicBool::new(udp_gso),
+        udp_gro,
+    };
+    Ok((features, workers))
+}
+
+/// Starts the offload datapath: one thread per worker, each with a single-threaded runtime.
+pub(super) fn start(
+    networks: &[NetworkConfig],
+    listen: SocketAddr,
+    switch: &Arc<Mutex<Switch>>,
+    shutdown: &Shutdown,
+    tasks: &mut JoinSet<Result<(), String>>,
+) -> Result<(Arc<Features>, Vec<u16>), String> {
+    let (features, workers) = open(networks, listen)?;
+    let features = Arc::new(features);
+    let ports: Vec<u16> = workers
+        .iter()
+        .flat_map(|w| w.senders.iter())
+        .filter_map(|s| s.local_addr().ok())
+        .map(|a| a.port())
+        .collect();
+    for (q, w) in workers.into_iter().enumerate() {
+        let (switch, shutdown, features) = (switch.clone(), shutdown.clone(), features.clone());
+        crate::worker::spawn(format!("overlay-{q}"), tasks, move || {
+            worker(w, switch, features, shutdown)
+        })?;
+    }
+    Ok((features, ports))
+}
+
+async fn worker(
+    w: Worker,
+    switch: Arc<Mutex<Switch>>,
+    features: Arc<Features>,
+    mut shutdown: Shutdown,
+) -> Result<(), String> {
+    let (taps, recv, senders) = register(w.taps, w.recv, w.senders)?;
+    let mut txs: Vec<Tx> = taps
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Tx::new(i, t.clone(), &switch, &features))
+        .collect();
+    let mut rx = Rx::new(taps.clone(), &switch, &features);
+    // Busy-polling after the last packet (yielding to the runtime's I/O driver instead of
+    // sleeping) was measured here: on 2 vCPUs shared with the load it made the round trip
+    // worse (the pollers took the CPU the containers' stacks needed), so a worker sleeps as
+    // soon as its fds are empty.
+    loop {
+        let mut work = rx_drain(&mut rx, &recv, &switch);
+        for tx in &mut txs {
+            work += tx_drain(tx, &switch, &senders, &features).await?;
+        }
+        if work > 0 {
+            // give the runtime a turn (shutdown, timers), then look again
+            tokio::task::yield_now().await;
+            if shutdown.is_stopping() {
+                return Ok(());
+            }
+            continue;
+        }
+        // idle: sleep until a fd is readable
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = std::future::poll_fn(|cx| {
+                if recv.poll_recv_ready(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+                for t in &taps {
+                    if t.poll_read_ready(cx).is_ready() {
+                        return std::task::Poll::Ready(());
+                    }
+                }
+                std::task::Poll::Pending
+            }) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names_what_is_on() {
+        let f = Features::portable();
+        assert_eq!(f.mode(), "portable");
+        assert_eq!(f.describe(), "portable (no offloads, 1 queue)");
+        let f = Features {
+            tap_offload: true,
+            tap_uso: false,
+            queues: 2,
+            udp_gso: AtomicBool::new(true),
+            udp_gro: true,
+        };
+        assert_eq!(f.describe(), "offload (tap_tso udp_gso udp_gro, 2 queues)");
+        f.udp_gso.store(false, Relaxed);
+        assert_eq!(f.list()[2], ("udp_gso", false));
+    }
+}

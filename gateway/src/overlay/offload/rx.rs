@@ -1,0 +1,284 @@
+//! UDP → TAP on the offload datapath: one GRO `recvmsg` (or, without GRO, one `recvmmsg`)
+//! fills the receive buffer; the switch decides on every datagram under one lock; merge
+//! candidates go through the [`Merger`] and reach the TAP as one GSO frame written with
+//! `writev` straight from the receive buffer; other frames are written one by one.
+
+use super::{BATCH, Features};
+use crate::overlay::batch::{self, Delivery, FRAME_MAX, GRO_MAX, Merged, Merger};
+use crate::overlay::switch::{FromUdp, Switch};
+use crate::overlay::tap::Tap;
+use crate::overlay::{Counters, DropReason, lock, udp};
+use crate::wire::checksum::{self, Partial};
+use crate::wire::offload::VNET_HDR_LEN;
+use crate::wire::{tcp_segment, vxlan};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+
+/// Receive buffer for one GRO read.
+const GRO_BUF: usize = FRAME_MAX + 1;
+/// Without GRO: datagrams per recvmmsg, each in a slot that fits the largest datagram.
+const SLOTS: usize = 16;
+const SLOT: usize = FRAME_MAX + 1;
+
+/// UDP → TAP state of one worker: buffers allocated once.
+pub(super) struct Rx {
+    sink: Sink,
+    /// The TAP takes USO frames: same-sized UDP datagrams of one flow are merged too.
+    uso: bool,
+    buf: Vec<u8>,
+    decisions: [FromUdp; GRO_MAX],
+    /// (sender, start, end) of each datagram of the current read in `buf`.
+    list: [(SocketAddr, usize, usize); GRO_MAX],
+    /// Without GRO: recvmmsg headers, one slot of [`SLOT`] bytes per datagram.
+    gro: bool,
+    slots: udp::Slots,
+    merge: Merger,
+}
+
+/// Where received frames go: each network's TAP and counters, and room for headers and
+/// for segmentation.
+struct Sink {
+    taps: Vec<Arc<AsyncFd<Tap>>>,
+    counters: Vec<Arc<Counters>>,
+    vnet_on: bool,
+    scratch: Vec<u8>,
+    hdr: [u8; VNET_HDR_LEN + 256],
+}
+
+/// What one read of the socket gave: `count` datagrams, and for a GRO read its length,
+/// sender and segment size (without GRO each slot says its own).
+type Got = (usize, Option<(usize, SocketAddr, usize)>);
+
+impl Rx {
+    pub(super) fn new(
+        taps: Vec<Arc<AsyncFd<Tap>>>,
+        switch: &Mutex<Switch>,
+        features: &Features,
+    ) -> Rx {
+        let counters = {
+            let s = lock(switch);
+            (0..taps.len()).map(|i| s.counters(i).clone()).collect()
+        };
+        Rx {
+            sink: Sink {
+                taps,
+                counters,
+                vnet_on: features.tap_offload,
+                scratch: vec![0u8; FRAME_MAX],
+                hdr: [0u8; VNET_HDR_LEN + 256],
+            },
+            uso: features.tap_uso,
+            buf: vec![
+                0u8;
+                if features.udp_gro {
+                    GRO_BUF
+                } else {
+                    SLOTS * SLOT
+                }
+            ],
+            decisions: [FromUdp::Drop(DropReason::Truncated); GRO_MAX],
+            list: [(SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0); GRO_MAX],
+            gro: features.udp_gro,
+            slots: udp::Slots::new(if features.udp_gro { 0 } else { SLOTS }),
+            merge: Merger::default(),
+        }
+    }
+
+    /// One read: a GRO run of one sender's datagrams, or a recvmmsg batch.
+    fn read(&mut self, sock: &UdpSocket) -> io::Result<Got> {
+        let (buf, slots) = (&mut self.buf, &mut self.slots);
+        if self.gro {
+            sock.try_io(Interest::READABLE, || {
+                udp::recv_gro(sock, &mut buf[..GRO_BUF])
+            })
+            .map(|(n, src, seg)| (n.div_ceil(seg.max(1)), Some((n, src, seg))))
+        } else {
+            sock.try_io(Interest::READABLE, || {
+                udp::recv_slots(sock, &mut buf[..], SLOT, slots)
+            })
+            .map(|k| (k, None))
+        }
+    }
+
+    /// The switch's decisions on datagrams `first..first + k` of the read, under one lock.
+    fn decide(&mut self, switch: &Mutex<Switch>, (first, k): (usize, usize), run: Got) {
+        let mut s = lock(switch);
+        let now = Instant::now();
+        for j in 0..k {
+            let i = first + j;
+            let (entry, cut) = match run.1 {
+                Some((n, src, seg)) => ((src, i * seg, ((i + 1) * seg).min(n)), false),
+                None => match self.slots.get(i) {
+                    Some((len, src, cut)) => ((src, i * SLOT, i * SLOT + len), cut),
+                    None => ((SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0), false),
+                },
+            };
+            self.list[j] = entry;
+            let (src, ds, de) = entry;
+            self.decisions[j] = if cut {
+                // longer than a slot: cut, so not forwarded
+                s.underlay_counters().dropped(DropReason::Oversize);
+                FromUdp::Drop(DropReason::Oversize)
+            } else {
+                // counts its own drops, empty datagrams included
+                s.from_udp(src, &self.buf[ds..de], now)
+            };
+        }
+    }
+
+    /// Carries out the first `k` decisions.
+    fn deliver(&mut self, k: usize) {
+        let Rx {
+            sink,
+            uso,
+            buf,
+            decisions,
+            list,
+            merge,
+            ..
+        } = self;
+        for (decision, &(_, ds, de)) in decisions.iter().zip(list.iter()).take(k) {
+            let (fs, fe) = (ds + vxlan::HEADER_LEN, de);
+            match batch::delivery(*decision, &buf[ds..de], sink.vnet_on, *uso) {
+                Delivery::Merge { net, seg } => {
+                    if let Some(m) = merge.push(net, seg, (fs, fe), buf) {
+                        sink.merged(m, buf);
+                    }
+                }
+                Delivery::Single { net } => {
+                    if let Some(m) = merge.take() {
+                        sink.merged(m, buf);
+                    }
+                    sink.single(net, &mut buf[fs..fe]);
+                }
+                Delivery::Segment { net, mss } => {
+                    if let Some(m) = merge.take() {
+                        sink.merged(m, buf);
+                    }
+                    sink.segmented(net, &buf[fs..fe], mss);
+                }
+                Delivery::Drop => {}
+            }
+        }
+    }
+}
+
+impl Sink {
+    /// Writes one frame as it is (behind an empty vnet header where the TAP takes them).
+    fn write(&self, net: usize, frame: &[u8]) -> io::Result<usize> {
+        let tap = self.taps[net].get_ref();
+        if self.vnet_on {
+            let zero = [0u8; VNET_HDR_LEN];
+            tap.write_vectored(&[IoSlice::new(&zero), IoSlice::new(frame)])
+        } else {
+            tap.write(frame)
+        }
+    }
+
+    /// A frame that is not merged, its partial checksum completed first.
+    fn single(&self, net: usize, frame: &mut [u8]) {
+        let c = &self.counters[net];
+        if checksum::complete_partial(frame) == Partial::Completed {
+            c.checksum_completed.fetch_add(1, Relaxed);
+        }
+        match self.write(net, frame) {
+            Ok(_) => c.rx(frame.len()),
+            Err(e) => {
+                c.dropped(DropReason::TapWrite);
+                tracing::debug!("overlay: TAP write: {e}");
+            }
+        }
+    }
+
+    /// A frame larger than the TAP's MTU (a sender's GSO super-frame), cut into segments.
+    fn segmented(&mut self, net: usize, frame: &[u8], mss: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let c = &self.counters[net];
+        let res =
+            tcp_segment::segment(frame, mss, &mut scratch[..], |s| match self.write(net, s) {
+                Ok(_) => c.rx(s.len()),
+                Err(_) => c.dropped(DropReason::TapWrite),
+            });
+        match res {
+            Ok(_) => {
+                c.segmented.fetch_add(1, Relaxed);
+            }
+            Err(_) => c.dropped(DropReason::Oversize),
+        }
+        self.scratch = scratch;
+    }
+
+    /// Writes a merge to its network's TAP: one frame, or one GSO frame for several, with
+    /// `writev` straight from the receive buffer.
+    fn merged(&mut self, m: Merged<'_>, buf: &[u8]) {
+        let c = &self.counters[m.net];
+        let count = m.frames.len();
+        let (vnet_part, rest) = self.hdr.split_at_mut(VNET_HDR_LEN);
+        let Ok((hl, vnet)) = m.header(buf, rest) else {
+            for _ in 0..count {
+                c.dropped(DropReason::TapWrite);
+            }
+            return;
+        };
+        let mut vh = [0u8; VNET_HDR_LEN];
+        vnet.emit(&mut vh);
+        vnet_part.copy_from_slice(&vh);
+        let head = &self.hdr[..VNET_HDR_LEN + hl];
+        let mut iov = [IoSlice::new(&[]); GRO_MAX + 1];
+        iov[0] = IoSlice::new(head);
+        for (i, (s, e)) in m.frames.iter().enumerate() {
+            iov[i + 1] = IoSlice::new(&buf[s + hl..*e]);
+        }
+        match self.taps[m.net].get_ref().write_vectored(&iov[..count + 1]) {
+            Ok(_) => {
+                c.rx_n(count, m.bytes());
+                if count > 1 {
+                    c.gro_merged.fetch_add(count as u64, Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("overlay: TAP write: {e}");
+                for _ in 0..count {
+                    c.dropped(DropReason::TapWrite);
+                }
+            }
+        }
+    }
+}
+
+/// Receives what the socket has queued (at most [`BATCH`] reads) and writes it to the TAPs.
+/// Returns the number of reads.
+pub(super) fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
+    let mut handled = 0;
+    for _ in 0..BATCH {
+        let got = match st.read(sock) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::debug!("overlay: UDP receive: {e}");
+                continue;
+            }
+        };
+        handled += 1;
+        // the datagrams of this read, at most GRO_MAX at a time
+        let count = got.0;
+        let mut first = 0;
+        while first < count {
+            let k = (count - first).min(GRO_MAX);
+            st.decide(switch, (first, k), got);
+            st.deliver(k);
+            first += k;
+        }
+        if let Some(m) = st.merge.take() {
+            st.sink.merged(m, &st.buf);
+        }
+    }
+    handled
+}
