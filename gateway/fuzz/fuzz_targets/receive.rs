@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use vxgate::overlay::switch::flow_hash;
 use vxgate::overlay::{FromUdp, NetworkSpec, Switch};
 use vxgate::registry::{Container, Health, Origin, Registry};
-use vxgate::wire::{checksum, tcp_segment};
+use vxgate::wire::{checksum, offload};
 
 fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(network < 2 && mss > 0);
             let mut scratch = vec![0u8; 65_536];
             let mut total = 0;
-            tcp_segment::segment(&data[8..], mss, &mut scratch, |seg| total += seg.len())
+            offload::segment_each(&data[8..], None, mss, &mut scratch, |seg| total += seg.len())
                 .expect("the switch only asks for segmentation of frames that pass the check");
         }
         FromUdp::Drop(_) => {}

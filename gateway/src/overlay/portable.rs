@@ -14,8 +14,7 @@ use super::{Counters, DropReason, lock};
 use crate::config::OverlayConfig;
 use crate::shutdown::Shutdown;
 use crate::wire::checksum::{self, Partial};
-use crate::wire::tcp_segment;
-use crate::wire::vxlan;
+use crate::wire::{offload, vxlan};
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -212,14 +211,19 @@ async fn udp_to_tap(
             if let FromUdp::Segment { network, mss } = decision {
                 let c = &counters[network];
                 let tap = taps[network].get_ref();
-                let res =
-                    tcp_segment::segment(&buf[vxlan::HEADER_LEN..n], mss, &mut scratch, |seg| {
+                let res = offload::segment_each(
+                    &buf[vxlan::HEADER_LEN..n],
+                    None,
+                    mss,
+                    &mut scratch,
+                    |seg| {
                         // A TAP write does not block: the kernel queues or drops, it never waits.
                         match tap.write(seg) {
                             Ok(_) => c.rx(seg.len()),
                             Err(_) => c.dropped(DropReason::TapWrite),
                         }
-                    });
+                    },
+                );
                 match res {
                     Ok(_) => c.segmented.fetch_add(1, Relaxed),
                     Err(_) => {

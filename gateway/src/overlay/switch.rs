@@ -13,14 +13,11 @@ use super::counters::{Counters, DropReason};
 use super::fdb::{Fdb, Learned};
 use crate::registry::Snapshot;
 use crate::wire::ethernet::{self, Frame, MacAddr, ethertype};
-use crate::wire::{WireError, arp, ipv4, tcp_segment, vxlan};
+use crate::wire::{WireError, arp, ipv4, offload, vxlan};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Room for an 802.1Q tag on top of the MTU and the Ethernet header.
-const VLAN_TAG_LEN: usize = 4;
 
 /// One overlay network as the switch needs it.
 #[derive(Debug, Clone)]
@@ -221,11 +218,12 @@ impl Switch {
         if !inner.src().is_unicast() {
             return drop(&n.counters, DropReason::BadSourceMac);
         }
-        let max = usize::from(n.spec.mtu) + ethernet::HEADER_LEN + VLAN_TAG_LEN;
+        // room for an 802.1Q tag on top of the MTU and the Ethernet header
+        let max = usize::from(n.spec.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN;
         let mut decision = FromUdp::Deliver { network: net };
         if packet.payload().len() > max {
             let mtu = usize::from(n.spec.mtu);
-            match tcp_segment::check(packet.payload()) {
+            match offload::segmentable_ipv4(packet.payload()) {
                 Ok((hdr, _)) if hdr - ethernet::HEADER_LEN < mtu => {
                     let mss = mtu - (hdr - ethernet::HEADER_LEN);
                     decision = FromUdp::Segment { network: net, mss };
@@ -323,9 +321,10 @@ pub fn flow_hash(frame: &[u8]) -> u32 {
         h.write(&ip.src().octets());
         h.write(&ip.dst().octets());
         h.write(&[ip.protocol()]);
+        // TCP and UDP put their ports in the same place
         let ports = matches!(ip.protocol(), ipv4::protocol::TCP | ipv4::protocol::UDP);
         if ports && !ip.is_later_fragment() && ip.payload().len() >= 4 {
-            h.write(&ip.payload()[..4]);
+            h.write(&ip.payload()[crate::wire::tcp::field::PORTS]);
         }
     }
     h.finish()

@@ -9,7 +9,7 @@
 //! does hold that sum.
 
 use super::ethernet::{self, Frame, ethertype};
-use super::ipv4;
+use super::{ipv4, tcp, udp};
 
 /// One's-complement sum of `data` (as big-endian 16-bit words, the first at offset 0) added
 /// to `sum`, not folded. The bulk is summed as native little-endian 32-bit words into a
@@ -68,20 +68,17 @@ pub fn complete_partial(frame: &mut [u8]) -> Partial {
     let Ok(ip) = ipv4::Packet::new_checked(f.payload()) else {
         return Partial::NotApplicable;
     };
-    let (proto, ihl) = (ip.protocol(), ip.header_len());
+    let (proto, ihl, total) = (ip.protocol(), ip.header_len(), ip.total_len());
     let field = match proto {
-        ipv4::protocol::TCP => 16,
-        ipv4::protocol::UDP => 6,
+        ipv4::protocol::TCP => tcp::CHECKSUM_OFFSET,
+        ipv4::protocol::UDP => udp::CHECKSUM_OFFSET,
         _ => return Partial::NotApplicable,
     };
-    let l3 = f.payload();
-    let total = usize::from(u16::from_be_bytes([l3[2], l3[3]]));
-    if ip.is_later_fragment() || l3[6] & 0x20 != 0 || total < ihl + field + 2 || total > l3.len() {
+    if ip.is_fragment() || total < ihl + field + 2 || total > f.payload().len() {
         return Partial::NotApplicable; // fragments, or lengths that do not add up
     }
     let seg_len = total - ihl;
-    let mut pseudo = add(0, &l3[12..20]);
-    pseudo += u64::from(proto) + seg_len as u64;
+    let pseudo = ip.addr_sum() + u64::from(proto) + seg_len as u64;
     let start = ethernet::HEADER_LEN + ihl;
     let seg = &mut frame[start..start + seg_len];
     let stored = u16::from_be_bytes([seg[field], seg[field + 1]]);

@@ -84,6 +84,8 @@ pub mod ethertype {
 
 /// Length of the Ethernet II header (no FCS: TAP devices and VXLAN carry none).
 pub const HEADER_LEN: usize = 14;
+/// Length of an 802.1Q tag (TPID 0x8100, then the tag control and the inner ethertype).
+pub const VLAN_TAG_LEN: usize = 4;
 
 /// A view of an Ethernet II frame.
 #[derive(Debug, Clone)]
@@ -115,6 +117,23 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// The ethertype of the network layer and where it starts, behind at most one 802.1Q
+    /// tag.
+    pub fn network_layer(&self) -> Result<(u16, usize), WireError> {
+        let et = self.ethertype();
+        if et != ethertype::VLAN {
+            return Ok((et, HEADER_LEN));
+        }
+        let b = self.buffer.as_ref();
+        let tag = b
+            .get(HEADER_LEN..HEADER_LEN + VLAN_TAG_LEN)
+            .ok_or(WireError::Truncated)?;
+        Ok((
+            u16::from_be_bytes([tag[2], tag[3]]),
+            HEADER_LEN + VLAN_TAG_LEN,
+        ))
     }
 
     pub fn into_inner(self) -> T {
@@ -175,6 +194,20 @@ mod tests {
         f.set_src("02:00:0a:c8:01:0b".parse().expect("mac"));
         f.set_ethertype(ethertype::ARP);
         assert_eq!(buf, ARP_FRAME);
+    }
+
+    #[test]
+    fn the_network_layer_is_found_behind_a_vlan_tag() {
+        let f = Frame::new_checked(&ARP_FRAME[..]).expect("fits");
+        assert_eq!(f.network_layer(), Ok((ethertype::ARP, HEADER_LEN)));
+        let mut tagged = ARP_FRAME[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x64, 0x08, 0x06]); // VLAN 100, then ARP
+        tagged.extend_from_slice(&ARP_FRAME[14..]);
+        let f = Frame::new_checked(&tagged[..]).expect("fits");
+        assert_eq!(f.ethertype(), ethertype::VLAN);
+        assert_eq!(f.network_layer(), Ok((ethertype::ARP, 18)));
+        let f = Frame::new_checked(&tagged[..16]).expect("fits");
+        assert_eq!(f.network_layer(), Err(WireError::Truncated));
     }
 
     #[test]

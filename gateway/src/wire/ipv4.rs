@@ -1,6 +1,6 @@
-//! IPv4 header (RFC 791), read-only: what the overlay needs to hash a flow.
+//! IPv4 header (RFC 791): every field of the fixed header, read and written in place.
 
-use super::WireError;
+use super::{WireError, checksum};
 use std::net::Ipv4Addr;
 
 pub const MIN_HEADER_LEN: usize = 20;
@@ -11,7 +11,29 @@ pub mod protocol {
     pub const UDP: u8 = 17;
 }
 
-/// A view of an IPv4 packet.
+/// Field ranges of the fixed header (RFC 791 §3.1).
+pub mod field {
+    use std::ops::Range;
+    pub const VER_IHL: usize = 0;
+    pub const DSCP_ECN: usize = 1;
+    pub const TOTAL_LEN: Range<usize> = 2..4;
+    pub const IDENT: Range<usize> = 4..6;
+    pub const FLAGS_FRAG: Range<usize> = 6..8;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: Range<usize> = 10..12;
+    pub const SRC: Range<usize> = 12..16;
+    pub const DST: Range<usize> = 16..20;
+    /// Source and destination together: what the TCP/UDP pseudo-header sums.
+    pub const ADDRS: Range<usize> = 12..20;
+}
+
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+const FRAG_OFFSET: u16 = 0x1fff;
+
+/// A view of an IPv4 packet: `new_checked` validates the version and that the header (IHL)
+/// fits; getters read the header, setters write it.
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
@@ -24,10 +46,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        if b[0] >> 4 != 4 {
+        if b[field::VER_IHL] >> 4 != 4 {
             return Err(WireError::Malformed);
         }
-        let ihl = usize::from(b[0] & 0x0f) * 4;
+        let ihl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
         if ihl < MIN_HEADER_LEN {
             return Err(WireError::Malformed);
         }
@@ -37,33 +59,117 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(Packet { buffer })
     }
 
-    pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[0] & 0x0f) * 4
+    fn u16_at(&self, r: std::ops::Range<usize>) -> u16 {
+        let b = &self.buffer.as_ref()[r];
+        u16::from_be_bytes([b[0], b[1]])
     }
 
-    pub fn protocol(&self) -> u8 {
-        self.buffer.as_ref()[9]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+    }
+
+    /// DSCP and ECN (the old TOS byte).
+    pub fn dscp_ecn(&self) -> u8 {
+        self.buffer.as_ref()[field::DSCP_ECN]
+    }
+
+    /// The total length field: header and payload, in bytes.
+    pub fn total_len(&self) -> usize {
+        usize::from(self.u16_at(field::TOTAL_LEN))
+    }
+
+    pub fn ident(&self) -> u16 {
+        self.u16_at(field::IDENT)
+    }
+
+    pub fn dont_frag(&self) -> bool {
+        self.u16_at(field::FLAGS_FRAG) & FLAG_DF != 0
+    }
+
+    pub fn more_frags(&self) -> bool {
+        self.u16_at(field::FLAGS_FRAG) & FLAG_MF != 0
+    }
+
+    /// The fragment offset, in 8-byte units.
+    pub fn frag_offset(&self) -> u16 {
+        self.u16_at(field::FLAGS_FRAG) & FRAG_OFFSET
     }
 
     /// Whether this is a non-first fragment (its payload has no transport header).
     pub fn is_later_fragment(&self) -> bool {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[6], b[7]]) & 0x1fff != 0
+        self.frag_offset() != 0
+    }
+
+    /// Whether this is any fragment (more to come, or not the first).
+    pub fn is_fragment(&self) -> bool {
+        self.more_frags() || self.is_later_fragment()
+    }
+
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field::TTL]
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[field::PROTOCOL]
+    }
+
+    pub fn checksum(&self) -> u16 {
+        self.u16_at(field::CHECKSUM)
+    }
+
+    /// Whether the header checksum verifies (RFC 1071: the sum over the header is all ones).
+    pub fn verify_checksum(&self) -> bool {
+        checksum::fold(checksum::add(0, self.header())) == 0xffff
     }
 
     pub fn src(&self) -> Ipv4Addr {
-        let b = self.buffer.as_ref();
-        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+        let b = &self.buffer.as_ref()[field::SRC];
+        Ipv4Addr::new(b[0], b[1], b[2], b[3])
     }
 
     pub fn dst(&self) -> Ipv4Addr {
-        let b = self.buffer.as_ref();
-        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+        let b = &self.buffer.as_ref()[field::DST];
+        Ipv4Addr::new(b[0], b[1], b[2], b[3])
+    }
+
+    /// The one's-complement sum of the addresses, for a TCP/UDP pseudo-header.
+    pub fn addr_sum(&self) -> u64 {
+        checksum::add(0, &self.buffer.as_ref()[field::ADDRS])
+    }
+
+    /// The header, options included.
+    pub fn header(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.header_len()]
     }
 
     /// The bytes after the header (as captured; not trimmed to the total length).
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_total_len(&mut self, len: u16) {
+        self.buffer.as_mut()[field::TOTAL_LEN].copy_from_slice(&len.to_be_bytes());
+    }
+
+    pub fn set_ident(&mut self, id: u16) {
+        self.buffer.as_mut()[field::IDENT].copy_from_slice(&id.to_be_bytes());
+    }
+
+    pub fn set_ttl(&mut self, ttl: u8) {
+        self.buffer.as_mut()[field::TTL] = ttl;
+    }
+
+    pub fn set_checksum(&mut self, sum: u16) {
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    /// Computes and stores the header checksum.
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let sum = checksum::internet(self.header());
+        self.set_checksum(sum);
     }
 }
 
@@ -85,6 +191,56 @@ mod tests {
         assert_eq!(p.src(), Ipv4Addr::new(10, 200, 1, 11));
         assert_eq!(p.dst(), Ipv4Addr::new(10, 200, 2, 11));
         assert!(!p.is_later_fragment());
+        assert_eq!(p.dscp_ecn(), 0);
+        assert_eq!(p.total_len(), 84);
+        assert_eq!(p.ident(), 0x1c46);
+        assert!(p.dont_frag());
+        assert!(!p.more_frags());
+        assert_eq!(p.frag_offset(), 0);
+        assert!(!p.is_fragment());
+        assert_eq!(p.ttl(), 64);
+        assert_eq!(p.checksum(), 0);
+        assert!(
+            !p.verify_checksum(),
+            "the capture's checksum was left to the NIC"
+        );
+        assert_eq!(p.header(), &ICMP_HEADER[..]);
+        assert!(p.payload().is_empty());
+    }
+
+    #[test]
+    fn construct_header() {
+        let mut b = ICMP_HEADER;
+        let mut p = Packet::new_checked(&mut b[..]).expect("valid");
+        p.set_total_len(1420);
+        p.set_ident(0xbeef);
+        p.set_ttl(63);
+        p.fill_checksum();
+        assert_eq!(p.total_len(), 1420);
+        assert_eq!(p.ident(), 0xbeef);
+        assert_eq!(p.ttl(), 63);
+        assert!(p.verify_checksum());
+        // the same bytes, written by hand: 0x058c = 1420, ident, TTL, checksum
+        assert_eq!(&b[2..6], &[0x05, 0x8c, 0xbe, 0xef]);
+        assert_eq!(b[8], 63);
+        assert_eq!(
+            checksum::internet(&b),
+            0,
+            "a header with its checksum sums to zero"
+        );
+    }
+
+    #[test]
+    fn fragments_are_told_apart() {
+        let mut b = ICMP_HEADER;
+        b[6] = 0x20; // MF, offset 0: the first fragment
+        let p = Packet::new_checked(&b[..]).expect("valid");
+        assert!(p.more_frags() && p.is_fragment() && !p.is_later_fragment());
+        b[6] = 0x00;
+        b[7] = 0xb9; // offset 185 (1480 bytes)
+        let p = Packet::new_checked(&b[..]).expect("valid");
+        assert_eq!(p.frag_offset(), 185);
+        assert!(p.is_fragment() && p.is_later_fragment() && !p.more_frags());
     }
 
     #[test]

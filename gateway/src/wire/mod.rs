@@ -8,8 +8,10 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;
+pub mod ipv6;
 pub mod offload;
-pub mod tcp_segment;
+pub mod tcp;
+pub mod udp;
 pub mod vxlan;
 
 /// Why bytes could not be viewed as a packet.

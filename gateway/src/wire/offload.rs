@@ -11,9 +11,11 @@
 //! the TAP with a GSO [`VnetHdr`] (the kernel then treats it as one large received packet,
 //! as its own GRO would have).
 
-use super::WireError;
 use super::checksum::{add, fold};
-use super::ethernet::ethertype;
+use super::ethernet::{self, Frame, ethertype};
+use super::ipv4::{self, protocol};
+use super::tcp::{self, flags};
+use super::{WireError, ipv6, udp};
 
 /// Length of the legacy `struct virtio_net_hdr`.
 pub const VNET_HDR_LEN: usize = 10;
@@ -25,19 +27,8 @@ pub const GSO_TCPV4: u8 = 1;
 pub const GSO_TCPV6: u8 = 4;
 pub const GSO_ECN: u8 = 0x80;
 
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const VLAN: u16 = 0x8100;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 /// `gso_type` for UDP segmentation (USO): Linux ≥ 6.2 takes it from a TAP.
 pub const GSO_UDP_L4: u8 = 5;
-const FIN: u8 = 0x01;
-const SYN: u8 = 0x02;
-const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
-const URG: u8 = 0x20;
-const ECE: u8 = 0x40;
-const CWR: u8 = 0x80;
 
 /// `struct virtio_net_hdr` (legacy, host byte order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,7 +74,7 @@ pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> Resul
     }
     let mut sum = !fold(add(0, &frame[start..]));
     // a UDP checksum of 0 means "none"; 0xffff is the same value in one's complement
-    if sum == 0 && offset == 6 {
+    if sum == 0 && offset == udp::CHECKSUM_OFFSET {
         sum = 0xffff;
     }
     frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
@@ -105,62 +96,41 @@ struct Layers {
 /// Finds the layers of a TCP frame. `l4_hint` (a vnet header's `csum_start`) is used for
 /// IPv6, whose extension headers are not walked here.
 fn layers(frame: &[u8], l4_hint: Option<usize>) -> Result<Layers, WireError> {
-    layers_of(frame, l4_hint, PROTO_TCP)
+    layers_of(frame, l4_hint, protocol::TCP)
 }
 
-/// [`layers`] for TCP or UDP (`proto`).
+/// [`layers`] for TCP or UDP (`proto`), through the views of each format.
 fn layers_of(frame: &[u8], l4_hint: Option<usize>, proto: u8) -> Result<Layers, WireError> {
-    if frame.len() < 14 {
-        return Err(WireError::Truncated);
-    }
-    let mut l3 = 14;
-    let mut et = u16::from_be_bytes([frame[12], frame[13]]);
-    if et == VLAN {
-        if frame.len() < 18 {
-            return Err(WireError::Truncated);
-        }
-        et = u16::from_be_bytes([frame[16], frame[17]]);
-        l3 = 18;
-    }
+    let (et, l3) = Frame::new_checked(frame)?.network_layer()?;
+    let l3_bytes = &frame[l3..];
     let (l4, v6, end) = match et {
         ethertype::IPV4 => {
-            let ip = frame.get(l3..l3 + 20).ok_or(WireError::Truncated)?;
-            let ihl = usize::from(ip[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff; // MF or an offset
-            if ip[0] >> 4 != 4 || ihl < 20 || ip[9] != proto || frag != 0 {
+            let ip = ipv4::Packet::new_checked(l3_bytes)?;
+            if ip.protocol() != proto || ip.is_fragment() {
                 return Err(WireError::Malformed);
             }
-            (l3 + ihl, false, l3 + total)
+            (l3 + ip.header_len(), false, l3 + ip.total_len())
         }
-        ETHERTYPE_IPV6 => {
-            let ip = frame.get(l3..l3 + 40).ok_or(WireError::Truncated)?;
-            let payload = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        ethertype::IPV6 => {
+            let ip = ipv6::Packet::new_checked(l3_bytes)?;
             let l4 = match l4_hint {
-                Some(h) if h >= l3 + 40 => h,
-                _ if ip[6] == proto => l3 + 40,
+                Some(h) if h >= l3 + ipv6::HEADER_LEN => h,
+                _ if ip.next_header() == proto => l3 + ipv6::HEADER_LEN,
                 _ => return Err(WireError::Malformed),
             };
-            if ip[0] >> 4 != 6 {
-                return Err(WireError::Malformed);
-            }
-            (l4, true, l3 + 40 + payload)
+            (l4, true, l3 + ipv6::HEADER_LEN + ip.payload_len())
         }
         _ => return Err(WireError::Malformed),
     };
-    let hdr = if proto == PROTO_UDP {
-        let udp = frame.get(l4..l4 + 8).ok_or(WireError::Truncated)?;
-        if end >= l4 && usize::from(u16::from_be_bytes([udp[4], udp[5]])) != end - l4 {
+    let l4_bytes = frame.get(l4..).ok_or(WireError::Truncated)?;
+    let hdr = if proto == protocol::UDP {
+        let u = udp::Packet::new_checked(l4_bytes)?;
+        if end >= l4 && u.len() != end - l4 {
             return Err(WireError::Malformed);
         }
-        l4 + 8
+        l4 + udp::HEADER_LEN
     } else {
-        let tcp = frame.get(l4..l4 + 20).ok_or(WireError::Truncated)?;
-        let hdr = l4 + usize::from(tcp[12] >> 4) * 4;
-        if hdr < l4 + 20 {
-            return Err(WireError::Malformed);
-        }
-        hdr
+        l4 + tcp::Packet::new_checked(l4_bytes)?.header_len()
     };
     if end < hdr {
         return Err(WireError::Malformed);
@@ -177,16 +147,28 @@ fn layers_of(frame: &[u8], l4_hint: Option<usize>, proto: u8) -> Result<Layers, 
     })
 }
 
+/// Whether `frame` is an unfragmented IPv4 TCP frame (no VLAN tag) that segmentation can cut,
+/// as a receiver must when a sender's GSO super-frame is larger than the TAP's MTU. Returns
+/// the length of its headers (Ethernet + IP + TCP) and the IP total length.
+pub fn segmentable_ipv4(frame: &[u8]) -> Result<(usize, usize), WireError> {
+    let l = layers(frame, None)?;
+    if l.v6 || l.l3 != ethernet::HEADER_LEN {
+        return Err(WireError::Malformed);
+    }
+    Ok((l.hdr, l.end - l.l3))
+}
+
 /// The pseudo-header sum without the length (addresses and protocol TCP).
 fn pseudo_sum(frame: &[u8], l: &Layers) -> u64 {
-    pseudo_sum_of(frame, l, PROTO_TCP)
+    pseudo_sum_of(frame, l, protocol::TCP)
 }
 
 fn pseudo_sum_of(frame: &[u8], l: &Layers, proto: u8) -> u64 {
+    let ip = &frame[l.l3..];
     let addrs = if l.v6 {
-        &frame[l.l3 + 8..l.l3 + 40]
+        &ip[ipv6::field::ADDRS]
     } else {
-        &frame[l.l3 + 12..l.l3 + 20]
+        &ip[ipv4::field::ADDRS]
     };
     add(u64::from(proto), addrs)
 }
@@ -273,14 +255,18 @@ impl Cut {
         if mss == 0 {
             return Err(WireError::Malformed);
         }
-        let t = l.l4;
+        let t = tcp::Packet::new_checked(&frame[l.l4..])?;
+        let id = match l.v6 {
+            true => 0, // IPv6 has no ID in its fixed header
+            false => ipv4::Packet::new_checked(&frame[l.l3..])?.ident(),
+        };
         Ok(Cut {
             mss,
             count: (l.end - l.hdr).div_ceil(mss).max(1),
             pseudo: pseudo_sum(frame, &l),
-            id: u16::from_be_bytes([frame[l.l3 + 4], frame[l.l3 + 5]]),
-            seq: u32::from_be_bytes([frame[t + 4], frame[t + 5], frame[t + 6], frame[t + 7]]),
-            flags: frame[t + 13],
+            id,
+            seq: t.seq(),
+            flags: t.flags(),
             l,
         })
     }
@@ -302,19 +288,21 @@ impl Cut {
         f[l.hdr..].copy_from_slice(&frame[self.chunk(i)]);
         set_ip_len(f, l, f.len() - l.l3, Some(self.id.wrapping_add(i as u16)));
         let tcp_len = f.len() - l.l4;
-        let tcp = &mut f[l.l4..];
-        tcp[4..8].copy_from_slice(&self.seq.wrapping_add((i * self.mss) as u32).to_be_bytes());
+        let Ok(mut t) = tcp::Packet::new_checked(&mut f[l.l4..]) else {
+            return; // the header was checked when the cut was planned
+        };
+        t.set_seq(self.seq.wrapping_add((i * self.mss) as u32));
         let mut fl = self.flags;
         if i + 1 < self.count {
-            fl &= !(FIN | PSH);
+            fl &= !(flags::FIN | flags::PSH);
         }
         if i > 0 {
-            fl &= !CWR;
+            fl &= !flags::CWR;
         }
-        tcp[13] = fl;
-        tcp[16..18].fill(0);
-        let c = !fold(add(self.pseudo + tcp_len as u64, tcp));
-        tcp[16..18].copy_from_slice(&c.to_be_bytes());
+        t.set_flags(fl);
+        t.set_checksum(0);
+        let c = !fold(add(self.pseudo + tcp_len as u64, &f[l.l4..]));
+        f[l.l4 + tcp::CHECKSUM_OFFSET..][..2].copy_from_slice(&c.to_be_bytes());
     }
 }
 
@@ -322,17 +310,21 @@ impl Cut {
 /// for IPv4 the ID, if given, and the header checksum).
 fn set_ip_len(h: &mut [u8], l: &Layers, ip_len: usize, id: Option<u16>) {
     if l.v6 {
-        h[l.l3 + 4..l.l3 + 6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
-    } else {
-        let ip = &mut h[l.l3..l.l4];
-        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
-        if let Some(id) = id {
-            ip[4..6].copy_from_slice(&id.to_be_bytes());
+        if let Ok(mut ip) = ipv6::Packet::new_checked(&mut h[l.l3..]) {
+            ip.set_payload_len((ip_len - ipv6::HEADER_LEN) as u16);
         }
-        ip[10..12].fill(0);
-        let c = !fold(add(0, ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    } else if let Ok(mut ip) = ipv4::Packet::new_checked(&mut h[l.l3..l.l4]) {
+        ip.set_total_len(ip_len as u16);
+        if let Some(id) = id {
+            ip.set_ident(id);
+        }
+        ip.fill_checksum();
     }
+}
+
+/// Whether the IPv4 header of a frame with these layers verifies (IPv6 has no checksum).
+fn ip_header_ok(frame: &[u8], l: &Layers) -> bool {
+    l.v6 || ipv4::Packet::new_checked(&frame[l.l3..l.l4]).is_ok_and(|ip| ip.verify_checksum())
 }
 
 /// A received TCP frame that may be merged with its neighbours.
@@ -354,12 +346,13 @@ impl TcpSegment {
         if l.end != frame.len() {
             return None; // padding: keep it simple, do not merge
         }
-        if !l.v6 && fold(add(0, &frame[l.l3..l.l4])) != 0xffff {
+        if !ip_header_ok(frame, &l) {
             return None;
         }
-        let tcp = &frame[l.l4..l.hdr];
-        let flags = tcp[13];
-        if flags & (FIN | SYN | RST | URG | ECE | CWR) != 0 || flags & 0x10 == 0 {
+        let t = tcp::Packet::new_checked(&frame[l.l4..l.hdr]).ok()?;
+        let fl = t.flags();
+        let refused = flags::FIN | flags::SYN | flags::RST | flags::URG | flags::ECE | flags::CWR;
+        if fl & refused != 0 || fl & flags::ACK == 0 {
             return None;
         }
         let payload = l.end - l.hdr;
@@ -372,8 +365,8 @@ impl TcpSegment {
         }
         Some(TcpSegment {
             l,
-            seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
-            flags,
+            seq: t.seq(),
+            flags: fl,
             payload,
         })
     }
@@ -394,19 +387,25 @@ impl TcpSegment {
         if *a != (Layers { end: a.end, ..*b }) || next_frame.len() - b.hdr != next.payload {
             return false;
         }
-        if last.payload != self.payload || last.flags & PSH != 0 || next.payload > self.payload {
+        if last.payload != self.payload
+            || last.flags & flags::PSH != 0
+            || next.payload > self.payload
+        {
             return false;
         }
         if next.seq != self.seq.wrapping_add(merged as u32) {
             return false;
         }
         // headers equal except the fields that differ between segments
+        use tcp::field as f;
         let same = |r: std::ops::Range<usize>| first[r.clone()] == next_frame[r];
+        let at = |r: std::ops::Range<usize>| a.l4 + r.start..a.l4 + r.end;
         same_below_l4(a, first, next_frame)
-            && same(a.l4..a.l4 + 4) // ports
-            && same(a.l4 + 8..a.l4 + 13) // ack, data offset
-            && same(a.l4 + 18..a.hdr) // urgent pointer, options (timestamps too, as Linux's GRO)
-            && (first[a.l4 + 13] | PSH) == (next_frame[b.l4 + 13] | PSH)
+            && same(at(f::PORTS))
+            && same(at(f::ACK.start..f::FLAGS)) // ack, data offset
+            // urgent pointer, options (timestamps too, as Linux's GRO)
+            && same(a.l4 + f::URGENT.start..a.hdr)
+            && (first[a.l4 + f::FLAGS] | flags::PSH) == (next_frame[b.l4 + f::FLAGS] | flags::PSH)
     }
 
     /// Header bytes (Ethernet + IP + TCP).
@@ -420,11 +419,17 @@ impl TcpSegment {
 /// header checksum.
 fn same_below_l4(a: &Layers, first: &[u8], next: &[u8]) -> bool {
     let same = |r: std::ops::Range<usize>| first[r.clone()] == next[r];
+    let at = |r: std::ops::Range<usize>| a.l3 + r.start..a.l3 + r.end;
     let ip_same = if a.v6 {
-        same(a.l3..a.l3 + 4) && same(a.l3 + 6..a.l4)
+        // version, class, flow label; next header, hop limit, addresses
+        use ipv6::field as f;
+        same(at(f::VER_TC_FLOW)) && same(a.l3 + f::NEXT_HEADER..a.l4)
     } else {
         // version/IHL/TOS, flags/fragment, TTL/protocol, addresses, options
-        same(a.l3..a.l3 + 2) && same(a.l3 + 6..a.l3 + 10) && same(a.l3 + 12..a.l4)
+        use ipv4::field as f;
+        same(at(f::VER_IHL..f::TOTAL_LEN.start))
+            && same(at(f::FLAGS_FRAG.start..f::CHECKSUM.start))
+            && same(a.l3 + f::SRC.start..a.l4)
     };
     same(0..a.l3) && ip_same
 }
@@ -452,20 +457,21 @@ pub fn merged_header(
         return Err(WireError::Malformed);
     }
     set_ip_len(h, l, ip_len, None);
+    let last = tcp::Packet::new_checked(&last_frame[l.l4..])?;
+    let mut t = tcp::Packet::new_checked(&mut h[l.l4..])?;
     // the last segment's flags (PSH) and window
-    h[l.l4 + 13] = last_frame[l.l4 + 13];
-    h[l.l4 + 14..l.l4 + 16].copy_from_slice(&last_frame[l.l4 + 14..l.l4 + 16]);
+    t.set_flags(last.flags());
+    t.set_window(last.window());
     // CHECKSUM_PARTIAL: the field holds the pseudo-header sum, not complemented
     let tcp_len = (ip_len - (l.l4 - l.l3)) as u64;
-    let partial = fold(pseudo_sum(first, l) + tcp_len);
-    h[l.l4 + 16..l.l4 + 18].copy_from_slice(&partial.to_be_bytes());
+    t.set_checksum(fold(pseudo_sum(first, l) + tcp_len));
     let vnet = VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: if l.v6 { GSO_TCPV6 } else { GSO_TCPV4 },
         hdr_len: l.hdr as u16,
         gso_size: seg.payload as u16,
         csum_start: l.l4 as u16,
-        csum_offset: 16,
+        csum_offset: tcp::CHECKSUM_OFFSET as u16,
     };
     Ok((l.hdr, vnet))
 }
@@ -483,14 +489,11 @@ impl UdpSegment {
     /// A candidate is unfragmented UDP over IPv4 (valid header checksum) or IPv6 without
     /// extension headers, with data, whose checksum verifies (or, over IPv4, is absent).
     pub fn parse(frame: &[u8]) -> Option<UdpSegment> {
-        let l = layers_of(frame, None, PROTO_UDP).ok()?;
-        if l.end != frame.len() || l.end == l.hdr {
+        let l = layers_of(frame, None, protocol::UDP).ok()?;
+        if l.end != frame.len() || l.end == l.hdr || !ip_header_ok(frame, &l) {
             return None;
         }
-        if !l.v6 && fold(add(0, &frame[l.l3..l.l4])) != 0xffff {
-            return None;
-        }
-        let stored = u16::from_be_bytes([frame[l.l4 + 6], frame[l.l4 + 7]]);
+        let stored = udp::Packet::new_checked(&frame[l.l4..]).ok()?.checksum();
         if stored == 0 {
             if l.v6 {
                 return None; // IPv6 requires a checksum
@@ -498,7 +501,7 @@ impl UdpSegment {
         } else {
             let len = (l.end - l.l4) as u64;
             if fold(add(
-                pseudo_sum_of(frame, &l, PROTO_UDP) + len,
+                pseudo_sum_of(frame, &l, protocol::UDP) + len,
                 &frame[l.l4..l.end],
             )) != 0xffff
             {
@@ -528,7 +531,8 @@ impl UdpSegment {
         if last.payload != self.payload || next.payload > self.payload {
             return false;
         }
-        same_below_l4(a, first, next_frame) && first[a.l4..a.l4 + 4] == next_frame[a.l4..a.l4 + 4]
+        let ports = a.l4 + udp::field::PORTS.start..a.l4 + udp::field::PORTS.end;
+        same_below_l4(a, first, next_frame) && first[ports.clone()] == next_frame[ports]
     }
 
     /// Header bytes (Ethernet + IP + UDP).
@@ -553,15 +557,17 @@ pub fn merged_udp_header(
     if count <= 1 {
         return Ok((l.hdr, VnetHdr::default()));
     }
-    let udp_len = 8 + total;
+    let udp_len = udp::HEADER_LEN + total;
     let ip_len = l.l4 - l.l3 + udp_len;
     if ip_len > 0xffff {
         return Err(WireError::Malformed);
     }
     set_ip_len(h, l, ip_len, None);
-    h[l.l4 + 4..l.l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
-    let partial = fold(pseudo_sum_of(first, l, PROTO_UDP) + udp_len as u64);
-    h[l.l4 + 6..l.l4 + 8].copy_from_slice(&partial.to_be_bytes());
+    let mut u = udp::Packet::new_checked(&mut h[l.l4..])?;
+    u.set_len(udp_len as u16);
+    u.set_checksum(fold(
+        pseudo_sum_of(first, l, protocol::UDP) + udp_len as u64,
+    ));
     Ok((
         l.hdr,
         VnetHdr {
@@ -570,7 +576,7 @@ pub fn merged_udp_header(
             hdr_len: l.hdr as u16,
             gso_size: seg.payload as u16,
             csum_start: l.l4 as u16,
-            csum_offset: 6,
+            csum_offset: udp::CHECKSUM_OFFSET as u16,
         },
     ))
 }
@@ -590,7 +596,7 @@ mod tests {
         f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
         f[20] = 0x40;
         f[22] = 64;
-        f[23] = PROTO_TCP;
+        f[23] = protocol::TCP;
         f[26..30].copy_from_slice(&[10, 200, 1, 11]);
         f[30..34].copy_from_slice(&[10, 200, 2, 11]);
         let c = !fold(add(0, &f[14..34]));
@@ -613,10 +619,10 @@ mod tests {
 
     fn v6_frame(payload_len: usize) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 40 + 20];
-        f[12..14].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        f[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
         f[14] = 0x60;
         f[18..20].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
-        f[20] = PROTO_TCP;
+        f[20] = protocol::TCP;
         f[21] = 64;
         f[22..38].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         f[38..54].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
@@ -663,8 +669,8 @@ mod tests {
             .collect();
         assert_eq!(parsed[7].payload, 10_000 - 7 * 1398);
         // PSH only on the last
-        assert!(segs[..7].iter().all(|f| f[47] & PSH == 0));
-        assert_eq!(segs[7][47] & PSH, PSH);
+        assert!(segs[..7].iter().all(|f| f[47] & flags::PSH == 0));
+        assert_eq!(segs[7][47] & flags::PSH, flags::PSH);
         let first = &parsed[0];
         let mut merged = first.payload;
         for i in 1..8 {
@@ -760,7 +766,7 @@ mod tests {
         f[16..18].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
         f[18..20].copy_from_slice(&id.to_be_bytes());
         f[22] = 64;
-        f[23] = PROTO_UDP;
+        f[23] = protocol::UDP;
         f[26..30].copy_from_slice(&[10, 200, 1, 11]);
         f[30..34].copy_from_slice(&[10, 200, 2, 11]);
         let c = !fold(add(0, &f[14..34]));
@@ -770,9 +776,9 @@ mod tests {
         f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
         f.extend_from_slice(payload);
         if csum {
-            let l = layers_of(&f, None, PROTO_UDP).expect("udp");
+            let l = layers_of(&f, None, protocol::UDP).expect("udp");
             let c = !fold(add(
-                pseudo_sum_of(&f, &l, PROTO_UDP) + (f.len() - 34) as u64,
+                pseudo_sum_of(&f, &l, protocol::UDP) + (f.len() - 34) as u64,
                 &f[34..],
             ));
             f[40..42].copy_from_slice(&c.to_be_bytes());
@@ -825,5 +831,123 @@ mod tests {
         complete_checksum(&mut f, 34, 16).expect("ok");
         assert_eq!([f[50], f[51]], want);
         assert!(complete_checksum(&mut f, 34, 400).is_err());
+    }
+}
+
+#[cfg(test)]
+mod receive_segmentation_tests {
+    //! Cutting a received GSO super-frame for a TAP with a smaller MTU: the switch checks
+    //! [`segmentable_ipv4`], the receive path cuts with [`segment_each`].
+    use super::*;
+    use crate::wire::checksum::internet;
+
+    fn segment(
+        frame: &[u8],
+        mss: usize,
+        scratch: &mut [u8],
+        emit: impl FnMut(&[u8]),
+    ) -> Result<usize, WireError> {
+        segmentable_ipv4(frame)?;
+        segment_each(frame, None, mss, scratch, emit)
+    }
+
+    use flags::{CWR, FIN, PSH};
+
+    fn big_frame(payload_len: usize, flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 32];
+        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        let total = (20 + 32 + payload_len) as u16;
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        f[20] = 0x40;
+        f[22] = 64;
+        f[23] = protocol::TCP;
+        f[26..30].copy_from_slice(&[10, 200, 2, 11]);
+        f[30..34].copy_from_slice(&[10, 200, 1, 11]);
+        f[34..36].copy_from_slice(&80u16.to_be_bytes());
+        f[36..38].copy_from_slice(&40000u16.to_be_bytes());
+        f[38..42].copy_from_slice(&0xffff_fff0u32.to_be_bytes()); // wraps
+        f[46] = 0x80; // 32-byte TCP header (timestamps)
+        f[47] = flags;
+        f.extend((0..payload_len).map(|i| (i % 251) as u8));
+        f
+    }
+
+    /// The TCP checksum computed independently of the code under test.
+    fn tcp_checksum(src: [u8; 4], dst: [u8; 4], segment: &[u8]) -> u16 {
+        let mut pseudo = [0u8; 12];
+        pseudo[..4].copy_from_slice(&src);
+        pseudo[4..8].copy_from_slice(&dst);
+        pseudo[9] = protocol::TCP;
+        pseudo[10..12].copy_from_slice(&(segment.len() as u16).to_be_bytes());
+        let a = !internet(&pseudo);
+        let b = !internet(segment);
+        let sum = u32::from(a) + u32::from(b);
+        !((sum & 0xffff) as u16).wrapping_add((sum >> 16) as u16)
+    }
+
+    fn verify(seg: &[u8]) {
+        let ip = &seg[14..34];
+        assert_eq!(internet(ip), 0, "IP header checksum");
+        let tcp = &seg[34..];
+        let src = [ip[12], ip[13], ip[14], ip[15]];
+        let dst = [ip[16], ip[17], ip[18], ip[19]];
+        let mut copy = tcp.to_vec();
+        let stored = u16::from_be_bytes([copy[16], copy[17]]);
+        copy[16..18].fill(0);
+        assert_eq!(tcp_checksum(src, dst, &copy), stored, "TCP checksum");
+    }
+
+    #[test]
+    fn a_super_frame_becomes_mss_sized_segments() {
+        let payload = 10_000;
+        let frame = big_frame(payload, 0x18 | CWR | FIN);
+        let mss = 1450 - 20 - 32;
+        let mut scratch = vec![0u8; 2048];
+        let mut segs: Vec<Vec<u8>> = Vec::new();
+        let n = segment(&frame, mss, &mut scratch, |s| segs.push(s.to_vec())).expect("segments");
+        assert_eq!(n, payload.div_ceil(mss));
+        assert_eq!(segs.len(), n);
+        let mut rebuilt = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            verify(s);
+            assert!(s.len() <= 14 + 1450);
+            let total = u16::from_be_bytes([s[16], s[17]]) as usize;
+            assert_eq!(total, s.len() - 14);
+            assert_eq!(u16::from_be_bytes([s[18], s[19]]), 0x1234 + i as u16);
+            let seq = u32::from_be_bytes([s[38], s[39], s[40], s[41]]);
+            assert_eq!(seq, 0xffff_fff0u32.wrapping_add((i * mss) as u32));
+            let last = i == n - 1;
+            assert_eq!(s[47] & FIN != 0, last);
+            assert_eq!(s[47] & PSH != 0, last);
+            assert_eq!(s[47] & CWR != 0, i == 0);
+            assert_eq!(&s[34 + 20..34 + 32], &frame[54..66], "options copied");
+            rebuilt.extend_from_slice(&s[66..]);
+        }
+        assert_eq!(rebuilt, &frame[66..]);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_segment() {
+        let mut scratch = vec![0u8; 2048];
+        let mut f = big_frame(3000, 0x10);
+        f[23] = protocol::UDP;
+        assert!(segment(&f, 1000, &mut scratch, |_| {}).is_err());
+        let mut f = big_frame(3000, 0x10);
+        f[20] |= 0x20; // more fragments
+        assert!(segment(&f, 1000, &mut scratch, |_| {}).is_err());
+        let f = big_frame(3000, 0x10);
+        assert!(
+            segment(&f[..2000], 1000, &mut scratch, |_| {}).is_err(),
+            "total beyond frame"
+        );
+        assert!(
+            segment(&f, 4000, &mut scratch, |_| {}).is_err(),
+            "scratch too small"
+        );
+        for n in 0..80 {
+            let _ = segment(&f[..n], 100, &mut scratch, |_| {});
+        }
     }
 }

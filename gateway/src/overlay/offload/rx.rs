@@ -10,7 +10,7 @@ use crate::overlay::tap::Tap;
 use crate::overlay::{Counters, DropReason, lock, udp};
 use crate::wire::checksum::{self, Partial};
 use crate::wire::offload::VNET_HDR_LEN;
-use crate::wire::{tcp_segment, vxlan};
+use crate::wire::{offload, vxlan};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -201,11 +201,12 @@ impl Sink {
     fn segmented(&mut self, net: usize, frame: &[u8], mss: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
         let c = &self.counters[net];
-        let res =
-            tcp_segment::segment(frame, mss, &mut scratch[..], |s| match self.write(net, s) {
+        let res = offload::segment_each(frame, None, mss, &mut scratch[..], |s| {
+            match self.write(net, s) {
                 Ok(_) => c.rx(s.len()),
                 Err(_) => c.dropped(DropReason::TapWrite),
-            });
+            }
+        });
         match res {
             Ok(_) => {
                 c.segmented.fetch_add(1, Relaxed);
