@@ -5,13 +5,29 @@
 //! stays. Containers from the config are swapped into the registry in one change.
 
 use crate::config::{self, Config};
-use crate::registry::{self, Origin, Registry};
+use crate::registry::{Origin, Registry};
 use crate::shutdown::Shutdown;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+
+/// Why `vxgate run` stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    #[error("{}: containers: {source}", path.display())]
+    Containers {
+        path: std::path::PathBuf,
+        source: crate::registry::RegistryError,
+    },
+    #[error(transparent)]
+    Part(#[from] crate::Error),
+    #[error("a part ended unexpectedly")]
+    Ended,
+    #[error("panicked: {0}")]
+    Panicked(tokio::task::JoinError),
+}
 
 /// How long parts get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,13 +59,18 @@ pub fn main(path: &Path) -> ExitCode {
     }
 }
 
-async fn run(path: &Path, mut config: Config) -> Result<(), String> {
-    let registry = Arc::new(
-        Registry::from_config(&config)
-            .map_err(|e| format!("{}: containers: {e}", path.display()))?,
-    );
+async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
+    let registry = Arc::new(config.registry().map_err(|source| Stopped::Containers {
+        path: path.to_owned(),
+        source,
+    })?);
     // Handlers first: a signal that arrives while parts start is queued, not fatal.
-    let sig = |kind| signal(kind).map_err(|e| format!("cannot install a signal handler: {e}"));
+    let sig = |kind| {
+        signal(kind).map_err(|source| crate::Error::Process {
+            what: "cannot install a signal handler",
+            source,
+        })
+    };
     let (mut term, mut int, mut hup) = (
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
@@ -61,14 +82,21 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
     let token = match &config.admin.token_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
-                .map_err(|e| format!("{}: {e}", p.display()))?
+                .map_err(|source| crate::admin::Error::Token {
+                    path: p.clone(),
+                    source,
+                })
+                .map_err(crate::Error::from)?
                 .trim()
                 .to_owned(),
         ),
         None => None,
     };
     // last: /healthz answering means every other listener is bound
-    crate::admin::start(
+    let listener = crate::admin::bind(config.admin.listen)
+        .await
+        .map_err(crate::Error::from)?;
+    crate::admin::serve(
         crate::admin::Admin {
             config: config.clone(),
             registry: registry.clone(),
@@ -76,10 +104,10 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
             token,
             started: std::time::Instant::now(),
         },
+        listener,
         &shutdown,
         &mut tasks,
-    )
-    .await?;
+    );
     tracing::info!(
         node = %config.node.name,
         containers = registry.snapshot().len(),
@@ -94,9 +122,9 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
             Some(done) = tasks.join_next() => {
                 // A part that ends on its own before shutdown has failed.
                 let why = match done {
-                    Ok(Ok(())) => "ended unexpectedly".to_owned(),
-                    Ok(Err(e)) => e,
-                    Err(e) => format!("panicked: {e}"),
+                    Ok(Ok(())) => Stopped::Ended,
+                    Ok(Err(e)) => Stopped::Part(e),
+                    Err(e) => Stopped::Panicked(e),
                 };
                 let _ = stop.send(true);
                 drain(&mut tasks).await;
@@ -110,7 +138,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), String> {
     Ok(())
 }
 
-async fn drain(tasks: &mut tokio::task::JoinSet<Result<(), String>>) {
+async fn drain(tasks: &mut crate::Tasks) {
     let all = async {
         while let Some(done) = tasks.join_next().await {
             match done {
@@ -137,7 +165,7 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate
             return;
         }
     };
-    if let Err(e) = registry.replace_origin(Origin::Config, registry::config_containers(&new)) {
+    if let Err(e) = registry.replace_origin(Origin::Config, new.containers()) {
         tracing::error!("reload rejected, keeping the running config: containers: {e}");
         return;
     }

@@ -16,14 +16,16 @@ pub mod admin;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
-pub mod dns;
+mod error;
 pub mod ingress;
+pub mod nameserver;
 pub mod overlay;
 pub mod registry;
 pub mod shutdown;
 pub mod wire;
 pub mod worker;
 
+pub use error::{Error, Tasks};
 use registry::Registry;
 use shutdown::Shutdown;
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Running {
     pub overlay: Option<overlay::Overlay>,
-    pub dns: Option<dns::Dns>,
+    pub dns: Option<nameserver::Dns>,
     pub ingress: Option<ingress::Ingress>,
     /// The shared-registry backend's state (etcd only).
     pub registry_backend: Option<Arc<registry::BackendStatus>>,
@@ -46,19 +48,12 @@ pub async fn start(
     config: &config::Config,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut tokio::task::JoinSet<Result<(), String>>,
-) -> Result<Running, String> {
+    tasks: &mut crate::Tasks,
+) -> Result<Running, Error> {
     let mut running = Running::default();
-    if let Some(d) = &config.docker {
-        let status = registry::docker::start(
-            d,
-            &config.node.name,
-            config.default_network(),
-            config.service_label(),
-            registry,
-            shutdown,
-            tasks,
-        )?;
+    let docker_host = std::env::var("DOCKER_HOST").ok();
+    if let Some(spec) = config.docker_spec(docker_host.as_deref()) {
+        let status = registry::docker::start(spec?, registry, shutdown, tasks);
         // a moment for the first resync, so DNS and the ingress start with the containers;
         // without dockerd the first session fails at once and startup goes on
         use std::sync::atomic::Ordering::Relaxed;
@@ -68,12 +63,12 @@ pub async fn start(
     if config.registry.backend == config::RegistryBackend::Etcd {
         running.registry_backend = Some(start_etcd(config, registry, shutdown, tasks).await?);
     }
-    if let Some(o) = &config.overlay {
+    if let Some(o) = config.overlay_spec() {
         running.overlay =
-            Some(overlay::start(o, &config.node.name, registry, shutdown, tasks).await?);
+            Some(overlay::start(&o, &config.node.name, registry, shutdown, tasks).await?);
     }
     if let Some(d) = &config.dns {
-        running.dns = Some(dns::start(d, registry, shutdown, tasks).await?);
+        running.dns = Some(nameserver::start(d, registry, shutdown, tasks).await?);
     }
     if let (Some(i), Some(zone)) = (&config.ingress, config.ingress_zone()) {
         let state = &config.node.state_dir;
@@ -120,15 +115,15 @@ async fn start_etcd(
     config: &config::Config,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut tokio::task::JoinSet<Result<(), String>>,
-) -> Result<Arc<registry::BackendStatus>, String> {
+    tasks: &mut crate::Tasks,
+) -> Result<Arc<registry::BackendStatus>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
     let vtep = config
         .overlay
         .as_ref()
         .map(|o| o.advertise.unwrap_or(o.listen));
     let status = registry::etcd::start(
-        &config.registry,
+        &config.etcd_spec(),
         &config.node.name,
         vtep,
         registry,
@@ -147,7 +142,7 @@ async fn start_etcd(
     _: &config::Config,
     _: &Arc<Registry>,
     _: &Shutdown,
-    _: &mut tokio::task::JoinSet<Result<(), String>>,
-) -> Result<Arc<registry::BackendStatus>, String> {
-    Err("registry.backend = \"etcd\": this vxgate was built without the \"etcd\" feature".into())
+    _: &mut crate::Tasks,
+) -> Result<Arc<registry::BackendStatus>, Error> {
+    Err(registry::EtcdError::NotBuilt.into())
 }

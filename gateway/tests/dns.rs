@@ -25,7 +25,7 @@ fn container(name: &str, ip: &str, app: &str) -> Container {
 struct Dns {
     port: u16,
     registry: Arc<Registry>,
-    handle: vxgate::dns::Dns,
+    handle: vxgate::nameserver::Dns,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -71,8 +71,8 @@ async fn start_with(
     let port = bound.udp[0].local_addr().expect("addr").port();
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let handle =
-        vxgate::dns::start_bound(&cfg, bound, &registry, &shutdown, &mut tasks).expect("start");
+    let handle = vxgate::nameserver::start_bound(&cfg, bound, &registry, &shutdown, &mut tasks)
+        .expect("start");
     tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
     Dns {
         port,

@@ -40,7 +40,11 @@ impl Challenges {
         m.get(token).cloned()
     }
 
-    pub fn set_alpn(&self, domain: &str, key_authorization_digest: &[u8]) -> Result<(), String> {
+    pub fn set_alpn(
+        &self,
+        domain: &str,
+        key_authorization_digest: &[u8],
+    ) -> Result<(), super::Error> {
         let ck = alpn_certificate(domain, key_authorization_digest)?;
         let mut m = self.alpn.write().unwrap_or_else(|p| p.into_inner());
         m.insert(domain.to_ascii_lowercase(), Arc::new(ck));
@@ -77,22 +81,27 @@ impl Challenges {
 
 /// The tls-alpn-01 certificate: self-signed, for `domain` only, with the critical
 /// acmeIdentifier extension (id-pe-acmeIdentifier, 1.3.6.1.5.5.7.1.31) holding `digest`.
-pub fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, String> {
-    let kp =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut params =
-        rcgen::CertificateParams::new(vec![domain.to_owned()]).map_err(|e| e.to_string())?;
+pub fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, super::Error> {
+    let key = |source| super::Error::Key {
+        what: "tls-alpn-01 certificate",
+        source,
+    };
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(key)?;
+    let mut params = rcgen::CertificateParams::new(vec![domain.to_owned()]).map_err(key)?;
     params
         .custom_extensions
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
-    let cert = params.self_signed(&kp).map_err(|e| e.to_string())?;
+    let cert = params.self_signed(&kp).map_err(key)?;
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(kp.serialize_der().into());
     // not CertifiedKey::from_der: its key check parses the certificate with webpki, which
     // refuses the (critical, unknown to it) acmeIdentifier extension
     let signer = crate::ingress::tls::provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| super::Error::Rustls {
+            what: "tls-alpn-01 key",
+            source,
+        })?;
     Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 

@@ -128,6 +128,39 @@ impl From<BackoffRecord> for Backoff {
     }
 }
 
+/// Why the fleet's ACME state could not be read, written, or taken from a record.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("issued by {record}, not by the configured {configured}")]
+    OtherCa { record: String, configured: String },
+    #[error("{0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    #[error("not 64 hex digits")]
+    Digest,
+    #[error("no etcd endpoint configured")]
+    NoEndpoint,
+    #[error("read: no revision")]
+    NoRevision,
+    #[error("watch stream closed")]
+    WatchClosed,
+    #[cfg(feature = "etcd")]
+    #[error("watch: {0}")]
+    Watch(etcd_client::Error),
+    #[cfg(feature = "etcd")]
+    #[error(transparent)]
+    Call(#[from] crate::registry::etcd::CallError),
+    #[error(transparent)]
+    Acme(Box<super::Error>),
+}
+
+impl From<super::Error> for FleetError {
+    fn from(e: super::Error) -> Self {
+        FleetError::Acme(Box::new(e))
+    }
+}
+
 /// What the watcher does with one put or delete; `Err` for a value that does not parse.
 /// Without I/O except the node's own store (certificates are written through to disk).
 pub fn apply(
@@ -136,16 +169,15 @@ pub fn apply(
     certs: &AcmeCerts,
     challenges: &Challenges,
     store: &Store,
-) -> Result<(), String> {
+) -> Result<(), FleetError> {
     match (key, value) {
         (Key::Cert(domain), Some(v)) => {
-            let rec: CertRecord = serde_json::from_slice(v).map_err(|e| e.to_string())?;
+            let rec: CertRecord = serde_json::from_slice(v)?;
             if rec.directory != store.ca() {
-                return Err(format!(
-                    "issued by {}, not by the configured {}",
-                    rec.directory,
-                    store.ca()
-                ));
+                return Err(FleetError::OtherCa {
+                    record: rec.directory,
+                    configured: store.ca().to_owned(),
+                });
             }
             let issued = Issued::from_pem(rec.chain.as_bytes(), rec.key.as_bytes())?;
             // another node's renewal replaces what this node has; an older record (one this
@@ -164,7 +196,7 @@ pub fn apply(
         // that disappears
         (Key::Cert(_), None) => Ok(()),
         (Key::Http(token), Some(v)) => {
-            let ka = std::str::from_utf8(v).map_err(|e| e.to_string())?;
+            let ka = std::str::from_utf8(v)?;
             challenges.set_http(token, ka);
             Ok(())
         }
@@ -175,8 +207,8 @@ pub fn apply(
         (Key::Alpn(domain), Some(v)) => {
             let digest = hex_decode(v)
                 .filter(|d| d.len() == 32)
-                .ok_or("not 64 hex digits")?;
-            challenges.set_alpn(domain, &digest)
+                .ok_or(FleetError::Digest)?;
+            Ok(challenges.set_alpn(domain, &digest)?)
         }
         (Key::Alpn(domain), None) => {
             challenges.clear(domain, None);
@@ -213,7 +245,6 @@ mod with_etcd {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
     use std::time::Duration;
-    use tokio::task::JoinSet;
 
     use crate::registry::etcd::{CALL_TIMEOUT, call};
     const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -279,7 +310,7 @@ mod with_etcd {
             self.synced.load(Relaxed)
         }
 
-        async fn connect(&self) -> Result<Client, String> {
+        async fn connect(&self) -> Result<Client, FleetError> {
             let options = ConnectOptions::new()
                 .with_connect_timeout(CALL_TIMEOUT)
                 // etcd closes connections that ping more often than every 5 s
@@ -292,8 +323,8 @@ mod with_etcd {
                 .spec
                 .endpoints
                 .get(self.endpoint.load(Relaxed) % n)
-                .ok_or("no etcd endpoint configured")?;
-            call("connect", Client::connect([endpoint], Some(options))).await
+                .ok_or(FleetError::NoEndpoint)?;
+            Ok(call("connect", Client::connect([endpoint], Some(options))).await?)
         }
 
         /// After a failure: the next connection goes to the next member.
@@ -303,7 +334,7 @@ mod with_etcd {
 
         /// A client for one call, connected on first use; dropped after an error so the next
         /// call connects again.
-        async fn client(&self) -> Result<Client, String> {
+        async fn client(&self) -> Result<Client, FleetError> {
             let mut c = self.client.lock().await;
             if let Some(c) = &*c {
                 return Ok(c.clone());
@@ -326,7 +357,7 @@ mod with_etcd {
             domain: &str,
             now: u64,
             current: Option<&str>,
-        ) -> Result<Claim, String> {
+        ) -> Result<Claim, FleetError> {
             let r = self.try_claim(domain, now, current).await;
             if r.is_err() {
                 self.forget_client().await;
@@ -339,7 +370,7 @@ mod with_etcd {
             domain: &str,
             now: u64,
             current: Option<&str>,
-        ) -> Result<Claim, String> {
+        ) -> Result<Claim, FleetError> {
             let mut client = self.client().await?;
             let ttl = self.spec.lease_ttl.as_secs().max(2) as i64;
             let lease = call("lease grant", client.lease_grant(ttl, None))
@@ -362,7 +393,7 @@ mod with_etcd {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = call("lease revoke", client.lease_revoke(lease)).await;
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
             if !resp.succeeded() {
@@ -442,7 +473,7 @@ mod with_etcd {
             challenges: Arc<Challenges>,
             store: Store,
             shutdown: &Shutdown,
-            tasks: &mut JoinSet<Result<(), String>>,
+            tasks: &mut crate::Tasks,
         ) {
             let (fleet, mut shutdown) = (self.clone(), shutdown.clone());
             tasks.spawn(async move {
@@ -470,7 +501,7 @@ mod with_etcd {
             certs: &AcmeCerts,
             challenges: &Challenges,
             store: &Store,
-        ) -> Result<(), String> {
+        ) -> Result<(), FleetError> {
             let mut client = self.connect().await?;
             let base = self.layout.base().to_owned();
             let resp = call(
@@ -481,7 +512,7 @@ mod with_etcd {
             let revision = resp
                 .header()
                 .map(|h| h.revision())
-                .ok_or("read: no revision")?;
+                .ok_or(FleetError::NoRevision)?;
             for kv in resp.kvs() {
                 self.take(kv.key(), Some(kv.value()), certs, challenges, store);
             }
@@ -506,8 +537,8 @@ mod with_etcd {
             loop {
                 let resp = match stream.message().await {
                     Ok(Some(r)) => r,
-                    Ok(None) => return Err("watch stream closed".into()),
-                    Err(e) => return Err(format!("watch: {e}")),
+                    Ok(None) => return Err(FleetError::WatchClosed),
+                    Err(e) => return Err(FleetError::Watch(e)),
                 };
                 if resp.canceled() || resp.compact_revision() > 0 {
                     return Ok(()); // a new full read
@@ -542,15 +573,15 @@ mod with_etcd {
     }
 
     impl Lock {
-        async fn put(&mut self, key: Key, value: String) -> Result<(), String> {
+        async fn put(&mut self, key: Key, value: String) -> Result<(), FleetError> {
             let k = self.layout.key(&key);
             call(
                 "put",
                 self.client
                     .put(k, value, Some(PutOptions::new().with_lease(self.lease))),
             )
-            .await
-            .map(drop)
+            .await?;
+            Ok(())
         }
 
         /// Shares an http-01 answer with the fleet.
@@ -558,35 +589,41 @@ mod with_etcd {
             &mut self,
             token: &str,
             key_authorization: &str,
-        ) -> Result<(), String> {
+        ) -> Result<(), FleetError> {
             self.put(Key::Http(token.to_owned()), key_authorization.to_owned())
                 .await
         }
 
         /// Shares a tls-alpn-01 challenge with the fleet (each node makes its certificate).
-        pub async fn put_alpn(&mut self, digest: &[u8]) -> Result<(), String> {
+        pub async fn put_alpn(&mut self, digest: &[u8]) -> Result<(), FleetError> {
             self.put(Key::Alpn(self.domain.clone()), hex(digest)).await
         }
 
         /// Stores the new certificate for every node, and clears the retry state.
-        pub async fn put_cert(&mut self, chain: &str, key: &str, ca: &str) -> Result<(), String> {
+        pub async fn put_cert(
+            &mut self,
+            chain: &str,
+            key: &str,
+            ca: &str,
+        ) -> Result<(), FleetError> {
             let rec = serde_json::to_string(&CertRecord {
                 chain: chain.to_owned(),
                 key: key.to_owned(),
                 directory: ca.to_owned(),
-            })
-            .map_err(|e| e.to_string())?;
+            })?;
             let ck = self.layout.key(&Key::Cert(self.domain.clone()));
             let bk = self.layout.key(&Key::Backoff(self.domain.clone()));
             call("put", self.client.put(ck, rec, None)).await?;
-            call("delete", self.client.delete(bk, None)).await.map(drop)
+            call("delete", self.client.delete(bk, None)).await?;
+            Ok(())
         }
 
         /// Stores the fleet's retry state after a failed order.
-        pub async fn put_backoff(&mut self, b: Backoff) -> Result<(), String> {
-            let rec = serde_json::to_string(&BackoffRecord::from(b)).map_err(|e| e.to_string())?;
+        pub async fn put_backoff(&mut self, b: Backoff) -> Result<(), FleetError> {
+            let rec = serde_json::to_string(&BackoffRecord::from(b))?;
             let bk = self.layout.key(&Key::Backoff(self.domain.clone()));
-            call("put", self.client.put(bk, rec, None)).await.map(drop)
+            call("put", self.client.put(bk, rec, None)).await?;
+            Ok(())
         }
 
         /// Revokes the lease: the lock and the pending challenges go with it.
@@ -611,7 +648,7 @@ pub use without_etcd::{Claim, Fleet, Lock};
 
 #[cfg(not(feature = "etcd"))]
 mod without_etcd {
-    use super::{Backoff, CertRecord, Issued};
+    use super::{Backoff, CertRecord, FleetError, Issued};
 
     pub enum Fleet {}
     pub enum Lock {}
@@ -627,22 +664,22 @@ mod without_etcd {
         pub fn synced(&self) -> bool {
             match *self {}
         }
-        pub async fn claim(&self, _: &str, _: u64, _: Option<&str>) -> Result<Claim, String> {
+        pub async fn claim(&self, _: &str, _: u64, _: Option<&str>) -> Result<Claim, FleetError> {
             match *self {}
         }
     }
 
     impl Lock {
-        pub async fn put_http(&mut self, _: &str, _: &str) -> Result<(), String> {
+        pub async fn put_http(&mut self, _: &str, _: &str) -> Result<(), FleetError> {
             match *self {}
         }
-        pub async fn put_alpn(&mut self, _: &[u8]) -> Result<(), String> {
+        pub async fn put_alpn(&mut self, _: &[u8]) -> Result<(), FleetError> {
             match *self {}
         }
-        pub async fn put_cert(&mut self, _: &str, _: &str, _: &str) -> Result<(), String> {
+        pub async fn put_cert(&mut self, _: &str, _: &str, _: &str) -> Result<(), FleetError> {
             match *self {}
         }
-        pub async fn put_backoff(&mut self, _: Backoff) -> Result<(), String> {
+        pub async fn put_backoff(&mut self, _: Backoff) -> Result<(), FleetError> {
             match *self {}
         }
         pub async fn release(self) {

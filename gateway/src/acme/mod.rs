@@ -28,11 +28,11 @@ use instant_acme::{
 use plan::Backoff;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use store::{AcmeCerts, Issued, Store};
-use tokio::task::JoinSet;
 
 /// How long one order may wait for the CA's validation, then for the certificate.
 const ORDER_POLL: Duration = Duration::from_secs(90);
@@ -90,7 +90,7 @@ impl Acme {
         fleet: Option<Arc<fleet::Fleet>>,
         registry: &Arc<Registry>,
         shutdown: &Shutdown,
-        tasks: &mut JoinSet<Result<(), String>>,
+        tasks: &mut crate::Tasks,
     ) {
         #[cfg(feature = "etcd")]
         if let Some(f) = &fleet {
@@ -212,7 +212,7 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
                 if account.is_none() {
                     account = Some(open_account(&ctx).await?);
                 }
-                let acct = account.as_ref().ok_or("no account")?;
+                let acct = account.as_ref().ok_or(Error::NoAccount)?;
                 order(&ctx, acct, domain, lock.as_deref_mut()).await
             };
             let result = tokio::select! {
@@ -237,7 +237,7 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
                 }
                 Err(e) => {
                     ctx.acme.stats.orders_failed.fetch_add(1, Relaxed);
-                    let rate_limited = e.contains("rateLimited");
+                    let rate_limited = e.is_problem("rateLimited");
                     let nb = b.failed(unix_now(), ctx.cfg.retry_initial, rate_limited);
                     tracing::warn!(%domain, failures = nb.failures, retry_in_s = nb.next_at.saturating_sub(unix_now()), serving = if current.is_some() { "the last certificate" } else { "the self-signed fallback" }, "acme: order failed: {e}");
                     wake = wake.min(nb.next_at);
@@ -247,10 +247,16 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
                     {
                         tracing::warn!(%domain, "acme: the fleet's retry state: {e}");
                     }
-                    if e.starts_with("account") {
+                    if matches!(
+                        e,
+                        Error::Ca {
+                            what: "account",
+                            ..
+                        }
+                    ) {
                         account = None;
                     }
-                    if e.contains("accountDoesNotExist") {
+                    if e.is_problem("accountDoesNotExist") {
                         // the CA forgot the account (a test CA restarted, or it was
                         // deactivated): a new one next time
                         tracing::warn!(
@@ -330,9 +336,10 @@ impl AriState {
         let answer = tokio::time::timeout(ARI_TIMEOUT, ask_ari(ctx, account, current, now))
             .await
             .unwrap_or_else(|_| {
-                Err(AriError::Failed(format!(
-                    "no answer within {ARI_TIMEOUT:?}"
-                )))
+                Err(AriError::Failed(Error::Timeout {
+                    what: "renewal information",
+                    after: ARI_TIMEOUT,
+                }))
             });
         let (renew_at, next_check) = match answer {
             Ok(Some((at, recheck))) => {
@@ -364,9 +371,68 @@ impl AriState {
     }
 }
 
+/// Why an order (or the account, or a stored certificate) failed: logged with the domain,
+/// counted, and retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CA refused or did not answer (`what`: account, new order, validation, …).
+    #[error("{what}: {source}")]
+    Ca {
+        what: &'static str,
+        source: instant_acme::Error,
+    },
+    #[error("authorization is {0}")]
+    Authorization(String),
+    #[error("the CA offers no {0} challenge")]
+    NoChallenge(String),
+    #[error("order is {0} after validation")]
+    Order(String),
+    #[error("{what}: {source}")]
+    Key {
+        what: &'static str,
+        source: rcgen::Error,
+    },
+    #[error("{what}: {source}")]
+    Pem {
+        what: &'static str,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("chain: {0}")]
+    Chain(&'static str),
+    #[error("{what}: {source}")]
+    Rustls {
+        what: &'static str,
+        source: rustls::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{what}: no answer within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+    #[error("no account")]
+    NoAccount,
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
+}
+
+impl Error {
+    /// Whether the CA answered with this ACME problem type (RFC 8555 §6.7), such as
+    /// `rateLimited` or `accountDoesNotExist`, anywhere in its answer (subproblems too).
+    pub fn is_problem(&self, kind: &str) -> bool {
+        matches!(self, Error::Ca { .. } | Error::Fleet(_)) && self.to_string().contains(kind)
+    }
+}
+
 enum AriError {
     Unsupported,
-    Failed(String),
+    Failed(Error),
 }
 
 /// The CA's suggested renewal time for `current` and when to ask again; `None` when the
@@ -388,7 +454,12 @@ async fn ask_ari(
         instant_acme::CertificateIdentifier::new(aki.as_slice().into(), serial.as_slice().into());
     let (info, retry_after) = match acct.renewal_info(&id).await {
         Err(instant_acme::Error::Unsupported(_)) => return Err(AriError::Unsupported),
-        Err(e) => return Err(AriError::Failed(e.to_string())),
+        Err(source) => {
+            return Err(AriError::Failed(Error::Ca {
+                what: "renewal information",
+                source,
+            }));
+        }
         Ok(a) => a,
     };
     let mut pick = [0u8; 4];
@@ -404,7 +475,7 @@ async fn ask_ari(
 }
 
 /// The stored account, or a new one (stored at once).
-async fn open_account(ctx: &Ctx) -> Result<Account, String> {
+async fn open_account(ctx: &Ctx) -> Result<Account, Error> {
     let builder = || match &ctx.cfg.ca_file {
         Some(ca) => Account::builder_with_root(ca),
         None => Account::builder(),
@@ -424,10 +495,10 @@ async fn open_account(ctx: &Ctx) -> Result<Account, String> {
         match serde_json::from_slice::<AccountCredentials>(&json) {
             Ok(creds) => {
                 let acct = builder()
-                    .map_err(|e| format!("account: {e}"))?
+                    .map_err(err("account"))?
                     .from_credentials(creds)
                     .await
-                    .map_err(|e| format!("account: {e}"))?;
+                    .map_err(err("account"))?;
                 tracing::info!(id = acct.id(), "acme: using the stored account");
                 return Ok(acct);
             }
@@ -438,7 +509,7 @@ async fn open_account(ctx: &Ctx) -> Result<Account, String> {
     }
     let contact = format!("mailto:{}", ctx.cfg.email);
     let (acct, creds) = builder()
-        .map_err(|e| format!("account: {e}"))?
+        .map_err(err("account"))?
         .create(
             &NewAccount {
                 contact: &[&contact],
@@ -449,16 +520,19 @@ async fn open_account(ctx: &Ctx) -> Result<Account, String> {
             None,
         )
         .await
-        .map_err(|e| format!("account: {e}"))?;
-    let json = serde_json::to_vec(&creds).map_err(|e| format!("account: {e}"))?;
+        .map_err(err("account"))?;
+    let json = serde_json::to_vec(&creds).map_err(|source| Error::Json {
+        what: "account",
+        source,
+    })?;
     ctx.store.save_account(&json)?;
     tracing::info!(id = acct.id(), "acme: created an account");
     Ok(acct)
 }
 
 /// Maps an instant-acme error to a message naming the step.
-fn err(what: &'static str) -> impl Fn(instant_acme::Error) -> String {
-    move |e| format!("{what}: {e}")
+fn err(what: &'static str) -> impl Fn(instant_acme::Error) -> Error {
+    move |source| Error::Ca { what, source }
 }
 
 /// Puts a new certificate into etcd for the other nodes, a few times if etcd fails (else
@@ -482,7 +556,7 @@ async fn order(
     account: &Account,
     domain: &str,
     mut share: Option<&mut fleet::Lock>,
-) -> Result<(Issued, String, String), String> {
+) -> Result<(Issued, String, String), Error> {
     let ids = [Identifier::Dns(domain.to_owned())];
     let mut order = account
         .new_order(&NewOrder::new(&ids))
@@ -501,11 +575,11 @@ async fn order(
             match a.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                s => return Err(format!("authorization is {s:?}")),
+                s => return Err(Error::Authorization(format!("{s:?}"))),
             }
             let mut ch = a
                 .challenge(kind.clone())
-                .ok_or_else(|| format!("the CA offers no {kind:?} challenge"))?;
+                .ok_or_else(|| Error::NoChallenge(format!("{kind:?}")))?;
             let ka = ch.key_authorization();
             match kind {
                 ChallengeType::Http01 => {
@@ -532,7 +606,7 @@ async fn order(
             .await
             .map_err(err("validation"))?;
         if status != OrderStatus::Ready {
-            return Err(format!("order is {status:?} after validation"));
+            return Err(Error::Order(format!("{status:?}")));
         }
         Ok(())
     }
@@ -542,14 +616,22 @@ async fn order(
     }
     challenges.clear(domain, None);
     result?;
-    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| format!("key: {e}"))?;
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| {
+        Error::Key {
+            what: "key",
+            source,
+        }
+    })?;
     let mut params =
-        rcgen::CertificateParams::new(vec![domain.to_owned()]).map_err(|e| format!("csr: {e}"))?;
+        rcgen::CertificateParams::new(vec![domain.to_owned()]).map_err(|source| Error::Key {
+            what: "csr",
+            source,
+        })?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params
-        .serialize_request(&kp)
-        .map_err(|e| format!("csr: {e}"))?;
+    let csr = params.serialize_request(&kp).map_err(|source| Error::Key {
+        what: "csr",
+        source,
+    })?;
     order
         .finalize_csr(csr.der())
         .await

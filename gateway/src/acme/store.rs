@@ -6,6 +6,7 @@
 //! that disappears keeps its files. Files are written to a temporary name and renamed, so a crash
 //! never leaves half a certificate.
 
+use super::Error;
 use super::plan::{Validity, validity_of};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -25,15 +26,26 @@ pub struct Issued {
 
 impl Issued {
     /// Parses a PEM chain and its PEM key.
-    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Issued, String> {
+    pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Issued, Error> {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("chain: {e}"))?;
-        let leaf = chain.first().ok_or("chain: no certificate")?;
-        let (validity, serial) = validity_of(leaf).ok_or("chain: the leaf does not parse")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("key: {e}"))?;
-        let ck = CertifiedKey::from_der(chain, key, &crate::ingress::tls::provider())
-            .map_err(|e| format!("chain and key: {e}"))?;
+            .map_err(|source| Error::Pem {
+                what: "chain",
+                source,
+            })?;
+        let leaf = chain.first().ok_or(Error::Chain("no certificate"))?;
+        let (validity, serial) =
+            validity_of(leaf).ok_or(Error::Chain("the leaf does not parse"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| Error::Pem {
+            what: "key",
+            source,
+        })?;
+        let ck = CertifiedKey::from_der(chain, key, &crate::ingress::tls::provider()).map_err(
+            |source| Error::Rustls {
+                what: "chain and key",
+                source,
+            },
+        )?;
         Ok(Issued {
             key: Arc::new(ck),
             validity,
@@ -106,16 +118,16 @@ impl Store {
         &self.dir
     }
 
-    fn ensure_dir(&self) -> Result<(), String> {
+    fn ensure_dir(&self) -> Result<(), Error> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|e| format!("{}: {e}", self.dir.display()))
+            .map_err(io_at(&self.dir))
     }
 
     /// Writes `data` to `name` (mode 0600) through a temporary file and a rename.
-    fn write(&self, name: &str, data: &[u8]) -> Result<(), String> {
+    fn write(&self, name: &str, data: &[u8]) -> Result<(), Error> {
         self.ensure_dir()?;
         let path = self.dir.join(name);
         let tmp = self.dir.join(format!(".{name}.tmp"));
@@ -125,11 +137,11 @@ impl Store {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            .map_err(io_at(&tmp))?;
         std::io::Write::write_all(&mut f, data)
             .and_then(|()| f.sync_all())
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(io_at(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_at(&path))
     }
 
     pub fn load_account(&self) -> Option<Vec<u8>> {
@@ -140,12 +152,12 @@ impl Store {
         let _ = std::fs::remove_file(self.dir.join("account.json"));
     }
 
-    pub fn save_account(&self, json: &[u8]) -> Result<(), String> {
+    pub fn save_account(&self, json: &[u8]) -> Result<(), Error> {
         self.write("account.json", json)
     }
 
     /// Saves a domain's chain and key (key first: a chain without its key is never on disk).
-    pub fn save_cert(&self, domain: &str, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+    pub fn save_cert(&self, domain: &str, chain_pem: &str, key_pem: &str) -> Result<(), Error> {
         if std::fs::read(self.dir.join("directory")).ok().as_deref() != Some(self.ca.as_bytes()) {
             self.write("directory", self.ca.as_bytes())?;
         }
@@ -173,8 +185,9 @@ impl Store {
             ) else {
                 continue;
             };
-            let loaded = std::fs::read(&p).map_err(|e| e.to_string()).and_then(|c| {
-                let k = std::fs::read(p.with_extension("key")).map_err(|e| e.to_string())?;
+            let loaded = std::fs::read(&p).map_err(io_at(&p)).and_then(|c| {
+                let kp = p.with_extension("key");
+                let k = std::fs::read(&kp).map_err(io_at(&kp))?;
                 Issued::from_pem(&c, &k)
             });
             match loaded {
@@ -190,6 +203,14 @@ impl Store {
 }
 
 /// A self-signed certificate for `name` and its key, PEM (tests).
+/// An I/O error at `path`, naming it.
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn pem_pair(name: &str) -> (String, String) {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");

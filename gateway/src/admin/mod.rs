@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub struct Admin {
     pub config: Config,
@@ -32,16 +31,32 @@ pub struct Admin {
     pub started: Instant,
 }
 
-/// Binds `admin.listen` and serves until shutdown.
-pub async fn start(
-    admin: Admin,
-    shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<(), String> {
-    let addr = admin.config.admin.listen;
-    let listener = TcpListener::bind(addr)
+/// Why the admin API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("admin: cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Token {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Binds `admin.listen`.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("admin: cannot bind {addr}: {e}"))?;
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serves the admin API on `listener` (bound by [`bind`], or by a test on port 0) until
+/// shutdown.
+pub fn serve(admin: Admin, listener: TcpListener, shutdown: &Shutdown, tasks: &mut crate::Tasks) {
+    let addr = listener.local_addr().unwrap_or(admin.config.admin.listen);
     tracing::info!(listen = %addr, auth = admin.token.is_some(), "admin API up");
     let admin = Arc::new(admin);
     let mut shutdown = shutdown.clone();
@@ -65,7 +80,6 @@ pub async fn start(
             });
         }
     });
-    Ok(())
 }
 
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
@@ -279,7 +293,7 @@ impl Admin {
         if !problems.is_empty() {
             return error(StatusCode::BAD_REQUEST, &problems.join("; "));
         }
-        let container = Container::from_config(&entry, &self.config, Origin::Api);
+        let container = self.config.container(&entry, Origin::Api);
         let json = container_json(&container);
         match self.registry.add(container) {
             Ok(()) => reply(StatusCode::CREATED, json),

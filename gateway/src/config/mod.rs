@@ -6,6 +6,7 @@
 //! carries the key's path (`overlay.networks[1].vni`), and [`load`] turns it into
 //! `FILE:LINE: key: what is wrong, what was expected` using the document's spans.
 
+pub use crate::registry::docker::DockerEndpoint;
 use crate::wire::ethernet::MacAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
@@ -41,56 +42,6 @@ pub struct DockerConfig {
     /// The Docker network whose address (and MAC) is published. Default: a container's only
     /// network; containers on several networks are then skipped.
     pub network: Option<String>,
-}
-
-/// Where the Docker Engine API is reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DockerEndpoint {
-    /// A unix socket path.
-    Unix(PathBuf),
-    /// `host:port`, plain HTTP.
-    Tcp(String),
-}
-
-impl fmt::Display for DockerEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DockerEndpoint::Unix(p) => write!(f, "unix://{}", p.display()),
-            DockerEndpoint::Tcp(a) => write!(f, "tcp://{a}"),
-        }
-    }
-}
-
-impl DockerEndpoint {
-    /// The Docker CLI's default socket.
-    pub const DEFAULT: &str = "unix:///var/run/docker.sock";
-
-    /// Parses `unix:///path` or `tcp://host:port` (also `http://host:port`).
-    pub fn parse(text: &str) -> Result<DockerEndpoint, String> {
-        if let Some(path) = text.strip_prefix("unix://") {
-            if !path.starts_with('/') {
-                return Err(format!(
-                    "{text:?}: expected an absolute socket path like \"unix:///var/run/docker.sock\""
-                ));
-            }
-            return Ok(DockerEndpoint::Unix(PathBuf::from(path)));
-        }
-        let addr = text
-            .strip_prefix("tcp://")
-            .or_else(|| text.strip_prefix("http://"))
-            .ok_or_else(|| {
-                format!(
-                    "{text:?}: expected \"unix:///path/to/docker.sock\" or \"tcp://host:port\" (https is not supported)"
-                )
-            })?;
-        let addr = addr.trim_end_matches('/');
-        match addr.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
-                Ok(DockerEndpoint::Tcp(addr.to_owned()))
-            }
-            _ => Err(format!("{text:?}: expected tcp://host:port")),
-        }
-    }
 }
 
 impl DockerConfig {
@@ -530,6 +481,7 @@ fn optional_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::E
 
 mod load;
 mod sections;
+mod specs;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -82,7 +82,7 @@ pub(super) fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
             );
         }
         if let Err(why) = check_ifname(&n.tap) {
-            v.bad(&at("tap"), why);
+            v.bad(&at("tap"), why.to_string());
         } else if let Some(other) = taps.insert(n.tap.as_str(), i) {
             v.bad(
                 &at("tap"),
@@ -91,7 +91,7 @@ pub(super) fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
         }
         if let Some(bridge) = &n.bridge {
             if let Err(why) = check_ifname(bridge) {
-                v.bad(&at("bridge"), why);
+                v.bad(&at("bridge"), why.to_string());
             } else if *bridge == n.tap {
                 v.bad(
                     &at("bridge"),
@@ -113,7 +113,7 @@ pub(super) fn validate_docker(d: &DockerConfig, v: &mut Validator) {
     if let Some(e) = &d.endpoint
         && let Err(why) = DockerEndpoint::parse(e)
     {
-        v.bad("docker.endpoint", why);
+        v.bad("docker.endpoint", why.to_string());
     }
     if let Some(n) = &d.network
         && (n.is_empty() || n.contains(char::is_whitespace))
@@ -125,19 +125,26 @@ pub(super) fn validate_docker(d: &DockerConfig, v: &mut Validator) {
     }
 }
 
+/// Why a name is no Linux interface name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum IfnameError {
+    #[error("{0:?}: an interface name has 1-15 characters")]
+    Length(String),
+    #[error("{0:?} is not a valid interface name (no '/', ':' or spaces)")]
+    Characters(String),
+}
+
 /// Linux interface names: 1–15 bytes, no '/', ':', whitespace (dev_valid_name()).
-pub(super) fn check_ifname(name: &str) -> Result<(), String> {
+pub(super) fn check_ifname(name: &str) -> Result<(), IfnameError> {
     if name.is_empty() || name.len() > 15 {
-        return Err(format!("{name:?}: an interface name has 1-15 characters"));
+        return Err(IfnameError::Length(name.to_owned()));
     }
     if name == "."
         || name == ".."
         || name.contains(['/', ':'])
         || name.contains(char::is_whitespace)
     {
-        return Err(format!(
-            "{name:?} is not a valid interface name (no '/', ':' or spaces)"
-        ));
+        return Err(IfnameError::Characters(name.to_owned()));
     }
     Ok(())
 }

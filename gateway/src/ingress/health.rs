@@ -67,7 +67,7 @@ pub async fn run(
     cfg: HealthConfig,
     registry: Arc<Registry>,
     mut shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), crate::Error> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(cfg.timeout));
     let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())

@@ -39,6 +39,19 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+/// Why the ingress could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("ingress: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("ingress: cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("ingress: {0}")]
+    Listener(io::Error),
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+}
+
 /// What stays reachable of a running ingress (certificate reload on SIGHUP, metrics).
 pub struct Ingress {
     pub certs: Arc<tls::CertStore>,
@@ -101,8 +114,8 @@ pub async fn start(
     acme_fleet: Option<Arc<crate::acme::fleet::Fleet>>,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<Ingress, String> {
+    tasks: &mut crate::Tasks,
+) -> Result<Ingress, Error> {
     let source = if cfg.certs.is_empty() {
         tls::Source::SelfSigned {
             zone: zone.to_owned(),
@@ -115,10 +128,7 @@ pub async fn start(
         .acme
         .as_ref()
         .map(|a| crate::acme::Acme::load(state_dir, a));
-    let certs = Arc::new(
-        tls::CertStore::load_with_acme(source, acme.clone())
-            .map_err(|e| format!("ingress: {e}"))?,
-    );
+    let certs = Arc::new(tls::CertStore::load_with_acme(source, acme.clone())?);
     let server_config = tls::server_config(certs.clone(), cfg.session_resumption)?;
     let shared = Arc::new(Shared {
         proxy: proxy::Proxy::new(
@@ -145,7 +155,10 @@ pub async fn start(
     for addr in &cfg.listen {
         let mut actual = *addr;
         for w in per_worker.iter_mut() {
-            let l = bind(actual).map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+            let l = bind(actual).map_err(|source| Error::Bind {
+                addr: *addr,
+                source,
+            })?;
             actual = l.local_addr().unwrap_or(actual);
             w.push(l);
         }
@@ -157,12 +170,12 @@ pub async fn start(
             let pool = Arc::new(proxy::pool());
             let mut set = JoinSet::new();
             for l in listeners {
-                let l = TcpListener::from_std(l).map_err(|e| format!("ingress: {e}"))?;
+                let l = TcpListener::from_std(l).map_err(Error::Listener)?;
                 let (shared, shutdown, pool) = (shared.clone(), shutdown.clone(), pool.clone());
                 set.spawn(async move { accept_tls(l, shared, pool, shutdown).await });
             }
             while set.join_next().await.is_some() {}
-            Ok(())
+            Ok::<(), Error>(())
         })?;
     }
     let https_port = cfg.listen.first().map(|a| a.port()).unwrap_or(443);
@@ -170,7 +183,10 @@ pub async fn start(
     for addr in &cfg.http_redirect {
         let l = bind(*addr)
             .and_then(TcpListener::from_std)
-            .map_err(|e| format!("ingress: cannot bind {addr}: {e}"))?;
+            .map_err(|source| Error::Bind {
+                addr: *addr,
+                source,
+            })?;
         bound_redirect.push(l.local_addr().unwrap_or(*addr));
         let shutdown = shutdown.clone();
         let challenges = acme.as_ref().map(|a| a.challenges.clone());
@@ -212,7 +228,7 @@ async fn accept_tls(
     shared: Arc<Shared>,
     pool: Arc<proxy::Pool>,
     mut shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -388,7 +404,7 @@ async fn accept_redirect(
     https_port: u16,
     challenges: Option<Arc<crate::acme::challenge::Challenges>>,
     mut shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), crate::Error> {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.wait() => return Ok(()),

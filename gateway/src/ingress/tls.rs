@@ -52,13 +52,42 @@ impl std::fmt::Debug for CertStore {
     }
 }
 
+/// Why the ingress's certificates could not be loaded or made; each names the file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no certificate in the file", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{} / {}: {source}", cert.display(), key.display())]
+    KeyPair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot generate the self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("cannot generate the self-signed certificate: validity: {0}")]
+    Validity(#[from] time::error::ComponentRange),
+    #[error("TLS settings: {0}")]
+    Settings(#[from] rustls::Error),
+}
+
 impl CertStore {
-    pub fn load(source: Source) -> Result<CertStore, String> {
+    pub fn load(source: Source) -> Result<CertStore, TlsError> {
         Self::load_with_acme(source, None)
     }
 
     /// Like [`CertStore::load`], serving ACME certificates (and answering tls-alpn-01) too.
-    pub fn load_with_acme(source: Source, acme: Option<Acme>) -> Result<CertStore, String> {
+    pub fn load_with_acme(source: Source, acme: Option<Acme>) -> Result<CertStore, TlsError> {
         let certs = read_all(&source)?;
         Ok(CertStore {
             source,
@@ -101,7 +130,7 @@ impl CertStore {
     }
 
     /// Re-reads the certificate files; on error the current set stays.
-    pub fn reload(&self) -> Result<usize, String> {
+    pub fn reload(&self) -> Result<usize, TlsError> {
         let certs = read_all(&self.source)?;
         let n = certs.len();
         *self.certs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certs);
@@ -171,7 +200,7 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-fn read_all(source: &Source) -> Result<Vec<Arc<CertifiedKey>>, String> {
+fn read_all(source: &Source) -> Result<Vec<Arc<CertifiedKey>>, TlsError> {
     let provider = provider();
     match source {
         Source::Files(files) => files
@@ -198,17 +227,25 @@ fn read_all(source: &Source) -> Result<Vec<Arc<CertifiedKey>>, String> {
     }
 }
 
-fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, String> {
+fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let pem = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Pem { path, source }
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect())
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
+        .map_err(pem(cert))?;
     if chain.is_empty() {
-        return Err(format!("{}: no certificate in the file", cert.display()));
+        return Err(TlsError::NoCertificate {
+            path: cert.to_owned(),
+        });
     }
-    let key_der =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    CertifiedKey::from_der(chain, key_der, provider)
-        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
+    CertifiedKey::from_der(chain, key_der, provider).map_err(|source| TlsError::KeyPair {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        source,
+    })
 }
 
 /// How long a generated self-signed certificate is valid: a year (browsers refuse longer
@@ -233,15 +270,16 @@ fn unix_now() -> u64 {
 
 /// A self-signed ECDSA P-256 certificate for `zone` and `*.zone` (key file mode 0600), valid
 /// from a day before `now` for [`SELF_SIGNED_DAYS`]; its end goes beside it (`.expires`).
-fn generate(zone: &str, cert: &Path, key: &Path, now: u64) -> Result<(), String> {
+fn generate(zone: &str, cert: &Path, key: &Path, now: u64) -> Result<(), TlsError> {
     let expires = cert.with_extension("expires");
-    let kp =
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-    let mut params = rcgen::CertificateParams::new(vec![zone.to_owned(), format!("*.{zone}")])
-        .map_err(|e| e.to_string())?;
+    let write = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Write { path, source }
+    };
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec![zone.to_owned(), format!("*.{zone}")])?;
     let at = |secs: u64| {
         time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
-            .map_err(|e| e.to_string())
     };
     let until = now + SELF_SIGNED_DAYS * DAY;
     params.not_before = at(now.saturating_sub(DAY))?;
@@ -249,11 +287,11 @@ fn generate(zone: &str, cert: &Path, key: &Path, now: u64) -> Result<(), String>
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, zone);
-    let c = params.self_signed(&kp).map_err(|e| e.to_string())?;
+    let c = params.self_signed(&kp)?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(write(dir))?;
     }
-    std::fs::write(cert, c.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    std::fs::write(cert, c.pem()).map_err(write(cert))?;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -261,11 +299,9 @@ fn generate(zone: &str, cert: &Path, key: &Path, now: u64) -> Result<(), String>
         .truncate(true)
         .mode(0o600)
         .open(key)
-        .map_err(|e| format!("{}: {e}", key.display()))?;
-    std::io::Write::write_all(&mut f, kp.serialize_pem().as_bytes())
-        .map_err(|e| format!("{}: {e}", key.display()))?;
-    std::fs::write(&expires, format!("{until}\n"))
-        .map_err(|e| format!("{}: {e}", expires.display()))?;
+        .map_err(write(key))?;
+    std::io::Write::write_all(&mut f, kp.serialize_pem().as_bytes()).map_err(write(key))?;
+    std::fs::write(&expires, format!("{until}\n")).map_err(write(&expires))?;
     tracing::info!(cert = %cert.display(), "ingress: generated a self-signed certificate");
     Ok(())
 }
@@ -287,11 +323,10 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 pub fn server_config(
     store: Arc<CertStore>,
     resumption: bool,
-) -> Result<rustls::ServerConfig, String> {
+) -> Result<rustls::ServerConfig, TlsError> {
     let acme = store.acme.is_some();
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(store);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -301,7 +336,7 @@ pub fn server_config(
     }
     if resumption {
         cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(16 * 1024);
-        cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+        cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     } else {
         cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         cfg.send_tls13_tickets = 0;
@@ -495,6 +530,6 @@ mod tests {
         generate("b.test", &c2, &k2, unix_now()).expect("gen");
         let err = CertStore::load(Source::Files(vec![CertConfig { cert: c1, key: k2 }]))
             .expect_err("mismatch");
-        assert!(err.contains("a.crt"), "{err}");
+        assert!(err.to_string().contains("a.crt"), "{err}");
     }
 }

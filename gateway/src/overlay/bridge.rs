@@ -10,7 +10,6 @@
 use super::tap;
 use crate::shutdown::Shutdown;
 use std::time::Duration;
-use tokio::task::JoinSet;
 
 /// How often the bridge's presence is checked.
 const POLL: Duration = Duration::from_millis(200);
@@ -35,11 +34,7 @@ impl Attachment {
 }
 
 /// Spawns one follower per (TAP, bridge) pair.
-pub fn start(
-    pairs: Vec<(String, String)>,
-    shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) {
+pub fn start(pairs: Vec<(String, String)>, shutdown: &Shutdown, tasks: &mut crate::Tasks) {
     for (tap_name, bridge) in pairs {
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -5,7 +5,7 @@
 //! full.
 
 use super::tap::Tap;
-use super::{Counters, DropReason};
+use super::{Counters, DropReason, Error};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
@@ -24,25 +24,27 @@ pub(super) fn register(
     taps: Vec<Tap>,
     recv: std::net::UdpSocket,
     senders: Vec<std::net::UdpSocket>,
-) -> Result<(Vec<Arc<AsyncFd<Tap>>>, UdpSocket, Vec<UdpSocket>), String> {
+) -> Result<(Vec<Arc<AsyncFd<Tap>>>, UdpSocket, Vec<UdpSocket>), Error> {
     let mut registered = Vec::with_capacity(taps.len());
     for tap in taps {
         let name = tap.name().to_owned();
         // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
-        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| {
-            format!(
-                "overlay: cannot register TAP {name:?}: {}",
-                e.into_parts().1
-            )
+        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| Error::Register {
+            what: format!("TAP {name:?}"),
+            source: e.into_parts().1,
         })?;
         registered.push(Arc::new(tap));
     }
-    let recv = UdpSocket::from_std(recv).map_err(|e| format!("overlay: {e}"))?;
+    let sockets = |source| Error::Register {
+        what: "the underlay sockets".into(),
+        source,
+    };
+    let recv = UdpSocket::from_std(recv).map_err(sockets)?;
     let senders: Vec<UdpSocket> = senders
         .into_iter()
         .map(UdpSocket::from_std)
         .collect::<io::Result<_>>()
-        .map_err(|e| format!("overlay: {e}"))?;
+        .map_err(sockets)?;
     Ok((registered, recv, senders))
 }
 
@@ -85,7 +87,7 @@ fn force_buffer(s: &Socket, option: libc::c_int) -> io::Result<()> {
 
 /// Binds [`SEND_PORTS`] sockets on the listen address at free ports in 49152–65535, starting
 /// at a place derived from the address so hosts differ.
-pub(super) fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSocket>, String> {
+pub(super) fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSocket>, Error> {
     const LOW: u32 = 49152;
     const SPAN: u32 = 65536 - LOW;
     let seed = listen
@@ -102,14 +104,11 @@ pub(super) fn bind_send_pool(listen: SocketAddr) -> Result<Vec<std::net::UdpSock
         match bind_udp(addr, false) {
             Ok(s) => out.push(s),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
-            Err(e) => return Err(format!("overlay: cannot bind a send socket on {addr}: {e}")),
+            Err(source) => return Err(Error::BindSend { addr, source }),
         }
     }
     if out.is_empty() {
-        return Err(format!(
-            "overlay: no free source port in 49152-65535 on {}",
-            listen.ip()
-        ));
+        return Err(Error::NoSourcePort { ip: listen.ip() });
     }
     Ok(out)
 }

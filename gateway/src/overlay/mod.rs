@@ -29,13 +29,86 @@ pub use counters::{Counters, DropReason};
 pub use offload::Features;
 pub use switch::{FromTap, FromUdp, NetworkSpec, Switch};
 
-use crate::config::{Offload, OverlayConfig};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use membership::Membership;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
+
+/// What the overlay needs to start: the underlay socket, the peers, and each network with
+/// its TAP.
+#[derive(Debug, Clone)]
+pub struct OverlaySpec {
+    /// The underlay UDP socket.
+    pub listen: SocketAddr,
+    /// The VTEP other nodes reach this one at, when it is not `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// Remote VTEPs known without the shared registry.
+    pub peers: Vec<SocketAddr>,
+    /// Which node sits behind which of those VTEPs (for static FDB entries).
+    pub peer_nodes: BTreeMap<String, SocketAddr>,
+    pub fdb_aging: Duration,
+    /// Use the kernel's TAP and UDP offloads where it has them.
+    pub offload: bool,
+    pub networks: Vec<TapNetwork>,
+}
+
+/// One overlay network and its TAP.
+#[derive(Debug, Clone)]
+pub struct TapNetwork {
+    pub spec: NetworkSpec,
+    /// The TAP device (created if missing).
+    pub tap: String,
+    /// A Linux bridge to keep the TAP in, when it exists.
+    pub bridge: Option<String>,
+}
+
+/// Why the overlay could not start, or why its datapath stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("overlay: cannot open TAP {tap:?} (network {network:?}): {source}")]
+    OpenTap {
+        tap: String,
+        network: String,
+        source: std::io::Error,
+    },
+    #[error("overlay: cannot open TAP {tap:?} queue {queue} (network {network:?}): {source}")]
+    OpenQueue {
+        tap: String,
+        queue: usize,
+        network: String,
+        source: std::io::Error,
+    },
+    #[error("overlay: cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("overlay: cannot bind a send socket on {addr}: {source}")]
+    BindSend {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("overlay: no free source port in 49152-65535 on {ip}")]
+    NoSourcePort { ip: std::net::IpAddr },
+    #[error("overlay: cannot register {what} with the datapath's runtime: {source}")]
+    Register {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("overlay: {what} {name}: {source}")]
+    Io {
+        what: &'static str,
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("overlay task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Worker(#[from] crate::worker::WorkerError),
+}
 
 /// What the rest of vxgate can see of a running overlay.
 #[derive(Clone)]
@@ -69,21 +142,13 @@ pub(crate) fn lock(m: &Mutex<Switch>) -> std::sync::MutexGuard<'_, Switch> {
 
 /// Opens the TAPs and sockets (errors here stop startup), then spawns the forwarding tasks.
 pub async fn start(
-    cfg: &OverlayConfig,
+    cfg: &OverlaySpec,
     node: &str,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<Overlay, String> {
-    let networks: Vec<NetworkSpec> = cfg
-        .networks
-        .iter()
-        .map(|n| NetworkSpec {
-            name: n.name.clone(),
-            vni: n.vni,
-            mtu: n.mtu,
-        })
-        .collect();
+    tasks: &mut crate::Tasks,
+) -> Result<Overlay, Error> {
+    let networks: Vec<NetworkSpec> = cfg.networks.iter().map(|n| n.spec.clone()).collect();
     let switch = Arc::new(Mutex::new(Switch::new(
         node,
         &cfg.peers,
@@ -97,9 +162,10 @@ pub async fn start(
         me: cfg.advertise.unwrap_or(cfg.listen),
     };
     membership.apply(&mut lock(&switch), &registry.snapshot());
-    let (features, ports) = match cfg.offload {
-        Offload::Auto => offload::start(&cfg.networks, cfg.listen, &switch, shutdown, tasks)?,
-        Offload::Off => portable::start(cfg, &switch, shutdown, tasks)?,
+    let (features, ports) = if cfg.offload {
+        offload::start(&cfg.networks, cfg.listen, &switch, shutdown, tasks)?
+    } else {
+        portable::start(cfg, &switch, shutdown, tasks)?
     };
     bridge::start(
         cfg.networks
@@ -113,7 +179,7 @@ pub async fn start(
         listen = %cfg.listen,
         peers = ?lock(&switch).peers(),
         source_ports = ?ports,
-        networks = ?cfg.networks.iter().map(|n| format!("{}:vni={}:tap={}", n.name, n.vni, n.tap)).collect::<Vec<_>>(),
+        networks = ?cfg.networks.iter().map(|n| format!("{}:vni={}:tap={}", n.spec.name, n.spec.vni, n.tap)).collect::<Vec<_>>(),
         "overlay up (datapath: {})",
         features.describe()
     );

@@ -6,12 +6,12 @@
 //! TAP. Every loop handles at most [`BATCH`] packets per wake-up and then yields, so a flood
 //! cannot starve the other tasks.
 
+use super::OverlaySpec;
 use super::io::{bind_send_pool, bind_udp, register, send, write_tap};
 use super::offload::Features;
 use super::switch::{FromTap, FromUdp, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
-use super::{Counters, DropReason, lock};
-use crate::config::OverlayConfig;
+use super::{Counters, DropReason, Error, lock};
 use crate::shutdown::Shutdown;
 use crate::wire::checksum::{self, Partial};
 use crate::wire::{offload, vxlan};
@@ -32,19 +32,19 @@ const HEADROOM: usize = vxlan::HEADER_LEN;
 /// `overlay.offload = "off"`: one TAP queue without vnet headers, one frame per syscall, on
 /// one `overlay` thread.
 pub(super) fn start(
-    cfg: &OverlayConfig,
+    cfg: &OverlaySpec,
     switch: &Arc<Mutex<Switch>>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<(Arc<Features>, Vec<u16>), String> {
+    tasks: &mut crate::Tasks,
+) -> Result<(Arc<Features>, Vec<u16>), Error> {
     let mut taps = Vec::new();
     for n in &cfg.networks {
         // a TAP created multi-queue only takes that mode: one queue of it then
-        let tap = Tap::open(&n.tap, n.mtu)
+        let tap = Tap::open(&n.tap, n.spec.mtu)
             .or_else(|e| match e.raw_os_error() {
                 Some(libc::EINVAL) => Tap::open_with(
                     &n.tap,
-                    n.mtu,
+                    n.spec.mtu,
                     TapOptions {
                         offload: false,
                         multi_queue: true,
@@ -52,16 +52,17 @@ pub(super) fn start(
                 ),
                 _ => Err(e),
             })
-            .map_err(|e| {
-                format!(
-                    "overlay: cannot open TAP {:?} (network {:?}): {e}",
-                    n.tap, n.name
-                )
+            .map_err(|source| Error::OpenTap {
+                tap: n.tap.clone(),
+                network: n.spec.name.clone(),
+                source,
             })?;
         taps.push(tap);
     }
-    let recv = bind_udp(cfg.listen, false)
-        .map_err(|e| format!("overlay: cannot bind {}: {e}", cfg.listen))?;
+    let recv = bind_udp(cfg.listen, false).map_err(|source| Error::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
     let senders = bind_send_pool(cfg.listen)?;
     let ports: Vec<u16> = senders
         .iter()
@@ -84,7 +85,7 @@ async fn datapath(
     senders: Vec<std::net::UdpSocket>,
     switch: Arc<Mutex<Switch>>,
     shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let (registered, recv, senders) = register(taps, recv, senders)?;
     let senders = Arc::new(senders);
     let mut set = JoinSet::new();
@@ -102,7 +103,7 @@ async fn datapath(
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(format!("overlay task: {e}")),
+            Err(e) => return Err(Error::Task(e)),
         }
     }
     Ok(())
@@ -114,7 +115,7 @@ async fn tap_to_udp(
     switch: Arc<Mutex<Switch>>,
     senders: Arc<Vec<UdpSocket>>,
     mut shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let (vni, counters) = {
         let s = lock(&switch);
         (s.vni(net), s.counters(net).clone())
@@ -126,14 +127,22 @@ async fn tap_to_udp(
     loop {
         let mut guard = tokio::select! {
             _ = shutdown.wait() => return Ok(()),
-            g = tap.readable() => g.map_err(|e| format!("overlay: TAP poll: {e}"))?,
+            g = tap.readable() => g.map_err(|source| Error::Io {
+                what: "TAP poll",
+                name: tap.get_ref().name().to_owned(),
+                source,
+            })?,
         };
         for _ in 0..BATCH {
             let n = match guard.try_io(|t| t.get_ref().read(&mut buf[HEADROOM..])) {
                 Err(_would_block) => break,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(e)) => {
-                    return Err(format!("overlay: TAP {} read: {e}", tap.get_ref().name()));
+                    return Err(Error::Io {
+                        what: "read from TAP",
+                        name: tap.get_ref().name().to_owned(),
+                        source: e,
+                    });
                 }
                 Ok(Ok(n)) => n,
             };
@@ -185,7 +194,7 @@ async fn udp_to_tap(
     taps: Vec<Arc<AsyncFd<Tap>>>,
     switch: Arc<Mutex<Switch>>,
     mut shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let counters: Vec<Arc<Counters>> = {
         let s = lock(&switch);
         (0..taps.len()).map(|i| s.counters(i).clone()).collect()
@@ -195,7 +204,11 @@ async fn udp_to_tap(
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
-            r = sock.readable() => r.map_err(|e| format!("overlay: UDP poll: {e}"))?,
+            r = sock.readable() => r.map_err(|source| Error::Io {
+                what: "UDP poll",
+                name: "the receive socket".into(),
+                source,
+            })?,
         }
         for _ in 0..BATCH {
             let (n, src) = match sock.try_recv_from(&mut buf) {

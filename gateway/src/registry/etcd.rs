@@ -20,7 +20,6 @@
 
 use super::remote::{Layout, RemoteState, local_records};
 use super::{BackendStatus, Registry, Snapshot};
-use crate::config::RegistryConfig;
 use crate::shutdown::Shutdown;
 use etcd_client::{
     Client, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, WatchOptions,
@@ -32,7 +31,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 /// Bound on every unary etcd call.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -58,12 +56,12 @@ struct Ctx {
 /// Starts the backend task. It never fails startup: without etcd, vxgate serves its local
 /// state and keeps trying.
 pub fn start(
-    cfg: &RegistryConfig,
+    cfg: &super::EtcdSpec,
     node: &str,
     vtep: Option<SocketAddr>,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
+    tasks: &mut crate::Tasks,
 ) -> Arc<BackendStatus> {
     let status = Arc::new(BackendStatus::default());
     let ctx = Ctx {
@@ -103,7 +101,40 @@ struct State {
     failures: usize,
 }
 
-async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
+/// An etcd call that failed or did not answer in time; names the call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{what}: {source}")]
+    Failed {
+        what: &'static str,
+        source: etcd_client::Error,
+    },
+    #[error("{what}: no answer within {CALL_TIMEOUT:?}")]
+    Timeout { what: &'static str },
+}
+
+/// Why a session with etcd ended (logged; a new one follows after backoff).
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("no etcd endpoint configured")]
+    NoEndpoint,
+    #[error("the lease expired")]
+    LeaseExpired,
+    #[error("lease keep-alive stream closed")]
+    KeepAliveClosed,
+    #[error("lease keep-alive: {0}")]
+    KeepAlive(etcd_client::Error),
+    #[error("watch stream closed")]
+    WatchClosed,
+    #[error("read: no revision in the answer")]
+    NoRevision,
+    #[error("watch: {0}")]
+    Watch(etcd_client::Error),
+}
+
+async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), crate::Error> {
     let mut st = State {
         remote: RemoteState::new(&ctx.me, ctx.layout.clone()),
         snapshots: ctx.registry.subscribe(),
@@ -150,14 +181,14 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
 }
 
 /// `fut` within [`CALL_TIMEOUT`]; errors name the call (`what`).
-pub(crate) async fn call<T, E: std::fmt::Display>(
-    what: &str,
-    fut: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+pub(crate) async fn call<T>(
+    what: &'static str,
+    fut: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, CallError> {
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {CALL_TIMEOUT:?}")),
+        Ok(Err(source)) => Err(CallError::Failed { what, source }),
+        Err(_) => Err(CallError::Timeout { what }),
     }
 }
 
@@ -165,7 +196,7 @@ pub(crate) async fn call<T, E: std::fmt::Display>(
 type Own = BTreeMap<String, (String, i64)>;
 
 /// One connection's life. `Ok` means shutdown was asked and handled.
-async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(), String> {
+async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(), SessionError> {
     let options = ConnectOptions::new()
         .with_connect_timeout(CALL_TIMEOUT)
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
@@ -174,7 +205,7 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
     let endpoint = ctx
         .endpoints
         .get(st.endpoint % ctx.endpoints.len().max(1))
-        .ok_or("no etcd endpoint configured")?;
+        .ok_or(SessionError::NoEndpoint)?;
     let mut client = call(
         "connect",
         Client::connect([endpoint.as_str()], Some(options)),
@@ -222,7 +253,7 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
                 revision = resp
                     .header()
                     .map(|h| h.revision())
-                    .ok_or("read: no revision in the answer")?;
+                    .ok_or(SessionError::NoRevision)?;
             }
             for kv in resp.kvs() {
                 take(ctx, st, &mut own, kv);
@@ -286,19 +317,19 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
                     return Ok(());
                 }
                 _ = renew.tick() => {
-                    keeper.keep_alive().await.map_err(|e| format!("lease keep-alive: {e}"))?;
+                    keeper.keep_alive().await.map_err(SessionError::KeepAlive)?;
                 }
                 msg = keepalive.message() => match msg {
                     Ok(Some(r)) if r.ttl() > 0 => {}
-                    Ok(Some(_)) => return Err("the lease expired".into()),
-                    Ok(None) => return Err("lease keep-alive stream closed".into()),
-                    Err(e) => return Err(format!("lease keep-alive: {e}")),
+                    Ok(Some(_)) => return Err(SessionError::LeaseExpired),
+                    Ok(None) => return Err(SessionError::KeepAliveClosed),
+                    Err(e) => return Err(SessionError::KeepAlive(e)),
                 },
                 msg = watch.message() => {
                     let resp = match msg {
                         Ok(Some(r)) => r,
-                        Ok(None) => return Err("watch stream closed".into()),
-                        Err(e) => return Err(format!("watch: {e}")),
+                        Ok(None) => return Err(SessionError::WatchClosed),
+                        Err(e) => return Err(SessionError::Watch(e)),
                     };
                     if resp.compact_revision() > 0 {
                         ctx.status.compacted.fetch_add(1, Relaxed);
@@ -400,7 +431,7 @@ async fn reconcile(
     lease: i64,
     own: &mut Own,
     snapshot: &Snapshot,
-) -> Result<(), String> {
+) -> Result<(), CallError> {
     let wanted = local_records(&ctx.layout, &ctx.me, ctx.vtep, snapshot);
     for (key, value) in &wanted {
         if own.get(key).is_some_and(|(v, l)| v == value && *l == lease) {

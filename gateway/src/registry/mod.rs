@@ -15,7 +15,23 @@ pub mod docker;
 pub mod etcd;
 pub mod remote;
 
-use crate::config::{Config, ContainerConfig};
+/// Why the etcd backend cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    #[error("registry.backend = \"etcd\": this vxgate was built without the \"etcd\" feature")]
+    NotBuilt,
+}
+
+/// Where the fleet's registry lives in etcd (`registry.backend = "etcd"`), and this node's
+/// lease.
+#[derive(Debug, Clone)]
+pub struct EtcdSpec {
+    pub endpoints: Vec<String>,
+    pub lease_ttl: std::time::Duration,
+    /// Key prefix of this fleet's records.
+    pub prefix: String,
+}
+
 use crate::wire::ethernet::MacAddr;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -91,26 +107,6 @@ impl Container {
     /// ready and the ingress's active checks have not found it unhealthy.
     pub fn is_serving(&self) -> bool {
         self.ready && self.health.is_serving()
-    }
-
-    /// Builds a registry entry from a config entry, filling the defaults that depend on the
-    /// rest of the config (network, owning node).
-    pub fn from_config(c: &ContainerConfig, config: &Config, origin: Origin) -> Container {
-        Container {
-            name: c.name.clone(),
-            ip: c.ip,
-            mac: c.mac,
-            port: c.port,
-            labels: c.labels.clone(),
-            network: c
-                .network
-                .clone()
-                .unwrap_or_else(|| config.default_network().to_owned()),
-            node: c.node.clone().unwrap_or_else(|| config.node.name.clone()),
-            health: Health::Unknown,
-            ready: true,
-            origin,
-        }
     }
 }
 
@@ -234,13 +230,6 @@ impl Registry {
             write: Mutex::new(()),
             tx,
         }
-    }
-
-    /// A registry holding the config's containers.
-    pub fn from_config(config: &Config) -> Result<Registry, RegistryError> {
-        let r = Registry::new(config.service_label());
-        r.replace_origin(Origin::Config, config_containers(config))?;
-        Ok(r)
     }
 
     /// The current state. Never blocks on writers.
@@ -433,15 +422,6 @@ fn check_unique(
         });
     }
     Ok(())
-}
-
-/// The config's containers as registry entries.
-pub fn config_containers(config: &Config) -> Vec<Container> {
-    config
-        .containers
-        .iter()
-        .map(|c| Container::from_config(c, config, Origin::Config))
-        .collect()
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ impl RemoteState {
                 self.entries.remove(key);
                 Err(BadRecord {
                     key: String::from_utf8_lossy(key).into_owned(),
-                    why,
+                    why: why.to_string(),
                 })
             }
         }
@@ -232,27 +232,45 @@ impl RemoteState {
     }
 }
 
-fn decode(key: &Key, value: &[u8]) -> Result<Entry, String> {
+/// Why another node's record is ignored (logged, counted).
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("vtep {0} is not a unicast address and port")]
+    Vtep(SocketAddr),
+    #[error("name {record:?} differs from the key's {key:?}")]
+    Name { record: String, key: String },
+    #[error("port 0")]
+    Port,
+    #[error("mac: {0}")]
+    Mac(#[from] crate::wire::ethernet::MacParseError),
+}
+
+fn decode(key: &Key, value: &[u8]) -> Result<Entry, RecordError> {
     match key {
         Key::Node(_) => {
-            let r: NodeRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+            let r: NodeRecord = serde_json::from_slice(value)?;
             if let Some(v) = r.vtep
                 && (v.port() == 0 || v.ip().is_unspecified() || v.ip().is_multicast())
             {
-                return Err(format!("vtep {v} is not a unicast address and port"));
+                return Err(RecordError::Vtep(v));
             }
             Ok(Entry::Node(r.vtep))
         }
         Key::Container { node, name } => {
-            let r: ContainerRecord = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+            let r: ContainerRecord = serde_json::from_slice(value)?;
             if r.name != *name {
-                return Err(format!("name {:?} differs from the key's {name:?}", r.name));
+                return Err(RecordError::Name {
+                    record: r.name,
+                    key: name.clone(),
+                });
             }
             if r.port == 0 {
-                return Err("port 0".into());
+                return Err(RecordError::Port);
             }
             let mac = match r.mac {
-                Some(m) => Some(m.parse::<MacAddr>().map_err(|e| format!("mac: {e}"))?),
+                Some(m) => Some(m.parse::<MacAddr>()?),
                 None => None,
             };
             Ok(Entry::Container(Container {

@@ -28,13 +28,12 @@ use super::io::{bind_send_pool, bind_udp, register};
 use super::switch::Switch;
 use super::tap::{Tap, TapOptions};
 use super::udp;
-use crate::config::NetworkConfig;
+use super::{Error, TapNetwork};
 use crate::shutdown::Shutdown;
 use rx::{Rx, rx_drain};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use tokio::task::JoinSet;
 use tx::{Tx, tx_drain};
 
 /// Frames handled per wake-up before yielding.
@@ -128,7 +127,7 @@ fn disabled(feature: &str) -> bool {
 
 /// Opens every network's TAP with the offloads and queues the kernel accepts, and the
 /// sockets. Returns the features in use and one set of fds per worker.
-fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec<Worker>), String> {
+fn open(networks: &[TapNetwork], listen: SocketAddr) -> Result<(Features, Vec<Worker>), Error> {
     let mut kernel = Tap::features().unwrap_or(0);
     if disabled("tap_tso") {
         kernel &= !libc::IFF_VNET_HDR;
@@ -160,10 +159,10 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
             }
         }
     }
-    let open_net = |n: &NetworkConfig, opts: &[TapOptions]| -> Result<(Tap, TapOptions), String> {
-        let mut last_err = String::new();
+    let open_net = |n: &TapNetwork, opts: &[TapOptions]| -> Result<(Tap, TapOptions), Error> {
+        let mut last_err = std::io::Error::other("no TAP options to try");
         for a in opts {
-            match Tap::open_with(&n.tap, n.mtu, *a) {
+            match Tap::open_with(&n.tap, n.spec.mtu, *a) {
                 Ok(t) => return Ok((t, *a)),
                 Err(e) => {
                     tracing::info!(
@@ -172,14 +171,15 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
                         multi_queue = a.multi_queue,
                         "overlay: TAP refused these options ({e}); trying fewer"
                     );
-                    last_err = e.to_string();
+                    last_err = e;
                 }
             }
         }
-        Err(format!(
-            "overlay: cannot open TAP {:?} (network {:?}): {last_err}",
-            n.tap, n.name
-        ))
+        Err(Error::OpenTap {
+            tap: n.tap.clone(),
+            network: n.spec.name.clone(),
+            source: last_err,
+        })
     };
     let mut first: Vec<(Tap, TapOptions)> = Vec::with_capacity(networks.len());
     for n in networks {
@@ -214,17 +214,21 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
         } else {
             let mut taps = Vec::with_capacity(networks.len());
             for (n, o) in networks.iter().zip(&per_net) {
-                taps.push(Tap::open_with(&n.tap, n.mtu, *o).map_err(|e| {
-                    format!(
-                        "overlay: cannot open TAP {:?} queue {q} (network {:?}): {e}",
-                        n.tap, n.name
-                    )
+                taps.push(Tap::open_with(&n.tap, n.spec.mtu, *o).map_err(|source| {
+                    Error::OpenQueue {
+                        tap: n.tap.clone(),
+                        queue: q,
+                        network: n.spec.name.clone(),
+                        source,
+                    }
                 })?);
             }
             taps
         };
-        let recv = bind_udp(listen, queues > 1)
-            .map_err(|e| format!("overlay: cannot bind {listen}: {e}"))?;
+        let recv = bind_udp(listen, queues > 1).map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
         let senders = bind_send_pool(listen)?;
         workers.push(Worker {
             taps,
@@ -248,12 +252,12 @@ fn open(networks: &[NetworkConfig], listen: SocketAddr) -> Result<(Features, Vec
 
 /// Starts the offload datapath: one thread per worker, each with a single-threaded runtime.
 pub(super) fn start(
-    networks: &[NetworkConfig],
+    networks: &[TapNetwork],
     listen: SocketAddr,
     switch: &Arc<Mutex<Switch>>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<(Arc<Features>, Vec<u16>), String> {
+    tasks: &mut crate::Tasks,
+) -> Result<(Arc<Features>, Vec<u16>), Error> {
     let (features, workers) = open(networks, listen)?;
     let features = Arc::new(features);
     let ports: Vec<u16> = workers
@@ -276,7 +280,7 @@ async fn worker(
     switch: Arc<Mutex<Switch>>,
     features: Arc<Features>,
     mut shutdown: Shutdown,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let (taps, recv, senders) = register(w.taps, w.recv, w.senders)?;
     let mut txs: Vec<Tx> = taps
         .iter()

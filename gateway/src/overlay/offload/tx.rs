@@ -8,7 +8,7 @@ use crate::overlay::batch::{self, FRAME_MAX, Run, RunJoiner};
 use crate::overlay::io::{send, write_tap};
 use crate::overlay::switch::{FromTap, Switch, flow_hash};
 use crate::overlay::tap::Tap;
-use crate::overlay::{Counters, DropReason, lock, udp};
+use crate::overlay::{Counters, DropReason, Error, lock, udp};
 use crate::wire::offload::{self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr};
 use crate::wire::vxlan;
 use std::io::{self, IoSlice};
@@ -75,7 +75,7 @@ impl Tx {
     }
 
     /// Reads one frame into `buf[at..]`.
-    fn read(&mut self, at: usize) -> Result<Read, String> {
+    fn read(&mut self, at: usize) -> Result<Read, Error> {
         let (vnet_on, vnet) = (self.vnet_on, &mut self.vnet);
         let window = &mut self.buf[at..at + FRAME_MAX];
         let read = self.tap.try_io(Interest::READABLE, |t| {
@@ -89,10 +89,11 @@ impl Tx {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Read::Empty),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Read::Again),
             Err(e) => {
-                return Err(format!(
-                    "overlay: TAP {} read: {e}",
-                    self.tap.get_ref().name()
-                ));
+                return Err(Error::Io {
+                    what: "read from TAP",
+                    name: self.tap.get_ref().name().to_owned(),
+                    source: e,
+                });
             }
             Ok(n) => n,
         };
@@ -160,7 +161,7 @@ pub(super) async fn tx_drain(
     switch: &Mutex<Switch>,
     senders: &[UdpSocket],
     features: &Features,
-) -> Result<usize, String> {
+) -> Result<usize, Error> {
     let mut handled = 0;
     let mut pos = 0usize;
     for _ in 0..BATCH {

@@ -19,22 +19,24 @@
 //! new session follows after a backoff (0.1 s doubling to 5 s) and resyncs in full. Only GET
 //! requests are ever made: the source never creates, starts, stops or execs anything.
 
+mod endpoint;
 pub mod mapping;
 
-use crate::config::{DockerConfig, DockerEndpoint};
+pub use endpoint::{DockerEndpoint, EndpointError};
+pub use mapping::Settings;
+
 use crate::registry::{Container, Origin, Registry};
 use crate::shutdown::Shutdown;
 use bollard::Docker;
 use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListContainersOptions};
 use futures_util::StreamExt;
-use mapping::{Action, Settings, Skip};
+use mapping::{Action, Skip};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::task::JoinSet;
 
 /// Bound on each request that is not the event stream.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,41 +100,64 @@ struct Ctx {
     status: Arc<DockerStatus>,
 }
 
+/// Why the Docker source cannot start: its endpoint, named by where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("docker: DOCKER_HOST: {0}")]
+    DockerHost(EndpointError),
+    #[error("docker.endpoint: {0}")]
+    Endpoint(EndpointError),
+}
+
+/// Why a session with the Engine ended (logged; the source reconnects with backoff).
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot reach {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        source: bollard::errors::Error,
+    },
+    #[error("{what}: no answer within {CALL_TIMEOUT:?}")]
+    Timeout { what: &'static str },
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        source: bollard::errors::Error,
+    },
+    #[error("the event stream ended (dockerd stopped?)")]
+    EventsEnded,
+}
+
+/// What the Docker source needs: where the Engine is, and how its containers become
+/// registry entries.
+#[derive(Debug, Clone)]
+pub struct DockerSpec {
+    pub endpoint: DockerEndpoint,
+    pub settings: Settings,
+}
+
 /// Starts the source. It never fails startup: without dockerd, vxgate serves what it has and
-/// keeps trying. An endpoint that does not parse (from `DOCKER_HOST`) is a startup error.
+/// keeps trying.
 pub fn start(
-    cfg: &DockerConfig,
-    node: &str,
-    overlay_network: &str,
-    service_label: &str,
+    spec: DockerSpec,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<Arc<DockerStatus>, String> {
-    let env = std::env::var("DOCKER_HOST").ok();
-    let text = cfg.endpoint_text(env.as_deref());
-    let endpoint = DockerEndpoint::parse(&text).map_err(|e| {
-        if cfg.endpoint.is_none() {
-            format!("docker: DOCKER_HOST: {e}")
-        } else {
-            format!("docker.endpoint: {e}")
-        }
-    })?;
-    let status = Arc::new(DockerStatus::new(endpoint.to_string()));
-    tracing::info!(endpoint = %endpoint, network = ?cfg.network, "docker: following containers");
+    tasks: &mut crate::Tasks,
+) -> Arc<DockerStatus> {
+    let status = Arc::new(DockerStatus::new(spec.endpoint.to_string()));
+    tracing::info!(
+        endpoint = %spec.endpoint,
+        network = ?spec.settings.network,
+        "docker: following containers"
+    );
     let ctx = Ctx {
-        endpoint,
-        settings: Settings {
-            network: cfg.network.clone(),
-            node: node.to_owned(),
-            overlay_network: overlay_network.to_owned(),
-            service_label: service_label.to_owned(),
-        },
+        endpoint: spec.endpoint,
+        settings: spec.settings,
         registry: registry.clone(),
         status: status.clone(),
     };
     tasks.spawn(run(ctx, shutdown.clone()));
-    Ok(status)
+    status
 }
 
 /// State that outlives sessions: what Docker last said.
@@ -148,7 +173,7 @@ struct State {
     down: bool,
 }
 
-async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
+async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), crate::Error> {
     let mut st = State::default();
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -183,27 +208,30 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), String> {
 /// Engine's own answer is left to the caller.
 async fn timed<T, E>(
     status: &DockerStatus,
-    what: &str,
+    what: &'static str,
     fut: impl Future<Output = Result<T, E>>,
-) -> Result<Result<T, E>, String> {
+) -> Result<Result<T, E>, SessionError> {
     status.api_calls.fetch_add(1, Relaxed);
     tokio::time::timeout(CALL_TIMEOUT, fut)
         .await
-        .map_err(|_| format!("{what}: no answer within {CALL_TIMEOUT:?}"))
+        .map_err(|_| SessionError::Timeout { what })
 }
 
 /// [`timed`], with any error of the Engine's as the session's error.
-async fn call<T, E: std::fmt::Display>(
+async fn call<T>(
     status: &DockerStatus,
-    what: &str,
-    fut: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+    what: &'static str,
+    fut: impl Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, SessionError> {
     timed(status, what, fut)
         .await?
-        .map_err(|e| format!("{what}: {e}"))
+        .map_err(|source| SessionError::Api {
+            what: what.to_owned(),
+            source,
+        })
 }
 
-fn connect(endpoint: &DockerEndpoint) -> Result<Docker, String> {
+fn connect(endpoint: &DockerEndpoint) -> Result<Docker, SessionError> {
     let timeout = CALL_TIMEOUT.as_secs();
     let version = bollard::API_DEFAULT_VERSION;
     match endpoint {
@@ -212,11 +240,14 @@ fn connect(endpoint: &DockerEndpoint) -> Result<Docker, String> {
         }
         DockerEndpoint::Tcp(addr) => Docker::connect_with_http(addr, timeout, version),
     }
-    .map_err(|e| format!("cannot reach {endpoint}: {e}"))
+    .map_err(|source| SessionError::Connect {
+        endpoint: endpoint.to_string(),
+        source,
+    })
 }
 
 /// One connection's life. `Ok` means shutdown was asked.
-async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(), String> {
+async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(), SessionError> {
     let status = &ctx.status;
     let docker = connect(&ctx.endpoint)?;
     // dockerd 20.10 answers 400 to clients newer than API 1.41: agree on a version first
@@ -287,8 +318,13 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
             e = events.next() => e,
         };
         let event = match event {
-            None => return Err("the event stream ended (dockerd stopped?)".into()),
-            Some(Err(e)) => return Err(format!("events: {e}")),
+            None => return Err(SessionError::EventsEnded),
+            Some(Err(source)) => {
+                return Err(SessionError::Api {
+                    what: "events".into(),
+                    source,
+                });
+            }
             Some(Ok(e)) => e,
         };
         status.count_event(mapping::kind(&event));
@@ -319,7 +355,12 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
 
 /// Inspects one container and files it as published or skipped (or forgets it when Docker no
 /// longer has it).
-async fn inspect_into(ctx: &Ctx, docker: &Docker, id: &str, st: &mut State) -> Result<(), String> {
+async fn inspect_into(
+    ctx: &Ctx,
+    docker: &Docker,
+    id: &str,
+    st: &mut State,
+) -> Result<(), SessionError> {
     let answer = timed(
         &ctx.status,
         "inspect",
@@ -336,7 +377,12 @@ async fn inspect_into(ctx: &Ctx, docker: &Docker, id: &str, st: &mut State) -> R
             st.skipped.remove(id);
             return Ok(());
         }
-        Err(e) => return Err(format!("inspect {}: {e}", short(id))),
+        Err(source) => {
+            return Err(SessionError::Api {
+                what: format!("inspect {}", short(id)),
+                source,
+            });
+        }
     };
     match mapping::entry(&info, &ctx.settings) {
         Ok(c) => {

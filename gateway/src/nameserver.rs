@@ -9,11 +9,22 @@ use crate::registry::{Registry, Snapshot};
 use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use vxgate_dns::forward::{CACHE_ENTRIES, Forwarder};
 use vxgate_dns::ratelimit::RateLimiter;
 use vxgate_dns::server::{self, Context, Stats};
 use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
+
+/// Why the DNS server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("dns: cannot bind {listen:?}: {source}")]
+    Bind {
+        listen: Vec<std::net::SocketAddr>,
+        source: std::io::Error,
+    },
+    #[error("dns: zone {0:?} is not a valid name")]
+    Zone(String),
+}
 
 /// A running DNS server's counters.
 #[derive(Clone)]
@@ -43,13 +54,15 @@ pub async fn start(
     cfg: &DnsConfig,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<Dns, String> {
+    tasks: &mut crate::Tasks,
+) -> Result<Dns, Error> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let bound = server::bind(&cfg.listen, workers)
-        .map_err(|e| format!("dns: cannot bind {:?}: {e}", cfg.listen))?;
+    let bound = server::bind(&cfg.listen, workers).map_err(|source| Error::Bind {
+        listen: cfg.listen.clone(),
+        source,
+    })?;
     start_bound(cfg, bound, registry, shutdown, tasks)
 }
 
@@ -59,16 +72,16 @@ pub fn start_bound(
     bound: server::Bound,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut JoinSet<Result<(), String>>,
-) -> Result<Dns, String> {
+    tasks: &mut crate::Tasks,
+) -> Result<Dns, Error> {
     let settings = ZoneSettings {
         zone: cfg.zone.clone(),
         ttl: u32::try_from(cfg.ttl.as_secs()).unwrap_or(u32::MAX),
         ns_addrs: cfg.listen.iter().map(|a| a.ip()).collect(),
         max_udp_records: cfg.max_udp_records as usize,
     };
-    let first = zone_of(&settings, &registry.snapshot())
-        .ok_or_else(|| format!("dns: zone {:?} is not a valid name", cfg.zone))?;
+    let first =
+        zone_of(&settings, &registry.snapshot()).ok_or_else(|| Error::Zone(cfg.zone.clone()))?;
     let (zone_tx, zone_rx) = watch::channel(Arc::new(first));
     let workers = bound.udp.len() / cfg.listen.len().max(1);
     let stats = Arc::new(Stats::default());
