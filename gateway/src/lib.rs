@@ -43,7 +43,7 @@ pub struct Running {
 }
 
 /// Starts every part the config enables, each as a task in `tasks` that ends when `shutdown`
-/// fires. Binding errors are returned before anything runs.
+/// fires. Every socket is bound first, so a binding error is returned before anything runs.
 pub async fn start(
     config: &config::Config,
     registry: &Arc<Registry>,
@@ -51,6 +51,14 @@ pub async fn start(
     tasks: &mut crate::Tasks,
 ) -> Result<Running, Error> {
     let mut running = Running::default();
+    let overlay_spec = config.overlay_spec();
+    let underlay = overlay_spec.as_ref().map(overlay::bind).transpose()?;
+    let dns_sockets = config.dns.as_ref().map(nameserver::bind).transpose()?;
+    let ingress_listeners = config
+        .ingress
+        .as_ref()
+        .map(ingress::bind_listeners)
+        .transpose()?;
     let docker_host = std::env::var("DOCKER_HOST").ok();
     if let Some(spec) = config.docker_spec(docker_host.as_deref()) {
         let status = registry::docker::start(spec?, registry, shutdown, tasks);
@@ -63,18 +71,23 @@ pub async fn start(
     if config.registry.backend == config::RegistryBackend::Etcd {
         running.registry_backend = Some(start_etcd(config, registry, shutdown, tasks).await?);
     }
-    if let Some(o) = config.overlay_spec() {
+    if let (Some(o), Some(underlay)) = (&overlay_spec, underlay) {
         running.overlay =
-            Some(overlay::start(&o, &config.node.name, registry, shutdown, tasks).await?);
+            Some(overlay::start(o, underlay, &config.node.name, registry, shutdown, tasks).await?);
     }
-    if let Some(d) = &config.dns {
-        running.dns = Some(nameserver::start(d, registry, shutdown, tasks).await?);
+    if let (Some(d), Some(bound)) = (&config.dns, dns_sockets) {
+        running.dns = Some(nameserver::start_bound(
+            d, bound, registry, shutdown, tasks,
+        )?);
     }
-    if let (Some(i), Some(zone)) = (&config.ingress, config.ingress_zone()) {
+    if let (Some(i), Some(zone), Some(listeners)) =
+        (&config.ingress, config.ingress_zone(), ingress_listeners)
+    {
         let state = &config.node.state_dir;
         let fleet = acme_fleet(config);
-        running.ingress =
-            Some(ingress::start(i, &zone, state, fleet, registry, shutdown, tasks).await?);
+        running.ingress = Some(
+            ingress::start(i, listeners, &zone, state, fleet, registry, shutdown, tasks).await?,
+        );
     }
     Ok(running)
 }

@@ -49,6 +49,17 @@ pub fn zone_of(settings: &ZoneSettings, snap: &Snapshot) -> Option<Zone> {
     Zone::build(settings, snap.version, &containers)
 }
 
+/// Binds the DNS sockets: UDP (one per core, `SO_REUSEPORT`) and TCP on every address.
+pub fn bind(cfg: &DnsConfig) -> Result<server::Bound, Error> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    server::bind(&cfg.listen, workers).map_err(|source| Error::Bind {
+        listen: cfg.listen.clone(),
+        source,
+    })
+}
+
 /// Binds the DNS sockets (errors stop startup) and spawns the server and the zone updater.
 pub async fn start(
     cfg: &DnsConfig,
@@ -56,14 +67,7 @@ pub async fn start(
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
 ) -> Result<Dns, Error> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let bound = server::bind(&cfg.listen, workers).map_err(|source| Error::Bind {
-        listen: cfg.listen.clone(),
-        source,
-    })?;
-    start_bound(cfg, bound, registry, shutdown, tasks)
+    start_bound(cfg, bind(cfg)?, registry, shutdown, tasks)
 }
 
 /// Like [`start`], on sockets the caller bound (tests bind port 0).

@@ -272,3 +272,60 @@ fn ctl_prints_tables_json_and_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"));
 }
+
+/// The admin API in-process, served on a listener the test bound to port 0 (no port picked
+/// free and retried): health, the config's container listed with its origin, one added
+/// through the API and then in the registry, a clash refused with 409, /metrics, and a
+/// clean stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_serves_on_a_listener_bound_to_port_0() {
+    use std::sync::Arc;
+    let config = vxgate::config::parse(
+        "[[containers]]\nname = \"web-1\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web\" }\n",
+        std::path::Path::new("."),
+    )
+    .expect("config");
+    let registry = Arc::new(config.registry().expect("registry"));
+    let (stop, shutdown) = vxgate::shutdown::Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    assert_ne!(port, 0);
+    let admin = vxgate::admin::Admin {
+        config,
+        registry: registry.clone(),
+        running: Arc::new(vxgate::Running::default()),
+        token: None,
+        started: Instant::now(),
+    };
+    vxgate::admin::serve(admin, listener, &shutdown, &mut tasks);
+    let call = |method: &'static str, path: &'static str, body: &'static str| {
+        tokio::task::spawn_blocking(move || http(port, method, path, body, None))
+    };
+    assert_eq!(call("GET", "/healthz", "").await.expect("join").0, 200);
+    let (code, body) = call("GET", "/v1/containers", "").await.expect("join");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"web-1\"") && body.contains("\"config\""),
+        "{body}"
+    );
+    let api = r#"{"name":"api-1","ip":"10.0.0.9","port":8080,"labels":{"app":"api"}}"#;
+    let (code, body) = call("POST", "/v1/containers", api).await.expect("join");
+    assert_eq!(code, 201, "{body}");
+    assert!(registry.snapshot().container("api-1").is_some());
+    let (code, body) = call("POST", "/v1/containers", api).await.expect("join");
+    assert_eq!(code, 409, "the same name again: {body}");
+    let (code, body) = call("GET", "/metrics", "").await.expect("join");
+    assert_eq!(code, 200);
+    assert!(body.contains("\nvxgate_uptime_seconds "), "{body}");
+    stop.send(true).expect("stop");
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(r) = tasks.join_next().await {
+            r.expect("join").expect("the admin task failed");
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the admin API did not stop within 10 s");
+}

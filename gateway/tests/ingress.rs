@@ -108,8 +108,10 @@ async fn tls_routing_and_the_proxys_own_answers_on_loopback() {
     registry.add(container("web-1", "web", b1)).expect("add");
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let listeners = vxgate::ingress::bind_listeners(&cfg).expect("bind");
     let ingress = vxgate::ingress::start(
         &cfg,
+        listeners,
         "example.com",
         state.path(),
         None,

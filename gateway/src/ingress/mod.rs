@@ -109,6 +109,7 @@ struct Shared {
 #[allow(clippy::too_many_arguments)]
 pub async fn start(
     cfg: &IngressConfig,
+    listeners: Listeners,
     zone: &str,
     state_dir: &Path,
     acme_fleet: Option<Arc<crate::acme::fleet::Fleet>>,
@@ -143,27 +144,12 @@ pub async fn start(
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         stats: Arc::default(),
     });
-    // One thread per core, each with its own single-threaded runtime, SO_REUSEPORT
-    // listeners and backend pool: a connection, its requests and their backend connections
-    // stay on one thread (no cross-thread wake-ups), as nginx's workers do.
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for addr in &cfg.listen {
-        let mut actual = *addr;
-        for w in per_worker.iter_mut() {
-            let l = bind(actual).map_err(|source| Error::Bind {
-                addr: *addr,
-                source,
-            })?;
-            actual = l.local_addr().unwrap_or(actual);
-            w.push(l);
-        }
-        bound.push(actual);
-    }
+    let Listeners {
+        per_worker,
+        redirect,
+        listen: bound,
+        http_redirect: bound_redirect,
+    } = listeners;
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         crate::worker::spawn(format!("ingress-{i}"), tasks, move || async move {
@@ -179,15 +165,8 @@ pub async fn start(
         })?;
     }
     let https_port = cfg.listen.first().map(|a| a.port()).unwrap_or(443);
-    let mut bound_redirect = Vec::new();
-    for addr in &cfg.http_redirect {
-        let l = bind(*addr)
-            .and_then(TcpListener::from_std)
-            .map_err(|source| Error::Bind {
-                addr: *addr,
-                source,
-            })?;
-        bound_redirect.push(l.local_addr().unwrap_or(*addr));
+    for l in redirect {
+        let l = TcpListener::from_std(l).map_err(Error::Listener)?;
         let shutdown = shutdown.clone();
         let challenges = acme.as_ref().map(|a| a.challenges.clone());
         tasks.spawn(async move { accept_redirect(l, https_port, challenges, shutdown).await });
@@ -206,6 +185,58 @@ pub async fn start(
         acme,
         listen: bound,
         http_redirect: bound_redirect,
+    })
+}
+
+/// The ingress's listeners, bound before it starts ([`bind_listeners`]): for each worker
+/// thread an `SO_REUSEPORT` listener on every `ingress.listen` address, and the
+/// `ingress.http_redirect` listeners.
+pub struct Listeners {
+    per_worker: Vec<Vec<std::net::TcpListener>>,
+    redirect: Vec<std::net::TcpListener>,
+    /// The bound HTTPS addresses (the actual ports, where port 0 was asked for).
+    pub listen: Vec<SocketAddr>,
+    pub http_redirect: Vec<SocketAddr>,
+}
+
+/// Binds every listener of `cfg` (errors stop startup before anything serves). One thread
+/// per core will each run its own single-threaded runtime with its own listeners and backend
+/// pool: a connection, its requests and their backend connections stay on one thread (no
+/// cross-thread wake-ups), as nginx's workers do.
+pub fn bind_listeners(cfg: &IngressConfig) -> Result<Listeners, Error> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    let mut listen = Vec::new();
+    for addr in &cfg.listen {
+        let mut actual = *addr;
+        for w in per_worker.iter_mut() {
+            let l = bind(actual).map_err(|source| Error::Bind {
+                addr: *addr,
+                source,
+            })?;
+            actual = l.local_addr().unwrap_or(actual);
+            w.push(l);
+        }
+        listen.push(actual);
+    }
+    let mut redirect = Vec::new();
+    let mut http_redirect = Vec::new();
+    for addr in &cfg.http_redirect {
+        let l = bind(*addr).map_err(|source| Error::Bind {
+            addr: *addr,
+            source,
+        })?;
+        http_redirect.push(l.local_addr().unwrap_or(*addr));
+        redirect.push(l);
+    }
+    Ok(Listeners {
+        per_worker,
+        redirect,
+        listen,
+        http_redirect,
     })
 }
 

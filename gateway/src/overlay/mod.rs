@@ -110,6 +110,35 @@ pub enum Error {
     Worker(#[from] crate::worker::WorkerError),
 }
 
+/// The underlay sockets, bound before the overlay starts: the receive socket on
+/// `overlay.listen` and the send sockets beside it (source ports 49152–65535).
+pub struct Underlay {
+    /// The address `recv` is bound at (the actual port, when `listen` asked for port 0).
+    pub listen: SocketAddr,
+    pub recv: std::net::UdpSocket,
+    pub senders: Vec<std::net::UdpSocket>,
+    /// `recv` has `SO_REUSEPORT`, so further TAP queues can each bind a receive socket.
+    pub reuse_port: bool,
+}
+
+/// Binds the underlay sockets for `spec` (errors stop startup). With offloads on a kernel
+/// that has multi-queue TAPs, the receive socket allows one more per queue.
+pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
+    let reuse_port = spec.offload && offload::wanted_queues() > 1;
+    let recv = io::bind_udp(spec.listen, reuse_port).map_err(|source| Error::Bind {
+        addr: spec.listen,
+        source,
+    })?;
+    let listen = recv.local_addr().unwrap_or(spec.listen);
+    let senders = io::bind_send_pool(listen)?;
+    Ok(Underlay {
+        listen,
+        recv,
+        senders,
+        reuse_port,
+    })
+}
+
 /// What the rest of vxgate can see of a running overlay.
 #[derive(Clone)]
 pub struct Overlay {
@@ -140,9 +169,11 @@ pub(crate) fn lock(m: &Mutex<Switch>) -> std::sync::MutexGuard<'_, Switch> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Opens the TAPs and sockets (errors here stop startup), then spawns the forwarding tasks.
+/// Opens the TAPs (errors here stop startup) and starts the datapath on the `underlay`
+/// sockets ([`bind`]), the registry follower and the bridge keeper.
 pub async fn start(
     cfg: &OverlaySpec,
+    underlay: Underlay,
     node: &str,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
@@ -163,9 +194,9 @@ pub async fn start(
     };
     membership.apply(&mut lock(&switch), &registry.snapshot());
     let (features, ports) = if cfg.offload {
-        offload::start(&cfg.networks, cfg.listen, &switch, shutdown, tasks)?
+        offload::start(&cfg.networks, underlay, &switch, shutdown, tasks)?
     } else {
-        portable::start(cfg, &switch, shutdown, tasks)?
+        portable::start(cfg, underlay, &switch, shutdown, tasks)?
     };
     bridge::start(
         cfg.networks

@@ -6,12 +6,12 @@
 //! TAP. Every loop handles at most [`BATCH`] packets per wake-up and then yields, so a flood
 //! cannot starve the other tasks.
 
-use super::OverlaySpec;
-use super::io::{bind_send_pool, bind_udp, register, send, write_tap};
+use super::io::{register, send, write_tap};
 use super::offload::Features;
 use super::switch::{FromTap, FromUdp, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
 use super::{Counters, DropReason, Error, lock};
+use super::{OverlaySpec, Underlay};
 use crate::shutdown::Shutdown;
 use crate::wire::checksum::{self, Partial};
 use crate::wire::{offload, vxlan};
@@ -33,6 +33,7 @@ const HEADROOM: usize = vxlan::HEADER_LEN;
 /// one `overlay` thread.
 pub(super) fn start(
     cfg: &OverlaySpec,
+    underlay: Underlay,
     switch: &Arc<Mutex<Switch>>,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
@@ -59,11 +60,7 @@ pub(super) fn start(
             })?;
         taps.push(tap);
     }
-    let recv = bind_udp(cfg.listen, false).map_err(|source| Error::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
-    let senders = bind_send_pool(cfg.listen)?;
+    let Underlay { recv, senders, .. } = underlay;
     let ports: Vec<u16> = senders
         .iter()
         .filter_map(|s| s.local_addr().ok())

@@ -28,10 +28,9 @@ use super::io::{bind_send_pool, bind_udp, register};
 use super::switch::Switch;
 use super::tap::{Tap, TapOptions};
 use super::udp;
-use super::{Error, TapNetwork};
+use super::{Error, TapNetwork, Underlay};
 use crate::shutdown::Shutdown;
 use rx::{Rx, rx_drain};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tx::{Tx, tx_drain};
@@ -125,9 +124,8 @@ fn disabled(feature: &str) -> bool {
     std::env::var("VXGATE_OFFLOAD_DISABLE").is_ok_and(|v| v.split(',').any(|f| f.trim() == feature))
 }
 
-/// Opens every network's TAP with the offloads and queues the kernel accepts, and the
-/// sockets. Returns the features in use and one set of fds per worker.
-fn open(networks: &[TapNetwork], listen: SocketAddr) -> Result<(Features, Vec<Worker>), Error> {
+/// The TUN driver's features, less those `VXGATE_OFFLOAD_DISABLE` names.
+fn kernel_features() -> libc::c_int {
     let mut kernel = Tap::features().unwrap_or(0);
     if disabled("tap_tso") {
         kernel &= !libc::IFF_VNET_HDR;
@@ -135,9 +133,30 @@ fn open(networks: &[TapNetwork], listen: SocketAddr) -> Result<(Features, Vec<Wo
     if disabled("multi_queue") {
         kernel &= !libc::IFF_MULTI_QUEUE;
     }
+    kernel
+}
+
+/// How many TAP queues (and workers) to ask for: one per core, up to [`MAX_QUEUES`], where
+/// the kernel has multi-queue TAPs.
+pub(super) fn wanted_queues() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let want_queues = if kernel & libc::IFF_MULTI_QUEUE != 0 {
+    if kernel_features() & libc::IFF_MULTI_QUEUE != 0 {
         cores.clamp(1, MAX_QUEUES)
+    } else {
+        1
+    }
+}
+
+/// Opens every network's TAP with the offloads and queues the kernel accepts. The first
+/// worker takes the underlay sockets the caller bound; each further queue binds its own
+/// receive socket at the same address (`SO_REUSEPORT`) and its own send sockets. Returns the
+/// features in use and one set of fds per worker.
+fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Worker>), Error> {
+    let kernel = kernel_features();
+    let listen = underlay.listen;
+    // more queues need a receive socket each, which needs SO_REUSEPORT on the first one
+    let want_queues = if underlay.reuse_port {
+        wanted_queues()
     } else {
         1
     };
@@ -208,6 +227,7 @@ fn open(networks: &[TapNetwork], listen: SocketAddr) -> Result<(Features, Vec<Wo
     let per_net: Vec<TapOptions> = first.iter().map(|(_, o)| *o).collect();
     let mut workers: Vec<Worker> = Vec::with_capacity(queues);
     let mut first_queue: Vec<Tap> = first.into_iter().map(|(t, _)| t).collect();
+    let mut first_sockets = Some(underlay);
     for q in 0..queues {
         let taps = if q == 0 {
             std::mem::take(&mut first_queue)
@@ -225,11 +245,16 @@ fn open(networks: &[TapNetwork], listen: SocketAddr) -> Result<(Features, Vec<Wo
             }
             taps
         };
-        let recv = bind_udp(listen, queues > 1).map_err(|source| Error::Bind {
-            addr: listen,
-            source,
-        })?;
-        let senders = bind_send_pool(listen)?;
+        let (recv, senders) = match first_sockets.take() {
+            Some(u) => (u.recv, u.senders),
+            None => (
+                bind_udp(listen, true).map_err(|source| Error::Bind {
+                    addr: listen,
+                    source,
+                })?,
+                bind_send_pool(listen)?,
+            ),
+        };
         workers.push(Worker {
             taps,
             recv,
@@ -253,12 +278,12 @@ fn open(networks: &[TapNetwork], listen: SocketAddr) -> Result<(Features, Vec<Wo
 /// Starts the offload datapath: one thread per worker, each with a single-threaded runtime.
 pub(super) fn start(
     networks: &[TapNetwork],
-    listen: SocketAddr,
+    underlay: Underlay,
     switch: &Arc<Mutex<Switch>>,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
 ) -> Result<(Arc<Features>, Vec<u16>), Error> {
-    let (features, workers) = open(networks, listen)?;
+    let (features, workers) = open(networks, underlay)?;
     let features = Arc::new(features);
     let ports: Vec<u16> = workers
         .iter()
