@@ -7,6 +7,7 @@
 use crate::config::DnsConfig;
 use crate::registry::{Registry, Snapshot};
 use crate::shutdown::Shutdown;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio::sync::watch;
 use vxgate_dns::forward::{CACHE_ENTRIES, Forwarder};
@@ -132,4 +133,121 @@ pub fn start_bound(
         }
     });
     Ok(handle)
+}
+
+impl Dns {
+    /// Appends `vxgate_dns_*` to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::sync::atomic::Ordering::Relaxed;
+        use vxgate_metrics::text::{by_label, family, single};
+        let (d, s) = (self, &self.stats);
+        family(
+            out,
+            "vxgate_dns_queries_total",
+            "counter",
+            "DNS queries received.",
+        );
+        let _ = writeln!(out, "vxgate_dns_queries_total {}", s.queries.load(Relaxed));
+        family(
+            out,
+            "vxgate_dns_responses_total",
+            "counter",
+            "DNS responses by rcode.",
+        );
+        const RCODES: [&str; 6] = [
+            "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+        ];
+        for (i, n) in s.rcodes.iter().enumerate() {
+            let v = n.load(Relaxed);
+            if i < RCODES.len() || v > 0 {
+                let name = RCODES
+                    .get(i)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| i.to_string());
+                let _ = writeln!(out, "vxgate_dns_responses_total{{rcode=\"{name}\"}} {v}");
+            }
+        }
+        family(
+            out,
+            "vxgate_dns_queries_by_type_total",
+            "counter",
+            "DNS queries by question type.",
+        );
+        for (n, name) in s.qtypes.iter().zip(vxgate_dns::server::QTYPE_NAMES) {
+            let _ = writeln!(
+                out,
+                "vxgate_dns_queries_by_type_total{{type=\"{name}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        family(
+            out,
+            "vxgate_dns_forwarded_total",
+            "counter",
+            "Queries for names outside the zone sent upstream or answered from the cache.",
+        );
+        let _ = writeln!(
+            out,
+            "vxgate_dns_forwarded_total {}",
+            s.forwarded.load(Relaxed)
+        );
+        family(
+            out,
+            "vxgate_dns_upstream_failures_total",
+            "counter",
+            "Upstream exchanges that timed out, failed or answered SERVFAIL/REFUSED.",
+        );
+        let _ = writeln!(
+            out,
+            "vxgate_dns_upstream_failures_total {}",
+            d.forwarder.upstream_failures.load(Relaxed)
+        );
+        single(
+            out,
+            "vxgate_dns_forward_in_flight",
+            "gauge",
+            "Forwarded UDP queries waiting for an upstream now.",
+            d.forwarder.in_flight.load(Relaxed) as u64,
+        );
+        single(
+            out,
+            "vxgate_dns_forward_overflow_total",
+            "counter",
+            "Queries answered SERVFAIL at once because the cap of forwarded queries in flight was reached.",
+            d.forwarder.overflow.load(Relaxed),
+        );
+        single(
+            out,
+            "vxgate_dns_tcp_connections",
+            "gauge",
+            "Open DNS TCP connections.",
+            s.tcp_connections.load(Relaxed) as u64,
+        );
+        single(
+            out,
+            "vxgate_dns_tcp_refused_total",
+            "counter",
+            "DNS TCP connections closed on accept: over 256 open, or 16 from one client address.",
+            s.tcp_refused.load(Relaxed),
+        );
+        by_label(
+            out,
+            "vxgate_dns_rate_limited_total",
+            "counter",
+            "UDP responses to clients outside dns.recursion_from held back by dns.rate_limit: sent as TC (slip) or dropped.",
+            "action",
+            &[
+                ("slip", s.rate_limit_slipped.load(Relaxed)),
+                ("drop", s.rate_limit_dropped.load(Relaxed)),
+            ],
+        );
+        family(
+            out,
+            "vxgate_dns_answer_seconds",
+            "histogram",
+            "Time from a query's arrival to its answer.",
+        );
+        s.answer_latency
+            .render("vxgate_dns_answer_seconds", "", out);
+    }
 }

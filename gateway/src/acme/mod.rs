@@ -27,6 +27,7 @@ use instant_acme::{
 };
 use plan::Backoff;
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -644,4 +645,37 @@ async fn order(
     let issued = Issued::from_pem(chain.as_bytes(), key_pem.as_bytes())?;
     ctx.store.save_cert(domain, &chain, &key_pem)?;
     Ok((issued, chain, key_pem))
+}
+
+impl Acme {
+    /// Appends `vxgate_acme_*` to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use vxgate_metrics::text::{by_label, escape, family};
+        let acme = self;
+        by_label(
+            out,
+            "vxgate_acme_orders_total",
+            "counter",
+            "ACME orders by result (a failed one is retried with backoff).",
+            "result",
+            &[
+                ("ok", acme.stats.orders_ok.load(Relaxed)),
+                ("failed", acme.stats.orders_failed.load(Relaxed)),
+            ],
+        );
+        family(
+            out,
+            "vxgate_acme_certificate_expiry_seconds",
+            "gauge",
+            "Unix time at which each ACME certificate expires.",
+        );
+        for (domain, issued) in acme.certs.all() {
+            let _ = writeln!(
+                out,
+                "vxgate_acme_certificate_expiry_seconds{{domain=\"{}\"}} {}",
+                escape(&domain),
+                issued.validity.not_after
+            );
+        }
+    }
 }

@@ -25,6 +25,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -593,5 +594,68 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+impl Ingress {
+    /// Appends `vxgate_tls_*` and `vxgate_http_*` to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use vxgate_metrics::text::{by_label, escape, family};
+        let s = &self.stats;
+        by_label(
+            out,
+            "vxgate_tls_handshakes_total",
+            "counter",
+            "Completed TLS handshakes by version.",
+            "version",
+            &[
+                ("1.2", s.tls12.load(Relaxed)),
+                ("1.3", s.tls13.load(Relaxed)),
+            ],
+        );
+        family(
+            out,
+            "vxgate_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out.",
+        );
+        let _ = writeln!(
+            out,
+            "vxgate_tls_handshake_failures_total {}",
+            s.handshake_failures.load(Relaxed)
+        );
+        family(
+            out,
+            "vxgate_http_requests_total",
+            "counter",
+            "HTTP requests by service and status class.",
+        );
+        for (service, by_class) in s.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (class, n) in by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
+                let _ = writeln!(
+                    out,
+                    "vxgate_http_requests_total{{service=\"{}\",class=\"{class}xx\"}} {n}",
+                    escape(service)
+                );
+            }
+        }
+        family(
+            out,
+            "vxgate_http_connections_refused_total",
+            "counter",
+            "Connections closed at accept (max_connections).",
+        );
+        let _ = writeln!(
+            out,
+            "vxgate_http_connections_refused_total {}",
+            s.refused_connections.load(Relaxed)
+        );
+        family(
+            out,
+            "vxgate_http_backend_seconds",
+            "histogram",
+            "Time from a request's head to the backend's response head.",
+        );
+        s.latency.render("vxgate_http_backend_seconds", "", out);
     }
 }

@@ -19,6 +19,7 @@ pub mod counters;
 pub mod fdb;
 mod io;
 mod membership;
+mod metrics;
 pub mod offload;
 pub mod portable;
 pub mod switch;

@@ -34,6 +34,7 @@ pub struct EtcdSpec {
 
 use crate::wire::ethernet::MacAddr;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -422,6 +423,93 @@ fn check_unique(
         });
     }
     Ok(())
+}
+
+impl Snapshot {
+    /// Appends `vxgate_backend_healthy` and `vxgate_registry_*` (this snapshot's) to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use vxgate_metrics::text::{escape, family};
+        family(
+            out,
+            "vxgate_backend_healthy",
+            "gauge",
+            "1 when a service container is serving (ready in Docker, not unhealthy in checks).",
+        );
+        let snap = self;
+        for (service, cs) in snap.services() {
+            for c in cs {
+                let _ = writeln!(
+                    out,
+                    "vxgate_backend_healthy{{service=\"{}\",container=\"{}\"}} {}",
+                    escape(service),
+                    escape(&c.name),
+                    u8::from(c.is_serving())
+                );
+            }
+        }
+        family(
+            out,
+            "vxgate_registry_containers",
+            "gauge",
+            "Containers in the registry.",
+        );
+        let _ = writeln!(out, "vxgate_registry_containers {}", snap.len());
+        family(
+            out,
+            "vxgate_registry_remote_nodes",
+            "gauge",
+            "Other nodes known through the shared registry.",
+        );
+        let _ = writeln!(out, "vxgate_registry_remote_nodes {}", snap.nodes().len());
+    }
+}
+
+impl BackendStatus {
+    /// Appends `vxgate_registry_etcd_*` to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let b = self;
+        for (name, kind, help, value) in [
+            (
+                "vxgate_registry_etcd_connected",
+                "gauge",
+                "1 while registered in etcd with a live lease and watch.",
+                u64::from(b.connected.load(Relaxed)),
+            ),
+            (
+                "vxgate_registry_etcd_resyncs_total",
+                "counter",
+                "Full reads of the etcd prefix.",
+                b.resyncs.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_compactions_total",
+                "counter",
+                "Watches restarted because their revision was compacted.",
+                b.compacted.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_errors_total",
+                "counter",
+                "etcd sessions that ended in an error.",
+                b.errors.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_bad_records_total",
+                "counter",
+                "Remote records that could not be parsed.",
+                b.bad_records.load(Relaxed),
+            ),
+            (
+                "vxgate_registry_etcd_clashes",
+                "gauge",
+                "Remote containers left out because their name or IP is taken.",
+                b.clashes.load(Relaxed),
+            ),
+        ] {
+            vxgate_metrics::text::single(out, name, kind, help, value);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListCont
 use futures_util::StreamExt;
 use mapping::{Action, Skip};
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -463,4 +464,81 @@ fn publish(ctx: &Ctx, st: &mut State) {
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+impl DockerStatus {
+    /// Appends `vxgate_docker_*` to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use mapping::Skip;
+        use vxgate_metrics::text::{family, single};
+        let d = self;
+        for (name, kind, help, value) in [
+            (
+                "vxgate_docker_connected",
+                "gauge",
+                "1 while connected to the Docker Engine API and following its events.",
+                u64::from(d.connected.load(Relaxed)),
+            ),
+            (
+                "vxgate_docker_resyncs_total",
+                "counter",
+                "Full resyncs (list and inspect) from the Docker Engine.",
+                d.resyncs.load(Relaxed),
+            ),
+            (
+                "vxgate_docker_errors_total",
+                "counter",
+                "Docker sessions that ended in an error (dockerd absent, stopped or restarted).",
+                d.errors.load(Relaxed),
+            ),
+            (
+                "vxgate_docker_api_calls_total",
+                "counter",
+                "Requests made to the Docker Engine API (all GET).",
+                d.api_calls.load(Relaxed),
+            ),
+            (
+                "vxgate_docker_containers_published",
+                "gauge",
+                "Docker containers in the registry.",
+                d.published.load(Relaxed),
+            ),
+            (
+                "vxgate_docker_clashes",
+                "gauge",
+                "Docker containers left out because a config or API container has their name or IP.",
+                d.clashes.load(Relaxed),
+            ),
+        ] {
+            single(out, name, kind, help, value);
+        }
+        family(
+            out,
+            "vxgate_docker_events_total",
+            "counter",
+            "Docker events received, by type.",
+        );
+        let kinds = EVENT_KINDS.iter().copied().chain(["other"]);
+        for (kind, n) in kinds.zip(d.events.iter()) {
+            let _ = writeln!(
+                out,
+                "vxgate_docker_events_total{{type=\"{kind}\"}} {}",
+                n.load(Relaxed)
+            );
+        }
+        family(
+            out,
+            "vxgate_docker_containers_skipped",
+            "gauge",
+            "Running Docker containers left out, by reason.",
+        );
+        for (reason, n) in Skip::ALL.iter().zip(d.skipped.iter()) {
+            let _ = writeln!(
+                out,
+                "vxgate_docker_containers_skipped{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                n.load(Relaxed)
+            );
+        }
+    }
 }

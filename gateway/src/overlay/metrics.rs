@@ -1,0 +1,173 @@
+//! `vxgate_overlay_*`: the overlay's families, rendered from the counters each network keeps
+//! and from the running datapath's features.
+
+use super::{Counters, DropReason, Overlay, lock};
+use std::sync::atomic::Ordering::Relaxed;
+use vxgate_metrics::text::{family, sample};
+
+/// Reads one sample of a per-network family from a network's counters.
+type Reading<'a> = (&'a str, &'a dyn Fn(&Counters) -> u64);
+
+/// A family with one sample per network and per reading: `name{network="…",label="…"}`,
+/// or `name{network="…"}` when `label` is empty.
+fn per_network(
+    out: &mut String,
+    (name, kind, help): (&str, &str, &str),
+    counters: &[(String, std::sync::Arc<Counters>)],
+    label: &str,
+    readings: &[Reading<'_>],
+) {
+    family(out, name, kind, help);
+    for (net, c) in counters {
+        for (value, read) in readings {
+            if label.is_empty() {
+                sample(out, name, &[("network", net)], read(c));
+            } else {
+                sample(out, name, &[("network", net), (label, value)], read(c));
+            }
+        }
+    }
+}
+
+impl Overlay {
+    /// Appends the overlay's families to `out`.
+    pub fn render_metrics(&self, out: &mut String) {
+        let counters = self.counters();
+        let (rx_p, tx_p) = (
+            |c: &Counters| c.rx_packets.load(Relaxed),
+            |c: &Counters| c.tx_packets.load(Relaxed),
+        );
+        per_network(
+            out,
+            (
+                "vxgate_overlay_packets_total",
+                "counter",
+                "Overlay packets by network and direction (rx: underlay to TAP).",
+            ),
+            &counters,
+            "direction",
+            &[("rx", &rx_p), ("tx", &tx_p)],
+        );
+        let (rx_b, tx_b) = (
+            |c: &Counters| c.rx_bytes.load(Relaxed),
+            |c: &Counters| c.tx_bytes.load(Relaxed),
+        );
+        per_network(
+            out,
+            (
+                "vxgate_overlay_bytes_total",
+                "counter",
+                "Overlay bytes by network and direction.",
+            ),
+            &counters,
+            "direction",
+            &[("rx", &rx_b), ("tx", &tx_b)],
+        );
+        // one closure type for every reason, so they sit in one Vec without boxes
+        let reads: Vec<_> = DropReason::ALL
+            .iter()
+            .map(|&r| move |c: &Counters| c.drops(r))
+            .collect();
+        let drops: Vec<Reading<'_>> = DropReason::ALL
+            .iter()
+            .zip(&reads)
+            .map(|(r, f)| (r.name(), f as &dyn Fn(&Counters) -> u64))
+            .collect();
+        per_network(
+            out,
+            (
+                "vxgate_overlay_drops_total",
+                "counter",
+                "Dropped frames and datagrams by network and reason.",
+            ),
+            &counters,
+            "reason",
+            &drops,
+        );
+        let arp = |c: &Counters| c.arp_suppressed.load(Relaxed);
+        per_network(
+            out,
+            (
+                "vxgate_overlay_arp_suppressed_total",
+                "counter",
+                "ARP requests answered locally.",
+            ),
+            &counters,
+            "",
+            &[("", &arp)],
+        );
+        family(
+            out,
+            "vxgate_overlay_fdb_entries",
+            "gauge",
+            "FDB entries by network.",
+        );
+        {
+            let sw = lock(&self.switch);
+            for (i, n) in self.networks.iter().enumerate() {
+                sample(
+                    out,
+                    "vxgate_overlay_fdb_entries",
+                    &[("network", &n.name)],
+                    sw.fdb(i).len(),
+                );
+            }
+        }
+        family(
+            out,
+            "vxgate_overlay_datapath_mode",
+            "gauge",
+            "The active datapath (1 for the mode in use).",
+        );
+        let mode = self.features.mode();
+        for m in ["portable", "offload"] {
+            sample(
+                out,
+                "vxgate_overlay_datapath_mode",
+                &[("mode", m)],
+                u8::from(m == mode),
+            );
+        }
+        family(
+            out,
+            "vxgate_overlay_offload",
+            "gauge",
+            "1 for each offload in use (tap_tso, udp_gso, udp_gro, multi_queue).",
+        );
+        for (name, on) in self.features.list() {
+            sample(
+                out,
+                "vxgate_overlay_offload",
+                &[("feature", name)],
+                u8::from(on),
+            );
+        }
+        vxgate_metrics::text::single(
+            out,
+            "vxgate_overlay_queues",
+            "gauge",
+            "TAP queues, one datapath worker each.",
+            self.features.queues,
+        );
+        let (tso, gso, gro) = (
+            |c: &Counters| c.tso_frames.load(Relaxed),
+            |c: &Counters| c.gso_sends.load(Relaxed),
+            |c: &Counters| c.gro_merged.load(Relaxed),
+        );
+        per_network(
+            out,
+            (
+                "vxgate_overlay_offload_events_total",
+                "counter",
+                "TSO super-frames segmented, UDP GSO sends, and received segments merged (GRO).",
+            ),
+            &counters,
+            "event",
+            &[
+                ("tso_frames", &tso),
+                ("gso_sends", &gso),
+                ("gro_merged", &gro),
+            ],
+        );
+    }
+}
