@@ -52,6 +52,12 @@ eventually() {
 ips_are() { [ "$(ips "$1" "$2")" = "$3" ]; }
 metric_is() { [ "$(metric "$1" "$2")" = "$3" ]; }
 sorted() { printf '%s\n' "$@" | sort | tr '\n' ' ' | sed 's/ $//'; }
+# reaches NAME: one of 6 requests to web.example.com through h1's ingress lands on NAME
+reaches() {
+  local seen="" _i
+  for _i in $(seq 6); do seen+=" $(https_get web.example.com /)"; done
+  echo "$seen" | grep -qw "$1"
+}
 
 IP_H1C1=$(tb_docker_ip 1 h1c1) IP_H2C1=$(tb_docker_ip 2 h2c1)
 IP_SICK=$(tb_docker_ip 1 h1sick) IP_API=$(tb_docker_ip 2 h2api)
@@ -143,11 +149,11 @@ ms2=$(eventually 10 "h2c1 ($NEW) back in h2's DNS" ips_are 2 web.example.com "$W
 ms1=$(eventually 10 "h2c1 ($NEW) back in h1's DNS" ips_are 1 web.example.com "$WEB")
 start_calls=$(( $(metric 2 vxgate_docker_api_calls_total) - calls2 ))
 [ "$start_calls" -le 1 ] || fail "docker start cost $start_calls Engine API calls (expected one inspect)"
-seen=""
-for _ in $(seq 6); do seen+=" $(https_get web.example.com /)"; done
-echo "$seen" | grep -qw h2c1 || fail "the ingress does not reach the restarted h2c1: $seen"
+# the first request may find h2c1's server not listening yet (ejected, then re-admitted by
+# the health checks): a bounded wait, and the time it took is reported
+back=$(eventually 10 "the ingress reaches the restarted h2c1" reaches h2c1)
 [ "$(ips 1 h2c1.example.com)" = "$NEW" ] || fail "h2c1.example.com is $(ips 1 h2c1.example.com), expected $NEW"
-pass "docker start h2c1: $IP_H2C1 -> $NEW; in h2's DNS after ${ms2} ms, h1's after ${ms1} ms; $start_calls API call; ingress reaches it"
+pass "docker start h2c1: $IP_H2C1 -> $NEW; in h2's DNS after ${ms2} ms, h1's after ${ms1} ms; $start_calls API call; the ingress reached it after ${back} ms"
 IP_H2C1=$NEW
 tb_docker 2 rm -f h2tmp >/dev/null
 events=$(admin 2 /metrics | grep '^vxgate_docker_events_total' | awk '$2 > 0 {printf "%s ", $0}')
@@ -163,9 +169,7 @@ sleep 1
 for h in 1 2; do
   [ "$(ips "$h" web.example.com)" = "$WEB" ] || fail "h$h dropped containers while dockerd was down: $(ips "$h" web.example.com)"
 done
-seen=""
-for _ in $(seq 6); do seen+=" $(https_get web.example.com /)"; done
-echo "$seen" | grep -qw h2c1 || fail "the ingress lost h2c1 while dockerd was down: $seen"
+kept=$(eventually 10 "the ingress reaches h2c1 while dockerd is down" reaches h2c1)
 tb_dockerd_start 2
 tb_docker_web 2 h2web2 80 --label app=web
 IP_W2=$(tb_docker_ip 2 h2web2)
@@ -173,7 +177,7 @@ WEB=$(sorted "$IP_H1C1" "$IP_H2C1" "$IP_W2")
 ms=$(eventually 20 "h2web2 ($IP_W2) in h1's DNS after dockerd came back" ips_are 1 web.example.com "$WEB")
 [ "$(metric 2 vxgate_docker_connected)" = 1 ] || fail "h2 not connected again"
 [ "$(metric 2 vxgate_docker_resyncs_total)" -ge 2 ] || fail "h2 did not resync"
-pass "dockerd on h2 killed: h2 noticed in ${noticed} ms and both hosts kept serving the last state; restarted, h2web2 (started after) reached h1's DNS ${ms} ms after docker run returned"
+pass "dockerd on h2 killed: h2 noticed in ${noticed} ms and both hosts kept serving the last state (the ingress reached h2c1 after ${kept} ms); restarted, h2web2 (started after) reached h1's DNS ${ms} ms after docker run returned"
 
 echo "7 $(date +%s.%N)" >> "$LOGDIR/steps"
 # 7. vxgate started while dockerd is down picks the containers up once dockerd is there
