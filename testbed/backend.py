@@ -2,6 +2,7 @@
 """A container's HTTP server in the testbed: GET answers with the container's name; POST and
 PUT answer with the SHA-256 of the body, so tests can check uploads end to end; GET /bytes/N
 streams N bytes of a fixed pattern (pattern(N) below); GET /sleep/S answers after S seconds; GET /headers answers with the request's header lines;
+plain replies carry the request target as received in X-Path;
 GET /ws upgrades to a WebSocket that
 echoes every message."""
 import argparse
@@ -68,6 +69,8 @@ def main():
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Container", args.name)
+            # the request target as the container received it (after a proxy's rewrite)
+            self.send_header("X-Path", self.path)
             self.end_headers()
             self.wfile.write(body)
 

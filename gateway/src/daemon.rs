@@ -2,7 +2,7 @@
 //!
 //! SIGTERM and SIGINT drain: every part is told to stop and given a bounded time to finish.
 //! SIGHUP re-reads the config; a config that fails validation is logged and the running one
-//! stays. Containers from the config are swapped into the registry in one change.
+//! stays. SIGHUP and SIGUSR1 reopen the access log file. Containers from the config are swapped into the registry in one change.
 
 use crate::config::{self, Config};
 use crate::registry::{Origin, Registry};
@@ -71,10 +71,11 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
             source,
         })
     };
-    let (mut term, mut int, mut hup) = (
+    let (mut term, mut int, mut hup, mut usr1) = (
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
         sig(SignalKind::hangup())?,
+        sig(SignalKind::user_defined1())?,
     );
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -118,7 +119,11 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
-            _ = hup.recv() => reload(path, &mut config, &registry, &running),
+            _ = hup.recv() => {
+                reopen_logs(&running);
+                reload(path, &mut config, &registry, &running);
+            }
+            _ = usr1.recv() => reopen_logs(&running),
             Some(done) = tasks.join_next() => {
                 // A part that ends on its own before shutdown has failed.
                 let why = match done {
@@ -151,6 +156,13 @@ async fn drain(tasks: &mut crate::Tasks) {
     if tokio::time::timeout(DRAIN_TIMEOUT, all).await.is_err() {
         tracing::warn!("parts still busy after {DRAIN_TIMEOUT:?}; stopping anyway");
         tasks.abort_all();
+    }
+}
+
+/// SIGHUP and SIGUSR1: the access log file is opened again (after logrotate moved it).
+fn reopen_logs(running: &crate::Running) {
+    if let Some(log) = running.ingress.as_ref().and_then(|i| i.access_log.as_ref()) {
+        log.reopen();
     }
 }
 

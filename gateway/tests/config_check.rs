@@ -58,6 +58,8 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("etcd prefix not a key path", "[registry]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"vxgate\"\n".into(), 4, "registry.prefix", "key prefix"),
         ("unreadable cert", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\n[[ingress.certs]]\ncert = \"/nonexistent/x.crt\"\nkey = \"/nonexistent/x.key\"\n".into(), 4, "ingress.certs[0].cert", "cannot read"),
         ("bad dns zone", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"exa mple.com\"\n".into(), 3, "dns.zone", "not allowed"),
+        ("empty access log", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\naccess_log = \"\"\n".into(), 3, "ingress.access_log", "stderr"),
+        ("access log in a missing directory", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\naccess_log = \"/nonexistent-dir/access.log\"\n".into(), 3, "ingress.access_log", "does not exist"),
         ("bad mac", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nmac = \"02:00:zz:00:00:01\"\n".into(), 5, "containers[0].mac", "MAC"),
         ("bad cidr", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"example.com\"\nrecursion_from = [\"10.0.0.0/33\"]\n".into(), 4, "dns.recursion_from", "invalid"),
         ("wrong type", "[overlay]\nlisten = \"10.99.0.1:4789\"\nfdb_aging_s = \"5m\"\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 3, "overlay.fdb_aging_s", "expected u64"),

@@ -159,14 +159,33 @@ impl Admin {
             }
             (Method::GET, "/v1/services") => {
                 let snap = self.registry.snapshot();
+                let table = self
+                    .running
+                    .ingress
+                    .as_ref()
+                    .map(|i| i.routes.borrow().clone());
                 let services: Vec<Value> = snap
                     .services()
                     .map(|(name, cs)| {
-                        json!({
+                        let mut s = json!({
                             "name": name,
                             "serving": cs.iter().filter(|c| c.is_serving()).count(),
                             "backends": cs.iter().map(|c| container_json(c)).collect::<Vec<_>>(),
-                        })
+                        });
+                        if let Some(t) = &table {
+                            s["routes"] = t
+                                .routes_of(name)
+                                .iter()
+                                .map(|r| json!({ "host": r.host, "prefix": r.prefix, "strip_prefix": r.strip }))
+                                .collect();
+                            s["conflicts"] = t
+                                .conflicts()
+                                .iter()
+                                .filter(|c| c.winner == name || c.loser == name)
+                                .map(|c| json!({ "host": c.host, "prefix": c.prefix, "serving": c.winner, "left_out": c.loser }))
+                                .collect();
+                        }
+                        s
                     })
                     .collect();
                 reply(StatusCode::OK, Value::Array(services))

@@ -334,6 +334,31 @@ pub struct IngressConfig {
     /// Certificates from an ACME CA for every service (`[ingress.acme]`).
     #[serde(default)]
     pub acme: Option<AcmeConfig>,
+    /// One JSON line per request: `"stderr"` or a file path (relative to the config file).
+    /// Absent: no access log.
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
+    /// Log the query string with the path (off: it may carry tokens).
+    #[serde(default)]
+    pub access_log_query: bool,
+}
+
+/// `ingress.access_log`: where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogConfig {
+    Stderr,
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for AccessLogConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "stderr" {
+            AccessLogConfig::Stderr
+        } else {
+            AccessLogConfig::File(PathBuf::from(s))
+        })
+    }
 }
 
 /// `[ingress.acme]`: certificates from an ACME CA (RFC 8555), ordered and renewed by vxgate.

@@ -286,6 +286,22 @@ pub(super) fn in_range(v: &mut Validator, key: &str, value: u128, min: u128, max
 }
 
 pub(super) fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
+    if let Some(AccessLogConfig::File(p)) = &i.access_log {
+        if p.as_os_str().is_empty() {
+            v.bad(
+                "ingress.access_log",
+                "expected \"stderr\" or a file path like \"/var/log/vxgate/access.log\"".into(),
+            );
+        } else if p.parent().is_some_and(|d| !d.is_dir()) {
+            v.bad(
+                "ingress.access_log",
+                format!(
+                    "{}: its directory does not exist; expected \"stderr\" or a file in an existing directory",
+                    p.display()
+                ),
+            );
+        }
+    }
     if i.listen.is_empty() {
         v.bad(
             "ingress.listen",

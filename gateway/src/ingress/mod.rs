@@ -11,9 +11,11 @@
 //! the shell. Stopping: listeners close, open connections finish their requests (bounded by
 //! the daemon's drain time).
 
+pub mod access_log;
 pub mod health;
 pub mod proxy;
 pub mod route;
+pub mod routes;
 pub mod tls;
 
 use crate::config::IngressConfig;
@@ -50,6 +52,8 @@ pub enum Error {
     #[error("ingress: {0}")]
     Listener(io::Error),
     #[error(transparent)]
+    AccessLog(#[from] access_log::Error),
+    #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
 }
 
@@ -63,6 +67,10 @@ pub struct Ingress {
     pub listen: Vec<SocketAddr>,
     /// The plain-HTTP listeners' bound addresses.
     pub http_redirect: Vec<SocketAddr>,
+    /// The route table in use (host and path → service).
+    pub routes: tokio::sync::watch::Receiver<Arc<routes::RouteTable>>,
+    /// `ingress.access_log`, when on.
+    pub access_log: Option<Arc<access_log::AccessLog>>,
 }
 
 /// Counters for /metrics.
@@ -103,6 +111,7 @@ struct Shared {
     cfg: IngressConfig,
     permits: Arc<Semaphore>,
     stats: Arc<Stats>,
+    access_log: Option<Arc<access_log::AccessLog>>,
 }
 
 /// Binds the listeners and loads certificates (errors stop startup), then spawns the
@@ -132,9 +141,21 @@ pub async fn start(
         .map(|a| crate::acme::Acme::load(state_dir, a));
     let certs = Arc::new(tls::CertStore::load_with_acme(source, acme.clone())?);
     let server_config = tls::server_config(certs.clone(), cfg.session_resumption)?;
+    let access_log = match &cfg.access_log {
+        Some(target) => Some(access_log::AccessLog::start(
+            match target {
+                crate::config::AccessLogConfig::Stderr => access_log::Target::Stderr,
+                crate::config::AccessLogConfig::File(p) => access_log::Target::File(p.clone()),
+            },
+            cfg.access_log_query,
+        )?),
+        None => None,
+    };
+    let routes = follow_routes(registry, zone, shutdown, tasks);
     let shared = Arc::new(Shared {
         proxy: proxy::Proxy::new(
             registry.clone(),
+            routes.clone(),
             zone,
             cfg.load_balancing,
             cfg.backend_timeout,
@@ -144,6 +165,7 @@ pub async fn start(
         cfg: cfg.clone(),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         stats: Arc::default(),
+        access_log: access_log.clone(),
     });
     let Listeners {
         per_worker,
@@ -186,7 +208,54 @@ pub async fn start(
         acme,
         listen: bound,
         http_redirect: bound_redirect,
+        routes,
+        access_log,
     })
+}
+
+/// The route table, rebuilt from every registry snapshot by a task (older claims keep
+/// their place across rebuilds); conflicts and bad label values are logged when they change.
+fn follow_routes(
+    registry: &Arc<Registry>,
+    zone: &str,
+    shutdown: &Shutdown,
+    tasks: &mut crate::Tasks,
+) -> tokio::sync::watch::Receiver<Arc<routes::RouteTable>> {
+    let first = routes::RouteTable::build(&registry.snapshot(), zone, None);
+    report_routes(None, &first);
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    let (mut snaps, mut shutdown, zone) = (registry.subscribe(), shutdown.clone(), zone.to_owned());
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                changed = snaps.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let snap = snaps.borrow_and_update().clone();
+                    let old = tx.borrow().clone();
+                    let new = routes::RouteTable::build(&snap, &zone, Some(&old));
+                    report_routes(Some(&old), &new);
+                    tx.send_replace(Arc::new(new));
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn report_routes(old: Option<&routes::RouteTable>, new: &routes::RouteTable) {
+    if old.is_none_or(|o| o.conflicts() != new.conflicts()) {
+        for c in new.conflicts() {
+            tracing::warn!(host = %c.host, prefix = %c.prefix, serving = %c.winner, left_out = %c.loser, "ingress: two services claim one route; the older claim serves it");
+        }
+    }
+    if old.is_none_or(|o| o.problems() != new.problems()) {
+        for p in new.problems() {
+            tracing::warn!("ingress: route label left out: {p}");
+        }
+    }
 }
 
 /// The ingress's listeners, bound before it starts ([`bind_listeners`]): for each worker
@@ -327,10 +396,21 @@ async fn serve_tls(
     if tls.get_ref().1.alpn_protocol() == Some(crate::acme::challenge::ACME_TLS_ALPN) {
         return; // a tls-alpn-01 validation: the handshake was the answer (RFC 8737 §3)
     }
-    match tls.get_ref().1.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => shared.stats.tls13.fetch_add(1, Relaxed),
-        _ => shared.stats.tls12.fetch_add(1, Relaxed),
+    let tls_version = match tls.get_ref().1.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => {
+            shared.stats.tls13.fetch_add(1, Relaxed);
+            "1.3"
+        }
+        _ => {
+            shared.stats.tls12.fetch_add(1, Relaxed);
+            "1.2"
+        }
     };
+    let sni: Option<Arc<str>> = shared
+        .access_log
+        .as_ref()
+        .and(tls.get_ref().1.server_name())
+        .map(Arc::from);
     let activity = Arc::new(AtomicU64::new(now_ms()));
     let io = TokioIo::new(Active {
         inner: tls,
@@ -363,23 +443,61 @@ async fn serve_tls(
         service_fn(move |req| {
             let (shared, pool, hold) = (shared.clone(), pool.clone(), hold.clone());
             let stream = streams.as_ref().map(StreamGuard::open);
+            let sni = sni.clone();
             async move {
                 let start = std::time::Instant::now();
-                let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-                    req.headers()
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
+                let logged = shared.access_log.as_ref().map(|log| {
+                    let path = match (log.with_query, req.uri().path_and_query()) {
+                        (true, Some(pq)) => pq.as_str().to_owned(),
+                        _ => req.uri().path().to_owned(),
+                    };
+                    let host = req
+                        .uri()
+                        .authority()
+                        .map(|a| a.as_str())
+                        .or_else(|| {
+                            req.headers()
+                                .get(header::HOST)
+                                .and_then(|h| h.to_str().ok())
+                        })
+                        .unwrap_or("")
+                        .to_owned();
+                    (log.clone(), req.method().clone(), host, path)
                 });
-                let service = host
-                    .and_then(|h| route::service_of(h, &shared.proxy.zone))
-                    .unwrap_or_else(|| "-".into());
-                let resp = shared.proxy.handle(&pool, req, peer, &hold).await;
-                // Host names that name no service are counted together: a client sending
-                // random Hosts must not grow the metrics without bound
-                let known = resp.status() != StatusCode::NOT_FOUND
-                    || shared.proxy.registry.snapshot().has_service(&service);
-                let label = if known { service.as_str() } else { "-" };
+                let (resp, outcome) = shared.proxy.handle(&pool, req, peer, &hold).await;
+                // requests that no route took are counted together: a client sending random
+                // Hosts must not grow the metrics without bound
+                let label = outcome.service.as_deref().unwrap_or("-");
                 shared.stats.request(label, resp.status(), start.elapsed());
+                // the line is written when the response body is done (or dropped)
+                let resp = match logged {
+                    Some((log, method, host, path)) => {
+                        let pending = access_log::Pending {
+                            log,
+                            start,
+                            bytes_in: outcome.bytes_in.clone(),
+                            entry: Some(access_log::Entry {
+                                time: std::time::SystemTime::now(),
+                                client: peer,
+                                tls: tls_version,
+                                sni,
+                                method,
+                                host,
+                                path,
+                                status: resp.status().as_u16(),
+                                bytes_in: 0,
+                                bytes_out: 0,
+                                duration: Duration::ZERO,
+                                service: outcome.service.clone(),
+                                backend: outcome.backend.clone(),
+                                retries: outcome.retries,
+                                upstream_status: outcome.upstream_status,
+                            }),
+                        };
+                        resp.map(|body| pending.wrap(body))
+                    }
+                    None => resp,
+                };
                 // an h2 stream is open until its response body is done
                 let resp = match stream {
                     Some(guard) => resp.map(|body| {
@@ -657,5 +775,27 @@ impl Ingress {
             "Time from a request's head to the backend's response head.",
         );
         s.latency.render("vxgate_http_backend_seconds", "", out);
+        if let Some(log) = &self.access_log {
+            by_label(
+                out,
+                "vxgate_http_access_log_lines_total",
+                "counter",
+                "Access log lines: written, dropped (the writer was behind; requests never wait) or failed (write errors).",
+                "result",
+                &[
+                    ("written", log.written.load(Relaxed)),
+                    ("dropped", log.dropped.load(Relaxed)),
+                    ("failed", log.failed.load(Relaxed)),
+                ],
+            );
+        }
+        let table = self.routes.borrow().clone();
+        vxgate_metrics::text::single(
+            out,
+            "vxgate_http_route_conflicts",
+            "gauge",
+            "Host and path prefixes claimed by more than one service (the older claim serves).",
+            table.conflicts().len(),
+        );
     }
 }

@@ -1,12 +1,14 @@
 //! The reverse proxy: one request in, one backend chosen, the request streamed there and the
 //! response streamed back. Bodies are never buffered whole.
 //!
-//! Unknown host → 404; no serving backend → 503; a connect failure ejects that backend
+//! The service comes from the route table (host and path, [`super::routes`]). No route →
+//! 404; no serving backend → 503; a connect failure ejects that backend
 //! (passive health); any failure of an idempotent request without a body (a refused connect,
 //! a pooled connection reset under it) is retried on other backends (three in all), else 502; no response head within `backend_timeout` → 504. HTTP/1.1 upgrades (WebSocket)
 //! are spliced both ways after the backend's 101.
 
 use super::route;
+use super::routes::{self, RouteTable};
 use crate::config::LoadBalancing;
 use crate::registry::{Container, Health, Registry};
 use bytes::Bytes;
@@ -54,9 +56,26 @@ pub fn pool() -> Pool {
         .build(connector)
 }
 
+/// What became of a request, beside its response: for the metrics and the access log.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The service its route named (none: no route).
+    pub service: Option<Arc<str>>,
+    /// The backend that answered, or the last one tried.
+    pub backend: Option<String>,
+    /// Backends tried after the first.
+    pub retries: u32,
+    /// The backend's status, when one answered.
+    pub upstream_status: Option<u16>,
+    /// Request body bytes read from the client so far (the count goes on while it streams).
+    pub bytes_in: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Shared by every connection of the ingress.
 pub struct Proxy {
     pub registry: Arc<Registry>,
+    /// The route table of the newest registry snapshot.
+    pub routes: tokio::sync::watch::Receiver<Arc<RouteTable>>,
     pub zone: String,
     pub policy: LoadBalancing,
     pub backend_timeout: Duration,
@@ -97,6 +116,7 @@ impl Drop for InFlight {
 impl Proxy {
     pub fn new(
         registry: Arc<Registry>,
+        routes: tokio::sync::watch::Receiver<Arc<RouteTable>>,
         zone: &str,
         policy: LoadBalancing,
         backend_timeout: Duration,
@@ -104,6 +124,7 @@ impl Proxy {
     ) -> Proxy {
         Proxy {
             registry,
+            routes,
             zone: zone.to_owned(),
             policy,
             backend_timeout,
@@ -159,9 +180,22 @@ impl Proxy {
     pub async fn handle(
         &self,
         pool: &Pool,
+        req: Request<Incoming>,
+        client: SocketAddr,
+        hold: &Hold,
+    ) -> (Response<Body>, Outcome) {
+        let mut outcome = Outcome::default();
+        let resp = self.forward(pool, req, client, hold, &mut outcome).await;
+        (resp, outcome)
+    }
+
+    async fn forward(
+        &self,
+        pool: &Pool,
         mut req: Request<Incoming>,
         client: SocketAddr,
         hold: &Hold,
+        outcome: &mut Outcome,
     ) -> Response<Body> {
         // requests that cannot be forwarded as they are get a 4xx here, and never reach (or
         // count against) a backend
@@ -169,19 +203,18 @@ impl Proxy {
             Ok(h) => h,
             Err(refusal) => return text(refusal.status(), refusal.message()),
         };
-        let Some(service) = route::service_of(&host, &self.zone) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                &format!("no service for host {host}"),
-            );
+        let table = self.routes.borrow().clone();
+        let Some(routed) = table.lookup(&host, req.uri().path()) else {
+            let why = if table.knows_host(&host) {
+                format!("no route for {} on host {host}", req.uri().path())
+            } else {
+                format!("no service for host {host}")
+            };
+            return text(StatusCode::NOT_FOUND, &why);
         };
+        let service = routed.service.clone();
+        outcome.service = Some(service.clone());
         let snapshot = self.registry.snapshot();
-        if !snapshot.has_service(&service) {
-            return text(
-                StatusCode::NOT_FOUND,
-                &format!("no service {service} for host {host}"),
-            );
-        }
         let backends: Vec<Arc<Container>> = snapshot.serving(&service).cloned().collect();
         if backends.is_empty() {
             return text(
@@ -205,17 +238,24 @@ impl Proxy {
             }
             Err(_) => return text(StatusCode::BAD_REQUEST, "Host is not a host name"),
         }
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
+        let path = routes::forwarded_target(
+            routed,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        )
+        .into_owned();
         // a client body that turns out malformed (bad chunking, cut short) is the client's
         // fault: 400, no retry, and no mark against the backend
         let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = body_failed.clone();
+        let bytes_in = outcome.bytes_in.clone();
         let mut body = Some(
-            body.map_err(move |e| {
+            body.map_frame(move |f| {
+                if let Some(d) = f.data_ref() {
+                    bytes_in.fetch_add(d.len() as u64, Relaxed);
+                }
+                f
+            })
+            .map_err(move |e| {
                 flag.store(true, Relaxed);
                 e
             })
@@ -230,6 +270,8 @@ impl Proxy {
             1
         };
         for (attempt, backend) in order.iter().take(attempts).enumerate() {
+            outcome.retries = attempt as u32;
+            outcome.backend = Some(backend.name.clone());
             let uri = match format!(
                 "http://{}{}",
                 SocketAddr::new(backend.ip, backend.port),
@@ -287,6 +329,7 @@ impl Proxy {
                     );
                 }
                 Ok(Ok(mut resp)) => {
+                    outcome.upstream_status = Some(resp.status().as_u16());
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(client_up) = client_upgrade {
                             let backend_up = hyper::upgrade::on(&mut resp);

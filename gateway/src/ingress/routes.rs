@@ -1,0 +1,548 @@
+//! The route table: which service answers a request, by its host and path. Built once per
+//! registry snapshot from the services' labels, so a request only looks it up (no
+//! allocation, no lock held while it is used). Pure: no I/O, no clock (the snapshot's
+//! version stands for "when").
+//!
+//! Every service answers `<service>.<zone>`. Labels on its containers add to that, the same
+//! whether they come from Docker, the config or the admin API:
+//!
+//! - `vxgate.host = "shop.example.org,*.shop.example.org"`: more host names, exact or with a
+//!   leading `*.` (any subdomain, not the name itself);
+//! - `vxgate.path = "/api"`: the service takes only requests under that prefix, on every
+//!   host it serves; segment-aware (`/api` and `/api/x`, not `/apix`); the longest prefix
+//!   wins;
+//! - `vxgate.strip_prefix = "true"`: the prefix is removed before the request is forwarded.
+//!
+//! Two services claiming one host and prefix is a conflict: the claim seen first (in an
+//! earlier snapshot; in the same one, the service whose name sorts first) wins, and the
+//! conflict is reported (log, `GET /v1/services`).
+
+use crate::registry::Snapshot;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub const HOST_LABEL: &str = "vxgate.host";
+pub const PATH_LABEL: &str = "vxgate.path";
+pub const STRIP_LABEL: &str = "vxgate.strip_prefix";
+
+/// One service's claim on a host and a path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// An exact host, or `*.suffix`.
+    pub host: String,
+    /// `/` or a prefix without a trailing `/`.
+    pub prefix: String,
+    pub service: Arc<str>,
+    /// Remove `prefix` before forwarding.
+    pub strip: bool,
+    /// The snapshot version in which this claim was first seen.
+    since: u64,
+}
+
+/// Two services claimed one host and prefix; `winner` serves it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Conflict {
+    pub host: String,
+    pub prefix: String,
+    pub winner: String,
+    pub loser: String,
+}
+
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// Exact host → its routes, longest prefix first.
+    exact: HashMap<String, Vec<Route>>,
+    /// `suffix` (with its leading dot) → routes, longest suffix first.
+    wildcard: Vec<(String, Vec<Route>)>,
+    conflicts: Vec<Conflict>,
+    /// Label values that were left out, with why: `service: label "value": problem`.
+    problems: Vec<String>,
+}
+
+impl RouteTable {
+    /// The table for `snapshot` (its version stands for the time of the claims): every
+    /// service with at least one container, serving or not (a service whose containers are
+    /// all unhealthy answers 503, not 404). `previous` keeps older claims first.
+    pub fn build(snapshot: &Snapshot, zone: &str, previous: Option<&RouteTable>) -> RouteTable {
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+        let mut problems = Vec::new();
+        // (host, prefix) → every claim on it
+        let mut claims: BTreeMap<(String, String), Vec<Route>> = BTreeMap::new();
+        for (service, containers) in snapshot.services() {
+            let mut hosts = vec![format!("{}.{zone}", service.to_ascii_lowercase())];
+            let mut prefix: Option<String> = None;
+            let mut strip = false;
+            // containers in name order: the first one that names a path decides it
+            let mut sorted: Vec<_> = containers.iter().collect();
+            sorted.sort_by(|a, b| a.name.cmp(&b.name));
+            for c in sorted {
+                if let Some(v) = c.labels.get(HOST_LABEL) {
+                    for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                        match host_pattern(h) {
+                            Some(h) if !hosts.contains(&h) => hosts.push(h),
+                            Some(_) => {}
+                            None => problems.push(format!(
+                                "{service}: label {HOST_LABEL} {h:?}: expected a host name, or *. and one"
+                            )),
+                        }
+                    }
+                }
+                if prefix.is_none()
+                    && let Some(v) = c.labels.get(PATH_LABEL)
+                {
+                    match path_prefix(v) {
+                        Some(p) => {
+                            prefix = Some(p);
+                            strip = c.labels.get(STRIP_LABEL).is_some_and(|s| s == "true");
+                        }
+                        None => problems.push(format!(
+                            "{service}: label {PATH_LABEL} {v:?}: expected a path like /api"
+                        )),
+                    }
+                }
+            }
+            let prefix = prefix.unwrap_or_else(|| "/".to_owned());
+            for host in hosts {
+                let since = previous
+                    .and_then(|p| p.claim_since(&host, &prefix, service))
+                    .unwrap_or(snapshot.version);
+                claims
+                    .entry((host.clone(), prefix.clone()))
+                    .or_default()
+                    .push(Route {
+                        host,
+                        prefix: prefix.clone(),
+                        service: Arc::from(service),
+                        strip,
+                        since,
+                    });
+            }
+        }
+        let mut exact: HashMap<String, Vec<Route>> = HashMap::new();
+        let mut wildcard: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        for ((host, prefix), mut rs) in claims {
+            rs.sort_by(|a, b| (a.since, &*a.service).cmp(&(b.since, &*b.service)));
+            let winner = rs.remove(0);
+            for loser in rs {
+                conflicts.push(Conflict {
+                    host: host.clone(),
+                    prefix: prefix.clone(),
+                    winner: winner.service.to_string(),
+                    loser: loser.service.to_string(),
+                });
+            }
+            match host.strip_prefix('*') {
+                Some(suffix) => wildcard.entry(suffix.to_owned()).or_default().push(winner),
+                None => exact.entry(host).or_default().push(winner),
+            }
+        }
+        let by_prefix = |rs: &mut Vec<Route>| rs.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        exact.values_mut().for_each(by_prefix);
+        let mut wildcard: Vec<(String, Vec<Route>)> = wildcard.into_iter().collect();
+        wildcard.iter_mut().for_each(|(_, rs)| by_prefix(rs));
+        wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        conflicts.sort();
+        RouteTable {
+            exact,
+            wildcard,
+            conflicts,
+            problems,
+        }
+    }
+
+    fn claim_since(&self, host: &str, prefix: &str, service: &str) -> Option<u64> {
+        let rs = match host.strip_prefix('*') {
+            Some(suffix) => &self.wildcard.iter().find(|(s, _)| s == suffix)?.1,
+            None => self.exact.get(host)?,
+        };
+        rs.iter()
+            .find(|r| r.prefix == prefix && &*r.service == service)
+            .map(|r| r.since)
+    }
+
+    /// The route for a request to `host` (any case, maybe with a port) and `path` (the
+    /// request target's path, maybe with a query): the exact host first, then the longest
+    /// wildcard; within a host, the longest matching prefix.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Route> {
+        let host = host_only(host);
+        let mut buf = [0u8; 256];
+        let lower = ascii_lower(host, &mut buf)?;
+        let path = path.split('?').next().unwrap_or("/");
+        if let Some(r) = self.exact.get(lower).and_then(|rs| best(rs, path)) {
+            return Some(r);
+        }
+        self.wildcard
+            .iter()
+            .filter(|(suffix, _)| lower.len() > suffix.len() && lower.ends_with(suffix.as_str()))
+            .find_map(|(_, rs)| best(rs, path))
+    }
+
+    /// Whether some route answers `host` (on any path).
+    pub fn knows_host(&self, host: &str) -> bool {
+        let host = host_only(host);
+        let mut buf = [0u8; 256];
+        let Some(lower) = ascii_lower(host, &mut buf) else {
+            return false;
+        };
+        self.exact.contains_key(lower)
+            || self
+                .wildcard
+                .iter()
+                .any(|(s, _)| lower.len() > s.len() && lower.ends_with(s.as_str()))
+    }
+
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// Every route `service` serves, as `host` + `prefix`, sorted.
+    pub fn routes_of(&self, service: &str) -> Vec<&Route> {
+        let mut out: Vec<&Route> = self
+            .exact
+            .values()
+            .chain(self.wildcard.iter().map(|(_, rs)| rs))
+            .flatten()
+            .filter(|r| &*r.service == service)
+            .collect();
+        out.sort_by(|a, b| (&a.host, &a.prefix).cmp(&(&b.host, &b.prefix)));
+        out
+    }
+}
+
+/// The longest prefix of `rs` (sorted longest first) that `path` is under.
+fn best<'a>(rs: &'a [Route], path: &str) -> Option<&'a Route> {
+    rs.iter().find(|r| under(path, &r.prefix))
+}
+
+/// Whether `path` is `prefix` or below it, by whole segments.
+fn under(path: &str, prefix: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// What the backend gets as the request target: `path_and_query` with the route's prefix
+/// removed when it strips (`/api/x?q` → `/x?q`, `/api` → `/`).
+pub fn forwarded_target<'a>(route: &Route, path_and_query: &'a str) -> Cow<'a, str> {
+    if !route.strip || route.prefix == "/" {
+        return Cow::Borrowed(path_and_query);
+    }
+    match path_and_query.strip_prefix(route.prefix.as_str()) {
+        Some("") => Cow::Borrowed("/"),
+        Some(rest) if rest.starts_with('?') => Cow::Owned(format!("/{rest}")),
+        Some(rest) => Cow::Borrowed(rest),
+        None => Cow::Borrowed(path_and_query),
+    }
+}
+
+/// `host` without a port (`[v6]:443`, `name:443`) and without a trailing dot.
+fn host_only(host: &str) -> &str {
+    let h = if host.starts_with('[') {
+        host.split_inclusive(']').next().unwrap_or(host)
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    h.strip_suffix('.').unwrap_or(h)
+}
+
+/// `s` in lower case, in `buf` (None when longer than a host name can be).
+fn ascii_lower<'b>(s: &str, buf: &'b mut [u8; 256]) -> Option<&'b str> {
+    let out = buf.get_mut(..s.len())?;
+    for (o, b) in out.iter_mut().zip(s.bytes()) {
+        *o = b.to_ascii_lowercase();
+    }
+    std::str::from_utf8(out).ok()
+}
+
+/// A `vxgate.host` value, lower-cased: a host name, or `*.` and one.
+fn host_pattern(h: &str) -> Option<String> {
+    let h = h.trim_end_matches('.').to_ascii_lowercase();
+    let name = h.strip_prefix("*.").unwrap_or(&h);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    ok.then_some(h)
+}
+
+/// A `vxgate.path` value: starts with `/`, no query, fragment or spaces; a trailing `/`
+/// dropped (`/api/` is `/api`).
+fn path_prefix(v: &str) -> Option<String> {
+    let v = v.trim();
+    if !v.starts_with('/') || v.contains(['?', '#', ' ', '\t']) || v.contains("//") {
+        return None;
+    }
+    let p = v.trim_end_matches('/');
+    Some(if p.is_empty() {
+        "/".into()
+    } else {
+        p.to_owned()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Container, Health, Origin, Registry};
+    use std::collections::BTreeMap;
+
+    fn c(name: &str, ip: &str, labels: &[(&str, &str)]) -> Container {
+        Container {
+            name: name.into(),
+            ip: ip.parse().expect("ip"),
+            mac: None,
+            port: 80,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            network: "default".into(),
+            node: "h1".into(),
+            health: Health::Unknown,
+            ready: true,
+            origin: Origin::Api,
+        }
+    }
+
+    fn table(r: &Registry, previous: Option<&RouteTable>) -> RouteTable {
+        RouteTable::build(&r.snapshot(), "example.com", previous)
+    }
+
+    fn served(t: &RouteTable, host: &str, path: &str) -> Option<String> {
+        t.lookup(host, path).map(|r| r.service.to_string())
+    }
+
+    #[test]
+    fn every_service_answers_its_own_name_on_every_path() {
+        let r = Registry::new("app");
+        r.add(c("web-1", "10.0.0.1", &[("app", "web")]))
+            .expect("add");
+        let t = table(&r, None);
+        assert_eq!(served(&t, "web.example.com", "/"), Some("web".into()));
+        assert_eq!(
+            served(&t, "WEB.Example.COM:443", "/a/b?c=d"),
+            Some("web".into())
+        );
+        assert_eq!(served(&t, "web.example.com.", "/"), Some("web".into()));
+        assert_eq!(served(&t, "api.example.com", "/"), None);
+        assert_eq!(served(&t, "example.com", "/"), None);
+        assert!(t.knows_host("web.example.com") && !t.knows_host("nope.example.com"));
+    }
+
+    #[test]
+    fn paths_split_a_host_by_segment_and_the_longest_prefix_wins() {
+        let r = Registry::new("app");
+        let shop = ("vxgate.host", "shop.example.org");
+        r.add(c("web-1", "10.0.0.1", &[("app", "web"), shop]))
+            .expect("add");
+        r.add(c(
+            "api-1",
+            "10.0.0.2",
+            &[("app", "api"), shop, ("vxgate.path", "/api/")],
+        ))
+        .expect("add");
+        r.add(c(
+            "v2-1",
+            "10.0.0.3",
+            &[("app", "v2"), shop, ("vxgate.path", "/api/v2")],
+        ))
+        .expect("add");
+        let t = table(&r, None);
+        let on_shop = |p| served(&t, "shop.example.org", p);
+        assert_eq!(on_shop("/"), Some("web".into()));
+        assert_eq!(on_shop("/index.html"), Some("web".into()));
+        assert_eq!(on_shop("/api"), Some("api".into()));
+        assert_eq!(on_shop("/api/"), Some("api".into()));
+        assert_eq!(on_shop("/api/users?id=1"), Some("api".into()));
+        assert_eq!(on_shop("/apix"), Some("web".into()), "segment-aware");
+        assert_eq!(on_shop("/api/v2"), Some("v2".into()));
+        assert_eq!(on_shop("/api/v2/x"), Some("v2".into()));
+        assert_eq!(on_shop("/api/v20"), Some("api".into()));
+        // a path-only service on its own name: only under its prefix
+        assert_eq!(served(&t, "api.example.com", "/api/x"), Some("api".into()));
+        assert_eq!(served(&t, "api.example.com", "/other"), None);
+        assert!(t.knows_host("api.example.com"));
+        assert!(t.conflicts().is_empty());
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_and_exact_names_win() {
+        let r = Registry::new("app");
+        r.add(c(
+            "web-1",
+            "10.0.0.1",
+            &[("app", "web"), ("vxgate.host", "*.shop.example.org")],
+        ))
+        .expect("add");
+        r.add(c(
+            "www-1",
+            "10.0.0.2",
+            &[("app", "www"), ("vxgate.host", "www.shop.example.org")],
+        ))
+        .expect("add");
+        r.add(c(
+            "deep-1",
+            "10.0.0.3",
+            &[("app", "deep"), ("vxgate.host", "*.eu.shop.example.org")],
+        ))
+        .expect("add");
+        let t = table(&r, None);
+        assert_eq!(served(&t, "a.shop.example.org", "/"), Some("web".into()));
+        assert_eq!(served(&t, "a.b.shop.example.org", "/"), Some("web".into()));
+        assert_eq!(
+            served(&t, "shop.example.org", "/"),
+            None,
+            "not the name itself"
+        );
+        assert_eq!(served(&t, "www.shop.example.org", "/"), Some("www".into()));
+        assert_eq!(
+            served(&t, "x.eu.shop.example.org", "/"),
+            Some("deep".into()),
+            "longest suffix"
+        );
+        assert_eq!(served(&t, "xshop.example.org", "/"), None);
+    }
+
+    #[test]
+    fn strip_prefix_forwards_what_is_below_the_prefix() {
+        let route = |strip| Route {
+            host: "h".into(),
+            prefix: "/api".into(),
+            service: Arc::from("api"),
+            strip,
+            since: 0,
+        };
+        assert_eq!(forwarded_target(&route(true), "/api/x?q=1"), "/x?q=1");
+        assert_eq!(forwarded_target(&route(true), "/api"), "/");
+        assert_eq!(forwarded_target(&route(true), "/api?q"), "/?q");
+        assert_eq!(forwarded_target(&route(true), "/api/"), "/");
+        assert_eq!(forwarded_target(&route(false), "/api/x"), "/api/x");
+        let r = Registry::new("app");
+        r.add(c(
+            "api-1",
+            "10.0.0.2",
+            &[
+                ("app", "api"),
+                ("vxgate.path", "/api"),
+                ("vxgate.strip_prefix", "true"),
+            ],
+        ))
+        .expect("add");
+        let t = table(&r, None);
+        assert!(
+            t.lookup("api.example.com", "/api/x")
+                .is_some_and(|r| r.strip)
+        );
+    }
+
+    #[test]
+    fn the_older_claim_wins_a_conflict_and_it_is_reported() {
+        let r = Registry::new("app");
+        let shop = ("vxgate.host", "shop.example.org");
+        // "zed" claims first
+        r.add(c("zed-1", "10.0.0.1", &[("app", "zed"), shop]))
+            .expect("add");
+        let t1 = table(&r, None);
+        r.add(c("abc-1", "10.0.0.2", &[("app", "abc"), shop]))
+            .expect("add");
+        let t2 = table(&r, Some(&t1));
+        assert_eq!(served(&t2, "shop.example.org", "/"), Some("zed".into()));
+        assert_eq!(
+            t2.conflicts(),
+            &[Conflict {
+                host: "shop.example.org".into(),
+                prefix: "/".into(),
+                winner: "zed".into(),
+                loser: "abc".into(),
+            }]
+        );
+        // without history (one snapshot), the name decides: deterministic
+        let t = table(&r, None);
+        assert_eq!(served(&t, "shop.example.org", "/"), Some("abc".into()));
+        // the winner leaves: the other takes over, no conflict
+        r.remove("zed-1").expect("remove");
+        let t3 = table(&r, Some(&t2));
+        assert_eq!(served(&t3, "shop.example.org", "/"), Some("abc".into()));
+        assert!(t3.conflicts().is_empty());
+    }
+
+    #[test]
+    fn bad_label_values_are_left_out_and_named() {
+        let r = Registry::new("app");
+        r.add(c(
+            "web-1",
+            "10.0.0.1",
+            &[
+                ("app", "web"),
+                ("vxgate.host", "ok.example.org, bad_host!, *."),
+                ("vxgate.path", "api"),
+            ],
+        ))
+        .expect("add");
+        let t = table(&r, None);
+        assert_eq!(served(&t, "ok.example.org", "/x"), Some("web".into()));
+        assert_eq!(
+            served(&t, "web.example.com", "/x"),
+            Some("web".into()),
+            "no path: /"
+        );
+        assert_eq!(t.problems().len(), 3, "{:?}", t.problems());
+        assert!(t.problems().iter().any(|p| p.contains("bad_host!")));
+        assert!(
+            t.problems()
+                .iter()
+                .any(|p| p.contains("vxgate.path \"api\""))
+        );
+    }
+
+    #[test]
+    fn a_service_whose_containers_are_all_unhealthy_keeps_its_routes() {
+        let r = Registry::new("app");
+        let mut sick = c("web-1", "10.0.0.1", &[("app", "web")]);
+        sick.ready = false;
+        r.add(sick).expect("add");
+        let t = table(&r, None);
+        assert_eq!(served(&t, "web.example.com", "/"), Some("web".into()));
+    }
+
+    #[test]
+    fn routes_of_lists_a_services_hosts_and_prefixes() {
+        let r = Registry::new("app");
+        r.add(c(
+            "api-1",
+            "10.0.0.2",
+            &[
+                ("app", "api"),
+                ("vxgate.host", "b.org,a.org"),
+                ("vxgate.path", "/api"),
+            ],
+        ))
+        .expect("add");
+        let t = table(&r, None);
+        let got: Vec<(String, String)> = t
+            .routes_of("api")
+            .iter()
+            .map(|r| (r.host.clone(), r.prefix.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a.org".into(), "/api".into()),
+                ("api.example.com".into(), "/api".into()),
+                ("b.org".into(), "/api".into())
+            ]
+        );
+    }
+}
