@@ -13,6 +13,7 @@
 
 pub mod access_log;
 pub mod health;
+pub mod limit;
 pub mod proxy;
 pub mod route;
 pub mod routes;
@@ -85,6 +86,9 @@ pub struct Stats {
     pub latency: vxgate_metrics::Histogram,
     /// Connections closed at accept because of max_connections.
     pub refused_connections: AtomicU64,
+    /// Requests refused by `vxgate.rate` (429) and by `vxgate.max_in_flight` (503).
+    pub rate_limited: AtomicU64,
+    pub over_in_flight: AtomicU64,
 }
 
 impl Stats {
@@ -152,6 +156,7 @@ pub async fn start(
         None => None,
     };
     let routes = follow_routes(registry, zone, shutdown, tasks);
+    let stats: Arc<Stats> = Arc::default();
     let shared = Arc::new(Shared {
         proxy: proxy::Proxy::new(
             registry.clone(),
@@ -160,11 +165,12 @@ pub async fn start(
             cfg.load_balancing,
             cfg.backend_timeout,
             cfg.upgrade_idle_timeout,
+            stats.clone(),
         ),
         acceptor: TlsAcceptor::from(Arc::new(server_config)),
         cfg: cfg.clone(),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
-        stats: Arc::default(),
+        stats,
         access_log: access_log.clone(),
     });
     let Listeners {
@@ -775,6 +781,17 @@ impl Ingress {
             "Time from a request's head to the backend's response head.",
         );
         s.latency.render("vxgate_http_backend_seconds", "", out);
+        by_label(
+            out,
+            "vxgate_http_limited_total",
+            "counter",
+            "Requests refused by a service's limits: rate (vxgate.rate, 429) and in_flight (vxgate.max_in_flight, 503).",
+            "reason",
+            &[
+                ("rate", s.rate_limited.load(Relaxed)),
+                ("in_flight", s.over_in_flight.load(Relaxed)),
+            ],
+        );
         if let Some(log) = &self.access_log {
             by_label(
                 out,

@@ -42,18 +42,27 @@ pub struct Hold {
 /// (within the process's 10 s drain).
 const UPGRADE_DRAIN: Duration = Duration::from_secs(5);
 
-/// A pool of kept-alive HTTP/1.1 connections to backends. Each ingress worker thread has its
-/// own, so a request and its backend connection live on one thread.
-pub type Pool = Client<HttpConnector, Body>;
+/// Kept-alive connections to backends: HTTP/1.1, and HTTP/2 with prior knowledge (h2c) for
+/// services labelled `vxgate.protocol=h2c`. Each ingress worker thread has its own, so a
+/// request and its backend connection live on one thread.
+pub struct Pool {
+    h1: Client<HttpConnector, Body>,
+    h2c: Client<HttpConnector, Body>,
+}
 
 pub fn pool() -> Pool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
+    let h1 = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .build(connector)
+        .build(connector.clone());
+    let h2c = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_only(true)
+        .build(connector);
+    Pool { h1, h2c }
 }
 
 /// What became of a request, beside its response: for the metrics and the access log.
@@ -83,6 +92,12 @@ pub struct Proxy {
     pub upgrade_idle: Duration,
     rr: Mutex<HashMap<String, usize>>,
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    /// Requests in flight per service, for `vxgate.max_in_flight`.
+    service_in_flight: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
+    /// Token buckets per (service, client), for `vxgate.rate`.
+    buckets: Mutex<super::limit::Buckets>,
+    /// The ingress's counters (limits refused here).
+    stats: Arc<super::Stats>,
     rng: AtomicUsize,
 }
 
@@ -121,6 +136,7 @@ impl Proxy {
         policy: LoadBalancing,
         backend_timeout: Duration,
         upgrade_idle: Duration,
+        stats: Arc<super::Stats>,
     ) -> Proxy {
         Proxy {
             registry,
@@ -131,6 +147,9 @@ impl Proxy {
             upgrade_idle,
             rr: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            service_in_flight: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(super::limit::Buckets::new(super::limit::CAPACITY)),
+            stats,
             rng: AtomicUsize::new(0x9e37_79b9),
         }
     }
@@ -141,6 +160,14 @@ impl Proxy {
             return c.clone();
         }
         m.entry(name.to_owned()).or_default().clone()
+    }
+
+    fn service_counter(&self, service: &Arc<str>) -> Arc<AtomicUsize> {
+        let mut m = self
+            .service_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.entry(service.clone()).or_default().clone()
     }
 
     fn random(&self) -> usize {
@@ -214,6 +241,45 @@ impl Proxy {
         };
         let service = routed.service.clone();
         outcome.service = Some(service.clone());
+        let policy = routed.policy.clone();
+        if let Some(rate) = policy.rate {
+            let taken = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).take(
+                &service,
+                client.ip(),
+                rate,
+                std::time::Instant::now(),
+            );
+            if let Err(wait) = taken {
+                self.stats.rate_limited.fetch_add(1, Relaxed);
+                let mut r = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("too many requests to {service}; retry later"),
+                );
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+                return r;
+            }
+        }
+        // counted from here until the response body is done
+        let service_guard = match policy.max_in_flight {
+            Some(max) => {
+                let c = self.service_counter(&service);
+                if c.fetch_add(1, Relaxed) >= max {
+                    c.fetch_sub(1, Relaxed);
+                    self.stats.over_in_flight.fetch_add(1, Relaxed);
+                    let mut r = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("{service} has {max} requests in flight; retry later"),
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                    return r;
+                }
+                Some(InFlight(c))
+            }
+            None => None,
+        };
         let snapshot = self.registry.snapshot();
         let backends: Vec<Arc<Container>> = snapshot.serving(&service).cloned().collect();
         if backends.is_empty() {
@@ -222,13 +288,24 @@ impl Proxy {
                 &format!("no healthy backend for {service}"),
             );
         }
+        let h2c = policy.protocol == routes::Protocol::H2c;
         let upgrade =
-            req.version() == http::Version::HTTP_11 && route::wants_upgrade(req.headers());
+            !h2c && req.version() == http::Version::HTTP_11 && route::wants_upgrade(req.headers());
+        // gRPC asks for trailers with `TE: trailers`, the one TE value HTTP/2 allows
+        let te_trailers = req.headers().get_all(header::TE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim() == "trailers"))
+        });
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         let has_body = !hyper::body::Body::is_end_stream(&body);
         let retry = route::retryable(&parts.method, has_body) && backends.len() > 1 && !upgrade;
         route::strip_hop_by_hop(&mut parts.headers, upgrade);
+        if h2c && te_trailers {
+            parts
+                .headers
+                .insert(header::TE, http::HeaderValue::from_static("trailers"));
+        }
         let host_only = host.split(':').next().unwrap_or(&host).to_owned();
         route::add_forwarded(&mut parts.headers, client.ip(), &host_only);
         // the backend gets the host it was routed by (from the target's authority or Host)
@@ -285,7 +362,11 @@ impl Proxy {
             let mut out = Request::builder()
                 .method(parts.method.clone())
                 .uri(uri)
-                .version(http::Version::HTTP_11);
+                .version(if h2c {
+                    http::Version::HTTP_2
+                } else {
+                    http::Version::HTTP_11
+                });
             if let Some(h) = out.headers_mut() {
                 *h = if attempts > 1 {
                     parts.headers.clone()
@@ -299,7 +380,8 @@ impl Proxy {
             let counter = self.counter(&backend.name);
             counter.fetch_add(1, Relaxed);
             let guard = InFlight(counter);
-            match tokio::time::timeout(self.backend_timeout, pool.request(out)).await {
+            let client = if h2c { &pool.h2c } else { &pool.h1 };
+            match tokio::time::timeout(self.backend_timeout, client.request(out)).await {
                 Err(_) => {
                     return text(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -345,9 +427,9 @@ impl Proxy {
                     }
                     let (mut p, b) = resp.into_parts();
                     route::strip_hop_by_hop(&mut p.headers, false);
-                    // the in-flight count lasts until the response body is done
+                    // the in-flight counts last until the response body is done
                     let b = b.map_frame(move |f| {
-                        let _ = &guard;
+                        let _ = (&guard, &service_guard);
                         f
                     });
                     return Response::from_parts(p, b.boxed());

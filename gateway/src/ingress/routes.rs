@@ -25,6 +25,36 @@ use std::sync::Arc;
 pub const HOST_LABEL: &str = "vxgate.host";
 pub const PATH_LABEL: &str = "vxgate.path";
 pub const STRIP_LABEL: &str = "vxgate.strip_prefix";
+pub const MAX_IN_FLIGHT_LABEL: &str = "vxgate.max_in_flight";
+pub const RATE_LABEL: &str = "vxgate.rate";
+pub const PROTOCOL_LABEL: &str = "vxgate.protocol";
+
+/// How the ingress speaks to a service's containers (`vxgate.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (the default).
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP with prior knowledge (gRPC servers).
+    H2c,
+}
+
+/// A per-client request rate: `per` requests every `every` (`vxgate.rate = "100/s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per: u32,
+    pub every: std::time::Duration,
+}
+
+/// What a service's labels ask of the ingress beside its routes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// Requests in flight to the service at most; beyond it 503 (`vxgate.max_in_flight`).
+    pub max_in_flight: Option<usize>,
+    /// Requests per client address (`vxgate.rate`); beyond it 429 with Retry-After.
+    pub rate: Option<Rate>,
+    pub protocol: Protocol,
+}
 
 /// One service's claim on a host and a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +66,8 @@ pub struct Route {
     pub service: Arc<str>,
     /// Remove `prefix` before forwarding.
     pub strip: bool,
+    /// The service's limits and backend protocol.
+    pub policy: Arc<Policy>,
     /// The snapshot version in which this claim was first seen.
     since: u64,
 }
@@ -103,6 +135,7 @@ impl RouteTable {
                 }
             }
             let prefix = prefix.unwrap_or_else(|| "/".to_owned());
+            let policy = Arc::new(policy_of(service, containers, &mut problems));
             for host in hosts {
                 let since = previous
                     .and_then(|p| p.claim_since(&host, &prefix, service))
@@ -115,6 +148,7 @@ impl RouteTable {
                         prefix: prefix.clone(),
                         service: Arc::from(service),
                         strip,
+                        policy: policy.clone(),
                         since,
                     });
             }
@@ -213,6 +247,57 @@ impl RouteTable {
         out.sort_by(|a, b| (&a.host, &a.prefix).cmp(&(&b.host, &b.prefix)));
         out
     }
+}
+
+/// A service's policy from its containers' labels: for each label, the first container (by
+/// name) that carries it decides; a value that does not parse is left out and named.
+fn policy_of(
+    service: &str,
+    containers: &[Arc<crate::registry::Container>],
+    problems: &mut Vec<String>,
+) -> Policy {
+    let mut sorted: Vec<_> = containers.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let first = |label: &str| sorted.iter().find_map(|c| c.labels.get(label));
+    let mut p = Policy::default();
+    if let Some(v) = first(MAX_IN_FLIGHT_LABEL) {
+        match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => p.max_in_flight = Some(n),
+            _ => problems.push(format!(
+                "{service}: label {MAX_IN_FLIGHT_LABEL} {v:?}: expected a number of requests, at least 1"
+            )),
+        }
+    }
+    if let Some(v) = first(RATE_LABEL) {
+        match parse_rate(v) {
+            Some(r) => p.rate = Some(r),
+            None => problems.push(format!(
+                "{service}: label {RATE_LABEL} {v:?}: expected requests per second or minute, like 100/s or 600/m"
+            )),
+        }
+    }
+    if let Some(v) = first(PROTOCOL_LABEL) {
+        match v.trim() {
+            "http" | "http1" | "h1" => p.protocol = Protocol::Http1,
+            "h2c" => p.protocol = Protocol::H2c,
+            _ => problems.push(format!(
+                "{service}: label {PROTOCOL_LABEL} {v:?}: expected \"http\" or \"h2c\""
+            )),
+        }
+    }
+    p
+}
+
+/// `100/s`, `600/m` (also `/sec`, `/min`): at least one request per period.
+pub fn parse_rate(v: &str) -> Option<Rate> {
+    let (n, unit) = v.trim().split_once('/')?;
+    let per = n.trim().parse::<u32>().ok().filter(|n| *n > 0)?;
+    let every = match unit.trim() {
+        "s" | "sec" | "second" => std::time::Duration::from_secs(1),
+        "m" | "min" | "minute" => std::time::Duration::from_secs(60),
+        _ => return None,
+    };
+    Some(Rate { per, every })
 }
 
 /// The longest prefix of `rs` (sorted longest first) that `path` is under.
@@ -422,6 +507,7 @@ mod tests {
             prefix: "/api".into(),
             service: Arc::from("api"),
             strip,
+            policy: Arc::default(),
             since: 0,
         };
         assert_eq!(forwarded_target(&route(true), "/api/x?q=1"), "/x?q=1");
@@ -505,6 +591,59 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("vxgate.path \"api\""))
         );
+    }
+
+    #[test]
+    fn limits_and_protocol_come_from_the_first_container_that_names_them() {
+        let r = Registry::new("app");
+        r.add(c(
+            "grpc-2",
+            "10.0.0.2",
+            &[
+                ("app", "grpc"),
+                ("vxgate.max_in_flight", "99"),
+                ("vxgate.rate", "5/s"),
+            ],
+        ))
+        .expect("add");
+        r.add(c(
+            "grpc-1",
+            "10.0.0.1",
+            &[
+                ("app", "grpc"),
+                ("vxgate.max_in_flight", "10"),
+                ("vxgate.protocol", "h2c"),
+            ],
+        ))
+        .expect("add");
+        r.add(c(
+            "bad-1",
+            "10.0.0.3",
+            &[
+                ("app", "bad"),
+                ("vxgate.max_in_flight", "0"),
+                ("vxgate.rate", "fast"),
+                ("vxgate.protocol", "h3"),
+            ],
+        ))
+        .expect("add");
+        let t = table(&r, None);
+        let p = &t.lookup("grpc.example.com", "/").expect("route").policy;
+        assert_eq!(p.max_in_flight, Some(10), "grpc-1 sorts first");
+        assert_eq!(
+            p.rate,
+            Some(Rate {
+                per: 5,
+                every: std::time::Duration::from_secs(1)
+            })
+        );
+        assert_eq!(p.protocol, Protocol::H2c);
+        let bad = &t.lookup("bad.example.com", "/").expect("route").policy;
+        assert_eq!(**bad, Policy::default());
+        assert_eq!(t.problems().len(), 3, "{:?}", t.problems());
+        assert_eq!(parse_rate("600/m").map(|r| r.per), Some(600));
+        assert_eq!(parse_rate("0/s"), None);
+        assert_eq!(parse_rate("10/h"), None);
     }
 
     #[test]
