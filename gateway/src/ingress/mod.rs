@@ -17,6 +17,7 @@ pub mod limit;
 pub mod proxy;
 pub mod route;
 pub mod routes;
+pub mod sticky;
 pub mod tls;
 
 use crate::config::IngressConfig;

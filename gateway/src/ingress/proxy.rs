@@ -98,6 +98,8 @@ pub struct Proxy {
     buckets: Mutex<super::limit::Buckets>,
     /// The ingress's counters (limits refused here).
     stats: Arc<super::Stats>,
+    /// The key of sticky-session cookies (drawn at start).
+    sticky: Option<super::sticky::Sticky>,
     rng: AtomicUsize,
 }
 
@@ -150,6 +152,7 @@ impl Proxy {
             service_in_flight: Mutex::new(HashMap::new()),
             buckets: Mutex::new(super::limit::Buckets::new(super::limit::CAPACITY)),
             stats,
+            sticky: super::sticky::Sticky::random(),
             rng: AtomicUsize::new(0x9e37_79b9),
         }
     }
@@ -338,7 +341,28 @@ impl Proxy {
             })
             .boxed(),
         );
-        let order = self.order(&service, &backends);
+        let mut order = self.order(&service, &backends);
+        // a sticky client goes to the backend its cookie names while that one serves; if it
+        // is gone or unhealthy, the balancer's choice answers and the cookie is set anew
+        let sticky = self.sticky.as_ref().filter(|_| policy.sticky);
+        let mut pinned: Option<String> = None;
+        if let Some(key) = sticky {
+            let name = super::sticky::cookie_name(&service);
+            let cookies = parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            if let Some(value) = super::sticky::find(cookies, &name)
+                && let Some(i) = order
+                    .iter()
+                    .position(|b| key.token(&service, &b.name) == value)
+            {
+                let b = order.remove(i);
+                pinned = Some(b.name.clone());
+                order.insert(0, b);
+            }
+        }
         // Up to three different backends: when several containers of a service go at once
         // (`docker rm -f` of a scaled service), one retry can land on another dying one.
         let attempts = if retry {
@@ -427,6 +451,13 @@ impl Proxy {
                     }
                     let (mut p, b) = resp.into_parts();
                     route::strip_hop_by_hop(&mut p.headers, false);
+                    if let Some(key) = sticky
+                        && pinned.as_deref() != Some(backend.name.as_str())
+                        && let Ok(v) =
+                            http::HeaderValue::from_str(&key.set_cookie(&service, &backend.name))
+                    {
+                        p.headers.append(header::SET_COOKIE, v);
+                    }
                     // the in-flight counts last until the response body is done
                     let b = b.map_frame(move |f| {
                         let _ = (&guard, &service_guard);

@@ -28,6 +28,7 @@ pub const STRIP_LABEL: &str = "vxgate.strip_prefix";
 pub const MAX_IN_FLIGHT_LABEL: &str = "vxgate.max_in_flight";
 pub const RATE_LABEL: &str = "vxgate.rate";
 pub const PROTOCOL_LABEL: &str = "vxgate.protocol";
+pub const STICKY_LABEL: &str = "vxgate.sticky";
 
 /// How the ingress speaks to a service's containers (`vxgate.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,6 +55,8 @@ pub struct Policy {
     /// Requests per client address (`vxgate.rate`); beyond it 429 with Retry-After.
     pub rate: Option<Rate>,
     pub protocol: Protocol,
+    /// A cookie keeps each client on one backend (`vxgate.sticky = "cookie"`).
+    pub sticky: bool,
 }
 
 /// One service's claim on a host and a path prefix.
@@ -273,6 +276,15 @@ fn policy_of(
             Some(r) => p.rate = Some(r),
             None => problems.push(format!(
                 "{service}: label {RATE_LABEL} {v:?}: expected requests per second or minute, like 100/s or 600/m"
+            )),
+        }
+    }
+    if let Some(v) = first(STICKY_LABEL) {
+        match v.trim() {
+            "cookie" => p.sticky = true,
+            "" | "off" | "false" => {}
+            _ => problems.push(format!(
+                "{service}: label {STICKY_LABEL} {v:?}: expected \"cookie\""
             )),
         }
     }
@@ -613,6 +625,7 @@ mod tests {
                 ("app", "grpc"),
                 ("vxgate.max_in_flight", "10"),
                 ("vxgate.protocol", "h2c"),
+                ("vxgate.sticky", "cookie"),
             ],
         ))
         .expect("add");
@@ -638,6 +651,7 @@ mod tests {
             })
         );
         assert_eq!(p.protocol, Protocol::H2c);
+        assert!(p.sticky);
         let bad = &t.lookup("bad.example.com", "/").expect("route").policy;
         assert_eq!(**bad, Policy::default());
         assert_eq!(t.problems().len(), 3, "{:?}", t.problems());
