@@ -61,17 +61,7 @@ pub fn bind(cfg: &DnsConfig) -> Result<server::Bound, Error> {
     })
 }
 
-/// Binds the DNS sockets (errors stop startup) and spawns the server and the zone updater.
-pub async fn start(
-    cfg: &DnsConfig,
-    registry: &Arc<Registry>,
-    shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
-) -> Result<Dns, Error> {
-    start_bound(cfg, bind(cfg)?, registry, shutdown, tasks)
-}
-
-/// Like [`start`], on sockets the caller bound (tests bind port 0).
+/// Spawns the server and the zone updater on sockets bound by [`bind`] (tests bind port 0).
 pub fn start_bound(
     cfg: &DnsConfig,
     bound: server::Bound,

@@ -32,10 +32,13 @@ impl Sticky {
         msg.push(0);
         msg.extend_from_slice(backend.as_bytes());
         let tag = hmac::sign(&self.key, &msg);
-        tag.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(32);
+        for b in &tag.as_ref()[..16] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        out
     }
 
     /// The `Set-Cookie` value that sends this client to `backend` from now on.
