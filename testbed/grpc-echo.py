@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A gRPC echo service for the testbed, without generated code (raw bytes messages):
 
-  server PORT NAME          serves /vxgate.Echo/Unary (answers NAME:request) and
+  server PORT NAME [CERT KEY]
+                            serves (over TLS with CERT and KEY when given) /vxgate.Echo/Unary (answers NAME:request) and
                             /vxgate.Echo/Stream (answers every message as NAME:message,
                             and sets trailing metadata "x-served-by: NAME")
   client TARGET AUTHORITY CA   calls both through TLS (TARGET = ip:port, AUTHORITY = the
@@ -16,7 +17,7 @@ import grpc
 ident = lambda b: b  # noqa: E731 (messages are raw bytes)
 
 
-def serve(port, name):
+def serve(port, name, cert=None, key=None):
     def unary(request, context):
         context.set_trailing_metadata((("x-served-by", name),))
         return name.encode() + b":" + request
@@ -34,7 +35,11 @@ def serve(port, name):
     })
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((handler,))
-    server.add_insecure_port(f"0.0.0.0:{port}")
+    if cert:
+        creds = grpc.ssl_server_credentials([(open(key, "rb").read(), open(cert, "rb").read())])
+        server.add_secure_port(f"0.0.0.0:{port}", creds)
+    else:
+        server.add_insecure_port(f"0.0.0.0:{port}")
     server.start()
     server.wait_for_termination()
 
@@ -64,6 +69,6 @@ def client(target, authority, ca):
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
-        serve(int(sys.argv[2]), sys.argv[3])
+        serve(int(sys.argv[2]), sys.argv[3], *sys.argv[4:6])
     else:
         client(sys.argv[2], sys.argv[3], sys.argv[4])

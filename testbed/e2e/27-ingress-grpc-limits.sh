@@ -16,7 +16,7 @@ awk '
   { print }' "$STATE/h1.toml" > "$cfg"
 grep -q 'h2c' "$cfg" && grep -q 'port = 50051' "$cfg" || fail "config not rewritten: $(cat "$cfg")"
 on h1c3 /usr/bin/python3 "$TESTBED/grpc-echo.py" server 50051 h1c3 > "$LOGDIR/grpc-server.log" 2>&1 &
-for _ in $(seq 100); do on h1c3 sh -c 'exec 3<>/dev/tcp/127.0.0.1/50051' 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do on h1c3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/50051' 2>/dev/null && break; sleep 0.1; done
 start_vxgate 1 "$cfg"
 CA=$STATE/h1/tls/self-signed.crt
 
@@ -26,6 +26,26 @@ echo "$out" | grep -qx "unary h1c3:ping OK h1c3" || fail "unary: $out"
 echo "$out" | grep -qx "stream h1c3:m0,h1c3:m1,h1c3:m2,h1c3:m3,h1c3:m4 OK h1c3" || fail "stream: $out"
 echo "$out" | grep -qx "fail PERMISSION_DENIED no entry" || fail "grpc-status of a failed call: $out"
 pass "gRPC through TLS termination to an h2c backend: unary, bidirectional stream of 5, trailers and a non-OK grpc-status end to end"
+
+# the active health checks speak h2c to it: healthy, and still so after 4 intervals (1 s,
+# fall 2: an HTTP/1.1 GET, which a gRPC server cannot answer, would have ejected it)
+grpc_health() {
+  on h1 curl -sS http://127.0.0.1:9180/v1/containers | /usr/bin/python3 -c '
+import json, sys
+print(next(c["health"] for c in json.load(sys.stdin) if c["name"] == "h1c3"))'
+}
+t0=$(date +%s%N)
+until [ "$(grpc_health)" = healthy ]; do
+  (( $(date +%s%N) - t0 < 10000000000 )) || fail "h1c3 never became healthy: $(grpc_health)"
+  sleep 0.1
+done
+echo "h1c3 healthy after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+sleep 4
+[ "$(grpc_health)" = healthy ] || fail "the h2c backend after 4 health intervals: $(grpc_health)"
+out=$(on cl timeout 60 /usr/bin/python3 "$TESTBED/grpc-echo.py" client 10.99.0.1:443 grpc.example.com "$CA" 2>&1) \
+  || fail "gRPC client after 4 health intervals: $out"
+echo "$out" | grep -qx "unary h1c3:ping OK h1c3" || fail "unary after 4 health intervals: $out"
+pass "the h2c backend passes its active health checks (healthy after 4 intervals) and still serves"
 
 # max_in_flight = 1: while one slow request is on api, the next gets 503 with Retry-After
 on cl curl -sS --max-time 10 --cacert "$CA" --resolve api.example.com:443:10.99.0.1 \

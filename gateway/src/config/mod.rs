@@ -341,6 +341,10 @@ pub struct IngressConfig {
     /// Log the query string with the path (off: it may carry tokens).
     #[serde(default)]
     pub access_log_query: bool,
+    /// Roots (PEM) that the certificates of `vxgate.protocol = "h2"` backends are verified
+    /// against, for `<service>.<zone>`. Absent: TLS to them is not verified.
+    #[serde(default)]
+    pub backend_ca_file: Option<PathBuf>,
 }
 
 /// `ingress.access_log`: where the lines go.

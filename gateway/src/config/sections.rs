@@ -333,6 +333,9 @@ pub(super) fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
         );
         pem_file(v, &format!("ingress.certs[{n}].key"), &c.key, "PRIVATE KEY");
     }
+    if let Some(ca) = &i.backend_ca_file {
+        pem_file(v, "ingress.backend_ca_file", ca, "CERTIFICATE");
+    }
     if !i.health.path.starts_with('/') {
         v.bad(
             "ingress.health.path",

@@ -21,6 +21,9 @@ impl Config {
             if let Some(ca) = ingress.acme.as_mut().and_then(|a| a.ca_file.as_mut()) {
                 fix(ca);
             }
+            if let Some(ca) = ingress.backend_ca_file.as_mut() {
+                fix(ca);
+            }
             if let Some(AccessLogConfig::File(p)) = ingress.access_log.as_mut()
                 && !p.as_os_str().is_empty()
             {

@@ -1,15 +1,14 @@
 //! Active health checks: every `interval`, GET `path` on each container that belongs to a
-//! service; `fall` failures in a row mark it unhealthy, `rise` successes healthy again. The
+//! service, in the protocol the service is proxied with (`vxgate.protocol`: HTTP/1.1, h2c, or
+//! HTTP/2 over TLS; a gRPC server answers such a GET with 200 and a grpc-status); `fall` failures in a row mark it unhealthy, `rise` successes healthy again. The
 //! result goes to the registry, so DNS stops answering with it too. The state machine is pure.
 
+use super::proxy::{BackendTls, Pool};
+use super::routes;
 use crate::config::HealthConfig;
 use crate::registry::{Health, Registry};
 use crate::shutdown::Shutdown;
-use bytes::Bytes;
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Empty};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -66,13 +65,10 @@ fn observe_counts(
 pub async fn run(
     cfg: HealthConfig,
     registry: Arc<Registry>,
+    tls: BackendTls,
     mut shutdown: Shutdown,
 ) -> Result<(), crate::Error> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.timeout));
-    let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1)
-        .build(connector);
+    let pool = Arc::new(super::proxy::pool(tls));
     let mut streaks: HashMap<String, Streak> = HashMap::new();
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -83,29 +79,36 @@ pub async fn run(
         }
         let snap = registry.snapshot();
         let targets: Vec<_> = snap
-            .containers()
-            .filter(|c| c.labels.contains_key(&snap.service_label))
-            .cloned()
+            .services()
+            .flat_map(|(service, members)| {
+                let protocol = routes::protocol_of(service, members);
+                members.iter().map(move |c| (c.clone(), protocol))
+            })
             .collect();
         streaks.retain(|name, _| snap.container(name).is_some());
-        let checks = targets.iter().map(|c| {
+        let checks = targets.iter().map(|(c, protocol)| {
             let uri = format!(
-                "http://{}{}",
+                "{}://{}{}",
+                Pool::scheme(*protocol),
                 std::net::SocketAddr::new(c.ip, c.port),
                 cfg.path
             );
-            let client = client.clone();
-            let timeout = cfg.timeout;
+            let (pool, protocol, timeout) = (pool.clone(), *protocol, cfg.timeout);
             async move {
-                let Ok(uri) = uri.parse::<http::Uri>() else {
+                let version = match protocol {
+                    routes::Protocol::Http1 => http::Version::HTTP_11,
+                    routes::Protocol::H2c | routes::Protocol::H2 => http::Version::HTTP_2,
+                };
+                let body = Empty::new().map_err(|never| match never {}).boxed();
+                let Ok(req) = http::Request::get(uri).version(version).body(body) else {
                     return false;
                 };
-                let res = tokio::time::timeout(timeout, client.get(uri)).await;
+                let res = tokio::time::timeout(timeout, pool.request(protocol, req)).await;
                 matches!(res, Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection())
             }
         });
         let results = futures_join(checks).await;
-        for (c, ok) in targets.iter().zip(results) {
+        for ((c, _), ok) in targets.iter().zip(results) {
             let streak = streaks.entry(c.name.clone()).or_default();
             if let Some(h) = observe(streak, ok, c.health, cfg.fall, cfg.rise) {
                 tracing::info!(container = %c.name, health = ?h, "ingress: health changed");

@@ -12,6 +12,7 @@
 //! the daemon's drain time).
 
 pub mod access_log;
+pub mod backend_tls;
 pub mod health;
 pub mod limit;
 pub mod proxy;
@@ -157,6 +158,11 @@ pub async fn start(
         None => None,
     };
     let routes = follow_routes(registry, zone, shutdown, tasks);
+    let backend_tls = proxy::BackendTls {
+        config: Arc::new(backend_tls::client_config(cfg.backend_ca_file.as_deref())?),
+        registry: registry.clone(),
+        zone: Arc::from(zone),
+    };
     let stats: Arc<Stats> = Arc::default();
     let shared = Arc::new(Shared {
         proxy: proxy::Proxy::new(
@@ -181,9 +187,10 @@ pub async fn start(
         http_redirect: bound_redirect,
     } = listeners;
     for (i, listeners) in per_worker.into_iter().enumerate() {
-        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let (shared, shutdown, backend_tls) =
+            (shared.clone(), shutdown.clone(), backend_tls.clone());
         crate::worker::spawn(format!("ingress-{i}"), tasks, move || async move {
-            let pool = Arc::new(proxy::pool());
+            let pool = Arc::new(proxy::pool(backend_tls.clone()));
             let mut set = JoinSet::new();
             for l in listeners {
                 let l = TcpListener::from_std(l).map_err(Error::Listener)?;
@@ -206,7 +213,7 @@ pub async fn start(
     }
     {
         let (h, r, s) = (cfg.health.clone(), registry.clone(), shutdown.clone());
-        tasks.spawn(async move { health::run(h, r, s).await });
+        tasks.spawn(async move { health::run(h, r, backend_tls, s).await });
     }
     tracing::info!(listen = ?cfg.listen, redirect = ?cfg.http_redirect, zone, "ingress up");
     Ok(Ingress {

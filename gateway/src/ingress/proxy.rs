@@ -42,15 +42,27 @@ pub struct Hold {
 /// (within the process's 10 s drain).
 const UPGRADE_DRAIN: Duration = Duration::from_secs(5);
 
-/// Kept-alive connections to backends: HTTP/1.1, and HTTP/2 with prior knowledge (h2c) for
-/// services labelled `vxgate.protocol=h2c`. Each ingress worker thread has its own, so a
-/// request and its backend connection live on one thread.
+/// Kept-alive connections to backends: HTTP/1.1, HTTP/2 with prior knowledge (h2c) for
+/// services labelled `vxgate.protocol=h2c`, and HTTP/2 over TLS for `vxgate.protocol=h2`.
+/// Each ingress worker thread has its own, so a request and its backend connection live on
+/// one thread.
 pub struct Pool {
     h1: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
+    h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
 }
 
-pub fn pool() -> Pool {
+/// How the ingress speaks TLS to `h2` backends.
+#[derive(Clone)]
+pub struct BackendTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// The names certificates are verified for come from the registry (see
+    /// [`super::backend_tls::server_name`]).
+    pub registry: Arc<Registry>,
+    pub zone: Arc<str>,
+}
+
+pub fn pool(tls: BackendTls) -> Pool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -61,8 +73,58 @@ pub fn pool() -> Pool {
     let h2c = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .http2_only(true)
-        .build(connector);
-    Pool { h1, h2c }
+        .build(connector.clone());
+    let BackendTls {
+        config,
+        registry,
+        zone,
+    } = tls;
+    let mut plain = connector;
+    // the TLS connector dials https:// URIs
+    plain.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*config).clone())
+        .https_only()
+        .with_server_name_resolver(move |uri: &http::Uri| {
+            let ip = uri
+                .host()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                .and_then(|h| h.parse().ok());
+            match ip {
+                Some(ip) => Ok(super::backend_tls::server_name(&registry, &zone, ip)),
+                None => Err(format!("backend URI {uri} has no address")),
+            }
+        })
+        .enable_http2()
+        .wrap_connector(plain);
+    let h2 = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .http2_only(true)
+        .build(https);
+    Pool { h1, h2c, h2 }
+}
+
+impl Pool {
+    /// Sends `req` (its URI from [`Pool::scheme`]) the way `protocol` says.
+    pub fn request(
+        &self,
+        protocol: routes::Protocol,
+        req: Request<Body>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        match protocol {
+            routes::Protocol::Http1 => self.h1.request(req),
+            routes::Protocol::H2c => self.h2c.request(req),
+            routes::Protocol::H2 => self.h2.request(req),
+        }
+    }
+
+    /// The URI scheme of backend requests in `protocol`.
+    pub fn scheme(protocol: routes::Protocol) -> &'static str {
+        match protocol {
+            routes::Protocol::H2 => "https",
+            routes::Protocol::Http1 | routes::Protocol::H2c => "http",
+        }
+    }
 }
 
 /// What became of a request, beside its response: for the metrics and the access log.
@@ -119,6 +181,22 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
 
 fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// An error with its causes, `outer: inner: root` (hyper's own text says only "client error
+/// (Connect)"; the cause, a refused connection or a certificate rejected, is below it).
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
 }
 
 /// Counts a request in flight on a backend for as long as it lives.
@@ -291,7 +369,8 @@ impl Proxy {
                 &format!("no healthy backend for {service}"),
             );
         }
-        let h2c = policy.protocol == routes::Protocol::H2c;
+        // h2c and h2 alike: HTTP/2 to the backend
+        let h2c = policy.protocol != routes::Protocol::Http1;
         let upgrade =
             !h2c && req.version() == http::Version::HTTP_11 && route::wants_upgrade(req.headers());
         // gRPC asks for trailers with `TE: trailers`, the one TE value HTTP/2 allows
@@ -374,7 +453,8 @@ impl Proxy {
             outcome.retries = attempt as u32;
             outcome.backend = Some(backend.name.clone());
             let uri = match format!(
-                "http://{}{}",
+                "{}://{}{}",
+                Pool::scheme(policy.protocol),
                 SocketAddr::new(backend.ip, backend.port),
                 path
             )
@@ -404,8 +484,8 @@ impl Proxy {
             let counter = self.counter(&backend.name);
             counter.fetch_add(1, Relaxed);
             let guard = InFlight(counter);
-            let client = if h2c { &pool.h2c } else { &pool.h1 };
-            match tokio::time::timeout(self.backend_timeout, client.request(out)).await {
+            let sent = pool.request(policy.protocol, out);
+            match tokio::time::timeout(self.backend_timeout, sent).await {
                 Err(_) => {
                     return text(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -413,16 +493,16 @@ impl Proxy {
                     );
                 }
                 Ok(Err(e)) if body_failed.load(Relaxed) => {
-                    tracing::debug!(backend = %backend.name, "ingress: the client's body failed: {e}");
+                    tracing::debug!(backend = %backend.name, "ingress: the client's body failed: {}", Chain(&e));
                     return text(StatusCode::BAD_REQUEST, "malformed request body");
                 }
                 Ok(Err(e)) if e.is_connect() => {
-                    tracing::warn!(backend = %backend.name, "ingress: connect failed, ejecting: {e}");
+                    tracing::warn!(backend = %backend.name, "ingress: connect failed, ejecting: {}", Chain(&e));
                     let _ = self.registry.set_health(&backend.name, Health::Unhealthy);
                     continue;
                 }
                 Ok(Err(e)) => {
-                    tracing::debug!(backend = %backend.name, "ingress: backend error: {e}");
+                    tracing::debug!(backend = %backend.name, "ingress: backend error: {}", Chain(&e));
                     // A kept-alive connection that died under the request (the backend was
                     // killed, say): an idempotent request without a body is safe to send
                     // again, to another backend.
@@ -514,4 +594,22 @@ where
         }
     }
     drop(slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_logged_with_their_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Outer(#[source] std::io::Error);
+        let inner =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid peer certificate");
+        assert_eq!(
+            Chain(&Outer(inner)).to_string(),
+            "client error (Connect): invalid peer certificate"
+        );
+    }
 }

@@ -38,6 +38,8 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over plain TCP with prior knowledge (gRPC servers).
     H2c,
+    /// HTTP/2 over TLS (ALPN h2), the certificate verified against `ingress.backend_ca_file`.
+    H2,
 }
 
 /// A per-client request rate: `per` requests every `every` (`vxgate.rate = "100/s"`).
@@ -252,6 +254,12 @@ impl RouteTable {
     }
 }
 
+/// How the ingress speaks to `service`'s containers (for the health checks, which see
+/// containers, not routes).
+pub fn protocol_of(service: &str, containers: &[Arc<crate::registry::Container>]) -> Protocol {
+    policy_of(service, containers, &mut Vec::new()).protocol
+}
+
 /// A service's policy from its containers' labels: for each label, the first container (by
 /// name) that carries it decides; a value that does not parse is left out and named.
 fn policy_of(
@@ -292,8 +300,9 @@ fn policy_of(
         match v.trim() {
             "http" | "http1" | "h1" => p.protocol = Protocol::Http1,
             "h2c" => p.protocol = Protocol::H2c,
+            "h2" => p.protocol = Protocol::H2,
             _ => problems.push(format!(
-                "{service}: label {PROTOCOL_LABEL} {v:?}: expected \"http\" or \"h2c\""
+                "{service}: label {PROTOCOL_LABEL} {v:?}: expected \"http\", \"h2c\" or \"h2\""
             )),
         }
     }
@@ -640,7 +649,15 @@ mod tests {
             ],
         ))
         .expect("add");
+        r.add(c(
+            "tls-1",
+            "10.0.0.4",
+            &[("app", "tls"), ("vxgate.protocol", "h2")],
+        ))
+        .expect("add");
         let t = table(&r, None);
+        let tls = &t.lookup("tls.example.com", "/").expect("route").policy;
+        assert_eq!(tls.protocol, Protocol::H2);
         let p = &t.lookup("grpc.example.com", "/").expect("route").policy;
         assert_eq!(p.max_in_flight, Some(10), "grpc-1 sorts first");
         assert_eq!(
@@ -652,6 +669,18 @@ mod tests {
         );
         assert_eq!(p.protocol, Protocol::H2c);
         assert!(p.sticky);
+        assert_eq!(
+            protocol_of(
+                "grpc",
+                r.snapshot()
+                    .services()
+                    .find(|s| s.0 == "grpc")
+                    .expect("grpc")
+                    .1
+            ),
+            Protocol::H2c,
+            "the health checks see the same protocol"
+        );
         let bad = &t.lookup("bad.example.com", "/").expect("route").policy;
         assert_eq!(**bad, Policy::default());
         assert_eq!(t.problems().len(), 3, "{:?}", t.problems());
