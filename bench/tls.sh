@@ -8,18 +8,27 @@
 #   - HTTP/2 req/s (h2load -c64 -m10),
 #   - RSS per idle TLS connection with 5,000 open.
 # Prints `RESULT <metric> vxgate=<v> nginx=<v> ratio=<v>` (median of RUNS).
+# Any wrk socket error or timeout, any h2load failure, a non-2xx answer, or an idle holder
+# that does not hold all its connections when RSS is read fails the run.
 #
-#   bench/tls.sh [--runs 3] [--seconds 10]
+# With --features, measures instead what vxgate's own features cost, against vxgate without
+# them in the same run: the access log on (to a file; every request must be in it, none
+# dropped) and 50 path routes on the benchmark's host (the request to / is checked against
+# all 50 prefixes first). The three take turns going first. Prints
+# `RESULT <variant>_<metric> vxgate=<v> base=<v> ratio=<v>` (medians of RUNS).
+#
+#   bench/tls.sh [--runs 3] [--seconds 10] [--features]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-RUNS=3 SECS=10 IDLE=5000
+RUNS=3 SECS=10 IDLE=5000 FEATURES=
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --features) FEATURES=1; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -50,6 +59,7 @@ http {
   access_log off;
   server {
     listen 127.0.0.1:$BACKEND;
+$(for i in $(seq 50); do echo "    listen 127.0.1.$i:$BACKEND;"; done)
     keepalive_requests 1000000;
     location / { root $W; try_files /1k =404; default_type text/plain; }
   }
@@ -111,20 +121,34 @@ rss_kb() { # total RSS of a process and its children
   echo "$total"
 }
 
+# wrk_clean NAME FILE: wrk saw only 2xx and no socket error or timeout
+wrk_clean() {
+  if grep -q "Non-2xx" "$2"; then echo "$1: non-2xx answers under load: $(cat "$2")" >&2; exit 1; fi
+  if grep -q "Socket errors" "$2"; then echo "$1: socket errors under load: $(grep 'Socket errors' "$2")" >&2; exit 1; fi
+  grep -q "Requests/sec" "$2" || { echo "$1: wrk printed no rate: $(cat "$2")" >&2; exit 1; }
+}
+
+# h2_run NAME URL: h2load into $W/h2.txt; every request done and 2xx, none failed or errored
+h2_run() {
+  h2load -c64 -m10 -D "$SECS" -H ':authority: web.example.com' "$2" > "$W/h2.txt" 2>&1 || true
+  grep -q "status codes: [1-9][0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" "$W/h2.txt" \
+    && grep -qE "requests: .* [0-9]+ succeeded, 0 failed, 0 errored, 0 timeout" "$W/h2.txt" \
+    || { echo "$1: h2load errors: $(grep -E 'status codes|requests:' "$W/h2.txt")" >&2; exit 1; }
+}
+
 measure() { # name port pid
   local name=$1 port=$2 pid=$3 url="https://127.0.0.1:$2/"
   local check
   check=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H 'Host: web.example.com' "$url")
   [ "$check" = "200 1024" ] || { echo "$name does not answer 200 with 1 KiB: $check" >&2; exit 1; }
   wrk -t2 -c64 -d"${SECS}s" --latency -H 'Host: web.example.com' "$url" > "$W/wrk.txt"
-  if grep -q "Non-2xx" "$W/wrk.txt"; then echo "$name: errors under load: $(cat "$W/wrk.txt")" >&2; exit 1; fi
+  wrk_clean "$name" "$W/wrk.txt"
   echo "$name keepalive_rps $(awk '/Requests\/sec/ {print $2}' "$W/wrk.txt")" >> "$W/results"
   echo "$name keepalive_p99_ms $(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$W/wrk.txt")" >> "$W/results"
   wrk -t2 -c32 -d"${SECS}s" -H 'Host: web.example.com' -H 'Connection: close' "$url" > "$W/hs.txt"
-  if grep -q "Non-2xx" "$W/hs.txt"; then echo "$name: errors under load: $(cat "$W/hs.txt")" >&2; exit 1; fi
+  wrk_clean "$name" "$W/hs.txt"
   echo "$name handshakes_per_s $(awk '/Requests\/sec/ {print $2}' "$W/hs.txt")" >> "$W/results"
-  h2load -c64 -m10 -D "$SECS" -H ':authority: web.example.com' "$url" > "$W/h2.txt" 2>&1 || true
-  grep -q "status codes: [1-9][0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" "$W/h2.txt" || { echo "$name: h2load errors: $(grep -E 'status codes|requests:' "$W/h2.txt")" >&2; exit 1; }
+  h2_run "$name" "$url"
   echo "$name h2_rps $(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$W/h2.txt")" >> "$W/results"
   local before after
   before=$(rss_kb "$pid")
@@ -136,18 +160,92 @@ conns = []
 for _ in range(n):
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="web.example.com")
     conns.append(s)
-open(flag, "w").write("up")
+open(flag, "w").write(str(len(conns)))
 while os.path.exists(flag):
     time.sleep(0.1)
 PY
   local holder=$!
-  for _ in $(seq 600); do [ -f "$W/hold" ] && break; sleep 0.1; done
+  for _ in $(seq 600); do [ -s "$W/hold" ] && break; sleep 0.1; done
   sleep 1
   after=$(rss_kb "$pid")
+  # the holder made all its connections, and the server still has them open as RSS is read
+  local held open
+  held=$(cat "$W/hold" 2>/dev/null || echo 0)
+  open=$(ss -Htn state established "( sport = :$port )" | wc -l)
+  if [ "$held" != "$IDLE" ] || [ "$open" -lt "$IDLE" ]; then
+    echo "$name: the idle holder has $held of $IDLE connections, the server $open open" >&2; exit 1
+  fi
   rm -f "$W/hold"
   wait "$holder" 2>/dev/null || true
   echo "$name idle_conn_kib $(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {printf "%.1f", (a - b) / n}')" >> "$W/results"
 }
+
+if [ -n "$FEATURES" ]; then
+  # vxgate alone, three configurations in turn per run: base, access log, 50 path routes
+  printf '[admin]\nlisten = "127.0.0.1:19180"\n' >> "$W/vxgate.toml"
+  sed 's|^\[ingress\]|[ingress]\naccess_log = "'"$W"'/access.log"|' "$W/vxgate.toml" > "$W/vx-accesslog.toml"
+  cp "$W/vxgate.toml" "$W/vx-routes50.toml"
+  for i in $(seq 50); do
+    printf '[[containers]]\nname = "r%d"\nip = "127.0.1.%d"\nport = %d\nlabels = { app = "r%d", "vxgate.host" = "web.example.com", "vxgate.path" = "/p%d" }\n' \
+      "$i" "$i" "$BACKEND" "$i" "$i" >> "$W/vx-routes50.toml"
+  done
+  cp "$W/vxgate.toml" "$W/vx-base.toml"
+  metric() { curl -sS http://127.0.0.1:19180/metrics | awk -v m="$1" '$1 == m { print $2 }'; }
+  variants=(base accesslog routes50)
+  for run in $(seq "$RUNS"); do
+    # the order turns each run, so no variant always goes first (the first measured after a
+    # pause ran faster or slower by up to 10 % on this machine)
+    order=("${variants[@]:$(( (run - 1) % 3 ))}" "${variants[@]:0:$(( (run - 1) % 3 ))}")
+    for variant in "${order[@]}"; do
+      rm -f "$W/access.log"
+      "$root/target/release/vxgate" run --config "$W/vx-$variant.toml" --log-level warn 2> "$W/vxgate.log" &
+      vx=$!; PIDS+=($vx)
+      for _ in $(seq 100); do curl -sf http://127.0.0.1:19180/healthz >/dev/null 2>&1 && break; sleep 0.05; done
+      kill -0 "$vx" 2>/dev/null || { echo "$variant: vxgate exited: $(tail -3 "$W/vxgate.log")" >&2; exit 1; }
+      url="https://127.0.0.1:$VXP/"
+      check=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H 'Host: web.example.com' "$url")
+      [ "$check" = "200 1024" ] || { echo "$variant does not answer 200 with 1 KiB: $check" >&2; exit 1; }
+      if [ $variant = routes50 ]; then
+        n=$(curl -sS http://127.0.0.1:19180/v1/services | /usr/bin/python3 -c '
+import json, sys
+print(sum(1 for s in json.load(sys.stdin) for r in s.get("routes", []) if r.get("host") == "web.example.com"))')
+        [ "$n" = 51 ] || { echo "routes50: $n routes on web.example.com, expected 51" >&2; exit 1; }
+        code=$(curl -sk -o /dev/null -w '%{http_code}' -H 'Host: web.example.com' "https://127.0.0.1:$VXP/p37/x")
+        [ "$code" = 200 ] || { echo "routes50: /p37/x answered $code" >&2; exit 1; }
+      fi
+      wrk -t2 -c64 -d"${SECS}s" -H 'Host: web.example.com' "$url" > "$W/wrk.txt"
+      wrk_clean "$variant" "$W/wrk.txt"
+      echo "$variant keepalive_rps $(awk '/Requests\/sec/ {print $2}' "$W/wrk.txt")" >> "$W/results"
+      h2_run "$variant" "$url"
+      echo "$variant h2_rps $(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$W/h2.txt")" >> "$W/results"
+      if [ $variant = accesslog ]; then
+        sleep 0.5   # the writer thread drains its queue
+        written=$(metric 'vxgate_http_access_log_lines_total{result="written"}')
+        dropped=$(metric 'vxgate_http_access_log_lines_total{result="dropped"}')
+        lines=$(wc -l < "$W/access.log")
+        served=$(curl -sS http://127.0.0.1:19180/metrics | awk '/^vxgate_http_requests_total/ { s += $2 } END { print s + 0 }')
+        if [ -z "$written" ] || [ "$dropped" != 0 ] || [ "$lines" != "$written" ] || [ "$lines" -lt "$served" ]; then
+          echo "accesslog: $lines lines, written=$written dropped=$dropped, $served requests served" >&2; exit 1
+        fi
+        echo "accesslog: $lines lines for $served requests, 0 dropped" >&2
+      fi
+      kill "$vx"; wait "$vx" 2>/dev/null || true
+    done
+    echo "run $run done" >&2
+  done
+  /usr/bin/python3 - "$W/results" <<'PY'
+import statistics, sys
+vals = {}
+for line in open(sys.argv[1]):
+    name, metric, v = line.split()
+    vals.setdefault((name, metric), []).append(float(v))
+for variant in ("accesslog", "routes50"):
+    for metric in ("keepalive_rps", "h2_rps"):
+        v, b = statistics.median(vals[(variant, metric)]), statistics.median(vals[("base", metric)])
+        print(f"RESULT {variant}_{metric} vxgate={v:g} base={b:g} ratio={v / b:.3f}")
+PY
+  exit 0
+fi
 
 for run in $(seq "$RUNS"); do
   "$root/target/release/vxgate" run --config "$W/vxgate.toml" --log-level warn 2> "$W/vxgate.log" &
