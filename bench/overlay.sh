@@ -6,6 +6,10 @@
 # RUNS): vxgate with its default datapath (offloads detected), the kernel, and vxgate with
 # overlay.offload = "off" (the portable datapath), all in the same run.
 #
+# Each measurement is checked before it counts: vxgate's datapath (GET /v1/overlay) is the one
+# named (offload with tap_tso, udp_gso and udp_gro; portable with none), no ping is lost, and
+# an 8 MiB random file crosses the overlay intact (SHA-256 both ends) in every mode and run.
+#
 #   bench/overlay.sh [--runs 3] [--seconds 5] [--no-portable]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +20,7 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --no-portable) PORTABLE=""; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -28,26 +32,55 @@ done
 VXGATE=$root/target/release/vxgate
 P=bov
 OUT=$(mktemp -d /tmp/vxgate-bench.XXXXXX)
-VX_PIDS=()
+VX_PIDS=() SERVER=
 cleanup() {
-  for p in "${VX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${VX_PIDS[@]}" $SERVER; do kill "$p" 2>/dev/null || true; done
   "$root/testbed/down.sh" --prefix "$P" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
+# on NS CMD...: runs CMD in the namespace. For a process started with `&`, use `ip netns exec`
+# directly, so that $! is the process itself (it execs CMD), not a subshell whose kill would
+# leave CMD running.
 on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
+die() { echo "bench/overlay.sh: $*" >&2; exit 1; }
+head -c $((8 << 20)) /dev/urandom > "$OUT/blob"
+BLOB_SUM=$(sha256sum "$OUT/blob" | cut -d' ' -f1)
+
+# integrity MODE: the blob goes h1c1 -> h2c1 over TCP; the receiver's SHA-256 must match
+integrity() {
+  ip netns exec "$P-h2c1" /usr/bin/python3 -c '
+import hashlib, socket
+s = socket.create_server(("0.0.0.0", 5301)); c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(h.hexdigest(), n)' > "$OUT/recv.txt" &
+  local rx=$!
+  for _ in $(seq 50); do on h2c1 ss -Hltn "( sport = :5301 )" | grep -q . && break; sleep 0.1; done
+  on h1c1 /usr/bin/python3 -c '
+import socket, sys
+c = socket.create_connection(("10.200.2.11", 5301), timeout=30); c.sendall(open(sys.argv[1], "rb").read()); c.close()' "$OUT/blob" \
+    || die "$1: sending the blob failed"
+  wait "$rx" || die "$1: the receiver failed"
+  [ "$(cat "$OUT/recv.txt")" = "$BLOB_SUM $((8 << 20))" ] || die "$1: blob corrupted: got $(cat "$OUT/recv.txt"), sent $BLOB_SUM"
+}
 
 # measure MODE RUN: appends "metric value" lines to $OUT/MODE
 measure() {
   local mode=$1 f=$OUT/$1
-  on h2c1 iperf3 -s -p 5201 >/dev/null 2>&1 &
-  local server=$!
+  ip netns exec "$P-h2c1" iperf3 -s -p 5201 >/dev/null 2>&1 &
+  SERVER=$!
   sleep 0.3
-  on h1c1 ping -c 3 -W 2 10.200.2.11 >/dev/null
+  on h1c1 ping -c 3 -W 2 10.200.2.11 >/dev/null || die "$mode: h2c1 does not answer ping"
+  integrity "$mode"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -J > "$OUT/tcp1.json"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -P 4 -J > "$OUT/tcp4.json"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -u -l 64 -b 0 -J > "$OUT/udp.json"
-  on h1c1 ping -c 500 -i 0.002 -W 2 10.200.2.11 > "$OUT/ping.txt"
+  on h1c1 ping -c 500 -i 0.002 -W 2 10.200.2.11 > "$OUT/ping.txt" || true
+  grep -q "500 packets transmitted, 500 received" "$OUT/ping.txt" \
+    || die "$mode: ping lost packets: $(grep 'packets transmitted' "$OUT/ping.txt")"
   /usr/bin/python3 - "$OUT" >> "$f" <<'PY'
 import json, re, sys
 d = sys.argv[1]
@@ -62,8 +95,9 @@ print("udp64_rx_pps", round(pps))
 print("rtt_avg_us", round(sum(rtts) / len(rtts), 1))
 print("rtt_p99_us", round(rtts[int(len(rtts) * 0.99) - 1], 1))
 PY
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
+  kill "$SERVER" 2>/dev/null || true
+  wait "$SERVER" 2>/dev/null || true
+  SERVER=
 }
 
 # run_vxgate NAME [up.sh args]: a fresh testbed with vxgate on both hosts, measured as NAME
@@ -72,10 +106,24 @@ run_vxgate() {
   shift
   "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 "$@" >/dev/null
   for h in 1 2; do
-    on "h$h" "$VXGATE" run --config "/run/vxgate-testbed/$P/h$h.toml" > "$OUT/$name-h$h.log" 2>&1 &
+    ip netns exec "$P-h$h" "$VXGATE" run --config "/run/vxgate-testbed/$P/h$h.toml" > "$OUT/$name-h$h.log" 2>&1 &
     VX_PIDS+=($!)
   done
-  sleep 1
+  for h in 1 2; do
+    for _ in $(seq 100); do on "h$h" curl -sf http://127.0.0.1:9180/healthz >/dev/null 2>&1 && break; sleep 0.05; done
+    # the datapath measured is the one named
+    on "h$h" curl -sf http://127.0.0.1:9180/v1/overlay > "$OUT/overlay.json" || die "$name: h$h has no /v1/overlay"
+    /usr/bin/python3 - "$OUT/overlay.json" "$name" <<'PY' || die "$name: h$h datapath is not what is measured: $(cat "$OUT/overlay.json")"
+import json, sys
+o = json.load(open(sys.argv[1]))
+want = "portable" if sys.argv[2] == "portable" else "offload"
+assert o["datapath"] == want, o["datapath"]
+if want == "offload":
+    assert all(o["offloads"].get(f) for f in ("tap_tso", "udp_gso", "udp_gro")), o["offloads"]
+else:
+    assert not any(o["offloads"].values()), o["offloads"]
+PY
+  done
   grep -o 'datapath: [^)]*)' "$OUT/$name-h1.log" | head -1 | sed "s/^/$name /" >&2
   measure "$name"
   for p in "${VX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
