@@ -3,21 +3,30 @@
 # zone (100 services x 3 containers, A records) on loopback, in one run, measured with dnsperf
 # (-c 4; 90 % existing names, 10 % names that do not exist). Prints
 # `RESULT <metric> vxgate=<v> <anchor>=<v> ratio=<v>` for each anchor (median of RUNS).
+# Before it counts, each server's answers are checked (a service's three addresses, a
+# container's one, NXDOMAIN for a missing name); lost queries are reported beside latency.
 #
-#   bench/dns.sh [--runs 3] [--seconds 10]
+# Forwarding (names outside the zone): vxgate, dnsmasq and unbound forward to the same knot
+# (authoritative for fwd.test, a wildcard answering every name), measured with a cache-hit
+# mix (100 names, asked again and again) and a cache-miss mix (names never asked before).
+# dnsmasq gets --dns-forward-max=1000 (its default 150 refuses queries under this load).
+# Prints `RESULT fwd_<mix>_<metric> vxgate=<v> <anchor>=<v> ratio=<v>`.
+#
+#   bench/dns.sh [--runs 3] [--seconds 10] [--no-forwarding]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-RUNS=3 SECS=10
+RUNS=3 SECS=10 FORWARDING=1
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --no-forwarding) FORWARDING=""; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for pair in dnsperf:dnsperf knotd:knot dnsmasq:dnsmasq-base; do
+for pair in dnsperf:dnsperf knotd:knot dnsmasq:dnsmasq-base unbound:unbound dig:bind9-dnsutils; do
   command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null; }
 done
 (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
@@ -26,7 +35,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
 CORES=$(nproc)
-VX=127.0.0.1:5391 KNOT=5392 DNSMASQ=5393
+VX=127.0.0.1:5391 KNOT=5392 DNSMASQ=5393 UNBOUND=5394
 
 # the zone, three ways
 {
@@ -59,6 +68,22 @@ for i in $(seq 0 999); do
   else echo "svc$((i % 100))-$((i % 3)).example.com A"; fi
 done > "$W/queries"
 
+# forwarding: knot answers every name under fwd.test (a wildcard)
+{
+  echo '$ORIGIN fwd.test.'
+  echo '$TTL 300'
+  echo '@ SOA ns.fwd.test. hostmaster.fwd.test. 1 3600 600 86400 300'
+  echo '@ NS ns.fwd.test.'
+  echo 'ns A 127.0.0.1'
+  echo '* A 192.0.2.7'
+} > "$W/fwd.test.zone"
+for i in $(seq 0 99); do echo "hit$i.fwd.test A"; done > "$W/fwd-hit"
+# more names than any run asks (so none repeats), in an order no cache can guess
+/usr/bin/python3 -c '
+import random
+random.seed(7)
+for i in random.sample(range(10**8), 1500000): print(f"m{i}.fwd.test A")' > "$W/fwd-miss"
+
 cat > "$W/knot.conf" <<CONF
 server:
     listen: 127.0.0.1@$KNOT
@@ -74,12 +99,60 @@ zone:
     storage: $W
     journal-content: none
     zonefile-sync: -1
+  - domain: fwd.test
+    file: $W/fwd.test.zone
+    storage: $W
+    journal-content: none
+    zonefile-sync: -1
+CONF
+# vxgate forwarding every name outside its zone to knot
+sed 's|^zone = "example.com"|&\nupstreams = ["127.0.0.1:'"$KNOT"'"]\nrecursion_from = ["127.0.0.0/8"]|' "$W/vxgate.toml" > "$W/vxgate-fwd.toml"
+grep -q '^upstreams' "$W/vxgate-fwd.toml" || { echo "vxgate-fwd.toml has no upstreams" >&2; exit 1; }
+cat > "$W/unbound.conf" <<CONF
+server:
+    interface: 127.0.0.1@$UNBOUND
+    num-threads: $CORES
+    so-reuseport: yes
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    username: ""
+    chroot: ""
+    directory: "$W"
+    pidfile: "$W/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    module-config: "iterator"
+    # unbound answers test. itself (RFC 6761) unless told not to
+    local-zone: "test." nodefault
+    msg-cache-size: 64m
+    rrset-cache-size: 128m
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@$KNOT
 CONF
 
+# start CMD...: the server's PID in $PID (and in PIDS for the cleanup); no subshell, so
+# both are kept
 start() {
   "$@" > "$W/server.log" 2>&1 &
-  PIDS+=($!)
-  echo $!
+  PID=$!
+  PIDS+=("$PID")
+}
+# check NAME PORT: the answers are right, not only their rcodes
+check() {
+  local a
+  a=$(dig +short +time=2 +tries=1 @127.0.0.1 -p "$2" svc7.example.com A | sort | tr '\n' ' ')
+  [ "$a" = "10.210.0.31 10.210.0.32 10.210.0.33 " ] || { echo "$1: svc7 answered '$a'" >&2; exit 1; }
+  a=$(dig +short +time=2 +tries=1 @127.0.0.1 -p "$2" svc77-2.example.com A)
+  [ "$a" = "10.210.1.93" ] || { echo "$1: svc77-2 answered '$a'" >&2; exit 1; }
+  a=$(dig +time=2 +tries=1 @127.0.0.1 -p "$2" missing9.example.com A | grep -c 'status: NXDOMAIN' || true)
+  [ "$a" = 1 ] || { echo "$1: missing9 is not NXDOMAIN" >&2; exit 1; }
+}
+# check_fwd NAME PORT: a forwarded name gets knot's wildcard answer
+check_fwd() {
+  local a
+  a=$(dig +short +time=2 +tries=1 @127.0.0.1 -p "$2" probe.fwd.test A)
+  [ "$a" = "192.0.2.7" ] || { echo "$1: probe.fwd.test answered '$a' (forwarding to knot)" >&2; exit 1; }
 }
 wait_port() {
   for _ in $(seq 100); do
@@ -89,30 +162,56 @@ wait_port() {
   echo "server on port $1 did not answer: $(tail -5 "$W/server.log")" >&2
   exit 1
 }
-measure() { # name port
-  dnsperf -s 127.0.0.1 -p "$2" -d "$W/queries" -c 4 -l "$SECS" -q 1000 > "$W/perf.txt" 2>&1
+measure() { # name port [queries-file metric-prefix]
+  local file=${3:-$W/queries} prefix=${4:-}
+  dnsperf -s 127.0.0.1 -p "$2" -d "$file" -c 4 -l "$SECS" -q 1000 > "$W/perf.txt" 2>&1
   local qps lat lost codes
   codes=$(grep "Response codes:" "$W/perf.txt")
-  # every server must answer the 90 % existing names and NXDOMAIN the rest, nothing else
-  [[ $codes =~ NOERROR\ [0-9]+\ \((8[5-9]|9[0-5])\.[0-9]+%\) ]] && [[ $codes == *NXDOMAIN* ]] \
-    && [[ $codes != *SERVFAIL* && $codes != *REFUSED* ]] || { echo "$1 answered wrongly: $codes" >&2; exit 1; }
+  if [ -z "$prefix" ]; then
+    # every server must answer the 90 % existing names and NXDOMAIN the rest, nothing else
+    [[ $codes =~ NOERROR\ [0-9]+\ \((8[5-9]|9[0-5])\.[0-9]+%\) ]] && [[ $codes == *NXDOMAIN* ]] \
+      && [[ $codes != *SERVFAIL* && $codes != *REFUSED* ]] || { echo "$1 answered wrongly: $codes" >&2; exit 1; }
+  else
+    # forwarded: every name exists at knot
+    [[ $codes =~ NOERROR\ [0-9]+\ \(100\.00%\)$ ]] || { echo "$1 $prefix answered wrongly: $codes" >&2; exit 1; }
+  fi
   qps=$(awk '/Queries per second:/ {print $4}' "$W/perf.txt")
   lat=$(awk '/Average Latency \(s\):/ {print $4 * 1000000}' "$W/perf.txt")
   lost=$(awk '/Queries lost:/ {print $3}' "$W/perf.txt")
-  echo "$1 qps $qps" >> "$W/results"
-  echo "$1 latency_us $lat" >> "$W/results"
-  echo "$1 lost $lost" >> "$W/results"
+  echo "$1 ${prefix}qps $qps" >> "$W/results"
+  echo "$1 ${prefix}latency_us $lat" >> "$W/results"
+  echo "$1 ${prefix}lost $lost" >> "$W/results"
+}
+# forwarding NAME PORT: the hit mix (after one pass has filled the cache), then the miss mix
+forwarding() {
+  check_fwd "$1" "$2"
+  dnsperf -s 127.0.0.1 -p "$2" -d "$W/fwd-hit" -c 1 -n 1 > /dev/null 2>&1
+  measure "$1" "$2" "$W/fwd-hit" fwd_hit_
+  measure "$1" "$2" "$W/fwd-miss" fwd_miss_
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 for run in $(seq "$RUNS"); do
-  pid=$(start "$root/target/release/vxgate" run --config "$W/vxgate.toml" --log-level warn)
-  wait_port 5391; measure vxgate 5391; stop "$pid"
-  pid=$(start knotd -c "$W/knot.conf")
-  wait_port "$KNOT"; measure knot "$KNOT"; stop "$pid"
-  pid=$(start dnsmasq -k --no-resolv --no-hosts --addn-hosts="$W/hosts" --local=/example.com/ \
-        --listen-address=127.0.0.1 --bind-interfaces --port="$DNSMASQ" --cache-size=10000 --user=root)
-  wait_port "$DNSMASQ"; measure dnsmasq "$DNSMASQ"; stop "$pid"
+  start "$root/target/release/vxgate" run --config "$W/vxgate.toml" --log-level warn
+  wait_port 5391; check vxgate 5391; measure vxgate 5391; stop "$PID"
+  start knotd -c "$W/knot.conf"
+  wait_port "$KNOT"; check knot "$KNOT"; measure knot "$KNOT"; stop "$PID"
+  start dnsmasq -k --no-resolv --no-hosts --addn-hosts="$W/hosts" --local=/example.com/ \
+        --listen-address=127.0.0.1 --bind-interfaces --port="$DNSMASQ" --cache-size=10000 --user=root
+  wait_port "$DNSMASQ"; check dnsmasq "$DNSMASQ"; measure dnsmasq "$DNSMASQ"; stop "$PID"
+  if [ -n "$FORWARDING" ]; then
+    # one knot upstream for all three forwarders, restarted with them so each starts cold
+    start knotd -c "$W/knot.conf"; knot=$PID
+    wait_port "$KNOT"
+    start "$root/target/release/vxgate" run --config "$W/vxgate-fwd.toml" --log-level warn
+    wait_port 5391; forwarding vxgate 5391; stop "$PID"
+    start dnsmasq -k --no-resolv --no-hosts --server=127.0.0.1#"$KNOT" --dns-forward-max=1000 --listen-address=127.0.0.1 \
+          --bind-interfaces --port="$DNSMASQ" --cache-size=10000 --user=root
+    wait_port "$DNSMASQ"; forwarding dnsmasq "$DNSMASQ"; stop "$PID"
+    start unbound -d -c "$W/unbound.conf"
+    wait_port "$UNBOUND"; forwarding unbound "$UNBOUND"; stop "$PID"
+    stop "$knot"
+  fi
   echo "run $run done" >&2
 done
 
@@ -123,9 +222,17 @@ for line in open(sys.argv[1]):
     who, metric, v = line.split()
     vals.setdefault((who, metric), []).append(float(v))
 med = {k: statistics.median(v) for k, v in vals.items()}
+def show(name, anchor, metric):
+    if ("vxgate", metric) not in med or (anchor, metric) not in med:
+        return
+    v, a = med[("vxgate", metric)], med[(anchor, metric)]
+    ratio = v / a if a else float("nan")
+    print(f"RESULT {name} vxgate={v:g} {anchor}={a:g} ratio={ratio:.3f}")
 for anchor in ("knot", "dnsmasq"):
     for metric in ("qps", "latency_us", "lost"):
-        v, a = med[("vxgate", metric)], med[(anchor, metric)]
-        ratio = v / a if a else float("nan")
-        print(f"RESULT dns_{metric} vxgate={v:g} {anchor}={a:g} ratio={ratio:.3f}")
+        show(f"dns_{metric}", anchor, metric)
+for anchor in ("dnsmasq", "unbound"):
+    for mix in ("hit", "miss"):
+        for metric in ("qps", "latency_us", "lost"):
+            show(f"fwd_{mix}_{metric}", anchor, f"fwd_{mix}_{metric}")
 PY
