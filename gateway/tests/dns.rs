@@ -286,15 +286,15 @@ async fn forwarding_tries_the_next_upstream_and_caches() {
     };
     assert_eq!(out.trim(), "192.0.2.1");
     let took = t.elapsed();
-    assert_eq!(
-        (
-            silent_n.load(SeqCst),
-            fail_n.load(SeqCst),
-            good_n.load(SeqCst)
-        ),
-        (1, 1, 1)
+    // the silent one got the query and its retransmissions (every 100 ms within its 300 ms);
+    // the failing and the good one answered the first time
+    let silent_sent = silent_n.load(SeqCst);
+    assert!(
+        (2..=5).contains(&silent_sent),
+        "the silent upstream got {silent_sent} copies of the query"
     );
-    eprintln!("silent (300 ms timeout), SERVFAIL, then an answer: {took:?}");
+    assert_eq!((fail_n.load(SeqCst), good_n.load(SeqCst)), (1, 1));
+    eprintln!("silent (300 ms timeout, {silent_sent} sends), SERVFAIL, then an answer: {took:?}");
     // cached: the upstreams are not asked again, and the TTL has not grown
     let out = dig(d.port, &["www.example.org"]).await.expect("dig");
     assert!(out.contains("IN\tA\t192.0.2.1"));
