@@ -68,7 +68,7 @@ pub async fn run(
     tls: BackendTls,
     mut shutdown: Shutdown,
 ) -> Result<(), crate::Error> {
-    let pool = Arc::new(super::proxy::pool(tls));
+    let pool = Arc::new(super::proxy::pool(tls, 0));
     let mut streaks: HashMap<String, Streak> = HashMap::new();
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

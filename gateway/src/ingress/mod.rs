@@ -82,8 +82,10 @@ pub struct Stats {
     pub tls12: AtomicU64,
     pub tls13: AtomicU64,
     pub handshake_failures: AtomicU64,
-    /// Requests by service, then by status class (index 1-5 for 1xx-5xx).
-    pub requests: std::sync::Mutex<std::collections::BTreeMap<String, [u64; 6]>>,
+    /// Requests by service, then by status class (index 1-5 for 1xx-5xx): one map per
+    /// ingress worker thread, so a request takes only its own thread's lock (no cache line
+    /// moves between cores); summed when `/metrics` is read.
+    pub requests: Vec<std::sync::Mutex<std::collections::BTreeMap<String, [u64; 6]>>>,
     /// Time from a request's head to the response's head.
     pub latency: vxgate_metrics::Histogram,
     /// Connections closed at accept because of max_connections.
@@ -94,9 +96,39 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn request(&self, service: &str, status: StatusCode, took: Duration) {
+    /// Counters for `workers` ingress threads.
+    pub fn new(workers: usize) -> Stats {
+        Stats {
+            tls12: AtomicU64::new(0),
+            tls13: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
+            requests: (0..workers.max(1)).map(|_| Default::default()).collect(),
+            latency: Default::default(),
+            refused_connections: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            over_in_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests by service and status class, summed over the workers.
+    pub fn requests(&self) -> std::collections::BTreeMap<String, [u64; 6]> {
+        let mut all: std::collections::BTreeMap<String, [u64; 6]> = Default::default();
+        for shard in &self.requests {
+            for (service, by_class) in shard.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let sum = all.entry(service.clone()).or_default();
+                for (s, n) in sum.iter_mut().zip(by_class) {
+                    *s += n;
+                }
+            }
+        }
+        all
+    }
+
+    fn request(&self, worker: usize, service: &str, status: StatusCode, took: Duration) {
         let class = usize::from(status.as_u16() / 100).min(5);
-        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.requests[worker % self.requests.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // looked up by &str: the service name is allocated once, not per request
         match m.get_mut(service) {
             Some(by_class) => by_class[class] += 1,
@@ -163,7 +195,7 @@ pub async fn start(
         registry: registry.clone(),
         zone: Arc::from(zone),
     };
-    let stats: Arc<Stats> = Arc::default();
+    let stats = Arc::new(Stats::new(listeners.per_worker.len()));
     let shared = Arc::new(Shared {
         proxy: proxy::Proxy::new(
             registry.clone(),
@@ -190,7 +222,7 @@ pub async fn start(
         let (shared, shutdown, backend_tls) =
             (shared.clone(), shutdown.clone(), backend_tls.clone());
         crate::worker::spawn(format!("ingress-{i}"), tasks, move || async move {
-            let pool = Arc::new(proxy::pool(backend_tls.clone()));
+            let pool = Arc::new(proxy::pool(backend_tls.clone(), i));
             let mut set = JoinSet::new();
             for l in listeners {
                 let l = TcpListener::from_std(l).map_err(Error::Listener)?;
@@ -482,7 +514,9 @@ async fn serve_tls(
                 // requests that no route took are counted together: a client sending random
                 // Hosts must not grow the metrics without bound
                 let label = outcome.service.as_deref().unwrap_or("-");
-                shared.stats.request(label, resp.status(), start.elapsed());
+                shared
+                    .stats
+                    .request(pool.worker, label, resp.status(), start.elapsed());
                 // the line is written when the response body is done (or dropped)
                 let resp = match logged {
                     Some((log, method, host, path)) => {
@@ -762,7 +796,7 @@ impl Ingress {
             "counter",
             "HTTP requests by service and status class.",
         );
-        for (service, by_class) in s.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (service, by_class) in s.requests().iter() {
             for (class, n) in by_class.iter().enumerate().filter(|(_, n)| **n > 0) {
                 let _ = writeln!(
                     out,

@@ -50,6 +50,9 @@ pub struct Pool {
     h1: Client<HttpConnector, Body>,
     h2c: Client<HttpConnector, Body>,
     h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    /// The ingress worker thread this pool belongs to: its shard of per-worker state (the
+    /// request counters).
+    pub worker: usize,
 }
 
 /// How the ingress speaks TLS to `h2` backends.
@@ -62,7 +65,7 @@ pub struct BackendTls {
     pub zone: Arc<str>,
 }
 
-pub fn pool(tls: BackendTls) -> Pool {
+pub fn pool(tls: BackendTls, worker: usize) -> Pool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -101,7 +104,12 @@ pub fn pool(tls: BackendTls) -> Pool {
         .pool_idle_timeout(Duration::from_secs(90))
         .http2_only(true)
         .build(https);
-    Pool { h1, h2c, h2 }
+    Pool {
+        h1,
+        h2c,
+        h2,
+        worker,
+    }
 }
 
 impl Pool {
@@ -152,7 +160,11 @@ pub struct Proxy {
     pub backend_timeout: Duration,
     /// An upgraded connection with no bytes either way for this long is closed.
     pub upgrade_idle: Duration,
+    /// Round-robin cursors per service, shared by the workers: consecutive requests
+    /// alternate whichever worker takes them (per-worker cursors did not: four new
+    /// connections landing on two workers could go a, b, a, a).
     rr: Mutex<HashMap<String, usize>>,
+    /// Requests in flight per backend, for `least_requests` (only counted under it).
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     /// Requests in flight per service, for `vxgate.max_in_flight`.
     service_in_flight: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
@@ -481,9 +493,12 @@ impl Proxy {
             let Ok(out) = out.body(body.take().unwrap_or_else(empty)) else {
                 return text(StatusCode::BAD_REQUEST, "bad request");
             };
-            let counter = self.counter(&backend.name);
-            counter.fetch_add(1, Relaxed);
-            let guard = InFlight(counter);
+            // only least_requests reads the per-backend counts
+            let guard = (self.policy == LoadBalancing::LeastRequests).then(|| {
+                let counter = self.counter(&backend.name);
+                counter.fetch_add(1, Relaxed);
+                InFlight(counter)
+            });
             let sent = pool.request(policy.protocol, out);
             match tokio::time::timeout(self.backend_timeout, sent).await {
                 Err(_) => {
