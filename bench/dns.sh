@@ -29,7 +29,9 @@ done
 for pair in dnsperf:dnsperf knotd:knot dnsmasq:dnsmasq-base unbound:unbound dig:bind9-dnsutils; do
   command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null; }
 done
-(cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+# VXGATE=/path/to/vxgate measures another build (a before/after comparison)
+[ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+VXGATE=${VXGATE:-$root/target/release/vxgate}
 W=$(mktemp -d /tmp/vxgate-bench-dns.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
@@ -192,7 +194,7 @@ forwarding() {
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 for run in $(seq "$RUNS"); do
-  start "$root/target/release/vxgate" run --config "$W/vxgate.toml" --log-level warn
+  start "$VXGATE" run --config "$W/vxgate.toml" --log-level warn
   wait_port 5391; check vxgate 5391; measure vxgate 5391; stop "$PID"
   start knotd -c "$W/knot.conf"
   wait_port "$KNOT"; check knot "$KNOT"; measure knot "$KNOT"; stop "$PID"
@@ -203,7 +205,7 @@ for run in $(seq "$RUNS"); do
     # one knot upstream for all three forwarders, restarted with them so each starts cold
     start knotd -c "$W/knot.conf"; knot=$PID
     wait_port "$KNOT"
-    start "$root/target/release/vxgate" run --config "$W/vxgate-fwd.toml" --log-level warn
+    start "$VXGATE" run --config "$W/vxgate-fwd.toml" --log-level warn
     wait_port 5391; forwarding vxgate 5391; stop "$PID"
     start dnsmasq -k --no-resolv --no-hosts --server=127.0.0.1#"$KNOT" --dns-forward-max=1000 --listen-address=127.0.0.1 \
           --bind-interfaces --port="$DNSMASQ" --cache-size=10000 --user=root

@@ -28,8 +28,9 @@ done
 for pair in iperf3:iperf3 ping:iputils-ping ip:iproute2 /usr/bin/python3:python3; do
   command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null
 done
-(cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
-VXGATE=$root/target/release/vxgate
+# VXGATE=/path/to/vxgate measures another build (a before/after comparison)
+[ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+VXGATE=${VXGATE:-$root/target/release/vxgate}
 P=bov
 OUT=$(mktemp -d /tmp/vxgate-bench.XXXXXX)
 VX_PIDS=() SERVER=

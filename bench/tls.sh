@@ -35,7 +35,9 @@ done
 for pair in nginx:nginx-light wrk:wrk h2load:nghttp2-client openssl:openssl; do
   command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null; }
 done
-(cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+# VXGATE=/path/to/vxgate measures another build (a before/after comparison)
+[ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+VXGATE=${VXGATE:-$root/target/release/vxgate}
 W=$(mktemp -d /tmp/vxgate-bench-tls.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.2; rm -rf "$W"; }
@@ -198,7 +200,7 @@ if [ -n "$FEATURES" ]; then
     order=("${variants[@]:$(( (run - 1) % 3 ))}" "${variants[@]:0:$(( (run - 1) % 3 ))}")
     for variant in "${order[@]}"; do
       rm -f "$W/access.log"
-      "$root/target/release/vxgate" run --config "$W/vx-$variant.toml" --log-level warn 2> "$W/vxgate.log" &
+      "$VXGATE" run --config "$W/vx-$variant.toml" --log-level warn 2> "$W/vxgate.log" &
       vx=$!; PIDS+=($vx)
       for _ in $(seq 100); do curl -sf http://127.0.0.1:19180/healthz >/dev/null 2>&1 && break; sleep 0.05; done
       kill -0 "$vx" 2>/dev/null || { echo "$variant: vxgate exited: $(tail -3 "$W/vxgate.log")" >&2; exit 1; }
@@ -248,7 +250,7 @@ PY
 fi
 
 for run in $(seq "$RUNS"); do
-  "$root/target/release/vxgate" run --config "$W/vxgate.toml" --log-level warn 2> "$W/vxgate.log" &
+  "$VXGATE" run --config "$W/vxgate.toml" --log-level warn 2> "$W/vxgate.log" &
   vx=$!; PIDS+=($vx)
   sleep 1
   measure vxgate "$VXP" "$vx"
