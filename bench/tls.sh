@@ -112,8 +112,20 @@ port = $BACKEND
 labels = { app = "web" }
 CONF
 
+# ports_free PORT...: nothing listens there yet (another server on a port this benchmark uses
+# would take part of its traffic: vxgate binds with SO_REUSEPORT)
+ports_free() {
+  local p
+  for p in "$@"; do
+    if ss -Hltn "( sport = :$p )" | grep -q .; then
+      echo "port $p is already in use: $(ss -Hltnp "( sport = :$p )")" >&2; exit 1
+    fi
+  done
+}
+ports_free "$BACKEND" "$VXP" "$NGP" 19180
 nginx -c "$W/backend.conf" & PIDS+=($!)
-sleep 0.5
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$BACKEND/" && break; sleep 0.1; done
+kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "the backend nginx did not start: $(cat "$W/backend-error.log")" >&2; exit 1; }
 
 rss_kb() { # total RSS of a process and its children
   local total=0 p
@@ -200,6 +212,7 @@ if [ -n "$FEATURES" ]; then
     order=("${variants[@]:$(( (run - 1) % 3 ))}" "${variants[@]:0:$(( (run - 1) % 3 ))}")
     for variant in "${order[@]}"; do
       rm -f "$W/access.log"
+      ports_free "$VXP" 19180
       "$VXGATE" run --config "$W/vx-$variant.toml" --log-level warn 2> "$W/vxgate.log" &
       vx=$!; PIDS+=($vx)
       for _ in $(seq 100); do curl -sf http://127.0.0.1:19180/healthz >/dev/null 2>&1 && break; sleep 0.05; done
@@ -250,11 +263,13 @@ PY
 fi
 
 for run in $(seq "$RUNS"); do
+  ports_free "$VXP"
   "$VXGATE" run --config "$W/vxgate.toml" --log-level warn 2> "$W/vxgate.log" &
   vx=$!; PIDS+=($vx)
   sleep 1
   measure vxgate "$VXP" "$vx"
   kill "$vx"; wait "$vx" 2>/dev/null || true
+  ports_free "$NGP"
   nginx -c "$W/nginx.conf" & ng=$!; PIDS+=($ng)
   sleep 1
   measure nginx "$NGP" "$ng"
