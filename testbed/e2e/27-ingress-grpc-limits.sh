@@ -29,19 +29,7 @@ pass "gRPC through TLS termination to an h2c backend: unary, bidirectional strea
 
 # the active health checks speak h2c to it: healthy, and still so after 4 intervals (1 s,
 # fall 2: an HTTP/1.1 GET, which a gRPC server cannot answer, would have ejected it)
-grpc_health() {
-  on h1 curl -sS http://127.0.0.1:9180/v1/containers | /usr/bin/python3 -c '
-import json, sys
-print(next(c["health"] for c in json.load(sys.stdin) if c["name"] == "h1c3"))'
-}
-t0=$(date +%s%N)
-until [ "$(grpc_health)" = healthy ]; do
-  (( $(date +%s%N) - t0 < 10000000000 )) || fail "h1c3 never became healthy: $(grpc_health)"
-  sleep 0.1
-done
-echo "h1c3 healthy after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-sleep 4
-[ "$(grpc_health)" = healthy ] || fail "the h2c backend after 4 health intervals: $(grpc_health)"
+stays_healthy 1 h1c3
 out=$(on cl timeout 60 /usr/bin/python3 "$TESTBED/grpc-echo.py" client 10.99.0.1:443 grpc.example.com "$CA" 2>&1) \
   || fail "gRPC client after 4 health intervals: $out"
 echo "$out" | grep -qx "unary h1c3:ping OK h1c3" || fail "unary after 4 health intervals: $out"

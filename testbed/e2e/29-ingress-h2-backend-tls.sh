@@ -72,24 +72,12 @@ expect_refused() {  # WHAT LOG PATTERN
   grep -qiE "$3" "$2" || fail "$1: no /$3/ error in the log: $(tail -5 "$2")"
 }
 
-health_of() {  # CONTAINER: its health in GET /v1/containers
-  on h1 curl -sS http://127.0.0.1:9180/v1/containers | /usr/bin/python3 -c '
-import json, sys
-print(next(c["health"] for c in json.load(sys.stdin) if c["name"] == sys.argv[1]))' "$1"
-}
 serve good
 start_vxgate 1 "$STATE/h1-ca1.toml"
 expect_ok "CA file, right certificate"
 # the active checks speak HTTP/2 over TLS to it too: healthy, and still so after 4 intervals
 # (the testbed's interval is 1 s, fall 2: HTTP/1.1 checks would have ejected it)
-t0=$(date +%s%N)
-until [ "$(health_of h1c3)" = healthy ]; do
-  (( $(date +%s%N) - t0 < 10000000000 )) || fail "h1c3 never became healthy: $(health_of h1c3)"
-  sleep 0.1
-done
-echo "h1c3 healthy after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-sleep 4
-[ "$(health_of h1c3)" = healthy ] || fail "h1c3 after 4 health intervals: $(health_of h1c3)"
+stays_healthy 1 h1c3
 expect_ok "CA file, after 4 health intervals"
 pass "vxgate.protocol=h2 with backend_ca_file: unary, bidirectional stream, trailers and grpc-status over TLS to the backend"
 stop_vxgate 1

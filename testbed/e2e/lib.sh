@@ -117,6 +117,27 @@ summary_value() {  # LINE NAME
   fi
   echo "$v"
 }
+# health_of H CONTAINER: the container's health in h$H's GET /v1/containers
+health_of() {
+  on "h$1" curl -sS http://127.0.0.1:9180/v1/containers | /usr/bin/python3 -c '
+import json, sys
+print(next(c["health"] for c in json.load(sys.stdin) if c["name"] == sys.argv[1]))' "$2"
+}
+
+# stays_healthy H CONTAINER: it becomes healthy (10 s at most; the time is printed) and is
+# still healthy 4 s (4 of the testbed's 1 s health intervals, fall 2) later
+stays_healthy() {
+  local t0
+  t0=$(date +%s%N)
+  until [ "$(health_of "$1" "$2")" = healthy ]; do
+    (( $(date +%s%N) - t0 < 10000000000 )) || fail "$2 never became healthy: $(health_of "$1" "$2")"
+    sleep 0.1
+  done
+  echo "$2 healthy after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+  sleep 4
+  [ "$(health_of "$1" "$2")" = healthy ] || fail "$2 after 4 health intervals: $(health_of "$1" "$2")"
+}
+
 counter() {
   summary_value "$(grep "overlay counters" "$LOGDIR/vxgate-h$1.log" | head -1 | sed 's/.*overlay counters: //')" "$2"
 }
