@@ -107,7 +107,11 @@ fn offload(c: &mut Criterion) {
     vxlan::emit_header(&mut vx, 42);
     // the cut that is timed makes every segment: 64,000 bytes in 1398-byte pieces
     let cut = segment(&f, Some(34), 1398, &vx, &mut out).expect("segment");
-    assert_eq!(cut.len.div_ceil(cut.stride), payload.div_ceil(1398), "segments");
+    assert_eq!(
+        cut.len.div_ceil(cut.stride),
+        payload.div_ceil(1398),
+        "segments"
+    );
     g.bench_function("tso_segment_64k", |b| {
         b.iter(|| black_box(segment(black_box(&f), Some(34), 1398, &vx, &mut out)))
     });

@@ -197,7 +197,8 @@ struct Conn {
 #[derive(Debug)]
 struct Waiter {
     tx: tokio::sync::oneshot::Sender<Vec<u8>>,
-    /// The question section sent (lower-cased name, type, class): an answer must repeat it.
+    /// The question section sent (name, type, class): an answer must repeat it (the name in
+    /// any case).
     question: Box<[u8]>,
 }
 
