@@ -102,10 +102,21 @@ impl Cache {
         Some(out)
     }
 
+    /// Empties a slot and lists it as free.
     fn remove_at(&mut self, at: usize) {
-        if let Some(e) = self.slots[at].take() {
-            self.index.remove(&e.key);
+        if self.clear(at) {
             self.free.push(at);
+        }
+    }
+
+    /// Empties a slot (its key leaves the index); whether it held an entry.
+    fn clear(&mut self, at: usize) -> bool {
+        match self.slots[at].take() {
+            Some(e) => {
+                self.index.remove(&e.key);
+                true
+            }
+            None => false,
         }
     }
 
@@ -126,9 +137,7 @@ impl Cache {
                 None => return at,
                 Some(e) if e.referenced && e.expires > now => e.referenced = false,
                 Some(_) => {
-                    self.remove_at(at);
-                    // remove_at listed it as free; it is taken here
-                    self.free.pop();
+                    self.clear(at);
                     return at;
                 }
             }

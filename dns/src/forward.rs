@@ -1,15 +1,16 @@
 //! Forwarding names outside the zone to the upstream resolvers, with a cache.
 //!
 //! Each upstream in turn gets the client's query under a fresh random ID and `timeout` to
-//! answer (the query is sent again every fifth of it, up to four times); a timeout, an unreadable
-//! answer, SERVFAIL or REFUSED moves on to the next one.
-//! Queries go out over a small pool of connected UDP sockets per upstream ([`UdpPool`]:
-//! a socket per query cost a bind, a connect, a close and a 64 KiB buffer each); each socket
-//! has its own random source port and is replaced by a fresh one (a new random port) after
-//! [`QUERIES_PER_SOCKET`] queries, so the port stays unpredictable as RFC 5452 asks, beside
-//! the random ID. When all fail the client
+//! answer (the query is sent again every fifth of it, up to four times); a timeout, an
+//! unreadable answer, SERVFAIL or REFUSED moves on to the next one. When all fail the client
 //! gets SERVFAIL at once rather than waiting for its own timeout. A truncated UDP answer for a
 //! TCP client is asked again over TCP.
+//!
+//! Queries go out over a small pool of connected UDP sockets per upstream ([`UdpPool`]: a
+//! socket per query cost a bind, a connect, a close and a 64 KiB buffer each); each socket has
+//! its own random source port and is replaced by a fresh one (a new random port) after
+//! [`QUERIES_PER_SOCKET`] queries, so the port stays unpredictable as RFC 5452 asks, beside the
+//! random ID.
 
 use crate::cache::{Cache, Key};
 use crate::message::{self, Query, rcode};
@@ -24,8 +25,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 #[derive(Debug)]
 pub struct Forwarder {
-    upstreams: Vec<SocketAddr>,
-    /// One pool per upstream, in the same order.
+    /// One pool per upstream, in the order they are asked.
     pools: Vec<UdpPool>,
     timeout: Duration,
     cache: Mutex<Cache>,
@@ -60,8 +60,7 @@ impl Drop for Slot {
 impl Forwarder {
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration, cache_entries: usize) -> Forwarder {
         Forwarder {
-            pools: upstreams.iter().map(|u| UdpPool::new(*u)).collect(),
-            upstreams,
+            pools: upstreams.into_iter().map(UdpPool::new).collect(),
             timeout,
             cache: Mutex::new(Cache::new(cache_entries)),
             upstream_failures: Default::default(),
@@ -82,7 +81,7 @@ impl Forwarder {
     }
 
     pub fn has_upstreams(&self) -> bool {
-        !self.upstreams.is_empty()
+        !self.pools.is_empty()
     }
 
     fn key(q: &Query) -> Key {
@@ -105,10 +104,11 @@ impl Forwarder {
         if let Some(hit) = self.cached(q) {
             return hit;
         }
-        for (upstream, pool) in self.upstreams.iter().zip(&self.pools) {
-            // retransmissions every fifth of the timeout (100 ms to 1 s)
-            let retransmit =
-                (self.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        // retransmissions every fifth of the timeout (100 ms to 1 s)
+        let retransmit =
+            (self.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        for pool in &self.pools {
+            let upstream = pool.upstream;
             let got = tokio::time::timeout(self.timeout, ask(pool, msg, q, tcp, retransmit)).await;
             let fail = || {
                 self.upstream_failures
@@ -315,12 +315,7 @@ impl Drop for Forget<'_> {
 /// The question section a query was sent with, as an answer must repeat it (name compared
 /// case-insensitively).
 fn question_of(q: &Query) -> Box<[u8]> {
-    let name = q.name();
-    let mut v = Vec::with_capacity(name.len() + 4);
-    v.extend_from_slice(name);
-    v.extend_from_slice(&q.qtype.to_be_bytes());
-    v.extend_from_slice(&q.qclass.to_be_bytes());
-    v.into_boxed_slice()
+    [q.name(), &type_class(q)].concat().into_boxed_slice()
 }
 
 /// A socket's reader: hands each answer to the query waiting under its ID when it repeats
@@ -363,21 +358,25 @@ async fn read_answers(conn: Arc<Conn>) {
             continue;
         };
         let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        let answers = waiting
-            .get(&id)
-            .is_some_and(|w| r[2] & 0x80 != 0 && repeats_question(r, &w.question));
+        let answers = waiting.get(&id).is_some_and(|w| {
+            let (name, type_class) = w.question.split_at(w.question.len() - 4);
+            is_response(r, id) && repeats_question(r, name, type_class)
+        });
         if answers && let Some(w) = waiting.remove(&id) {
             let _ = w.tx.send(r.to_vec());
         }
     }
 }
 
-fn repeats_question(resp: &[u8], question: &[u8]) -> bool {
+/// Whether a response's question section is `name` (in any case) then `type_class` (the
+/// question's type and class, 4 bytes).
+fn repeats_question(resp: &[u8], name: &[u8], type_class: &[u8]) -> bool {
     let at = message::HEADER_LEN;
-    let name = question.len() - 4;
-    resp.get(at..at + question.len()).is_some_and(|got| {
-        got[..name].eq_ignore_ascii_case(&question[..name]) && got[name..] == question[name..]
-    })
+    resp.get(at..at + name.len() + type_class.len())
+        .is_some_and(|got| {
+            let (n, tc) = got.split_at(name.len());
+            n.eq_ignore_ascii_case(name) && tc == type_class
+        })
 }
 
 async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16, q: &Query) -> io::Result<Vec<u8>> {
@@ -401,22 +400,19 @@ async fn ask_tcp(upstream: SocketAddr, query: &[u8], id: u16, q: &Query) -> io::
 /// Whether `resp` answers the query `q` sent upstream under `id`: a response (QR), with that
 /// ID and the same question (RFC 5452). Anything else is neither relayed nor cached.
 pub fn is_answer_to(resp: &[u8], id: u16, q: &Query) -> bool {
-    resp.len() >= message::HEADER_LEN
-        && message::header_id(resp) == Some(id)
-        && resp[2] & 0x80 != 0
-        && same_question(resp, q)
+    is_response(resp, id) && repeats_question(resp, q.name(), &type_class(q))
 }
 
-/// Whether a response's question is the query's (name case-insensitively, type, class).
-fn same_question(resp: &[u8], q: &Query) -> bool {
-    let name = q.name();
-    let at = message::HEADER_LEN;
-    let Some(got) = resp.get(at..at + name.len() + 4) else {
-        return false;
-    };
-    got[..name.len()].eq_ignore_ascii_case(name)
-        && got[name.len()..name.len() + 2] == q.qtype.to_be_bytes()
-        && got[name.len() + 2..] == q.qclass.to_be_bytes()
+/// A response (QR set) under `id`.
+fn is_response(resp: &[u8], id: u16) -> bool {
+    resp.len() >= message::HEADER_LEN && message::header_id(resp) == Some(id) && resp[2] & 0x80 != 0
+}
+
+/// A question's type and class as they stand in the message.
+fn type_class(q: &Query) -> [u8; 4] {
+    let [t0, t1] = q.qtype.to_be_bytes();
+    let [c0, c1] = q.qclass.to_be_bytes();
+    [t0, t1, c0, c1]
 }
 
 fn random_id() -> u16 {
@@ -505,7 +501,7 @@ mod tests {
             assert_eq!(message::rcode_of(&resp), Some(0), "{name}: not SERVFAIL");
             let q = message::parse_query(&query(0, &name)).expect("q");
             assert!(
-                repeats_question(&resp, &question_of(&q)),
+                repeats_question(&resp, q.name(), &type_class(&q)),
                 "{name}: its own answer"
             );
         }

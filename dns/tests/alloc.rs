@@ -1,11 +1,13 @@
 //! Allocations per forwarded query, counted by a global allocator that wraps the system's:
-//! a cache miss (the pooled upstream exchange) and a cache hit. The counts are printed, and
+//! a cache miss (the pooled upstream exchange) and a cache hit. Only the test's thread is
+//! counted (the forwarder and its socket readers run there); the fake upstream has a thread of
+//! its own. The counts are printed, and
 //! bounded so that a change that allocates more per query fails here.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use vxgate_dns::forward::Forwarder;
 use vxgate_dns::message;
@@ -13,13 +15,20 @@ use vxgate_dns::message;
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static COUNTING: AtomicBool = AtomicBool::new(false);
+thread_local! {
+    // const-initialized: reading it never allocates
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 
 // SAFETY: every call goes to the system allocator with its arguments unchanged; counting
 // touches only atomics and never allocates
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Relaxed);
         }
         // SAFETY: forwarded unchanged to the system allocator
@@ -30,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Relaxed);
         }
         // SAFETY: forwarded unchanged to the system allocator
@@ -50,74 +59,58 @@ fn query(id: u16, name: &str) -> Vec<u8> {
     m
 }
 
-/// An upstream answering every A query with one record (TTL 300).
-async fn upstream() -> SocketAddr {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+/// An upstream answering every A query with one record (TTL 300), on a thread of its own.
+fn upstream() -> SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let addr = sock.local_addr().expect("addr");
-    tokio::spawn(async move {
+    std::thread::spawn(move || {
         let mut buf = vec![0u8; 4096];
-        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
             let mut a = buf[..n].to_vec();
             a[2] |= 0x80;
             a[7] = 1; // ANCOUNT
             a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 192, 0, 2, 1]);
-            let _ = sock.send_to(&a, from).await;
+            let _ = sock.send_to(&a, from);
         }
     });
     addr
 }
 
+/// Allocations made while `fwd` resolves each of `queries` in turn.
+async fn allocations(fwd: &Forwarder, queries: &[Vec<u8>]) -> u64 {
+    COUNTING.with(|c| c.set(true));
+    let before = ALLOCS.load(Relaxed);
+    for msg in queries {
+        let q = message::parse_query(msg).expect("query");
+        let resp = fwd.resolve(&q, msg, false).await;
+        assert_eq!(message::rcode_of(&resp), Some(0));
+    }
+    COUNTING.with(|c| c.set(false));
+    ALLOCS.load(Relaxed) - before
+}
+
 #[test]
 fn allocations_per_forwarded_query() {
-    // one thread: nothing else allocates while counting
+    // one thread for the forwarder and its socket readers
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let up = upstream().await;
-        let fwd = Arc::new(Forwarder::new(vec![up], Duration::from_secs(2), 10_000));
-        let ask = |i: u32| {
-            let fwd = fwd.clone();
-            async move {
-                let msg = query(7, &format!("n{i}.example.org"));
-                let q = message::parse_query(&msg).expect("query");
-                let resp = fwd.resolve(&q, &msg, false).await;
-                assert_eq!(message::rcode_of(&resp), Some(0), "answered");
-                resp
-            }
-        };
+        let fwd = Forwarder::new(vec![upstream()], Duration::from_secs(2), 10_000);
         // warm up: the pool's sockets and reader tasks, the cache's first slots
-        for i in 0..64 {
-            ask(i).await;
-        }
-        const N: u32 = 1000;
-        let count = |on: bool| {
-            COUNTING.store(on, Relaxed);
-            ALLOCS.load(Relaxed)
-        };
-        // misses: new names. The query and name strings of the test itself are counted too:
-        // they are made before counting starts
-        let names: Vec<(Vec<u8>, u32)> = (0..N)
-            .map(|i| (query(7, &format!("m{i}.example.org")), i))
+        let warm: Vec<Vec<u8>> = (0..64)
+            .map(|i| query(7, &format!("n{i}.example.org")))
             .collect();
-        let start = count(true);
-        for (msg, _) in &names {
-            let q = message::parse_query(msg).expect("query");
-            let resp = fwd.resolve(&q, msg, false).await;
-            assert_eq!(message::rcode_of(&resp), Some(0));
-        }
-        let misses = count(false) - start;
-        // hits: the same names again
-        let start = count(true);
-        for (msg, _) in &names {
-            let q = message::parse_query(msg).expect("query");
-            let resp = fwd.resolve(&q, msg, false).await;
-            assert_eq!(message::rcode_of(&resp), Some(0));
-        }
-        let hits = count(false) - start;
+        allocations(&fwd, &warm).await;
+        const N: u32 = 1000;
+        // misses: new names (the queries are made before counting starts), then hits: the
+        // same names again
+        let names: Vec<Vec<u8>> = (0..N)
+            .map(|i| query(7, &format!("m{i}.example.org")))
+            .collect();
+        let misses = allocations(&fwd, &names).await;
+        let hits = allocations(&fwd, &names).await;
         let per_miss = misses as f64 / f64::from(N);
         let per_hit = hits as f64 / f64::from(N);
         println!(

@@ -109,14 +109,10 @@ impl ServerCertVerifier for Unverified {
 /// went away between the request and the connect) is verified as the address itself.
 pub fn server_name(registry: &Registry, zone: &str, ip: IpAddr) -> ServerName<'static> {
     let snapshot = registry.snapshot();
-    let service = snapshot.by_ip(ip).and_then(|c| {
-        snapshot
-            .services()
-            .find(|(_, members)| members.iter().any(|m| m.name == c.name))
-            .map(|(s, _)| s.to_owned())
-    });
-    service
-        .and_then(|s| ServerName::try_from(format!("{s}.{zone}")).ok())
+    snapshot
+        .by_ip(ip)
+        .and_then(|c| c.labels.get(&snapshot.service_label))
+        .and_then(|s| ServerName::try_from(format!("{}.{zone}", s.to_ascii_lowercase())).ok())
         .unwrap_or(ServerName::IpAddress(ip.into()))
 }
 

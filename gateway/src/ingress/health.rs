@@ -1,7 +1,8 @@
 //! Active health checks: every `interval`, GET `path` on each container that belongs to a
 //! service, in the protocol the service is proxied with (`vxgate.protocol`: HTTP/1.1, h2c, or
-//! HTTP/2 over TLS; a gRPC server answers such a GET with 200 and a grpc-status); `fall` failures in a row mark it unhealthy, `rise` successes healthy again. The
-//! result goes to the registry, so DNS stops answering with it too. The state machine is pure.
+//! HTTP/2 over TLS; a gRPC server answers such a GET with 200 and a grpc-status); `fall`
+//! failures in a row mark it unhealthy, `rise` successes healthy again. The result goes to the
+//! registry, so DNS stops answering with it too. The state machine is pure.
 
 use super::proxy::{BackendTls, Pool};
 use super::routes;
@@ -95,11 +96,8 @@ pub async fn run(
             );
             let (pool, protocol, timeout) = (pool.clone(), *protocol, cfg.timeout);
             async move {
-                let version = match protocol {
-                    routes::Protocol::Http1 => http::Version::HTTP_11,
-                    routes::Protocol::H2c | routes::Protocol::H2 => http::Version::HTTP_2,
-                };
                 let body = Empty::new().map_err(|never| match never {}).boxed();
+                let version = Pool::version(protocol);
                 let Ok(req) = http::Request::get(uri).version(version).body(body) else {
                     return false;
                 };

@@ -126,6 +126,14 @@ impl Pool {
         }
     }
 
+    /// The HTTP version of backend requests in `protocol`.
+    pub fn version(protocol: routes::Protocol) -> http::Version {
+        match protocol {
+            routes::Protocol::Http1 => http::Version::HTTP_11,
+            routes::Protocol::H2c | routes::Protocol::H2 => http::Version::HTTP_2,
+        }
+    }
+
     /// The URI scheme of backend requests in `protocol`.
     pub fn scheme(protocol: routes::Protocol) -> &'static str {
         match protocol {
@@ -478,11 +486,7 @@ impl Proxy {
             let mut out = Request::builder()
                 .method(parts.method.clone())
                 .uri(uri)
-                .version(if h2c {
-                    http::Version::HTTP_2
-                } else {
-                    http::Version::HTTP_11
-                });
+                .version(Pool::version(policy.protocol));
             if let Some(h) = out.headers_mut() {
                 *h = if attempts > 1 {
                     parts.headers.clone()
