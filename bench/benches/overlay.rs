@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
     for len in [64usize, 1450] {
         g.throughput(Throughput::Elements(1));
         // TAP -> UDP: decision (known unicast), header into the headroom, source-port hash
-        let mut s = switch(peer);
+        let s = switch(peer);
         let mut buf = vec![0u8; vxlan::HEADER_LEN + len];
         frame(&mut buf[vxlan::HEADER_LEN..]);
         let mut learned = buf.clone();
@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         // UDP -> TAP: validate, pick the network, learn, hand out the payload slice
-        let mut s = switch(peer);
+        let s = switch(peer);
         let src: SocketAddr = "10.99.0.2:51000".parse().expect("addr");
         let d = s.from_udp(src, &learned, now);
         assert!(

@@ -106,7 +106,7 @@ fn the_captured_conversation_replayed_through_two_switches_gives_the_kernels_dat
 #[test]
 fn a_capture_with_another_vni_or_from_a_stranger_is_not_delivered() {
     let vtep1: SocketAddr = "10.99.0.1:4789".parse().expect("addr");
-    let mut h2 = switch("h2", vtep1);
+    let h2 = switch("h2", vtep1);
     let mut dgram = fixture("icmp-echo-request");
     let stranger: SocketAddr = "10.99.0.9:4789".parse().expect("addr");
     assert!(matches!(

@@ -74,7 +74,7 @@ fn mac(n: u8) -> MacAddr {
 #[test]
 fn encapsulate_and_decapsulate_allocate_nothing() {
     let _turn = exclusive();
-    let mut switch = Switch::new(
+    let switch = Switch::new(
         "h1",
         &[H2, H3],
         &[NetworkSpec {

@@ -247,13 +247,7 @@ impl Admin {
                     .running
                     .overlay
                     .as_ref()
-                    .map(|o| {
-                        o.switch
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .peers()
-                            .to_vec()
-                    })
+                    .map(|o| o.switch.peers().to_vec())
                     .unwrap_or_default();
                 let snapshot = self.registry.snapshot();
                 let nodes = self
@@ -328,7 +322,7 @@ impl Admin {
             return reply(StatusCode::OK, json!([]));
         };
         let now = Instant::now();
-        let switch = overlay.switch.lock().unwrap_or_else(|p| p.into_inner());
+        let switch = &overlay.switch;
         let mut out = Vec::new();
         for (i, n) in overlay.networks.iter().enumerate() {
             for (mac, e) in switch.fdb(i).entries() {

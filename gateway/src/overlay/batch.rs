@@ -372,7 +372,7 @@ mod tests {
     /// h1 and h2 with the FDB entries a first exchange would leave: h1 knows B is behind
     /// h2, and h2 has learned A.
     fn pair(now: Instant) -> (Switch, Switch) {
-        let (mut s1, s2) = (switch("h1", H2), switch("h2", H1));
+        let (s1, s2) = (switch("h1", H2), switch("h2", H1));
         let mut hello = tcp_frame(0, 0, 0x10);
         hello[0..6].copy_from_slice(&A.0);
         hello[6..12].copy_from_slice(&B.0);
@@ -392,7 +392,7 @@ mod tests {
     #[test]
     fn a_tso_frame_crosses_two_switches_and_is_merged_back_whole() {
         let now = Instant::now();
-        let (mut s1, mut s2) = pair(now);
+        let (s1, s2) = pair(now);
         let big = tcp_frame(20_000, 0xffff_f000, 0x18);
         let mut reply = [0u8; 64];
         let FromTap::Unicast(vtep) = s1.from_tap(0, &big, now, &mut reply) else {

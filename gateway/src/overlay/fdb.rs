@@ -5,20 +5,46 @@
 //! (containers with a known MAC on a known remote host) and never expire. A static entry wins
 //! over learning: a frame claiming a static MAC from another VTEP does not move it.
 //!
-//! **When full** (`capacity` entries), expired entries are swept first; if none is expired the
-//! new MAC is not learned (counted by the caller) and frames to it are flooded, as the Linux
-//! kernel's vxlan does when its `max` is reached. Existing entries are never evicted for a newcomer,
-//! so a flood of random source MACs cannot push out the hosts that are talking.
+//! **No global lock.** Every datapath thread looks up and learns at once:
+//! - static entries are a read-only map swapped whole when the registry changes
+//!   ([`ArcSwap`]: a load is a few atomic operations, never a wait);
+//! - learned entries sit in [`SHARDS`] independently locked maps, the shard picked by a keyed
+//!   hash of the MAC. A lookup and the refresh of a known MAC take only the read side of one
+//!   shard (the refresh is an atomic store, and only when the time moved by
+//!   [`REFRESH`]), so frames of known flows never wait for each other. Only a new or moved
+//!   MAC takes one shard's write side.
 //!
-//! The table is allocated once at full capacity, so learning never allocates on the packet path.
+//! **When full** (`capacity` entries, static ones counted first), a newcomer is refused in
+//! O(1): it is not learned (counted by the caller) and frames to it are flooded, as the Linux
+//! kernel's vxlan does when its `max` is reached. Existing entries are never evicted for a
+//! newcomer, so a flood of random source MACs cannot push out the hosts that are talking.
+//! Expired entries make room when swept: by [`Fdb::expire`] (once a second from the
+//! switch's tick) and, when the table is full, by the first refused newcomer of each second.
+//!
+//! Each shard is allocated at start with room for its share, so learning does not allocate
+//! on the packet path.
 
 use crate::wire::ethernet::MacAddr;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Default number of entries per network.
 pub const DEFAULT_CAPACITY: usize = 16 * 1024;
+
+/// Independently locked parts of the learned table.
+pub const SHARDS: usize = 16;
+
+/// A known MAC's last-seen time is stored again only when it moved by this much: a frame of
+/// a known flow then usually only reads the shard (the kernel's vxlan does the same per jiffy).
+pub const REFRESH: Duration = Duration::from_millis(100);
+
+/// How often a full table may sweep for a newcomer.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -45,137 +71,277 @@ pub enum Learned {
     Full,
 }
 
+/// A learned entry: its VTEP, and when it was last seen (ms since the table's epoch).
+#[derive(Debug)]
+struct Slot {
+    vtep: SocketAddr,
+    seen: AtomicU64,
+}
+
+type Shard = HashMap<MacAddr, Slot>;
+
 #[derive(Debug)]
 pub struct Fdb {
-    entries: HashMap<MacAddr, Entry>,
+    statics: ArcSwap<HashMap<MacAddr, SocketAddr>>,
+    shards: Box<[RwLock<Shard>]>,
+    /// Learned entries in all shards.
+    learned: AtomicUsize,
     capacity: usize,
-    aging: Duration,
+    aging_ms: u64,
+    /// Times are stored as milliseconds since this instant (a day before the table was made,
+    /// so instants taken just before it still count).
+    epoch: Instant,
+    /// When a full table last swept for a newcomer (ms since `epoch`, +1; 0: never).
+    full_sweep: AtomicU64,
+    /// Keys the shard choice, so a sender cannot aim every MAC at one shard.
+    seed: u64,
 }
 
 impl Fdb {
     pub fn new(capacity: usize, aging: Duration) -> Fdb {
+        let now = Instant::now();
+        let share = capacity.div_ceil(SHARDS);
         Fdb {
-            entries: HashMap::with_capacity(capacity),
+            statics: ArcSwap::from_pointee(HashMap::new()),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(HashMap::with_capacity(share)))
+                .collect(),
+            learned: AtomicUsize::new(0),
             capacity,
-            aging,
+            aging_ms: u64::try_from(aging.as_millis()).unwrap_or(u64::MAX),
+            epoch: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
+            full_sweep: AtomicU64::new(0),
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
         }
     }
 
-    fn is_live(&self, e: &Entry, now: Instant) -> bool {
-        match e.kind {
-            Kind::Static => true,
-            Kind::Learned { last_seen } => now.saturating_duration_since(last_seen) < self.aging,
-        }
+    fn ms(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn alive(&self, seen: u64, now: u64) -> bool {
+        now.saturating_sub(seen) < self.aging_ms
+    }
+
+    fn shard_of(&self, mac: MacAddr) -> usize {
+        let mut k = [0u8; 8];
+        k[..6].copy_from_slice(&mac.0);
+        let h = (u64::from_le_bytes(k) ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (h >> 32) as usize % SHARDS
+    }
+
+    // A panic while a shard was locked cannot leave a map half-updated in a way that matters
+    // more than stopping forwarding would.
+    fn read(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[i].read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[i].write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The VTEP behind `mac`, unless unknown or expired.
     pub fn lookup(&self, mac: MacAddr, now: Instant) -> Option<SocketAddr> {
-        self.entries
+        if let Some(v) = self.statics.load().get(&mac) {
+            return Some(*v);
+        }
+        let now = self.ms(now);
+        self.read(self.shard_of(mac))
             .get(&mac)
-            .filter(|e| self.is_live(e, now))
-            .map(|e| e.vtep)
+            .filter(|s| self.alive(s.seen.load(Relaxed), now))
+            .map(|s| s.vtep)
     }
 
     /// Records that `mac` was seen behind `vtep`.
-    pub fn learn(&mut self, mac: MacAddr, vtep: SocketAddr, now: Instant) -> Learned {
-        let live = self
-            .entries
-            .get(&mac)
-            .map(|e| (e.kind, e.vtep, self.is_live(e, now)));
-        let learned = Entry {
-            vtep,
-            kind: Kind::Learned { last_seen: now },
-        };
-        match live {
-            Some((Kind::Static, _, _)) => Learned::Static,
-            Some((_, old, alive)) => {
-                self.entries.insert(mac, learned);
-                if old == vtep || !alive {
+    pub fn learn(&self, mac: MacAddr, vtep: SocketAddr, now: Instant) -> Learned {
+        if self.statics.load().contains_key(&mac) {
+            return Learned::Static;
+        }
+        let (i, t) = (self.shard_of(mac), self.ms(now));
+        // the common case: a known MAC behind the same VTEP, under the read side only
+        if let Some(s) = self.read(i).get(&mac)
+            && s.vtep == vtep
+        {
+            if t.saturating_sub(s.seen.load(Relaxed)) >= REFRESH.as_millis() as u64 {
+                s.seen.store(t, Relaxed);
+            }
+            return Learned::Refreshed;
+        }
+        {
+            let mut shard = self.write(i);
+            if let Some(s) = shard.get_mut(&mac) {
+                let (old, alive) = (s.vtep, self.alive(*s.seen.get_mut(), t));
+                s.vtep = vtep;
+                *s.seen.get_mut() = t;
+                return if old == vtep || !alive {
                     Learned::Refreshed
                 } else {
                     Learned::Moved
-                }
+                };
             }
-            None => {
-                if self.entries.len() >= self.capacity {
-                    self.expire(now);
-                    if self.entries.len() >= self.capacity {
-                        return Learned::Full;
-                    }
-                }
-                self.entries.insert(mac, learned);
-                Learned::New
+            if self.reserve() {
+                shard.insert(
+                    mac,
+                    Slot {
+                        vtep,
+                        seen: AtomicU64::new(t),
+                    },
+                );
+                return Learned::New;
             }
         }
+        // full: at most once a second, expired entries make room (no shard is held here)
+        if !self.claim_full_sweep(t) || self.expire(now) == 0 || !self.reserve() {
+            return Learned::Full;
+        }
+        let mut shard = self.write(i);
+        if shard.contains_key(&mac) {
+            self.learned.fetch_sub(1, Relaxed); // learned meanwhile by another queue
+            return Learned::Refreshed;
+        }
+        shard.insert(
+            mac,
+            Slot {
+                vtep,
+                seen: AtomicU64::new(t),
+            },
+        );
+        Learned::New
+    }
+
+    /// Takes room for one learned entry, if the table has any.
+    fn reserve(&self) -> bool {
+        let statics = self.statics.load().len();
+        self.learned
+            .fetch_update(Relaxed, Relaxed, |n| {
+                (n + statics < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn claim_full_sweep(&self, t: u64) -> bool {
+        let last = self.full_sweep.load(Relaxed);
+        let every = FULL_SWEEP_EVERY.as_millis() as u64;
+        (last == 0 || t.saturating_sub(last - 1) >= every)
+            && self
+                .full_sweep
+                .compare_exchange(last, t + 1, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// Forgets a learned entry (its MAC was seen on the local side). Static entries stay.
-    pub fn forget_learned(&mut self, mac: MacAddr) -> bool {
-        if let Some(Entry {
-            kind: Kind::Learned { .. },
-            ..
-        }) = self.entries.get(&mac)
-        {
-            self.entries.remove(&mac);
-            return true;
+    pub fn forget_learned(&self, mac: MacAddr) -> bool {
+        let i = self.shard_of(mac);
+        if !self.read(i).contains_key(&mac) {
+            return false;
         }
-        false
+        let removed = self.write(i).remove(&mac).is_some();
+        if removed {
+            self.learned.fetch_sub(1, Relaxed);
+        }
+        removed
     }
 
     /// Replaces every static entry with `entries`. Learned entries for those MACs give way.
     /// Static entries beyond the capacity are left out (and returned as a count).
-    pub fn set_static(
-        &mut self,
-        entries: impl IntoIterator<Item = (MacAddr, SocketAddr)>,
-    ) -> usize {
-        self.entries.retain(|_, e| e.kind != Kind::Static);
+    pub fn set_static(&self, entries: impl IntoIterator<Item = (MacAddr, SocketAddr)>) -> usize {
+        let mut map = HashMap::new();
         let mut left_out = 0;
         for (mac, vtep) in entries {
-            if self.entries.len() >= self.capacity && !self.entries.contains_key(&mac) {
+            if map.len() >= self.capacity && !map.contains_key(&mac) {
                 left_out += 1;
                 continue;
             }
-            self.entries.insert(
-                mac,
-                Entry {
-                    vtep,
-                    kind: Kind::Static,
-                },
-            );
+            map.insert(mac, vtep);
         }
+        for mac in map.keys() {
+            let i = self.shard_of(*mac);
+            let learned = self.read(i).contains_key(mac);
+            if learned && self.write(i).remove(mac).is_some() {
+                self.learned.fetch_sub(1, Relaxed);
+            }
+        }
+        self.statics.store(Arc::new(map));
         left_out
     }
 
     /// Removes every entry (learned or static) whose VTEP fails `keep`; returns how many.
     /// Used when a peer leaves: its MACs must flood again, not vanish into a dead VTEP.
-    pub fn retain_vteps(&mut self, keep: impl Fn(SocketAddr) -> bool) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| keep(e.vtep));
-        before - self.entries.len()
+    pub fn retain_vteps(&self, keep: impl Fn(SocketAddr) -> bool) -> usize {
+        let statics = self.statics.load_full();
+        let kept: HashMap<MacAddr, SocketAddr> = statics
+            .iter()
+            .filter(|(_, v)| keep(**v))
+            .map(|(m, v)| (*m, *v))
+            .collect();
+        let mut removed = statics.len() - kept.len();
+        if removed > 0 {
+            self.statics.store(Arc::new(kept));
+        }
+        removed += self.retain_learned(|s, _| keep(s.vtep));
+        removed
+    }
+
+    fn retain_learned(&self, keep: impl Fn(&Slot, u64) -> bool) -> usize {
+        let mut removed = 0;
+        for i in 0..SHARDS {
+            let mut shard = self.write(i);
+            let before = shard.len();
+            shard.retain(|_, s| {
+                let seen = *s.seen.get_mut();
+                keep(s, seen)
+            });
+            removed += before - shard.len();
+        }
+        self.learned.fetch_sub(removed, Relaxed);
+        removed
     }
 
     /// Removes expired learned entries; returns how many.
-    pub fn expire(&mut self, now: Instant) -> usize {
-        let before = self.entries.len();
-        let aging = self.aging;
-        self.entries.retain(|_, e| match e.kind {
-            Kind::Static => true,
-            Kind::Learned { last_seen } => now.saturating_duration_since(last_seen) < aging,
-        });
-        before - self.entries.len()
+    pub fn expire(&self, now: Instant) -> usize {
+        let now = self.ms(now);
+        self.retain_learned(|_, seen| self.alive(seen, now))
     }
 
+    /// Entries, static and learned (expired ones included until swept).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.statics.load().len() + self.learned.load(Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Every entry (for the admin API), expired ones included until swept.
-    pub fn entries(&self) -> impl Iterator<Item = (&MacAddr, &Entry)> {
-        self.entries.iter()
+    /// Every entry (for the admin API), expired ones included until swept. A copy: the
+    /// datapath goes on meanwhile.
+    pub fn entries(&self) -> Vec<(MacAddr, Entry)> {
+        let mut out: Vec<(MacAddr, Entry)> = self
+            .statics
+            .load()
+            .iter()
+            .map(|(m, v)| {
+                (
+                    *m,
+                    Entry {
+                        vtep: *v,
+                        kind: Kind::Static,
+                    },
+                )
+            })
+            .collect();
+        for i in 0..SHARDS {
+            out.extend(self.read(i).iter().map(|(m, s)| {
+                let last_seen = self.epoch + Duration::from_millis(s.seen.load(Relaxed));
+                (
+                    *m,
+                    Entry {
+                        vtep: s.vtep,
+                        kind: Kind::Learned { last_seen },
+                    },
+                )
+            }));
+        }
+        out
     }
 }
 
@@ -193,7 +359,7 @@ mod tests {
     #[test]
     fn learned_entries_age_out() {
         let t0 = Instant::now();
-        let mut f = Fdb::new(8, Duration::from_secs(300));
+        let f = Fdb::new(8, Duration::from_secs(300));
         assert_eq!(f.learn(mac(1), vtep(2), t0), Learned::New);
         assert_eq!(
             f.lookup(mac(1), t0 + Duration::from_secs(299)),
@@ -207,7 +373,7 @@ mod tests {
     #[test]
     fn seeing_a_mac_again_refreshes_or_moves_it() {
         let t0 = Instant::now();
-        let mut f = Fdb::new(8, Duration::from_secs(10));
+        let f = Fdb::new(8, Duration::from_secs(10));
         f.learn(mac(1), vtep(2), t0);
         assert_eq!(
             f.learn(mac(1), vtep(2), t0 + Duration::from_secs(8)),
@@ -230,7 +396,7 @@ mod tests {
     #[test]
     fn static_entries_win_and_never_expire() {
         let t0 = Instant::now();
-        let mut f = Fdb::new(8, Duration::from_secs(1));
+        let f = Fdb::new(8, Duration::from_secs(1));
         f.learn(mac(1), vtep(3), t0);
         f.set_static([(mac(1), vtep(2))]);
         assert_eq!(f.learn(mac(1), vtep(3), t0), Learned::Static);
@@ -246,7 +412,7 @@ mod tests {
     #[test]
     fn when_full_expired_entries_go_first_then_newcomers_are_refused() {
         let t0 = Instant::now();
-        let mut f = Fdb::new(2, Duration::from_secs(10));
+        let f = Fdb::new(2, Duration::from_secs(10));
         f.learn(mac(1), vtep(2), t0);
         f.learn(mac(2), vtep(2), t0 + Duration::from_secs(5));
         assert_eq!(
@@ -264,5 +430,85 @@ mod tests {
             Learned::New
         );
         assert_eq!(f.len(), 2);
+    }
+    #[test]
+    fn a_full_table_sweeps_for_newcomers_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let f = Fdb::new(2, Duration::from_secs(10));
+        f.learn(mac(1), vtep(2), at(0));
+        f.learn(mac(2), vtep(2), at(5_000));
+        // mac 1 has expired: the first newcomer's sweep makes room
+        assert_eq!(f.learn(mac(3), vtep(2), at(10_500)), Learned::New);
+        // nothing has expired: refused, and this second's sweep is used up
+        assert_eq!(f.learn(mac(4), vtep(2), at(14_500)), Learned::Full);
+        // mac 2 expired at 15 s, but within a second of the last sweep nothing is scanned
+        assert_eq!(f.learn(mac(5), vtep(2), at(15_200)), Learned::Full);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.learn(mac(5), vtep(2), at(15_600)), Learned::New);
+        assert_eq!(f.lookup(mac(3), at(15_600)), Some(vtep(2)));
+        assert_eq!(f.lookup(mac(2), at(15_600)), None);
+    }
+
+    #[test]
+    fn static_entries_count_first_and_learned_ones_give_way() {
+        let t0 = Instant::now();
+        let f = Fdb::new(3, Duration::from_secs(10));
+        f.learn(mac(1), vtep(3), t0);
+        f.learn(mac(2), vtep(3), t0);
+        assert_eq!(f.set_static([(mac(2), vtep(2)), (mac(9), vtep(2))]), 0);
+        // mac 2's learned entry gave way to the static one
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.lookup(mac(2), t0), Some(vtep(2)));
+        assert_eq!(f.learn(mac(4), vtep(3), t0), Learned::Full);
+        let kinds: Vec<Kind> = f
+            .entries()
+            .into_iter()
+            .filter(|(m, _)| *m == mac(2))
+            .map(|(_, e)| e.kind)
+            .collect();
+        assert_eq!(kinds, [Kind::Static]);
+        assert_eq!(f.retain_vteps(|v| v != vtep(2)), 2);
+        assert_eq!(f.lookup(mac(2), t0), None);
+        assert_eq!(f.len(), 1);
+    }
+
+    /// Queues learn at once: every MAC is learned once, the capacity holds exactly, and
+    /// what was learned is found.
+    #[test]
+    fn threads_learning_at_once_keep_the_count_and_the_capacity() {
+        let t0 = Instant::now();
+        let f = Fdb::new(2_000, Duration::from_secs(300));
+        let results: Vec<Vec<(MacAddr, Learned)>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..4u8)
+                .map(|t| {
+                    let f = &f;
+                    sc.spawn(move || {
+                        (0..1_000u16)
+                            .map(|n| {
+                                let [hi, lo] = n.to_be_bytes();
+                                let m = MacAddr([2, 0, t, 0, hi, lo]);
+                                (m, f.learn(m, vtep(t + 1), t0))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        let all: Vec<&(MacAddr, Learned)> = results.iter().flatten().collect();
+        let new = all.iter().filter(|(_, l)| *l == Learned::New).count();
+        let full = all.iter().filter(|(_, l)| *l == Learned::Full).count();
+        assert_eq!((new, full), (2_000, 2_000));
+        assert_eq!(f.len(), 2_000);
+        for (m, l) in all {
+            let found = f.lookup(*m, t0).is_some();
+            assert_eq!(found, *l == Learned::New, "{m}");
+        }
+        assert_eq!(f.expire(t0 + Duration::from_secs(301)), 2_000);
+        assert!(f.is_empty());
     }
 }

@@ -16,7 +16,7 @@ pub(super) struct Membership {
 }
 
 impl Membership {
-    pub(super) fn apply(&self, switch: &mut Switch, snapshot: &Snapshot) {
+    pub(super) fn apply(&self, switch: &Switch, snapshot: &Snapshot) {
         let mut node_vteps = self.peer_nodes.clone();
         let mut peers = self.peers.clone();
         for (node, vtep) in snapshot.nodes() {

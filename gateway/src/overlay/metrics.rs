@@ -1,7 +1,7 @@
 //! `vxgate_overlay_*`: the overlay's families, rendered from the counters each network keeps
 //! and from the running datapath's features.
 
-use super::{Counters, DropReason, Overlay, lock};
+use super::{Counters, DropReason, Overlay};
 use std::sync::atomic::Ordering::Relaxed;
 use vxgate_metrics::text::{family, sample};
 
@@ -96,6 +96,18 @@ impl Overlay {
             "",
             &[("", &arp)],
         );
+        let full = |c: &Counters| c.fdb_full.load(Relaxed);
+        per_network(
+            out,
+            (
+                "vxgate_overlay_fdb_full_total",
+                "counter",
+                "Received frames whose source MAC was not learned: the FDB was full.",
+            ),
+            &counters,
+            "",
+            &[("", &full)],
+        );
         family(
             out,
             "vxgate_overlay_fdb_entries",
@@ -103,7 +115,7 @@ impl Overlay {
             "FDB entries by network.",
         );
         {
-            let sw = lock(&self.switch);
+            let sw = &self.switch;
             for (i, n) in self.networks.iter().enumerate() {
                 sample(
                     out,

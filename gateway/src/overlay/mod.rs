@@ -35,7 +35,7 @@ use crate::shutdown::Shutdown;
 use membership::Membership;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the overlay needs to start: the underlay socket, the peers, and each network with
@@ -143,7 +143,7 @@ pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
 /// What the rest of vxgate can see of a running overlay.
 #[derive(Clone)]
 pub struct Overlay {
-    pub switch: Arc<Mutex<Switch>>,
+    pub switch: Arc<Switch>,
     pub networks: Vec<NetworkSpec>,
     /// The datapath in use and its offloads.
     pub features: Arc<Features>,
@@ -152,7 +152,7 @@ pub struct Overlay {
 impl Overlay {
     /// (network name, counters) for each network, then ("underlay", drops of no network).
     pub fn counters(&self) -> Vec<(String, Arc<Counters>)> {
-        let s = lock(&self.switch);
+        let s = &self.switch;
         let mut out: Vec<_> = self
             .networks
             .iter()
@@ -162,12 +162,6 @@ impl Overlay {
         out.push(("underlay".into(), s.underlay_counters().clone()));
         out
     }
-}
-
-pub(crate) fn lock(m: &Mutex<Switch>) -> std::sync::MutexGuard<'_, Switch> {
-    // A panic elsewhere cannot leave the switch half-updated in a way that matters more
-    // than stopping forwarding would.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Opens the TAPs (errors here stop startup) and starts the datapath on the `underlay`
@@ -181,19 +175,19 @@ pub async fn start(
     tasks: &mut crate::Tasks,
 ) -> Result<Overlay, Error> {
     let networks: Vec<NetworkSpec> = cfg.networks.iter().map(|n| n.spec.clone()).collect();
-    let switch = Arc::new(Mutex::new(Switch::new(
+    let switch = Arc::new(Switch::new(
         node,
         &cfg.peers,
         &networks,
         fdb::DEFAULT_CAPACITY,
         cfg.fdb_aging,
-    )));
+    ));
     let membership = Membership {
         peers: cfg.peers.clone(),
         peer_nodes: cfg.peer_nodes.clone().into_iter().collect(),
         me: cfg.advertise.unwrap_or(cfg.listen),
     };
-    membership.apply(&mut lock(&switch), &registry.snapshot());
+    membership.apply(&switch, &registry.snapshot());
     let (features, ports) = if cfg.offload {
         offload::start(&cfg.networks, underlay, &switch, shutdown, tasks)?
     } else {
@@ -209,7 +203,7 @@ pub async fn start(
     );
     tracing::info!(
         listen = %cfg.listen,
-        peers = ?lock(&switch).peers(),
+        peers = ?switch.peers(),
         source_ports = ?ports,
         networks = ?cfg.networks.iter().map(|n| format!("{}:vni={}:tap={}", n.spec.name, n.spec.vni, n.tap)).collect::<Vec<_>>(),
         "overlay up (datapath: {})",
@@ -230,9 +224,9 @@ pub async fn start(
                     changed = rx.changed() => {
                         if changed.is_err() { return Ok(()); }
                         let snap = rx.borrow_and_update().clone();
-                        membership.apply(&mut lock(&switch), &snap);
+                        membership.apply(&switch, &snap);
                     }
-                    _ = tick.tick() => lock(&switch).tick(Instant::now()),
+                    _ = tick.tick() => switch.tick(Instant::now()),
                 }
             }
         });
@@ -244,8 +238,7 @@ pub async fn start(
     })
 }
 
-fn log_counters(switch: &Mutex<Switch>, names: &[String]) {
-    let s = lock(switch);
+fn log_counters(s: &Switch, names: &[String]) {
     for (i, name) in names.iter().enumerate() {
         tracing::info!(network = %name, "overlay counters: {}", s.counters(i).summary());
     }

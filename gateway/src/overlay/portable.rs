@@ -10,14 +10,14 @@ use super::io::{register, send, write_tap};
 use super::offload::Features;
 use super::switch::{FromTap, FromUdp, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
-use super::{Counters, DropReason, Error, lock};
+use super::{Counters, DropReason, Error};
 use super::{OverlaySpec, Underlay};
 use crate::shutdown::Shutdown;
 use crate::wire::checksum::{self, Partial};
 use crate::wire::{offload, vxlan};
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
@@ -34,7 +34,7 @@ const HEADROOM: usize = vxlan::HEADER_LEN;
 pub(super) fn start(
     cfg: &OverlaySpec,
     underlay: Underlay,
-    switch: &Arc<Mutex<Switch>>,
+    switch: &Arc<Switch>,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
 ) -> Result<(Arc<Features>, Vec<u16>), Error> {
@@ -80,7 +80,7 @@ async fn datapath(
     taps: Vec<Tap>,
     recv: std::net::UdpSocket,
     senders: Vec<std::net::UdpSocket>,
-    switch: Arc<Mutex<Switch>>,
+    switch: Arc<Switch>,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let (registered, recv, senders) = register(taps, recv, senders)?;
@@ -109,14 +109,11 @@ async fn datapath(
 async fn tap_to_udp(
     net: usize,
     tap: Arc<AsyncFd<Tap>>,
-    switch: Arc<Mutex<Switch>>,
+    switch: Arc<Switch>,
     senders: Arc<Vec<UdpSocket>>,
     mut shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let (vni, counters) = {
-        let s = lock(&switch);
-        (s.vni(net), s.counters(net).clone())
-    };
+    let (vni, counters) = (switch.vni(net), switch.counters(net).clone());
     let mut header = [0u8; vxlan::HEADER_LEN];
     vxlan::emit_header(&mut header, vni);
     let mut buf = vec![0u8; HEADROOM + MAX_DATAGRAM];
@@ -143,18 +140,14 @@ async fn tap_to_udp(
                 }
                 Ok(Ok(n)) => n,
             };
-            let (decision, peers) = {
-                let mut s = lock(&switch);
-                let d = s.from_tap(
-                    net,
-                    &buf[HEADROOM..HEADROOM + n],
-                    Instant::now(),
-                    &mut reply,
-                );
-                // the flood list as of this decision; an Arc clone, not a copy
-                let peers = (d == FromTap::Flood).then(|| s.peers().clone());
-                (d, peers)
-            };
+            let decision = switch.from_tap(
+                net,
+                &buf[HEADROOM..HEADROOM + n],
+                Instant::now(),
+                &mut reply,
+            );
+            // the flood list as of this decision; an Arc clone, not a copy
+            let peers = (decision == FromTap::Flood).then(|| switch.peers());
             let packet = HEADROOM + n;
             match decision {
                 FromTap::Unicast(vtep) => {
@@ -189,13 +182,12 @@ fn pick<'a>(senders: &'a [UdpSocket], frame: &[u8]) -> &'a UdpSocket {
 async fn udp_to_tap(
     sock: UdpSocket,
     taps: Vec<Arc<AsyncFd<Tap>>>,
-    switch: Arc<Mutex<Switch>>,
+    switch: Arc<Switch>,
     mut shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let counters: Vec<Arc<Counters>> = {
-        let s = lock(&switch);
-        (0..taps.len()).map(|i| s.counters(i).clone()).collect()
-    };
+    let counters: Vec<Arc<Counters>> = (0..taps.len())
+        .map(|i| switch.counters(i).clone())
+        .collect();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut scratch = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -217,7 +209,7 @@ async fn udp_to_tap(
                     continue;
                 }
             };
-            let decision = lock(&switch).from_udp(src, &buf[..n], Instant::now());
+            let decision = switch.from_udp(src, &buf[..n], Instant::now());
             if let FromUdp::Segment { network, mss } = decision {
                 let c = &counters[network];
                 let tap = taps[network].get_ref();

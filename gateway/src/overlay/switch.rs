@@ -14,9 +14,10 @@ use super::fdb::{Fdb, Learned};
 use crate::registry::Snapshot;
 use crate::wire::ethernet::{self, Frame, MacAddr, ethertype};
 use crate::wire::{WireError, arp, ipv4, offload, vxlan};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// One overlay network as the switch needs it.
@@ -31,8 +32,8 @@ pub struct NetworkSpec {
 struct Network {
     spec: NetworkSpec,
     fdb: Fdb,
-    /// Remote containers' IPv4 → MAC, for ARP suppression.
-    arp: HashMap<Ipv4Addr, MacAddr>,
+    /// Remote containers' IPv4 → MAC, for ARP suppression; swapped whole on registry changes.
+    arp: ArcSwap<HashMap<Ipv4Addr, MacAddr>>,
     counters: Arc<Counters>,
 }
 
@@ -64,17 +65,39 @@ pub enum FromUdp {
     Drop(DropReason),
 }
 
+/// The peers: the flood list and the accepted senders, swapped whole when they change.
+#[derive(Debug, Default)]
+struct Peers {
+    /// Shared with the sender so a flood needs no copy.
+    list: Arc<[SocketAddr]>,
+    by_ip: HashMap<IpAddr, SocketAddr>,
+}
+
+impl Peers {
+    fn new(mut peers: Vec<SocketAddr>) -> Peers {
+        peers.sort();
+        peers.dedup();
+        Peers {
+            by_ip: peers.iter().map(|p| (p.ip(), *p)).collect(),
+            list: peers.into(),
+        }
+    }
+}
+
+/// Shared by every datapath thread without a lock: each decision reads the peers and the
+/// static tables from snapshots ([`ArcSwap`]) and the learned FDB from its shards
+/// ([`Fdb`]); counters are atomics. Changes (peers, registry) build new snapshots off the
+/// packet path and swap them in; `changes` only keeps two changes from interleaving.
 #[derive(Debug)]
 pub struct Switch {
     node: String,
-    /// Shared with the sender so a flood needs no copy and no lock held while sending.
-    peers: Arc<[SocketAddr]>,
-    peer_by_ip: HashMap<IpAddr, SocketAddr>,
+    peers: ArcSwap<Peers>,
     networks: Vec<Network>,
     by_vni: HashMap<u32, usize>,
     /// Drops that belong to no network (unknown sender, bad header, unknown VNI).
     underlay: Arc<Counters>,
-    last_sweep: Option<Instant>,
+    last_sweep: Mutex<Option<Instant>>,
+    changes: Mutex<()>,
 }
 
 impl Switch {
@@ -88,13 +111,7 @@ impl Switch {
     ) -> Switch {
         Switch {
             node: node.to_owned(),
-            peers: {
-                let mut p = peers.to_vec();
-                p.sort();
-                p.dedup();
-                p.into()
-            },
-            peer_by_ip: peers.iter().map(|p| (p.ip(), *p)).collect(),
+            peers: ArcSwap::from_pointee(Peers::new(peers.to_vec())),
             by_vni: networks
                 .iter()
                 .enumerate()
@@ -105,32 +122,37 @@ impl Switch {
                 .map(|spec| Network {
                     spec: spec.clone(),
                     fdb: Fdb::new(fdb_capacity, fdb_aging),
-                    arp: HashMap::new(),
+                    arp: ArcSwap::from_pointee(HashMap::new()),
                     counters: Arc::default(),
                 })
                 .collect(),
             underlay: Arc::default(),
-            last_sweep: None,
+            last_sweep: Mutex::new(None),
+            changes: Mutex::new(()),
         }
     }
 
-    pub fn peers(&self) -> &Arc<[SocketAddr]> {
-        &self.peers
+    fn changing(&self) -> MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The flood list.
+    pub fn peers(&self) -> Arc<[SocketAddr]> {
+        self.peers.load().list.clone()
     }
 
     /// Replaces the peers (flood list and accepted senders). FDB entries that point at a VTEP
     /// no longer listed are removed, so those MACs flood again. Returns whether anything
     /// changed.
-    pub fn set_peers(&mut self, mut peers: Vec<SocketAddr>) -> bool {
-        peers.sort();
-        peers.dedup();
-        if *self.peers == *peers {
+    pub fn set_peers(&self, peers: Vec<SocketAddr>) -> bool {
+        let _one = self.changing();
+        let new = Peers::new(peers);
+        if *self.peers.load().list == *new.list {
             return false;
         }
-        self.peer_by_ip = peers.iter().map(|p| (p.ip(), *p)).collect();
-        self.peers = peers.into();
-        let by_ip = &self.peer_by_ip;
-        for n in &mut self.networks {
+        let by_ip = new.by_ip.clone();
+        self.peers.store(Arc::new(new));
+        for n in &self.networks {
             n.fdb
                 .retain_vteps(|v| by_ip.get(&v.ip()).is_some_and(|p| *p == v));
         }
@@ -155,14 +177,8 @@ impl Switch {
 
     /// Decides what to do with `frame`, read from network `net`'s TAP. For a suppressed ARP
     /// request the reply is written into `reply` (at least 42 bytes).
-    pub fn from_tap(
-        &mut self,
-        net: usize,
-        frame: &[u8],
-        now: Instant,
-        reply: &mut [u8],
-    ) -> FromTap {
-        let n = &mut self.networks[net];
+    pub fn from_tap(&self, net: usize, frame: &[u8], now: Instant, reply: &mut [u8]) -> FromTap {
+        let n = &self.networks[net];
         let Ok(f) = Frame::new_checked(frame) else {
             n.counters.dropped(DropReason::ShortTapFrame);
             return FromTap::Drop(DropReason::ShortTapFrame);
@@ -172,7 +188,7 @@ impl Switch {
             n.fdb.forget_learned(f.src());
         }
         if f.ethertype() == ethertype::ARP
-            && let Some(len) = suppress_arp(&n.arp, &f, reply)
+            && let Some(len) = suppress_arp(&n.arp.load(), &f, reply)
         {
             n.counters
                 .arp_suppressed
@@ -187,7 +203,7 @@ impl Switch {
                 None => FromTap::Flood,
             }
         };
-        if decision == FromTap::Flood && self.peers.is_empty() {
+        if decision == FromTap::Flood && self.peers.load().list.is_empty() {
             n.counters.dropped(DropReason::NoPeer);
             return FromTap::Drop(DropReason::NoPeer);
         }
@@ -195,12 +211,12 @@ impl Switch {
     }
 
     /// Validates a datagram from `src` and learns its inner source MAC.
-    pub fn from_udp(&mut self, src: SocketAddr, datagram: &[u8], now: Instant) -> FromUdp {
+    pub fn from_udp(&self, src: SocketAddr, datagram: &[u8], now: Instant) -> FromUdp {
         let drop = |c: &Counters, r| {
             c.dropped(r);
             FromUdp::Drop(r)
         };
-        let Some(&vtep) = self.peer_by_ip.get(&src.ip()) else {
+        let Some(vtep) = self.peers.load().by_ip.get(&src.ip()).copied() else {
             return drop(&self.underlay, DropReason::NotFromPeer);
         };
         let packet = match vxlan::Packet::new_checked(datagram) {
@@ -211,7 +227,7 @@ impl Switch {
         let Some(&net) = self.by_vni.get(&packet.vni()) else {
             return drop(&self.underlay, DropReason::UnknownVni);
         };
-        let n = &mut self.networks[net];
+        let n = &self.networks[net];
         let Ok(inner) = Frame::new_checked(packet.payload()) else {
             return drop(&n.counters, DropReason::Truncated);
         };
@@ -240,39 +256,43 @@ impl Switch {
     }
 
     /// Sweeps expired FDB entries, at most once a second.
-    pub fn tick(&mut self, now: Instant) {
-        if self
-            .last_sweep
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+    pub fn tick(&self, now: Instant) {
         {
-            return;
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(now);
         }
-        self.last_sweep = Some(now);
-        for n in &mut self.networks {
+        for n in &self.networks {
             n.fdb.expire(now);
         }
     }
 
     /// Rebuilds static FDB entries and ARP answers from the registry: every container with a
-    /// known MAC on another node; FDB entries where that node's VTEP is known.
-    pub fn sync_registry(&mut self, snapshot: &Snapshot, node_vteps: &HashMap<String, SocketAddr>) {
-        for n in &mut self.networks {
+    /// known MAC on another node; FDB entries where that node's VTEP is known. The new tables
+    /// are built before they are swapped in: the datapath never waits for this.
+    pub fn sync_registry(&self, snapshot: &Snapshot, node_vteps: &HashMap<String, SocketAddr>) {
+        let _one = self.changing();
+        for n in &self.networks {
             let remote = || {
                 snapshot
                     .containers()
                     .filter(|c| c.network == n.spec.name && c.node != self.node)
             };
             let statics = remote().filter_map(|c| Some((c.mac?, *node_vteps.get(&c.node)?)));
-            let left_out = n.fdb.set_static(statics.collect::<Vec<_>>());
+            let left_out = n.fdb.set_static(statics);
             if left_out > 0 {
                 tracing::warn!(network = %n.spec.name, left_out, "FDB full: static entries left out");
             }
-            n.arp = remote()
-                .filter_map(|c| match (c.ip, c.mac) {
-                    (IpAddr::V4(ip), Some(mac)) => Some((ip, mac)),
-                    _ => None,
-                })
-                .collect();
+            n.arp.store(Arc::new(
+                remote()
+                    .filter_map(|c| match (c.ip, c.mac) {
+                        (IpAddr::V4(ip), Some(mac)) => Some((ip, mac)),
+                        _ => None,
+                    })
+                    .collect(),
+            ));
         }
     }
 }
@@ -402,7 +422,7 @@ mod tests {
     #[test]
     fn two_switches_learn_each_other() {
         let now = Instant::now();
-        let (mut s1, mut s2) = (switch("h1", &[H2]), switch("h2", &[H1]));
+        let (s1, s2) = (switch("h1", &[H2]), switch("h2", &[H1]));
         let mut reply = [0u8; 64];
         let (a, b) = (mac(1), mac(2));
         // a (on h1) broadcasts: flooded to h2, which learns a -> h1
@@ -431,7 +451,7 @@ mod tests {
     #[test]
     fn learning_is_per_vni() {
         let now = Instant::now();
-        let mut s = switch("h1", &[H2]);
+        let s = switch("h1", &[H2]);
         let mut reply = [0u8; 64];
         s.from_udp(H2, &encap(42, &frame(mac(1), mac(2), 60)), now);
         assert_eq!(
@@ -452,7 +472,7 @@ mod tests {
     #[test]
     fn bad_datagrams_are_dropped_with_a_reason() {
         let now = Instant::now();
-        let mut s = switch("h1", &[H2]);
+        let s = switch("h1", &[H2]);
         let good = encap(42, &frame(mac(1), mac(2), 60));
         let stranger = SocketAddr::from(([10, 99, 0, 9], 4789));
         assert_eq!(
@@ -518,7 +538,7 @@ mod tests {
     #[test]
     fn three_hosts_unicast_goes_only_to_the_owner() {
         let now = Instant::now();
-        let mut s1 = switch("h1", &[H2, H3]);
+        let s1 = switch("h1", &[H2, H3]);
         let mut reply = [0u8; 64];
         s1.from_udp(H3, &encap(42, &frame(MacAddr::BROADCAST, mac(3), 60)), now);
         assert_eq!(
@@ -536,7 +556,7 @@ mod tests {
     #[test]
     fn peers_that_leave_are_forgotten() {
         let now = Instant::now();
-        let mut s = switch("h1", &[]);
+        let s = switch("h1", &[]);
         let mut reply = [0u8; 64];
         let good = encap(42, &frame(MacAddr::BROADCAST, mac(2), 60));
         assert_eq!(
@@ -545,7 +565,7 @@ mod tests {
         );
         assert!(s.set_peers(vec![H3, H2, H2]));
         assert!(!s.set_peers(vec![H2, H3]), "same set, other order");
-        assert_eq!(&**s.peers(), &[H2, H3]);
+        assert_eq!(&*s.peers(), &[H2, H3]);
         assert_eq!(s.from_udp(H2, &good, now), FromUdp::Deliver { network: 0 });
         assert_eq!(
             s.from_tap(0, &frame(mac(2), mac(1), 60), now, &mut reply),
@@ -566,7 +586,7 @@ mod tests {
     #[test]
     fn no_peers_means_flood_is_a_counted_drop() {
         let now = Instant::now();
-        let mut s = switch("h1", &[]);
+        let s = switch("h1", &[]);
         let mut reply = [0u8; 64];
         assert_eq!(
             s.from_tap(0, &frame(MacAddr::BROADCAST, mac(1), 60), now, &mut reply),
@@ -619,7 +639,7 @@ mod tests {
     #[test]
     fn arp_for_remote_containers_is_answered_locally() {
         let now = Instant::now();
-        let mut s = switch("h1", &[H2]);
+        let s = switch("h1", &[H2]);
         let r = registry_with(&[("a", "10.200.1.11", 1, "h1"), ("b", "10.200.2.11", 2, "h2")]);
         let vteps = HashMap::from([("h2".to_string(), H2)]);
         s.sync_registry(&r.snapshot(), &vteps);
@@ -667,7 +687,7 @@ mod tests {
     #[test]
     fn learned_entries_age_out_with_the_clock() {
         let t0 = Instant::now();
-        let mut s = Switch::new(
+        let s = Switch::new(
             "h1",
             &[H2],
             &[net("default", 42)],

@@ -31,8 +31,8 @@ use super::udp;
 use super::{Error, TapNetwork, Underlay};
 use crate::shutdown::Shutdown;
 use rx::{Rx, rx_drain};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use tx::{Tx, tx_drain};
 
 /// Frames handled per wake-up before yielding.
@@ -279,7 +279,7 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
 pub(super) fn start(
     networks: &[TapNetwork],
     underlay: Underlay,
-    switch: &Arc<Mutex<Switch>>,
+    switch: &Arc<Switch>,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
 ) -> Result<(Arc<Features>, Vec<u16>), Error> {
@@ -302,7 +302,7 @@ pub(super) fn start(
 
 async fn worker(
     w: Worker,
-    switch: Arc<Mutex<Switch>>,
+    switch: Arc<Switch>,
     features: Arc<Features>,
     mut shutdown: Shutdown,
 ) -> Result<(), Error> {

@@ -7,14 +7,13 @@ use super::{BATCH, Features};
 use crate::overlay::batch::{self, Delivery, FRAME_MAX, GRO_MAX, Merged, Merger};
 use crate::overlay::switch::{FromUdp, Switch};
 use crate::overlay::tap::Tap;
-use crate::overlay::{Counters, DropReason, lock, udp};
+use crate::overlay::{Counters, DropReason, udp};
 use crate::wire::checksum::{self, Partial};
 use crate::wire::offload::VNET_HDR_LEN;
 use crate::wire::{offload, vxlan};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tokio::io::Interest;
@@ -57,15 +56,10 @@ struct Sink {
 type Got = (usize, Option<(usize, SocketAddr, usize)>);
 
 impl Rx {
-    pub(super) fn new(
-        taps: Vec<Arc<AsyncFd<Tap>>>,
-        switch: &Mutex<Switch>,
-        features: &Features,
-    ) -> Rx {
-        let counters = {
-            let s = lock(switch);
-            (0..taps.len()).map(|i| s.counters(i).clone()).collect()
-        };
+    pub(super) fn new(taps: Vec<Arc<AsyncFd<Tap>>>, switch: &Switch, features: &Features) -> Rx {
+        let counters = (0..taps.len())
+            .map(|i| switch.counters(i).clone())
+            .collect();
         Rx {
             sink: Sink {
                 taps,
@@ -107,9 +101,8 @@ impl Rx {
         }
     }
 
-    /// The switch's decisions on datagrams `first..first + k` of the read, under one lock.
-    fn decide(&mut self, switch: &Mutex<Switch>, (first, k): (usize, usize), run: Got) {
-        let mut s = lock(switch);
+    /// The switch's decisions on datagrams `first..first + k` of the read.
+    fn decide(&mut self, s: &Switch, (first, k): (usize, usize), run: Got) {
         let now = Instant::now();
         for j in 0..k {
             let i = first + j;
@@ -256,7 +249,7 @@ impl Sink {
 
 /// Receives what the socket has queued (at most [`BATCH`] reads) and writes it to the TAPs.
 /// Returns the number of reads.
-pub(super) fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Mutex<Switch>) -> usize {
+pub(super) fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Switch) -> usize {
     let mut handled = 0;
     for _ in 0..BATCH {
         let got = match st.read(sock) {

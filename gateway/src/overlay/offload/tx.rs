@@ -8,13 +8,13 @@ use crate::overlay::batch::{self, FRAME_MAX, Run, RunJoiner};
 use crate::overlay::io::{send, write_tap};
 use crate::overlay::switch::{FromTap, Switch, flow_hash};
 use crate::overlay::tap::Tap;
-use crate::overlay::{Counters, DropReason, Error, lock, udp};
+use crate::overlay::{Counters, DropReason, Error, udp};
 use crate::wire::offload::{self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr};
 use crate::wire::vxlan;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -51,13 +51,10 @@ impl Tx {
     pub(super) fn new(
         net: usize,
         tap: Arc<AsyncFd<Tap>>,
-        switch: &Mutex<Switch>,
+        switch: &Switch,
         features: &Features,
     ) -> Tx {
-        let (vni, counters) = {
-            let s = lock(switch);
-            (s.vni(net), s.counters(net).clone())
-        };
+        let (vni, counters) = (switch.vni(net), switch.counters(net).clone());
         let mut vx = [0u8; vxlan::HEADER_LEN];
         vxlan::emit_header(&mut vx, vni);
         Tx {
@@ -158,7 +155,7 @@ impl Tx {
 /// of frames read.
 pub(super) async fn tx_drain(
     st: &mut Tx,
-    switch: &Mutex<Switch>,
+    switch: &Switch,
     senders: &[UdpSocket],
     features: &Features,
 ) -> Result<usize, Error> {
@@ -181,12 +178,8 @@ pub(super) async fn tx_drain(
         };
         handled += 1;
         let end = at + len;
-        let (decision, peers) = {
-            let mut s = lock(switch);
-            let d = s.from_tap(st.net, &st.buf[at..end], Instant::now(), &mut st.reply[..]);
-            let peers = (d == FromTap::Flood).then(|| s.peers().clone());
-            (d, peers)
-        };
+        let decision = switch.from_tap(st.net, &st.buf[at..end], Instant::now(), &mut st.reply);
+        let peers = (decision == FromTap::Flood).then(|| switch.peers());
         let one;
         let dsts: &[SocketAddr] = match (&decision, &peers) {
             (FromTap::Unicast(v), _) => {
