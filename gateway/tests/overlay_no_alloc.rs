@@ -1,6 +1,7 @@
 //! The overlay's per-packet path allocates nothing: reading a frame's decision, writing the
 //! VXLAN header into the headroom, hashing the flow, validating and learning a received
-//! datagram, answering an ARP request. Counted with a global allocator that counts while armed.
+//! datagram, answering an ARP request; and the whole worker loop over a real TAP (as root).
+//! Counted with a global allocator that counts while armed, on the armed thread only.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -221,4 +222,187 @@ fn segmentation_and_merging_allocate_nothing() {
         0,
         "allocations while segmenting and merging"
     );
+}
+
+/// Runs `cmd` (an `ip` command) in the calling thread's network namespace.
+fn ip(args: &str) {
+    let st = std::process::Command::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .expect("run ip");
+    assert!(st.success(), "ip {args}");
+}
+
+/// A VXLAN datagram (VNI 42) carrying IPv4/UDP from `src_mac` 10.77.0.2:7000 to `dst_mac`
+/// 10.77.0.1:`port`, `len` bytes of payload.
+fn vxlan_udp(dst_mac: MacAddr, src_mac: MacAddr, port: u16, len: usize) -> Vec<u8> {
+    let mut d = vec![0u8; vxlan::HEADER_LEN + 14 + 20 + 8 + len];
+    vxlan::emit_header((&mut d[..8]).try_into().expect("8"), 42);
+    {
+        let mut f = Frame::new_checked(&mut d[8..]).expect("fits");
+        f.set_dst(dst_mac);
+        f.set_src(src_mac);
+        f.set_ethertype(ethertype::IPV4);
+    }
+    let ip = &mut d[8 + 14..];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + 8 + len) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 77, 0, 2]);
+    ip[16..20].copy_from_slice(&[10, 77, 0, 1]);
+    let c = vxgate::wire::checksum::internet(&ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let udp = &mut ip[20..];
+    udp[0..2].copy_from_slice(&7000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&port.to_be_bytes());
+    udp[4..6].copy_from_slice(&((8 + len) as u16).to_be_bytes());
+    // checksum 0: none (IPv4)
+    d
+}
+
+/// The whole datapath loop allocates nothing once warm: a turn of the offload worker (UDP
+/// receive, the switch, TAP writes; TAP reads, the switch, encapsulation, GSO or sendmmsg
+/// sends) over a real TAP in a network namespace of its own, the kernel on one side and a
+/// socket playing the remote VTEP on the other. Needs root (the namespace and the TAP).
+#[test]
+fn the_datapath_loop_allocates_nothing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a network namespace and a TAP");
+        return;
+    }
+    let _turn = exclusive();
+    // a thread of its own: the namespace is the thread's, and so are the counted allocations
+    let report = std::thread::spawn(datapath_loop)
+        .join()
+        .expect("the datapath thread");
+    eprintln!("{report}");
+}
+
+fn datapath_loop() -> String {
+    use vxgate::overlay::TapNetwork;
+    use vxgate::overlay::offload::Harness;
+    // SAFETY: unshare(2) on this thread only; no pointers.
+    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+    ip("link set lo up");
+    // no IPv6 on the TAP: its router solicitations would be flooded to the peer too
+    for conf in ["all", "default"] {
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1")
+            .expect("disable IPv6 in the namespace");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // the count is live on this thread (a positive control for the zero below)
+    ALLOCS.store(0, SeqCst);
+    arm(true);
+    drop(std::hint::black_box(Box::new(1u64)));
+    arm(false);
+    assert_eq!(
+        ALLOCS.load(SeqCst),
+        1,
+        "the counting allocator counts this thread"
+    );
+    rt.block_on(async {
+        // the remote VTEP, and the kernel's two ends of the overlay's traffic
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        peer.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        let peer_addr = peer.local_addr().expect("addr");
+        let spec = NetworkSpec {
+            name: "default".into(),
+            vni: 42,
+            mtu: 1450,
+        };
+        let switch = std::sync::Arc::new(Switch::new(
+            "h1",
+            &[peer_addr],
+            std::slice::from_ref(&spec),
+            1024,
+            Duration::from_secs(300),
+        ));
+        let net = TapNetwork {
+            spec,
+            tap: "vxt0".into(),
+            bridge: None,
+        };
+        let mut h = Harness::open(&[net], "127.0.0.1:0".parse().expect("addr"), switch)
+            .expect("open the datapath");
+        let listen = h.listen().expect("listen");
+        ip("addr add 10.77.0.1/24 dev vxt0");
+        ip("neigh replace 10.77.0.2 lladdr 02:00:00:00:00:02 dev vxt0 nud permanent");
+        let out = std::process::Command::new("ip")
+            .args(["-br", "link", "show", "vxt0"])
+            .output()
+            .expect("ip link");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let tap_mac: MacAddr = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("no MAC in {line:?}"));
+        let remote = MacAddr([2, 0, 0, 0, 0, 2]);
+        let kernel_tx = std::net::UdpSocket::bind("10.77.0.1:0").expect("bind in the overlay");
+        let kernel_rx = std::net::UdpSocket::bind("10.77.0.1:0").expect("bind in the overlay");
+        kernel_rx.set_nonblocking(true).expect("nonblocking");
+        let rx_port = kernel_rx.local_addr().expect("addr").port();
+
+        // the datagrams of one round: received from the remote VTEP and sent by the kernel
+        let inbound: Vec<Vec<u8>> = [64usize, 1000, 1000, 1000, 1400, 200]
+            .iter()
+            .map(|&n| vxlan_udp(tap_mac, remote, rx_port, n))
+            .collect();
+        let outbound = [64usize, 1000, 1000, 1000, 1400, 200];
+        let (mut got_in, mut got_out, mut allocs, mut turns) = (0usize, 0usize, 0usize, 0usize);
+        let mut buf = vec![0u8; 65_536];
+        for round in 0..40 {
+            let counting = round >= 10; // the first rounds warm up (lazy first-use setup)
+            for d in &inbound {
+                peer.send_to(d, listen).expect("send to the datapath");
+            }
+            for &n in &outbound {
+                kernel_tx
+                    .send_to(&buf[..n], "10.77.0.2:9")
+                    .expect("send into the TAP");
+            }
+            let (want_in, want_out) = (got_in + inbound.len(), got_out + outbound.len());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while (got_in < want_in || got_out < want_out) && Instant::now() < deadline {
+                ALLOCS.store(0, SeqCst);
+                arm(counting);
+                let work = h.turn().await.expect("a turn");
+                arm(false);
+                if counting {
+                    allocs += ALLOCS.load(SeqCst);
+                    turns += usize::from(work > 0);
+                }
+                while kernel_rx.recv(&mut buf).is_ok() {
+                    got_in += 1;
+                }
+                // what reached the remote VTEP: one datagram each, or a GSO run read whole
+                if let Ok((n, _)) = peer.recv_from(&mut buf) {
+                    let f = Frame::new_checked(&buf[vxlan::HEADER_LEN..n]).expect("a frame");
+                    got_out += usize::from(f.dst() == remote);
+                }
+                tokio::task::yield_now().await;
+            }
+            assert!(
+                got_in >= want_in && got_out >= want_out,
+                "round {round}: the kernel got {got_in} of {want_in}, the peer {got_out} of {want_out}"
+            );
+        }
+        assert!(turns >= 30, "only {turns} turns did work");
+        assert_eq!(
+            allocs, 0,
+            "allocations in {turns} datapath turns ({} frames each way)",
+            30 * inbound.len()
+        );
+        format!(
+            "datapath loop: 0 allocations in {turns} turns, {} frames in and {} out ({})",
+            got_in,
+            got_out,
+            h.features().describe()
+        )
+    })
 }

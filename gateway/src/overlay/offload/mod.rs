@@ -348,6 +348,83 @@ async fn worker(
     }
 }
 
+/// One worker's datapath on one TAP queue per network, driven by hand: what the allocation
+/// test (`tests/overlay_no_alloc.rs`) counts a loop turn with. vxgate itself runs [`start`].
+#[doc(hidden)]
+pub struct Harness {
+    txs: Vec<Tx>,
+    rx: Rx,
+    recv: tokio::net::UdpSocket,
+    senders: Vec<tokio::net::UdpSocket>,
+    switch: Arc<Switch>,
+    features: Arc<Features>,
+}
+
+impl Harness {
+    /// Opens the TAPs (one queue each) and the underlay sockets at `listen`, as [`start`]
+    /// does for its first worker. Call it inside a tokio runtime.
+    pub fn open(
+        networks: &[TapNetwork],
+        listen: std::net::SocketAddr,
+        switch: Arc<Switch>,
+    ) -> Result<Harness, Error> {
+        let recv = bind_udp(listen, false).map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
+        let listen = recv.local_addr().unwrap_or(listen);
+        let senders = bind_send_pool(listen)?;
+        let underlay = Underlay {
+            listen,
+            recv,
+            senders,
+            reuse_port: false,
+        };
+        let (features, workers) = open(networks, underlay)?;
+        let features = Arc::new(features);
+        let Some(w) = workers.into_iter().next() else {
+            return Err(Error::Bind {
+                addr: listen,
+                source: std::io::Error::other("no worker opened"),
+            });
+        };
+        let (taps, recv, senders) = register(w.taps, w.recv, w.senders)?;
+        let txs = taps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Tx::new(i, t.clone(), &switch, &features))
+            .collect();
+        let rx = Rx::new(taps, &switch, &features);
+        Ok(Harness {
+            txs,
+            rx,
+            recv,
+            senders,
+            switch,
+            features,
+        })
+    }
+
+    pub fn features(&self) -> &Features {
+        &self.features
+    }
+
+    /// Where the underlay socket listens.
+    pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.recv.local_addr()
+    }
+
+    /// One turn of the worker loop: the socket drained to the TAPs, each TAP drained to the
+    /// underlay. Returns the reads done (0: nothing was waiting).
+    pub async fn turn(&mut self) -> Result<usize, Error> {
+        let mut work = rx_drain(&mut self.rx, &self.recv, &self.switch);
+        for tx in &mut self.txs {
+            work += tx_drain(tx, &self.switch, &self.senders, &self.features).await?;
+        }
+        Ok(work)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
