@@ -1,7 +1,9 @@
 //! The DNS server's I/O shell: UDP and TCP on every listen address.
 //!
 //! UDP: one socket per worker on each address (SO_REUSEPORT, so the kernel spreads clients
-//! over cores), each drained [`BATCH`] datagrams per wake-up. TCP: a task per connection,
+//! over cores), each drained [`BATCH`] datagrams per wake-up: up to [`SLOTS`] queries per
+//! `recvmmsg`, their answers sent together in one `sendmmsg` (names forwarded upstream are
+//! answered later, one `sendto` each). TCP: a task per connection,
 //! queries pipelined, frames above [`MAX_TCP_QUERY`] close the connection, idle connections
 //! (and clients that do not read their answers) close after [`TCP_IDLE`], at most
 //! [`MAX_TCP_CONNECTIONS`] at once and [`MAX_TCP_PER_CLIENT`] from one address (more are
@@ -22,12 +24,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// Datagrams handled per wake-up before yielding.
 pub const BATCH: usize = 64;
+/// Datagrams per `recvmmsg`, each in a slot of [`SLOT`] bytes: a batch's answers leave in
+/// one `sendmmsg`.
+pub const SLOTS: usize = 32;
+/// Largest UDP query read whole; a longer datagram is no query (dropped, counted).
+pub const SLOT: usize = 4096;
 pub const MAX_TCP_QUERY: usize = 4096;
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 pub const MAX_TCP_CONNECTIONS: usize = 256;
@@ -143,28 +151,29 @@ impl Context {
         self.recursion_from.iter().any(|n| n.contains(&ip))
     }
 
-    /// Sends a UDP response, through the rate limiter for clients that may not recurse.
-    fn send_udp(&self, sock: &UdpSocket, msg: &[u8], resp: &[u8], to: SocketAddr) {
+    /// Passes a UDP response through the rate limiter (clients that may not recurse): false
+    /// when it is dropped; a slipped one is rewritten in place into a TC answer.
+    fn rate_limit(&self, msg: &[u8], resp: &mut Vec<u8>, to: SocketAddr) -> bool {
         let verdict = match &self.rate_limit {
             Some(rl) if !self.may_recurse(to.ip()) => rl.check(to.ip(), std::time::Instant::now()),
             _ => Verdict::Send,
         };
-        let sent = match verdict {
-            Verdict::Send => sock.try_send_to(resp, to),
+        match verdict {
+            Verdict::Send => true,
             Verdict::Slip => {
                 self.stats.rate_limit_slipped.fetch_add(1, Relaxed);
                 match message::parse_query(msg) {
-                    Ok(q) => sock.try_send_to(&tc_response(&q, 0), to),
-                    Err(_) => return,
+                    Ok(q) => {
+                        *resp = tc_response(&q, 0);
+                        true
+                    }
+                    Err(_) => false,
                 }
             }
             Verdict::Drop => {
                 self.stats.rate_limit_dropped.fetch_add(1, Relaxed);
-                return;
+                false
             }
-        };
-        if sent.is_err() {
-            self.stats.dropped.fetch_add(1, Relaxed); // socket buffer full
         }
     }
 
@@ -234,78 +243,142 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
             ^ seed.wrapping_mul(0x1234_5678_9abc_def1)
             ^ std::process::id() as u64,
     );
-    let mut buf = vec![0u8; 65_535];
-    let mut out = Vec::with_capacity(4096);
+    let mut slots = vxgate_udp::Slots::new(SLOTS);
+    let mut inbuf = vec![0u8; SLOTS * SLOT];
+    // one answer buffer per slot: a batch's answers leave together
+    let mut outs: Vec<Vec<u8>> = (0..SLOTS).map(|_| Vec::with_capacity(1232)).collect();
+    let mut ready: Vec<(usize, SocketAddr)> = Vec::with_capacity(SLOTS);
     loop {
         if sock.readable().await.is_err() {
             return;
         }
-        for _ in 0..BATCH {
-            let (n, src) = match sock.try_recv_from(&mut buf) {
-                Ok(x) => x,
+        let mut reads = 0;
+        while reads < BATCH {
+            let k = match sock.try_io(Interest::READABLE, || {
+                vxgate_udp::recv_slots(&*sock, &mut inbuf, SLOT, &mut slots)
+            }) {
+                Ok(k) => k,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => continue,
+                Err(_) => {
+                    reads += 1; // an ICMP error surfaced; go on
+                    continue;
+                }
             };
-            ctx.stats.queries.fetch_add(1, Relaxed);
+            reads += k.max(1);
             let since = std::time::Instant::now();
             refresh(&mut rx, &mut zone);
-            match answer::answer(&zone, &buf[..n], false, &mut rng, &mut out) {
-                Action::Reply => {
-                    ctx.stats.count(&buf[..n], &out, since);
-                    ctx.send_udp(&sock, &buf[..n], &out, src);
-                }
-                Action::Drop => {
+            ready.clear();
+            for i in 0..k {
+                let Some((n, src, cut)) = slots.get(i) else {
+                    continue;
+                };
+                ctx.stats.queries.fetch_add(1, Relaxed);
+                if cut {
+                    // longer than any query: not answered (counted)
                     ctx.stats.dropped.fetch_add(1, Relaxed);
+                    continue;
                 }
-                Action::Forward(q) => {
-                    if let Some(reply) = outside(&ctx, &q, src.ip(), &mut out) {
-                        ctx.stats.count(&buf[..n], reply, since);
-                        // a cached answer was stored whole: fit it to this client, as the
-                        // first one was (else a small query gets a large answer back)
-                        let fitted;
-                        let reply = if reply.len() > q.max_udp() {
-                            fitted = fit_udp(reply.to_vec(), &q);
-                            &fitted[..]
-                        } else {
-                            reply
-                        };
-                        ctx.send_udp(&sock, &buf[..n], reply, src);
-                        continue;
-                    }
-                    let Some(slot) = Forwarder::slot(&ctx.forwarder) else {
-                        // all places upstream taken (counted): SERVFAIL now rather than a
-                        // socket and a task more for a slow upstream
-                        message::error_response(&mut out, q.id, Some(&q), rcode::SERVFAIL);
-                        ctx.stats.count(&buf[..n], &out, since);
-                        ctx.send_udp(&sock, &buf[..n], &out, src);
-                        continue;
-                    };
-                    let (ctx, sock, msg) = (ctx.clone(), sock.clone(), buf[..n].to_vec());
-                    tokio::spawn(async move {
-                        let _slot = slot;
-                        let resp = ctx.forwarder.resolve(&q, &msg, false).await;
-                        ctx.stats.count(&msg, &resp, since);
-                        let resp = fit_udp(resp, &q);
-                        let _ = sock.send_to(&resp, src).await;
-                    });
+                let msg = &inbuf[i * SLOT..i * SLOT + n];
+                let out = &mut outs[i];
+                if query(&ctx, &sock, &zone, msg, src, &mut rng, out, since)
+                    && ctx.rate_limit(msg, out, src)
+                {
+                    ready.push((i, src));
                 }
             }
+            send_ready(&ctx, &sock, &outs, &ready);
         }
         tokio::task::yield_now().await;
     }
 }
 
+/// Answers one UDP query into `out`: true when `out` is the reply to send now; false when
+/// there is none (dropped) or it is sent later (forwarded upstream by a task of its own).
+#[allow(clippy::too_many_arguments)]
+fn query(
+    ctx: &Arc<Context>,
+    sock: &Arc<UdpSocket>,
+    zone: &Zone,
+    msg: &[u8],
+    src: SocketAddr,
+    rng: &mut Rng,
+    out: &mut Vec<u8>,
+    since: std::time::Instant,
+) -> bool {
+    match answer::answer(zone, msg, false, rng, out) {
+        Action::Reply => {
+            ctx.stats.count(msg, out, since);
+            true
+        }
+        Action::Drop => {
+            ctx.stats.dropped.fetch_add(1, Relaxed);
+            false
+        }
+        Action::Forward(q) => {
+            if outside(ctx, &q, src.ip(), out) {
+                ctx.stats.count(msg, out, since);
+                // a cached answer was stored whole: fit it to this client, as the first one
+                // was (else a small query gets a large answer back)
+                if out.len() > q.max_udp() {
+                    *out = fit_udp(std::mem::take(out), &q);
+                }
+                return true;
+            }
+            let Some(slot) = Forwarder::slot(&ctx.forwarder) else {
+                // all places upstream taken (counted): SERVFAIL now rather than a task more
+                // for a slow upstream
+                message::error_response(out, q.id, Some(&q), rcode::SERVFAIL);
+                ctx.stats.count(msg, out, since);
+                return true;
+            };
+            let (ctx, sock, msg) = (ctx.clone(), sock.clone(), msg.to_vec());
+            tokio::spawn(async move {
+                let _slot = slot;
+                let resp = ctx.forwarder.resolve(&q, &msg, false).await;
+                ctx.stats.count(&msg, &resp, since);
+                let resp = fit_udp(resp, &q);
+                let _ = sock.send_to(&resp, src).await;
+            });
+            false
+        }
+    }
+}
+
+/// Sends a batch's answers in one `sendmmsg` (more if the kernel takes fewer at a time);
+/// those the socket has no room for are counted as dropped, as a full buffer drops them.
+fn send_ready(ctx: &Context, sock: &UdpSocket, outs: &[Vec<u8>], ready: &[(usize, SocketAddr)]) {
+    let mut msgs = [(&[][..], SocketAddr::from(([0, 0, 0, 0], 0))); SLOTS];
+    for (m, (i, to)) in msgs.iter_mut().zip(ready) {
+        *m = (&outs[*i][..], *to);
+    }
+    let mut rest = &msgs[..ready.len()];
+    while !rest.is_empty() {
+        match sock.try_io(Interest::WRITABLE, || vxgate_udp::send_each(sock, rest)) {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            _ => break,
+        }
+    }
+    if !rest.is_empty() {
+        ctx.stats.dropped.fetch_add(rest.len() as u64, Relaxed); // socket buffer full
+    }
+}
+
 /// For a name outside the zone: REFUSED for clients that may not recurse (and when there is
-/// no upstream), a cached answer, or None to go upstream.
-fn outside<'a>(ctx: &Context, q: &Query, client: IpAddr, out: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+/// no upstream) or a cached answer, written to `out` (true); false to go upstream.
+fn outside(ctx: &Context, q: &Query, client: IpAddr, out: &mut Vec<u8>) -> bool {
     if !ctx.may_recurse(client) || !ctx.forwarder.has_upstreams() {
         ctx.stats.refused.fetch_add(1, Relaxed);
         message::error_response(out, q.id, Some(q), rcode::REFUSED);
-        return Some(out);
+        return true;
     }
     ctx.stats.forwarded.fetch_add(1, Relaxed);
-    *out = ctx.forwarder.cached(q)?;
-    Some(out)
+    match ctx.forwarder.cached(q) {
+        Some(cached) => {
+            *out = cached;
+            true
+        }
+        None => false,
+    }
 }
 
 /// An upstream answer too big for this UDP client becomes a TC response.
@@ -378,10 +451,13 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
         let resp: Vec<u8> = match answer::answer(&zone, &buf[..len], true, &mut rng, &mut out) {
             Action::Reply => std::mem::take(&mut out),
             Action::Drop => return Ok(()),
-            Action::Forward(q) => match outside(ctx, &q, peer.ip(), &mut out) {
-                Some(r) => r.to_vec(),
-                None => ctx.forwarder.resolve(&q, &buf[..len], true).await,
-            },
+            Action::Forward(q) => {
+                if outside(ctx, &q, peer.ip(), &mut out) {
+                    std::mem::take(&mut out)
+                } else {
+                    ctx.forwarder.resolve(&q, &buf[..len], true).await
+                }
+            }
         };
         ctx.stats.count(&buf[..len], &resp, since);
         let mut framed = Vec::with_capacity(resp.len() + 2);

@@ -797,3 +797,68 @@ async fn a_tcp_client_that_never_reads_is_closed_after_the_idle_time() {
         t.elapsed()
     );
 }
+
+/// Queries arrive in batches (one recvmmsg) and their answers leave together (one
+/// sendmmsg): in a burst from 8 clients, each query gets exactly one answer, to its own
+/// client, with its own ID and question; a datagram longer than any query gets none
+/// (counted as dropped) and does not disturb the batch around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_many_clients_gets_every_answer_back_to_its_own_client() {
+    let d = start(vec![], &["127.0.0.0/8"], 3).await;
+    let names = [
+        "web.example.com",
+        "web-1.example.com",
+        "nothing.example.com",
+    ];
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    let dropped_before = d.handle.stats.dropped.load(SeqCst);
+    // every client sends 60 queries before anyone reads: ids are client * 1000 + i
+    for (c, s) in clients.iter().enumerate() {
+        for i in 0..60u16 {
+            let mut q = query_bytes(names[usize::from(i) % 3]);
+            let id = c as u16 * 1000 + i;
+            q[..2].copy_from_slice(&id.to_be_bytes());
+            s.send_to(&q, ("127.0.0.1", d.port)).await.expect("send");
+            if c == 3 && i == 30 {
+                s.send_to(&vec![0u8; 5000], ("127.0.0.1", d.port))
+                    .await
+                    .expect("send");
+            }
+        }
+    }
+    let mut buf = vec![0u8; 65535];
+    for (c, s) in clients.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(500), s.recv(&mut buf)).await
+        {
+            let m = Message::from_vec(&buf[..n]).expect("parse");
+            let i = m.metadata.id.checked_sub(c as u16 * 1000).expect("own id");
+            assert!(i < 60, "client {c} got id {}", m.metadata.id);
+            assert!(seen.insert(i), "client {c}: id {i} answered twice");
+            let name = names[usize::from(i) % 3];
+            assert_eq!(m.queries[0].name().to_string(), format!("{name}."));
+            let want = if i % 3 == 2 {
+                ResponseCode::NXDomain
+            } else {
+                ResponseCode::NoError
+            };
+            assert_eq!(m.metadata.response_code, want, "client {c} id {i}");
+            // the service has 3 containers, web-1 is one of them, the third name is no one
+            assert_eq!(
+                m.answers.len(),
+                [3, 1, 0][usize::from(i) % 3],
+                "client {c} id {i}"
+            );
+        }
+        assert_eq!(seen.len(), 60, "client {c}: {} of 60 answers", seen.len());
+    }
+    assert_eq!(
+        d.handle.stats.dropped.load(SeqCst) - dropped_before,
+        1,
+        "the 5000-byte datagram"
+    );
+}

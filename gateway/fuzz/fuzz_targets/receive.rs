@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
             mtu: 576,
         },
     ];
-    let mut s = Switch::new("h1", &peers, &nets, 4, Duration::from_secs(1));
+    let s = Switch::new("h1", &peers, &nets, 4, Duration::from_secs(1));
     s.sync_registry(
         &registry().snapshot(),
         &[("h2".to_string(), peers[0])].into(),

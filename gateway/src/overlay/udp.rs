@@ -5,11 +5,16 @@
 //! fills several buffers in one call where GRO does not apply.
 
 use std::io;
-use std::mem::{MaybeUninit, size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::mem::{size_of, zeroed};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+pub use vxgate_udp::{Slots, recv_slots, send_many};
+use vxgate_udp::{from_c, to_c};
 
 pub use super::batch::{MAX_GSO_BYTES, MAX_SEGMENTS};
+
+// a run of segments leaves in one sendmmsg where GSO is off
+const _: () = assert!(MAX_SEGMENTS <= vxgate_udp::MAX_BATCH);
 
 fn setsockopt_int(fd: &impl AsRawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: setsockopt(2) with a pointer to an int and its size, on an open socket.
@@ -49,66 +54,6 @@ pub fn gso_supported(sock: &impl AsRawFd) -> bool {
         )
     };
     rc == 0
-}
-
-/// A socket address in the C layout, and its length.
-fn to_c(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
-    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            unsafe { std::ptr::write(std::ptr::addr_of_mut!(ss).cast(), sin) };
-            size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-            unsafe { std::ptr::write(std::ptr::addr_of_mut!(ss).cast(), sin6) };
-            size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (ss, len as libc::socklen_t)
-}
-
-fn from_c(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in = unsafe { &*std::ptr::addr_of!(*ss).cast() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*std::ptr::addr_of!(*ss).cast() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
 }
 
 /// Control-message space for one int (UDP_GRO) or one u16 (UDP_SEGMENT), aligned.
@@ -198,124 +143,6 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<(usize, Socke
     }
     let from = from_c(&addr).ok_or_else(|| io::Error::other("unknown address family"))?;
     Ok((n, from, segment.max(1)))
-}
-
-/// Message headers for [`recv_slots`], allocated once.
-pub struct Slots {
-    addrs: Vec<libc::sockaddr_storage>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-impl Slots {
-    pub fn new(count: usize) -> Slots {
-        Slots {
-            // SAFETY: plain old data; all zeroes is a valid value.
-            addrs: (0..count).map(|_| unsafe { zeroed() }).collect(),
-            iovs: (0..count)
-                .map(|_| libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                })
-                .collect(),
-            // SAFETY: as above.
-            hdrs: (0..count)
-                .map(|_| unsafe { MaybeUninit::zeroed().assume_init() })
-                .collect(),
-        }
-    }
-
-    /// Datagram `i` of the last [`recv_slots`]: its length, sender, and whether it was
-    /// longer than its slot (and so cut).
-    pub fn get(&self, i: usize) -> Option<(usize, SocketAddr, bool)> {
-        let h = self.hdrs.get(i)?;
-        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        Some((h.msg_len as usize, from_c(&self.addrs[i])?, truncated))
-    }
-}
-
-/// Receives up to `slots` datagrams in one `recvmmsg`, datagram `i` into
-/// `buf[i * stride..(i + 1) * stride]`. Returns how many arrived.
-pub fn recv_slots(
-    sock: &impl AsRawFd,
-    buf: &mut [u8],
-    stride: usize,
-    slots: &mut Slots,
-) -> io::Result<usize> {
-    let count = slots.hdrs.len().min(buf.len() / stride.max(1));
-    let base = buf.as_mut_ptr();
-    for i in 0..count {
-        slots.iovs[i] = libc::iovec {
-            // SAFETY: i * stride + stride <= buf.len(), so the pointer stays inside `buf`.
-            iov_base: unsafe { base.add(i * stride) }.cast(),
-            iov_len: stride,
-        };
-        let h = &mut slots.hdrs[i];
-        h.msg_hdr.msg_name = std::ptr::addr_of_mut!(slots.addrs[i]).cast();
-        h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        h.msg_hdr.msg_iov = std::ptr::addr_of_mut!(slots.iovs[i]);
-        h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_flags = 0;
-        h.msg_len = 0;
-    }
-    // SAFETY: the first `count` headers point at live iovecs, addresses and parts of `buf`.
-    let n = unsafe {
-        libc::recvmmsg(
-            sock.as_raw_fd(),
-            slots.hdrs.as_mut_ptr(),
-            count as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-/// Sends `data` to `dst` as datagrams of `segment` bytes (the last may be shorter), up to
-/// [`MAX_SEGMENTS`] of them in one `sendmmsg`. Returns how many datagrams were sent.
-pub fn send_many(
-    sock: &impl AsRawFd,
-    data: &[u8],
-    segment: usize,
-    dst: SocketAddr,
-) -> io::Result<usize> {
-    let (mut addr, addr_len) = to_c(dst);
-    let mut iovs = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; MAX_SEGMENTS];
-    // SAFETY: plain old data; all zeroes is valid and the used entries are set below.
-    let mut hdrs: [libc::mmsghdr; MAX_SEGMENTS] = unsafe { zeroed() };
-    let mut k = 0;
-    for (i, chunk) in data.chunks(segment.max(1)).take(MAX_SEGMENTS).enumerate() {
-        iovs[i] = libc::iovec {
-            iov_base: chunk.as_ptr() as *mut libc::c_void,
-            iov_len: chunk.len(),
-        };
-        k = i + 1;
-    }
-    for i in 0..k {
-        hdrs[i].msg_hdr.msg_name = std::ptr::addr_of_mut!(addr).cast();
-        hdrs[i].msg_hdr.msg_namelen = addr_len;
-        hdrs[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: the first k headers point at live iovecs over `data` and at `addr`.
-    let n = unsafe {
-        libc::sendmmsg(
-            sock.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            k as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
 }
 
 #[cfg(test)]
