@@ -159,11 +159,7 @@ impl Admin {
             }
             (Method::GET, "/v1/services") => {
                 let snap = self.registry.snapshot();
-                let table = self
-                    .running
-                    .ingress
-                    .as_ref()
-                    .map(|i| i.routes.borrow().clone());
+                let table = self.running.ingress.as_ref().map(|i| i.routes.load_full());
                 let services: Vec<Value> = snap
                     .services()
                     .map(|(name, cs)| {

@@ -71,7 +71,7 @@ pub struct Ingress {
     /// The plain-HTTP listeners' bound addresses.
     pub http_redirect: Vec<SocketAddr>,
     /// The route table in use (host and path → service).
-    pub routes: tokio::sync::watch::Receiver<Arc<routes::RouteTable>>,
+    pub routes: routes::Routes,
     /// `ingress.access_log`, when on.
     pub access_log: Option<Arc<access_log::AccessLog>>,
 }
@@ -266,10 +266,11 @@ fn follow_routes(
     zone: &str,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
-) -> tokio::sync::watch::Receiver<Arc<routes::RouteTable>> {
+) -> routes::Routes {
     let first = routes::RouteTable::build(&registry.snapshot(), zone, None);
     report_routes(None, &first);
-    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    let table: routes::Routes = Arc::new(arc_swap::ArcSwap::from_pointee(first));
+    let tx = table.clone();
     let (mut snaps, mut shutdown, zone) = (registry.subscribe(), shutdown.clone(), zone.to_owned());
     tasks.spawn(async move {
         loop {
@@ -280,15 +281,15 @@ fn follow_routes(
                         return Ok(());
                     }
                     let snap = snaps.borrow_and_update().clone();
-                    let old = tx.borrow().clone();
+                    let old = tx.load_full();
                     let new = routes::RouteTable::build(&snap, &zone, Some(&old));
                     report_routes(Some(&old), &new);
-                    tx.send_replace(Arc::new(new));
+                    tx.store(Arc::new(new));
                 }
             }
         }
     });
-    rx
+    table
 }
 
 fn report_routes(old: Option<&routes::RouteTable>, new: &routes::RouteTable) {
@@ -848,7 +849,7 @@ impl Ingress {
                 ],
             );
         }
-        let table = self.routes.borrow().clone();
+        let table = self.routes.load();
         vxgate_metrics::text::single(
             out,
             "vxgate_http_route_conflicts",

@@ -8,7 +8,7 @@
 //! are spliced both ways after the backend's 101.
 
 use super::route;
-use super::routes::{self, RouteTable};
+use super::routes;
 use crate::config::LoadBalancing;
 use crate::registry::{Container, Health, Registry};
 use bytes::Bytes;
@@ -162,7 +162,7 @@ pub struct Outcome {
 pub struct Proxy {
     pub registry: Arc<Registry>,
     /// The route table of the newest registry snapshot.
-    pub routes: tokio::sync::watch::Receiver<Arc<RouteTable>>,
+    pub routes: routes::Routes,
     pub zone: String,
     pub policy: LoadBalancing,
     pub backend_timeout: Duration,
@@ -231,7 +231,7 @@ impl Drop for InFlight {
 impl Proxy {
     pub fn new(
         registry: Arc<Registry>,
-        routes: tokio::sync::watch::Receiver<Arc<RouteTable>>,
+        routes: routes::Routes,
         zone: &str,
         policy: LoadBalancing,
         backend_timeout: Duration,
@@ -331,7 +331,9 @@ impl Proxy {
             Ok(h) => h,
             Err(refusal) => return text(refusal.status(), refusal.message()),
         };
-        let table = self.routes.borrow().clone();
+        // a guard on the current table (no lock, no reference count), let go before the
+        // first await
+        let table = self.routes.load();
         let Some(routed) = table.lookup(&host, req.uri().path()) else {
             let why = if table.knows_host(&host) {
                 format!("no route for {} on host {host}", req.uri().path())
@@ -381,8 +383,8 @@ impl Proxy {
             }
             None => None,
         };
-        let snapshot = self.registry.snapshot();
-        let backends: Vec<Arc<Container>> = snapshot.serving(&service).cloned().collect();
+        let backends: Vec<Arc<Container>> =
+            self.registry.view().serving(&service).cloned().collect();
         if backends.is_empty() {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -422,6 +424,7 @@ impl Proxy {
             parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         )
         .into_owned();
+        drop(table);
         // a client body that turns out malformed (bad chunking, cut short) is the client's
         // fault: 400, no retry, and no mark against the backend
         let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));

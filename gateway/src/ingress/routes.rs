@@ -86,6 +86,10 @@ pub struct Conflict {
     pub loser: String,
 }
 
+/// The route table in use, swapped whole when the registry changes: a request reads it
+/// without a lock or a reference count taken.
+pub type Routes = std::sync::Arc<arc_swap::ArcSwap<RouteTable>>;
+
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// Exact host → its routes, longest prefix first.

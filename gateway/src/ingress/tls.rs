@@ -3,7 +3,10 @@
 //! unless `session_resumption = false`.
 //!
 //! Certificates are chosen per handshake by SNI: the first configured certificate valid for
-//! the name (wildcards included, as webpki checks them), else the first one. With none
+//! the name (wildcards included, as webpki checks them), else the first one. The names each
+//! certificate covers are read once when it is loaded (its subjectAltName DNS names, as
+//! webpki parses them), so a handshake looks its name up in two maps: no certificate is
+//! parsed, nothing locked and nothing allocated per handshake. With none
 //! configured, a self-signed ECDSA P-256 certificate for the zone and `*.zone` (valid for a
 //! year, replaced at start within 30 days of its end) is generated once
 //! into `state_dir/tls/` and reused. [`CertStore::reload`] re-reads the files (SIGHUP); new
@@ -12,14 +15,16 @@
 use crate::acme::Acme;
 use crate::acme::challenge::{ACME_TLS_ALPN, Challenges};
 use crate::config::CertConfig;
+use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -38,7 +43,7 @@ pub enum Source {
 
 pub struct CertStore {
     source: Source,
-    certs: RwLock<Arc<Vec<Arc<CertifiedKey>>>>,
+    certs: ArcSwap<Served>,
     /// Certificates and pending challenges from `[ingress.acme]`.
     acme: Option<Acme>,
 }
@@ -49,6 +54,67 @@ impl std::fmt::Debug for CertStore {
             .field("source", &self.source)
             .field("acme", &self.acme.is_some())
             .finish()
+    }
+}
+
+/// The loaded certificates, and which one serves a name: `exact` maps each DNS name a
+/// certificate covers to the first certificate covering it, `wildcard` maps the parent of each
+/// `*.parent` name the same way (lowercase ASCII, as SNI is compared).
+#[derive(Default)]
+struct Served {
+    certs: Vec<Arc<CertifiedKey>>,
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+}
+
+impl Served {
+    fn new(certs: Vec<Arc<CertifiedKey>>) -> Served {
+        let mut served = Served {
+            certs,
+            ..Served::default()
+        };
+        for (i, ck) in served.certs.iter().enumerate() {
+            let Some(ee) = ck
+                .cert
+                .first()
+                .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+            else {
+                continue;
+            };
+            for name in ee.valid_dns_names() {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                match name.strip_prefix("*.") {
+                    Some(parent) => served.wildcard.entry(parent.to_owned()).or_insert(i),
+                    None => served.exact.entry(name).or_insert(i),
+                };
+            }
+        }
+        served
+    }
+
+    /// The first certificate valid for `name`: named exactly, or by a wildcard for its
+    /// parent (one label: `*.example.com` covers `a.example.com`, not `a.b.example.com`).
+    fn fitting(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        // only a DNS name can match (a check, no copy); rustls hands over no other SNI
+        rustls::pki_types::DnsName::try_from(name).ok()?;
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            &lower[..]
+        } else {
+            name
+        };
+        let exact = self.exact.get(name).copied();
+        let wild = name
+            .split_once('.')
+            .filter(|(label, _)| !label.is_empty())
+            .and_then(|(_, parent)| self.wildcard.get(parent).copied());
+        let i = match (exact, wild) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        self.certs.get(i)
     }
 }
 
@@ -91,54 +157,44 @@ impl CertStore {
         let certs = read_all(&source)?;
         Ok(CertStore {
             source,
-            certs: RwLock::new(Arc::new(certs)),
+            certs: ArcSwap::from_pointee(Served::new(certs)),
             acme,
         })
     }
 
     /// Where the certificate served for `sni` comes from, and the certificate.
     pub fn choose_with_source(&self, sni: Option<&str>) -> Option<(CertSource, Arc<CertifiedKey>)> {
-        let certs = self.current();
+        let served = self.certs.load();
         let configured = matches!(self.source, Source::Files(_));
         let kind = if configured {
             CertSource::Config
         } else {
             CertSource::SelfSigned
         };
-        if let Some(name) = sni.and_then(|n| ServerName::try_from(n.to_owned()).ok()) {
-            let fits = |ck: &&Arc<CertifiedKey>| {
-                ck.cert.first().is_some_and(|der| {
-                    webpki::EndEntityCert::try_from(der)
-                        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
-                })
-            };
+        if let Some(name) = sni {
             // configured certificates win for the names they cover, then ACME's, then the
             // self-signed fallback
-            if configured && let Some(ck) = certs.iter().find(fits) {
+            if configured && let Some(ck) = served.fitting(name) {
                 return Some((kind, ck.clone()));
             }
-            if let (Some(acme), Some(n)) = (&self.acme, sni)
-                && let Some(key) = acme.certs.serving(n, crate::acme::unix_now())
+            if let Some(acme) = &self.acme
+                && let Some(key) = acme.certs.serving(name, crate::acme::unix_now())
             {
                 return Some((CertSource::Acme, key));
             }
-            if let Some(ck) = certs.iter().find(fits) {
+            if let Some(ck) = served.fitting(name) {
                 return Some((kind, ck.clone()));
             }
         }
-        certs.first().map(|ck| (kind, ck.clone()))
+        served.certs.first().map(|ck| (kind, ck.clone()))
     }
 
     /// Re-reads the certificate files; on error the current set stays.
     pub fn reload(&self) -> Result<usize, TlsError> {
         let certs = read_all(&self.source)?;
         let n = certs.len();
-        *self.certs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(certs);
+        self.certs.store(Arc::new(Served::new(certs)));
         Ok(n)
-    }
-
-    fn current(&self) -> Arc<Vec<Arc<CertifiedKey>>> {
-        self.certs.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The certificate for an SNI name (None: the default, the first).
@@ -153,7 +209,13 @@ impl CertStore {
             Source::Files(_) => CertSource::Config,
             Source::SelfSigned { .. } => CertSource::SelfSigned,
         };
-        let mut out: Vec<_> = self.current().iter().map(|ck| (kind, ck.clone())).collect();
+        let mut out: Vec<_> = self
+            .certs
+            .load()
+            .certs
+            .iter()
+            .map(|ck| (kind, ck.clone()))
+            .collect();
         if let Some(acme) = &self.acme {
             out.extend(
                 acme.certs
@@ -347,6 +409,7 @@ pub fn server_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::ServerName;
 
     #[test]
     fn self_signed_is_generated_once_and_chosen_for_zone_names() {
@@ -531,5 +594,74 @@ mod tests {
         let err = CertStore::load(Source::Files(vec![CertConfig { cert: c1, key: k2 }]))
             .expect_err("mismatch");
         assert!(err.to_string().contains("a.crt"), "{err}");
+    }
+    /// The names read at load choose exactly what webpki's own check would: for each name,
+    /// the first certificate that webpki says is valid for it (or none).
+    #[test]
+    fn the_precomputed_choice_is_webpkis_choice() {
+        let sets: [&[&str]; 3] = [
+            &["example.com", "*.example.com"],
+            &["a.example.com", "*.b.example.com", "Mixed.Example.NET"],
+            &["*.example.org", "a.example.com"],
+        ];
+        let certs: Vec<Arc<CertifiedKey>> = sets
+            .iter()
+            .map(|names| {
+                let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+                let params = rcgen::CertificateParams::new(
+                    names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>(),
+                )
+                .expect("params");
+                let cert = params.self_signed(&kp).expect("sign");
+                let key = PrivateKeyDer::try_from(kp.serialize_der()).expect("key der");
+                Arc::new(
+                    CertifiedKey::from_der(vec![cert.der().clone()], key, &provider())
+                        .expect("pair"),
+                )
+            })
+            .collect();
+        let served = Served::new(certs.clone());
+        let webpki_choice = |name: &str| {
+            let sn = ServerName::try_from(name.to_owned()).ok()?;
+            certs.iter().position(|ck| {
+                webpki::EndEntityCert::try_from(&ck.cert[0])
+                    .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&sn).is_ok())
+            })
+        };
+        let names = [
+            "example.com",
+            "a.example.com",
+            "x.a.example.com",
+            "c.b.example.com",
+            "d.c.b.example.com",
+            "b.example.com",
+            "mixed.example.net",
+            "MIXED.Example.net",
+            "example.net",
+            "example.org",
+            "z.example.org",
+            "y.z.example.org",
+            "A.EXAMPLE.COM",
+            "example.com.",
+            "a..example.com",
+            ".example.com",
+            "*.example.com",
+            "nothing.test",
+        ];
+        for name in names {
+            let ours = served
+                .fitting(name)
+                .and_then(|ck| certs.iter().position(|c| Arc::ptr_eq(c, ck)));
+            assert_eq!(ours, webpki_choice(name), "{name:?}");
+        }
+        // and the cases that matter, spelled out
+        let pos = |n: &str| {
+            served
+                .fitting(n)
+                .and_then(|ck| certs.iter().position(|c| Arc::ptr_eq(c, ck)))
+        };
+        assert_eq!(pos("a.example.com"), Some(0), "the first certificate wins");
+        assert_eq!(pos("c.b.example.com"), Some(1));
+        assert_eq!(pos("y.z.example.org"), None, "a wildcard covers one label");
     }
 }

@@ -33,6 +33,7 @@ pub struct EtcdSpec {
 }
 
 use crate::wire::ethernet::MacAddr;
+use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -213,29 +214,40 @@ pub enum RegistryError {
 /// The registry. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Registry {
-    /// Serialises writers; readers use the watch channel.
+    /// Serialises writers.
     write: Mutex<()>,
+    /// The newest snapshot, for readers on a hot path ([`Registry::view`]).
+    current: ArcSwap<Snapshot>,
+    /// The same, for followers that wait for changes.
     tx: watch::Sender<Arc<Snapshot>>,
 }
 
 impl Registry {
     /// An empty registry whose services are named by `service_label`.
     pub fn new(service_label: &str) -> Registry {
-        let (tx, _) = watch::channel(Arc::new(Snapshot::build(
+        let first = Arc::new(Snapshot::build(
             0,
             service_label,
             BTreeMap::new(),
             Arc::default(),
-        )));
+        ));
+        let (tx, _) = watch::channel(first.clone());
         Registry {
             write: Mutex::new(()),
+            current: ArcSwap::new(first),
             tx,
         }
     }
 
     /// The current state. Never blocks on writers.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.tx.borrow().clone()
+        self.current.load_full()
+    }
+
+    /// The current state for a short look (a request choosing its backends): no lock and no
+    /// reference count taken. Not to be held across an await.
+    pub fn view(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
     }
 
     /// A receiver that wakes on every published change.
@@ -266,12 +278,15 @@ impl Registry {
         let mut nodes = current.nodes.clone();
         let out = change(&mut containers, &mut nodes)?;
         if containers != current.containers || nodes != current.nodes {
-            self.tx.send_replace(Arc::new(Snapshot::build(
+            let next = Arc::new(Snapshot::build(
                 current.version + 1,
                 &current.service_label,
                 containers,
                 nodes,
-            )));
+            ));
+            // readers see it first, then followers are woken
+            self.current.store(next.clone());
+            self.tx.send_replace(next);
         }
         Ok(out)
     }
