@@ -12,17 +12,25 @@
 # dnsmasq gets --dns-forward-max=1000 (its default 150 refuses queries under this load).
 # Prints `RESULT fwd_<mix>_<metric> vxgate=<v> <anchor>=<v> ratio=<v>`.
 #
-#   bench/dns.sh [--runs 3] [--seconds 10] [--no-forwarding]
+# dnsperf shares the 2 cores with the server, so at full load q/s can be the client's
+# ceiling (every threaded server lands near it) and latency is queueing in 1000 outstanding
+# queries. So each run also reports the server's CPU time per answered query
+# (cpu_us_per_query, from /proc/PID/stat around the run) and, for the zone mix, the average
+# latency at one fixed rate (--rate, default 40000 q/s) that every server must keep up with
+# (fixed_rate_latency_us, fixed_rate_lost).
+#
+#   bench/dns.sh [--runs 3] [--seconds 10] [--no-forwarding] [--rate 40000]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-RUNS=3 SECS=10 FORWARDING=1
+RUNS=3 SECS=10 FORWARDING=1 RATE=40000
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --no-forwarding) FORWARDING=""; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --rate) RATE=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -164,10 +172,14 @@ wait_port() {
   echo "server on port $1 did not answer: $(tail -5 "$W/server.log")" >&2
   exit 1
 }
+# cpu_ticks PID: the process's user + system time so far, in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 measure() { # name port [queries-file metric-prefix]
-  local file=${3:-$W/queries} prefix=${4:-}
+  local file=${3:-$W/queries} prefix=${4:-} t0 t1
+  t0=$(cpu_ticks "$PID")
   dnsperf -s 127.0.0.1 -p "$2" -d "$file" -c 4 -l "$SECS" -q 1000 > "$W/perf.txt" 2>&1
-  local qps lat lost codes
+  t1=$(cpu_ticks "$PID")
+  local qps lat lost codes done_q
   codes=$(grep "Response codes:" "$W/perf.txt")
   if [ -z "$prefix" ]; then
     # every server must answer the 90 % existing names and NXDOMAIN the rest, nothing else
@@ -183,6 +195,20 @@ measure() { # name port [queries-file metric-prefix]
   echo "$1 ${prefix}qps $qps" >> "$W/results"
   echo "$1 ${prefix}latency_us $lat" >> "$W/results"
   echo "$1 ${prefix}lost $lost" >> "$W/results"
+  # what the server spent per answer: dnsperf shares the 2 cores, so q/s alone can be the
+  # client's ceiling; CPU time per query is the server's own cost
+  done_q=$(awk '/Queries completed:/ {print $3}' "$W/perf.txt")
+  [ "${done_q:-0}" -gt 0 ] || { echo "$1: no queries completed" >&2; exit 1; }
+  echo "$1 ${prefix}cpu_us_per_query $(awk -v d=$((t1 - t0)) -v q="$done_q" -v hz="$(getconf CLK_TCK)" 'BEGIN {print d / hz * 1e6 / q}')" >> "$W/results"
+  if [ -z "$prefix" ]; then
+    # latency at one fixed rate that every server keeps up with: the same load for all
+    dnsperf -s 127.0.0.1 -p "$2" -d "$file" -c 4 -l "$SECS" -Q "$RATE" > "$W/perf.txt" 2>&1
+    qps=$(awk '/Queries per second:/ {print $4}' "$W/perf.txt")
+    awk -v q="$qps" -v r="$RATE" 'BEGIN {exit !(q >= r * 0.95)}' \
+      || { echo "$1 did not keep up with $RATE q/s ($qps)" >&2; exit 1; }
+    echo "$1 fixed_rate_latency_us $(awk '/Average Latency \(s\):/ {print $4 * 1000000}' "$W/perf.txt")" >> "$W/results"
+    echo "$1 fixed_rate_lost $(awk '/Queries lost:/ {print $3}' "$W/perf.txt")" >> "$W/results"
+  fi
 }
 # forwarding NAME PORT: the hit mix (after one pass has filled the cache), then the miss mix
 forwarding() {
@@ -231,10 +257,10 @@ def show(name, anchor, metric):
     ratio = v / a if a else float("nan")
     print(f"RESULT {name} vxgate={v:g} {anchor}={a:g} ratio={ratio:.3f}")
 for anchor in ("knot", "dnsmasq"):
-    for metric in ("qps", "latency_us", "lost"):
+    for metric in ("qps", "latency_us", "lost", "cpu_us_per_query", "fixed_rate_latency_us", "fixed_rate_lost"):
         show(f"dns_{metric}", anchor, metric)
 for anchor in ("dnsmasq", "unbound"):
     for mix in ("hit", "miss"):
-        for metric in ("qps", "latency_us", "lost"):
+        for metric in ("qps", "latency_us", "lost", "cpu_us_per_query"):
             show(f"fwd_{mix}_{metric}", anchor, f"fwd_{mix}_{metric}")
 PY
