@@ -68,19 +68,29 @@ pub fn send_gso(
     dst: SocketAddr,
     segment: usize,
 ) -> io::Result<usize> {
+    send_gso_iov(sock, &[io::IoSlice::new(data)], dst, segment)
+}
+
+/// Like [`send_gso`], the datagrams' bytes gathered from `parts` in order (headers from one
+/// buffer, payload from another: no copy to join them). `segment` at least the total sends
+/// one plain datagram.
+pub fn send_gso_iov(
+    sock: &impl AsRawFd,
+    parts: &[io::IoSlice<'_>],
+    dst: SocketAddr,
+    segment: usize,
+) -> io::Result<usize> {
     let (mut addr, addr_len) = to_c(dst);
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    };
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut cmsg = Cmsg([0; 64]);
     // SAFETY: msghdr is plain old data; all zeroes is valid and the fields are set below.
     let mut msg: libc::msghdr = unsafe { zeroed() };
     msg.msg_name = std::ptr::addr_of_mut!(addr).cast();
     msg.msg_namelen = addr_len;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if segment < data.len() {
+    // IoSlice is ABI-compatible with iovec on Unix (std guarantees it); sendmsg only reads
+    msg.msg_iov = parts.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = parts.len() as _;
+    if segment < total {
         // SAFETY: CMSG_SPACE is a pure computation.
         let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
         msg.msg_control = cmsg.0.as_mut_ptr().cast();

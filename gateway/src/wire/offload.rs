@@ -217,6 +217,68 @@ pub fn segment(
     })
 }
 
+/// The segments of a super-frame cut by [`segment_headers`]: segment `i` is its headers,
+/// `hdrs[i * hdr_len..(i + 1) * hdr_len]`, followed by `frame[payload(i)]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headers {
+    pub count: usize,
+    /// Prefix and frame headers of each segment.
+    pub hdr_len: usize,
+    mss: usize,
+    start: usize,
+    end: usize,
+}
+
+impl Headers {
+    /// Where segment `i`'s payload lies in the frame.
+    pub fn payload(&self, i: usize) -> std::ops::Range<usize> {
+        (self.start + i * self.mss).min(self.end)..(self.start + (i + 1) * self.mss).min(self.end)
+    }
+
+    /// Length of each datagram but possibly the last (headers and `mss` payload bytes).
+    pub fn stride(&self) -> usize {
+        self.hdr_len + self.mss.min(self.end - self.start)
+    }
+
+    /// Bytes of all segments together.
+    pub fn len(&self) -> usize {
+        self.hdr_len * self.count + (self.end - self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Like [`segment`], without copying the payload: only each segment's headers (`prefix`
+/// and the frame's headers, fixed up, checksums included) are written, to `hdrs`; the
+/// payload is sent from where it lies (an iovec per part).
+pub fn segment_headers(
+    frame: &[u8],
+    l4_hint: Option<usize>,
+    mss: usize,
+    prefix: &[u8],
+    hdrs: &mut [u8],
+) -> Result<Headers, WireError> {
+    let cut = Cut::new(frame, l4_hint, mss)?;
+    let (p, hdr) = (prefix.len(), cut.l.hdr);
+    let hdr_len = p + hdr;
+    if hdrs.len() < hdr_len * cut.count {
+        return Err(WireError::Truncated);
+    }
+    for (i, h) in hdrs.chunks_exact_mut(hdr_len).take(cut.count).enumerate() {
+        h[..p].copy_from_slice(prefix);
+        cut.write_header(frame, i, &mut h[p..]);
+    }
+    Ok(Headers {
+        count: cut.count,
+        hdr_len,
+        mss,
+        start: hdr,
+        end: cut.l.end,
+    })
+}
+
 /// Like [`segment`], but builds one segment at a time in `scratch` (headers + `mss` bytes
 /// suffice) and hands each to `emit`. Returns the number of segments.
 pub fn segment_each(
@@ -283,12 +345,21 @@ impl Cut {
 
     /// Writes segment `i` of `frame` into `f` (exactly [`Cut::segment_len`] bytes).
     fn write(&self, frame: &[u8], i: usize, f: &mut [u8]) {
+        let hdr = self.l.hdr;
+        self.write_header(frame, i, &mut f[..hdr]);
+        f[hdr..].copy_from_slice(&frame[self.chunk(i)]);
+    }
+
+    /// Writes the headers of segment `i` into `h` (exactly `l.hdr` bytes), its TCP checksum
+    /// computed over these headers and the payload where it lies in `frame`.
+    fn write_header(&self, frame: &[u8], i: usize, h: &mut [u8]) {
         let l = &self.l;
-        f[..l.hdr].copy_from_slice(&frame[..l.hdr]);
-        f[l.hdr..].copy_from_slice(&frame[self.chunk(i)]);
-        set_ip_len(f, l, f.len() - l.l3, Some(self.id.wrapping_add(i as u16)));
-        let tcp_len = f.len() - l.l4;
-        let Ok(mut t) = tcp::Packet::new_checked(&mut f[l.l4..]) else {
+        let chunk = self.chunk(i);
+        let seg_len = l.hdr + chunk.len();
+        h.copy_from_slice(&frame[..l.hdr]);
+        set_ip_len(h, l, seg_len - l.l3, Some(self.id.wrapping_add(i as u16)));
+        let tcp_len = seg_len - l.l4;
+        let Ok(mut t) = tcp::Packet::new_checked(&mut h[l.l4..]) else {
             return; // the header was checked when the cut was planned
         };
         t.set_seq(self.seq.wrapping_add((i * self.mss) as u32));
@@ -301,8 +372,12 @@ impl Cut {
         }
         t.set_flags(fl);
         t.set_checksum(0);
-        let c = !fold(add(self.pseudo + tcp_len as u64, &f[l.l4..]));
-        f[l.l4 + tcp::CHECKSUM_OFFSET..][..2].copy_from_slice(&c.to_be_bytes());
+        // the TCP header's length is a multiple of 4, so the payload's sum continues it
+        let c = !fold(add(
+            add(self.pseudo + tcp_len as u64, &h[l.l4..]),
+            &frame[chunk],
+        ));
+        h[l.l4 + tcp::CHECKSUM_OFFSET..][..2].copy_from_slice(&c.to_be_bytes());
     }
 }
 
@@ -897,6 +972,36 @@ mod receive_segmentation_tests {
         let stored = u16::from_be_bytes([copy[16], copy[17]]);
         copy[16..18].fill(0);
         assert_eq!(tcp_checksum(src, dst, &copy), stored, "TCP checksum");
+    }
+
+    /// Headers-only cutting plus the payload where it lies gives the very bytes of the
+    /// copying cut: odd and even sizes, with a prefix.
+    #[test]
+    fn headers_and_payload_in_place_make_the_copied_segments() {
+        let vx = [8u8, 0, 0, 0, 0, 0, 42, 0];
+        for (payload, mss) in [
+            (10_000, 1398),
+            (10_001, 1397),
+            (1_000, 1398),
+            (65_000, 1398),
+        ] {
+            let frame = big_frame(payload, 0x18 | FIN);
+            let mut out = vec![0u8; 2 * 65_536];
+            let copied = super::segment(&frame, None, mss, &vx, &mut out).expect("copy cut");
+            let mut hdrs = vec![0u8; 64 * 1024];
+            let h = segment_headers(&frame, None, mss, &vx, &mut hdrs).expect("headers cut");
+            assert_eq!(h.count, copied.count);
+            assert_eq!((h.stride(), h.len()), (copied.stride, copied.len));
+            let mut joined = Vec::new();
+            for i in 0..h.count {
+                joined.extend_from_slice(&hdrs[i * h.hdr_len..(i + 1) * h.hdr_len]);
+                joined.extend_from_slice(&frame[h.payload(i)]);
+            }
+            assert_eq!(joined, &out[..copied.len], "payload {payload}, mss {mss}");
+            for seg in joined.chunks(copied.stride) {
+                verify(&seg[8..]);
+            }
+        }
     }
 
     #[test]

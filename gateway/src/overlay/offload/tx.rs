@@ -124,6 +124,8 @@ impl Tx {
     }
 
     /// Cuts the TSO super-frame at `at..end` and sends its segments in GSO runs to `dsts`.
+    /// With GSO, only the segments' headers are written (to `segbuf`) and the payload goes
+    /// out from where the TAP read put it; without, each segment is built whole.
     async fn send_super_frame(
         &mut self,
         (at, end): (usize, usize),
@@ -132,6 +134,34 @@ impl Tx {
         sock: &UdpSocket,
         features: &Features,
     ) {
+        if features.udp_gso.load(Relaxed) {
+            let frame = &self.buf[at..end];
+            match offload::segment_headers(
+                frame,
+                Some(usize::from(hdr.csum_start)),
+                usize::from(hdr.gso_size),
+                &self.vx,
+                &mut self.segbuf[..],
+            ) {
+                Ok(h) => {
+                    self.counters.tso_frames.fetch_add(1, Relaxed);
+                    for dst in dsts {
+                        send_in_place(
+                            sock,
+                            frame,
+                            &self.segbuf,
+                            &h,
+                            *dst,
+                            features,
+                            &self.counters,
+                        )
+                        .await;
+                    }
+                }
+                Err(_) => self.counters.dropped(DropReason::BadOffload),
+            }
+            return;
+        }
         match offload::segment(
             &self.buf[at..end],
             Some(usize::from(hdr.csum_start)),
@@ -233,6 +263,54 @@ pub(super) async fn tx_drain(
     Ok(handled)
 }
 
+/// What a GSO send came to.
+enum Gso {
+    Sent,
+    /// Not sent: GSO is off now (the kernel refused it) or the socket failed; send the
+    /// datagrams one by one.
+    OneByOne,
+    /// Not sent, and not to be tried again (counted by the caller).
+    Failed,
+}
+
+/// Tries one GSO send (`send`), waiting while the socket is full. A kernel or device that
+/// refuses GSO (EIO: the underlay has no checksum offload) turns it off for good.
+async fn gso_send(
+    sock: &UdpSocket,
+    send: impl Fn() -> io::Result<usize>,
+    dst: SocketAddr,
+    features: &Features,
+) -> Gso {
+    loop {
+        match sock.try_io(Interest::WRITABLE, &send) {
+            Ok(_) => return Gso::Sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if sock.writable().await.is_err() {
+                    return Gso::OneByOne;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                ) =>
+            {
+                if features.udp_gso.swap(false, Relaxed) {
+                    tracing::warn!(
+                        "overlay: the kernel refused a UDP GSO send ({e}); the underlay \
+                         likely has no checksum offload. Sending datagrams one by one from now on"
+                    );
+                }
+                return Gso::OneByOne;
+            }
+            Err(e) => {
+                tracing::debug!(%dst, "overlay GSO send failed: {e}");
+                return Gso::Failed;
+            }
+        }
+    }
+}
+
 /// Sends `data` (datagrams of `seg` bytes back to back, `count` of them) to `dst`: one GSO
 /// send while GSO works, else one send per datagram.
 async fn send_run(
@@ -245,40 +323,19 @@ async fn send_run(
     counters: &Counters,
 ) {
     if count > 1 && features.udp_gso.load(Relaxed) {
-        loop {
-            match sock.try_io(Interest::WRITABLE, || udp::send_gso(sock, data, dst, seg)) {
-                Ok(_) => {
-                    counters.tx_n(count, data.len());
-                    counters.gso_sends.fetch_add(1, Relaxed);
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if sock.writable().await.is_err() {
-                        break;
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
-                    ) =>
-                {
-                    if features.udp_gso.swap(false, Relaxed) {
-                        tracing::warn!(
-                            "overlay: the kernel refused a UDP GSO send ({e}); the underlay \
-                             likely has no checksum offload. Sending datagrams one by one from now on"
-                        );
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(%dst, "overlay GSO send failed: {e}");
-                    for _ in 0..count {
-                        counters.dropped(DropReason::Send);
-                    }
-                    return;
-                }
+        match gso_send(sock, || udp::send_gso(sock, data, dst, seg), dst, features).await {
+            Gso::Sent => {
+                counters.tx_n(count, data.len());
+                counters.gso_sends.fetch_add(1, Relaxed);
+                return;
             }
+            Gso::Failed => {
+                for _ in 0..count {
+                    counters.dropped(DropReason::Send);
+                }
+                return;
+            }
+            Gso::OneByOne => {}
         }
     }
     // one sendmmsg per run (GSO off or refused)
@@ -328,6 +385,64 @@ async fn send_pending(
             counters,
         )
         .await;
+    }
+}
+
+/// Sends the segments cut by [`offload::segment_headers`] to `dst` in GSO-sized runs, each
+/// datagram gathered from its headers (in `hdrs`) and its payload (in `frame`).
+async fn send_in_place(
+    sock: &UdpSocket,
+    frame: &[u8],
+    hdrs: &[u8],
+    h: &offload::Headers,
+    dst: SocketAddr,
+    features: &Features,
+    counters: &Counters,
+) {
+    let stride = h.stride();
+    for (run, count) in batch::gso_runs(h.len(), stride) {
+        let first = run.start / stride;
+        let mut iov = [IoSlice::new(&[]); 2 * batch::MAX_SEGMENTS];
+        for k in 0..count {
+            let i = first + k;
+            iov[2 * k] = IoSlice::new(&hdrs[i * h.hdr_len..(i + 1) * h.hdr_len]);
+            iov[2 * k + 1] = IoSlice::new(&frame[h.payload(i)]);
+        }
+        let iov = &iov[..2 * count];
+        if count > 1 && features.udp_gso.load(Relaxed) {
+            let send = || udp::send_gso_iov(sock, iov, dst, stride);
+            match gso_send(sock, send, dst, features).await {
+                Gso::Sent => {
+                    counters.tx_n(count, run.len());
+                    counters.gso_sends.fetch_add(1, Relaxed);
+                    continue;
+                }
+                Gso::Failed => {
+                    for _ in 0..count {
+                        counters.dropped(DropReason::Send);
+                    }
+                    continue;
+                }
+                Gso::OneByOne => {}
+            }
+        }
+        // one datagram per send: its headers and payload gathered
+        for parts in iov.chunks(2) {
+            let one = || udp::send_gso_iov(sock, parts, dst, usize::MAX);
+            loop {
+                match sock.try_io(Interest::WRITABLE, one) {
+                    Ok(n) => counters.tx_n(1, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if sock.writable().await.is_ok() {
+                            continue;
+                        }
+                        counters.dropped(DropReason::Send);
+                    }
+                    Err(_) => counters.dropped(DropReason::Send),
+                }
+                break;
+            }
+        }
     }
 }
 
