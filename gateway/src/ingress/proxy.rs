@@ -410,14 +410,17 @@ impl Proxy {
                 .headers
                 .insert(header::TE, http::HeaderValue::from_static("trailers"));
         }
-        let host_only = host.split(':').next().unwrap_or(&host).to_owned();
-        route::add_forwarded(&mut parts.headers, client.ip(), &host_only);
-        // the backend gets the host it was routed by (from the target's authority or Host)
-        match http::HeaderValue::from_str(&host) {
-            Ok(v) => {
-                parts.headers.insert(header::HOST, v);
+        let host_only = host.split(':').next().unwrap_or(&host);
+        route::add_forwarded(&mut parts.headers, client.ip(), host_only);
+        // the backend gets the host it was routed by: the target's authority when it has one
+        // (else the Host header it came with, which routing_host found to be that host)
+        if parts.uri.authority().is_some() {
+            match http::HeaderValue::from_str(&host) {
+                Ok(v) => {
+                    parts.headers.insert(header::HOST, v);
+                }
+                Err(_) => return text(StatusCode::BAD_REQUEST, "Host is not a host name"),
             }
-            Err(_) => return text(StatusCode::BAD_REQUEST, "Host is not a host name"),
         }
         let path = routes::forwarded_target(
             routed,

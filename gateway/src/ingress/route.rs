@@ -105,21 +105,26 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Adds X-Forwarded-For/Proto/Host and `Forwarded` (RFC 7239) for a request from `client`
 /// that arrived over https for `host`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &str) {
+    use std::fmt::Write as _;
+    // one buffer for each value in turn (no format! per header)
+    let mut v = String::with_capacity(128);
     // every X-Forwarded-For line the client sent, in order, then this hop
-    let prev_xff: Vec<&str> = headers
+    for prev in headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .collect();
-    let xff = if prev_xff.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", prev_xff.join(", "))
-    };
+    {
+        v.push_str(prev);
+        v.push_str(", ");
+    }
+    let _ = write!(v, "{client}");
+    let xff = http::HeaderValue::from_str(&v);
+    v.clear();
     // Forwarded lines are kept only when each parses (RFC 7239 §4): an unclosed quote would
     // otherwise swallow this proxy's own element when appended to
+    // (collected only when there are some: an empty Vec does not allocate)
     let prev_fwd: Vec<&str> = headers
         .get_all(header::FORWARDED)
         .iter()
@@ -127,29 +132,27 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &s
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .collect();
-    let prev_fwd = if prev_fwd.iter().all(|v| forwarded_parses(v)) {
-        prev_fwd.join(", ")
-    } else {
-        String::new()
+    if prev_fwd.iter().all(|p| forwarded_parses(p)) {
+        for p in &prev_fwd {
+            v.push_str(p);
+            v.push_str(", ");
+        }
+    }
+    let _ = match client {
+        std::net::IpAddr::V6(v6) => write!(v, "for=\"[{v6}]\""),
+        v4 => write!(v, "for={v4}"),
     };
-    let node = match client {
-        std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        v4 => v4.to_string(),
-    };
-    let fwd_host = host.replace('"', "");
-    let fwd = format!("for={node};proto=https;host=\"{fwd_host}\"");
-    let fwd = if prev_fwd.is_empty() {
-        fwd
-    } else {
-        format!("{prev_fwd}, {fwd}")
-    };
-    for (k, v) in [
+    v.push_str(";proto=https;host=\"");
+    v.extend(host.chars().filter(|c| *c != '"'));
+    v.push('"');
+    let fwd = http::HeaderValue::from_str(&v);
+    for (k, value) in [
         ("x-forwarded-for", xff),
         ("forwarded", fwd),
-        ("x-forwarded-host", host.to_owned()),
+        ("x-forwarded-host", http::HeaderValue::from_str(host)),
     ] {
-        if let Ok(v) = http::HeaderValue::from_str(&v) {
-            headers.insert(k, v);
+        if let Ok(value) = value {
+            headers.insert(k, value);
         }
     }
     headers.insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
