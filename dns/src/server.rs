@@ -432,7 +432,9 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
     let mut zone = rx.borrow_and_update().clone();
     let mut rng = Rng::new(peer.port() as u64 ^ 0xa5a5_5a5a_dead_beef);
     let mut buf = vec![0u8; MAX_TCP_QUERY];
+    // the answer, and the answer behind its length: both reused, so a query allocates nothing
     let mut out = Vec::with_capacity(4096);
+    let mut framed = Vec::with_capacity(4096 + 2);
     loop {
         let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
             Ok(Ok(len)) => usize::from(len),
@@ -448,21 +450,19 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
         ctx.stats.queries.fetch_add(1, Relaxed);
         let since = std::time::Instant::now();
         refresh(&mut rx, &mut zone);
-        let resp: Vec<u8> = match answer::answer(&zone, &buf[..len], true, &mut rng, &mut out) {
-            Action::Reply => std::mem::take(&mut out),
+        match answer::answer(&zone, &buf[..len], true, &mut rng, &mut out) {
+            Action::Reply => {}
             Action::Drop => return Ok(()),
             Action::Forward(q) => {
-                if outside(ctx, &q, peer.ip(), &mut out) {
-                    std::mem::take(&mut out)
-                } else {
-                    ctx.forwarder.resolve(&q, &buf[..len], true).await
+                if !outside(ctx, &q, peer.ip(), &mut out) {
+                    out = ctx.forwarder.resolve(&q, &buf[..len], true).await;
                 }
             }
-        };
-        ctx.stats.count(&buf[..len], &resp, since);
-        let mut framed = Vec::with_capacity(resp.len() + 2);
-        framed.extend_from_slice(&(resp.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&resp);
+        }
+        ctx.stats.count(&buf[..len], &out, since);
+        framed.clear();
+        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&out);
         // a client that sends and never reads must not hold the connection (and one of the
         // MAX_TCP_CONNECTIONS places) forever
         tokio::time::timeout(TCP_IDLE, s.write_all(&framed))

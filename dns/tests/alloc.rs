@@ -1,8 +1,9 @@
-//! Allocations per forwarded query, counted by a global allocator that wraps the system's:
-//! a cache miss (the pooled upstream exchange) and a cache hit. Only the test's thread is
-//! counted (the forwarder and its socket readers run there); the fake upstream has a thread of
-//! its own. The counts are printed, and
-//! bounded so that a change that allocates more per query fails here.
+//! Allocations per query, counted by a global allocator that wraps the system's: a forwarded
+//! query's cache miss (the pooled upstream exchange) and cache hit, and a zone answer over
+//! UDP and over TCP through the whole server. Only the test's thread is counted (the
+//! forwarder, its socket readers and the server run there); the fake upstream and the
+//! clients have threads of their own. The counts are printed, and bounded so that a change
+//! that allocates more per query fails here.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -18,10 +19,16 @@ static ALLOCS: AtomicU64 = AtomicU64::new(0);
 thread_local! {
     // const-initialized: reading it never allocates
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Counting on this thread while another thread holds the flag up.
+    static COUNTING_IF_ARMED: Cell<Option<&'static std::sync::atomic::AtomicBool>> =
+        const { Cell::new(None) };
 }
 
 fn counting() -> bool {
     COUNTING.try_with(Cell::get).unwrap_or(false)
+        || COUNTING_IF_ARMED
+            .try_with(|c| c.get().is_some_and(|a| a.load(Relaxed)))
+            .unwrap_or(false)
 }
 
 // SAFETY: every call goes to the system allocator with its arguments unchanged; counting
@@ -49,6 +56,13 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// The counter is global: the tests take turns (the harness runs them on parallel threads).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn query(id: u16, name: &str) -> Vec<u8> {
     let mut m = Vec::new();
@@ -91,6 +105,7 @@ async fn allocations(fwd: &Forwarder, queries: &[Vec<u8>]) -> u64 {
 
 #[test]
 fn allocations_per_forwarded_query() {
+    let _turn = exclusive();
     // one thread for the forwarder and its socket readers
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,4 +137,116 @@ fn allocations_per_forwarded_query() {
         assert!(per_miss <= 16.0, "{per_miss:.1} allocations per cache miss");
         assert!(per_hit <= 4.0, "{per_hit:.1} allocations per cache hit");
     });
+}
+
+/// Zone answers through the server (UDP batches, TCP pipelined) allocate nothing per query
+/// once warm: the answer buffers are reused.
+#[test]
+fn zone_answers_allocate_nothing_per_query() {
+    let _turn = exclusive();
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use vxgate_dns::server::{self, Context, Stats};
+    use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
+    let settings = ZoneSettings {
+        zone: "example.com".into(),
+        ttl: 5,
+        ns_addrs: vec![],
+        max_udp_records: 32,
+    };
+    let containers: Vec<ZoneContainer> = (1..=3)
+        .map(|i| ZoneContainer {
+            name: format!("web-{i}"),
+            ip: format!("10.0.0.{i}").parse().expect("ip"),
+            port: 80,
+            service: Some("web".into()),
+            serving: true,
+        })
+        .collect();
+    let zone = Zone::build(&settings, 1, &containers).expect("zone");
+    let (_zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(zone));
+    let stats = Arc::new(Stats::default());
+    let ctx = Arc::new(Context {
+        zone: zone_rx,
+        forwarder: Arc::new(Forwarder::new(vec![], Duration::from_secs(1), 100)),
+        recursion_from: vec![],
+        stats: stats.clone(),
+        rate_limit: None,
+        tcp_clients: Default::default(),
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // counted only while the client says so (after its warm-up), on this thread
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    const N: usize = 2000;
+    let (udp_allocs, tcp_allocs) = rt.block_on(async {
+        let bound = server::bind(&["127.0.0.1:0".parse().expect("addr")], 1).expect("bind");
+        let port = bound.udp[0].local_addr().expect("addr").port();
+        tokio::spawn(server::serve(bound, ctx, std::future::pending()));
+        let client = std::thread::spawn(move || {
+            let names = ["web.example.com", "web-2.example.com", "nope.example.com"];
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            udp.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = [0u8; 4096];
+            let mut ask_udp = |i: usize| {
+                udp.send_to(&query(i as u16, names[i % 3]), ("127.0.0.1", port))
+                    .expect("send");
+                let n = udp.recv(&mut buf).expect("an answer");
+                assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), i as u16);
+                assert_eq!(
+                    message::rcode_of(&buf[..n]),
+                    Some(if i % 3 == 2 { 3 } else { 0 })
+                );
+            };
+            (0..200).for_each(&mut ask_udp);
+            let before = ALLOCS.load(Relaxed);
+            ARMED.store(true, Relaxed);
+            (0..N).for_each(&mut ask_udp);
+            ARMED.store(false, Relaxed);
+            let udp_allocs = ALLOCS.load(Relaxed) - before;
+            let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            tcp.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut ask_tcp = |i: usize| {
+                let q = query(i as u16, names[i % 3]);
+                let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&q);
+                tcp.write_all(&framed).expect("write");
+                let mut len = [0u8; 2];
+                tcp.read_exact(&mut len).expect("length");
+                let n = usize::from(u16::from_be_bytes(len));
+                tcp.read_exact(&mut buf[..n]).expect("answer");
+                assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), i as u16);
+            };
+            (0..200).for_each(&mut ask_tcp);
+            let before = ALLOCS.load(Relaxed);
+            ARMED.store(true, Relaxed);
+            (0..N).for_each(&mut ask_tcp);
+            ARMED.store(false, Relaxed);
+            (udp_allocs, ALLOCS.load(Relaxed) - before)
+        });
+        // the server runs here, counted while armed
+        COUNTING_IF_ARMED.with(|c| c.set(Some(&ARMED)));
+        while !client.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        COUNTING_IF_ARMED.with(|c| c.set(None));
+        client.join().expect("client")
+    });
+    let (per_udp, per_tcp) = (udp_allocs as f64 / N as f64, tcp_allocs as f64 / N as f64);
+    println!("allocations per zone answer: UDP {per_udp:.2}, TCP {per_tcp:.2} ({N} queries each)");
+    assert!(stats.queries.load(Relaxed) >= 2 * N as u64 + 400);
+    // the server's timers and the runtime's own bookkeeping may allocate now and then
+    assert!(
+        per_udp < 0.05,
+        "{per_udp:.2} allocations per UDP zone answer"
+    );
+    assert!(
+        per_tcp < 0.05,
+        "{per_tcp:.2} allocations per TCP zone answer"
+    );
 }
