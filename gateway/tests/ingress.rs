@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use vxgate::registry::{Container, Registry};
-use vxgate::shutdown::Shutdown;
 
 /// A backend that answers every request with 200, its name, and the Host it received.
 async fn backend(name: &'static str) -> SocketAddr {
@@ -96,31 +95,10 @@ async fn https(addr: SocketAddr, ca: &Path, sni: &str, request: &str) -> (u16, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_routing_and_the_proxys_own_answers_on_loopback() {
     let state = tempfile::tempdir().expect("tmp");
-    let text = format!(
-        "[node]\nstate_dir = {:?}\n[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n",
-        state.path().display().to_string()
-    );
-    let config = vxgate::config::parse(&text, Path::new(".")).expect("config");
-    let mut cfg = config.ingress.clone().expect("ingress");
-    cfg.listen = vec!["127.0.0.1:0".parse().expect("addr")];
     let registry = Arc::new(Registry::new("app"));
     let b1 = backend("b1").await;
     registry.add(container("web-1", "web", b1)).expect("add");
-    let (stop, shutdown) = Shutdown::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let listeners = vxgate::ingress::bind_listeners(&cfg).expect("bind");
-    let ingress = vxgate::ingress::start(
-        &cfg,
-        listeners,
-        "example.com",
-        state.path(),
-        None,
-        &registry,
-        &shutdown,
-        &mut tasks,
-    )
-    .await
-    .expect("start");
+    let (ingress, stop, mut tasks) = common::start_ingress(state.path(), &registry).await;
     let addr = ingress.listen[0];
     assert_ne!(addr.port(), 0, "the bound port is reported");
     let ca = state.path().join("tls/self-signed.crt");

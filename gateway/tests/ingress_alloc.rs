@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 use vxgate::registry::Registry;
-use vxgate::shutdown::Shutdown;
 
 mod common;
 
@@ -150,33 +149,12 @@ fn client(addr: SocketAddr, ca: &Path, n: usize) -> std::thread::JoinHandle<usiz
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_per_proxied_request_are_few() {
     let state = tempfile::tempdir().expect("tmp");
-    let text = format!(
-        "[node]\nstate_dir = {:?}\n[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n",
-        state.path().display().to_string()
-    );
-    let config = vxgate::config::parse(&text, Path::new(".")).expect("config");
-    let mut cfg = config.ingress.clone().expect("ingress");
-    cfg.listen = vec!["127.0.0.1:0".parse().expect("addr")];
     let registry = Arc::new(Registry::new("app"));
     let b = backend();
     registry
         .add(common::container("web-1", "web", b.ip(), b.port()))
         .expect("add");
-    let (stop, shutdown) = Shutdown::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let listeners = vxgate::ingress::bind_listeners(&cfg).expect("bind");
-    let ingress = vxgate::ingress::start(
-        &cfg,
-        listeners,
-        "example.com",
-        state.path(),
-        None,
-        &registry,
-        &shutdown,
-        &mut tasks,
-    )
-    .await
-    .expect("start");
+    let (ingress, stop, mut tasks) = common::start_ingress(state.path(), &registry).await;
     let (addr, ca) = (ingress.listen[0], state.path().join("tls/self-signed.crt"));
     // warm: the TLS connection, the backend connection in the pool, lazy first-use setup
     let warm = client(addr, &ca, 200);

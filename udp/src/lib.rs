@@ -159,40 +159,13 @@ pub fn send_many(
     segment: usize,
     dst: SocketAddr,
 ) -> io::Result<usize> {
-    let (mut addr, addr_len) = to_c(dst);
-    let mut iovs = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; MAX_BATCH];
-    // SAFETY: plain old data; all zeroes is valid and the used entries are set below.
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { zeroed() };
+    let mut msgs = [(&[][..], dst); MAX_BATCH];
     let mut k = 0;
-    for (i, chunk) in data.chunks(segment.max(1)).take(MAX_BATCH).enumerate() {
-        iovs[i] = libc::iovec {
-            iov_base: chunk.as_ptr() as *mut libc::c_void,
-            iov_len: chunk.len(),
-        };
-        k = i + 1;
+    for (m, chunk) in msgs.iter_mut().zip(data.chunks(segment.max(1))) {
+        m.0 = chunk;
+        k += 1;
     }
-    for i in 0..k {
-        hdrs[i].msg_hdr.msg_name = std::ptr::addr_of_mut!(addr).cast();
-        hdrs[i].msg_hdr.msg_namelen = addr_len;
-        hdrs[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovs[i]);
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: the first k headers point at live iovecs over `data` and at `addr`.
-    let n = unsafe {
-        libc::sendmmsg(
-            sock.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            k as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    send_each(sock, &msgs[..k])
 }
 
 /// Sends each `(datagram, destination)` of `msgs` (at most [`MAX_BATCH`]) in one

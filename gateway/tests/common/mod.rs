@@ -113,3 +113,39 @@ pub fn container(
         origin: vxgate::registry::Origin::Api,
     }
 }
+
+/// An ingress serving `registry` in-process on a loopback port of its own, with the
+/// self-signed certificate generated into `state_dir` (`tls/self-signed.crt`). The sender
+/// stops it; the task set holds its parts.
+pub async fn start_ingress(
+    state_dir: &std::path::Path,
+    registry: &std::sync::Arc<vxgate::registry::Registry>,
+) -> (
+    vxgate::ingress::Ingress,
+    tokio::sync::watch::Sender<bool>,
+    vxgate::Tasks,
+) {
+    let text = format!(
+        "[node]\nstate_dir = {:?}\n[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n",
+        state_dir.display().to_string()
+    );
+    let config = vxgate::config::parse(&text, std::path::Path::new(".")).expect("config");
+    let mut cfg = config.ingress.clone().expect("ingress");
+    cfg.listen = vec!["127.0.0.1:0".parse().expect("addr")];
+    let (stop, shutdown) = vxgate::shutdown::Shutdown::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let listeners = vxgate::ingress::bind_listeners(&cfg).expect("bind");
+    let ingress = vxgate::ingress::start(
+        &cfg,
+        listeners,
+        "example.com",
+        state_dir,
+        None,
+        registry,
+        &shutdown,
+        &mut tasks,
+    )
+    .await
+    .expect("start");
+    (ingress, stop, tasks)
+}

@@ -311,6 +311,35 @@ async fn gso_send(
     }
 }
 
+/// While GSO is on, sends `count` datagrams (`bytes` in all) in one GSO send and counts
+/// them, sent or dropped: true when done, false when they are to go one by one.
+async fn gso_counted(
+    sock: &UdpSocket,
+    send: impl Fn() -> io::Result<usize>,
+    (count, bytes): (usize, usize),
+    dst: SocketAddr,
+    features: &Features,
+    counters: &Counters,
+) -> bool {
+    if !features.udp_gso.load(Relaxed) {
+        return false;
+    }
+    match gso_send(sock, send, dst, features).await {
+        Gso::Sent => {
+            counters.tx_n(count, bytes);
+            counters.gso_sends.fetch_add(1, Relaxed);
+            true
+        }
+        Gso::Failed => {
+            for _ in 0..count {
+                counters.dropped(DropReason::Send);
+            }
+            true
+        }
+        Gso::OneByOne => false,
+    }
+}
+
 /// Sends `data` (datagrams of `seg` bytes back to back, `count` of them) to `dst`: one GSO
 /// send while GSO works, else one send per datagram.
 async fn send_run(
@@ -322,21 +351,9 @@ async fn send_run(
     features: &Features,
     counters: &Counters,
 ) {
-    if count > 1 && features.udp_gso.load(Relaxed) {
-        match gso_send(sock, || udp::send_gso(sock, data, dst, seg), dst, features).await {
-            Gso::Sent => {
-                counters.tx_n(count, data.len());
-                counters.gso_sends.fetch_add(1, Relaxed);
-                return;
-            }
-            Gso::Failed => {
-                for _ in 0..count {
-                    counters.dropped(DropReason::Send);
-                }
-                return;
-            }
-            Gso::OneByOne => {}
-        }
+    let send = || udp::send_gso(sock, data, dst, seg);
+    if count > 1 && gso_counted(sock, send, (count, data.len()), dst, features, counters).await {
+        return;
     }
     // one sendmmsg per run (GSO off or refused)
     let mut rest = data;
@@ -409,22 +426,9 @@ async fn send_in_place(
             iov[2 * k + 1] = IoSlice::new(&frame[h.payload(i)]);
         }
         let iov = &iov[..2 * count];
-        if count > 1 && features.udp_gso.load(Relaxed) {
-            let send = || udp::send_gso_iov(sock, iov, dst, stride);
-            match gso_send(sock, send, dst, features).await {
-                Gso::Sent => {
-                    counters.tx_n(count, run.len());
-                    counters.gso_sends.fetch_add(1, Relaxed);
-                    continue;
-                }
-                Gso::Failed => {
-                    for _ in 0..count {
-                        counters.dropped(DropReason::Send);
-                    }
-                    continue;
-                }
-                Gso::OneByOne => {}
-            }
+        let send = || udp::send_gso_iov(sock, iov, dst, stride);
+        if count > 1 && gso_counted(sock, send, (count, run.len()), dst, features, counters).await {
+            continue;
         }
         // one datagram per send: its headers and payload gathered
         for parts in iov.chunks(2) {
