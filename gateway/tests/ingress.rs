@@ -61,21 +61,10 @@ fn container(name: &str, app: &str, at: SocketAddr) -> Container {
 
 /// One HTTP/1.1 request over TLS with SNI `sni`, trusting `ca`; returns the status and body.
 async fn https(addr: SocketAddr, ca: &Path, sni: &str, request: &str) -> (u16, String) {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca).expect("ca");
-    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(c.expect("pem")).expect("root");
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cfg = common::tls_client(ca);
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
         .connect(name, tcp)
         .await
         .expect("the handshake verifies against the generated certificate");

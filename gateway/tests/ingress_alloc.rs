@@ -96,22 +96,11 @@ fn backend() -> SocketAddr {
 
 /// `n` keep-alive GETs over one TLS connection, on a thread that does not count.
 fn client(addr: SocketAddr, ca: &Path, n: usize) -> std::thread::JoinHandle<usize> {
-    let pem = std::fs::read(ca).expect("ca");
+    let cfg = common::tls_client(ca);
     std::thread::spawn(move || {
         EXCLUDED.with(|e| e.set(true));
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            roots.add(c.expect("pem")).expect("root");
-        }
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         let name = rustls::pki_types::ServerName::try_from("web.example.com").expect("name");
-        let conn = rustls::ClientConnection::new(Arc::new(cfg), name).expect("client");
+        let conn = rustls::ClientConnection::new(cfg, name).expect("client");
         let tcp = std::net::TcpStream::connect(addr).expect("connect");
         tcp.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");

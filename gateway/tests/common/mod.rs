@@ -149,3 +149,21 @@ pub async fn start_ingress(
     .expect("start");
     (ingress, stop, tasks)
 }
+
+/// A TLS client configuration (ring) trusting only the PEM certificates in `ca`.
+pub fn tls_client(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    let pem = std::fs::read(ca).expect("ca");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
