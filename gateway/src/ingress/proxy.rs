@@ -168,10 +168,6 @@ pub struct Proxy {
     pub backend_timeout: Duration,
     /// An upgraded connection with no bytes either way for this long is closed.
     pub upgrade_idle: Duration,
-    /// Round-robin cursors per service, shared by the workers: consecutive requests
-    /// alternate whichever worker takes them (per-worker cursors did not: four new
-    /// connections landing on two workers could go a, b, a, a).
-    rr: Mutex<HashMap<String, usize>>,
     /// Requests in flight per backend, for `least_requests` (only counted under it).
     in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     /// Requests in flight per service, for `vxgate.max_in_flight`.
@@ -245,7 +241,6 @@ impl Proxy {
             policy,
             backend_timeout,
             upgrade_idle,
-            rr: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             service_in_flight: Mutex::new(HashMap::new()),
             buckets: Mutex::new(super::limit::Buckets::new(super::limit::CAPACITY)),
@@ -279,20 +274,12 @@ impl Proxy {
         x ^ (x >> 29)
     }
 
-    /// The backends in the order to try them: the chosen one first.
-    fn order(&self, service: &str, backends: &[Arc<Container>]) -> Vec<Arc<Container>> {
+    /// The backends in the order to try them: the chosen one first. `turn` is the request's
+    /// round-robin turn (its service's [`routes::Cursor`]).
+    fn order(&self, turn: usize, backends: &[Arc<Container>]) -> Vec<Arc<Container>> {
         let n = backends.len();
         let first = match self.policy {
-            LoadBalancing::RoundRobin => {
-                let mut rr = self.rr.lock().unwrap_or_else(|p| p.into_inner());
-                let c = match rr.get_mut(service) {
-                    Some(c) => c,
-                    None => rr.entry(service.to_owned()).or_insert(0),
-                };
-                let i = route::round_robin(*c, n);
-                *c = c.wrapping_add(1);
-                i
-            }
+            LoadBalancing::RoundRobin => route::round_robin(turn, n),
             LoadBalancing::LeastRequests => {
                 let loads: Vec<usize> = backends
                     .iter()
@@ -427,6 +414,11 @@ impl Proxy {
             parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         )
         .into_owned();
+        // the request's round-robin turn, taken once it is known to be forwarded
+        let turn = match self.policy {
+            LoadBalancing::RoundRobin => routed.cursor.next(),
+            LoadBalancing::LeastRequests => 0,
+        };
         drop(table);
         // a client body that turns out malformed (bad chunking, cut short) is the client's
         // fault: 400, no retry, and no mark against the backend
@@ -446,7 +438,7 @@ impl Proxy {
             })
             .boxed(),
         );
-        let mut order = self.order(&service, &backends);
+        let mut order = self.order(turn, &backends);
         // a sticky client goes to the backend its cookie names while that one serves; if it
         // is gone or unhealthy, the balancer's choice answers and the cookie is set anew
         let sticky = self.sticky.as_ref().filter(|_| policy.sticky);

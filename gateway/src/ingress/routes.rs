@@ -61,6 +61,29 @@ pub struct Policy {
     pub sticky: bool,
 }
 
+/// A service's round-robin position: shared by the workers (consecutive requests alternate
+/// whichever worker takes them; per-worker cursors did not: four new connections landing on
+/// two workers could go a, b, a, a), by all the service's routes, and kept across table
+/// rebuilds. Taking a turn is one atomic add, no lock.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Cursor {
+    /// This request's turn.
+    pub fn next(&self) -> usize {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The position is not part of what a route is.
+impl PartialEq for Cursor {
+    fn eq(&self, _: &Cursor) -> bool {
+        true
+    }
+}
+
+impl Eq for Cursor {}
+
 /// One service's claim on a host and a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -73,6 +96,8 @@ pub struct Route {
     pub strip: bool,
     /// The service's limits and backend protocol.
     pub policy: Arc<Policy>,
+    /// The service's round-robin position.
+    pub cursor: Cursor,
     /// The snapshot version in which this claim was first seen.
     since: u64,
 }
@@ -99,6 +124,8 @@ pub struct RouteTable {
     conflicts: Vec<Conflict>,
     /// Label values that were left out, with why: `service: label "value": problem`.
     problems: Vec<String>,
+    /// Each service's round-robin position, handed on to the next table.
+    cursors: HashMap<Arc<str>, Cursor>,
 }
 
 impl RouteTable {
@@ -110,6 +137,7 @@ impl RouteTable {
         let mut problems = Vec::new();
         // (host, prefix) → every claim on it
         let mut claims: BTreeMap<(String, String), Vec<Route>> = BTreeMap::new();
+        let mut cursors: HashMap<Arc<str>, Cursor> = HashMap::new();
         for (service, containers) in snapshot.services() {
             let mut hosts = vec![format!("{}.{zone}", service.to_ascii_lowercase())];
             let mut prefix: Option<String> = None;
@@ -145,6 +173,11 @@ impl RouteTable {
             }
             let prefix = prefix.unwrap_or_else(|| "/".to_owned());
             let policy = Arc::new(policy_of(service, containers, &mut problems));
+            let name: Arc<str> = Arc::from(service);
+            let cursor = previous
+                .and_then(|p| p.cursors.get(&name).cloned())
+                .unwrap_or_default();
+            cursors.insert(name.clone(), cursor.clone());
             for host in hosts {
                 let since = previous
                     .and_then(|p| p.claim_since(&host, &prefix, service))
@@ -155,9 +188,10 @@ impl RouteTable {
                     .push(Route {
                         host,
                         prefix: prefix.clone(),
-                        service: Arc::from(service),
+                        service: name.clone(),
                         strip,
                         policy: policy.clone(),
+                        cursor: cursor.clone(),
                         since,
                     });
             }
@@ -192,6 +226,7 @@ impl RouteTable {
             wildcard,
             conflicts,
             problems,
+            cursors,
         }
     }
 
@@ -533,6 +568,7 @@ mod tests {
             service: Arc::from("api"),
             strip,
             policy: Arc::default(),
+            cursor: Cursor::default(),
             since: 0,
         };
         assert_eq!(forwarded_target(&route(true), "/api/x?q=1"), "/x?q=1");
