@@ -3,7 +3,7 @@
 # container h1c2 sends broadcast frames at a fixed rate while h1c1 -> h2c1 runs iperf3 (TCP,
 # 1 stream). Host 2's vxgate learns every source MAC it receives, so with random source MACs
 # its FDB fills (16,384 entries) within a second and every further frame is a newcomer
-# refused by a full table. Three phases per run, on a fresh testbed each run:
+# refused by a full table. Three phases per run, each on a fresh testbed:
 #   none    no flood (the flow alone)
 #   fixed   the flood, every frame from one source MAC (the same packets and bytes)
 #   random  the flood, a new random source MAC per frame
@@ -15,6 +15,7 @@
 # the control; in the random phase the share is printed: frames a full table drops are a
 # result); in the random phase host 2's FDB is full (vxgate_overlay_fdb_entries = 16384) and
 # refused newcomers (vxgate_overlay_fdb_full_total > 0), in the others it refused none.
+# Each flood gets a fresh testbed, and the two take turns going first.
 # --before skips the fdb_full check, for builds older than that counter. --kernel measures
 # the same with the kernel's vxlan on both hosts instead of vxgate (the anchor: the Linux
 # bridges on both hosts learn the random MACs too); its FDB checks are that the random
@@ -158,7 +159,10 @@ phase() {
   echo "  $name: $gbps Gbit/s (flood sent $sent, h2c2 saw $got, fdb $entries entries, refused +$full)" >&2
 }
 
-for run in $(seq "$RUNS"); do
+# fresh NAME: a new testbed (vxgate on both hosts unless --kernel) and the iperf3 server
+fresh() {
+  for p in "${VX_PIDS[@]}" $SERVER; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  VX_PIDS=() SERVER=
   if [ -n "$KERNEL" ]; then
     "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 2 --kernel-vxlan all >/dev/null
   else
@@ -175,11 +179,20 @@ for run in $(seq "$RUNS"); do
   SERVER=$!
   sleep 0.3
   on h1c1 ping -c 3 -W 2 10.200.2.11 >/dev/null || die "h2c1 does not answer ping"
-  # the fixed flood first: the random one leaves the table full
-  for name in none fixed random; do phase "$name"; done
-  for p in "${VX_PIDS[@]}" $SERVER; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  VX_PIDS=() SERVER=
-  echo "run $run done" >&2
+}
+
+for run in $(seq "$RUNS"); do
+  # each flood on a testbed of its own (the random one leaves the FDBs full), the two taking
+  # turns going first, so neither always runs on a warmer or a busier machine
+  order="fixed random"
+  (( run % 2 )) || order="random fixed"
+  fresh
+  phase none
+  for name in $order; do
+    fresh
+    phase "$name"
+  done
+  echo "run $run done ($order)" >&2
 done
 
 /usr/bin/python3 - "$OUT/results" <<'PY'
