@@ -7,10 +7,69 @@
 //! (the scan of every entry per insert it replaced took half of a busy forwarder's CPU): an
 //! expired entry at once, an entry hit since the hand last passed gets one more round, any
 //! other goes.
+//!
+//! [`Sharded`] splits the entries over [`SHARDS`] caches, each behind its own lock, picked by
+//! the key's hash: the UDP workers on every core look up and store without taking one lock
+//! in turn.
 
 use crate::message::{self, RecordAt, rcode, rtype};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Shards of a [`Sharded`] cache.
+pub const SHARDS: usize = 16;
+
+/// A cache of `capacity` entries in all, split over [`SHARDS`] locks by the key's hash.
+#[derive(Debug)]
+pub struct Sharded {
+    shards: Box<[Mutex<Cache>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Sharded {
+    /// `capacity` entries in all (each shard holds its share, rounded up).
+    pub fn new(capacity: usize) -> Sharded {
+        let each = capacity.div_ceil(SHARDS);
+        Sharded {
+            shards: (0..SHARDS).map(|_| Mutex::new(Cache::new(each))).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, Cache> {
+        let i = self.hasher.hash_one(key) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Cache::get`] in the key's shard.
+    pub fn get(&self, key: &Key, id: u16, now: Instant) -> Option<Vec<u8>> {
+        self.shard(key).get(key, id, now)
+    }
+
+    /// [`Cache::get_into`] in the key's shard.
+    pub fn get_into(&self, key: &Key, id: u16, now: Instant, out: &mut Vec<u8>) -> bool {
+        self.shard(key).get_into(key, id, now, out)
+    }
+
+    /// [`Cache::put`] in the key's shard.
+    pub fn put(&self, key: Key, response: &[u8], now: Instant) -> bool {
+        self.shard(&key).put(key, response, now)
+    }
+
+    /// Entries in all shards.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Longest time anything stays cached.
 pub const MAX_TTL: u32 = 3600;
@@ -81,15 +140,27 @@ impl Cache {
 
     /// A cached response for `key` with TTLs aged, its ID set to `id`.
     pub fn get(&mut self, key: &Key, id: u16, now: Instant) -> Option<Vec<u8>> {
-        let &at = self.index.get(key)?;
-        let e = self.slots[at].as_mut()?;
+        let mut out = Vec::new();
+        self.get_into(key, id, now, &mut out).then_some(out)
+    }
+
+    /// [`Cache::get`] written into `out` (a reused buffer: no allocation once it is big
+    /// enough); whether there was one.
+    pub fn get_into(&mut self, key: &Key, id: u16, now: Instant, out: &mut Vec<u8>) -> bool {
+        let Some(&at) = self.index.get(key) else {
+            return false;
+        };
+        let Some(e) = self.slots[at].as_mut() else {
+            return false;
+        };
         if now >= e.expires {
             self.remove_at(at);
-            return None;
+            return false;
         }
         e.referenced = true;
         let age = now.saturating_duration_since(e.stored).as_secs() as u32;
-        let mut out = e.response.clone();
+        out.clear();
+        out.extend_from_slice(&e.response);
         out[..2].copy_from_slice(&id.to_be_bytes());
         for r in &e.records {
             if r.rtype == rtype::OPT {
@@ -99,7 +170,7 @@ impl Cache {
             let ttl = u32::from_be_bytes([t[0], t[1], t[2], t[3]]).saturating_sub(age);
             t.copy_from_slice(&ttl.to_be_bytes());
         }
-        Some(out)
+        true
     }
 
     /// Empties a slot and lists it as free.
@@ -341,5 +412,35 @@ mod tests {
         assert_eq!(c.len(), 100);
         assert_eq!(c.slots.len(), 100);
         assert!(c.get(&named(5), 1, later).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_sharded_cache_spreads_its_entries_and_stays_bounded() {
+        let t0 = Instant::now();
+        let answer = response(ResponseCode::NoError, &[(300, [1, 2, 3, 4])], None);
+        let c = Sharded::new(SHARDS * 10);
+        for i in 0..SHARDS as u32 * 100 {
+            assert!(c.put(named(i), &answer, t0));
+        }
+        assert_eq!(c.len(), SHARDS * 10, "each shard holds its share, no more");
+        let used = c
+            .shards
+            .iter()
+            .filter(|s| s.lock().expect("shard").len() == 10)
+            .count();
+        assert_eq!(used, SHARDS, "every shard is filled");
+        // what went in comes out of the same shard, aged and under the asker's ID
+        let last = named(SHARDS as u32 * 100 - 1);
+        let hit = c
+            .get(&last, 42, t0 + Duration::from_secs(1))
+            .expect("the newest is kept");
+        let m = Message::from_vec(&hit).expect("parse");
+        assert_eq!(m.metadata.id, 42);
+        assert_eq!(m.answers[0].ttl, 299);
+        assert!(Sharded::new(0).is_empty());
+        assert!(
+            !Sharded::new(0).put(named(1), &answer, t0),
+            "no room, not stored"
+        );
     }
 }

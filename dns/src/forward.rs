@@ -11,8 +11,15 @@
 //! its own random source port and is replaced by a fresh one (a new random port) after
 //! [`QUERIES_PER_SOCKET`] queries, so the port stays unpredictable as RFC 5452 asks, beside the
 //! random ID.
+//!
+//! A UDP client's query takes no task of its own ([`Forwarder::forward`]): it waits as a
+//! [`Pending`] in the upstream socket's table, and that socket's reader, which already reads
+//! the answers, also resends it, moves it to the next upstream on a timeout, SERVFAIL or
+//! REFUSED, and hands the answer (or the final SERVFAIL) to the client's [`Deliver`]. Its
+//! timers are checked every [`TICK`] while anything waits. TCP clients, whose connection
+//! task waits anyway, go through [`Forwarder::resolve`].
 
-use crate::cache::{Cache, Key};
+use crate::cache::{Key, Sharded};
 use crate::message::{self, Query, rcode};
 use std::collections::HashMap;
 use std::io;
@@ -28,7 +35,7 @@ pub struct Forwarder {
     /// One pool per upstream, in the order they are asked.
     pools: Vec<UdpPool>,
     timeout: Duration,
-    cache: Mutex<Cache>,
+    cache: Sharded,
     /// Upstream exchanges that timed out, failed, or answered SERVFAIL/REFUSED.
     pub upstream_failures: std::sync::atomic::AtomicU64,
     /// Queries being resolved upstream now (UDP clients; TCP is bounded by its connections).
@@ -57,12 +64,42 @@ impl Drop for Slot {
     }
 }
 
+/// Where a UDP client's forwarded answer goes. Called once per query, by the task that read
+/// the answer upstream (or found the last upstream failing), with the response under the
+/// client's ID; `query` is the query as it was sent upstream.
+pub trait Deliver: Send + Sync {
+    fn deliver(&self, to: SocketAddr, q: &Query, query: &[u8], resp: Vec<u8>, since: Instant);
+}
+
+/// A UDP client's query upstream, carried by the reader of the socket it was sent on.
+struct Pending {
+    q: Box<Query>,
+    /// The client's query under the upstream ID.
+    wire: Vec<u8>,
+    to: SocketAddr,
+    reply: Arc<dyn Deliver>,
+    /// When the client's query came.
+    since: Instant,
+    /// The upstream being asked (an index into the pools).
+    upstream: usize,
+    /// When this upstream is given up on.
+    deadline: Instant,
+    /// When the query is sent again.
+    resend: Instant,
+    resent: u32,
+    /// Its place among [`MAX_IN_FLIGHT`]; the forwarder it goes through.
+    slot: Slot,
+}
+
+/// How often a socket's reader checks the timers of the queries waiting on it.
+pub const TICK: Duration = Duration::from_millis(10);
+
 impl Forwarder {
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration, cache_entries: usize) -> Forwarder {
         Forwarder {
             pools: upstreams.into_iter().map(UdpPool::new).collect(),
             timeout,
-            cache: Mutex::new(Cache::new(cache_entries)),
+            cache: Sharded::new(cache_entries),
             upstream_failures: Default::default(),
             in_flight: Default::default(),
             overflow: Default::default(),
@@ -95,8 +132,45 @@ impl Forwarder {
 
     /// A cached answer, if any (no I/O).
     pub fn cached(&self, q: &Query) -> Option<Vec<u8>> {
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.get(&Self::key(q), q.id, Instant::now())
+        self.cache.get(&Self::key(q), q.id, Instant::now())
+    }
+
+    /// A cached answer written into `out` (a reused buffer), if there is one (no I/O).
+    pub fn cached_into(&self, q: &Query, out: &mut Vec<u8>) -> bool {
+        self.cache
+            .get_into(&Self::key(q), q.id, Instant::now(), out)
+    }
+
+    /// Retransmissions every fifth of the timeout (100 ms to 1 s).
+    fn retransmit(&self) -> Duration {
+        (self.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Sends a UDP client's query `msg` (parsed: `q`, not in the cache) upstream, holding
+    /// `slot`; the answer or the final SERVFAIL goes to `reply` for `to`. Spawns nothing:
+    /// the query waits in the upstream socket's table.
+    pub fn forward(
+        slot: Slot,
+        q: Box<Query>,
+        msg: &[u8],
+        to: SocketAddr,
+        reply: Arc<dyn Deliver>,
+        since: Instant,
+    ) {
+        let now = Instant::now();
+        let timeout = slot.0.timeout;
+        send_pending(Pending {
+            q,
+            wire: msg.to_vec(),
+            to,
+            reply,
+            since,
+            upstream: 0,
+            deadline: now + timeout,
+            resend: now,
+            resent: 0,
+            slot,
+        });
     }
 
     /// Resolves `q` (whose bytes are `msg`) upstream; always returns a response for the client.
@@ -104,9 +178,7 @@ impl Forwarder {
         if let Some(hit) = self.cached(q) {
             return hit;
         }
-        // retransmissions every fifth of the timeout (100 ms to 1 s)
-        let retransmit =
-            (self.timeout / 5).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let retransmit = self.retransmit();
         for pool in &self.pools {
             let upstream = pool.upstream;
             let got = tokio::time::timeout(self.timeout, ask(pool, msg, q, tcp, retransmit)).await;
@@ -134,8 +206,7 @@ impl Forwarder {
                 fail();
                 continue;
             }
-            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            c.put(Self::key(q), &resp, Instant::now());
+            self.cache.put(Self::key(q), &resp, Instant::now());
             return resp;
         }
         let mut out = Vec::new();
@@ -192,14 +263,119 @@ struct Conn {
     used: AtomicU32,
     /// No new query takes it; its reader ends when nothing waits.
     retired: AtomicBool,
+    /// Tells the reader that a [`Pending`] came into an empty table: its timers need ticks.
+    wake: tokio::sync::Notify,
 }
 
-#[derive(Debug)]
-struct Waiter {
-    tx: tokio::sync::oneshot::Sender<Vec<u8>>,
-    /// The question section sent (name, type, class): an answer must repeat it (the name in
-    /// any case).
-    question: Box<[u8]>,
+enum Waiter {
+    /// A task waits ([`Forwarder::resolve`]).
+    Task {
+        tx: tokio::sync::oneshot::Sender<Vec<u8>>,
+        /// The question section sent (name, type, class): an answer must repeat it (the name
+        /// in any case).
+        question: Box<[u8]>,
+    },
+    /// A UDP client's query, carried by the reader ([`Forwarder::forward`]).
+    Reply(Pending),
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Waiter::Task { .. } => "Task",
+            Waiter::Reply(_) => "Reply",
+        })
+    }
+}
+
+impl Waiter {
+    /// Whether `r` answers this query, sent under `id` (RFC 5452).
+    fn answered_by(&self, r: &[u8], id: u16) -> bool {
+        is_response(r, id)
+            && match self {
+                Waiter::Task { question, .. } => {
+                    let (name, type_class) = question.split_at(question.len() - 4);
+                    repeats_question(r, name, type_class)
+                }
+                Waiter::Reply(p) => repeats_question(r, p.q.name(), &type_class(&p.q)),
+            }
+    }
+}
+
+impl Conn {
+    /// Sends a datagram now, without waiting: straight to the socket (tokio's `try_send`
+    /// refuses on a fresh socket whose readiness the reactor has not reported yet, which lost
+    /// every first query on a new socket to a retransmission). A full buffer drops it.
+    fn send_now(&self, datagram: &[u8]) {
+        let _ = socket2::SockRef::from(&self.sock).send(datagram);
+    }
+}
+
+/// A fresh random ID not waiting in `waiting`.
+fn free_id(waiting: &HashMap<u16, Waiter>) -> u16 {
+    let mut id = random_id();
+    while waiting.contains_key(&id) {
+        id = random_id();
+    }
+    id
+}
+
+/// Sends a pending query to its upstream (or the next one that takes it), or gives the
+/// client SERVFAIL when there is none left.
+fn send_pending(mut p: Pending) {
+    let fwd = p.slot.0.clone();
+    while let Some(pool) = fwd.pools.get(p.upstream) {
+        let conn = match pool.conn() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(upstream = %pool.upstream, "no socket to the upstream: {e}");
+                fwd.upstream_failures.fetch_add(1, Relaxed);
+                p.upstream += 1;
+                continue;
+            }
+        };
+        let now = Instant::now();
+        p.deadline = now + fwd.timeout;
+        p.resend = now + fwd.retransmit();
+        p.resent = 0;
+        let mut waiting = conn.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let id = free_id(&waiting);
+        p.wire[..2].copy_from_slice(&id.to_be_bytes());
+        // a full socket buffer loses it like the network would: the resend covers it
+        conn.send_now(&p.wire);
+        let was_idle = waiting.is_empty();
+        waiting.insert(id, Waiter::Reply(p));
+        drop(waiting);
+        if was_idle {
+            conn.wake.notify_one();
+        }
+        return;
+    }
+    let mut out = Vec::new();
+    message::error_response(&mut out, p.q.id, Some(&p.q), rcode::SERVFAIL);
+    p.reply.deliver(p.to, &p.q, &p.wire, out, p.since);
+}
+
+/// The upstream's answer `resp` to a pending query: to the client (and the cache), or on
+/// to the next upstream when it is SERVFAIL or REFUSED.
+fn answer_pending(p: Pending, mut resp: Vec<u8>) {
+    let fwd = &p.slot.0;
+    if matches!(
+        message::rcode_of(&resp),
+        Some(rcode::SERVFAIL | rcode::REFUSED)
+    ) {
+        fwd.upstream_failures.fetch_add(1, Relaxed);
+        return fail_over(p);
+    }
+    fwd.cache.put(Forwarder::key(&p.q), &resp, Instant::now());
+    resp[..2].copy_from_slice(&p.q.id.to_be_bytes());
+    p.reply.deliver(p.to, &p.q, &p.wire, resp, p.since);
+}
+
+/// A pending query's upstream failed it: on to the next.
+fn fail_over(mut p: Pending) {
+    p.upstream += 1;
+    send_pending(p);
 }
 
 impl UdpPool {
@@ -213,7 +389,7 @@ impl UdpPool {
 
     /// A socket for one more query: the slot's, or a fresh one when it has none or it is
     /// worn out.
-    async fn conn(&self) -> io::Result<Arc<Conn>> {
+    fn conn(&self) -> io::Result<Arc<Conn>> {
         let i = self.next.fetch_add(1, Relaxed) % self.slots.len();
         {
             let slot = self.slots[i].lock().unwrap_or_else(|p| p.into_inner());
@@ -228,14 +404,18 @@ impl UdpPool {
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let sock = UdpSocket::bind(local).await?;
+        // bound and connected at once (no I/O waits on either): the reader that carries
+        // pending queries can open a socket to the next upstream without awaiting
+        let sock = std::net::UdpSocket::bind(local)?;
         // answers to up to MAX_IN_FLIGHT queries may wait on few sockets while the reader
         // is not scheduled: room for them (the default 208 KiB overflowed under load)
         let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(RECV_BUFFER);
-        sock.connect(self.upstream).await?;
+        sock.connect(self.upstream)?;
+        sock.set_nonblocking(true)?;
         let fresh = Arc::new(Conn {
-            sock,
+            sock: UdpSocket::from_std(sock)?,
             waiting: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
             used: AtomicU32::new(1),
             retired: AtomicBool::new(false),
         });
@@ -258,16 +438,13 @@ impl UdpPool {
         q: &Query,
         retransmit: Duration,
     ) -> io::Result<(Vec<u8>, u16)> {
-        let conn = self.conn().await?;
+        let conn = self.conn()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let question = question_of(q);
         let id = {
             let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
-            let mut id = random_id();
-            while waiting.contains_key(&id) {
-                id = random_id();
-            }
-            waiting.insert(id, Waiter { tx, question });
+            let id = free_id(&waiting);
+            waiting.insert(id, Waiter::Task { tx, question });
             id
         };
         // forgets the ID if this query is dropped (timed out) before its answer came; once
@@ -319,51 +496,109 @@ fn question_of(q: &Query) -> Box<[u8]> {
 }
 
 /// A socket's reader: hands each answer to the query waiting under its ID when it repeats
-/// that query's question (RFC 5452; spoofed, late and stray datagrams are dropped). Ends on
-/// a socket error (the waiting queries fail over to the next upstream) or once the socket is
-/// retired and nothing waits on it.
+/// that query's question (RFC 5452; spoofed, late and stray datagrams are dropped), and every
+/// [`TICK`] while client queries wait, resends those due and fails over those past their
+/// deadline. On a socket error (an ICMP error: the upstream is not there) every query waiting
+/// fails over to the next upstream. Ends once the socket is retired and nothing waits on it.
 async fn read_answers(conn: Arc<Conn>) {
     let mut buf = vec![0u8; 65_535];
+    let mut next_tick = Instant::now() + TICK;
     loop {
-        let got = tokio::time::timeout(Duration::from_secs(1), conn.sock.recv(&mut buf)).await;
-        let n = match got {
-            Err(_) => {
-                let idle = conn
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .is_empty();
-                if idle && conn.retired.load(Relaxed) {
-                    return;
-                }
-                continue;
-            }
-            Ok(Err(e)) => {
+        let idle = conn
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if idle && conn.retired.load(Relaxed) {
+            return;
+        }
+        let wait = if idle {
+            Duration::from_secs(1)
+        } else {
+            next_tick.saturating_duration_since(Instant::now())
+        };
+        let got = tokio::select! {
+            got = conn.sock.recv(&mut buf) => Some(got),
+            _ = tokio::time::sleep(wait) => None,
+            _ = conn.wake.notified(), if idle => None,
+        };
+        match got {
+            None => {}
+            Some(Err(e)) => {
                 tracing::debug!("upstream socket: {e}");
                 // an ICMP error (port unreachable) on a connected socket: the queries waiting
                 // on it fail now rather than at their timeout
-                conn.waiting
+                let failed: Vec<Waiter> = conn
+                    .waiting
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .clear();
-                if conn.retired.load(Relaxed) {
-                    return;
+                    .drain()
+                    .map(|(_, w)| w)
+                    .collect();
+                for w in failed {
+                    if let Waiter::Reply(p) = w {
+                        p.slot.0.upstream_failures.fetch_add(1, Relaxed);
+                        fail_over(p);
+                    }
                 }
-                continue;
             }
-            Ok(Ok(n)) => n,
-        };
-        let r = &buf[..n];
-        let Some(id) = message::header_id(r) else {
-            continue;
-        };
+            Some(Ok(n)) => {
+                let r = &buf[..n];
+                if let Some(id) = message::header_id(r) {
+                    let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                    let answers = waiting.get(&id).is_some_and(|w| w.answered_by(r, id));
+                    let w = if answers { waiting.remove(&id) } else { None };
+                    drop(waiting);
+                    match w {
+                        Some(Waiter::Task { tx, .. }) => {
+                            let _ = tx.send(r.to_vec());
+                        }
+                        Some(Waiter::Reply(p)) => answer_pending(p, r.to_vec()),
+                        None => {}
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            next_tick = now + TICK;
+            tick(&conn, now);
+        }
+    }
+}
+
+/// Resends the client queries waiting on `conn` that are due, and fails over those past
+/// their deadline.
+fn tick(conn: &Conn, now: Instant) {
+    let mut expired = Vec::new();
+    {
         let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        let answers = waiting.get(&id).is_some_and(|w| {
-            let (name, type_class) = w.question.split_at(w.question.len() - 4);
-            is_response(r, id) && repeats_question(r, name, type_class)
+        waiting.retain(|&id, w| {
+            let Waiter::Reply(p) = w else {
+                return true; // a task keeps its own time
+            };
+            if now >= p.deadline {
+                expired.push(id);
+            } else if now >= p.resend && p.resent < RETRANSMITS {
+                // a query or its answer lost on the way (a busy upstream's full socket):
+                // sent again, as resolvers do, before the upstream's timeout gives up
+                p.resent += 1;
+                p.resend = now + p.slot.0.retransmit();
+                conn.send_now(&p.wire);
+            }
+            true
         });
-        if answers && let Some(w) = waiting.remove(&id) {
-            let _ = w.tx.send(r.to_vec());
+        let gone: Vec<Waiter> = expired.iter().filter_map(|id| waiting.remove(id)).collect();
+        drop(waiting);
+        for w in gone {
+            if let Waiter::Reply(p) = w {
+                let fwd = &p.slot.0;
+                if let Some(pool) = fwd.pools.get(p.upstream) {
+                    tracing::debug!(upstream = %pool.upstream, "upstream timed out");
+                }
+                fwd.upstream_failures.fetch_add(1, Relaxed);
+                fail_over(p);
+            }
         }
     }
 }
@@ -549,6 +784,196 @@ mod tests {
             t.elapsed() < Duration::from_secs(30),
             "SERVFAIL after {:?}: the upstream's timeout (60 s), not its ICMP error",
             t.elapsed()
+        );
+    }
+
+    /// The answers a UDP worker would send, collected.
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<(SocketAddr, Vec<u8>)>>);
+
+    impl Deliver for Collect {
+        fn deliver(&self, to: SocketAddr, _: &Query, _: &[u8], resp: Vec<u8>, _: Instant) {
+            self.0.lock().expect("collect").push((to, resp));
+        }
+    }
+
+    impl Collect {
+        /// Waits (10 s at most) until `n` answers came; they, in order.
+        async fn wait(&self, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+            let t = Instant::now();
+            loop {
+                let got = self.0.lock().expect("collect").clone();
+                if got.len() >= n || t.elapsed() > Duration::from_secs(10) {
+                    return got;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+
+    /// A fake upstream on loopback that answers each query the way `kind` says; counts them.
+    async fn upstream_of(kind: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                seen.fetch_add(1, Relaxed);
+                let id = message::header_id(&buf[..n]).expect("id");
+                let mut a = answer(&buf[..n], id, false);
+                match kind {
+                    "silent" => continue,
+                    "servfail" => a[3] = (a[3] & 0xf0) | rcode::SERVFAIL,
+                    _ => {}
+                }
+                let _ = sock.send_to(&a, from).await;
+            }
+        });
+        (addr, count)
+    }
+
+    fn slot(fwd: &Arc<Forwarder>) -> Slot {
+        Forwarder::slot(fwd).expect("a place upstream")
+    }
+
+    #[tokio::test]
+    async fn udp_client_queries_take_no_task_and_each_gets_its_own_answer() {
+        let (addr, seen) = upstream().await;
+        let fwd = Arc::new(Forwarder::new(vec![addr], Duration::from_secs(2), 0));
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let before = metrics.num_alive_tasks();
+        let out = Arc::new(Collect::default());
+        let reply: Arc<dyn Deliver> = out.clone();
+        let mut peak = 0;
+        for i in 0..200u16 {
+            let msg = query(1000 + i, &format!("n{i}.example.org"));
+            let q = message::parse_query(&msg).expect("query");
+            let to = SocketAddr::from(([127, 0, 0, 1], 2000 + i));
+            Forwarder::forward(
+                slot(&fwd),
+                Box::new(q),
+                &msg,
+                to,
+                reply.clone(),
+                Instant::now(),
+            );
+            peak = peak.max(metrics.num_alive_tasks() - before);
+        }
+        // the sockets' readers are the only tasks (a task per query would be 200)
+        assert!(peak <= SOCKETS, "{peak} tasks for 200 queries in flight");
+        let got = out.wait(200).await;
+        assert_eq!(got.len(), 200, "answers");
+        for (to, resp) in &got {
+            let i = to.port() - 2000;
+            assert_eq!(
+                message::header_id(resp),
+                Some(1000 + i),
+                "the client's ID back"
+            );
+            assert_eq!(message::rcode_of(resp), Some(0), "not SERVFAIL");
+            let q = message::parse_query(&query(0, &format!("n{i}.example.org"))).expect("q");
+            assert!(
+                repeats_question(resp, q.name(), &type_class(&q)),
+                "{i}: its own answer"
+            );
+        }
+        assert_eq!(seen.lock().expect("seen").len(), 200, "one send each");
+        assert_eq!(fwd.in_flight.load(Relaxed), 0, "every place given back");
+        assert_eq!(fwd.upstream_failures.load(Relaxed), 0);
+        println!("200 forwarded UDP queries: at most {peak} tasks beside the test's");
+    }
+
+    #[tokio::test]
+    async fn a_udp_client_query_moves_on_past_a_dead_a_silent_and_a_failing_upstream() {
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let dead_addr = dead.local_addr().expect("addr");
+        drop(dead); // its port answers with an ICMP error
+        let (silent, silent_n) = upstream_of("silent").await;
+        let (failing, failing_n) = upstream_of("servfail").await;
+        let (good, good_n) = upstream_of("good").await;
+        let timeout = Duration::from_millis(500); // resent every 100 ms
+        let fwd = Arc::new(Forwarder::new(
+            vec![dead_addr, silent, failing, good],
+            timeout,
+            100,
+        ));
+        let out = Arc::new(Collect::default());
+        let msg = query(77, "www.example.org");
+        let q = message::parse_query(&msg).expect("query");
+        let to = SocketAddr::from(([127, 0, 0, 1], 5353));
+        let t = Instant::now();
+        Forwarder::forward(
+            slot(&fwd),
+            Box::new(q),
+            &msg,
+            to,
+            out.clone(),
+            Instant::now(),
+        );
+        let got = out.wait(1).await;
+        let took = t.elapsed();
+        assert_eq!(got.len(), 1, "an answer");
+        assert_eq!(got[0].0, to);
+        assert_eq!(message::header_id(&got[0].1), Some(77));
+        assert_eq!(
+            message::rcode_of(&got[0].1),
+            Some(0),
+            "the good upstream's answer"
+        );
+        let sent = silent_n.load(Relaxed);
+        assert!(
+            (3..=6).contains(&sent),
+            "the silent upstream got {sent} copies"
+        );
+        assert_eq!((failing_n.load(Relaxed), good_n.load(Relaxed)), (1, 1));
+        assert_eq!(
+            fwd.upstream_failures.load(Relaxed),
+            3,
+            "dead, silent, failing"
+        );
+        assert!(
+            took >= timeout,
+            "answered after {took:?}, before the silent one's timeout"
+        );
+        println!("dead, silent ({sent} sends), SERVFAIL, then an answer: {took:?}");
+        assert_eq!(fwd.in_flight.load(Relaxed), 0);
+
+        // when every upstream fails, the client gets SERVFAIL from vxgate after the last
+        let fwd = Arc::new(Forwarder::new(vec![dead_addr, failing], timeout, 100));
+        let out = Arc::new(Collect::default());
+        let q = message::parse_query(&msg).expect("query");
+        Forwarder::forward(
+            slot(&fwd),
+            Box::new(q),
+            &msg,
+            to,
+            out.clone(),
+            Instant::now(),
+        );
+        let got = out.wait(1).await;
+        assert_eq!(got.len(), 1, "an answer");
+        assert_eq!(message::header_id(&got[0].1), Some(77));
+        assert_eq!(message::rcode_of(&got[0].1), Some(rcode::SERVFAIL));
+        assert_eq!(fwd.upstream_failures.load(Relaxed), 2);
+        assert_eq!(fwd.in_flight.load(Relaxed), 0);
+        // a forwarder without upstreams answers SERVFAIL at once
+        let none = Arc::new(Forwarder::new(vec![], timeout, 0));
+        let out = Arc::new(Collect::default());
+        let q = message::parse_query(&msg).expect("query");
+        Forwarder::forward(
+            slot(&none),
+            Box::new(q),
+            &msg,
+            to,
+            out.clone(),
+            Instant::now(),
+        );
+        assert_eq!(
+            out.0.lock().expect("collect").len(),
+            1,
+            "answered in the call"
         );
     }
 }

@@ -3,7 +3,8 @@
 //! UDP: one socket per worker on each address (SO_REUSEPORT, so the kernel spreads clients
 //! over cores), each drained [`BATCH`] datagrams per wake-up: up to [`SLOTS`] queries per
 //! `recvmmsg`, their answers sent together in one `sendmmsg` (names forwarded upstream are
-//! answered later, one `sendto` each). TCP: a task per connection,
+//! answered later, one `sendto` each, by the reader of the upstream socket: no task per
+//! query). TCP: a task per connection,
 //! queries pipelined, frames above [`MAX_TCP_QUERY`] close the connection, idle connections
 //! (and clients that do not read their answers) close after [`TCP_IDLE`], at most
 //! [`MAX_TCP_CONNECTIONS`] at once and [`MAX_TCP_PER_CLIENT`] from one address (more are
@@ -12,7 +13,7 @@
 //! query, which costs one atomic load.
 
 use crate::answer::{self, Action, Rng};
-use crate::forward::Forwarder;
+use crate::forward::{Deliver, Forwarder};
 use crate::message::{self, Query, rcode};
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::zone::Zone;
@@ -23,7 +24,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -235,7 +236,32 @@ fn refresh(rx: &mut watch::Receiver<Arc<Zone>>, zone: &mut Arc<Zone>) {
     }
 }
 
+/// Where a UDP worker's forwarded answers go: counted, fitted to the client, sent from the
+/// worker's socket.
+struct UdpReply {
+    ctx: Arc<Context>,
+    sock: Arc<UdpSocket>,
+}
+
+impl Deliver for UdpReply {
+    fn deliver(&self, to: SocketAddr, q: &Query, query: &[u8], resp: Vec<u8>, since: Instant) {
+        self.ctx.stats.count(query, &resp, since);
+        let resp = fit_udp(resp, q);
+        // straight to the socket: tokio's readiness may be stale after the worker's own sends
+        if socket2::SockRef::from(&*self.sock)
+            .send_to(&resp, &to.into())
+            .is_err()
+        {
+            self.ctx.stats.dropped.fetch_add(1, Relaxed); // socket buffer full
+        }
+    }
+}
+
 async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
+    let reply: Arc<dyn Deliver> = Arc::new(UdpReply {
+        ctx: ctx.clone(),
+        sock: sock.clone(),
+    });
     let mut rx = ctx.zone.clone();
     let mut zone = rx.borrow_and_update().clone();
     let mut rng = Rng::new(
@@ -280,7 +306,7 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                 }
                 let msg = &inbuf[i * SLOT..i * SLOT + n];
                 let out = &mut outs[i];
-                if query(&ctx, &sock, &zone, msg, src, &mut rng, out, since)
+                if query(&ctx, &reply, &zone, msg, src, &mut rng, out, since)
                     && ctx.rate_limit(msg, out, src)
                 {
                     ready.push((i, src));
@@ -293,11 +319,11 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
 }
 
 /// Answers one UDP query into `out`: true when `out` is the reply to send now; false when
-/// there is none (dropped) or it is sent later (forwarded upstream by a task of its own).
+/// there is none (dropped) or it is sent later (forwarded upstream, answered through `reply`).
 #[allow(clippy::too_many_arguments)]
 fn query(
     ctx: &Arc<Context>,
-    sock: &Arc<UdpSocket>,
+    reply: &Arc<dyn Deliver>,
     zone: &Zone,
     msg: &[u8],
     src: SocketAddr,
@@ -325,20 +351,13 @@ fn query(
                 return true;
             }
             let Some(slot) = Forwarder::slot(&ctx.forwarder) else {
-                // all places upstream taken (counted): SERVFAIL now rather than a task more
-                // for a slow upstream
+                // all places upstream taken (counted): SERVFAIL now rather than one more
+                // query waiting on a slow upstream
                 message::error_response(out, q.id, Some(&q), rcode::SERVFAIL);
                 ctx.stats.count(msg, out, since);
                 return true;
             };
-            let (ctx, sock, msg) = (ctx.clone(), sock.clone(), msg.to_vec());
-            tokio::spawn(async move {
-                let _slot = slot;
-                let resp = ctx.forwarder.resolve(&q, &msg, false).await;
-                ctx.stats.count(&msg, &resp, since);
-                let resp = fit_udp(resp, &q);
-                let _ = sock.send_to(&resp, src).await;
-            });
+            Forwarder::forward(slot, q, msg, src, reply.clone(), since);
             false
         }
     }
@@ -372,13 +391,8 @@ fn outside(ctx: &Context, q: &Query, client: IpAddr, out: &mut Vec<u8>) -> bool 
         return true;
     }
     ctx.stats.forwarded.fetch_add(1, Relaxed);
-    match ctx.forwarder.cached(q) {
-        Some(cached) => {
-            *out = cached;
-            true
-        }
-        None => false,
-    }
+    // into the worker's reused buffer: a hit allocates only its key
+    ctx.forwarder.cached_into(q, out)
 }
 
 /// An upstream answer too big for this UDP client becomes a TC response.

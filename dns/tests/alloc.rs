@@ -250,3 +250,97 @@ fn zone_answers_allocate_nothing_per_query() {
         "{per_tcp:.2} allocations per TCP zone answer"
     );
 }
+
+/// Forwarded names asked over UDP through the whole server (the worker, the upstream socket's
+/// reader carrying the query, the answer sent back): allocations per cache miss and hit.
+#[test]
+fn udp_forwarded_queries_through_the_server() {
+    let _turn = exclusive();
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use vxgate_dns::server::{self, Context, Stats};
+    use vxgate_dns::zone::{Zone, ZoneSettings};
+    let settings = ZoneSettings {
+        zone: "example.com".into(),
+        ttl: 5,
+        ns_addrs: vec![],
+        max_udp_records: 32,
+    };
+    let zone = Zone::build(&settings, 1, &[]).expect("zone");
+    let (_zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(zone));
+    let stats = Arc::new(Stats::default());
+    let forwarder = Arc::new(Forwarder::new(
+        vec![upstream()],
+        Duration::from_secs(2),
+        10_000,
+    ));
+    let ctx = Arc::new(Context {
+        zone: zone_rx,
+        forwarder: forwarder.clone(),
+        recursion_from: vec!["127.0.0.0/8".parse().expect("net")],
+        stats: stats.clone(),
+        rate_limit: None,
+        tcp_clients: Default::default(),
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    const N: usize = 1000;
+    let (misses, hits) = rt.block_on(async {
+        let bound = server::bind(&["127.0.0.1:0".parse().expect("addr")], 1).expect("bind");
+        let port = bound.udp[0].local_addr().expect("addr").port();
+        tokio::spawn(server::serve(bound, ctx, std::future::pending()));
+        let client = std::thread::spawn(move || {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            udp.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = [0u8; 4096];
+            let names: Vec<Vec<u8>> = (0..N)
+                .map(|i| query(i as u16, &format!("m{i}.example.org")))
+                .collect();
+            let mut ask = |msg: &[u8]| {
+                udp.send_to(msg, ("127.0.0.1", port)).expect("send");
+                let n = udp.recv(&mut buf).expect("an answer");
+                assert_eq!(buf[..2], msg[..2], "the client's ID back");
+                assert_eq!(message::rcode_of(&buf[..n]), Some(0));
+                assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 1, "one answer record");
+            };
+            // warm up: the upstream sockets and their readers, the cache's first slots
+            for i in 0..64 {
+                ask(&query(7, &format!("w{i}.example.org")));
+            }
+            let mut counted = |queries: &[Vec<u8>]| {
+                let before = ALLOCS.load(Relaxed);
+                ARMED.store(true, Relaxed);
+                queries.iter().for_each(|q| ask(q));
+                ARMED.store(false, Relaxed);
+                ALLOCS.load(Relaxed) - before
+            };
+            let misses = counted(&names);
+            (misses, counted(&names))
+        });
+        COUNTING_IF_ARMED.with(|c| c.set(Some(&ARMED)));
+        while !client.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        COUNTING_IF_ARMED.with(|c| c.set(None));
+        client.join().expect("client")
+    });
+    let (per_miss, per_hit) = (misses as f64 / N as f64, hits as f64 / N as f64);
+    println!(
+        "allocations per forwarded UDP query through the server: cache miss {per_miss:.1}, cache hit {per_hit:.1}"
+    );
+    assert_eq!(
+        forwarder.upstream_failures.load(Relaxed),
+        0,
+        "every miss answered upstream"
+    );
+    assert!(stats.queries.load(Relaxed) >= 2 * N as u64 + 64);
+    // a miss: the boxed question, the query copy, the answer and the cache entry (key, bytes,
+    // record offsets) and parse results; a hit: the boxed question and its key (the answer is
+    // copied into the worker's buffer)
+    assert!(per_miss <= 12.0, "{per_miss:.1} allocations per cache miss");
+    assert!(per_hit <= 2.5, "{per_hit:.1} allocations per cache hit");
+}
