@@ -109,8 +109,12 @@ impl Forwarder {
     /// A place for one more query upstream, or None (counted) when all are taken.
     pub fn slot(this: &std::sync::Arc<Forwarder>) -> Option<Slot> {
         use std::sync::atomic::Ordering::Relaxed;
-        if this.in_flight.fetch_add(1, Relaxed) >= MAX_IN_FLIGHT {
-            this.in_flight.fetch_sub(1, Relaxed);
+        // never above the cap, not even for an instant (an add then a take-back let another
+        // thread see MAX_IN_FLIGHT + 1)
+        let taken = this
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| (n < MAX_IN_FLIGHT).then_some(n + 1));
+        if taken.is_err() {
             this.overflow.fetch_add(1, Relaxed);
             return None;
         }

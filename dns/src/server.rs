@@ -57,26 +57,43 @@ pub fn bind(addrs: &[SocketAddr], workers: usize) -> io::Result<Bound> {
         tcp: Vec::new(),
     };
     for addr in addrs {
-        let first = udp_socket(*addr)?;
-        let actual = first.local_addr()?.as_socket().unwrap_or(*addr);
-        bound.udp.push(UdpSocket::from_std(first.into())?);
-        for _ in 1..workers.max(1) {
-            bound
-                .udp
-                .push(UdpSocket::from_std(udp_socket(actual)?.into())?);
-        }
-        let t = Socket::new(
-            Domain::for_address(actual),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )?;
-        t.set_reuse_address(true)?;
-        t.set_nonblocking(true)?;
-        t.bind(&actual.into())?;
-        t.listen(1024)?;
-        bound.tcp.push(TcpListener::from_std(t.into())?);
+        // a port 0 address: the TCP listener takes the port the kernel gave the first UDP
+        // socket, which a TCP socket may hold already; then another port is drawn
+        let mut tries = 0;
+        let (udp, tcp) = loop {
+            match bind_one(*addr, workers) {
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse && addr.port() == 0 && tries < 16 =>
+                {
+                    tries += 1;
+                }
+                got => break got?,
+            }
+        };
+        bound.udp.extend(udp);
+        bound.tcp.push(tcp);
     }
     Ok(bound)
+}
+
+/// `workers` UDP sockets and a TCP listener on `addr` (one port for all).
+fn bind_one(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket>, TcpListener)> {
+    let first = udp_socket(addr)?;
+    let actual = first.local_addr()?.as_socket().unwrap_or(addr);
+    let mut udp = vec![UdpSocket::from_std(first.into())?];
+    for _ in 1..workers.max(1) {
+        udp.push(UdpSocket::from_std(udp_socket(actual)?.into())?);
+    }
+    let t = Socket::new(
+        Domain::for_address(actual),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    t.set_reuse_address(true)?;
+    t.set_nonblocking(true)?;
+    t.bind(&actual.into())?;
+    t.listen(1024)?;
+    Ok((udp, TcpListener::from_std(t.into())?))
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {
