@@ -4,7 +4,7 @@
 //! ```text
 //!  TCP accept ─► limit (max_connections) ─► TLS (SNI → cert) ─► hyper h1/h2 ─► Proxy::handle
 //!                                                                               │
-//!                            registry snapshot ─► serving backends ─► pooled HTTP/1.1 client
+//!                            registry snapshot ─► serving backends ─► the worker's backend pool
 //! ```
 //!
 //! `route` and the health state machine are pure; `tls`, `proxy`, `health` and this module are
@@ -12,6 +12,7 @@
 //! the daemon's drain time).
 
 pub mod access_log;
+pub mod backend_pool;
 pub mod backend_tls;
 pub mod health;
 pub mod limit;

@@ -42,12 +42,13 @@ pub struct Hold {
 /// (within the process's 10 s drain).
 const UPGRADE_DRAIN: Duration = Duration::from_secs(5);
 
-/// Kept-alive connections to backends: HTTP/1.1, HTTP/2 with prior knowledge (h2c) for
-/// services labelled `vxgate.protocol=h2c`, and HTTP/2 over TLS for `vxgate.protocol=h2`.
-/// Each ingress worker thread has its own, so a request and its backend connection live on
-/// one thread.
+/// Kept-alive connections to backends: HTTP/1.1 ([`super::backend_pool`], hyper's
+/// connection API), HTTP/2 with prior knowledge (h2c) for services labelled
+/// `vxgate.protocol=h2c`, and HTTP/2 over TLS for `vxgate.protocol=h2` (both hyper's pooled
+/// client: one HTTP/2 connection carries many requests at once). Each ingress worker thread
+/// has its own, so a request and its backend connection live on one thread.
 pub struct Pool {
-    h1: Client<HttpConnector, Body>,
+    h1: Arc<super::backend_pool::H1Pool>,
     h2c: Client<HttpConnector, Body>,
     h2: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     /// The ingress worker thread this pool belongs to: its shard of per-worker state (the
@@ -69,10 +70,7 @@ pub fn pool(tls: BackendTls, worker: usize) -> Pool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let h1 = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(connector.clone());
+    let h1 = super::backend_pool::H1Pool::new();
     let h2c = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .http2_only(true)
@@ -113,16 +111,18 @@ pub fn pool(tls: BackendTls, worker: usize) -> Pool {
 }
 
 impl Pool {
-    /// Sends `req` (its URI from [`Pool::scheme`]) the way `protocol` says.
-    pub fn request(
+    /// Sends `req` (its URI from [`Pool::scheme`], the backend's `ip:port` as authority) the
+    /// way `protocol` says.
+    pub async fn request(
         &self,
         protocol: routes::Protocol,
         req: Request<Body>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
+    ) -> Result<Response<Body>, super::backend_pool::Error> {
+        let boxed = |r: Response<Incoming>| r.map(|b| b.boxed());
         match protocol {
-            routes::Protocol::Http1 => self.h1.request(req),
-            routes::Protocol::H2c => self.h2c.request(req),
-            routes::Protocol::H2 => self.h2.request(req),
+            routes::Protocol::Http1 => self.h1.request(req).await,
+            routes::Protocol::H2c => Ok(boxed(self.h2c.request(req).await?)),
+            routes::Protocol::H2 => Ok(boxed(self.h2.request(req).await?)),
         }
     }
 
