@@ -838,8 +838,18 @@ mod tests {
         (addr, count)
     }
 
-    fn slot(fwd: &Arc<Forwarder>) -> Slot {
-        Forwarder::slot(fwd).expect("a place upstream")
+    /// Forwards `msg` for a client at `to` through `fwd`, its answer going to `out`.
+    fn forward_to(fwd: &Arc<Forwarder>, msg: &[u8], to: SocketAddr, out: Arc<dyn Deliver>) {
+        let q = message::parse_query(msg).expect("query");
+        let slot = Forwarder::slot(fwd).expect("a place upstream");
+        Forwarder::forward(slot, Box::new(q), msg, to, out, Instant::now());
+    }
+
+    /// [`forward_to`] a fresh collector, returned.
+    fn forward(fwd: &Arc<Forwarder>, msg: &[u8], to: SocketAddr) -> Arc<Collect> {
+        let out = Arc::new(Collect::default());
+        forward_to(fwd, msg, to, out.clone());
+        out
     }
 
     #[tokio::test]
@@ -853,16 +863,8 @@ mod tests {
         let mut peak = 0;
         for i in 0..200u16 {
             let msg = query(1000 + i, &format!("n{i}.example.org"));
-            let q = message::parse_query(&msg).expect("query");
             let to = SocketAddr::from(([127, 0, 0, 1], 2000 + i));
-            Forwarder::forward(
-                slot(&fwd),
-                Box::new(q),
-                &msg,
-                to,
-                reply.clone(),
-                Instant::now(),
-            );
+            forward_to(&fwd, &msg, to, reply.clone());
             peak = peak.max(metrics.num_alive_tasks() - before);
         }
         // the sockets' readers are the only tasks (a task per query would be 200)
@@ -903,19 +905,10 @@ mod tests {
             timeout,
             100,
         ));
-        let out = Arc::new(Collect::default());
         let msg = query(77, "www.example.org");
-        let q = message::parse_query(&msg).expect("query");
         let to = SocketAddr::from(([127, 0, 0, 1], 5353));
         let t = Instant::now();
-        Forwarder::forward(
-            slot(&fwd),
-            Box::new(q),
-            &msg,
-            to,
-            out.clone(),
-            Instant::now(),
-        );
+        let out = forward(&fwd, &msg, to);
         let got = out.wait(1).await;
         let took = t.elapsed();
         assert_eq!(got.len(), 1, "an answer");
@@ -946,16 +939,7 @@ mod tests {
 
         // when every upstream fails, the client gets SERVFAIL from vxgate after the last
         let fwd = Arc::new(Forwarder::new(vec![dead_addr, failing], timeout, 100));
-        let out = Arc::new(Collect::default());
-        let q = message::parse_query(&msg).expect("query");
-        Forwarder::forward(
-            slot(&fwd),
-            Box::new(q),
-            &msg,
-            to,
-            out.clone(),
-            Instant::now(),
-        );
+        let out = forward(&fwd, &msg, to);
         let got = out.wait(1).await;
         assert_eq!(got.len(), 1, "an answer");
         assert_eq!(message::header_id(&got[0].1), Some(77));
@@ -964,16 +948,7 @@ mod tests {
         assert_eq!(fwd.in_flight.load(Relaxed), 0);
         // a forwarder without upstreams answers SERVFAIL at once
         let none = Arc::new(Forwarder::new(vec![], timeout, 0));
-        let out = Arc::new(Collect::default());
-        let q = message::parse_query(&msg).expect("query");
-        Forwarder::forward(
-            slot(&none),
-            Box::new(q),
-            &msg,
-            to,
-            out.clone(),
-            Instant::now(),
-        );
+        let out = forward(&none, &msg, to);
         assert_eq!(
             out.0.lock().expect("collect").len(),
             1,

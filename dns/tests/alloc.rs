@@ -139,22 +139,73 @@ fn allocations_per_forwarded_query() {
     });
 }
 
-/// Zone answers through the server (UDP batches, TCP pipelined) allocate nothing per query
-/// once warm: the answer buffers are reused.
-#[test]
-fn zone_answers_allocate_nothing_per_query() {
-    let _turn = exclusive();
-    use std::io::{Read, Write};
+/// Counted only while the client says so (after its warm-up), on the server's thread.
+static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Allocations made on the server's thread while `f` runs (on the client's).
+fn armed<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCS.load(Relaxed);
+    ARMED.store(true, Relaxed);
+    let out = f();
+    ARMED.store(false, Relaxed);
+    (out, ALLOCS.load(Relaxed) - before)
+}
+
+/// A server for `containers` (zone example.com) forwarding to `upstreams` for 127.0.0.0/8,
+/// run on this thread with allocations counted while [`armed`]; `client` runs on a thread
+/// of its own with the server's port. Returns the client's result and the server's stats.
+fn with_server<T: Send + 'static>(
+    containers: &[vxgate_dns::zone::ZoneContainer],
+    forwarder: std::sync::Arc<Forwarder>,
+    client: impl FnOnce(u16) -> T + Send + 'static,
+) -> (T, std::sync::Arc<vxgate_dns::server::Stats>) {
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
     use vxgate_dns::server::{self, Context, Stats};
-    use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
+    use vxgate_dns::zone::{Zone, ZoneSettings};
     let settings = ZoneSettings {
         zone: "example.com".into(),
         ttl: 5,
         ns_addrs: vec![],
         max_udp_records: 32,
     };
+    let zone = Zone::build(&settings, 1, containers).expect("zone");
+    let (_zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(zone));
+    let stats = Arc::new(Stats::default());
+    let ctx = Arc::new(Context {
+        zone: zone_rx,
+        forwarder,
+        recursion_from: vec!["127.0.0.0/8".parse().expect("net")],
+        stats: stats.clone(),
+        rate_limit: None,
+        tcp_clients: Default::default(),
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let out = rt.block_on(async {
+        let bound = server::bind(&["127.0.0.1:0".parse().expect("addr")], 1).expect("bind");
+        let port = bound.udp[0].local_addr().expect("addr").port();
+        tokio::spawn(server::serve(bound, ctx, std::future::pending()));
+        let client = std::thread::spawn(move || client(port));
+        // the server runs here, counted while armed
+        COUNTING_IF_ARMED.with(|c| c.set(Some(&ARMED)));
+        while !client.is_finished() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        COUNTING_IF_ARMED.with(|c| c.set(None));
+        client.join().expect("client")
+    });
+    (out, stats)
+}
+
+/// Zone answers through the server (UDP batches, TCP pipelined) allocate nothing per query
+/// once warm: the answer buffers are reused.
+#[test]
+fn zone_answers_allocate_nothing_per_query() {
+    let _turn = exclusive();
+    use std::io::{Read, Write};
+    use vxgate_dns::zone::ZoneContainer;
     let containers: Vec<ZoneContainer> = (1..=3)
         .map(|i| ZoneContainer {
             name: format!("web-{i}"),
@@ -164,78 +215,44 @@ fn zone_answers_allocate_nothing_per_query() {
             serving: true,
         })
         .collect();
-    let zone = Zone::build(&settings, 1, &containers).expect("zone");
-    let (_zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(zone));
-    let stats = Arc::new(Stats::default());
-    let ctx = Arc::new(Context {
-        zone: zone_rx,
-        forwarder: Arc::new(Forwarder::new(vec![], Duration::from_secs(1), 100)),
-        recursion_from: vec![],
-        stats: stats.clone(),
-        rate_limit: None,
-        tcp_clients: Default::default(),
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    // counted only while the client says so (after its warm-up), on this thread
-    static ARMED: AtomicBool = AtomicBool::new(false);
+    // no upstream: nothing is forwarded
+    let forwarder = std::sync::Arc::new(Forwarder::new(vec![], Duration::from_secs(1), 100));
     const N: usize = 2000;
-    let (udp_allocs, tcp_allocs) = rt.block_on(async {
-        let bound = server::bind(&["127.0.0.1:0".parse().expect("addr")], 1).expect("bind");
-        let port = bound.udp[0].local_addr().expect("addr").port();
-        tokio::spawn(server::serve(bound, ctx, std::future::pending()));
-        let client = std::thread::spawn(move || {
-            let names = ["web.example.com", "web-2.example.com", "nope.example.com"];
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-            udp.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
-            let mut buf = [0u8; 4096];
-            let mut ask_udp = |i: usize| {
-                udp.send_to(&query(i as u16, names[i % 3]), ("127.0.0.1", port))
-                    .expect("send");
-                let n = udp.recv(&mut buf).expect("an answer");
-                assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), i as u16);
-                assert_eq!(
-                    message::rcode_of(&buf[..n]),
-                    Some(if i % 3 == 2 { 3 } else { 0 })
-                );
-            };
-            (0..200).for_each(&mut ask_udp);
-            let before = ALLOCS.load(Relaxed);
-            ARMED.store(true, Relaxed);
-            (0..N).for_each(&mut ask_udp);
-            ARMED.store(false, Relaxed);
-            let udp_allocs = ALLOCS.load(Relaxed) - before;
-            let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            tcp.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
-            let mut ask_tcp = |i: usize| {
-                let q = query(i as u16, names[i % 3]);
-                let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-                framed.extend_from_slice(&q);
-                tcp.write_all(&framed).expect("write");
-                let mut len = [0u8; 2];
-                tcp.read_exact(&mut len).expect("length");
-                let n = usize::from(u16::from_be_bytes(len));
-                tcp.read_exact(&mut buf[..n]).expect("answer");
-                assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), i as u16);
-            };
-            (0..200).for_each(&mut ask_tcp);
-            let before = ALLOCS.load(Relaxed);
-            ARMED.store(true, Relaxed);
-            (0..N).for_each(&mut ask_tcp);
-            ARMED.store(false, Relaxed);
-            (udp_allocs, ALLOCS.load(Relaxed) - before)
-        });
-        // the server runs here, counted while armed
-        COUNTING_IF_ARMED.with(|c| c.set(Some(&ARMED)));
-        while !client.is_finished() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        COUNTING_IF_ARMED.with(|c| c.set(None));
-        client.join().expect("client")
+    let ((udp_allocs, tcp_allocs), stats) = with_server(&containers, forwarder, |port| {
+        let names = ["web.example.com", "web-2.example.com", "nope.example.com"];
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        udp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        let mut ask_udp = |i: usize| {
+            udp.send_to(&query(i as u16, names[i % 3]), ("127.0.0.1", port))
+                .expect("send");
+            let n = udp.recv(&mut buf).expect("an answer");
+            assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), i as u16);
+            assert_eq!(
+                message::rcode_of(&buf[..n]),
+                Some(if i % 3 == 2 { 3 } else { 0 })
+            );
+        };
+        (0..200).for_each(&mut ask_udp);
+        let ((), udp_allocs) = armed(|| (0..N).for_each(&mut ask_udp));
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut ask_tcp = |i: usize| {
+            let q = query(i as u16, names[i % 3]);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            tcp.write_all(&framed).expect("write");
+            let mut len = [0u8; 2];
+            tcp.read_exact(&mut len).expect("length");
+            let n = usize::from(u16::from_be_bytes(len));
+            tcp.read_exact(&mut buf[..n]).expect("answer");
+            assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), i as u16);
+        };
+        (0..200).for_each(&mut ask_tcp);
+        let ((), tcp_allocs) = armed(|| (0..N).for_each(&mut ask_tcp));
+        (udp_allocs, tcp_allocs)
     });
     let (per_udp, per_tcp) = (udp_allocs as f64 / N as f64, tcp_allocs as f64 / N as f64);
     println!("allocations per zone answer: UDP {per_udp:.2}, TCP {per_tcp:.2} ({N} queries each)");
@@ -256,77 +273,34 @@ fn zone_answers_allocate_nothing_per_query() {
 #[test]
 fn udp_forwarded_queries_through_the_server() {
     let _turn = exclusive();
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-    use vxgate_dns::server::{self, Context, Stats};
-    use vxgate_dns::zone::{Zone, ZoneSettings};
-    let settings = ZoneSettings {
-        zone: "example.com".into(),
-        ttl: 5,
-        ns_addrs: vec![],
-        max_udp_records: 32,
-    };
-    let zone = Zone::build(&settings, 1, &[]).expect("zone");
-    let (_zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(zone));
-    let stats = Arc::new(Stats::default());
-    let forwarder = Arc::new(Forwarder::new(
+    let forwarder = std::sync::Arc::new(Forwarder::new(
         vec![upstream()],
         Duration::from_secs(2),
         10_000,
     ));
-    let ctx = Arc::new(Context {
-        zone: zone_rx,
-        forwarder: forwarder.clone(),
-        recursion_from: vec!["127.0.0.0/8".parse().expect("net")],
-        stats: stats.clone(),
-        rate_limit: None,
-        tcp_clients: Default::default(),
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    static ARMED: AtomicBool = AtomicBool::new(false);
     const N: usize = 1000;
-    let (misses, hits) = rt.block_on(async {
-        let bound = server::bind(&["127.0.0.1:0".parse().expect("addr")], 1).expect("bind");
-        let port = bound.udp[0].local_addr().expect("addr").port();
-        tokio::spawn(server::serve(bound, ctx, std::future::pending()));
-        let client = std::thread::spawn(move || {
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-            udp.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
-            let mut buf = [0u8; 4096];
-            let names: Vec<Vec<u8>> = (0..N)
-                .map(|i| query(i as u16, &format!("m{i}.example.org")))
-                .collect();
-            let mut ask = |msg: &[u8]| {
-                udp.send_to(msg, ("127.0.0.1", port)).expect("send");
-                let n = udp.recv(&mut buf).expect("an answer");
-                assert_eq!(buf[..2], msg[..2], "the client's ID back");
-                assert_eq!(message::rcode_of(&buf[..n]), Some(0));
-                assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 1, "one answer record");
-            };
-            // warm up: the upstream sockets and their readers, the cache's first slots
-            for i in 0..64 {
-                ask(&query(7, &format!("w{i}.example.org")));
-            }
-            let mut counted = |queries: &[Vec<u8>]| {
-                let before = ALLOCS.load(Relaxed);
-                ARMED.store(true, Relaxed);
-                queries.iter().for_each(|q| ask(q));
-                ARMED.store(false, Relaxed);
-                ALLOCS.load(Relaxed) - before
-            };
-            let misses = counted(&names);
-            (misses, counted(&names))
-        });
-        COUNTING_IF_ARMED.with(|c| c.set(Some(&ARMED)));
-        while !client.is_finished() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    let ((misses, hits), stats) = with_server(&[], forwarder.clone(), |port| {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        udp.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        let names: Vec<Vec<u8>> = (0..N)
+            .map(|i| query(i as u16, &format!("m{i}.example.org")))
+            .collect();
+        let mut ask = |msg: &[u8]| {
+            udp.send_to(msg, ("127.0.0.1", port)).expect("send");
+            let n = udp.recv(&mut buf).expect("an answer");
+            assert_eq!(buf[..2], msg[..2], "the client's ID back");
+            assert_eq!(message::rcode_of(&buf[..n]), Some(0));
+            assert_eq!(u16::from_be_bytes([buf[6], buf[7]]), 1, "one answer record");
+        };
+        // warm up: the upstream sockets and their readers, the cache's first slots
+        for i in 0..64 {
+            ask(&query(7, &format!("w{i}.example.org")));
         }
-        COUNTING_IF_ARMED.with(|c| c.set(None));
-        client.join().expect("client")
+        let ((), misses) = armed(|| names.iter().for_each(|q| ask(q)));
+        let ((), hits) = armed(|| names.iter().for_each(|q| ask(q)));
+        (misses, hits)
     });
     let (per_miss, per_hit) = (misses as f64 / N as f64, hits as f64 / N as f64);
     println!(
