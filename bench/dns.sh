@@ -34,12 +34,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for pair in dnsperf:dnsperf knotd:knot dnsmasq:dnsmasq-base unbound:unbound dig:bind9-dnsutils; do
-  command -v "${pair%%:*}" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null; }
-done
-# VXGATE=/path/to/vxgate measures another build (a before/after comparison)
-[ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
-VXGATE=${VXGATE:-$root/target/release/vxgate}
+. "$here/lib.sh"
+bench_need dnsperf:dnsperf knotd:knot dnsmasq:dnsmasq-base unbound:unbound dig:bind9-dnsutils
+bench_vxgate
 W=$(mktemp -d /tmp/vxgate-bench-dns.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }

@@ -38,12 +38,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
-for pair in iperf3:iperf3 ip:iproute2 curl:curl /usr/bin/python3:python3; do
-  command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null
-done
-# VXGATE=/path/to/vxgate measures another build (a before/after comparison)
-[ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
-VXGATE=${VXGATE:-$root/target/release/vxgate}
+. "$here/lib.sh"
+bench_need iperf3:iperf3 ip:iproute2 curl:curl /usr/bin/python3:python3
+bench_vxgate
 P=bmf
 OUT=$(mktemp -d /tmp/vxgate-macflood.XXXXXX)
 VX_PIDS=() SERVER=

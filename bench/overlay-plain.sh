@@ -25,11 +25,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
-for pair in iperf3:iperf3 ping:iputils-ping ip:iproute2 curl:curl /usr/bin/python3:python3; do
-  command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null
-done
-[ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
-VXGATE=${VXGATE:-$root/target/release/vxgate}
+. "$here/lib.sh"
+bench_need iperf3:iperf3 ping:iputils-ping ip:iproute2 curl:curl /usr/bin/python3:python3
+bench_vxgate
 P=bpl
 OUT=$(mktemp -d /tmp/vxgate-bench-plain.XXXXXX)
 PIDS=()
@@ -42,7 +40,6 @@ trap 'down; rm -rf "$OUT"' EXIT
 die() { echo "bench/overlay-plain.sh: $*" >&2; exit 1; }
 on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
 head -c $((8 << 20)) /dev/urandom > "$OUT/blob"
-BLOB_SUM=$(sha256sum "$OUT/blob" | cut -d' ' -f1)
 
 # up MODE: the two hosts, each with a bridge, a container and MODE's overlay device
 up() {
@@ -105,22 +102,7 @@ PY
 measure() {
   local mode=$1
   on c1 ping -c 3 -W 2 10.201.2.11 >/dev/null || die "$mode: c2 does not answer ping"
-  ip netns exec "$P-c2" /usr/bin/python3 -c '
-import hashlib, socket
-s = socket.create_server(("0.0.0.0", 5301)); c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b: break
-    h.update(b); n += len(b)
-print(h.hexdigest(), n)' > "$OUT/recv.txt" &
-  local rx=$!
-  for _ in $(seq 50); do on c2 ss -Hltn "( sport = :5301 )" | grep -q . && break; sleep 0.1; done
-  on c1 /usr/bin/python3 -c '
-import socket, sys
-c = socket.create_connection(("10.201.2.11", 5301), timeout=30); c.sendall(open(sys.argv[1], "rb").read()); c.close()' "$OUT/blob" \
-    || die "$mode: sending the blob failed"
-  wait "$rx" || die "$mode: the receiver failed"
-  [ "$(cat "$OUT/recv.txt")" = "$BLOB_SUM $((8 << 20))" ] || die "$mode: blob corrupted: got $(cat "$OUT/recv.txt")"
+  bench_integrity "$P-c1" "$P-c2" 10.201.2.11 "$OUT/blob" || die "$mode: the blob did not cross intact"
   ip netns exec "$P-c2" iperf3 -s -p 5201 >/dev/null 2>&1 &
   local server=$!
   PIDS+=("$server")

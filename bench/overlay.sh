@@ -25,12 +25,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
-for pair in iperf3:iperf3 ping:iputils-ping ip:iproute2 /usr/bin/python3:python3; do
-  command -v "${pair%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pair#*:}" >/dev/null
-done
-# VXGATE=/path/to/vxgate measures another build (a before/after comparison)
-[ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
-VXGATE=${VXGATE:-$root/target/release/vxgate}
+. "$here/lib.sh"
+bench_need iperf3:iperf3 ping:iputils-ping ip:iproute2 /usr/bin/python3:python3
+bench_vxgate
 P=bov
 OUT=$(mktemp -d /tmp/vxgate-bench.XXXXXX)
 VX_PIDS=() SERVER=
@@ -46,27 +43,6 @@ trap cleanup EXIT
 on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
 die() { echo "bench/overlay.sh: $*" >&2; exit 1; }
 head -c $((8 << 20)) /dev/urandom > "$OUT/blob"
-BLOB_SUM=$(sha256sum "$OUT/blob" | cut -d' ' -f1)
-
-# integrity MODE: the blob goes h1c1 -> h2c1 over TCP; the receiver's SHA-256 must match
-integrity() {
-  ip netns exec "$P-h2c1" /usr/bin/python3 -c '
-import hashlib, socket
-s = socket.create_server(("0.0.0.0", 5301)); c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    b = c.recv(1 << 16)
-    if not b: break
-    h.update(b); n += len(b)
-print(h.hexdigest(), n)' > "$OUT/recv.txt" &
-  local rx=$!
-  for _ in $(seq 50); do on h2c1 ss -Hltn "( sport = :5301 )" | grep -q . && break; sleep 0.1; done
-  on h1c1 /usr/bin/python3 -c '
-import socket, sys
-c = socket.create_connection(("10.200.2.11", 5301), timeout=30); c.sendall(open(sys.argv[1], "rb").read()); c.close()' "$OUT/blob" \
-    || die "$1: sending the blob failed"
-  wait "$rx" || die "$1: the receiver failed"
-  [ "$(cat "$OUT/recv.txt")" = "$BLOB_SUM $((8 << 20))" ] || die "$1: blob corrupted: got $(cat "$OUT/recv.txt"), sent $BLOB_SUM"
-}
 
 # measure MODE RUN: appends "metric value" lines to $OUT/MODE
 measure() {
@@ -75,7 +51,7 @@ measure() {
   SERVER=$!
   sleep 0.3
   on h1c1 ping -c 3 -W 2 10.200.2.11 >/dev/null || die "$mode: h2c1 does not answer ping"
-  integrity "$mode"
+  bench_integrity "$P-h1c1" "$P-h2c1" 10.200.2.11 "$OUT/blob" || die "$mode: the blob did not cross intact"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -J > "$OUT/tcp1.json"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -P 4 -J > "$OUT/tcp4.json"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -u -l 64 -b 0 -J > "$OUT/udp.json"

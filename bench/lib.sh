@@ -1,0 +1,46 @@
+# Shared by the bench scripts (sourced after they set `root`, the checkout's top).
+
+# bench_need CMD:PACKAGE...: installs the Debian package of each command that is missing
+# (the package index is refreshed first, once, only when something is missing).
+bench_need() {
+  local pair missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} = 0 ] && return
+  apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# bench_vxgate: sets VXGATE, the binary measured. VXGATE=/path/to/vxgate in the environment
+# measures another build (a before/after comparison); else this checkout's release build,
+# built now.
+bench_vxgate() {
+  [ -n "${VXGATE:-}" ] || (cd "$root" && cargo build --release --bin vxgate 2>&1 | tail -1)
+  VXGATE=${VXGATE:-$root/target/release/vxgate}
+}
+
+# bench_integrity FROM_NS TO_NS TO_IP BLOB: BLOB goes over TCP from namespace FROM_NS to
+# TO_IP:5301, served in TO_NS; fails (with why, on stderr) unless the receiver's SHA-256
+# and length are BLOB's.
+bench_integrity() {
+  local from=$1 to=$2 ip=$3 blob=$4 rx want got
+  want="$(sha256sum "$blob" | cut -d' ' -f1) $(stat -c %s "$blob")"
+  ip netns exec "$to" /usr/bin/python3 -c '
+import hashlib, socket
+s = socket.create_server(("0.0.0.0", 5301)); c, _ = s.accept(); h = hashlib.sha256(); n = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b: break
+    h.update(b); n += len(b)
+print(h.hexdigest(), n)' > "$blob.recv" &
+  rx=$!
+  for _ in $(seq 50); do ip netns exec "$to" ss -Hltn "( sport = :5301 )" | grep -q . && break; sleep 0.1; done
+  ip netns exec "$from" /usr/bin/python3 -c '
+import socket, sys
+c = socket.create_connection((sys.argv[2], 5301), timeout=30); c.sendall(open(sys.argv[1], "rb").read()); c.close()' "$blob" "$ip" \
+    || { echo "sending the blob failed" >&2; kill "$rx" 2>/dev/null; return 1; }
+  wait "$rx" || { echo "the receiver failed" >&2; return 1; }
+  got=$(cat "$blob.recv")
+  [ "$got" = "$want" ] || { echo "blob corrupted: got $got, sent $want" >&2; return 1; }
+}
