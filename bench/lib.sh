@@ -44,3 +44,11 @@ c = socket.create_connection((sys.argv[2], 5301), timeout=30); c.sendall(open(sy
   got=$(cat "$blob.recv")
   [ "$got" = "$want" ] || { echo "blob corrupted: got $got, sent $want" >&2; return 1; }
 }
+
+# die MESSAGE: the script's name and MESSAGE on stderr, then exit 1
+die() { echo "bench/$(basename "$0"): $*" >&2; exit 1; }
+
+# on NS CMD...: runs CMD in namespace $P-NS (P: the script's namespace prefix). For a process
+# started with `&`, use `ip netns exec` directly, so that $! is the process itself (it execs
+# CMD), not a subshell whose kill would leave CMD running.
+on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }

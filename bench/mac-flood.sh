@@ -49,8 +49,6 @@ cleanup() {
   "$root/testbed/down.sh" --prefix "$P" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
-die() { echo "bench/mac-flood.sh: $*" >&2; exit 1; }
 
 # metric HOST NAME: the sum of NAME's samples on HOST's /metrics (network "default");
 # a missing metric is a failure

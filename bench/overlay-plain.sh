@@ -37,8 +37,6 @@ down() {
   for n in h1 h2 c1 c2; do ip netns del "$P-$n" 2>/dev/null || true; done
 }
 trap 'down; rm -rf "$OUT"' EXIT
-die() { echo "bench/overlay-plain.sh: $*" >&2; exit 1; }
-on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
 head -c $((8 << 20)) /dev/urandom > "$OUT/blob"
 
 # up MODE: the two hosts, each with a bridge, a container and MODE's overlay device

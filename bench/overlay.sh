@@ -37,11 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# on NS CMD...: runs CMD in the namespace. For a process started with `&`, use `ip netns exec`
-# directly, so that $! is the process itself (it execs CMD), not a subshell whose kill would
-# leave CMD running.
-on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
-die() { echo "bench/overlay.sh: $*" >&2; exit 1; }
 head -c $((8 << 20)) /dev/urandom > "$OUT/blob"
 
 # measure MODE RUN: appends "metric value" lines to $OUT/MODE
