@@ -161,8 +161,8 @@ impl Forwarder {
         reply: Arc<dyn Deliver>,
         since: Instant,
     ) {
+        // the timers are set when it is sent
         let now = Instant::now();
-        let timeout = slot.0.timeout;
         send_pending(Pending {
             q,
             wire: msg.to_vec(),
@@ -170,7 +170,7 @@ impl Forwarder {
             reply,
             since,
             upstream: 0,
-            deadline: now + timeout,
+            deadline: now,
             resend: now,
             resent: 0,
             slot,
@@ -267,6 +267,9 @@ struct Conn {
     used: AtomicU32,
     /// No new query takes it; its reader ends when nothing waits.
     retired: AtomicBool,
+    /// The reader has ended (retired, nothing waiting): a query must take another socket.
+    /// Set and read under `waiting`'s lock, so that no query enters a table nobody reads.
+    ended: AtomicBool,
     /// Tells the reader that a [`Pending`] came into an empty table: its timers need ticks.
     wake: tokio::sync::Notify,
 }
@@ -307,6 +310,13 @@ impl Waiter {
 }
 
 impl Conn {
+    /// The table of waiting queries, unless the reader has ended (then the caller takes
+    /// another socket).
+    fn table(&self) -> Option<std::sync::MutexGuard<'_, HashMap<u16, Waiter>>> {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        (!self.ended.load(Relaxed)).then_some(waiting)
+    }
+
     /// Sends a datagram now, without waiting: straight to the socket (tokio's `try_send`
     /// refuses on a fresh socket whose readiness the reactor has not reported yet, which lost
     /// every first query on a new socket to a retransmission). A full buffer drops it.
@@ -338,11 +348,13 @@ fn send_pending(mut p: Pending) {
                 continue;
             }
         };
+        let Some(mut waiting) = conn.table() else {
+            continue; // retired and its reader gone since the pool handed it out
+        };
         let now = Instant::now();
         p.deadline = now + fwd.timeout;
         p.resend = now + fwd.retransmit();
         p.resent = 0;
-        let mut waiting = conn.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let id = free_id(&waiting);
         p.wire[..2].copy_from_slice(&id.to_be_bytes());
         // a full socket buffer loses it like the network would: the resend covers it
@@ -422,6 +434,7 @@ impl UdpPool {
             wake: tokio::sync::Notify::new(),
             used: AtomicU32::new(1),
             retired: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         });
         tokio::spawn(read_answers(fresh.clone()));
         let old = self.slots[i]
@@ -442,14 +455,18 @@ impl UdpPool {
         q: &Query,
         retransmit: Duration,
     ) -> io::Result<(Vec<u8>, u16)> {
-        let conn = self.conn()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let question = question_of(q);
-        let id = {
-            let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let (conn, id) = loop {
+            let conn = self.conn()?;
+            // a socket retired, its reader gone, since the pool handed it out: another
+            let Some(mut waiting) = conn.table() else {
+                continue;
+            };
             let id = free_id(&waiting);
             waiting.insert(id, Waiter::Task { tx, question });
-            id
+            drop(waiting);
+            break (conn, id);
         };
         // forgets the ID if this query is dropped (timed out) before its answer came; once
         // the answer came, the reader has removed it, and the ID may already be another's
@@ -507,14 +524,17 @@ fn question_of(q: &Query) -> Box<[u8]> {
 async fn read_answers(conn: Arc<Conn>) {
     let mut buf = vec![0u8; 65_535];
     let mut next_tick = Instant::now() + TICK;
+    // whether the table was empty when last looked at (a query entering an empty table wakes
+    // the reader, so a stale `true` costs one wake-up, never a missed timer); the first look
+    // is the first tick's
+    let mut idle = false;
     loop {
-        let idle = conn
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
         if idle && conn.retired.load(Relaxed) {
-            return;
+            let waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if waiting.is_empty() {
+                conn.ended.store(true, Relaxed);
+                return;
+            }
         }
         let wait = if idle {
             Duration::from_secs(1)
@@ -526,8 +546,12 @@ async fn read_answers(conn: Arc<Conn>) {
             _ = tokio::time::sleep(wait) => None,
             _ = conn.wake.notified(), if idle => None,
         };
-        match got {
-            None => {}
+        idle = match got {
+            None => conn
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty(),
             Some(Err(e)) => {
                 tracing::debug!("upstream socket: {e}");
                 // an ICMP error (port unreachable) on a connected socket: the queries waiting
@@ -545,66 +569,70 @@ async fn read_answers(conn: Arc<Conn>) {
                         fail_over(p);
                     }
                 }
+                true
             }
             Some(Ok(n)) => {
                 let r = &buf[..n];
-                if let Some(id) = message::header_id(r) {
-                    let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                    let answers = waiting.get(&id).is_some_and(|w| w.answered_by(r, id));
-                    let w = if answers { waiting.remove(&id) } else { None };
-                    drop(waiting);
-                    match w {
-                        Some(Waiter::Task { tx, .. }) => {
-                            let _ = tx.send(r.to_vec());
-                        }
-                        Some(Waiter::Reply(p)) => answer_pending(p, r.to_vec()),
-                        None => {}
+                let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                let w = message::header_id(r)
+                    .filter(|id| waiting.get(id).is_some_and(|w| w.answered_by(r, *id)))
+                    .and_then(|id| waiting.remove(&id));
+                let empty = waiting.is_empty();
+                drop(waiting);
+                match w {
+                    Some(Waiter::Task { tx, .. }) => {
+                        let _ = tx.send(r.to_vec());
                     }
+                    Some(Waiter::Reply(p)) => answer_pending(p, r.to_vec()),
+                    None => {}
                 }
+                empty
             }
-        }
+        };
         let now = Instant::now();
         if now >= next_tick {
             next_tick = now + TICK;
-            tick(&conn, now);
+            idle = tick(&conn, now);
         }
     }
 }
 
 /// Resends the client queries waiting on `conn` that are due, and fails over those past
-/// their deadline.
-fn tick(conn: &Conn, now: Instant) {
-    let mut expired = Vec::new();
-    {
-        let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        waiting.retain(|&id, w| {
-            let Waiter::Reply(p) = w else {
-                return true; // a task keeps its own time
-            };
-            if now >= p.deadline {
-                expired.push(id);
-            } else if now >= p.resend && p.resent < RETRANSMITS {
-                // a query or its answer lost on the way (a busy upstream's full socket):
-                // sent again, as resolvers do, before the upstream's timeout gives up
-                p.resent += 1;
-                p.resend = now + p.slot.0.retransmit();
-                conn.send_now(&p.wire);
-            }
-            true
-        });
-        let gone: Vec<Waiter> = expired.iter().filter_map(|id| waiting.remove(id)).collect();
-        drop(waiting);
-        for w in gone {
-            if let Waiter::Reply(p) = w {
-                let fwd = &p.slot.0;
-                if let Some(pool) = fwd.pools.get(p.upstream) {
-                    tracing::debug!(upstream = %pool.upstream, "upstream timed out");
-                }
-                fwd.upstream_failures.fetch_add(1, Relaxed);
-                fail_over(p);
-            }
+/// their deadline. Returns whether nothing waits now.
+fn tick(conn: &Conn, now: Instant) -> bool {
+    let mut waiting = conn.waiting.lock().unwrap_or_else(|p| p.into_inner());
+    let ids: Vec<u16> = waiting
+        .iter()
+        .filter(|(_, w)| matches!(w, Waiter::Reply(p) if now >= p.deadline))
+        .map(|(id, _)| *id)
+        .collect();
+    let expired: Vec<Waiter> = ids.iter().filter_map(|id| waiting.remove(id)).collect();
+    for w in waiting.values_mut() {
+        // a task keeps its own time
+        if let Waiter::Reply(p) = w
+            && now >= p.resend
+            && p.resent < RETRANSMITS
+        {
+            // a query or its answer lost on the way (a busy upstream's full socket): sent
+            // again, as resolvers do, before the upstream's timeout gives up
+            p.resent += 1;
+            p.resend = now + p.slot.0.retransmit();
+            conn.send_now(&p.wire);
         }
     }
+    let empty = waiting.is_empty();
+    drop(waiting);
+    for w in expired {
+        if let Waiter::Reply(p) = w {
+            let fwd = &p.slot.0;
+            if let Some(pool) = fwd.pools.get(p.upstream) {
+                tracing::debug!(upstream = %pool.upstream, "upstream timed out");
+            }
+            fwd.upstream_failures.fetch_add(1, Relaxed);
+            fail_over(p);
+        }
+    }
+    empty
 }
 
 /// Whether a response's question section is `name` (in any case) then `type_class` (the
