@@ -39,9 +39,6 @@ pub enum Error {
     /// The exchange failed on an open connection.
     #[error("backend connection error")]
     Http(#[source] hyper::Error),
-    /// The request has no `http://ip:port` target.
-    #[error("backend request target is not an address: {0}")]
-    Target(http::Uri),
     /// An HTTP/2 backend's pooled client failed.
     #[error(transparent)]
     Pooled(#[from] hyper_util::client::legacy::Error),
@@ -53,7 +50,7 @@ impl Error {
         match self {
             Error::Connect(_) => true,
             Error::Pooled(e) => e.is_connect(),
-            Error::Http(_) | Error::Target(_) => false,
+            Error::Http(_) => false,
         }
     }
 }
@@ -119,11 +116,19 @@ impl H1Pool {
         idle.retain(|_, list| !list.is_empty());
     }
 
-    /// Sends `req` (target `http://ip:port/path`; the backend gets the path, and a Host
-    /// header from the target when the request has none) and returns the response head; its
-    /// body gives the connection back when read to the end.
-    pub async fn request(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, Error> {
-        let (addr, req) = origin_form(req)?;
+    /// Sends `req` (target `/path?query`; a Host header of `addr` when it has none) to the
+    /// backend at `addr` and returns the response head; its body gives the connection back
+    /// when read to the end.
+    pub async fn request(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, Error> {
+        if !req.headers().contains_key(http::header::HOST)
+            && let Ok(v) = http::HeaderValue::from_str(&addr.to_string())
+        {
+            req.headers_mut().insert(http::header::HOST, v);
+        }
         let Some(mut tx) = self.take(addr) else {
             return self.send_fresh(addr, req).await;
         };
@@ -170,29 +175,6 @@ impl H1Pool {
         }
         Response::from_parts(parts, body.boxed())
     }
-}
-
-/// The backend address of an `http://ip:port/...` target, and the request in origin form
-/// (`/path?query`) with a Host header.
-fn origin_form(req: Request<Body>) -> Result<(SocketAddr, Request<Body>), Error> {
-    let (mut parts, body) = req.into_parts();
-    let Some(addr) = parts
-        .uri
-        .authority()
-        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-    else {
-        return Err(Error::Target(parts.uri));
-    };
-    if !parts.headers.contains_key(http::header::HOST)
-        && let Some(a) = parts.uri.authority()
-        && let Ok(v) = http::HeaderValue::from_str(a.as_str())
-    {
-        parts.headers.insert(http::header::HOST, v);
-    }
-    let mut uri = http::uri::Parts::default();
-    uri.path_and_query = parts.uri.path_and_query().cloned();
-    parts.uri = http::Uri::from_parts(uri).map_err(|_| Error::Target(parts.uri.clone()))?;
-    Ok((addr, Request::from_parts(parts, body)))
 }
 
 /// Opens a connection to `addr` and starts driving it (a task per connection, upgrades
@@ -280,7 +262,7 @@ impl hyper::body::Body for GiveBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{Empty, Full};
+    use http_body_util::Empty;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -329,8 +311,8 @@ mod tests {
         (addr, accepted, heads)
     }
 
-    fn get(addr: SocketAddr, path: &str) -> Request<Body> {
-        Request::get(format!("http://{addr}{path}"))
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
             .body(Empty::new().map_err(|never| match never {}).boxed())
             .expect("request")
     }
@@ -350,7 +332,7 @@ mod tests {
         let pool = H1Pool::new();
         for i in 0..50 {
             let resp = pool
-                .request(get(addr, &format!("/r{i}?q=1")))
+                .request(addr, get(&format!("/r{i}?q=1")))
                 .await
                 .expect("response");
             assert_eq!(resp.status(), 200);
@@ -372,14 +354,14 @@ mod tests {
             "{first}"
         );
         // four at once while none has finished its body: four connections, all kept after
-        let resps = futures_all((0..4).map(|_| pool.request(get(addr, "/")))).await;
+        let resps = futures_all((0..4).map(|_| pool.request(addr, get("/")))).await;
         assert_eq!(accepted.load(SeqCst), 4, "the idle one and three new");
         for r in resps {
             assert_eq!(body_of(r.expect("response")).await, b"ok");
         }
         assert_eq!(pool.idle(), 4);
         // a body dropped unread: that connection is not reused
-        let r = pool.request(get(addr, "/")).await.expect("response");
+        let r = pool.request(addr, get("/")).await.expect("response");
         drop(r);
         assert_eq!(pool.idle(), 3);
     }
@@ -414,7 +396,7 @@ mod tests {
         let pool = H1Pool::new();
         for _ in 0..20 {
             let resp = pool
-                .request(get(addr, "/"))
+                .request(addr, get("/"))
                 .await
                 .expect("answered on a fresh connection");
             assert_eq!(body_of(resp).await, b"ok");
@@ -426,18 +408,9 @@ mod tests {
         let dead_addr = dead.local_addr().expect("addr");
         drop(dead);
         let e = pool
-            .request(get(dead_addr, "/"))
+            .request(dead_addr, get("/"))
             .await
             .expect_err("refused");
         assert!(e.is_connect(), "{e:?}");
-        // a target without an address is refused before any I/O
-        let req = Request::get("/x")
-            .body(
-                Full::new(bytes::Bytes::new())
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )
-            .expect("request");
-        assert!(matches!(pool.request(req).await, Err(Error::Target(_))));
     }
 }

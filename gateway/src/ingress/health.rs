@@ -88,20 +88,17 @@ pub async fn run(
             .collect();
         streaks.retain(|name, _| snap.container(name).is_some());
         let checks = targets.iter().map(|(c, protocol)| {
-            let uri = format!(
-                "{}://{}{}",
-                Pool::scheme(*protocol),
-                std::net::SocketAddr::new(c.ip, c.port),
-                cfg.path
-            );
+            let addr = std::net::SocketAddr::new(c.ip, c.port);
+            let uri = Pool::target(*protocol, addr, &cfg.path);
             let (pool, protocol, timeout) = (pool.clone(), *protocol, cfg.timeout);
             async move {
                 let body = Empty::new().map_err(|never| match never {}).boxed();
                 let version = Pool::version(protocol);
-                let Ok(req) = http::Request::get(uri).version(version).body(body) else {
+                let Ok(Ok(req)) = uri.map(|u| http::Request::get(u).version(version).body(body))
+                else {
                     return false;
                 };
-                let res = tokio::time::timeout(timeout, pool.request(protocol, req)).await;
+                let res = tokio::time::timeout(timeout, pool.request(protocol, addr, req)).await;
                 matches!(res, Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection())
             }
         });

@@ -111,16 +111,17 @@ pub fn pool(tls: BackendTls, worker: usize) -> Pool {
 }
 
 impl Pool {
-    /// Sends `req` (its URI from [`Pool::scheme`], the backend's `ip:port` as authority) the
-    /// way `protocol` says.
+    /// Sends `req` (its URI from [`Pool::target`]) to the backend at `addr` the way
+    /// `protocol` says.
     pub async fn request(
         &self,
         protocol: routes::Protocol,
+        addr: SocketAddr,
         req: Request<Body>,
     ) -> Result<Response<Body>, super::backend_pool::Error> {
         let boxed = |r: Response<Incoming>| r.map(|b| b.boxed());
         match protocol {
-            routes::Protocol::Http1 => self.h1.request(req).await,
+            routes::Protocol::Http1 => self.h1.request(addr, req).await,
             routes::Protocol::H2c => Ok(boxed(self.h2c.request(req).await?)),
             routes::Protocol::H2 => Ok(boxed(self.h2.request(req).await?)),
         }
@@ -134,11 +135,18 @@ impl Pool {
         }
     }
 
-    /// The URI scheme of backend requests in `protocol`.
-    pub fn scheme(protocol: routes::Protocol) -> &'static str {
+    /// The target of a request for `path` (`/path?query`) to the backend at `addr` in
+    /// `protocol`: the path itself for HTTP/1.1 (the connection is already the backend's),
+    /// `scheme://addr/path` for the HTTP/2 clients (they pick the connection by it).
+    pub fn target(
+        protocol: routes::Protocol,
+        addr: SocketAddr,
+        path: &str,
+    ) -> Result<http::Uri, http::uri::InvalidUri> {
         match protocol {
-            routes::Protocol::H2 => "https",
-            routes::Protocol::Http1 | routes::Protocol::H2c => "http",
+            routes::Protocol::Http1 => path.parse(),
+            routes::Protocol::H2c => format!("http://{addr}{path}").parse(),
+            routes::Protocol::H2 => format!("https://{addr}{path}").parse(),
         }
     }
 }
@@ -470,16 +478,9 @@ impl Proxy {
         for (attempt, backend) in order.iter().take(attempts).enumerate() {
             outcome.retries = attempt as u32;
             outcome.backend = Some(backend.name.clone());
-            let uri = match format!(
-                "{}://{}{}",
-                Pool::scheme(policy.protocol),
-                SocketAddr::new(backend.ip, backend.port),
-                path
-            )
-            .parse::<http::Uri>()
-            {
-                Ok(u) => u,
-                Err(_) => return text(StatusCode::BAD_REQUEST, "bad request target"),
+            let addr = SocketAddr::new(backend.ip, backend.port);
+            let Ok(uri) = Pool::target(policy.protocol, addr, &path) else {
+                return text(StatusCode::BAD_REQUEST, "bad request target");
             };
             let mut out = Request::builder()
                 .method(parts.method.clone())
@@ -501,7 +502,7 @@ impl Proxy {
                 counter.fetch_add(1, Relaxed);
                 InFlight(counter)
             });
-            let sent = pool.request(policy.protocol, out);
+            let sent = pool.request(policy.protocol, addr, out);
             match tokio::time::timeout(self.backend_timeout, sent).await {
                 Err(_) => {
                     return text(
