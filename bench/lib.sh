@@ -8,6 +8,7 @@ bench_need() {
     command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
   done
   [ ${#missing[@]} = 0 ] && return
+  # a refresh that fails leaves the old index: the install below then fails loudly or works
   apt-get update -qq || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
@@ -52,3 +53,25 @@ die() { echo "bench/$(basename "$0"): $*" >&2; exit 1; }
 # started with `&`, use `ip netns exec` directly, so that $! is the process itself (it execs
 # CMD), not a subshell whose kill would leave CMD running.
 on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
+
+# bench_vs_kernel DIR: from DIR/vxgate and DIR/kernel ("metric value" lines, one per run; and
+# DIR/portable when there is one), prints `RESULT <metric> vxgate=<v> kernel=<v>
+# ratio=<vxgate/kernel> [portable=<v>]`, medians of the runs.
+bench_vs_kernel() {
+  /usr/bin/python3 - "$1" <<'PY'
+import os, statistics, sys
+d = sys.argv[1]
+def load(mode):
+    m = {}
+    for line in open(f"{d}/{mode}"):
+        k, v = line.split()
+        m.setdefault(k, []).append(float(v))
+    return {k: statistics.median(v) for k, v in m.items()}
+v, k = load("vxgate"), load("kernel")
+p = load("portable") if os.path.exists(f"{d}/portable") else {}
+for metric in v:
+    ratio = v[metric] / k[metric] if k[metric] else float("nan")
+    extra = f" portable={p[metric]:g}" if metric in p else ""
+    print(f"RESULT {metric} vxgate={v[metric]:g} kernel={k[metric]:g} ratio={ratio:.3f}{extra}")
+PY
+}

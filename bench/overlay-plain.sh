@@ -134,16 +134,4 @@ for run in $(seq "$RUNS"); do
 done
 down
 
-/usr/bin/python3 - "$OUT" <<'PY'
-import statistics, sys
-d = sys.argv[1]
-def load(mode):
-    m = {}
-    for line in open(f"{d}/{mode}"):
-        k, v = line.split()
-        m.setdefault(k, []).append(float(v))
-    return {k: statistics.median(v) for k, v in m.items()}
-v, k = load("vxgate"), load("kernel")
-for metric in v:
-    print(f"RESULT {metric} vxgate={v[metric]:g} kernel={k[metric]:g} ratio={v[metric] / k[metric]:.3f}")
-PY
+bench_vs_kernel "$OUT"

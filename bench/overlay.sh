@@ -110,21 +110,5 @@ for run in $(seq "$RUNS"); do
   echo "run $run done" >&2
 done
 
-/usr/bin/python3 - "$OUT" <<'PY'
-import statistics, sys
-d = sys.argv[1]
-def load(mode):
-    m = {}
-    for line in open(f"{d}/{mode}"):
-        k, v = line.split()
-        m.setdefault(k, []).append(float(v))
-    return {k: statistics.median(v) for k, v in m.items()}
-import os
-v, k = load("vxgate"), load("kernel")
-p = load("portable") if os.path.exists(f"{d}/portable") else {}
-for metric in v:
-    ratio = v[metric] / k[metric] if k[metric] else float("nan")
-    extra = f" portable={p[metric]:g}" if metric in p else ""
-    print(f"RESULT {metric} vxgate={v[metric]:g} kernel={k[metric]:g} ratio={ratio:.3f}{extra}")
-PY
+bench_vs_kernel "$OUT"
 rm -rf "$OUT"
