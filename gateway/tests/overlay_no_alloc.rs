@@ -2,6 +2,7 @@
 //! VXLAN header into the headroom, hashing the flow, validating and learning a received
 //! datagram, answering an ARP request; and the whole worker loop over a real TAP (as root).
 //! Counted with a global allocator that counts while armed, on the armed thread only.
+//! The same TAP setup also checks that a merge goes on across two GRO reads.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -280,7 +281,21 @@ fn the_datapath_loop_allocates_nothing() {
     eprintln!("{report}");
 }
 
-fn datapath_loop() -> String {
+/// A TAP datapath in a network namespace of its own: the harness (one worker, as vxgate's
+/// first) on TAP `vxt0` at 10.77.0.1/24 with 10.77.0.2 behind MAC 02:..:02 (the remote
+/// container), and a socket playing the remote VTEP, the switch's only peer.
+struct TapBed {
+    rt: tokio::runtime::Runtime,
+    h: vxgate::overlay::offload::Harness,
+    peer: std::net::UdpSocket,
+    /// Where the harness listens.
+    listen: SocketAddr,
+    tap_mac: MacAddr,
+}
+
+/// Builds a [`TapBed`]; call it on a thread of its own (it unshares that thread's network
+/// namespace).
+fn tap_bed() -> TapBed {
     use vxgate::overlay::TapNetwork;
     use vxgate::overlay::offload::Harness;
     // SAFETY: unshare(2) on this thread only; no pointers.
@@ -295,6 +310,60 @@ fn datapath_loop() -> String {
         .enable_all()
         .build()
         .expect("runtime");
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+    peer.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    let peer_addr = peer.local_addr().expect("addr");
+    let spec = NetworkSpec {
+        name: "default".into(),
+        vni: 42,
+        mtu: 1450,
+    };
+    let switch = std::sync::Arc::new(Switch::new(
+        "h1",
+        &[peer_addr],
+        std::slice::from_ref(&spec),
+        1024,
+        Duration::from_secs(300),
+    ));
+    let net = TapNetwork {
+        spec,
+        tap: "vxt0".into(),
+        bridge: None,
+    };
+    let h = rt
+        .block_on(async { Harness::open(&[net], "127.0.0.1:0".parse().expect("addr"), switch) })
+        .expect("open the datapath");
+    let listen = h.listen().expect("listen");
+    ip("addr add 10.77.0.1/24 dev vxt0");
+    ip("neigh replace 10.77.0.2 lladdr 02:00:00:00:00:02 dev vxt0 nud permanent");
+    let out = std::process::Command::new("ip")
+        .args(["-br", "link", "show", "vxt0"])
+        .output()
+        .expect("ip link");
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let tap_mac: MacAddr = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no MAC in {line:?}"));
+    TapBed {
+        rt,
+        h,
+        peer,
+        listen,
+        tap_mac,
+    }
+}
+
+fn datapath_loop() -> String {
+    let TapBed {
+        rt,
+        mut h,
+        peer,
+        listen,
+        tap_mac,
+    } = tap_bed();
     // the count is live on this thread (a positive control for the zero below)
     ALLOCS.store(0, SeqCst);
     arm(true);
@@ -306,42 +375,6 @@ fn datapath_loop() -> String {
         "the counting allocator counts this thread"
     );
     rt.block_on(async {
-        // the remote VTEP, and the kernel's two ends of the overlay's traffic
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
-        peer.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
-        let peer_addr = peer.local_addr().expect("addr");
-        let spec = NetworkSpec {
-            name: "default".into(),
-            vni: 42,
-            mtu: 1450,
-        };
-        let switch = std::sync::Arc::new(Switch::new(
-            "h1",
-            &[peer_addr],
-            std::slice::from_ref(&spec),
-            1024,
-            Duration::from_secs(300),
-        ));
-        let net = TapNetwork {
-            spec,
-            tap: "vxt0".into(),
-            bridge: None,
-        };
-        let mut h = Harness::open(&[net], "127.0.0.1:0".parse().expect("addr"), switch)
-            .expect("open the datapath");
-        let listen = h.listen().expect("listen");
-        ip("addr add 10.77.0.1/24 dev vxt0");
-        ip("neigh replace 10.77.0.2 lladdr 02:00:00:00:00:02 dev vxt0 nud permanent");
-        let out = std::process::Command::new("ip")
-            .args(["-br", "link", "show", "vxt0"])
-            .output()
-            .expect("ip link");
-        let line = String::from_utf8_lossy(&out.stdout).into_owned();
-        let tap_mac: MacAddr = line
-            .split_whitespace()
-            .nth(2)
-            .and_then(|m| m.parse().ok())
-            .unwrap_or_else(|| panic!("no MAC in {line:?}"));
         let remote = MacAddr([2, 0, 0, 0, 0, 2]);
         let kernel_tx = std::net::UdpSocket::bind("10.77.0.1:0").expect("bind in the overlay");
         let kernel_rx = std::net::UdpSocket::bind("10.77.0.1:0").expect("bind in the overlay");
@@ -405,4 +438,125 @@ fn datapath_loop() -> String {
             h.features().describe()
         )
     })
+}
+
+/// The TAP's receive counters (frames the datapath wrote to it): (packets, bytes).
+fn tap_rx(name: &str) -> (u64, u64) {
+    let out = std::process::Command::new("ip")
+        .args(["-s", "-j", "link", "show", name])
+        .output()
+        .expect("ip -s link");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip's JSON");
+    let rx = &v[0]["stats64"]["rx"];
+    match (rx["packets"].as_u64(), rx["bytes"].as_u64()) {
+        (Some(p), Some(b)) => (p, b),
+        _ => panic!("no receive counters for {name}: {v}"),
+    }
+}
+
+/// A 64 KiB TSO frame does not fit one UDP GSO send once encapsulated, so a sender (vxgate's
+/// TX path, `gso_runs`) sends it as two runs, 44 datagrams and 2; the receiving worker reads
+/// them in two GRO reads and still writes them to the TAP as one frame: the merge goes on
+/// from one read into the next. Real TAP, real GSO sends over loopback. Needs root.
+#[test]
+fn a_tso_frame_sent_as_two_gso_runs_reaches_the_tap_as_one_frame() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root for a network namespace and a TAP");
+        return;
+    }
+    let _turn = exclusive();
+    let report = std::thread::spawn(two_runs_one_frame)
+        .join()
+        .expect("the datapath thread");
+    eprintln!("{report}");
+}
+
+fn two_runs_one_frame() -> String {
+    use vxgate::overlay::{batch, udp};
+    use vxgate::wire::checksum::internet;
+    use vxgate::wire::offload::segment;
+    let TapBed {
+        rt,
+        mut h,
+        peer,
+        listen,
+        tap_mac,
+    } = tap_bed();
+    let on = h.features().list();
+    assert!(
+        on.contains(&("udp_gro", true)) && on.contains(&("tap_tso", true)),
+        "the offload datapath with GRO reads: {}",
+        h.features().describe()
+    );
+    // 10.77.0.2:7000 -> 10.77.0.1:5201, 46 segments of 1398 bytes, ACK set
+    let (mss, segments) = (1398usize, 46usize);
+    let payload = mss * segments;
+    let mut f = vec![0u8; 14 + 20 + 20];
+    {
+        let mut e = Frame::new_checked(&mut f[..]).expect("fits");
+        e.set_dst(tap_mac);
+        e.set_src(MacAddr([2, 0, 0, 0, 0, 2]));
+        e.set_ethertype(ethertype::IPV4);
+    }
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 77, 0, 2]);
+    f[30..34].copy_from_slice(&[10, 77, 0, 1]);
+    let c = internet(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&7000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&5201u16.to_be_bytes());
+    f[38..42].copy_from_slice(&1u32.to_be_bytes());
+    f[42..46].copy_from_slice(&1u32.to_be_bytes());
+    f[46] = 0x50;
+    f[47] = 0x10;
+    f[48..50].copy_from_slice(&512u16.to_be_bytes());
+    f.extend((0..payload).map(|i| (i * 7 % 251) as u8));
+    let mut vx = [0u8; vxlan::HEADER_LEN];
+    vxlan::emit_header(&mut vx, 42);
+    let mut out = vec![0u8; 2 * 65_536];
+    let s = segment(&f, Some(34), mss, &vx, &mut out).expect("segment");
+    assert_eq!(s.count, segments);
+    let runs: Vec<_> = batch::gso_runs(s.len, s.stride).collect();
+    assert_eq!(
+        runs.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+        [44, 2],
+        "two GSO sends"
+    );
+    let before = tap_rx("vxt0");
+    for (r, _) in &runs {
+        udp::send_gso(&peer, &out[r.clone()], listen, s.stride).expect("GSO send");
+    }
+    let start = Instant::now();
+    let mut got = (0, 0);
+    while start.elapsed() < Duration::from_secs(10) {
+        // the yield lets the runtime poll its I/O driver, which marks the socket readable
+        let work = rt
+            .block_on(async {
+                tokio::task::yield_now().await;
+                h.turn().await
+            })
+            .expect("a turn");
+        let now = tap_rx("vxt0");
+        got = (now.0 - before.0, now.1 - before.1);
+        if work == 0 && got.1 >= f.len() as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        got,
+        (1, f.len() as u64),
+        "(frames, bytes) written to the TAP for one {}-byte TSO frame",
+        f.len()
+    );
+    format!(
+        "two GSO runs ({} datagrams) reached the TAP as one {}-byte frame in {:?}",
+        s.count,
+        f.len(),
+        start.elapsed()
+    )
 }

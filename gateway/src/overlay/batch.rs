@@ -254,6 +254,12 @@ impl Merger {
         Self::hand_out(&mut self.slots[done])
     }
 
+    /// Where the merge in progress starts in the receive buffer (its first frame's start).
+    pub fn pending_start(&self) -> Option<usize> {
+        let slot = &self.slots[self.cur];
+        slot.merge.map(|_| slot.frames[0].0)
+    }
+
     /// The merge in progress, to be written now (a frame that cannot merge comes next, or the
     /// read is done).
     pub fn take(&mut self) -> Option<Merged<'_>> {

@@ -20,7 +20,9 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 
-/// Receive buffer for one GRO read.
+/// Receive buffer for one GRO read; the buffer holds two, which reads fill in turn, so that
+/// a merge can go on into the next read (a 64 KiB TSO frame crosses as two GSO sends, 44
+/// segments and 3, and is written back to the TAP as one frame).
 const GRO_BUF: usize = FRAME_MAX + 1;
 /// Without GRO: datagrams per recvmmsg, each in a slot that fits the largest datagram.
 const SLOTS: usize = 16;
@@ -37,6 +39,8 @@ pub(super) struct Rx {
     list: [(SocketAddr, usize, usize); GRO_MAX],
     /// Without GRO: recvmmsg headers, one slot of [`SLOT`] bytes per datagram.
     gro: bool,
+    /// With GRO: the half of `buf` the next read fills.
+    half: usize,
     slots: udp::Slots,
     merge: Merger,
 }
@@ -51,9 +55,9 @@ struct Sink {
     hdr: [u8; VNET_HDR_LEN + 256],
 }
 
-/// What one read of the socket gave: `count` datagrams, and for a GRO read its length,
-/// sender and segment size (without GRO each slot says its own).
-type Got = (usize, Option<(usize, SocketAddr, usize)>);
+/// What one read of the socket gave: `count` datagrams, and for a GRO read where it starts
+/// in the buffer, its length, sender and segment size (without GRO each slot says its own).
+type Got = (usize, Option<(usize, usize, SocketAddr, usize)>);
 
 impl Rx {
     pub(super) fn new(taps: Vec<Arc<AsyncFd<Tap>>>, switch: &Switch, features: &Features) -> Rx {
@@ -72,7 +76,7 @@ impl Rx {
             buf: vec![
                 0u8;
                 if features.udp_gro {
-                    GRO_BUF
+                    2 * GRO_BUF
                 } else {
                     SLOTS * SLOT
                 }
@@ -80,25 +84,37 @@ impl Rx {
             decisions: [FromUdp::Drop(DropReason::Truncated); GRO_MAX],
             list: [(SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0); GRO_MAX],
             gro: features.udp_gro,
+            half: 0,
             slots: udp::Slots::new(if features.udp_gro { 0 } else { SLOTS }),
             merge: Merger::default(),
         }
     }
 
-    /// One read: a GRO run of one sender's datagrams, or a recvmmsg batch.
+    /// One read: a GRO run of one sender's datagrams (into the half of the buffer that the
+    /// merge in progress does not start in, written out first if it does), or a recvmmsg
+    /// batch.
     fn read(&mut self, sock: &UdpSocket) -> io::Result<Got> {
-        let (buf, slots) = (&mut self.buf, &mut self.slots);
         if self.gro {
-            sock.try_io(Interest::READABLE, || {
-                udp::recv_gro(sock, &mut buf[..GRO_BUF])
-            })
-            .map(|(n, src, seg)| (n.div_ceil(seg.max(1)), Some((n, src, seg))))
-        } else {
-            sock.try_io(Interest::READABLE, || {
-                udp::recv_slots(sock, &mut buf[..], SLOT, slots)
-            })
-            .map(|k| (k, None))
+            let base = self.half * GRO_BUF;
+            if self
+                .merge
+                .pending_start()
+                .is_some_and(|s| (base..base + GRO_BUF).contains(&s))
+                && let Some(m) = self.merge.take()
+            {
+                self.sink.merged(m, &self.buf);
+            }
+            let buf = &mut self.buf[base..base + GRO_BUF];
+            let (n, src, seg) =
+                sock.try_io(Interest::READABLE, || udp::recv_gro(sock, &mut buf[..]))?;
+            self.half ^= 1;
+            return Ok((n.div_ceil(seg.max(1)), Some((base, n, src, seg))));
         }
+        let (buf, slots) = (&mut self.buf, &mut self.slots);
+        sock.try_io(Interest::READABLE, || {
+            udp::recv_slots(sock, &mut buf[..], SLOT, slots)
+        })
+        .map(|k| (k, None))
     }
 
     /// The switch's decisions on datagrams `first..first + k` of the read.
@@ -107,7 +123,9 @@ impl Rx {
         for j in 0..k {
             let i = first + j;
             let (entry, cut) = match run.1 {
-                Some((n, src, seg)) => ((src, i * seg, ((i + 1) * seg).min(n)), false),
+                Some((base, n, src, seg)) => {
+                    ((src, base + i * seg, base + ((i + 1) * seg).min(n)), false)
+                }
                 None => match self.slots.get(i) {
                     Some((len, src, cut)) => ((src, i * SLOT, i * SLOT + len), cut),
                     None => ((SocketAddr::from(([0, 0, 0, 0], 0)), 0, 0), false),
@@ -270,9 +288,16 @@ pub(super) fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Switch) -> usize 
             st.deliver(k);
             first += k;
         }
-        if let Some(m) = st.merge.take() {
+        // with GRO the merge may go on into the next read (which writes it out if it must
+        // reuse the half it starts in); recvmmsg reuses the slots at once
+        if !st.gro
+            && let Some(m) = st.merge.take()
+        {
             st.sink.merged(m, &st.buf);
         }
+    }
+    if let Some(m) = st.merge.take() {
+        st.sink.merged(m, &st.buf);
     }
     handled
 }
