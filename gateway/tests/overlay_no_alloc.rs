@@ -268,14 +268,19 @@ fn vxlan_udp(dst_mac: MacAddr, src_mac: MacAddr, port: u16, len: usize) -> Vec<u
 /// socket playing the remote VTEP on the other. Needs root (the namespace and the TAP).
 #[test]
 fn the_datapath_loop_allocates_nothing() {
+    on_tap_thread(datapath_loop);
+}
+
+/// Runs `body` (which builds a [`TapBed`]) on a thread of its own, as root, and prints its
+/// report: the namespace is the thread's, and so are the counted allocations.
+fn on_tap_thread(body: fn() -> String) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root for a network namespace and a TAP");
         return;
     }
     let _turn = exclusive();
-    // a thread of its own: the namespace is the thread's, and so are the counted allocations
-    let report = std::thread::spawn(datapath_loop)
+    let report = std::thread::spawn(body)
         .join()
         .expect("the datapath thread");
     eprintln!("{report}");
@@ -460,16 +465,7 @@ fn tap_rx(name: &str) -> (u64, u64) {
 /// from one read into the next. Real TAP, real GSO sends over loopback. Needs root.
 #[test]
 fn a_tso_frame_sent_as_two_gso_runs_reaches_the_tap_as_one_frame() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root for a network namespace and a TAP");
-        return;
-    }
-    let _turn = exclusive();
-    let report = std::thread::spawn(two_runs_one_frame)
-        .join()
-        .expect("the datapath thread");
-    eprintln!("{report}");
+    on_tap_thread(two_runs_one_frame);
 }
 
 fn two_runs_one_frame() -> String {
