@@ -556,3 +556,82 @@ fn two_runs_one_frame() -> String {
         start.elapsed()
     )
 }
+
+/// UDP datagrams are merged into one USO frame only as one read brought them: three sent
+/// one by one (three reads in one turn) reach the TAP as three frames, as the kernel's vxlan
+/// forwards them; three sent as one GSO send reach it as one frame (the positive control).
+/// Either way the socket behind the TAP receives three datagrams. Needs root.
+#[test]
+fn udp_datagrams_sent_one_by_one_are_not_merged() {
+    on_tap_thread(udp_one_by_one);
+}
+
+fn udp_one_by_one() -> String {
+    use vxgate::overlay::udp;
+    let TapBed {
+        rt,
+        mut h,
+        peer,
+        listen,
+        tap_mac,
+    } = tap_bed();
+    let on = h.features().list();
+    assert!(
+        on.contains(&("udp_gro", true)) && on.contains(&("tap_uso", true)),
+        "the offload datapath with GRO reads and USO: {}",
+        h.features().describe()
+    );
+    let rx = std::net::UdpSocket::bind("10.77.0.1:0").expect("bind in the overlay");
+    rx.set_nonblocking(true).expect("nonblocking");
+    let port = rx.local_addr().expect("addr").port();
+    let d = vxlan_udp(tap_mac, MacAddr([2, 0, 0, 0, 0, 2]), port, 100);
+    let frame = (d.len() - vxlan::HEADER_LEN) as u64;
+    let mut report = Vec::new();
+    for (how, gso, want_frames) in [("one by one", false, 3u64), ("one GSO send", true, 1)] {
+        let before = tap_rx("vxt0");
+        if gso {
+            udp::send_gso(&peer, &d.repeat(3), listen, d.len()).expect("GSO send");
+        } else {
+            for _ in 0..3 {
+                peer.send_to(&d, listen).expect("send");
+            }
+        }
+        let (start, mut got, mut datagrams) = (Instant::now(), (0, 0), 0);
+        let mut buf = [0u8; 2048];
+        while start.elapsed() < Duration::from_secs(10) {
+            let work = rt
+                .block_on(async {
+                    tokio::task::yield_now().await;
+                    h.turn().await
+                })
+                .expect("a turn");
+            while let Ok(n) = rx.recv(&mut buf) {
+                assert_eq!(n, 100, "a datagram as sent");
+                datagrams += 1;
+            }
+            let now = tap_rx("vxt0");
+            got = (now.0 - before.0, now.1 - before.1);
+            if work == 0 && datagrams >= 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(datagrams, 3, "{how}: datagrams received behind the TAP");
+        let headers = 14 + 20 + 8;
+        let bytes = if gso {
+            headers + 3 * (frame - headers)
+        } else {
+            3 * frame
+        };
+        assert_eq!(
+            got,
+            (want_frames, bytes),
+            "{how}: (frames, bytes) written to the TAP for three datagrams"
+        );
+        report.push(format!("{how}: {want_frames} frame(s)"));
+    }
+    format!(
+        "three 100-byte UDP datagrams reached the TAP as {}",
+        report.join(", ")
+    )
+}

@@ -260,6 +260,20 @@ impl Merger {
         slot.merge.map(|_| slot.frames[0].0)
     }
 
+    /// Whether the merge in progress may go on into the next read: only a TCP one. UDP
+    /// datagrams are merged only as one read brought them (one GSO send, or what the kernel
+    /// coalesced); datagrams sent one by one stay one by one, as the kernel's vxlan forwards
+    /// them (it has no UDP GRO for forwarded traffic by default).
+    pub fn pending_is_tcp(&self) -> bool {
+        matches!(
+            self.slots[self.cur].merge,
+            Some(Merge {
+                first: Seg::Tcp(_),
+                ..
+            })
+        )
+    }
+
     /// The merge in progress, to be written now (a frame that cannot merge comes next, or the
     /// read is done).
     pub fn take(&mut self) -> Option<Merged<'_>> {

@@ -288,9 +288,10 @@ pub(super) fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Switch) -> usize 
             st.deliver(k);
             first += k;
         }
-        // with GRO the merge may go on into the next read (which writes it out if it must
-        // reuse the half it starts in); recvmmsg reuses the slots at once
-        if !st.gro
+        // with GRO a TCP merge may go on into the next read (which writes it out if it must
+        // reuse the half it starts in); a UDP one ends with its read; recvmmsg reuses the
+        // slots at once
+        if (!st.gro || !st.merge.pending_is_tcp())
             && let Some(m) = st.merge.take()
         {
             st.sink.merged(m, &st.buf);
