@@ -1,11 +1,12 @@
 //! UDP → TAP on the offload datapath: one GRO `recvmsg` (or, without GRO, one `recvmmsg`)
-//! fills the receive buffer; the switch decides on every datagram under one lock; merge
+//! fills the receive buffer; the switch decides on every datagram, looking up the sender, the
+//! VNI and the inner source once per read ([`RunCache`]), not once per datagram; merge
 //! candidates go through the [`Merger`] and reach the TAP as one GSO frame written with
 //! `writev` straight from the receive buffer; other frames are written one by one.
 
 use super::{BATCH, Features};
 use crate::overlay::batch::{self, Delivery, FRAME_MAX, GRO_MAX, Merged, Merger};
-use crate::overlay::switch::{FromUdp, Switch};
+use crate::overlay::switch::{FromUdp, RunCache, Switch};
 use crate::overlay::tap::Tap;
 use crate::overlay::{Counters, DropReason, udp};
 use crate::wire::checksum::{self, Partial};
@@ -120,6 +121,7 @@ impl Rx {
     /// The switch's decisions on datagrams `first..first + k` of the read.
     fn decide(&mut self, s: &Switch, (first, k): (usize, usize), run: Got) {
         let now = Instant::now();
+        let mut cache = RunCache::default();
         for j in 0..k {
             let i = first + j;
             let (entry, cut) = match run.1 {
@@ -139,7 +141,7 @@ impl Rx {
                 FromUdp::Drop(DropReason::Oversize)
             } else {
                 // counts its own drops, empty datagrams included
-                s.from_udp(src, &self.buf[ds..de], now)
+                s.from_udp_in_run(src, &self.buf[ds..de], now, &mut cache)
             };
         }
     }
