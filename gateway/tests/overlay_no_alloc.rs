@@ -445,6 +445,26 @@ fn datapath_loop() -> String {
     })
 }
 
+/// Asserts that the harness's datapath has each of `features` on.
+fn require(h: &vxgate::overlay::offload::Harness, features: &[&str]) {
+    let on = h.features().list();
+    assert!(
+        features.iter().all(|f| on.contains(&(*f, true))),
+        "the offload datapath with {features:?}: {}",
+        h.features().describe()
+    );
+}
+
+/// One turn of the worker loop, after a yield that lets the runtime poll its I/O driver
+/// (which marks the socket readable). Returns the reads done.
+fn turn(rt: &tokio::runtime::Runtime, h: &mut vxgate::overlay::offload::Harness) -> usize {
+    rt.block_on(async {
+        tokio::task::yield_now().await;
+        h.turn().await
+    })
+    .expect("a turn")
+}
+
 /// The TAP's receive counters (frames the datapath wrote to it): (packets, bytes).
 fn tap_rx(name: &str) -> (u64, u64) {
     let out = std::process::Command::new("ip")
@@ -479,12 +499,7 @@ fn two_runs_one_frame() -> String {
         listen,
         tap_mac,
     } = tap_bed();
-    let on = h.features().list();
-    assert!(
-        on.contains(&("udp_gro", true)) && on.contains(&("tap_tso", true)),
-        "the offload datapath with GRO reads: {}",
-        h.features().describe()
-    );
+    require(&h, &["udp_gro", "tap_tso"]);
     // 10.77.0.2:7000 -> 10.77.0.1:5201, 46 segments of 1398 bytes, ACK set
     let (mss, segments) = (1398usize, 46usize);
     let payload = mss * segments;
@@ -529,13 +544,7 @@ fn two_runs_one_frame() -> String {
     let start = Instant::now();
     let mut got = (0, 0);
     while start.elapsed() < Duration::from_secs(10) {
-        // the yield lets the runtime poll its I/O driver, which marks the socket readable
-        let work = rt
-            .block_on(async {
-                tokio::task::yield_now().await;
-                h.turn().await
-            })
-            .expect("a turn");
+        let work = turn(&rt, &mut h);
         let now = tap_rx("vxt0");
         got = (now.0 - before.0, now.1 - before.1);
         if work == 0 && got.1 >= f.len() as u64 {
@@ -575,12 +584,7 @@ fn udp_one_by_one() -> String {
         listen,
         tap_mac,
     } = tap_bed();
-    let on = h.features().list();
-    assert!(
-        on.contains(&("udp_gro", true)) && on.contains(&("tap_uso", true)),
-        "the offload datapath with GRO reads and USO: {}",
-        h.features().describe()
-    );
+    require(&h, &["udp_gro", "tap_uso"]);
     let rx = std::net::UdpSocket::bind("10.77.0.1:0").expect("bind in the overlay");
     rx.set_nonblocking(true).expect("nonblocking");
     let port = rx.local_addr().expect("addr").port();
@@ -599,12 +603,7 @@ fn udp_one_by_one() -> String {
         let (start, mut got, mut datagrams) = (Instant::now(), (0, 0), 0);
         let mut buf = [0u8; 2048];
         while start.elapsed() < Duration::from_secs(10) {
-            let work = rt
-                .block_on(async {
-                    tokio::task::yield_now().await;
-                    h.turn().await
-                })
-                .expect("a turn");
+            let work = turn(&rt, &mut h);
             while let Ok(n) = rx.recv(&mut buf) {
                 assert_eq!(n, 100, "a datagram as sent");
                 datagrams += 1;
