@@ -65,7 +65,6 @@ pub enum FromUdp {
     Drop(DropReason),
 }
 
-/// The peers: the flood list and the accepted senders, swapped whole when they change.
 /// What [`Switch::from_udp_in_run`] keeps between the datagrams of one receive batch (a GRO
 /// read is one sender's, usually of one inner source): the sender and its VTEP, the last VNI
 /// and its network, the last MAC learned (and where). Each is then looked up once per batch,
@@ -78,6 +77,7 @@ pub struct RunCache {
     learned: Option<(usize, MacAddr, SocketAddr)>,
 }
 
+/// The peers: the flood list and the accepted senders, swapped whole when they change.
 #[derive(Debug, Default)]
 struct Peers {
     /// Shared with the sender so a flood needs no copy.
@@ -546,22 +546,16 @@ mod tests {
             assert_eq!(a.total_drops(), b.total_drops());
         }
         // a full FDB: every datagram from a new MAC is counted, in a run as alone
-        let (alone, run) = (
+        let one_entry = || {
             Switch::new(
                 "h1",
                 &[H2],
                 &[net("default", 42)],
                 1,
                 Duration::from_secs(300),
-            ),
-            Switch::new(
-                "h1",
-                &[H2],
-                &[net("default", 42)],
-                1,
-                Duration::from_secs(300),
-            ),
-        );
+            )
+        };
+        let (alone, run) = (one_entry(), one_entry());
         let mut cache = RunCache::default();
         for m in [1, 2, 2, 2] {
             let d = encap(42, &frame(mac(9), mac(m), 60));
