@@ -13,11 +13,15 @@ use crate::zone::{Lookup, Node, Zone};
 
 /// What the server should do with a message.
 #[derive(Debug)]
+// a Box for the query was an allocation per forwarded query, cache hits included
+#[allow(clippy::large_enum_variant)]
 pub enum Action {
     /// Send `out` back.
     Reply,
-    /// Not in the zone: forward (if the client may recurse), else REFUSED.
-    Forward(Box<Query>),
+    /// Not in the zone: forward (if the client may recurse), else REFUSED. The query is
+    /// carried inline (about 550 bytes, moved, not allocated): a cached answer to it then
+    /// costs no allocation.
+    Forward(Query),
     /// Say nothing (runt, or a response).
     Drop,
 }
@@ -69,7 +73,7 @@ pub fn answer(zone: &Zone, msg: &[u8], tcp: bool, rng: &mut Rng, out: &mut Vec<u
         zone.max_udp_records
     };
     match zone.lookup(q.lower_name()) {
-        Lookup::Outside => Action::Forward(Box::new(q)),
+        Lookup::Outside => Action::Forward(q),
         _ if q.qclass != message::CLASS_IN && q.qclass != 255 => {
             message::error_response(out, q.id, Some(&q), rcode::REFUSED);
             Action::Reply

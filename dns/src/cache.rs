@@ -38,24 +38,24 @@ impl Sharded {
         }
     }
 
-    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, Cache> {
+    fn shard(&self, key: &dyn AsKey) -> std::sync::MutexGuard<'_, Cache> {
         let i = self.hasher.hash_one(key) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// [`Cache::get`] in the key's shard.
-    pub fn get(&self, key: &Key, id: u16, now: Instant) -> Option<Vec<u8>> {
+    pub fn get(&self, key: &dyn AsKey, id: u16, now: Instant) -> Option<Vec<u8>> {
         self.shard(key).get(key, id, now)
     }
 
     /// [`Cache::get_into`] in the key's shard.
-    pub fn get_into(&self, key: &Key, id: u16, now: Instant, out: &mut Vec<u8>) -> bool {
+    pub fn get_into(&self, key: &dyn AsKey, id: u16, now: Instant, out: &mut Vec<u8>) -> bool {
         self.shard(key).get_into(key, id, now, out)
     }
 
     /// [`Cache::put`] in the key's shard.
     pub fn put(&self, key: Key, response: &[u8], now: Instant) -> bool {
-        self.shard(&key).put(key, response, now)
+        self.shard(&key as &dyn AsKey).put(key, response, now)
     }
 
     /// Entries in all shards.
@@ -75,12 +75,74 @@ impl Sharded {
 pub const MAX_TTL: u32 = 3600;
 
 /// What a cached answer is keyed by: lower-cased question name, type, class, DO bit.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct Key {
     pub name: Vec<u8>,
     pub qtype: u16,
     pub qclass: u16,
     pub dnssec_ok: bool,
+}
+
+/// A key's parts as lookups hash and compare them: an owned [`Key`] (stored) or a
+/// [`KeyRef`] borrowed from a query, so a lookup builds no key (a hit allocates nothing).
+pub trait AsKey {
+    fn parts(&self) -> (&[u8], u16, u16, bool);
+}
+
+/// A key borrowed from a query's name.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    pub name: &'a [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+    pub dnssec_ok: bool,
+}
+
+impl AsKey for Key {
+    fn parts(&self) -> (&[u8], u16, u16, bool) {
+        (&self.name, self.qtype, self.qclass, self.dnssec_ok)
+    }
+}
+
+impl AsKey for KeyRef<'_> {
+    fn parts(&self) -> (&[u8], u16, u16, bool) {
+        (self.name, self.qtype, self.qclass, self.dnssec_ok)
+    }
+}
+
+// Key and dyn AsKey hash and compare alike (both through `parts`), as HashMap's Borrow needs.
+impl std::hash::Hash for dyn AsKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn AsKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn AsKey + '_ {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for Key {}
+
+impl<'a> std::borrow::Borrow<dyn AsKey + 'a> for Key {
+    fn borrow(&self) -> &(dyn AsKey + 'a) {
+        self
+    }
 }
 
 #[derive(Debug)]
@@ -139,14 +201,14 @@ impl Cache {
     }
 
     /// A cached response for `key` with TTLs aged, its ID set to `id`.
-    pub fn get(&mut self, key: &Key, id: u16, now: Instant) -> Option<Vec<u8>> {
+    pub fn get(&mut self, key: &dyn AsKey, id: u16, now: Instant) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         self.get_into(key, id, now, &mut out).then_some(out)
     }
 
     /// [`Cache::get`] written into `out` (a reused buffer: no allocation once it is big
     /// enough); whether there was one.
-    pub fn get_into(&mut self, key: &Key, id: u16, now: Instant, out: &mut Vec<u8>) -> bool {
+    pub fn get_into(&mut self, key: &dyn AsKey, id: u16, now: Instant, out: &mut Vec<u8>) -> bool {
         let Some(&at) = self.index.get(key) else {
             return false;
         };
@@ -302,6 +364,50 @@ mod tests {
             qtype: 1,
             qclass: 1,
             dnssec_ok: false,
+        }
+    }
+
+    #[test]
+    fn a_borrowed_key_finds_what_an_owned_key_stored() {
+        let t0 = Instant::now();
+        let sharded = Sharded::new(64);
+        let resp = response(ResponseCode::NoError, &[(300, [1, 2, 3, 4])], None);
+        assert!(sharded.put(key(), &resp, t0));
+        let k = key();
+        let borrowed = KeyRef {
+            name: &k.name,
+            qtype: k.qtype,
+            qclass: k.qclass,
+            dnssec_ok: k.dnssec_ok,
+        };
+        let mut out = Vec::new();
+        assert!(
+            sharded.get_into(&borrowed, 7, t0, &mut out),
+            "same parts: a hit"
+        );
+        assert_eq!(out[..2], 7u16.to_be_bytes());
+        assert_eq!(out[2..], resp[2..]);
+        // each part is part of the key
+        let other_name = b"\x03www\x07example\x03net\x00";
+        for miss in [
+            KeyRef {
+                name: other_name,
+                ..borrowed
+            },
+            KeyRef {
+                qtype: 28,
+                ..borrowed
+            },
+            KeyRef {
+                qclass: 3,
+                ..borrowed
+            },
+            KeyRef {
+                dnssec_ok: true,
+                ..borrowed
+            },
+        ] {
+            assert!(sharded.get(&miss, 7, t0).is_none(), "{miss:?}");
         }
     }
 

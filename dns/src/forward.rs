@@ -19,7 +19,7 @@
 //! timers are checked every [`TICK`] while anything waits. TCP clients, whose connection
 //! task waits anyway, go through [`Forwarder::resolve`].
 
-use crate::cache::{Key, Sharded};
+use crate::cache::{Key, KeyRef, Sharded};
 use crate::message::{self, Query, rcode};
 use std::collections::HashMap;
 use std::io;
@@ -134,15 +134,26 @@ impl Forwarder {
         }
     }
 
-    /// A cached answer, if any (no I/O).
-    pub fn cached(&self, q: &Query) -> Option<Vec<u8>> {
-        self.cache.get(&Self::key(q), q.id, Instant::now())
+    /// The key of `q`, borrowed from it: what a lookup takes.
+    fn key_ref(q: &Query) -> KeyRef<'_> {
+        KeyRef {
+            name: q.lower_name(),
+            qtype: q.qtype,
+            qclass: q.qclass,
+            dnssec_ok: q.edns.is_some_and(|e| e.dnssec_ok),
+        }
     }
 
-    /// A cached answer written into `out` (a reused buffer), if there is one (no I/O).
+    /// A cached answer, if any (no I/O).
+    pub fn cached(&self, q: &Query) -> Option<Vec<u8>> {
+        self.cache.get(&Self::key_ref(q), q.id, Instant::now())
+    }
+
+    /// A cached answer written into `out` (a reused buffer), if there is one (no I/O, and no
+    /// allocation once `out` is big enough).
     pub fn cached_into(&self, q: &Query, out: &mut Vec<u8>) -> bool {
         self.cache
-            .get_into(&Self::key(q), q.id, Instant::now(), out)
+            .get_into(&Self::key_ref(q), q.id, Instant::now(), out)
     }
 
     /// Retransmissions every fifth of the timeout (100 ms to 1 s).
@@ -179,8 +190,15 @@ impl Forwarder {
 
     /// Resolves `q` (whose bytes are `msg`) upstream; always returns a response for the client.
     pub async fn resolve(&self, q: &Query, msg: &[u8], tcp: bool) -> Vec<u8> {
-        if let Some(hit) = self.cached(q) {
-            return hit;
+        let mut out = Vec::new();
+        self.resolve_into(q, msg, tcp, &mut out).await;
+        out
+    }
+
+    /// [`Forwarder::resolve`] into `out` (a reused buffer): a cache hit allocates nothing.
+    pub async fn resolve_into(&self, q: &Query, msg: &[u8], tcp: bool, out: &mut Vec<u8>) {
+        if self.cached_into(q, out) {
+            return;
         }
         let retransmit = self.retransmit();
         for pool in &self.pools {
@@ -211,11 +229,10 @@ impl Forwarder {
                 continue;
             }
             self.cache.put(Self::key(q), &resp, Instant::now());
-            return resp;
+            *out = resp;
+            return;
         }
-        let mut out = Vec::new();
-        message::error_response(&mut out, q.id, Some(q), rcode::SERVFAIL);
-        out
+        message::error_response(out, q.id, Some(q), rcode::SERVFAIL);
     }
 }
 

@@ -374,7 +374,7 @@ fn query(
                 ctx.stats.count(msg, out, since);
                 return true;
             };
-            Forwarder::forward(slot, q, msg, src, reply.clone(), since);
+            Forwarder::forward(slot, Box::new(q), msg, src, reply.clone(), since);
             false
         }
     }
@@ -408,7 +408,7 @@ fn outside(ctx: &Context, q: &Query, client: IpAddr, out: &mut Vec<u8>) -> bool 
         return true;
     }
     ctx.stats.forwarded.fetch_add(1, Relaxed);
-    // into the worker's reused buffer: a hit allocates only its key
+    // into the worker's reused buffer: a hit allocates nothing
     ctx.forwarder.cached_into(q, out)
 }
 
@@ -486,7 +486,9 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
             Action::Drop => return Ok(()),
             Action::Forward(q) => {
                 if !outside(ctx, &q, peer.ip(), &mut out) {
-                    out = ctx.forwarder.resolve(&q, &buf[..len], true).await;
+                    ctx.forwarder
+                        .resolve_into(&q, &buf[..len], true, &mut out)
+                        .await;
                 }
             }
         }
