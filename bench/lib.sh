@@ -75,3 +75,33 @@ for metric in v:
     print(f"RESULT {metric} vxgate={v[metric]:g} kernel={k[metric]:g} ratio={ratio:.3f}{extra}")
 PY
 }
+
+# bench_cpu PID...: "<machine ticks> <busy ticks> <user ticks of the PIDs>" so far (USER_HZ,
+# all CPUs summed). Two readings around a load tell how busy the machine was and what share
+# of it the PIDs' own code took.
+bench_cpu() {
+  local total busy user=0 p
+  read -r total busy < <(awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, t - $5 - $6}' /proc/stat)
+  for p in "$@"; do
+    user=$((user + $(awk '{print $14}' "/proc/$p/stat")))
+  done
+  echo "$total $busy $user"
+}
+
+# bench_load_cpu METRIC IPERF_JSON CPU_FILE: from an iperf3 result and two bench_cpu readings
+# (one line, before then after) prints METRIC_busy_pct (the machine), METRIC_own_user_pct
+# (the PIDs' user time, as a share of the machine) and METRIC_ceiling_gbps: the rate if that
+# user time were freed for the load, rate * busy / (busy - own), an upper bound on what work
+# in the PIDs' own code could reach. With no PIDs (the kernel's datapath) it is the rate.
+bench_load_cpu() {
+  /usr/bin/python3 - "$@" <<'PY'
+import json, sys
+metric, js, cpu = sys.argv[1:4]
+rate = json.load(open(js))["end"]["sum_received"]["bits_per_second"] / 1e9
+t0, b0, u0, t1, b1, u1 = map(int, open(cpu).read().split())
+busy, own = (b1 - b0) / (t1 - t0), (u1 - u0) / (t1 - t0)
+print(f"{metric}_busy_pct {100 * busy:.1f}")
+print(f"{metric}_own_user_pct {100 * own:.1f}")
+print(f"{metric}_ceiling_gbps {rate * busy / (busy - own):.3f}")
+PY
+}

@@ -5,7 +5,10 @@
 # and either vxgate's TAP (vxgate creates it and attaches it to the bridge, as a user's config
 # would) or a kernel vxlan device. Every device keeps its default offloads; the overlay MTU is
 # 1450 (the underlay's 1500 minus VXLAN's 50). The two take turns, RUNS times each.
-# Prints `RESULT <metric> vxgate=<v> kernel=<v> ratio=<vxgate/kernel>` (medians).
+# Prints `RESULT <metric> vxgate=<v> kernel=<v> ratio=<vxgate/kernel>` (medians). Beside each
+# TCP rate: how busy the machine was, vxgate's own user time as a share of it, and the ceiling
+# (bench_load_cpu in lib.sh): the rate if vxgate's user time were freed, so the ceiling's ratio
+# bounds what work in vxgate's own code can reach.
 #
 # Each measurement is checked before it counts: vxgate's datapath (GET /v1/overlay) is the
 # offload one with tap_tso, udp_gso and udp_gro; no ping is lost; 8 MiB of random bytes cross
@@ -30,10 +33,10 @@ bench_need iperf3:iperf3 ping:iputils-ping ip:iproute2 curl:curl /usr/bin/python
 bench_vxgate
 P=bpl
 OUT=$(mktemp -d /tmp/vxgate-bench-plain.XXXXXX)
-PIDS=()
+PIDS=() VXP=()   # every process started; the vxgate ones (whose CPU time is read)
 down() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  PIDS=()
+  PIDS=() VXP=()
   for n in h1 h2 c1 c2; do ip netns del "$P-$n" 2>/dev/null || true; done
 }
 trap 'down; rm -rf "$OUT"' EXIT
@@ -78,7 +81,7 @@ mtu = 1450
 bridge = "br0"
 CONF
       ip netns exec "$P-h$h" "$VXGATE" run --config "$OUT/h$h.toml" > "$OUT/vx-h$h.log" 2>&1 &
-      PIDS+=($!)
+      PIDS+=($!) VXP+=($!)
     fi
   done
   [ "$mode" = kernel ] && return
@@ -105,8 +108,13 @@ measure() {
   local server=$!
   PIDS+=("$server")
   sleep 0.3
+  local c0
+  c0=$(bench_cpu "${VXP[@]}")
   on c1 iperf3 -c 10.201.2.11 -t "$SECS" -J > "$OUT/tcp1.json"
+  echo "$c0 $(bench_cpu "${VXP[@]}")" > "$OUT/tcp1.cpu"
+  c0=$(bench_cpu "${VXP[@]}")
   on c1 iperf3 -c 10.201.2.11 -t "$SECS" -P 4 -J > "$OUT/tcp4.json"
+  echo "$c0 $(bench_cpu "${VXP[@]}")" > "$OUT/tcp4.cpu"
   on c1 ping -c 500 -i 0.002 -W 2 10.201.2.11 > "$OUT/ping.txt" || true
   grep -q "500 packets transmitted, 500 received" "$OUT/ping.txt" \
     || die "$mode: ping lost packets: $(grep 'packets transmitted' "$OUT/ping.txt")"
@@ -118,7 +126,9 @@ for name, f in (("tcp_1stream_gbps", "tcp1"), ("tcp_4stream_gbps", "tcp4")):
 rtts = sorted(float(x) * 1000 for x in re.findall(r"time=([0-9.]+) ms", open(f"{d}/ping.txt").read()))
 print("rtt_avg_us", round(sum(rtts) / len(rtts), 1))
 PY
-  tail -3 "$OUT/$mode" | tr '\n' ' ' | sed "s/^/$mode: /" >&2
+  bench_load_cpu tcp_1stream "$OUT/tcp1.json" "$OUT/tcp1.cpu" >> "$OUT/$mode"
+  bench_load_cpu tcp_4stream "$OUT/tcp4.json" "$OUT/tcp4.cpu" >> "$OUT/$mode"
+  grep -E '^(tcp_[14]stream_gbps|rtt_avg_us)' "$OUT/$mode" | tail -3 | tr '\n' ' ' | sed "s/^/$mode: /" >&2
   echo >&2
 }
 

@@ -6,6 +6,10 @@
 # RUNS): vxgate with its default datapath (offloads detected), the kernel, and vxgate with
 # overlay.offload = "off" (the portable datapath), all in the same run.
 #
+# Beside each TCP rate: how busy the machine was, vxgate's own user time as a share of it, and
+# the ceiling (bench_load_cpu in lib.sh): the rate if vxgate's user time were freed, so the
+# ceiling's ratio bounds what work in vxgate's own code can reach.
+#
 # Each measurement is checked before it counts: vxgate's datapath (GET /v1/overlay) is the one
 # named (offload with tap_tso, udp_gso and udp_gro; portable with none), no ping is lost, and
 # an 8 MiB random file crosses the overlay intact (SHA-256 both ends) in every mode and run.
@@ -47,8 +51,13 @@ measure() {
   sleep 0.3
   on h1c1 ping -c 3 -W 2 10.200.2.11 >/dev/null || die "$mode: h2c1 does not answer ping"
   bench_integrity "$P-h1c1" "$P-h2c1" 10.200.2.11 "$OUT/blob" || die "$mode: the blob did not cross intact"
+  local c0
+  c0=$(bench_cpu "${VX_PIDS[@]}")
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -J > "$OUT/tcp1.json"
+  echo "$c0 $(bench_cpu "${VX_PIDS[@]}")" > "$OUT/tcp1.cpu"
+  c0=$(bench_cpu "${VX_PIDS[@]}")
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -P 4 -J > "$OUT/tcp4.json"
+  echo "$c0 $(bench_cpu "${VX_PIDS[@]}")" > "$OUT/tcp4.cpu"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -u -l 64 -b 0 -J > "$OUT/udp.json"
   on h1c1 ping -c 500 -i 0.002 -W 2 10.200.2.11 > "$OUT/ping.txt" || true
   grep -q "500 packets transmitted, 500 received" "$OUT/ping.txt" \
@@ -67,6 +76,8 @@ print("udp64_rx_pps", round(pps))
 print("rtt_avg_us", round(sum(rtts) / len(rtts), 1))
 print("rtt_p99_us", round(rtts[int(len(rtts) * 0.99) - 1], 1))
 PY
+  bench_load_cpu tcp_1stream "$OUT/tcp1.json" "$OUT/tcp1.cpu" >> "$f"
+  bench_load_cpu tcp_4stream "$OUT/tcp4.json" "$OUT/tcp4.cpu" >> "$f"
   kill "$SERVER" 2>/dev/null || true
   wait "$SERVER" 2>/dev/null || true
   SERVER=

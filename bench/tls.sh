@@ -8,6 +8,13 @@
 #   - HTTP/2 req/s (h2load -c64 -m10),
 #   - RSS per idle TLS connection with 5,000 open.
 # Prints `RESULT <metric> vxgate=<v> nginx=<v> ratio=<v>` (median of RUNS).
+# The load generator and the backend share the 2 cores with the server, so req/s is the whole
+# machine's rate. Beside it, each load phase reports the CPU time per request of the server
+# (user and system, from /proc/PID/stat around the phase), of the backend nginx and of the
+# client (wrk or h2load, from bash's `time`), and `ceiling_<metric>`: the ratio vxgate would
+# reach in that run if its own code (user time) took no CPU at all, i.e. nginx's whole
+# per-request cost over (client + backend + vxgate's system time). A target above the ceiling
+# cannot be reached by work in vxgate's userspace.
 # Any wrk socket error or timeout, any h2load failure, a non-2xx answer, or an idle holder
 # that does not hold all its connections when RSS is read fails the run.
 #
@@ -120,7 +127,7 @@ ports_free() {
   done
 }
 ports_free "$BACKEND" "$VXP" "$NGP" 19180
-nginx -c "$W/backend.conf" & PIDS+=($!)
+nginx -c "$W/backend.conf" & BACKEND_PID=$!; PIDS+=($BACKEND_PID)
 for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$BACKEND/" && break; sleep 0.1; done
 kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "the backend nginx did not start: $(cat "$W/backend-error.log")" >&2; exit 1; }
 
@@ -139,27 +146,65 @@ wrk_clean() {
   grep -q "Requests/sec" "$2" || { echo "$1: wrk printed no rate: $(cat "$2")" >&2; exit 1; }
 }
 
-# h2_run NAME URL: h2load into $W/h2.txt; every request done and 2xx, none failed or errored
+# h2_run NAME URL [PID]: h2load into $W/h2.txt (with PID: its CPU per request recorded); every request done and 2xx, none failed or errored
 h2_run() {
-  h2load -c64 -m10 -D "$SECS" -H ':authority: web.example.com' "$2" > "$W/h2.txt" 2>&1 || true
+  if [ -n "${3:-}" ]; then
+    load "$1" h2 "$3" h2_count -- h2load -c64 -m10 -D "$SECS" -H ':authority: web.example.com' "$2"
+    cp "$W/load.txt" "$W/h2.txt"
+  else
+    h2load -c64 -m10 -D "$SECS" -H ':authority: web.example.com' "$2" > "$W/h2.txt" 2>&1 || true
+  fi
   grep -q "status codes: [1-9][0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" "$W/h2.txt" \
     && grep -qE "requests: .* [0-9]+ succeeded, 0 failed, 0 errored, 0 timeout" "$W/h2.txt" \
     || { echo "$1: h2load errors: $(grep -E 'status codes|requests:' "$W/h2.txt")" >&2; exit 1; }
 }
+
+# ticks PID: user and system clock ticks of PID and its children (nginx's workers) so far
+ticks() {
+  local u=0 s=0 p a b
+  for p in "$1" $(pgrep -P "$1" || true); do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)) s=$((s + b))
+  done
+  echo "$u $s"
+}
+# load NAME METRIC PID COUNT_CMD -- CLIENT...: runs the client, then records the CPU time per
+# request (µs) of the server PID (user, sys), the backend and the client; COUNT_CMD prints
+# how many requests the client completed
+load() {
+  local name=$1 metric=$2 pid=$3 count=$4 u0 s0 u1 s1 bu0 bs0 bu1 bs1 n
+  shift 5
+  read -r u0 s0 < <(ticks "$pid"); read -r bu0 bs0 < <(ticks "$BACKEND_PID")
+  local TIMEFORMAT='%U %S'
+  { time "$@" > "$W/load.txt" 2>&1 || true; } 2> "$W/client-time"
+  read -r u1 s1 < <(ticks "$pid"); read -r bu1 bs1 < <(ticks "$BACKEND_PID")
+  n=$($count)
+  [ "${n:-0}" -gt 0 ] || { echo "$name $metric: the client completed no requests" >&2; exit 1; }
+  awk -v hz="$(getconf CLK_TCK)" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v b=$((bu1 - bu0 + bs1 - bs0)) \
+      -v who="$name" -v m="$metric" -v c="$(tail -1 "$W/client-time")" 'BEGIN {
+    split(c, t, " "); f = 1e6 / n
+    printf "%s %s_server_user_us %.2f\n%s %s_server_sys_us %.2f\n", who, m, u / hz * f, who, m, s / hz * f
+    printf "%s %s_backend_us %.2f\n%s %s_client_us %.2f\n", who, m, b / hz * f, who, m, (t[1] + t[2]) * f
+  }' >> "$W/results"
+}
+wrk_count() { awk '/requests in/ {print $1}' "$W/load.txt"; }
+h2_count() { awk '/^requests:/ {print $8}' "$W/load.txt"; }
 
 measure() { # name port pid
   local name=$1 port=$2 pid=$3 url="https://127.0.0.1:$2/"
   local check
   check=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H 'Host: web.example.com' "$url")
   [ "$check" = "200 1024" ] || { echo "$name does not answer 200 with 1 KiB: $check" >&2; exit 1; }
-  wrk -t2 -c64 -d"${SECS}s" --latency -H 'Host: web.example.com' "$url" > "$W/wrk.txt"
+  load "$name" keepalive "$pid" wrk_count -- wrk -t2 -c64 -d"${SECS}s" --latency -H 'Host: web.example.com' "$url"
+  cp "$W/load.txt" "$W/wrk.txt"
   wrk_clean "$name" "$W/wrk.txt"
   echo "$name keepalive_rps $(awk '/Requests\/sec/ {print $2}' "$W/wrk.txt")" >> "$W/results"
   echo "$name keepalive_p99_ms $(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$W/wrk.txt")" >> "$W/results"
-  wrk -t2 -c32 -d"${SECS}s" -H 'Host: web.example.com' -H 'Connection: close' "$url" > "$W/hs.txt"
+  load "$name" handshakes "$pid" wrk_count -- wrk -t2 -c32 -d"${SECS}s" -H 'Host: web.example.com' -H 'Connection: close' "$url"
+  cp "$W/load.txt" "$W/hs.txt"
   wrk_clean "$name" "$W/hs.txt"
   echo "$name handshakes_per_s $(awk '/Requests\/sec/ {print $2}' "$W/hs.txt")" >> "$W/results"
-  h2_run "$name" "$url"
+  h2_run "$name" "$url" "$pid"
   echo "$name h2_rps $(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$W/h2.txt")" >> "$W/results"
   local before after
   before=$(rss_kb "$pid")
@@ -289,4 +334,22 @@ for metric in ("keepalive_rps", "keepalive_p99_ms", "handshakes_per_s", "h2_rps"
         continue
     v, a = statistics.median(v), statistics.median(a)
     print(f"RESULT {metric} vxgate={v:g} nginx={a:g} ratio={v / a if a else float('nan'):.3f}")
+# CPU µs per request, and the ceiling: the ratio if vxgate's user time were 0 (per run, then
+# the median); total_ratio is nginx's whole per-request CPU over vxgate's (the rate ratio
+# when both runs kept the 2 cores busy)
+for phase in ("keepalive", "handshakes", "h2"):
+    parts = ("server_user_us", "server_sys_us", "backend_us", "client_us")
+    got = {(w, p): vals.get((w, f"{phase}_{p}"), []) for w in ("vxgate", "nginx") for p in parts}
+    if any(not x for x in got.values()):
+        print(f"RESULT {phase}_cpu missing (see the tool output)")
+        continue
+    for p in parts:
+        v, a = statistics.median(got[("vxgate", p)]), statistics.median(got[("nginx", p)])
+        print(f"RESULT {phase}_{p} vxgate={v:.2f} nginx={a:.2f} ratio={v / a if a else float('nan'):.3f}")
+    runs = min(len(x) for x in got.values())
+    total = lambda w, r, skip=(): sum(got[(w, p)][r] for p in parts if p not in skip)
+    ceil = [total("nginx", r) / total("vxgate", r, ("server_user_us",)) for r in range(runs)]
+    whole = [total("nginx", r) / total("vxgate", r) for r in range(runs)]
+    print(f"RESULT {phase}_total_cpu_ratio {statistics.median(whole):.3f} (nginx's CPU per request, all processes, over vxgate's)")
+    print(f"RESULT {phase}_ceiling {statistics.median(ceil):.3f} (the ratio with vxgate's user time at 0)")
 PY
