@@ -17,7 +17,10 @@
 # queries. So each run also reports the server's CPU time per answered query
 # (cpu_us_per_query, from /proc/PID/stat around the run) and, for the zone mix, the average
 # latency at one fixed rate (--rate, default 40000 q/s) that every server must keep up with
-# (fixed_rate_latency_us, fixed_rate_lost).
+# (fixed_rate_latency_us, fixed_rate_lost). The CPU per query is split into the server's user
+# and system time and dnsperf's (read inside the run), and `<mix>_ceiling` is the q/s ratio vxgate
+# would reach with its own code (user time) at 0: a target above it is out of reach of work
+# in vxgate's userspace.
 #
 #   bench/dns.sh [--runs 3] [--seconds 10] [--no-forwarding] [--rate 40000]
 set -euo pipefail
@@ -169,13 +172,21 @@ wait_port() {
   echo "server on port $1 did not answer: $(tail -5 "$W/server.log")" >&2
   exit 1
 }
-# cpu_ticks PID: the process's user + system time so far, in clock ticks
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_ticks PID: the process's user and system time so far, in clock ticks
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 measure() { # name port [queries-file metric-prefix]
-  local file=${3:-$W/queries} prefix=${4:-} t0 t1
-  t0=$(cpu_ticks "$PID")
-  dnsperf -s 127.0.0.1 -p "$2" -d "$file" -c 4 -l "$SECS" -q 1000 > "$W/perf.txt" 2>&1
-  t1=$(cpu_ticks "$PID")
+  local file=${3:-$W/queries} prefix=${4:-} u0 s0 u1 s1
+  read -r u0 s0 < <(cpu_ticks "$PID")
+  # dnsperf's own CPU is read inside the run, from 0.5 s in to 0.5 s before its end: when
+  # queries were lost it waits for them after the run, busy in system calls
+  dnsperf -s 127.0.0.1 -p "$2" -d "$file" -c 4 -l "$SECS" -q 1000 > "$W/perf.txt" 2>&1 &
+  local dp=$! c0 c1 w0 w1
+  sleep 0.5
+  read -r c0 < <(cpu_ticks "$dp" | awk '{print $1 + $2}'); w0=$(date +%s.%N)
+  sleep "$(awk -v s="$SECS" 'BEGIN {print s - 1}')"
+  read -r c1 < <(cpu_ticks "$dp" | awk '{print $1 + $2}'); w1=$(date +%s.%N)
+  wait "$dp" || true
+  read -r u1 s1 < <(cpu_ticks "$PID")
   local qps lat lost codes done_q
   codes=$(grep "Response codes:" "$W/perf.txt")
   if [ -z "$prefix" ]; then
@@ -196,7 +207,12 @@ measure() { # name port [queries-file metric-prefix]
   # client's ceiling; CPU time per query is the server's own cost
   done_q=$(awk '/Queries completed:/ {print $3}' "$W/perf.txt")
   [ "${done_q:-0}" -gt 0 ] || { echo "$1: no queries completed" >&2; exit 1; }
-  echo "$1 ${prefix}cpu_us_per_query $(awk -v d=$((t1 - t0)) -v q="$done_q" -v hz="$(getconf CLK_TCK)" 'BEGIN {print d / hz * 1e6 / q}')" >> "$W/results"
+  awk -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v q="$done_q" -v hz="$(getconf CLK_TCK)" -v c=$((c1 - c0)) \
+      -v win="$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')" -v qps="$qps" -v m="$1 ${prefix}" 'BEGIN {
+    f = 1e6 / q
+    printf "%scpu_us_per_query %g\n%scpu_user_us_per_query %g\n", m, (u + s) / hz * f, m, u / hz * f
+    printf "%scpu_sys_us_per_query %g\n%sclient_us_per_query %g\n", m, s / hz * f, m, c / hz * 1e6 / (qps * win)
+  }' >> "$W/results"
   if [ -z "$prefix" ]; then
     # latency at one fixed rate that every server keeps up with: the same load for all
     dnsperf -s 127.0.0.1 -p "$2" -d "$file" -c 4 -l "$SECS" -Q "$RATE" > "$W/perf.txt" 2>&1
@@ -253,11 +269,25 @@ def show(name, anchor, metric):
     v, a = med[("vxgate", metric)], med[(anchor, metric)]
     ratio = v / a if a else float("nan")
     print(f"RESULT {name} vxgate={v:g} {anchor}={a:g} ratio={ratio:.3f}")
+# the ceiling: the q/s ratio if vxgate's user time were 0, the anchor's whole CPU per query
+# (server + dnsperf) over vxgate's system time + dnsperf's, per run then the median
+def ceiling(name, anchor, prefix):
+    get = lambda who, m: vals.get((who, prefix + m), [])
+    parts = [get(w, m) for w in ("vxgate", anchor) for m in ("cpu_us_per_query", "cpu_sys_us_per_query", "client_us_per_query")]
+    if any(not p for p in parts):
+        return
+    runs = min(len(p) for p in parts)
+    c = [(get(anchor, "cpu_us_per_query")[r] + get(anchor, "client_us_per_query")[r])
+         / (get("vxgate", "cpu_sys_us_per_query")[r] + get("vxgate", "client_us_per_query")[r]) for r in range(runs)]
+    print(f"RESULT {name}_ceiling vs {anchor} {statistics.median(c):.3f} (the q/s ratio with vxgate's user time at 0)")
+per_query = ("cpu_us_per_query", "cpu_user_us_per_query", "cpu_sys_us_per_query", "client_us_per_query")
 for anchor in ("knot", "dnsmasq"):
-    for metric in ("qps", "latency_us", "lost", "cpu_us_per_query", "fixed_rate_latency_us", "fixed_rate_lost"):
+    for metric in ("qps", "latency_us", "lost") + per_query + ("fixed_rate_latency_us", "fixed_rate_lost"):
         show(f"dns_{metric}", anchor, metric)
+    ceiling("dns", anchor, "")
 for anchor in ("dnsmasq", "unbound"):
     for mix in ("hit", "miss"):
-        for metric in ("qps", "latency_us", "lost", "cpu_us_per_query"):
+        for metric in ("qps", "latency_us", "lost") + per_query:
             show(f"fwd_{mix}_{metric}", anchor, f"fwd_{mix}_{metric}")
+        ceiling(f"fwd_{mix}", anchor, f"fwd_{mix}_")
 PY
