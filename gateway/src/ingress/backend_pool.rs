@@ -129,19 +129,22 @@ impl H1Pool {
         {
             req.headers_mut().insert(http::header::HOST, v);
         }
+        // a new connection's future (connect, handshake) is boxed: it is the rare path, and
+        // inline it would make every request's future (which hyper moves for each request)
+        // kilobytes larger
         let Some(mut tx) = self.take(addr) else {
-            return self.send_fresh(addr, req).await;
+            return Box::pin(self.send_fresh(addr, req)).await;
         };
         // idle, but its previous exchange may still be finishing; closed: a fresh one
         if tx.ready().await.is_err() {
-            return self.send_fresh(addr, req).await;
+            return Box::pin(self.send_fresh(addr, req)).await;
         }
         match tx.try_send_request(req).await {
             Ok(resp) => Ok(self.returning(addr, tx, resp)),
             Err(mut e) => match e.take_message() {
                 // the backend closed it before the request went out: not sent, so safe to
                 // send on a new connection
-                Some(req) => self.send_fresh(addr, req).await,
+                Some(req) => Box::pin(self.send_fresh(addr, req)).await,
                 None => Err(Error::Http(e.into_error())),
             },
         }
