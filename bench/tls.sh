@@ -24,18 +24,26 @@
 # all 50 prefixes first). The three take turns going first. Prints
 # `RESULT <variant>_<metric> vxgate=<v> base=<v> ratio=<v>` (medians of RUNS).
 #
-#   bench/tls.sh [--runs 3] [--seconds 10] [--features]
+# With --instructions N, counts instead the instructions vxgate's ingress threads execute per
+# request (valgrind's callgrind: the same count for the same binary and input, whatever else
+# the machine is doing, where CPU time here moves by 10 % between runs): N HTTP/1.1 requests
+# then N h2 requests (10 at a time), each on one kept-alive connection. Userspace only (a
+# system call counts as one). Every request must be answered 2xx. Prints
+# `RESULT instructions_per_request_<h1|h2> vxgate=<v>`; compare builds with VXGATE=<binary>.
+#
+#   bench/tls.sh [--runs 3] [--seconds 10] [--features | --instructions N]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-RUNS=3 SECS=10 IDLE=5000 FEATURES=
+RUNS=3 SECS=10 IDLE=5000 FEATURES= INSTRUCTIONS=
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
     --features) FEATURES=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --instructions) INSTRUCTIONS=$2; shift 2 ;;
+    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -235,6 +243,39 @@ PY
   wait "$holder" 2>/dev/null || true
   echo "$name idle_conn_kib $(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN {printf "%.1f", (a - b) / n}')" >> "$W/results"
 }
+
+if [ -n "$INSTRUCTIONS" ]; then
+  bench_need valgrind:valgrind
+  for mode in h1 h2; do
+    ports_free "$VXP"
+    rm -rf "$W/cg"; mkdir "$W/cg"
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$W/cg/out.%p" \
+      "$VXGATE" run --config "$W/vxgate.toml" --log-level warn 2> "$W/vxgate.log" &
+    vx=$!; PIDS+=($vx)
+    for _ in $(seq 200); do
+      curl -sk -o /dev/null -H 'Host: web.example.com' "https://127.0.0.1:$VXP/" && break; sleep 0.2
+    done
+    if [ $mode = h1 ]; then
+      h2load --h1 -n "$INSTRUCTIONS" -c 1 -H ':authority: web.example.com' "https://127.0.0.1:$VXP/" > "$W/load.txt" 2>&1 || true
+    else
+      h2load -n "$INSTRUCTIONS" -c 1 -m 10 -H ':authority: web.example.com' "https://127.0.0.1:$VXP/" > "$W/load.txt" 2>&1 || true
+    fi
+    grep -q "status codes: $INSTRUCTIONS 2xx" "$W/load.txt" \
+      || { echo "$mode: not every request answered 2xx: $(grep -E 'status codes|requests:' "$W/load.txt")" >&2; exit 1; }
+    kill -INT "$vx"; wait "$vx" 2>/dev/null || true
+    # the ingress threads are those that ran its accept loop (callgrind writes a file a thread)
+    total=0 threads=0
+    for f in "$W"/cg/out.*-*; do
+      callgrind_annotate "$f" > "$W/cg/annotated" 2>/dev/null || true
+      if grep -q 'vxgate::ingress::accept_tls' "$W/cg/annotated"; then
+        total=$(( total + $(awk '/^(summary|totals):/ {print $2; exit}' "$f") )) threads=$((threads + 1))
+      fi
+    done
+    [ "$threads" -gt 0 ] || { echo "$mode: no ingress thread in callgrind's output" >&2; exit 1; }
+    echo "RESULT instructions_per_request_$mode vxgate=$(( total / INSTRUCTIONS ))"
+  done
+  exit 0
+fi
 
 if [ -n "$FEATURES" ]; then
   # vxgate alone, three configurations in turn per run: base, access log, 50 path routes
