@@ -144,7 +144,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &s
         v.push_str(prev);
         v.push_str(", ");
     }
-    let _ = write!(v, "{client}");
+    push_ip(&mut v, client);
     let xff = http::HeaderValue::from_str(&v);
     v.clear();
     // Forwarded lines are kept only when each parses (RFC 7239 §4): an unclosed quote would
@@ -163,10 +163,15 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &s
             v.push_str(", ");
         }
     }
-    let _ = match client {
-        std::net::IpAddr::V6(v6) => write!(v, "for=\"[{v6}]\""),
-        v4 => write!(v, "for={v4}"),
-    };
+    match client {
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(v, "for=\"[{v6}]\"");
+        }
+        v4 => {
+            v.push_str("for=");
+            push_ip(&mut v, v4);
+        }
+    }
     v.push_str(";proto=https;host=\"");
     v.extend(host.chars().filter(|c| *c != '"'));
     v.push('"');
@@ -181,6 +186,31 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: std::net::IpAddr, host: &s
         }
     }
     headers.insert(X_FORWARDED_PROTO, http::HeaderValue::from_static("https"));
+}
+
+/// Appends `ip` as text, as its `Display` writes it; an IPv4 address by hand (through
+/// `fmt`, about 1,900 instructions an address, twice a request).
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, &n) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if n >= 100 {
+                    out.push(char::from(b'0' + n / 100));
+                }
+                if n >= 10 {
+                    out.push(char::from(b'0' + n / 10 % 10));
+                }
+                out.push(char::from(b'0' + n % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Whether a `Forwarded` value is a list of `;`-separated `token=value` pairs whose quoted
@@ -522,6 +552,30 @@ mod tests {
             h.get("connection").map(|v| v.as_bytes()),
             Some(&b"upgrade"[..])
         );
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut ips: Vec<std::net::IpAddr> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.99.0.100",
+            "192.0.2.9",
+            "1.20.100.0",
+            "::1",
+            "2001:db8::7",
+            "::ffff:10.0.0.1",
+        ]
+        .iter()
+        .map(|s| s.parse().expect("ip"))
+        .collect();
+        // every octet value in every place
+        ips.extend((0..=255u8).map(|n| std::net::IpAddr::from([n, 255 - n, n / 3, n ^ 0x5a])));
+        for ip in ips {
+            let mut s = String::from("x");
+            push_ip(&mut s, ip);
+            assert_eq!(s, format!("x{ip}"));
+        }
     }
 
     #[test]
