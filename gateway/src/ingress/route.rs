@@ -82,17 +82,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if present[0] {
-        let named: Vec<HeaderName> = headers
+        // the headers that Connection names, looked for among the names there: an option
+        // with no header of its name ("keep-alive", "close": the usual case) is neither
+        // parsed into a name nor hashed, and nothing is allocated
+        let mut named: Vec<HeaderName> = Vec::new();
+        for option in headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for h in named {
-            if keep_upgrade && h == header::UPGRADE {
-                continue;
+            .map(str::trim)
+        {
+            if let Some(name) = headers
+                .keys()
+                .find(|k| k.as_str().eq_ignore_ascii_case(option))
+                && !(keep_upgrade && name == header::UPGRADE)
+                && !named.contains(name)
+            {
+                named.push(name.clone());
             }
+        }
+        for h in named {
             headers.remove(h);
         }
     }
@@ -535,6 +545,19 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn connection_options_name_headers_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append("connection", "close , X-Secret".parse().expect("v"));
+        h.append("connection", "X-Other".parse().expect("v"));
+        h.insert("x-secret", "1".parse().expect("v"));
+        h.insert("x-other", "2".parse().expect("v"));
+        h.insert("x-keep", "3".parse().expect("v"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-keep"]);
     }
 
     #[test]
