@@ -172,21 +172,27 @@ wait_port() {
   echo "server on port $1 did not answer: $(tail -5 "$W/server.log")" >&2
   exit 1
 }
-# cpu_ticks PID: the process's user and system time so far, in clock ticks
-cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# cpu_ticks PID: the process's user and system time so far, in clock ticks; fails (the script
+# with it) when the process is gone, rather than reading as 0
+cpu_ticks() {
+  local t
+  t=$(awk '{print $14, $15}' "/proc/$1/stat" 2>/dev/null) && [[ $t =~ ^[0-9]+\ [0-9]+$ ]] \
+    || { echo "cannot read the CPU time of process $1 (it has ended)" >&2; exit 1; }
+  echo "$t"
+}
 measure() { # name port [queries-file metric-prefix]
-  local file=${3:-$W/queries} prefix=${4:-} u0 s0 u1 s1
-  read -r u0 s0 < <(cpu_ticks "$PID")
+  local file=${3:-$W/queries} prefix=${4:-} u0 s0 u1 s1 t
+  t=$(cpu_ticks "$PID"); read -r u0 s0 <<< "$t"
   # dnsperf's own CPU is read inside the run, from 0.5 s in to 0.5 s before its end: when
   # queries were lost it waits for them after the run, busy in system calls
   dnsperf -s 127.0.0.1 -p "$2" -d "$file" -c 4 -l "$SECS" -q 1000 > "$W/perf.txt" 2>&1 &
   local dp=$! c0 c1 w0 w1
   sleep 0.5
-  read -r c0 < <(cpu_ticks "$dp" | awk '{print $1 + $2}'); w0=$(date +%s.%N)
+  t=$(cpu_ticks "$dp"); c0=$(( ${t% *} + ${t#* } )); w0=$(date +%s.%N)
   sleep "$(awk -v s="$SECS" 'BEGIN {print s - 1}')"
-  read -r c1 < <(cpu_ticks "$dp" | awk '{print $1 + $2}'); w1=$(date +%s.%N)
-  wait "$dp" || true
-  read -r u1 s1 < <(cpu_ticks "$PID")
+  t=$(cpu_ticks "$dp"); c1=$(( ${t% *} + ${t#* } )); w1=$(date +%s.%N)
+  wait "$dp" || { echo "$1: dnsperf failed: $(tail -3 "$W/perf.txt")" >&2; exit 1; }
+  t=$(cpu_ticks "$PID"); read -r u1 s1 <<< "$t"
   local qps lat lost codes done_q
   codes=$(grep "Response codes:" "$W/perf.txt")
   if [ -z "$prefix" ]; then

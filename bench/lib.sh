@@ -80,10 +80,12 @@ PY
 # all CPUs summed). Two readings around a load tell how busy the machine was and what share
 # of it the PIDs' own code took.
 bench_cpu() {
-  local total busy user=0 p
+  local total busy user=0 p u
   read -r total busy < <(awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, t - $5 - $6}' /proc/stat)
   for p in "$@"; do
-    user=$((user + $(awk '{print $14}' "/proc/$p/stat")))
+    u=$(awk '{print $14}' "/proc/$p/stat" 2>/dev/null) && [[ $u =~ ^[0-9]+$ ]] \
+      || { echo "cannot read the CPU time of process $p (it has ended)" >&2; return 1; }
+    user=$((user + u))
   done
   echo "$total $busy $user"
 }

@@ -108,13 +108,15 @@ measure() {
   local server=$!
   PIDS+=("$server")
   sleep 0.3
-  local c0
+  local c0 c1
   c0=$(bench_cpu "${VXP[@]}")
   on c1 iperf3 -c 10.201.2.11 -t "$SECS" -J > "$OUT/tcp1.json"
-  echo "$c0 $(bench_cpu "${VXP[@]}")" > "$OUT/tcp1.cpu"
+  c1=$(bench_cpu "${VXP[@]}")
+  echo "$c0 $c1" > "$OUT/tcp1.cpu"
   c0=$(bench_cpu "${VXP[@]}")
   on c1 iperf3 -c 10.201.2.11 -t "$SECS" -P 4 -J > "$OUT/tcp4.json"
-  echo "$c0 $(bench_cpu "${VXP[@]}")" > "$OUT/tcp4.cpu"
+  c1=$(bench_cpu "${VXP[@]}")
+  echo "$c0 $c1" > "$OUT/tcp4.cpu"
   on c1 ping -c 500 -i 0.002 -W 2 10.201.2.11 > "$OUT/ping.txt" || true
   grep -q "500 packets transmitted, 500 received" "$OUT/ping.txt" \
     || die "$mode: ping lost packets: $(grep 'packets transmitted' "$OUT/ping.txt")"

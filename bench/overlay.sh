@@ -51,13 +51,15 @@ measure() {
   sleep 0.3
   on h1c1 ping -c 3 -W 2 10.200.2.11 >/dev/null || die "$mode: h2c1 does not answer ping"
   bench_integrity "$P-h1c1" "$P-h2c1" 10.200.2.11 "$OUT/blob" || die "$mode: the blob did not cross intact"
-  local c0
+  local c0 c1
   c0=$(bench_cpu "${VX_PIDS[@]}")
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -J > "$OUT/tcp1.json"
-  echo "$c0 $(bench_cpu "${VX_PIDS[@]}")" > "$OUT/tcp1.cpu"
+  c1=$(bench_cpu "${VX_PIDS[@]}")
+  echo "$c0 $c1" > "$OUT/tcp1.cpu"
   c0=$(bench_cpu "${VX_PIDS[@]}")
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -P 4 -J > "$OUT/tcp4.json"
-  echo "$c0 $(bench_cpu "${VX_PIDS[@]}")" > "$OUT/tcp4.cpu"
+  c1=$(bench_cpu "${VX_PIDS[@]}")
+  echo "$c0 $c1" > "$OUT/tcp4.cpu"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -u -l 64 -b 0 -J > "$OUT/udp.json"
   on h1c1 ping -c 500 -i 0.002 -W 2 10.200.2.11 > "$OUT/ping.txt" || true
   grep -q "500 packets transmitted, 500 received" "$OUT/ping.txt" \

@@ -43,7 +43,7 @@ while [ $# -gt 0 ]; do
     --idle) IDLE=$2; shift 2 ;;
     --features) FEATURES=1; shift ;;
     --instructions) INSTRUCTIONS=$2; shift 2 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -167,25 +167,33 @@ h2_run() {
     || { echo "$1: h2load errors: $(grep -E 'status codes|requests:' "$W/h2.txt")" >&2; exit 1; }
 }
 
-# ticks PID: user and system clock ticks of PID and its children (nginx's workers) so far
+# ticks PID: user and system clock ticks of PID and its children (nginx's workers) so far;
+# fails when PID or one of its children cannot be read (a process gone would count as 0)
 ticks() {
   local u=0 s=0 p a b
+  # pgrep exits 1 when PID has no children (vxgate): that is not an error
   for p in "$1" $(pgrep -P "$1" || true); do
-    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    a= b=
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null) || true
+    [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] || { echo "cannot read the CPU time of process $p" >&2; return 1; }
     u=$((u + a)) s=$((s + b))
   done
   echo "$u $s"
 }
 # load NAME METRIC PID COUNT_CMD -- CLIENT...: runs the client, then records the CPU time per
 # request (µs) of the server PID (user, sys), the backend and the client; COUNT_CMD prints
-# how many requests the client completed
+# how many requests the client completed. The client's exit status is left in LOAD_RC for the
+# caller (wrk must exit 0; h2load's output is checked instead).
 load() {
-  local name=$1 metric=$2 pid=$3 count=$4 u0 s0 u1 s1 bu0 bs0 bu1 bs1 n
+  local name=$1 metric=$2 pid=$3 count=$4 u0 s0 u1 s1 bu0 bs0 bu1 bs1 n t
   shift 5
-  read -r u0 s0 < <(ticks "$pid"); read -r bu0 bs0 < <(ticks "$BACKEND_PID")
+  t=$(ticks "$pid") || exit 1; read -r u0 s0 <<< "$t"
+  t=$(ticks "$BACKEND_PID") || exit 1; read -r bu0 bs0 <<< "$t"
   local TIMEFORMAT='%U %S'
-  { time "$@" > "$W/load.txt" 2>&1 || true; } 2> "$W/client-time"
-  read -r u1 s1 < <(ticks "$pid"); read -r bu1 bs1 < <(ticks "$BACKEND_PID")
+  LOAD_RC=0
+  { time "$@" > "$W/load.txt" 2>&1 || LOAD_RC=$?; } 2> "$W/client-time"
+  t=$(ticks "$pid") || exit 1; read -r u1 s1 <<< "$t"
+  t=$(ticks "$BACKEND_PID") || exit 1; read -r bu1 bs1 <<< "$t"
   n=$($count)
   [ "${n:-0}" -gt 0 ] || { echo "$name $metric: the client completed no requests" >&2; exit 1; }
   awk -v hz="$(getconf CLK_TCK)" -v n="$n" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v b=$((bu1 - bu0 + bs1 - bs0)) \
@@ -204,11 +212,13 @@ measure() { # name port pid
   check=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H 'Host: web.example.com' "$url")
   [ "$check" = "200 1024" ] || { echo "$name does not answer 200 with 1 KiB: $check" >&2; exit 1; }
   load "$name" keepalive "$pid" wrk_count -- wrk -t2 -c64 -d"${SECS}s" --latency -H 'Host: web.example.com' "$url"
+  [ "$LOAD_RC" = 0 ] || { echo "$name: wrk failed ($LOAD_RC): $(cat "$W/load.txt")" >&2; exit 1; }
   cp "$W/load.txt" "$W/wrk.txt"
   wrk_clean "$name" "$W/wrk.txt"
   echo "$name keepalive_rps $(awk '/Requests\/sec/ {print $2}' "$W/wrk.txt")" >> "$W/results"
   echo "$name keepalive_p99_ms $(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$W/wrk.txt")" >> "$W/results"
   load "$name" handshakes "$pid" wrk_count -- wrk -t2 -c32 -d"${SECS}s" -H 'Host: web.example.com' -H 'Connection: close' "$url"
+  [ "$LOAD_RC" = 0 ] || { echo "$name: wrk failed ($LOAD_RC): $(cat "$W/load.txt")" >&2; exit 1; }
   cp "$W/load.txt" "$W/hs.txt"
   wrk_clean "$name" "$W/hs.txt"
   echo "$name handshakes_per_s $(awk '/Requests\/sec/ {print $2}' "$W/hs.txt")" >> "$W/results"

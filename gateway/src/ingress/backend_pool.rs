@@ -129,36 +129,38 @@ impl H1Pool {
         {
             req.headers_mut().insert(http::header::HOST, v);
         }
-        // a new connection's future (connect, handshake) is boxed: it is the rare path, and
-        // inline it would make every request's future (which hyper moves for each request)
-        // kilobytes larger
         let Some(mut tx) = self.take(addr) else {
-            return Box::pin(self.send_fresh(addr, req)).await;
+            return self.send_fresh(addr, req).await;
         };
         // idle, but its previous exchange may still be finishing; closed: a fresh one
         if tx.ready().await.is_err() {
-            return Box::pin(self.send_fresh(addr, req)).await;
+            return self.send_fresh(addr, req).await;
         }
         match tx.try_send_request(req).await {
             Ok(resp) => Ok(self.returning(addr, tx, resp)),
             Err(mut e) => match e.take_message() {
                 // the backend closed it before the request went out: not sent, so safe to
                 // send on a new connection
-                Some(req) => Box::pin(self.send_fresh(addr, req)).await,
+                Some(req) => self.send_fresh(addr, req).await,
                 None => Err(Error::Http(e.into_error())),
             },
         }
     }
 
-    async fn send_fresh(
+    /// Sends `req` on a new connection. Boxed: it is the rare path, and its state (connect,
+    /// handshake) inline would make every request's future kilobytes larger, which hyper
+    /// moves into place for each request.
+    fn send_fresh(
         self: &Arc<Self>,
         addr: SocketAddr,
         req: Request<Body>,
-    ) -> Result<Response<Body>, Error> {
-        let mut tx = connect(addr).await?;
-        tx.ready().await.map_err(Error::Http)?;
-        let resp = tx.send_request(req).await.map_err(Error::Http)?;
-        Ok(self.returning(addr, tx, resp))
+    ) -> std::pin::Pin<Box<impl Future<Output = Result<Response<Body>, Error>>>> {
+        Box::pin(async move {
+            let mut tx = connect(addr).await?;
+            tx.ready().await.map_err(Error::Http)?;
+            let resp = tx.send_request(req).await.map_err(Error::Http)?;
+            Ok(self.returning(addr, tx, resp))
+        })
     }
 
     /// The response, its body giving `tx` back at its end (at once when it has none). An

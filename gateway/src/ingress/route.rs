@@ -81,7 +81,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             upgrade = true;
         }
     }
-    if present[0] {
+    if present[0]
+    /* HOP_BY_HOP[0]: Connection */
+    {
         // the headers that Connection names, looked for among the names there: an option
         // with no header of its name ("keep-alive", "close": the usual case) is neither
         // parsed into a name nor hashed, and nothing is allocated
