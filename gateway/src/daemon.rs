@@ -60,6 +60,8 @@ pub fn main(path: &Path) -> ExitCode {
 }
 
 async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
+    let (before, after) = crate::fd_limit::raise();
+    tracing::info!(before, after, "open-files limit (soft RLIMIT_NOFILE)");
     let registry = Arc::new(config.registry().map_err(|source| Stopped::Containers {
         path: path.to_owned(),
         source,

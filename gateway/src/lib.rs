@@ -17,6 +17,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 mod error;
+pub mod fd_limit;
 pub mod ingress;
 pub mod nameserver;
 pub mod overlay;

@@ -180,6 +180,12 @@ impl Admin {
                                 .filter(|c| c.winner == name || c.loser == name)
                                 .map(|c| json!({ "host": c.host, "prefix": c.prefix, "serving": c.winner, "left_out": c.loser }))
                                 .collect();
+                            s["refused"] = t
+                                .refused()
+                                .iter()
+                                .filter(|r| r.service == name)
+                                .map(|r| json!({ "host": r.host, "why": r.why }))
+                                .collect();
                         }
                         s
                     })

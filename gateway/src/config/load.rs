@@ -54,7 +54,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             },
         )],
     })?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    // `vxgate.toml` has the parent "": relative paths in it are relative to "."
+    let base = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     parse(&text, base).map_err(|problems| ConfigError {
         file: path.to_owned(),
         problems,

@@ -345,6 +345,48 @@ pub struct IngressConfig {
     /// against, for `<service>.<zone>`. Absent: TLS to them is not verified.
     #[serde(default)]
     pub backend_ca_file: Option<PathBuf>,
+    /// Names that `vxgate.host` labels may claim beside a service's own `<service>.<zone>`:
+    /// exact names and `*.suffix` patterns. Default: none (labels claim nothing else).
+    #[serde(default)]
+    pub route_hosts: Vec<String>,
+    /// Addresses that containers from the admin API, Docker and etcd may have when they are
+    /// loopback, link-local, multicast, broadcast or unspecified (refused otherwise: such a
+    /// backend would turn the ingress into a proxy to the host itself). Containers in the
+    /// config file may use any address. Default: none.
+    #[serde(default)]
+    pub backend_networks: Vec<ipnet::IpNet>,
+    /// A response that makes no progress towards the client for this long (a client that
+    /// does not read, an HTTP/2 stream with a zero window) closes its connection, as nginx's
+    /// `send_timeout`. Default: 30000 ms.
+    #[serde(
+        rename = "send_timeout_ms",
+        deserialize_with = "millis",
+        default = "default_send_timeout"
+    )]
+    pub send_timeout: Duration,
+    /// Concurrent streams per HTTP/2 client connection (each can hold a backend
+    /// connection). Default: 100.
+    #[serde(default = "default_max_streams")]
+    pub max_streams_per_connection: u32,
+    /// Open HTTP/1.1 backend connections at most, over all backends; a backend may hold half
+    /// and one client address (or IPv6 prefix) half of them. Default: half the open-files
+    /// limit (after vxgate raises it to the hard limit), at least 64.
+    #[serde(default)]
+    pub max_backend_connections: Option<usize>,
+    /// IPv6 clients are one client per prefix of this length for `vxgate.rate` and the
+    /// per-client shares (an IPv6 host has a /64 to itself). Default: 64.
+    #[serde(default = "default_ipv6_client_prefix")]
+    pub ipv6_client_prefix: u8,
+}
+
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_streams() -> u32 {
+    100
+}
+fn default_ipv6_client_prefix() -> u8 {
+    64
 }
 
 /// `ingress.access_log`: where the lines go.

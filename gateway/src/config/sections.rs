@@ -292,7 +292,10 @@ pub(super) fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
                 "ingress.access_log",
                 "expected \"stderr\" or a file path like \"/var/log/vxgate/access.log\"".into(),
             );
-        } else if p.parent().is_some_and(|d| !d.is_dir()) {
+        } else if p
+            .parent()
+            .is_some_and(|d| !d.as_os_str().is_empty() && !d.is_dir())
+        {
             v.bad(
                 "ingress.access_log",
                 format!(
@@ -345,6 +348,38 @@ pub(super) fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
     if let Some(a) = &i.acme {
         validate_acme(a, i, v);
     }
+    for (n, h) in i.route_hosts.iter().enumerate() {
+        if crate::ingress::routes::HostAllowList::new([h.as_str()]) == Default::default() {
+            v.bad(
+                &format!("ingress.route_hosts[{n}]"),
+                format!("{h:?}: expected a host name like \"shop.example.org\" or a pattern like \"*.shop.example.org\""),
+            );
+        }
+    }
+    if i.max_streams_per_connection == 0 || i.max_streams_per_connection > 1000 {
+        v.bad(
+            "ingress.max_streams_per_connection",
+            format!(
+                "{} is out of range; expected 1-1000 (each stream can hold a backend connection)",
+                i.max_streams_per_connection
+            ),
+        );
+    }
+    if i.max_backend_connections == Some(0) {
+        v.bad(
+            "ingress.max_backend_connections",
+            "0 would refuse every request; expected at least 1, or leave it out to size it from the open-files limit".into(),
+        );
+    }
+    if !(32..=128).contains(&i.ipv6_client_prefix) {
+        v.bad(
+            "ingress.ipv6_client_prefix",
+            format!(
+                "{} is out of range; expected 32-128 (a client's share is counted per IPv6 prefix of this length)",
+                i.ipv6_client_prefix
+            ),
+        );
+    }
     // Ranges where a value outside would stop traffic or panic at run time.
     let ms = |d: Duration| d.as_millis();
     for (key, value, min, max, why) in [
@@ -368,6 +403,13 @@ pub(super) fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
             100,
             86_400_000,
             "a shorter one answers 504 before a backend can",
+        ),
+        (
+            "ingress.send_timeout_ms",
+            ms(i.send_timeout),
+            1000,
+            86_400_000,
+            "a shorter one cuts off clients on a slow link in the middle of a response",
         ),
         (
             "ingress.upgrade_idle_timeout_ms",

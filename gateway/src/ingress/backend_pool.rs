@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 
 /// Idle connections older than this are closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per backend.
-pub const MAX_IDLE_PER_BACKEND: usize = 1024;
+/// Idle connections kept per backend (per worker): enough for a busy backend's keep-alive
+/// traffic; a burst's extra connections close when their response ends (a flood must not
+/// leave hundreds of idle sockets behind).
+pub const MAX_IDLE_PER_BACKEND: usize = 32;
 /// How long opening a backend connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -42,16 +44,106 @@ pub enum Error {
     /// An HTTP/2 backend's pooled client failed.
     #[error(transparent)]
     Pooled(#[from] hyper_util::client::legacy::Error),
+    /// `ingress.max_backend_connections` (in total, or this backend's half) is reached.
+    #[error("backend connections exhausted ({0})")]
+    Exhausted(&'static str),
 }
 
+/// `errno` values of a failed connect that say the fault is ours (out of descriptors, buffers
+/// or local ports), not the backend's: such a failure must not eject a healthy backend.
+const LOCAL_ERRNOS: [i32; 5] = [
+    libc::EMFILE,
+    libc::ENFILE,
+    libc::ENOBUFS,
+    libc::EADDRNOTAVAIL,
+    libc::ENOMEM,
+];
+
 impl Error {
+    /// The failure is this process's (no descriptor, buffer or port; the connection budget
+    /// spent), not the backend's.
+    pub fn is_local(&self) -> bool {
+        if let Error::Exhausted(_) = self {
+            return true;
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>()
+                && io.raw_os_error().is_some_and(|e| LOCAL_ERRNOS.contains(&e))
+            {
+                return true;
+            }
+            cause = c.source();
+        }
+        false
+    }
+
     /// A connection to the backend could not be opened.
     pub fn is_connect(&self) -> bool {
         match self {
             Error::Connect(_) => true,
             Error::Pooled(e) => e.is_connect(),
-            Error::Http(_) => false,
+            Error::Http(_) | Error::Exhausted(_) => false,
         }
+    }
+}
+
+/// How many HTTP/1.1 backend connections may be open, over every worker: in total, per
+/// backend (half the total) and per client (half the total, counted by the proxy as the
+/// client's requests in flight). A connection holds its [`Opened`] until it closes.
+#[derive(Debug)]
+pub struct Budget {
+    cap: usize,
+    open: std::sync::atomic::AtomicUsize,
+    by_backend: Arc<super::limit::Shares<SocketAddr>>,
+}
+
+impl Budget {
+    pub fn new(cap: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            cap: cap.max(1),
+            open: Default::default(),
+            by_backend: Default::default(),
+        })
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn try_open(self: &Arc<Self>, addr: SocketAddr) -> Result<Opened, Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let share = self
+            .by_backend
+            .take(addr, super::limit::client_share(self.cap))
+            .ok_or(Error::Exhausted("this backend's share"))?;
+        self.open
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.cap).then_some(n + 1))
+            .map_err(|_| Error::Exhausted("in total"))?;
+        Ok(Opened {
+            budget: self.clone(),
+            _share: share,
+        })
+    }
+}
+
+/// One open backend connection's place in the [`Budget`].
+#[derive(Debug)]
+struct Opened {
+    budget: Arc<Budget>,
+    _share: super::limit::Share<SocketAddr>,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.budget
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -60,13 +152,21 @@ type Idle = HashMap<SocketAddr, Vec<(SendRequest<Body>, Instant)>>;
 /// One worker's HTTP/1.1 backend connections.
 pub struct H1Pool {
     idle: Mutex<Idle>,
+    budget: Arc<Budget>,
 }
 
 impl H1Pool {
-    /// A pool; within a runtime, a task closes its idle connections past [`IDLE_TIMEOUT`].
+    /// A pool without a connection budget of its own (tests).
     pub fn new() -> Arc<H1Pool> {
+        H1Pool::with_budget(Budget::new(usize::MAX))
+    }
+
+    /// A pool that opens connections within `budget` (shared by the workers); within a
+    /// runtime, a task closes its idle connections past [`IDLE_TIMEOUT`].
+    pub fn with_budget(budget: Arc<Budget>) -> Arc<H1Pool> {
         let pool = Arc::new(H1Pool {
             idle: Mutex::new(HashMap::new()),
+            budget,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(reap(Arc::downgrade(&pool)));
@@ -99,6 +199,11 @@ impl H1Pool {
         if list.len() < MAX_IDLE_PER_BACKEND {
             list.push((tx, Instant::now()));
         }
+    }
+
+    /// Closes every idle connection (the budget is spent: they make room).
+    fn drop_idle(&self) {
+        self.lock().clear();
     }
 
     /// Idle connections kept now (all backends).
@@ -156,7 +261,16 @@ impl H1Pool {
         req: Request<Body>,
     ) -> std::pin::Pin<Box<impl Future<Output = Result<Response<Body>, Error>>>> {
         Box::pin(async move {
-            let mut tx = connect(addr).await?;
+            let opened = match self.budget.try_open(addr) {
+                Ok(o) => o,
+                Err(e) => {
+                    // idle connections of this worker hold budget too: closed, so that
+                    // the next request finds room
+                    self.drop_idle();
+                    return Err(e);
+                }
+            };
+            let mut tx = connect(addr, opened).await?;
             tx.ready().await.map_err(Error::Http)?;
             let resp = tx.send_request(req).await.map_err(Error::Http)?;
             Ok(self.returning(addr, tx, resp))
@@ -183,8 +297,8 @@ impl H1Pool {
 }
 
 /// Opens a connection to `addr` and starts driving it (a task per connection, upgrades
-/// allowed).
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
+/// allowed); its place in the budget is given back when it closes.
+async fn connect(addr: SocketAddr, opened: Opened) -> Result<SendRequest<Body>, Error> {
     let stream =
         match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -205,6 +319,7 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(backend = %addr, "ingress: backend connection: {e}");
         }
+        drop(opened);
     });
     Ok(tx)
 }

@@ -69,7 +69,12 @@ pub async fn run(
     tls: BackendTls,
     mut shutdown: Shutdown,
 ) -> Result<(), crate::Error> {
-    let pool = Arc::new(super::proxy::pool(tls, 0));
+    // its own budget: one connection per container at most
+    let pool = Arc::new(super::proxy::pool(
+        tls,
+        0,
+        super::backend_pool::Budget::new(usize::MAX),
+    ));
     let mut streaks: HashMap<String, Streak> = HashMap::new();
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -96,14 +101,23 @@ pub async fn run(
                 let version = Pool::version(protocol);
                 let Ok(Ok(req)) = uri.map(|u| http::Request::get(u).version(version).body(body))
                 else {
-                    return false;
+                    return Some(false);
                 };
                 let res = tokio::time::timeout(timeout, pool.request(protocol, addr, req)).await;
-                matches!(res, Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection())
+                match res {
+                    // out of descriptors or ports here says nothing of the backend
+                    Ok(Err(e)) if e.is_local() => None,
+                    Ok(Ok(r)) => Some(r.status().is_success() || r.status().is_redirection()),
+                    _ => Some(false),
+                }
             }
         });
         let results = futures_join(checks).await;
         for ((c, _), ok) in targets.iter().zip(results) {
+            let Some(ok) = ok else {
+                tracing::debug!(container = %c.name, "ingress: health check failed on our side; not counted");
+                continue;
+            };
             let streak = streaks.entry(c.name.clone()).or_default();
             if let Some(h) = observe(streak, ok, c.health, cfg.fall, cfg.rise) {
                 tracing::info!(container = %c.name, health = ?h, "ingress: health changed");
@@ -114,13 +128,13 @@ pub async fn run(
 }
 
 /// Runs the checks concurrently and collects their results in order.
-async fn futures_join<F: std::future::Future<Output = bool> + Send + 'static>(
+async fn futures_join<F: std::future::Future<Output = Option<bool>> + Send + 'static>(
     futs: impl Iterator<Item = F>,
-) -> Vec<bool> {
+) -> Vec<Option<bool>> {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
-        out.push(h.await.unwrap_or(false));
+        out.push(h.await.unwrap_or(Some(false)));
     }
     out
 }

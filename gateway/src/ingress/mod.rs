@@ -16,6 +16,7 @@ pub mod backend_pool;
 pub mod backend_tls;
 pub mod health;
 pub mod limit;
+pub mod path;
 pub mod proxy;
 pub mod route;
 pub mod routes;
@@ -94,6 +95,15 @@ pub struct Stats {
     /// Requests refused by `vxgate.rate` (429) and by `vxgate.max_in_flight` (503).
     pub rate_limited: AtomicU64,
     pub over_in_flight: AtomicU64,
+    /// Requests refused because their client held half the backend connections (503).
+    pub client_share: AtomicU64,
+    /// Requests that failed for a reason of ours (no descriptor, port or budget; 503): the
+    /// backend was not ejected.
+    pub local_errors: AtomicU64,
+    /// Connections closed because a response made no progress for `send_timeout_ms`.
+    pub send_timeouts: AtomicU64,
+    /// Requests the HTTP parser refused (bad request line, header too large, ...).
+    pub parse_errors: AtomicU64,
 }
 
 impl Stats {
@@ -108,6 +118,10 @@ impl Stats {
             refused_connections: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             over_in_flight: AtomicU64::new(0),
+            client_share: AtomicU64::new(0),
+            local_errors: AtomicU64::new(0),
+            send_timeouts: AtomicU64::new(0),
+            parse_errors: AtomicU64::new(0),
         }
     }
 
@@ -190,7 +204,8 @@ pub async fn start(
         )?),
         None => None,
     };
-    let routes = follow_routes(registry, zone, shutdown, tasks);
+    let allowed = routes::HostAllowList::new(cfg.route_hosts.iter().map(String::as_str));
+    let routes = follow_routes(registry, zone, allowed, shutdown, tasks);
     let backend_tls = proxy::BackendTls {
         config: Arc::new(backend_tls::client_config(cfg.backend_ca_file.as_deref())?),
         registry: registry.clone(),
@@ -202,10 +217,9 @@ pub async fn start(
             registry.clone(),
             routes.clone(),
             zone,
-            cfg.load_balancing,
-            cfg.backend_timeout,
-            cfg.upgrade_idle_timeout,
+            cfg,
             stats.clone(),
+            backend_pool::Budget::new(backend_connections(cfg)),
         ),
         acceptor: TlsAcceptor::from(Arc::new(server_config)),
         cfg: cfg.clone(),
@@ -223,7 +237,11 @@ pub async fn start(
         let (shared, shutdown, backend_tls) =
             (shared.clone(), shutdown.clone(), backend_tls.clone());
         crate::worker::spawn(format!("ingress-{i}"), tasks, move || async move {
-            let pool = Arc::new(proxy::pool(backend_tls.clone(), i));
+            let pool = Arc::new(proxy::pool(
+                backend_tls.clone(),
+                i,
+                shared.proxy.budget.clone(),
+            ));
             let mut set = JoinSet::new();
             for l in listeners {
                 let l = TcpListener::from_std(l).map_err(Error::Listener)?;
@@ -265,10 +283,11 @@ pub async fn start(
 fn follow_routes(
     registry: &Arc<Registry>,
     zone: &str,
+    allowed: routes::HostAllowList,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
 ) -> routes::Routes {
-    let first = routes::RouteTable::build(&registry.snapshot(), zone, None);
+    let first = routes::RouteTable::build(&registry.snapshot(), zone, &allowed, None);
     report_routes(None, &first);
     let table: routes::Routes = Arc::new(arc_swap::ArcSwap::from_pointee(first));
     let tx = table.clone();
@@ -283,7 +302,7 @@ fn follow_routes(
                     }
                     let snap = snaps.borrow_and_update().clone();
                     let old = tx.load_full();
-                    let new = routes::RouteTable::build(&snap, &zone, Some(&old));
+                    let new = routes::RouteTable::build(&snap, &zone, &allowed, Some(&old));
                     report_routes(Some(&old), &new);
                     tx.store(Arc::new(new));
                 }
@@ -299,11 +318,22 @@ fn report_routes(old: Option<&routes::RouteTable>, new: &routes::RouteTable) {
             tracing::warn!(host = %c.host, prefix = %c.prefix, serving = %c.winner, left_out = %c.loser, "ingress: two services claim one route; the older claim serves it");
         }
     }
+    if old.is_none_or(|o| o.refused() != new.refused()) {
+        for r in new.refused() {
+            tracing::warn!(service = %r.service, host = %r.host, "ingress: route claim refused: {}", r.why);
+        }
+    }
     if old.is_none_or(|o| o.problems() != new.problems()) {
         for p in new.problems() {
             tracing::warn!("ingress: route label left out: {p}");
         }
     }
+}
+
+/// `ingress.max_backend_connections`, or half the open-files limit (at least 64).
+fn backend_connections(cfg: &IngressConfig) -> usize {
+    cfg.max_backend_connections
+        .unwrap_or_else(|| (crate::fd_limit::current() / 2).max(64) as usize)
 }
 
 /// The ingress's listeners, bound before it starts ([`bind_listeners`]): for each worker

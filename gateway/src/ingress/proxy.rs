@@ -66,11 +66,11 @@ pub struct BackendTls {
     pub zone: Arc<str>,
 }
 
-pub fn pool(tls: BackendTls, worker: usize) -> Pool {
+pub fn pool(tls: BackendTls, worker: usize, budget: Arc<super::backend_pool::Budget>) -> Pool {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    let h1 = super::backend_pool::H1Pool::new();
+    let h1 = super::backend_pool::H1Pool::with_budget(budget);
     let h2c = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .http2_only(true)
@@ -187,6 +187,14 @@ pub struct Proxy {
     /// The key of sticky-session cookies (drawn at start).
     sticky: Option<super::sticky::Sticky>,
     rng: AtomicUsize,
+    /// Requests in flight per (service, client): a client's share of `vxgate.max_in_flight`.
+    service_clients: Arc<super::limit::Shares<(Arc<str>, std::net::IpAddr)>>,
+    /// Requests in flight to backends per client: at most half the backend connections.
+    clients: Arc<super::limit::Shares<std::net::IpAddr>>,
+    /// The backend connection budget (its cap sizes a client's share).
+    pub budget: Arc<super::backend_pool::Budget>,
+    /// `ingress.ipv6_client_prefix`.
+    v6_prefix: u8,
 }
 
 fn text(status: StatusCode, msg: &str) -> Response<Body> {
@@ -237,18 +245,21 @@ impl Proxy {
         registry: Arc<Registry>,
         routes: routes::Routes,
         zone: &str,
-        policy: LoadBalancing,
-        backend_timeout: Duration,
-        upgrade_idle: Duration,
+        cfg: &crate::config::IngressConfig,
         stats: Arc<super::Stats>,
+        budget: Arc<super::backend_pool::Budget>,
     ) -> Proxy {
         Proxy {
             registry,
             routes,
             zone: zone.to_owned(),
-            policy,
-            backend_timeout,
-            upgrade_idle,
+            policy: cfg.load_balancing,
+            backend_timeout: cfg.backend_timeout,
+            upgrade_idle: cfg.upgrade_idle_timeout,
+            service_clients: Default::default(),
+            clients: Default::default(),
+            budget,
+            v6_prefix: cfg.ipv6_client_prefix,
             in_flight: Mutex::new(HashMap::new()),
             service_in_flight: Mutex::new(HashMap::new()),
             buckets: Mutex::new(super::limit::Buckets::new(super::limit::CAPACITY)),
@@ -328,10 +339,24 @@ impl Proxy {
         };
         // a guard on the current table (no lock, no reference count), let go before the
         // first await
+        // one normalised path for the route and the backend (`/public/../secret` is
+        // `/secret`, matched and forwarded as such)
+        let normalized: Option<String> =
+            match super::path::normalize(req.uri().path_and_query().map_or("/", |p| p.as_str())) {
+                Ok(std::borrow::Cow::Borrowed(_)) => None,
+                Ok(std::borrow::Cow::Owned(t)) => Some(t),
+                Err(e) => return text(StatusCode::BAD_REQUEST, e.message()),
+            };
+        let target: &str = normalized
+            .as_deref()
+            .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |p| p.as_str()));
         let table = self.routes.load();
-        let Some(routed) = table.lookup(&host, req.uri().path()) else {
+        let Some(routed) = table.lookup(&host, target) else {
             let why = if table.knows_host(&host) {
-                format!("no route for {} on host {host}", req.uri().path())
+                format!(
+                    "no route for {} on host {host}",
+                    target.split('?').next().unwrap_or("/")
+                )
             } else {
                 format!("no service for host {host}")
             };
@@ -340,10 +365,11 @@ impl Proxy {
         let service = routed.service.clone();
         outcome.service = Some(service.clone());
         let policy = routed.policy.clone();
+        let who = super::limit::client_key(client.ip(), self.v6_prefix);
         if let Some(rate) = policy.rate {
             let taken = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).take(
                 &service,
-                client.ip(),
+                who,
                 rate,
                 std::time::Instant::now(),
             );
@@ -374,9 +400,40 @@ impl Proxy {
                         .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
                     return r;
                 }
-                Some(InFlight(c))
+                // and no client fills it alone: half the slots per client at most
+                let Some(share) = self
+                    .service_clients
+                    .take((service.clone(), who), super::limit::client_share(max))
+                else {
+                    c.fetch_sub(1, Relaxed);
+                    self.stats.over_in_flight.fetch_add(1, Relaxed);
+                    let mut r = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!(
+                            "you have your share of {service}'s {max} requests in flight; retry later"
+                        ),
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                    return r;
+                };
+                Some((InFlight(c), share))
             }
             None => None,
+        };
+        // a client holds at most half of the backend connections
+        let Some(client_share) = self
+            .clients
+            .take(who, super::limit::client_share(self.budget.cap()))
+        else {
+            self.stats.client_share.fetch_add(1, Relaxed);
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "you have your share of backend connections in use; retry later",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return r;
         };
         let backends: Vec<Arc<Container>> =
             self.registry.view().serving(&service).cloned().collect();
@@ -419,7 +476,9 @@ impl Proxy {
         }
         let path = routes::forwarded_target(
             routed,
-            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            normalized
+                .as_deref()
+                .unwrap_or_else(|| parts.uri.path_and_query().map_or("/", |p| p.as_str())),
         )
         .into_owned();
         // the request's round-robin turn, taken once it is known to be forwarded
@@ -514,6 +573,18 @@ impl Proxy {
                     tracing::debug!(backend = %backend.name, "ingress: the client's body failed: {}", Chain(&e));
                     return text(StatusCode::BAD_REQUEST, "malformed request body");
                 }
+                Ok(Err(e)) if e.is_local() => {
+                    // out of descriptors, ports or budget here: the backend did nothing wrong
+                    tracing::warn!(backend = %backend.name, "ingress: cannot reach a backend for a local reason (not ejected): {}", Chain(&e));
+                    self.stats.local_errors.fetch_add(1, Relaxed);
+                    let mut r = text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the gateway is out of backend connections; retry later",
+                    );
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                    return r;
+                }
                 Ok(Err(e)) if e.is_connect() => {
                     tracing::warn!(backend = %backend.name, "ingress: connect failed, ejecting: {}", Chain(&e));
                     let _ = self.registry.set_health(&backend.name, Health::Unhealthy);
@@ -535,7 +606,16 @@ impl Proxy {
                 Ok(Ok(mut resp)) => {
                     outcome.upstream_status = Some(resp.status().as_u16());
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_up) = client_upgrade {
+                        // a 101 to a request that asked for no WebSocket (its Upgrade was
+                        // stripped) would open a tunnel nobody routes: refused
+                        let Some(client_up) = client_upgrade else {
+                            tracing::debug!(backend = %backend.name, "ingress: a 101 to a request that asked for no upgrade");
+                            return text(
+                                StatusCode::BAD_GATEWAY,
+                                &format!("backend {} switched protocols unasked", backend.name),
+                            );
+                        };
+                        {
                             let backend_up = hyper::upgrade::on(&mut resp);
                             let (hold, idle) = (hold.clone(), self.upgrade_idle);
                             tokio::spawn(async move {
@@ -558,7 +638,7 @@ impl Proxy {
                     }
                     // the in-flight counts last until the response body is done
                     let b = b.map_frame(move |f| {
-                        let _ = (&guard, &service_guard);
+                        let _ = (&guard, &service_guard, &client_share);
                         f
                     });
                     return Response::from_parts(p, b.boxed());

@@ -121,17 +121,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether a request asks for a protocol upgrade (`Connection: upgrade` and `Upgrade`).
+/// Whether a request asks for a WebSocket upgrade (`Connection: upgrade` and `Upgrade:
+/// websocket`), the one upgrade the ingress splices. Any other token (`h2c`, `TLS/1.0`, ...)
+/// is not an upgrade here: its headers are stripped and the request goes on as a plain one,
+/// so nothing can tunnel past the routes, limits and access log (h2c smuggling).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',').any(|t| {
+                t.trim()
+                    .split('/')
+                    .next()
+                    .is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
             })
+        })
+    }) && headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
 }
 
 /// The forwarding headers' names, parsed once (a `&str` name is parsed at every use).

@@ -13,6 +13,13 @@
 //!   wins;
 //! - `vxgate.strip_prefix = "true"`: the prefix is removed before the request is forwarded.
 //!
+//! Names are owned: a service always has `<service>.<zone>` to itself (another service's
+//! `vxgate.host` naming it is refused while that service exists, whatever the age of the
+//! claim), and a label may claim another name only when `ingress.route_hosts` lists it (an
+//! exact name, or `*.suffix` for the names below it); by default, none. A refused claim is
+//! reported (log, `GET /v1/services` as `refused`). A wildcard never takes a path of a name
+//! that has routes of its own: that name's routes alone answer it.
+//!
 //! Two services claiming one host and prefix is a conflict: the claim seen first (in an
 //! earlier snapshot; in the same one, the service whose name sorts first) wins, and the
 //! conflict is reported (log, `GET /v1/services`).
@@ -115,8 +122,48 @@ pub struct Conflict {
 /// without a lock or a reference count taken.
 pub type Routes = std::sync::Arc<arc_swap::ArcSwap<RouteTable>>;
 
+/// A `vxgate.host` claim that was refused, with why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Refused {
+    pub service: String,
+    pub host: String,
+    pub why: &'static str,
+}
+
+/// Which names `vxgate.host` labels may claim (`ingress.route_hosts`): exact names and
+/// `*.suffix` patterns, lower case, without a trailing dot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostAllowList(Vec<String>);
+
+impl HostAllowList {
+    /// The list from the config's values (invalid ones are the config's to refuse).
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> HostAllowList {
+        HostAllowList(patterns.into_iter().filter_map(host_pattern).collect())
+    }
+
+    /// Whether a claim on `host` (a name or `*.suffix`) is allowed: listed as it is, or
+    /// below a listed `*.suffix`.
+    pub fn allows(&self, host: &str) -> bool {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        self.0.iter().any(|p| {
+            p == host
+                || p.strip_prefix('*').is_some_and(|dot_suffix| {
+                    name.len() > dot_suffix.len() && name.ends_with(dot_suffix)
+                })
+        })
+    }
+}
+
+/// Whether `host` is one label under `zone` (`x.zone`): a name that is some service's own.
+fn own_name_form<'a>(host: &'a str, zone: &str) -> Option<&'a str> {
+    let label = host.strip_suffix(zone)?.strip_suffix('.')?;
+    (!label.is_empty() && !label.contains('.')).then_some(label)
+}
+
 #[derive(Debug, Default)]
 pub struct RouteTable {
+    /// Claims refused (another service's own name, or not in `ingress.route_hosts`).
+    refused: Vec<Refused>,
     /// Exact host → its routes, longest prefix first.
     exact: HashMap<String, Vec<Route>>,
     /// `suffix` (with its leading dot) → routes, longest suffix first.
@@ -132,9 +179,19 @@ impl RouteTable {
     /// The table for `snapshot` (its version stands for the time of the claims): every
     /// service with at least one container, serving or not (a service whose containers are
     /// all unhealthy answers 503, not 404). `previous` keeps older claims first.
-    pub fn build(snapshot: &Snapshot, zone: &str, previous: Option<&RouteTable>) -> RouteTable {
+    pub fn build(
+        snapshot: &Snapshot,
+        zone: &str,
+        allowed: &HostAllowList,
+        previous: Option<&RouteTable>,
+    ) -> RouteTable {
         let zone = zone.trim_end_matches('.').to_ascii_lowercase();
         let mut problems = Vec::new();
+        let mut refused = Vec::new();
+        let owners: std::collections::HashSet<String> = snapshot
+            .services()
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .collect();
         // (host, prefix) → every claim on it
         let mut claims: BTreeMap<(String, String), Vec<Route>> = BTreeMap::new();
         let mut cursors: HashMap<Arc<str>, Cursor> = HashMap::new();
@@ -149,8 +206,26 @@ impl RouteTable {
                 if let Some(v) = c.labels.get(HOST_LABEL) {
                     for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
                         match host_pattern(h) {
-                            Some(h) if !hosts.contains(&h) => hosts.push(h),
-                            Some(_) => {}
+                            Some(h) if hosts.contains(&h) => {}
+                            Some(h) => {
+                                let why = match own_name_form(&h, &zone) {
+                                    Some(owner) if owners.contains(owner) => {
+                                        Some("the own name of another service")
+                                    }
+                                    _ if !allowed.allows(&h) => {
+                                        Some("not in ingress.route_hosts")
+                                    }
+                                    _ => None,
+                                };
+                                match why {
+                                    Some(why) => refused.push(Refused {
+                                        service: service.to_owned(),
+                                        host: h,
+                                        why,
+                                    }),
+                                    None => hosts.push(h),
+                                }
+                            }
                             None => problems.push(format!(
                                 "{service}: label {HOST_LABEL} {h:?}: expected a host name, or *. and one"
                             )),
@@ -221,7 +296,10 @@ impl RouteTable {
         wildcard.iter_mut().for_each(|(_, rs)| by_prefix(rs));
         wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         conflicts.sort();
+        refused.sort();
+        refused.dedup();
         RouteTable {
+            refused,
             exact,
             wildcard,
             conflicts,
@@ -248,8 +326,10 @@ impl RouteTable {
         let mut buf = [0u8; 256];
         let lower = ascii_lower(host, &mut buf)?;
         let path = path.split('?').next().unwrap_or("/");
-        if let Some(r) = self.exact.get(lower).and_then(|rs| best(rs, path)) {
-            return Some(r);
+        // a name with routes of its own is answered by them alone: a wildcard never takes
+        // the paths they leave
+        if let Some(rs) = self.exact.get(lower) {
+            return best(rs, path);
         }
         self.wildcard
             .iter()
@@ -277,6 +357,10 @@ impl RouteTable {
 
     pub fn problems(&self) -> &[String] {
         &self.problems
+    }
+
+    pub fn refused(&self) -> &[Refused] {
+        &self.refused
     }
 
     /// Every route `service` serves, as `host` + `prefix`, sorted.
@@ -426,7 +510,11 @@ fn host_pattern(h: &str) -> Option<String> {
 /// dropped (`/api/` is `/api`).
 fn path_prefix(v: &str) -> Option<String> {
     let v = v.trim();
-    if !v.starts_with('/') || v.contains(['?', '#', ' ', '\t']) || v.contains("//") {
+    if !v.starts_with('/')
+        || v.contains(['?', '#', ' ', '\t', '\\', '%'])
+        || v.contains("//")
+        || v.split('/').any(|seg| seg == "." || seg == "..")
+    {
         return None;
     }
     let p = v.trim_end_matches('/');
@@ -462,7 +550,133 @@ mod tests {
     }
 
     fn table(r: &Registry, previous: Option<&RouteTable>) -> RouteTable {
-        RouteTable::build(&r.snapshot(), "example.com", previous)
+        RouteTable::build(
+            &r.snapshot(),
+            "example.com",
+            &HostAllowList::new(["*.shop.example.org", "shop.example.org", "*.org"]),
+            previous,
+        )
+    }
+
+    #[test]
+    fn a_service_always_owns_its_own_name_whatever_the_age_of_a_claim() {
+        let r = Registry::new("app");
+        // evil comes first and claims web's name, a path on it, and the whole zone
+        let evil = [
+            ("app", "evil"),
+            ("vxgate.host", "web.example.com,*.example.com"),
+            ("vxgate.path", "/login"),
+        ];
+        r.add(c("evil-1", "10.0.0.9", &evil)).expect("add");
+        let allow_zone = HostAllowList::new(["*.example.com"]);
+        let build =
+            |r: &Registry, prev| RouteTable::build(&r.snapshot(), "example.com", &allow_zone, prev);
+        let t1 = build(&r, None);
+        // web does not exist yet, and the operator allowed *.example.com: evil may answer
+        assert_eq!(
+            served(&t1, "web.example.com", "/login"),
+            Some("evil".into())
+        );
+        // web arrives later: its own name is its own, on every path, at once
+        r.add(c("web-1", "10.0.0.1", &[("app", "web")]))
+            .expect("add");
+        let t2 = build(&r, Some(&t1));
+        assert_eq!(served(&t2, "web.example.com", "/login"), Some("web".into()));
+        assert_eq!(served(&t2, "web.example.com", "/"), Some("web".into()));
+        assert!(
+            t2.refused()
+                .iter()
+                .any(|x| x.service == "evil" && x.host == "web.example.com")
+        );
+        // web redeployed (gone, then back): still web's
+        r.remove("web-1").expect("remove");
+        r.add(c("web-2", "10.0.0.2", &[("app", "web")]))
+            .expect("add");
+        let t3 = build(&r, Some(&t2));
+        assert_eq!(served(&t3, "web.example.com", "/login"), Some("web".into()));
+        assert_eq!(served(&t3, "web.example.com", "/"), Some("web".into()));
+        // the wildcard still answers names nobody owns
+        assert_eq!(
+            served(&t3, "other.example.com", "/login"),
+            Some("evil".into())
+        );
+    }
+
+    #[test]
+    fn claims_outside_route_hosts_are_refused_and_reported() {
+        let r = Registry::new("app");
+        let evil = [
+            ("app", "evil"),
+            (
+                "vxgate.host",
+                "web.example.com,*.example.com,shop.example.org",
+            ),
+        ];
+        r.add(c("evil-1", "10.0.0.9", &evil)).expect("add");
+        // the default: route_hosts empty, so a label claims nothing beyond the own name
+        let t = RouteTable::build(
+            &r.snapshot(),
+            "example.com",
+            &HostAllowList::default(),
+            None,
+        );
+        assert_eq!(
+            served(&t, "web.example.com", "/"),
+            None,
+            "squatting a name before its owner exists"
+        );
+        assert_eq!(served(&t, "x.example.com", "/"), None);
+        assert_eq!(served(&t, "shop.example.org", "/"), None);
+        assert_eq!(
+            served(&t, "evil.example.com", "/"),
+            Some("evil".into()),
+            "the own name"
+        );
+        let refused: Vec<(&str, &str)> = t
+            .refused()
+            .iter()
+            .map(|x| (x.host.as_str(), x.why))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("*.example.com", "not in ingress.route_hosts"),
+                ("shop.example.org", "not in ingress.route_hosts"),
+                ("web.example.com", "not in ingress.route_hosts"),
+            ]
+        );
+        // an allow list admits exactly what it names
+        let allow = HostAllowList::new(["shop.example.org", "*.apps.example.org"]);
+        assert!(allow.allows("shop.example.org") && allow.allows("a.apps.example.org"));
+        assert!(allow.allows("*.x.apps.example.org") && allow.allows("*.apps.example.org"));
+        assert!(!allow.allows("apps.example.org") && !allow.allows("x.shop.example.org"));
+        assert!(!allow.allows("*.example.org") && !allow.allows("evilapps.example.org"));
+    }
+
+    #[test]
+    fn a_wildcard_never_takes_a_path_a_named_host_leaves() {
+        let r = Registry::new("app");
+        r.add(c(
+            "api-1",
+            "10.0.0.2",
+            &[
+                ("app", "api"),
+                ("vxgate.host", "shop.example.org"),
+                ("vxgate.path", "/api"),
+            ],
+        ))
+        .expect("add");
+        r.add(c(
+            "any-1",
+            "10.0.0.3",
+            &[("app", "any"), ("vxgate.host", "*.example.org")],
+        ))
+        .expect("add");
+        let t = table(&r, None);
+        assert_eq!(served(&t, "shop.example.org", "/api/x"), Some("api".into()));
+        assert_eq!(served(&t, "shop.example.org", "/other"), None);
+        assert_eq!(served(&t, "api.example.com", "/other"), None);
+        assert_eq!(served(&t, "x.example.org", "/other"), Some("any".into()));
     }
 
     fn served(t: &RouteTable, host: &str, path: &str) -> Option<String> {
