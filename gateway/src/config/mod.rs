@@ -368,8 +368,9 @@ pub struct IngressConfig {
     /// connection). Default: 100.
     #[serde(default = "default_max_streams")]
     pub max_streams_per_connection: u32,
-    /// Open HTTP/1.1 backend connections at most, over all backends; a backend may hold half
-    /// and one client address (or IPv6 prefix) half of them. Default: half the open-files
+    /// Open HTTP/1.1 backend connections at most, over all backends; one backend may hold
+    /// half of them, and one client address (or IPv6 prefix) a quarter (its requests in
+    /// flight to backends), so another client still reaches a backend that one floods. Default: half the open-files
     /// limit (after vxgate raises it to the hard limit), at least 64.
     #[serde(default)]
     pub max_backend_connections: Option<usize>,

@@ -89,8 +89,8 @@ impl Error {
 }
 
 /// How many HTTP/1.1 backend connections may be open, over every worker: in total, per
-/// backend (half the total) and per client (half the total, counted by the proxy as the
-/// client's requests in flight). A connection holds its [`Opened`] until it closes.
+/// backend (half the total) and per client (a quarter, counted by the proxy as the client's
+/// requests in flight). A connection holds its [`Opened`] until it closes.
 #[derive(Debug)]
 pub struct Budget {
     cap: usize,

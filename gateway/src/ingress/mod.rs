@@ -20,6 +20,7 @@ pub mod path;
 pub mod proxy;
 pub mod route;
 pub mod routes;
+pub mod send_watch;
 pub mod sticky;
 pub mod tls;
 
@@ -76,6 +77,8 @@ pub struct Ingress {
     pub routes: routes::Routes,
     /// `ingress.access_log`, when on.
     pub access_log: Option<Arc<access_log::AccessLog>>,
+    /// The HTTP/1.1 backend connection budget.
+    pub backend_budget: Arc<backend_pool::Budget>,
 }
 
 /// Counters for /metrics.
@@ -275,6 +278,7 @@ pub async fn start(
         http_redirect: bound_redirect,
         routes,
         access_log,
+        backend_budget: shared.proxy.budget.clone(),
     })
 }
 
@@ -502,6 +506,14 @@ async fn serve_tls(
             last: AtomicU64::new(now_ms()),
         })
     });
+    let max_streams = shared.cfg.max_streams_per_connection;
+    // HTTP/1.1 answers one request at a time; two slots leave room for the next one's
+    // response while the last one's body is being dropped
+    let sends = send_watch::Sends::new(if streams.is_some() {
+        max_streams as usize
+    } else {
+        2
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -512,13 +524,18 @@ async fn serve_tls(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(shared.cfg.max_header_bytes).unwrap_or(u32::MAX))
+        // each stream can hold a backend connection: one client connection must not fan
+        // out to hundreds
+        .max_concurrent_streams(max_streams)
         .keep_alive_interval(Some(
             Duration::from_secs(30).min(shared.cfg.idle_timeout / 2),
         ));
     let svc = {
         let shared = shared.clone();
         let streams = streams.clone();
+        let sends = sends.clone();
         service_fn(move |req| {
+            let sends = sends.clone();
             let (shared, pool, hold) = (shared.clone(), pool.clone(), hold.clone());
             let stream = streams.as_ref().map(StreamGuard::open);
             let sni = sni.clone();
@@ -578,19 +595,10 @@ async fn serve_tls(
                     }
                     None => resp,
                 };
-                // an h2 stream is open until its response body is done
-                let resp = match stream {
-                    Some(guard) => resp.map(|body| {
-                        http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_frame(
-                            body,
-                            move |frame| {
-                                let _open = &guard;
-                                frame
-                            },
-                        ))
-                    }),
-                    None => resp,
-                };
+                // an h2 stream is open until its response body is done; the body is
+                // watched for the send timeout from now on
+                let watch = sends.watch(now_ms());
+                let resp = resp.map(|body| send_watch::Watched::new(body, watch, stream));
                 Ok::<_, std::convert::Infallible>(resp)
             }
         })
@@ -598,6 +606,8 @@ async fn serve_tls(
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let idle = shared.cfg.idle_timeout;
+    let send_timeout = shared.cfg.send_timeout.as_millis() as u64;
+    let tick = idle.min(shared.cfg.send_timeout) / 4;
     let mut closing = false;
     // after an idle close starts: a client that never finishes it (an h2 client that does not
     // answer the GOAWAY's PING) is cut off
@@ -605,13 +615,29 @@ async fn serve_tls(
     let mut idle_closing = false;
     loop {
         tokio::select! {
-            _ = conn.as_mut() => return,
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    parse_error(&shared, peer, tls_version, &*e);
+                }
+                return;
+            }
             _ = give_up.as_mut(), if idle_closing => return,
             _ = shutdown.wait(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep(idle / 4), if !closing => {
+            // the send timeout holds while closing too: a drain must not wait on a client
+            // that does not read
+            _ = tokio::time::sleep(tick) => {
+                let stalled = sends.stalled_ms(now_ms());
+                if stalled >= send_timeout {
+                    tracing::debug!(%peer, stalled, "ingress: a response made no progress for send_timeout; closing the connection");
+                    shared.stats.send_timeouts.fetch_add(1, Relaxed);
+                    return;
+                }
+                if closing {
+                    continue;
+                }
                 let last = match &streams {
                     Some(s) if s.open.load(Relaxed) > 0 => now_ms(),
                     Some(s) => s.last.load(Relaxed),
@@ -625,6 +651,44 @@ async fn serve_tls(
                 }
             }
         }
+    }
+}
+
+/// A connection that ended with an error of the HTTP parser (a bad request line, control
+/// bytes, a head over `max_header_bytes`): hyper has answered 400 or 431 and closed; the
+/// access log gets a line with what is known.
+fn parse_error(
+    shared: &Shared,
+    peer: SocketAddr,
+    tls: &'static str,
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    let Some(e) = e.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    if !e.is_parse() && !e.is_parse_too_large() {
+        return;
+    }
+    shared.stats.parse_errors.fetch_add(1, Relaxed);
+    tracing::debug!(%peer, "ingress: request refused by the HTTP parser: {e}");
+    if let Some(log) = &shared.access_log {
+        log.log(access_log::Entry {
+            time: std::time::SystemTime::now(),
+            client: peer,
+            tls,
+            sni: None,
+            method: http::Method::from_bytes(b"-").unwrap_or(http::Method::GET),
+            host: String::new(),
+            path: "-".to_owned(),
+            status: if e.is_parse_too_large() { 431 } else { 400 },
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            service: None,
+            backend: None,
+            retries: 0,
+            upstream_status: None,
+        });
     }
 }
 
@@ -859,12 +923,47 @@ impl Ingress {
             out,
             "vxgate_http_limited_total",
             "counter",
-            "Requests refused by a service's limits: rate (vxgate.rate, 429) and in_flight (vxgate.max_in_flight, 503).",
+            "Requests refused by limits: rate (vxgate.rate, 429), in_flight (vxgate.max_in_flight or a client's half of it, 503), client_share (a client's quarter of the backend connections, 503).",
             "reason",
             &[
                 ("rate", s.rate_limited.load(Relaxed)),
                 ("in_flight", s.over_in_flight.load(Relaxed)),
+                ("client_share", s.client_share.load(Relaxed)),
             ],
+        );
+        for (name, help, v) in [
+            (
+                "vxgate_http_local_errors_total",
+                "Requests answered 503 for a reason of ours (no descriptor, port or backend connection budget); no backend was ejected.",
+                s.local_errors.load(Relaxed),
+            ),
+            (
+                "vxgate_http_send_timeouts_total",
+                "Connections closed because a response made no progress towards the client for send_timeout_ms.",
+                s.send_timeouts.load(Relaxed),
+            ),
+            (
+                "vxgate_http_parse_errors_total",
+                "Requests the HTTP parser refused (400, 431).",
+                s.parse_errors.load(Relaxed),
+            ),
+        ] {
+            family(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        vxgate_metrics::text::single(
+            out,
+            "vxgate_http_backend_connections",
+            "gauge",
+            "HTTP/1.1 backend connections open (ingress.max_backend_connections bounds them).",
+            self.backend_budget.open(),
+        );
+        vxgate_metrics::text::single(
+            out,
+            "vxgate_http_backend_connections_limit",
+            "gauge",
+            "ingress.max_backend_connections in effect.",
+            self.backend_budget.cap(),
         );
         if let Some(log) = &self.access_log {
             by_label(

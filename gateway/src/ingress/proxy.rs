@@ -189,7 +189,8 @@ pub struct Proxy {
     rng: AtomicUsize,
     /// Requests in flight per (service, client): a client's share of `vxgate.max_in_flight`.
     service_clients: Arc<super::limit::Shares<(Arc<str>, std::net::IpAddr)>>,
-    /// Requests in flight to backends per client: at most half the backend connections.
+    /// Requests in flight to backends per client: at most a quarter of the backend
+    /// connections (half a backend's share).
     clients: Arc<super::limit::Shares<std::net::IpAddr>>,
     /// The backend connection budget (its cap sizes a client's share).
     pub budget: Arc<super::backend_pool::Budget>,
@@ -421,11 +422,12 @@ impl Proxy {
             }
             None => None,
         };
-        // a client holds at most half of the backend connections
-        let Some(client_share) = self
-            .clients
-            .take(who, super::limit::client_share(self.budget.cap()))
-        else {
+        // a client holds at most half of what one backend may: another client still
+        // reaches the backend that one floods
+        let Some(client_share) = self.clients.take(
+            who,
+            super::limit::client_share(super::limit::client_share(self.budget.cap())),
+        ) else {
             self.stats.client_share.fetch_add(1, Relaxed);
             let mut r = text(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -125,8 +125,21 @@ pub async fn start_ingress(
     tokio::sync::watch::Sender<bool>,
     vxgate::Tasks,
 ) {
+    start_ingress_with(state_dir, registry, "").await
+}
+
+/// [`start_ingress`] with more `[ingress]` keys (TOML lines).
+pub async fn start_ingress_with(
+    state_dir: &std::path::Path,
+    registry: &std::sync::Arc<vxgate::registry::Registry>,
+    ingress_keys: &str,
+) -> (
+    vxgate::ingress::Ingress,
+    tokio::sync::watch::Sender<bool>,
+    vxgate::Tasks,
+) {
     let text = format!(
-        "[node]\nstate_dir = {:?}\n[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n",
+        "[node]\nstate_dir = {:?}\n[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n{ingress_keys}\n",
         state_dir.display().to_string()
     );
     let config = vxgate::config::parse(&text, std::path::Path::new(".")).expect("config");
