@@ -63,6 +63,9 @@ async fn run(opts: Options, call: Call) -> ExitCode {
     if let Some(t) = &opts.token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
     }
+    if body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
     let Ok(req) = req.body(Full::new(Bytes::from(body.unwrap_or_default()))) else {
         eprintln!("vxgate ctl: bad admin address {base:?}");
         return ExitCode::from(2);

@@ -179,6 +179,12 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate
             return;
         }
     };
+    registry.set_backend_networks(
+        new.ingress
+            .as_ref()
+            .map(|i| i.backend_networks.clone())
+            .unwrap_or_default(),
+    );
     if let Err(e) = registry.replace_origin(Origin::Config, new.containers()) {
         tracing::error!("reload rejected, keeping the running config: containers: {e}");
         return;

@@ -329,3 +329,105 @@ async fn the_admin_api_serves_on_a_listener_bound_to_port_0() {
     .await;
     assert!(drained.is_ok(), "the admin API did not stop within 10 s");
 }
+
+/// One raw HTTP/1.1 exchange with the admin API (headers as given); the status and the time
+/// the answer took.
+fn raw(port: u16, request: &str) -> (u16, Duration) {
+    use std::io::{Read, Write};
+    let t0 = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    (
+        text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
+        t0.elapsed(),
+    )
+}
+
+/// Issue 30, items 9, 10 and 13: the token-less loopback admin refuses what a web page could
+/// send it (a text/plain POST, a foreign Origin, a DNS name as Host: rebinding), a body
+/// that never comes is cut off, and API containers on loopback or link-local addresses are
+/// refused (the ingress would proxy to this host). Positive controls beside each.
+#[test]
+fn the_tokenless_admin_refuses_cross_site_requests_and_special_addresses() {
+    let vx = start(None);
+    let body = r#"{"name":"api-1","ip":"10.0.0.7","port":80,"labels":{"app":"api"}}"#;
+    let post = |extra: &str, ctype: &str| {
+        format!(
+            "POST /v1/containers HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{extra}Content-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            vx.admin,
+            body.len()
+        )
+    };
+    assert_eq!(
+        raw(vx.admin, &post("", "text/plain")).0,
+        415,
+        "text/plain POST"
+    );
+    assert_eq!(
+        raw(
+            vx.admin,
+            &post("Origin: http://evil.example\r\n", "application/json")
+        )
+        .0,
+        403,
+        "a foreign Origin"
+    );
+    let rebound = post("", "application/json").replace(
+        &format!("Host: 127.0.0.1:{}", vx.admin),
+        &format!("Host: evil.example:{}", vx.admin),
+    );
+    assert_eq!(raw(vx.admin, &rebound).0, 403, "a DNS name as Host");
+    let get_rebound =
+        "GET /v1/containers HTTP/1.1\r\nHost: rebind.evil.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw(vx.admin, get_rebound).0, 403, "reads too: rebinding");
+    // positive controls: the same POST as JSON from the admin's own origin
+    let own = post(
+        &format!("Origin: http://localhost:{}\r\n", vx.admin),
+        "application/json; charset=utf-8",
+    );
+    assert_eq!(raw(vx.admin, &own).0, 201, "a same-origin JSON POST");
+
+    // SSRF: a container on loopback or link-local is refused through the API
+    for ip in ["127.0.0.1", "::ffff:127.0.0.1", "169.254.169.254", "::1"] {
+        let (code, text) = http(
+            vx.admin,
+            "POST",
+            "/v1/containers",
+            &format!(r#"{{"name":"ssrf","ip":"{ip}","port":9180,"labels":{{"app":"ssrf"}}}}"#),
+            None,
+        );
+        assert_eq!(code, 400, "{ip}: {text}");
+        assert!(text.contains("backend_networks"), "{ip}: {text}");
+    }
+    let metrics = http(vx.admin, "GET", "/metrics", "", None).1;
+    assert_eq!(
+        value(&metrics, "vxgate_registry_refused_addresses_total"),
+        4.0
+    );
+    // (0.0.0.0 and multicast were refused before by the config's validator)
+    let (code, _) = http(
+        vx.admin,
+        "POST",
+        "/v1/containers",
+        r#"{"name":"any","ip":"0.0.0.0","port":80,"labels":{"app":"any"}}"#,
+        None,
+    );
+    assert_eq!(code, 400, "0.0.0.0");
+
+    // a body announced and never sent: 408 within the body timeout, not a held connection
+    let (code, took) = raw(
+        vx.admin,
+        &format!(
+            "POST /v1/containers HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: 100000000000\r\n\r\n",
+            vx.admin
+        ),
+    );
+    eprintln!("a body that never came: {code} after {took:?}");
+    assert_eq!(code, 408);
+    assert!(took < Duration::from_secs(25), "{took:?}");
+}

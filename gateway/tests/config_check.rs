@@ -70,6 +70,11 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("tap name too long", format!("{GOOD_OVERLAY}tap = \"a-very-long-tap-name\"\n"), 6, "overlay.networks[0].tap", "1-15"),
         ("toml syntax error", "[node\nname = \"h1\"\n".into(), 1, "(document)", "unclosed table"),
         ("max_header_bytes under hyper's minimum", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_header_bytes = 4096\n".into(), 4, "ingress.max_header_bytes", "8192-1048576"),
+        ("bad route_hosts entry", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nroute_hosts = [\"*.\"]\n".into(), 4, "ingress.route_hosts[0]", "host name"),
+        ("send_timeout_ms 10", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nsend_timeout_ms = 10\n".into(), 4, "ingress.send_timeout_ms", "1000-86400000"),
+        ("max_streams_per_connection 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_streams_per_connection = 0\n".into(), 4, "ingress.max_streams_per_connection", "1-1000"),
+        ("max_backend_connections 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_backend_connections = 0\n".into(), 4, "ingress.max_backend_connections", "at least 1"),
+        ("bad backend_networks", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nbackend_networks = [\"127.0.0.0/40\"]\n".into(), 4, "ingress.backend_networks", "invalid"),
         ("max_connections 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_connections = 0\n".into(), 4, "ingress.max_connections", "1-1000000"),
         ("max_connections over the semaphore", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_connections = 4611686018427387904\n".into(), 4, "ingress.max_connections", "out of range"),
         ("header_read_timeout_ms 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nheader_read_timeout_ms = 0\n".into(), 4, "ingress.header_read_timeout_ms", "100-3600000"),
@@ -191,4 +196,38 @@ fn a_valid_acme_section_is_accepted() {
     std::fs::write(&path, text).expect("write");
     let (code, _, err) = vxgate_check(&path);
     assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 30, item 14: `access_log = "access.log"` (a bare name) in a config named by a bare
+/// relative path is a file beside the config, accepted; a missing directory still is not.
+#[test]
+fn a_bare_relative_access_log_is_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("vxgate.toml"),
+        "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\naccess_log = \"access.log\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .args(["check", "--config", "vxgate.toml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("vxgate runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    std::fs::write(
+        dir.path().join("vxgate.toml"),
+        "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\naccess_log = \"logs/access.log\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .args(["check", "--config", "vxgate.toml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("vxgate runs");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing logs/ directory is still refused"
+    );
 }

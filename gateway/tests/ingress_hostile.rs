@@ -91,6 +91,11 @@ async fn tls_from(src: u8, addr: SocketAddr, ca: &Path, alpn: &[u8]) -> Tls {
 async fn h1_head(mut tls: Tls, path: &str) -> (u16, Tls) {
     let req = format!("GET {path} HTTP/1.1\r\nHost: big.example.com\r\n\r\n");
     tls.write_all(req.as_bytes()).await.expect("write");
+    read_status(tls).await
+}
+
+/// Reads until the status line is in; the status and the connection.
+async fn read_status(mut tls: Tls) -> (u16, Tls) {
     let mut got = Vec::new();
     let mut chunk = [0u8; 1024];
     while !got.windows(2).any(|w| w == b"\r\n") {
@@ -449,4 +454,143 @@ async fn running_out_of_descriptors_never_ejects_a_backend() {
         "{open} descriptors still open after the flood"
     );
     eprintln!("descriptors open after the flood: {open}");
+}
+
+/// A backend that records every request head it gets; it answers 101 to `Upgrade: h2c` (as
+/// an h2c-capable server would) and to `/force101`, and records what then arrives on the
+/// tunnel; anything else is 200.
+async fn recording_backend() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut tunnel = false;
+                loop {
+                    if tunnel && !buf.is_empty() {
+                        let bytes = String::from_utf8_lossy(&buf).into_owned();
+                        log.lock().expect("log").push(format!("TUNNEL {bytes}"));
+                        buf.clear();
+                    }
+                    while let Some(end) = (!tunnel)
+                        .then(|| buf.windows(4).position(|w| w == b"\r\n\r\n"))
+                        .flatten()
+                    {
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        buf.drain(..end + 4);
+                        log.lock().expect("log").push(head.clone());
+                        let resp: &[u8] = if head.contains("upgrade: h2c")
+                            || head.starts_with("get /force101")
+                        {
+                            tunnel = true;
+                            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                        };
+                        if s.write_all(resp).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Issue 30, items 5 and 11: `Upgrade: h2c` is not spliced (the backend never sees the
+/// Upgrade, the client gets the plain 200, and an HTTP/2 request sent after it never
+/// reaches the backend); a backend's 101 to a request that asked for none is a 502; a
+/// request the HTTP parser refuses leaves an access-log line. Before: 101, then /secret
+/// went through the tunnel past routes, limits and the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_upgrades_are_not_spliced_and_parser_refusals_are_logged() {
+    let state = tempfile::tempdir().expect("tmp");
+    let registry = Arc::new(Registry::new("app"));
+    let (be, seen) = recording_backend().await;
+    service(&registry, "big-1", be, &[]);
+    let alog = state.path().join("access.log");
+    let keys = format!("access_log = {:?}", alog.display().to_string());
+    let (ingress, stopper, tasks) =
+        common::start_ingress_with(state.path(), &registry, &keys).await;
+    let (addr, ca) = (ingress.listen[0], state.path().join("tls/self-signed.crt"));
+
+    let mut tls = tls_from(10, addr, &ca, b"http/1.1").await;
+    tls.write_all(
+        b"GET / HTTP/1.1\r\nHost: big.example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let (status, mut tls) = read_status(tls).await;
+    assert_eq!(
+        status, 200,
+        "the h2c upgrade is answered as a plain request"
+    );
+    // what a smuggler sends next: the HTTP/2 preface and a request for /secret
+    let _ = tls
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nGET /secret HTTP/1.1\r\nHost: big.example.com\r\n\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    {
+        // (the health checks' requests, Host 127.0.0.1:port, left aside)
+        let seen: Vec<String> = seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .filter(|h| h.contains("big.example.com") || h.starts_with("TUNNEL"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            seen.len(),
+            1,
+            "the backend saw only the first request: {seen:?}"
+        );
+        assert!(
+            !seen[0].contains("upgrade"),
+            "the Upgrade reached the backend: {}",
+            seen[0]
+        );
+        assert!(
+            !seen.iter().any(|h| h.contains("secret")),
+            "/secret was tunnelled: {seen:?}"
+        );
+    }
+    assert_eq!(
+        h1_get(10, addr, &ca, "/force101").await,
+        502,
+        "an unasked 101"
+    );
+    // a control byte in the request line: hyper answers 400, and the access log has it
+    let mut tls = tls_from(11, addr, &ca, b"http/1.1").await;
+    tls.write_all(b"GET /a\x01b HTTP/1.1\r\nHost: big.example.com\r\n\r\n")
+        .await
+        .expect("write");
+    let (bad, _) = read_status(tls).await;
+    assert_eq!(bad, 400);
+    let logged = wait_for(5, || {
+        std::fs::read_to_string(&alog).is_ok_and(|t| {
+            t.lines()
+                .any(|l| l.contains("\"status\":400") && l.contains("127.0.0.11"))
+        })
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "no access-log line for the refused request: {}",
+        std::fs::read_to_string(&alog).unwrap_or_default()
+    );
+    assert!(ingress.stats.parse_errors.load(Relaxed) >= 1);
+    stop(stopper, tasks).await;
 }

@@ -10,7 +10,7 @@ up --hosts 3 --containers 1 --etcd
 for h in 1 2 3; do start_vxgate "$h"; done
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 ips() { on "h$1c1" dig +short +time=1 +tries=1 @"10.200.$1.1" "$2" | sort -u | tr '\n' ' '; }
-api() { on "$1" curl -sS --max-time 5 -X "$2" "http://127.0.0.1:9180$3" ${4:+-d "$4"}; }
+api() { on "$1" curl -sS --max-time 5 -X "$2" -H 'Content-Type: application/json' "http://127.0.0.1:9180$3" ${4:+-d "$4"}; }
 
 # 1. the fleet: every host sees every web container, and its peers
 for h in 1 2 3; do

@@ -86,9 +86,9 @@ done
 tb_docker 1 inspect -f '{{.State.Health.Status}}' h1sick | grep -qx 'unhealthy\|starting' \
   || fail "h1sick is not unhealthy in Docker"
 # a config/API container may not take a Docker container's name or IP, nor remove it
-code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST -d "{\"name\":\"h1c1\",\"ip\":\"10.200.1.250\",\"port\":80}" http://127.0.0.1:9180/v1/containers)
+code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST -H "Content-Type: application/json" -d "{\"name\":\"h1c1\",\"ip\":\"10.200.1.250\",\"port\":80}" http://127.0.0.1:9180/v1/containers)
 [ "$code" = 409 ] || fail "POST of a container named like a Docker one answered $code"
-code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST -d "{\"name\":\"other\",\"ip\":\"$IP_H1C1\",\"port\":80}" http://127.0.0.1:9180/v1/containers)
+code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X POST -H "Content-Type: application/json" -d "{\"name\":\"other\",\"ip\":\"$IP_H1C1\",\"port\":80}" http://127.0.0.1:9180/v1/containers)
 [ "$code" = 409 ] || fail "POST of a container with a Docker one's IP answered $code"
 code=$(on h1 curl -s -o /dev/null -w '%{http_code}' -X DELETE http://127.0.0.1:9180/v1/containers/h1c1)
 [ "$code" = 409 ] || fail "DELETE of a Docker container answered $code"

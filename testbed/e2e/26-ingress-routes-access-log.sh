@@ -3,7 +3,9 @@
 # and *. wildcard) from vxgate.host, a path prefix from vxgate.path with strip_prefix, the
 # longest prefix winning by whole segments, a conflict resolved for the older claim and
 # reported; every request of the test in the JSON access log with the right fields, and the
-# file reopened on SIGUSR1 after a rename.
+# file reopened on SIGUSR1 after a rename. Issue 30: a service's own name stays its own
+# against any label, claims outside ingress.route_hosts are refused and shown, and paths
+# are normalised before routing (dot segments, escapes, double slashes).
 . "$(dirname "$0")/lib.sh"
 up --hosts 1 --containers 2
 # h1c1 is web, h1c2 is api (testbed/lib.sh tb_app); both serve shop.example.org, api only
@@ -15,7 +17,7 @@ awk -v alog="$ALOG" '
   /^labels = / && c == 1 { print "labels = { app = \"web\", \"vxgate.host\" = \"shop.example.org,*.shop.example.org\" }"; next }
   /^labels = / && c == 2 { print "labels = { app = \"api\", \"vxgate.host\" = \"shop.example.org\", \"vxgate.path\" = \"/api\", \"vxgate.strip_prefix\" = \"true\" }"; next }
   { print }
-  /^http_redirect/ { print "access_log = \"" alog "\"" }' "$STATE/h1.toml" > "$cfg"
+  /^http_redirect/ { print "access_log = \"" alog "\""; print "route_hosts = [\"shop.example.org\", \"*.shop.example.org\"]" }' "$STATE/h1.toml" > "$cfg"
 grep -q 'vxgate.path' "$cfg" && grep -q "access_log = " "$cfg" || fail "config not rewritten: $(cat "$cfg")"
 start_vxgate 1 "$cfg"
 
@@ -25,7 +27,7 @@ REQS=0  # requests made through expect (each must appear once in the access log)
 get() {
   local host=$1 path=$2 tls=(--cacert "$STATE/h1/tls/self-signed.crt")
   case $host in *.example.com) ;; *) tls=(-k) ;; esac
-  on cl curl -sS --max-time 10 "${tls[@]}" --resolve "$host:443:10.99.0.1" -o /dev/null \
+  on cl curl -sS --path-as-is --max-time 10 "${tls[@]}" --resolve "$host:443:10.99.0.1" -o /dev/null \
     -D - -w '%{http_code}\n' "https://$host$path" \
     | tr -d '\r' | awk '/^x-container:/ { c = $2 } /^x-path:/ { p = $2 } /^[0-9][0-9][0-9]$/ { s = $1 } END { print s, c, p }'
 }
@@ -105,3 +107,34 @@ for _ in $(seq 100); do [ "$(count_lines "$ALOG")" -ge 1 ] && break; sleep 0.05;
 grep -q "access log reopened" "$LOGDIR/vxgate-h1.log" || fail "no reopen log line"
 kill -0 "$VX_PID_1" || fail "vxgate died"
 pass "SIGUSR1 after a rename: the next line went to a new access.log, the old one kept its $((REQS - 1))"
+
+# issue 30, item 3: evil claims web's own name, the whole zone, a name outside route_hosts,
+# and /login: every claim refused, web keeps web.example.com on every path
+on h1 "$VXGATE" ctl add --name evil-1 --ip 10.200.1.97 --port 80 --label app=evil \
+  --label 'vxgate.host=web.example.com,*.example.com,evil.example.org' --label vxgate.path=/login \
+  >/dev/null || fail "ctl add evil failed"
+expect web.example.com /login 200 h1c1 /login
+expect web.example.com / 200 h1c1 /
+expect nothing.example.com /login 404
+expect evil.example.org /login 404
+services=$(on h1 curl -sS http://127.0.0.1:9180/v1/services)
+echo "$services" | /usr/bin/python3 -c '
+import json, sys
+s = {x["name"]: x for x in json.load(sys.stdin)}
+refused = sorted((r["host"], r["why"]) for r in s["evil"]["refused"])
+assert refused == [("*.example.com", "not in ingress.route_hosts"),
+                   ("evil.example.org", "not in ingress.route_hosts"),
+                   ("web.example.com", "the own name of another service")], refused
+assert [r["host"] for r in s["evil"]["routes"]] == ["evil.example.com"], s["evil"]["routes"]
+' || fail "GET /v1/services: $services"
+grep -q "route claim refused.*web.example.com" "$LOGDIR/vxgate-h1.log" || fail "no refusal log line"
+pass "evil's claims on web.example.com, *.example.com and evil.example.org refused and shown; web.example.com/login still web"
+
+# issue 30, item 4: one normalised path is routed and forwarded
+expect shop.example.org '/api/../secret.txt' 200 h1c1 /secret.txt
+expect shop.example.org '/api/%2e%2e/secret.txt' 200 h1c1 /secret.txt
+expect shop.example.org '/api//evil.com/x' 200 h1c2 /evil.com/x
+expect shop.example.org '/api/./v1/../v2' 200 h1c2 /v2
+expect shop.example.org '/api/..%2fsecret.txt' 400
+expect shop.example.org '/api/%5c..%5csecret.txt' 400
+pass "/api/../secret.txt and /api/%2e%2e/secret.txt left /api (web, as /secret.txt); /api//evil.com/x reached api as /evil.com/x; encoded / and \\ refused with 400"

@@ -28,6 +28,15 @@ pub fn render(a: &Admin) -> String {
         i.render_metrics(&mut o);
     }
     a.registry.snapshot().render_metrics(&mut o);
+    vxgate_metrics::text::single(
+        &mut o,
+        "vxgate_registry_refused_addresses_total",
+        "counter",
+        "Containers (admin API, Docker, etcd) refused or left out for a loopback, link-local, broadcast, multicast or unspecified address outside ingress.backend_networks.",
+        a.registry
+            .refused_addresses
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     if let Some(b) = &r.registry_backend {
         b.render_metrics(&mut o);
     }

@@ -82,6 +82,9 @@ pub fn serve(admin: Admin, listener: TcpListener, shutdown: &Shutdown, tasks: &m
     });
 }
 
+/// Time a client gets to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut text = serde_json::to_string_pretty(&body).unwrap_or_else(|_| "{}".into());
     text.push('\n');
@@ -103,6 +106,52 @@ fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
 fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.trim_start().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+/// Whether a request comes from the admin's own origin: its `Host` (if any) is an IP
+/// literal or `localhost`, with or without a port, and so is its `Origin` (if any, as
+/// `http://host[:port]`). A DNS name there is a page of some other site that made its
+/// name resolve to this host (DNS rebinding), or a cross-site request.
+fn same_origin(headers: &http::HeaderMap) -> Result<(), &'static str> {
+    fn local_host(hostport: &str) -> bool {
+        let host = if let Some(rest) = hostport.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((h, port)) if port.is_empty() || port.starts_with(':') => h,
+                _ => return false,
+            }
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+                _ => hostport,
+            }
+        };
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok()
+    }
+    for value in headers.get_all(header::HOST).iter() {
+        if !value.to_str().is_ok_and(local_host) {
+            return Err("Host must be this admin's address (an IP or localhost)");
+        }
+    }
+    for value in headers.get_all(header::ORIGIN).iter() {
+        let ok = value.to_str().is_ok_and(|o| {
+            o.strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"))
+                .is_some_and(local_host)
+        });
+        if !ok {
+            return Err("cross-origin requests are refused");
+        }
+    }
+    Ok(())
+}
+
+/// `Content-Type: application/json` (parameters allowed).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn container_json(c: &Container) -> Value {
@@ -137,6 +186,21 @@ impl Admin {
                 );
                 return r;
             }
+        }
+        if self.token.is_none()
+            && let Err(why) = same_origin(req.headers())
+        {
+            // without a token, the loopback admin is reachable by any page the browser of
+            // someone on this host visits: a foreign Origin, or a Host that is a DNS name
+            // (DNS rebinding), is refused
+            return error(StatusCode::FORBIDDEN, why);
+        }
+        if req.method() == Method::POST && !is_json(req.headers()) {
+            // a cross-site form or text/plain POST needs no preflight; JSON does
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "writes take Content-Type: application/json",
+            );
         }
         let path = req.uri().path().to_owned();
         match (req.method().clone(), path.as_str()) {
@@ -284,9 +348,25 @@ impl Admin {
     }
 
     async fn add(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 64 KiB"),
+        // a body that never comes (Content-Length: 1e11, nothing sent) must not hold the
+        // connection: 10 s for the whole of it
+        let body = match tokio::time::timeout(
+            BODY_TIMEOUT,
+            Limited::new(req.into_body(), 64 * 1024).collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(_)) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 64 KiB"),
+            Err(_) => {
+                let mut r = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body did not arrive within 10 s",
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                return r;
+            }
         };
         let entry: ContainerConfig = match serde_json::from_slice(&body) {
             Ok(c) => c,

@@ -39,6 +39,12 @@ impl Config {
     /// A registry holding the config's containers.
     pub fn registry(&self) -> Result<Registry, RegistryError> {
         let r = Registry::new(self.service_label());
+        r.set_backend_networks(
+            self.ingress
+                .as_ref()
+                .map(|i| i.backend_networks.clone())
+                .unwrap_or_default(),
+        );
         r.replace_origin(Origin::Config, self.containers())?;
         Ok(r)
     }

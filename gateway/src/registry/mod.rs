@@ -209,6 +209,39 @@ pub enum RegistryError {
     DuplicateIp { ip: IpAddr, owner: String },
     #[error("no container named {0:?}")]
     NotFound(String),
+    #[error(
+        "{0} is a loopback, link-local, broadcast, multicast or unspecified address: a backend there would make the ingress a proxy to this host; allow it in ingress.backend_networks if it is meant"
+    )]
+    SpecialAddress(IpAddr),
+}
+
+/// Whether `ip` is an address no container should have unless the operator says so:
+/// loopback (127/8, ::1), link-local (169.254/16, fe80::/10), broadcast, multicast or
+/// unspecified, also as an IPv4-mapped IPv6 address.
+pub fn special_address(ip: IpAddr) -> bool {
+    let v4 = |a: std::net::Ipv4Addr| {
+        a.is_loopback()
+            || a.is_link_local()
+            || a.is_broadcast()
+            || a.is_multicast()
+            || a.is_unspecified()
+    };
+    match ip {
+        IpAddr::V4(a) => v4(a),
+        IpAddr::V6(a) => {
+            a.to_ipv4_mapped().is_some_and(v4)
+                || a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Whether a container of `origin` may have `ip`: the config file's may have any address;
+/// others (admin API, Docker, etcd) no [`special_address`] outside `allowed`.
+fn address_allowed(origin: Origin, ip: IpAddr, allowed: &[ipnet::IpNet]) -> bool {
+    origin == Origin::Config || !special_address(ip) || allowed.iter().any(|n| n.contains(&ip))
 }
 
 /// The registry. Cheap to share behind an `Arc`.
@@ -220,6 +253,11 @@ pub struct Registry {
     current: ArcSwap<Snapshot>,
     /// The same, for followers that wait for changes.
     tx: watch::Sender<Arc<Snapshot>>,
+    /// `ingress.backend_networks`: special addresses that API, Docker and etcd containers
+    /// may have.
+    backend_networks: Mutex<Arc<Vec<ipnet::IpNet>>>,
+    /// Containers refused or left out for a special address.
+    pub refused_addresses: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -236,7 +274,48 @@ impl Registry {
             write: Mutex::new(()),
             current: ArcSwap::new(first),
             tx,
+            backend_networks: Mutex::new(Arc::default()),
+            refused_addresses: Default::default(),
         }
+    }
+
+    /// Sets `ingress.backend_networks` (at start and on reload); applies to entries added
+    /// from now on.
+    pub fn set_backend_networks(&self, nets: Vec<ipnet::IpNet>) {
+        *self
+            .backend_networks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(nets);
+    }
+
+    fn allowed(&self) -> Arc<Vec<ipnet::IpNet>> {
+        self.backend_networks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `containers` without those whose address is refused (their names are added to
+    /// `skipped`, and counted).
+    fn without_special(
+        &self,
+        origin: Origin,
+        containers: Vec<Container>,
+        skipped: &mut Vec<String>,
+    ) -> Vec<Container> {
+        let allowed = self.allowed();
+        containers
+            .into_iter()
+            .filter(|c| {
+                let ok = address_allowed(origin, c.ip, &allowed);
+                if !ok {
+                    self.refused_addresses
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    skipped.push(c.name.clone());
+                }
+                ok
+            })
+            .collect()
     }
 
     /// The current state. Never blocks on writers.
@@ -300,8 +379,11 @@ impl Registry {
         containers: Vec<Container>,
         nodes: BTreeMap<String, Option<SocketAddr>>,
     ) -> Vec<String> {
+        let mut refused = Vec::new();
+        let containers = self.without_special(Origin::Remote, containers, &mut refused);
         let result = self.update_with_nodes(|map, current_nodes| {
-            let skipped = swap_origin(map, Origin::Remote, containers, OnClash::Skip)?;
+            let mut skipped = swap_origin(map, Origin::Remote, containers, OnClash::Skip)?;
+            skipped.append(&mut refused);
             if **current_nodes != nodes {
                 *current_nodes = Arc::new(nodes);
             }
@@ -316,6 +398,8 @@ impl Registry {
     /// its way gives way: on its own host, a host's containers win (the next remote update
     /// leaves the remote one out and counts it). Unchanged entries keep their health.
     pub fn set_local_source(&self, origin: Origin, containers: Vec<Container>) -> Vec<String> {
+        let mut refused = Vec::new();
+        let containers = self.without_special(origin, containers, &mut refused);
         let result = self.update(|map| {
             // names compare without case, as check_unique does
             let names: HashSet<String> = containers
@@ -327,13 +411,21 @@ impl Registry {
                 o.origin != Origin::Remote
                     || (!names.contains(&name.to_ascii_lowercase()) && !ips.contains(&o.ip))
             });
-            swap_origin(map, origin, containers, OnClash::Skip)
+            swap_origin(map, origin, containers, OnClash::Skip).map(|mut skipped| {
+                skipped.append(&mut refused);
+                skipped
+            })
         });
         result.unwrap_or_default()
     }
 
     /// Adds a container; its name and IP must be unused.
     pub fn add(&self, container: Container) -> Result<(), RegistryError> {
+        if !address_allowed(container.origin, container.ip, &self.allowed()) {
+            self.refused_addresses
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(RegistryError::SpecialAddress(container.ip));
+        }
         self.update(|map| {
             check_unique(map, &container)?;
             map.insert(container.name.clone(), Arc::new(container));
@@ -713,5 +805,67 @@ mod tests {
                 .is_err()
         );
         assert_eq!(r.snapshot().version, v);
+    }
+
+    #[test]
+    fn special_addresses_are_refused_unless_configured_or_allowed() {
+        for ip in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "::ffff:127.0.0.1",
+            "169.254.169.254",
+            "fe80::1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+            "0.0.0.0",
+            "::",
+            "::ffff:169.254.1.1",
+        ] {
+            assert!(special_address(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in [
+            "10.200.1.11",
+            "192.0.2.1",
+            "2001:db8::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!special_address(ip.parse().expect("ip")), "{ip}");
+        }
+        let r = Registry::new("app");
+        let mut api = c("evil-1", "127.0.0.1", "evil");
+        api.origin = Origin::Api;
+        assert_eq!(
+            r.add(api.clone()),
+            Err(RegistryError::SpecialAddress(
+                "127.0.0.1".parse().expect("ip")
+            ))
+        );
+        let mut meta = c("meta-1", "169.254.169.254", "meta");
+        meta.origin = Origin::Docker;
+        let left_out = r.set_local_source(Origin::Docker, vec![meta.clone()]);
+        assert_eq!(left_out, ["meta-1"]);
+        let mut remote = c("r-1", "::1", "r");
+        remote.origin = Origin::Remote;
+        assert_eq!(r.set_remote(vec![remote], BTreeMap::new()), ["r-1"]);
+        assert_eq!(
+            r.refused_addresses
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        assert!(r.snapshot().is_empty());
+        // the operator's own config entries may use any address
+        let mut own = c("own-1", "127.0.0.1", "own");
+        own.origin = Origin::Config;
+        r.replace_origin(Origin::Config, vec![own])
+            .expect("config entries");
+        // and ingress.backend_networks opens what it names
+        r.set_backend_networks(vec!["169.254.0.0/16".parse().expect("net")]);
+        assert!(r.set_local_source(Origin::Docker, vec![meta]).is_empty());
+        api.ip = "127.0.0.2".parse().expect("ip");
+        assert!(r.add(api).is_err(), "loopback is still refused");
+        assert_eq!(r.snapshot().len(), 2);
     }
 }

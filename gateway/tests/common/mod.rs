@@ -24,7 +24,7 @@ pub fn http(port: u16, method: &str, path: &str, body: &str, token: Option<&str>
         .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("write");
@@ -93,7 +93,8 @@ pub fn spawn_vxgate(
     None
 }
 
-/// A registry entry of service `app` (label `app`) at `ip:port`, added through the API.
+/// A registry entry of service `app` (label `app`) at `ip:port`, as the config file has it
+/// (the operator's own: any address, loopback included).
 pub fn container(
     name: &str,
     app: &str,
@@ -110,7 +111,7 @@ pub fn container(
         node: "h1".into(),
         health: vxgate::registry::Health::Unknown,
         ready: true,
-        origin: vxgate::registry::Origin::Api,
+        origin: vxgate::registry::Origin::Config,
     }
 }
 
