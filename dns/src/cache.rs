@@ -277,8 +277,13 @@ impl Cache {
         }
     }
 
-    /// Stores a response if its TTL allows; returns whether it did.
+    /// Stores a response if its TTL allows; returns whether it did. A truncated (TC) answer
+    /// is never stored: it is a part of the answer, and served from the cache it would be all
+    /// a TCP client ever got.
     pub fn put(&mut self, key: Key, response: &[u8], now: Instant) -> bool {
+        if response.get(2).is_some_and(|flags| flags & 0x02 != 0) {
+            return false;
+        }
         let Some(records) = message::records(response) else {
             return false;
         };

@@ -6,10 +6,11 @@
 //! answered later, one `sendto` each, by the reader of the upstream socket: no task per
 //! query). TCP: a task per connection,
 //! queries pipelined, frames above [`MAX_TCP_QUERY`] close the connection, idle connections
-//! (and clients that do not read their answers) close after [`TCP_IDLE`], at most
-//! [`MAX_TCP_CONNECTIONS`] at once and [`MAX_TCP_PER_CLIENT`] from one address (more are
-//! closed on accept, counted). UDP answers to clients outside `recursion_from` pass the
-//! optional response-rate limiter ([`crate::ratelimit`]). Each query sees the newest zone: workers check the watch channel's version per
+//! (and clients that do not read their answers) close after [`TCP_IDLE`] (less as the places
+//! fill: [`tcp_idle`]), at most [`MAX_TCP_CONNECTIONS`] at once and [`MAX_TCP_PER_CLIENT`]
+//! from one /24 or /56 (more are closed on accept, counted). UDP answers to clients outside
+//! `recursion_from` are kept within [`udp_budget`] (else TC) and pass the optional
+//! response-rate limiter ([`crate::ratelimit`]). Each query sees the newest zone: workers check the watch channel's version per
 //! query, which costs one atomic load.
 
 use crate::answer::{self, Action, Rng};
@@ -38,10 +39,49 @@ pub const SLOTS: usize = 32;
 /// Largest UDP query read whole; a longer datagram is no query (dropped, counted).
 pub const SLOT: usize = 4096;
 pub const MAX_TCP_QUERY: usize = 4096;
+/// How long a TCP connection may wait for its next query while at most half the places
+/// are taken; it shrinks as they fill ([`tcp_idle`]), as Unbound's does, so that clients
+/// that keep connections open with a query now and then cannot hold every place.
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 pub const MAX_TCP_CONNECTIONS: usize = 256;
-/// TCP connections one client address may hold at once: one client cannot take every place.
+/// TCP connections one client may hold at once, a client being an IPv4 /24 or an IPv6 /56
+/// (addresses next to each other are one owner's): one client cannot take every place.
 pub const MAX_TCP_PER_CLIENT: usize = 16;
+/// UDP answers to clients outside `recursion_from` are at most this many times the query's
+/// size (but never cut below [`MIN_UDP_BUDGET`]); a larger one is sent as TC, so the client
+/// asks again over TCP. Bounds the amplification a spoofed query buys.
+pub const UDP_AMPLIFICATION: usize = 10;
+pub const MIN_UDP_BUDGET: usize = 512;
+
+/// The idle time of a TCP connection when `open` of [`MAX_TCP_CONNECTIONS`] places are
+/// taken: [`TCP_IDLE`] up to half, 2 s up to three quarters, 500 ms above.
+pub fn tcp_idle(open: usize) -> Duration {
+    if open <= MAX_TCP_CONNECTIONS / 2 {
+        TCP_IDLE
+    } else if open <= MAX_TCP_CONNECTIONS * 3 / 4 {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(500)
+    }
+}
+
+/// The client a TCP connection is counted for: its IPv4 /24 or IPv6 /56 (an IPv4-mapped
+/// address as IPv4).
+pub fn tcp_client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & 0xffff_ff00).into()),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => tcp_client(IpAddr::V4(v4)),
+            None => IpAddr::V6((u128::from(v6) & (u128::MAX << 72)).into()),
+        },
+    }
+}
+
+/// The largest UDP answer sent to a client outside `recursion_from` for a query of
+/// `query_len` bytes.
+pub fn udp_budget(query_len: usize) -> usize {
+    (query_len * UDP_AMPLIFICATION).max(MIN_UDP_BUDGET)
+}
 
 /// Sockets bound for the server: per address, worker UDP sockets and one TCP listener.
 pub struct Bound {
@@ -116,6 +156,8 @@ pub struct Stats {
     /// TCP connections closed on accept: over [`MAX_TCP_CONNECTIONS`] or
     /// [`MAX_TCP_PER_CLIENT`].
     pub tcp_refused: AtomicU64,
+    /// UDP answers to clients outside `recursion_from` over their byte budget, sent as TC.
+    pub budget_truncated: AtomicU64,
     /// UDP responses the rate limiter turned into TC answers / dropped.
     pub rate_limit_slipped: AtomicU64,
     pub rate_limit_dropped: AtomicU64,
@@ -195,8 +237,21 @@ impl Context {
         }
     }
 
+    /// Keeps a UDP answer to a client outside `recursion_from` within [`udp_budget`]: a
+    /// larger one becomes a TC answer (counted).
+    fn budget(&self, msg: &[u8], resp: &mut Vec<u8>, to: SocketAddr) {
+        if resp.len() <= udp_budget(msg.len()) || self.may_recurse(to.ip()) {
+            return;
+        }
+        if let Ok(q) = message::parse_query(msg) {
+            self.stats.budget_truncated.fetch_add(1, Relaxed);
+            *resp = tc_response(&q, message::rcode_of(resp).unwrap_or(0));
+        }
+    }
+
     /// Takes a TCP place for `ip`, or None when the client or the server is at its limit.
     fn tcp_admit(self: &Arc<Self>, ip: IpAddr) -> Option<TcpPlace> {
+        let ip = tcp_client(ip);
         if self.stats.tcp_connections.fetch_add(1, Relaxed) >= MAX_TCP_CONNECTIONS {
             self.stats.tcp_connections.fetch_sub(1, Relaxed);
             return None;
@@ -323,9 +378,10 @@ async fn udp_worker(sock: Arc<UdpSocket>, ctx: Arc<Context>, seed: u64) {
                 }
                 let msg = &inbuf[i * SLOT..i * SLOT + n];
                 let out = &mut outs[i];
-                if query(&ctx, &reply, &zone, msg, src, &mut rng, out, since)
-                    && ctx.rate_limit(msg, out, src)
-                {
+                if query(&ctx, &reply, &zone, msg, src, &mut rng, out, since) && {
+                    ctx.budget(msg, out, src);
+                    ctx.rate_limit(msg, out, src)
+                } {
                     ready.push((i, src));
                 }
             }
@@ -467,7 +523,22 @@ async fn tcp_connection(mut s: TcpStream, peer: SocketAddr, ctx: &Context) -> io
     let mut out = Vec::with_capacity(4096);
     let mut framed = Vec::with_capacity(4096 + 2);
     loop {
-        let len = match tokio::time::timeout(TCP_IDLE, s.read_u16()).await {
+        // wait for the next query within the idle time, which shrinks while this waits if
+        // the places fill up (readiness is cancel-safe: nothing is lost to a re-check)
+        let waiting = Instant::now();
+        loop {
+            let idle = tcp_idle(ctx.stats.tcp_connections.load(Relaxed));
+            let Some(left) = idle.checked_sub(waiting.elapsed()).filter(|d| !d.is_zero()) else {
+                return Ok(()); // idle
+            };
+            match tokio::time::timeout(left.min(Duration::from_millis(250)), s.readable()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return Ok(()),
+                Err(_) => {}
+            }
+        }
+        let idle = tcp_idle(ctx.stats.tcp_connections.load(Relaxed));
+        let len = match tokio::time::timeout(idle, s.read_u16()).await {
             Ok(Ok(len)) => usize::from(len),
             _ => return Ok(()), // idle, closed or reset
         };

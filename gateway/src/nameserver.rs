@@ -217,8 +217,15 @@ impl Dns {
             out,
             "vxgate_dns_tcp_refused_total",
             "counter",
-            "DNS TCP connections closed on accept: over 256 open, or 16 from one client address.",
+            "DNS TCP connections closed on accept: over 256 open, or 16 from one client (IPv4 /24, IPv6 /56).",
             s.tcp_refused.load(Relaxed),
+        );
+        single(
+            out,
+            "vxgate_dns_budget_truncated_total",
+            "counter",
+            "UDP answers to clients outside dns.recursion_from over 10x their query (at least 512 bytes), sent as TC.",
+            s.budget_truncated.load(Relaxed),
         );
         by_label(
             out,
