@@ -2,7 +2,7 @@
 # Fuzzes a target for SECONDS, seeded with fixtures.
 #   gateway/fuzz/run.sh [TARGET] [SECONDS=600]
 # targets: receive offload gro dns_request dns_upstream docker_inspect admin_container
-#          etcd_record acme_record host_headers sni
+#          etcd_record acme_record host_headers sni path_normalize route_table
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:-receive} secs=${2:-600}
@@ -38,6 +38,10 @@ PY
     rm -rf "$t" ;;
   gro) printf '\x02\xff\x00\x01\xff\x00\x02\xff\x01\x03\x10\x00\x04' > "corpus/$target/run" ;;
   sni) printf 'x.b.test' > "corpus/$target/b"; printf 'a.test' > "corpus/$target/a" ;;
+  path_normalize) for p in '/public/../secret.txt' '/public/%2e%2e/secret.txt' '/public/..%2fsecret.txt' \
+      '/api//evil.com/x?q=../a' '/%7Euser/./a/b/..'; do printf '%s' "$p" > "corpus/$target/$(printf '%s' "$p" | md5sum | cut -c1-8)"; done ;;
+  route_table) printf '*.example.com,shop.example.org\0evil\001web.example.com,*.example.com\001/login\001true\0web\0api\001shop.example.org\001/api\001true' > "corpus/$target/squat"
+    printf '\0evil\001web.example.com\0web\001*.example.org' > "corpus/$target/default" ;;
 esac
 # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
 RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=9000
