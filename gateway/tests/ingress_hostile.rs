@@ -594,3 +594,47 @@ async fn h2c_upgrades_are_not_spliced_and_parser_refusals_are_logged() {
     assert!(ingress.stats.parse_errors.load(Relaxed) >= 1);
     stop(stopper, tasks).await;
 }
+
+/// A client that reads, slowly (160 KB/s through a 32 KiB receive buffer), is not a stalled
+/// one: its response waits behind hyper's buffers for longer than `send_timeout_ms`, but
+/// writes keep going through, so it is served on (nginx's `send_timeout` counts between two
+/// writes the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_is_not_cut_off_by_send_timeout() {
+    let state = tempfile::tempdir().expect("tmp");
+    let registry = Arc::new(Registry::new("app"));
+    service(&registry, "big-1", backend().await, &[]);
+    let (ingress, stopper, tasks) =
+        common::start_ingress_with(state.path(), &registry, "send_timeout_ms = 1000").await;
+    let (addr, ca) = (ingress.listen[0], state.path().join("tls/self-signed.crt"));
+    let sock = TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(32 << 10).expect("rcvbuf");
+    sock.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 12), 0)))
+        .expect("bind");
+    let tcp = sock.connect(addr).await.expect("connect");
+    let mut cfg = (*common::tls_client(&ca)).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("big.example.com").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (status, mut tls) = h1_head(tls, "/big").await;
+    assert_eq!(status, 200);
+    let t0 = Instant::now();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 8 << 10];
+    while t0.elapsed() < Duration::from_secs(5) {
+        match tokio::time::timeout(Duration::from_secs(3), tls.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got += n,
+            other => panic!("the slow reader was cut off after {got} bytes: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "slow reader: {got} bytes in {:?}, not cut off",
+        t0.elapsed()
+    );
+    assert_eq!(ingress.stats.send_timeouts.load(Relaxed), 0);
+    stop(stopper, tasks).await;
+}

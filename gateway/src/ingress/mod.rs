@@ -454,6 +454,14 @@ async fn serve_tls(
     slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
+    // the socket's bytes written and still unacknowledged tell whether the client reads
+    // (the send timeout); the descriptor lives as long as this function's connection
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let sent = Arc::new(AtomicU64::new(0));
+    let stream = Counted {
+        inner: stream,
+        sent: sent.clone(),
+    };
     let hold = proxy::Hold {
         slot,
         shutdown: shutdown.clone(),
@@ -608,6 +616,7 @@ async fn serve_tls(
     let idle = shared.cfg.idle_timeout;
     let send_timeout = shared.cfg.send_timeout.as_millis() as u64;
     let tick = idle.min(shared.cfg.send_timeout) / 4;
+    let mut drain = send_watch::Drain::default();
     let mut closing = false;
     // after an idle close starts: a client that never finishes it (an h2 client that does not
     // answer the GOAWAY's PING) is cut off
@@ -629,8 +638,10 @@ async fn serve_tls(
             // the send timeout holds while closing too: a drain must not wait on a client
             // that does not read
             _ = tokio::time::sleep(tick) => {
-                let stalled = sends.stalled_ms(now_ms());
-                if stalled >= send_timeout {
+                let now = now_ms();
+                drain.observe(now, sent.load(Relaxed), unacknowledged(fd));
+                let stalled = sends.stalled_ms(now);
+                if stalled >= send_timeout && !drain.client_reading(now, send_timeout) {
                     tracing::debug!(%peer, stalled, "ingress: a response made no progress for send_timeout; closing the connection");
                     shared.stats.send_timeouts.fetch_add(1, Relaxed);
                     return;
@@ -802,6 +813,68 @@ pub(crate) fn now_ms() -> u64 {
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_millis() as u64
+}
+
+/// A socket that counts the bytes written to it, for [`send_watch::Drain`].
+pub(crate) struct Counted<T> {
+    inner: T,
+    sent: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = r {
+            self.sent.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            self.sent.fetch_add(n as u64, Relaxed);
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Bytes of a TCP socket's send queue its peer has not acknowledged (`SIOCOUTQ`); 0 when it
+/// cannot be read.
+fn unacknowledged(fd: std::os::fd::RawFd) -> u64 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ on a socket) writes one int into `n`, which lives here; the
+    // descriptor is the connection's socket, open while its connection is served.
+    if unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) } != 0 {
+        return 0;
+    }
+    u64::try_from(n).unwrap_or(0)
 }
 
 /// An IO wrapper that records when bytes last moved, for the idle timeout.

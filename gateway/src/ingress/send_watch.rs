@@ -8,7 +8,12 @@
 //! body only when it has room to send (h1: its write buffer; h2: flow-control window), so a
 //! body that handed over a frame and is not asked for the next one waits for the client.
 //! A body that is polled and has nothing yet (a slow backend) is not waiting for the client.
-//! The connection's loop reads [`Sends::stalled_ms`] on its timer.
+//!
+//! A body can also wait behind the buffers of a client that reads, slowly (hyper's write
+//! buffer, the socket's send buffer that the kernel lets refill only once a third is free):
+//! that is no stall. So the connection is closed only when a body has waited
+//! `send_timeout` and the socket says the client is not reading either ([`Drain`]: no
+//! backlog acknowledged for that long). The connection's loop checks on its timer.
 
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -57,6 +62,38 @@ impl Sends {
             .map(|since| now.saturating_sub(since - 2))
             .max()
             .unwrap_or(0)
+    }
+}
+
+/// Whether the client is taking what the connection sends: from the bytes written to its
+/// socket and the bytes still in the socket's send queue (`SIOCOUTQ`: unacknowledged), read
+/// on each tick. The client acknowledged some of a backlog since the last tick: it reads.
+/// A client that stopped reading acknowledges nothing (its window is 0); a zero-window HTTP/2
+/// stream leaves no backlog (nothing can be sent), so PING answers acknowledged in passing do
+/// not count.
+#[derive(Debug, Default)]
+pub struct Drain {
+    acked: u64,
+    backlog: u64,
+    /// When a backlog last shrank by acknowledgements (ms of `now_ms`; 0: never).
+    last_progress: u64,
+}
+
+impl Drain {
+    /// One observation at `now`: `sent` bytes written to the socket so far, `queued` of them
+    /// not yet acknowledged.
+    pub fn observe(&mut self, now: u64, sent: u64, queued: u64) {
+        let acked = sent.saturating_sub(queued);
+        if acked > self.acked && self.backlog > 0 {
+            self.last_progress = now;
+        }
+        self.acked = acked;
+        self.backlog = queued;
+    }
+
+    /// Whether a backlog drained within the last `window` ms before `now`.
+    pub fn client_reading(&self, now: u64, window: u64) -> bool {
+        self.last_progress > 0 && now.saturating_sub(self.last_progress) < window
     }
 }
 
@@ -156,6 +193,30 @@ mod tests {
         drop(b);
         assert_eq!(sends.stalled_ms(9000), 0);
         assert!(sends.watch(9000).is_some(), "freed slots are reused");
+    }
+
+    #[test]
+    fn a_client_reads_while_it_acknowledges_a_backlog() {
+        let mut d = Drain::default();
+        d.observe(1000, 100_000, 100_000);
+        assert!(!d.client_reading(1000, 1000), "nothing acknowledged yet");
+        d.observe(1250, 150_000, 120_000); // 30,000 of a backlog acknowledged
+        assert!(d.client_reading(1250, 1000), "a reader, however slow");
+        d.observe(1500, 150_000, 120_000);
+        d.observe(2000, 150_000, 120_000);
+        assert!(d.client_reading(2000, 1000));
+        d.observe(2300, 150_000, 120_000);
+        assert!(
+            !d.client_reading(2300, 1000),
+            "nothing acknowledged for 1.05 s: stopped"
+        );
+        // no backlog (a zero-window stream, nothing to send): a PING answer sent and
+        // acknowledged in passing is no reading
+        let mut z = Drain::default();
+        z.observe(1000, 5_000, 0);
+        z.observe(1250, 5_040, 0);
+        z.observe(1500, 5_080, 0);
+        assert!(!z.client_reading(1500, 1000));
     }
 
     #[tokio::test]
