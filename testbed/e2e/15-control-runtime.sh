@@ -23,7 +23,8 @@ import json, socket, ssl, sys, time, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[1])
 def api(method, path, body=None):
     req = urllib.request.Request("http://127.0.0.1:9180" + path, method=method,
-                                 data=json.dumps(body).encode() if body else None)
+                                 data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"})
     return urllib.request.urlopen(req, timeout=5).status
 def dns_ok(name):
     q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00\x00\x01\x00\x01"

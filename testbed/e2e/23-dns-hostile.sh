@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The DNS server against a hostile or careless client (issue 14), on the real binary: a
 # 250-container service answers a 4096-byte EDNS query over UDP with 32 records (about 13x
-# the query, 92x before), all 250 over TCP; dns.rate_limit answers a spoofable client outside
+# the query, 92x before) inside recursion_from, with TC (at most 10x, issue 30) outside it,
+# and all 250 over TCP; dns.rate_limit answers a spoofable client outside
 # recursion_from at its rate, then TC and silence, and never limits a client inside it; 3000
 # queries forwarded to an upstream that never answers cost at most the 1024 in-flight places
-# (the rest SERVFAIL at once), measured in fds and memory; one address holds 16 TCP
-# connections, another address still gets in.
+# (the rest SERVFAIL at once), measured in fds and memory; one client (/24) holds 16 TCP
+# connections, another client still gets in.
 . "$(dirname "$0")/lib.sh"
 up --hosts 1 --containers 1
 cfg=$STATE/h1-dns-hostile.toml
@@ -73,19 +74,25 @@ def rss_kib():
             return int(line.split()[1])
     raise SystemExit("no VmRSS")
 
-# 1. amplification: in-zone answer for 250 containers, from a client outside recursion_from
+# 1. amplification: in-zone answer for 250 containers. Inside recursion_from: 32 records
+# (max_udp_records); outside it (spoofable): at most 10x the query, here a TC (issue 30)
 q = query("big.example.com", edns=4096)
+s = udp("10.200.1.1")
+s.settimeout(3)
+s.sendto(q, SERVER)
+r_in = s.recv(65535)
+h = header(r_in)
+assert h["an"] == 32 and not h["tc"], f"UDP answer inside recursion_from: {h}"
 s = udp("10.99.0.1")
 s.settimeout(3)
 s.sendto(q, SERVER)
 r = s.recv(65535)
 h = header(r)
-assert h["an"] == 32 and not h["tc"], f"UDP answer: {h}"
 factor = len(r) / len(q)
-assert factor < 15, f"amplification {factor:.1f}x"
+assert h["tc"] and h["an"] == 0 and len(r) <= max(512, 10 * len(q)), f"UDP answer outside: {h}, {len(r)} bytes"
 full = tcp_ask("10.99.0.1", query("big.example.com"))
 assert header(full)["an"] == 250, f"TCP answer: {header(full)}"
-print(f"amplification: {len(q)}-byte query -> {len(r)} bytes over UDP ({factor:.1f}x, 32 records); TCP carries all 250 ({len(full)} bytes)")
+print(f"amplification: {len(q)}-byte query -> {len(r)} bytes over UDP outside recursion_from ({factor:.1f}x, TC), {len(r_in)} inside ({len(r_in) / len(q):.1f}x, 32 records); TCP carries all 250 ({len(full)} bytes)")
 
 # 2. rate limit (50/s per /24) for a client outside recursion_from; none inside it
 def burst(src_ip, n):
@@ -132,7 +139,7 @@ assert fd1 - fd0 <= 1100, f"{fd1 - fd0} fds more with 3000 slow queries"
 assert fd2 - fd0 <= 50, f"fds not given back: {fd0} -> {fd2}"
 print(f"3000 slow forwarded queries: +{fd1 - fd0} fds (cap 1024), +{(rss1 - rss0) // 1024} MiB RSS at the peak; all 3000 SERVFAIL (the first at once, the last after {took:.1f}s); fds back to +{fd2 - fd0}")
 
-# 4. TCP: 16 connections from one address, the 17th closed; another address gets in
+# 4. TCP: 16 connections from one client (/24), the 17th closed; another client gets in
 held = [socket.create_connection(SERVER, timeout=5, source_address=("10.99.0.1", 0)) for _ in range(16)]
 extra = socket.create_connection(SERVER, timeout=5, source_address=("10.99.0.1", 0))
 msg = query("big.example.com")
