@@ -458,9 +458,10 @@ async fn serve_tls(
     // (the send timeout); the descriptor lives as long as this function's connection
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let sent = Arc::new(AtomicU64::new(0));
-    let stream = Counted {
+    let stream = Active {
         inner: stream,
-        sent: sent.clone(),
+        last: None,
+        sent: Some(sent.clone()),
     };
     let hold = proxy::Hold {
         slot,
@@ -504,7 +505,8 @@ async fn serve_tls(
     let activity = Arc::new(AtomicU64::new(now_ms()));
     let io = TokioIo::new(Active {
         inner: tls,
-        last: activity.clone(),
+        last: Some(activity.clone()),
+        sent: None,
     });
     // HTTP/2 idleness is counted in streams: the keep-alive PINGs (and their ACKs) move bytes
     // but are not use, and would keep an unused connection open for ever
@@ -815,56 +817,6 @@ pub(crate) fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// A socket that counts the bytes written to it, for [`send_watch::Drain`].
-pub(crate) struct Counted<T> {
-    inner: T,
-    sent: Arc<AtomicU64>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = r {
-            self.sent.fetch_add(n as u64, Relaxed);
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            self.sent.fetch_add(n as u64, Relaxed);
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// Bytes of a TCP socket's send queue its peer has not acknowledged (`SIOCOUTQ`); 0 when it
 /// cannot be read.
 fn unacknowledged(fd: std::os::fd::RawFd) -> u64 {
@@ -877,10 +829,26 @@ fn unacknowledged(fd: std::os::fd::RawFd) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// An IO wrapper that records when bytes last moved, for the idle timeout.
+/// An IO wrapper that records when bytes last moved (for the idle timeout) and counts the
+/// bytes written (under TLS, for the send timeout's [`send_watch::Drain`]), each when asked.
 pub(crate) struct Active<T> {
     pub(crate) inner: T,
-    pub(crate) last: Arc<AtomicU64>,
+    pub(crate) last: Option<Arc<AtomicU64>>,
+    pub(crate) sent: Option<Arc<AtomicU64>>,
+}
+
+impl<T> Active<T> {
+    fn moved(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if let Some(last) = &self.last {
+            last.store(now_ms(), Relaxed);
+        }
+        if let Some(sent) = &self.sent {
+            sent.fetch_add(n as u64, Relaxed);
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
@@ -891,8 +859,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.last.store(now_ms(), Relaxed);
+        if buf.filled().len() > before
+            && let Some(last) = &self.last
+        {
+            last.store(now_ms(), Relaxed);
         }
         r
     }
@@ -905,8 +875,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Relaxed);
+        if let Poll::Ready(Ok(n)) = r {
+            self.moved(n);
         }
         r
     }
@@ -922,8 +892,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(now_ms(), Relaxed);
+        if let Poll::Ready(Ok(n)) = r {
+            self.moved(n);
         }
         r
     }

@@ -665,7 +665,8 @@ where
     let last = Arc::new(std::sync::atomic::AtomicU64::new(super::now_ms()));
     let mut client = super::Active {
         inner: client,
-        last: last.clone(),
+        last: Some(last.clone()),
+        sent: None,
     };
     let mut backend = backend;
     let copy = tokio::io::copy_bidirectional(&mut client, &mut backend);
