@@ -203,31 +203,25 @@ fn a_valid_acme_section_is_accepted() {
 #[test]
 fn a_bare_relative_access_log_is_accepted() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("vxgate.toml"),
-        "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\naccess_log = \"access.log\"\n",
-    )
-    .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
-        .args(["check", "--config", "vxgate.toml"])
-        .current_dir(dir.path())
-        .output()
-        .expect("vxgate runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    std::fs::write(
-        dir.path().join("vxgate.toml"),
-        "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\naccess_log = \"logs/access.log\"\n",
-    )
-    .expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
-        .args(["check", "--config", "vxgate.toml"])
-        .current_dir(dir.path())
-        .output()
-        .expect("vxgate runs");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a missing logs/ directory is still refused"
-    );
+    // `vxgate check --config vxgate.toml` from the config's directory: its exit code
+    let check_with_log = |log: &str| {
+        std::fs::write(
+            dir.path().join("vxgate.toml"),
+            format!("[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\naccess_log = {log:?}\n"),
+        )
+        .expect("write");
+        let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+            .args(["check", "--config", "vxgate.toml"])
+            .current_dir(dir.path())
+            .output()
+            .expect("vxgate runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = check_with_log("access.log");
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _) = check_with_log("logs/access.log");
+    assert_eq!(code, Some(2), "a missing logs/ directory is still refused");
 }

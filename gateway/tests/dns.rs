@@ -638,6 +638,33 @@ async fn a_cached_forwarded_answer_fits_the_udp_client_too() {
     assert!(out.contains("ANSWER: 60"), "{out}");
 }
 
+/// A DNS server over TCP on `listener`: each connection's first query (length-framed) gets
+/// what `answer` makes of it.
+fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    answer: impl Fn(&Message) -> Vec<u8> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            let Ok(len) = s.read_u16().await else {
+                continue;
+            };
+            let mut m = vec![0u8; usize::from(len)];
+            if s.read_exact(&mut m).await.is_err() {
+                continue;
+            }
+            let Ok(q) = Message::from_vec(&m) else {
+                continue;
+            };
+            let out = answer(&q);
+            let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+            framed.extend(out);
+            let _ = s.write_all(&framed).await;
+        }
+    });
+}
+
 /// An upstream whose UDP answers are truncated and whose TCP answers are for another
 /// question (a poisoner's), as in RFC 5452: counts TCP exchanges.
 async fn poisoning_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -658,36 +685,20 @@ async fn poisoning_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     let n = tcp_n.clone();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = tcp.accept().await {
-            n.fetch_add(1, SeqCst);
-            let Ok(len) = s.read_u16().await else {
-                continue;
-            };
-            let mut m = vec![0u8; usize::from(len)];
-            if s.read_exact(&mut m).await.is_err() {
-                continue;
-            }
-            let Ok(q) = Message::from_vec(&m) else {
-                continue;
-            };
-            let evil = Name::from_str("evil.example.org.").expect("n");
-            let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
-            r.add_query(hickory_proto::op::Query::query(
-                evil.clone(),
-                hickory_proto::rr::RecordType::A,
-            ));
-            r.add_answer(Record::from_rdata(
-                evil,
-                300,
-                RData::A(A::new(203, 0, 113, 66)),
-            ));
-            let out = r.to_vec().expect("encode");
-            let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-            framed.extend(out);
-            let _ = s.write_all(&framed).await;
-        }
+    serve_tcp(tcp, move |q| {
+        n.fetch_add(1, SeqCst);
+        let evil = Name::from_str("evil.example.org.").expect("n");
+        let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+        r.add_query(hickory_proto::op::Query::query(
+            evil.clone(),
+            hickory_proto::rr::RecordType::A,
+        ));
+        r.add_answer(Record::from_rdata(
+            evil,
+            300,
+            RData::A(A::new(203, 0, 113, 66)),
+        ));
+        r.to_vec().expect("encode")
     });
     (addr, tcp_n)
 }
@@ -1061,25 +1072,7 @@ async fn truncating_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
             }
         }
     });
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = tcp.accept().await {
-            let Ok(len) = s.read_u16().await else {
-                continue;
-            };
-            let mut m = vec![0u8; usize::from(len)];
-            if s.read_exact(&mut m).await.is_err() {
-                continue;
-            }
-            let Ok(q) = Message::from_vec(&m) else {
-                continue;
-            };
-            let out = answer(&q, 20, false);
-            let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-            framed.extend(out);
-            let _ = s.write_all(&framed).await;
-        }
-    });
+    serve_tcp(tcp, move |q| answer(q, 20, false));
     (addr, udp_n)
 }
 
