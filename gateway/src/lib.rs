@@ -104,6 +104,7 @@ fn acme_fleet(config: &config::Config) -> Option<Arc<acme::fleet::Fleet>> {
             prefix: config.registry.prefix.clone(),
             lease_ttl: config.registry.lease_ttl,
             node: config.node.name.clone(),
+            auth: config.etcd_auth(),
         })
     })
 }

@@ -70,6 +70,9 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("tap name too long", format!("{GOOD_OVERLAY}tap = \"a-very-long-tap-name\"\n"), 6, "overlay.networks[0].tap", "1-15"),
         ("toml syntax error", "[node\nname = \"h1\"\n".into(), 1, "(document)", "unclosed table"),
         ("max_header_bytes under hyper's minimum", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_header_bytes = 4096\n".into(), 4, "ingress.max_header_bytes", "8192-1048576"),
+        ("etcd tls with an http endpoint", "[registry]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\ntls = {}\n".into(), 3, "registry.endpoints[0]", "plain HTTP"),
+        ("etcd client cert without its key", "[registry]\nbackend = \"etcd\"\nendpoints = [\"https://127.0.0.1:2379\"]\ntls = { cert_file = \"/nonexistent/c.pem\" }\n".into(), 4, "registry.tls.key_file", "cert_file needs"),
+        ("etcd user without a password file", "[registry]\nbackend = \"etcd\"\nendpoints = [\"https://127.0.0.1:2379\"]\nusername = \"vxgate\"\n".into(), 1, "registry.password_file", "needs a password_file"),
         ("bad route_hosts entry", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nroute_hosts = [\"*.\"]\n".into(), 4, "ingress.route_hosts[0]", "host name"),
         ("send_timeout_ms 10", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nsend_timeout_ms = 10\n".into(), 4, "ingress.send_timeout_ms", "1000-86400000"),
         ("max_streams_per_connection 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_streams_per_connection = 0\n".into(), 4, "ingress.max_streams_per_connection", "1-1000"),
@@ -224,4 +227,50 @@ fn a_bare_relative_access_log_is_accepted() {
     assert_eq!(code, Some(0), "{err}");
     let (code, _) = check_with_log("logs/access.log");
     assert_eq!(code, Some(2), "a missing logs/ directory is still refused");
+}
+
+/// Issue 29, item 5: etcd's password file and client key must not be readable by every
+/// user; the control: the same files at 0600 are accepted.
+#[test]
+fn etcd_secrets_readable_by_others_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pass = dir.path().join("etcd.pass");
+    std::fs::write(&pass, "s3cret\n").expect("write");
+    let key = dir.path().join("client.key");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let cert = dir.path().join("client.pem");
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[registry]\nbackend = \"etcd\"\nendpoints = [\"https://127.0.0.1:2379\"]\n\
+         tls = { cert_file = \"client.pem\", key_file = \"client.key\" }\n\
+         username = \"vxgate\"\npassword_file = \"etcd.pass\"\n",
+    )
+    .expect("write");
+    for f in [&pass, &key] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("registry.password_file")
+            && err.contains("registry.tls.key_file")
+            && err.contains("readable by every user"),
+        "{err}"
+    );
+    for f in [&pass, &key] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 0, "{err}");
 }

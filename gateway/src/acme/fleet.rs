@@ -151,6 +151,9 @@ pub enum FleetError {
     #[cfg(feature = "etcd")]
     #[error(transparent)]
     Call(#[from] crate::registry::etcd::CallError),
+    #[cfg(feature = "etcd")]
+    #[error(transparent)]
+    Auth(#[from] crate::registry::etcd::AuthError),
     #[error(transparent)]
     Acme(Box<super::Error>),
 }
@@ -258,6 +261,8 @@ mod with_etcd {
         pub node: String,
         /// The CA's directory URL (`ingress.acme.directory`).
         pub directory: String,
+        /// How to authenticate to etcd (as the registry does).
+        pub auth: crate::registry::EtcdAuth,
     }
 
     /// The etcd side of ACME for one node.
@@ -318,6 +323,7 @@ mod with_etcd {
                 .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
                 .with_keep_alive_while_idle(true)
                 .with_require_leader(true);
+            let options = crate::registry::etcd::with_auth(options, &self.spec.auth)?;
             let n = self.spec.endpoints.len().max(1);
             let endpoint = self
                 .spec

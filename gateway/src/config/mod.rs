@@ -112,6 +112,28 @@ pub struct RegistryConfig {
     pub lease_ttl: Duration,
     /// Key prefix shared by every node of one fleet (etcd only). Default: "/vxgate/".
     pub prefix: String,
+    /// TLS to etcd (`https://` endpoints): the CA that etcd's certificate must chain to
+    /// (default: the system roots) and this node's client certificate, for etcd's
+    /// `--client-cert-auth`.
+    pub tls: Option<EtcdTlsConfig>,
+    /// etcd's own authentication (`etcdctl auth enable`): the user, and a file holding its
+    /// password (not readable by others).
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `registry.tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsConfig {
+    /// PEM roots for etcd's server certificate. Default: the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and its key (both or neither).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -121,6 +143,9 @@ impl Default for RegistryConfig {
             endpoints: Vec::new(),
             lease_ttl: Duration::from_secs(10),
             prefix: "/vxgate/".into(),
+            tls: None,
+            username: None,
+            password_file: None,
         }
     }
 }

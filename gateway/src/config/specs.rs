@@ -81,6 +81,19 @@ impl Config {
             endpoints: self.registry.endpoints.clone(),
             lease_ttl: self.registry.lease_ttl,
             prefix: self.registry.prefix.clone(),
+            auth: self.etcd_auth(),
+        }
+    }
+
+    /// How nodes authenticate to etcd (the registry and ACME's fleet alike).
+    pub fn etcd_auth(&self) -> crate::registry::EtcdAuth {
+        let r = &self.registry;
+        let tls = r.tls.as_ref();
+        crate::registry::EtcdAuth {
+            tls: tls.is_some() || r.endpoints.iter().any(|e| e.starts_with("https://")),
+            ca_file: tls.and_then(|t| t.ca_file.clone()),
+            identity: tls.and_then(|t| t.cert_file.clone().zip(t.key_file.clone())),
+            user: r.username.clone().zip(r.password_file.clone()),
         }
     }
 

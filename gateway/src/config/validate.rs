@@ -13,6 +13,17 @@ impl Config {
         if let Some(t) = self.admin.token_file.as_mut() {
             fix(t);
         }
+        if let Some(t) = self.registry.tls.as_mut() {
+            for p in [&mut t.ca_file, &mut t.cert_file, &mut t.key_file]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
+        }
+        if let Some(p) = self.registry.password_file.as_mut() {
+            fix(p);
+        }
         if let Some(ingress) = self.ingress.as_mut() {
             for c in &mut ingress.certs {
                 fix(&mut c.cert);
@@ -187,8 +198,14 @@ impl Config {
                             &format!("registry.endpoints[{i}]"),
                             format!("{e:?} is not a URL; expected \"http://HOST:PORT\""),
                         );
+                    } else if r.tls.is_some() && e.starts_with("http://") {
+                        v.bad(
+                            &format!("registry.endpoints[{i}]"),
+                            format!("{e:?} is plain HTTP while registry.tls is set: every endpoint must be https:// (or remove registry.tls)"),
+                        );
                     }
                 }
+                self.validate_etcd_auth(v);
             }
         }
         in_range(
@@ -199,6 +216,59 @@ impl Config {
             3600,
             "the lease is renewed at a third of it; a dead node's entries live this long",
         );
+    }
+
+    /// `registry.tls`, `registry.username` and `registry.password_file`.
+    fn validate_etcd_auth(&self, v: &mut Validator) {
+        let r = &self.registry;
+        if let Some(t) = &r.tls {
+            if let Some(ca) = &t.ca_file {
+                pem_file(v, "registry.tls.ca_file", ca, "CERTIFICATE");
+            }
+            match (&t.cert_file, &t.key_file) {
+                (Some(c), Some(k)) => {
+                    pem_file(v, "registry.tls.cert_file", c, "CERTIFICATE");
+                    pem_file(v, "registry.tls.key_file", k, "PRIVATE KEY");
+                    secret_file(v, "registry.tls.key_file", k);
+                }
+                (None, None) => {}
+                (Some(_), None) => v.bad(
+                    "registry.tls.key_file",
+                    "cert_file needs its key_file (the client certificate's private key)".into(),
+                ),
+                (None, Some(_)) => v.bad(
+                    "registry.tls.cert_file",
+                    "key_file needs its cert_file (the client certificate)".into(),
+                ),
+            }
+        }
+        match (&r.username, &r.password_file) {
+            (Some(u), Some(p)) => {
+                if u.is_empty() {
+                    v.bad("registry.username", "is empty".into());
+                }
+                match std::fs::read_to_string(p) {
+                    Err(e) => v.bad(
+                        "registry.password_file",
+                        format!("cannot read {}: {e}", p.display()),
+                    ),
+                    Ok(t) if t.trim_end_matches(['\n', '\r']).is_empty() => v.bad(
+                        "registry.password_file",
+                        format!("{} is empty", p.display()),
+                    ),
+                    Ok(_) => secret_file(v, "registry.password_file", p),
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) => v.bad(
+                "registry.password_file",
+                "registry.username needs a password_file".into(),
+            ),
+            (None, Some(_)) => v.bad(
+                "registry.username",
+                "registry.password_file needs a username".into(),
+            ),
+        }
     }
 
     pub(super) fn validate_containers(&self, v: &mut Validator) {
@@ -287,5 +357,22 @@ impl Validator {
             key: key.to_owned(),
             message,
         });
+    }
+}
+
+/// A file holding a secret must not be readable by every user of the host.
+fn secret_file(v: &mut Validator, key: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o004 != 0
+    {
+        v.bad(
+            key,
+            format!(
+                "{} is readable by every user (mode {:o}); chmod o-r it",
+                path.display(),
+                m.permissions().mode() & 0o777
+            ),
+        );
     }
 }

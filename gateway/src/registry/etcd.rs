@@ -44,6 +44,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 struct Ctx {
+    auth: super::EtcdAuth,
     endpoints: Vec<String>,
     ttl: Duration,
     me: String,
@@ -65,6 +66,7 @@ pub fn start(
 ) -> Arc<BackendStatus> {
     let status = Arc::new(BackendStatus::default());
     let ctx = Ctx {
+        auth: cfg.auth.clone(),
         endpoints: cfg.endpoints.clone(),
         ttl: cfg.lease_ttl,
         me: node.to_owned(),
@@ -77,6 +79,9 @@ pub fn start(
         endpoints = ?ctx.endpoints,
         prefix = ctx.layout.prefix(),
         lease_ttl_s = ctx.ttl.as_secs(),
+        tls = ctx.auth.tls,
+        client_certificate = ctx.auth.identity.is_some(),
+        user = ctx.auth.user.as_ref().map(|(u, _)| u.as_str()),
         "registry: etcd"
     );
     let shutdown = shutdown.clone();
@@ -132,6 +137,8 @@ enum SessionError {
     NoRevision,
     #[error("watch: {0}")]
     Watch(etcd_client::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), crate::Error> {
@@ -171,7 +178,8 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), crate::Error> {
             endpoint = %failed,
             remote_containers = st.remote.containers().len(),
             retry_in = ?wait,
-            "etcd: {e}; serving the last known state"
+            "etcd: {}; serving the last known state",
+            Chain(&e)
         );
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
@@ -195,6 +203,71 @@ pub(crate) async fn call<T>(
 /// This node's keys as etcd has them: value and lease.
 type Own = BTreeMap<String, (String, i64)>;
 
+/// `options` with what `auth` asks: TLS (the CA's roots, else the system's; a client
+/// certificate) and a user with its password. The files are read now, so a renewed
+/// certificate or password is used from the next connection on.
+pub(crate) fn with_auth(
+    mut options: ConnectOptions,
+    auth: &super::EtcdAuth,
+) -> Result<ConnectOptions, AuthError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|source| AuthError::Read {
+            path: p.to_owned(),
+            source,
+        })
+    };
+    if auth.tls {
+        let mut tls = etcd_client::TlsOptions::new();
+        tls = match &auth.ca_file {
+            Some(ca) => tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?)),
+            None => tls.with_native_roots(),
+        };
+        if let Some((cert, key)) = &auth.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        options = options.with_tls(tls);
+    }
+    if let Some((user, file)) = &auth.user {
+        let password = String::from_utf8_lossy(&read(file)?)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
+        options = options.with_user(user.clone(), password);
+    }
+    Ok(options)
+}
+
+/// A credential file that could not be read at connect time.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// An error with its causes, `outer: inner: root` (tonic's "transport error" hides why: a
+/// certificate from another CA, a refused connection).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        let mut last = self.0.to_string();
+        while let Some(c) = cause {
+            let text = c.to_string();
+            // tonic repeats its cause in its own text at times
+            if !last.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
 /// One connection's life. `Ok` means shutdown was asked and handled.
 async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(), SessionError> {
     let options = ConnectOptions::new()
@@ -202,6 +275,7 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
+    let options = with_auth(options, &ctx.auth)?;
     let endpoint = ctx
         .endpoints
         .get(st.endpoint % ctx.endpoints.len().max(1))

@@ -30,6 +30,20 @@ pub struct EtcdSpec {
     pub lease_ttl: std::time::Duration,
     /// Key prefix of this fleet's records.
     pub prefix: String,
+    /// How to authenticate to etcd (TLS, user and password); files read at each connect.
+    pub auth: EtcdAuth,
+}
+
+/// `registry.tls`, `registry.username` and `registry.password_file`, as paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdAuth {
+    /// TLS: on when some endpoint is `https://` or any of these is set.
+    pub tls: bool,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The client certificate chain and its key.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The user and the file holding its password.
+    pub user: Option<(String, std::path::PathBuf)>,
 }
 
 use crate::wire::ethernet::MacAddr;
