@@ -25,6 +25,7 @@ pub mod portable;
 pub mod switch;
 pub mod tap;
 pub mod udp;
+pub mod wg;
 
 pub use counters::{Counters, DropReason};
 pub use offload::Features;

@@ -1,0 +1,679 @@
+//! WireGuard between hosts (`[overlay.encryption] mode = "wireguard"`), sans-IO: VXLAN runs
+//! between tunnel addresses inside WireGuard, as the kernel's `vxlan` over a `wg` interface
+//! does, so such a host is a peer.
+//!
+//! ```text
+//!  send:  VXLAN datagram ─► [IPv4 tunnel→tunnel | UDP →4789 | VXLAN | frame] ─► Tunn::encapsulate ─► peer's endpoint
+//!  recv:  WireGuard datagram ─► peer (handshake: by static key; else receiver index) ─► Tunn::decapsulate
+//!         ─► inner IPv4 from the peer's tunnel address to ours, UDP to 4789 ─► the VXLAN datagram
+//! ```
+//!
+//! The cryptography is boringtun's `noise` module (Noise IK, ChaCha20-Poly1305 on ring,
+//! rekeying, replay window, cookies under load); nothing here is hand-written crypto. One
+//! `Tunn` per peer behind a mutex: the portable datapath is one thread, so the lock is never
+//! contended. Keys are `wg genkey`'s format: 32 bytes, base64.
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The inner IPv4 and UDP headers in front of a VXLAN datagram.
+pub const INNER_HEADERS: usize = 28;
+/// WireGuard's transport overhead (header 16, tag 16) on top of the inner packet.
+pub const OVERHEAD: usize = 32;
+/// VXLAN's UDP port, inside the tunnel too.
+pub const VXLAN_PORT: u16 = 4789;
+
+/// A key: 32 bytes.
+pub type Key = [u8; 32];
+
+/// `wg genkey`'s and `wg pubkey`'s text: standard base64 of 32 bytes.
+pub fn encode_key(key: &Key) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// A key from its base64 text (surrounding whitespace allowed); None unless exactly 32 bytes.
+pub fn parse_key(text: &str) -> Option<Key> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+/// The public key of `private` (as `wg pubkey`).
+pub fn public_key(private: &Key) -> Key {
+    PublicKey::from(&StaticSecret::from(*private)).to_bytes()
+}
+
+/// A new private key (clamped, as `wg genkey` writes it).
+pub fn generate_key() -> Result<Key, ring::error::Unspecified> {
+    use ring::rand::SecureRandom as _;
+    let mut k = [0u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut k)?;
+    k[0] &= 248;
+    k[31] &= 127;
+    k[31] |= 64;
+    Ok(k)
+}
+
+/// The private key in `path`, or a new one written there (mode 0600, directory made) when
+/// the file does not exist. A file readable by others, or not a key, is an error.
+pub fn load_or_create_key(path: &std::path::Path) -> std::io::Result<Key> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(bad(format!(
+                    "{} is readable by others (mode {:o}); chmod 600 it",
+                    path.display(),
+                    mode & 0o777
+                )));
+            }
+            parse_key(&text).ok_or_else(|| {
+                bad(format!(
+                    "{} holds no key (expected 32 bytes of base64, as `wg genkey` writes)",
+                    path.display()
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let key = generate_key().map_err(|_| bad("no randomness for a key".into()))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            writeln!(f, "{}", encode_key(&key))?;
+            tracing::info!(path = %path.display(), public_key = %encode_key(&public_key(&key)), "overlay: generated this host's WireGuard key");
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One remote host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    pub public_key: Key,
+    /// Its WireGuard endpoint on the underlay.
+    pub endpoint: SocketAddr,
+    /// Its tunnel address: VXLAN datagrams to and from it.
+    pub address: Ipv4Addr,
+}
+
+/// `[overlay.encryption]` with the key loaded.
+#[derive(Clone)]
+pub struct WgSpec {
+    pub listen: SocketAddr,
+    pub address: Ipv4Addr,
+    pub private_key: Key,
+    pub allow_plaintext: bool,
+    pub peers: Vec<PeerSpec>,
+}
+
+impl std::fmt::Debug for WgSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgSpec")
+            .field("listen", &self.listen)
+            .field("address", &self.address)
+            .field("public_key", &encode_key(&public_key(&self.private_key)))
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("peers", &self.peers)
+            .finish()
+    }
+}
+
+/// Why a WireGuard datagram or an inner packet was dropped (counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgDrop {
+    /// Not a WireGuard message, or one for no peer of ours (unknown key or index).
+    UnknownPeer,
+    /// Failed authentication, a replay, a stale handshake (boringtun's verdict).
+    Rejected,
+    /// The inner packet's source is not the sending peer's tunnel address.
+    NotPeerSource,
+    /// The inner packet is not IPv4/UDP to our tunnel address and port 4789.
+    NotVxlan,
+}
+
+/// Counters for /metrics.
+#[derive(Debug, Default)]
+pub struct WgCounters {
+    pub sealed: AtomicU64,
+    pub opened: AtomicU64,
+    /// Handshake messages sent (initiations, responses, cookies) and keepalives.
+    pub control_sent: AtomicU64,
+    pub unknown_peer: AtomicU64,
+    pub rejected: AtomicU64,
+    pub not_peer_source: AtomicU64,
+    pub not_vxlan: AtomicU64,
+    /// Plain VXLAN datagrams dropped (`allow_plaintext = false`).
+    pub plaintext_dropped: AtomicU64,
+}
+
+impl WgCounters {
+    fn drop(&self, why: WgDrop) {
+        match why {
+            WgDrop::UnknownPeer => &self.unknown_peer,
+            WgDrop::Rejected => &self.rejected,
+            WgDrop::NotPeerSource => &self.not_peer_source,
+            WgDrop::NotVxlan => &self.not_vxlan,
+        }
+        .fetch_add(1, Relaxed);
+    }
+}
+
+struct Peer {
+    spec: PeerSpec,
+    /// Where its datagrams go: the configured endpoint, then wherever it last sent an
+    /// authenticated datagram from (WireGuard's roaming).
+    endpoint: Mutex<SocketAddr>,
+    tunn: Mutex<Tunn>,
+}
+
+/// Every peer's session, and the demultiplexing of what arrives.
+pub struct Crypto {
+    address: Ipv4Addr,
+    private: StaticSecret,
+    public: PublicKey,
+    peers: Vec<Peer>,
+    by_address: HashMap<Ipv4Addr, usize>,
+    by_key: HashMap<Key, usize>,
+    pub allow_plaintext: bool,
+    pub counters: WgCounters,
+}
+
+/// What to do with a VXLAN datagram sealed for a peer.
+#[derive(Debug)]
+pub enum Sealed<'a> {
+    /// Send these bytes to this endpoint (a transport message, or a handshake initiation
+    /// while the datagram waits in the session's queue).
+    Send(&'a [u8], SocketAddr),
+    /// The destination is no WireGuard peer.
+    NotAPeer,
+    /// Nothing to send now.
+    Nothing,
+}
+
+/// What a received WireGuard datagram gave.
+#[derive(Debug)]
+pub enum Opened<'a> {
+    /// A VXLAN datagram from `from` (the peer's tunnel address and UDP source port).
+    Vxlan {
+        from: SocketAddr,
+        datagram: &'a [u8],
+    },
+    /// A handshake or keepalive: nothing for the overlay.
+    Nothing,
+    Drop(WgDrop),
+}
+
+impl Crypto {
+    pub fn new(spec: &WgSpec) -> Crypto {
+        let private = StaticSecret::from(spec.private_key);
+        let public = PublicKey::from(&private);
+        let mut peers = Vec::new();
+        let (mut by_address, mut by_key) = (HashMap::new(), HashMap::new());
+        for (i, p) in spec.peers.iter().enumerate() {
+            let tunn = Tunn::new(
+                private.clone(),
+                PublicKey::from(p.public_key),
+                None,
+                Some(25),
+                i as u32,
+                None,
+            );
+            by_address.insert(p.address, i);
+            by_key.insert(p.public_key, i);
+            peers.push(Peer {
+                spec: p.clone(),
+                endpoint: Mutex::new(p.endpoint),
+                tunn: Mutex::new(tunn),
+            });
+        }
+        Crypto {
+            address: spec.address,
+            private,
+            public,
+            peers,
+            by_address,
+            by_key,
+            allow_plaintext: spec.allow_plaintext,
+            counters: WgCounters::default(),
+        }
+    }
+
+    /// Whether `vtep` is a WireGuard peer's tunnel address.
+    pub fn is_peer(&self, vtep: SocketAddr) -> bool {
+        matches!(vtep.ip(), IpAddr::V4(a) if self.by_address.contains_key(&a))
+    }
+
+    /// Seals the VXLAN datagram in `packet[INNER_HEADERS..]` for the peer whose tunnel
+    /// address is `to`'s (the room in front takes the inner IPv4 and UDP headers, from
+    /// `sport`) into `out` (at least the packet's length + 32, and 148).
+    pub fn seal<'a>(
+        &self,
+        to: SocketAddr,
+        sport: u16,
+        packet: &mut [u8],
+        out: &'a mut [u8],
+    ) -> Sealed<'a> {
+        let IpAddr::V4(dst) = to.ip() else {
+            return Sealed::NotAPeer;
+        };
+        let Some(&i) = self.by_address.get(&dst) else {
+            return Sealed::NotAPeer;
+        };
+        let payload = packet.len().saturating_sub(INNER_HEADERS);
+        let Some(head) = packet.first_chunk_mut::<INNER_HEADERS>() else {
+            return Sealed::Nothing;
+        };
+        write_inner(head, self.address, dst, sport, to.port(), payload);
+        let peer = &self.peers[i];
+        let endpoint = *lock(&peer.endpoint);
+        let mut tunn = lock(&peer.tunn);
+        match tunn.encapsulate(packet, out) {
+            TunnResult::WriteToNetwork(msg) => {
+                self.counters.sealed.fetch_add(1, Relaxed);
+                Sealed::Send(msg, endpoint)
+            }
+            _ => Sealed::Nothing,
+        }
+    }
+
+    /// Opens a datagram that arrived on the WireGuard socket from `src`, into `out`.
+    /// Handshake answers and queued datagrams to send go through `send`.
+    pub fn open<'a>(
+        &self,
+        src: SocketAddr,
+        datagram: &[u8],
+        out: &'a mut [u8],
+        send: &mut dyn FnMut(&[u8], SocketAddr),
+    ) -> Opened<'a> {
+        let Some(i) = self.peer_of(datagram) else {
+            self.counters.drop(WgDrop::UnknownPeer);
+            return Opened::Drop(WgDrop::UnknownPeer);
+        };
+        let peer = &self.peers[i];
+        let mut tunn = lock(&peer.tunn);
+        let verdict = match tunn.decapsulate(Some(src.ip()), datagram, out) {
+            TunnResult::Done => Ok(None),
+            TunnResult::Err(e) => {
+                tracing::trace!(peer = %peer.spec.address, "overlay: WireGuard datagram refused: {e:?}");
+                Err(WgDrop::Rejected)
+            }
+            TunnResult::WriteToNetwork(msg) => {
+                send(msg, src);
+                self.counters.control_sent.fetch_add(1, Relaxed);
+                Ok(None)
+            }
+            TunnResult::WriteToTunnelV4(packet, from) => {
+                if from != peer.spec.address {
+                    Err(WgDrop::NotPeerSource)
+                } else {
+                    Ok(Some(packet.len()))
+                }
+            }
+            TunnResult::WriteToTunnelV6(..) => Err(WgDrop::NotPeerSource),
+        };
+        let len = match verdict {
+            Err(why) => {
+                self.counters.drop(why);
+                return Opened::Drop(why);
+            }
+            Ok(len) => len,
+        };
+        // authenticated: the peer is where this came from (roaming)
+        *lock(&peer.endpoint) = src;
+        let Some(len) = len else {
+            // after a handshake: what waited for the session goes now
+            let mut queued = vec![0u8; 65_600];
+            while let TunnResult::WriteToNetwork(msg) = tunn.decapsulate(None, &[], &mut queued) {
+                send(msg, src);
+            }
+            return Opened::Nothing;
+        };
+        drop(tunn);
+        match parse_inner(&out[..len], self.address) {
+            Ok((sport, range)) => {
+                self.counters.opened.fetch_add(1, Relaxed);
+                Opened::Vxlan {
+                    from: SocketAddr::new(IpAddr::V4(peer.spec.address), sport),
+                    datagram: &out[range],
+                }
+            }
+            Err(why) => {
+                self.counters.drop(why);
+                Opened::Drop(why)
+            }
+        }
+    }
+
+    /// The peer a WireGuard message is for: a handshake initiation by the static key it
+    /// carries (sealed to ours), anything else by the receiver index (ours, the peer's
+    /// position shifted as boringtun allocates it).
+    fn peer_of(&self, datagram: &[u8]) -> Option<usize> {
+        match Tunn::parse_incoming_packet(datagram).ok()? {
+            Packet::HandshakeInit(init) => {
+                let half = parse_handshake_anon(&self.private, &self.public, &init).ok()?;
+                self.by_key.get(&half.peer_static_public).copied()
+            }
+            Packet::HandshakeResponse(r) => self.index(r.receiver_idx),
+            Packet::PacketCookieReply(c) => self.index(c.receiver_idx),
+            Packet::PacketData(d) => self.index(d.receiver_idx),
+        }
+    }
+
+    fn index(&self, receiver: u32) -> Option<usize> {
+        let i = (receiver >> 8) as usize;
+        (i < self.peers.len()).then_some(i)
+    }
+
+    /// Runs every session's timers (handshake retries, rekeys, keepalives); what they send
+    /// goes through `send`. Call every 100-250 ms.
+    pub fn tick(&self, out: &mut [u8], send: &mut dyn FnMut(&[u8], SocketAddr)) {
+        for peer in &self.peers {
+            let endpoint = *lock(&peer.endpoint);
+            let mut tunn = lock(&peer.tunn);
+            if let TunnResult::WriteToNetwork(msg) = tunn.update_timers(out) {
+                send(msg, endpoint);
+                self.counters.control_sent.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Each peer: its tunnel address, public key, endpoint, time since the last handshake
+    /// and bytes sent and received in sessions.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let (since, tx, rx, _, _) = lock(&p.tunn).stats();
+                PeerStatus {
+                    address: p.spec.address,
+                    public_key: encode_key(&p.spec.public_key),
+                    endpoint: *lock(&p.endpoint),
+                    last_handshake: since,
+                    tx_bytes: tx as u64,
+                    rx_bytes: rx as u64,
+                }
+            })
+            .collect()
+    }
+
+    /// This host's public key.
+    pub fn public_key(&self) -> String {
+        encode_key(self.public.as_bytes())
+    }
+}
+
+/// One peer as `/v1/overlay` shows it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub address: Ipv4Addr,
+    pub public_key: String,
+    pub endpoint: SocketAddr,
+    /// None: no session yet.
+    pub last_handshake: Option<std::time::Duration>,
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes an IPv4 header (no options, DF, TTL 64) and a UDP header without checksum (RFC
+/// 7348 §5 allows 0 over IPv4) for `payload` bytes from `src:sport` to `dst:dport`.
+pub fn write_inner(
+    head: &mut [u8; INNER_HEADERS],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    payload: usize,
+) {
+    let udp_len = (8 + payload) as u16;
+    let total = 20 + udp_len;
+    head[0] = 0x45;
+    head[1] = 0;
+    head[2..4].copy_from_slice(&total.to_be_bytes());
+    head[4..6].copy_from_slice(&[0, 0]);
+    head[6..8].copy_from_slice(&[0x40, 0]);
+    head[8] = 64;
+    head[9] = 17;
+    head[10..12].copy_from_slice(&[0, 0]);
+    head[12..16].copy_from_slice(&src.octets());
+    head[16..20].copy_from_slice(&dst.octets());
+    let sum = crate::wire::checksum::internet(&head[..20]);
+    head[10..12].copy_from_slice(&sum.to_be_bytes());
+    head[20..22].copy_from_slice(&sport.to_be_bytes());
+    head[22..24].copy_from_slice(&dport.to_be_bytes());
+    head[24..26].copy_from_slice(&udp_len.to_be_bytes());
+    head[26..28].copy_from_slice(&[0, 0]);
+}
+
+/// The UDP source port and the VXLAN datagram's range in an inner IPv4 packet addressed to
+/// `me`, UDP port 4789 (IPv4 options allowed; fragments are not VXLAN here).
+pub fn parse_inner(packet: &[u8], me: Ipv4Addr) -> Result<(u16, std::ops::Range<usize>), WgDrop> {
+    let bad = Err(WgDrop::NotVxlan);
+    let Some(&vihl) = packet.first() else {
+        return bad;
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || packet.len() < ihl + 8 {
+        return bad;
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    let frag = u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff;
+    if packet[9] != 17 || frag != 0 || total < ihl + 8 || total > packet.len() {
+        return bad;
+    }
+    if packet[16..20] != me.octets() {
+        return bad;
+    }
+    let udp = &packet[ihl..total];
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    let dport = u16::from_be_bytes([udp[2], udp[3]]);
+    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    if dport != VXLAN_PORT || udp_len < 8 || udp_len > udp.len() {
+        return bad;
+    }
+    Ok((sport, ihl + 8..ihl + udp_len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(private: Key, me: [u8; 4], peers: Vec<PeerSpec>) -> WgSpec {
+        WgSpec {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            address: me.into(),
+            private_key: private,
+            allow_plaintext: false,
+            peers,
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_as_wg_writes_them() {
+        // a pair from `wg genkey | tee k | wg pubkey` (wireguard-tools)
+        let private = parse_key("yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=").expect("key");
+        assert_eq!(
+            encode_key(&public_key(&private)),
+            "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+        );
+        assert_eq!(parse_key("  c2hvcnQ= \n"), None, "not 32 bytes");
+        assert_eq!(parse_key("not base64!"), None);
+        let k = generate_key().expect("random");
+        assert_eq!(parse_key(&encode_key(&k)), Some(k));
+        assert_eq!((k[0] & 7, k[31] & 0xc0), (0, 64), "clamped");
+    }
+
+    #[test]
+    fn the_inner_headers_parse_back_and_others_are_not_vxlan() {
+        let (a, b) = (Ipv4Addr::new(10, 250, 0, 1), Ipv4Addr::new(10, 250, 0, 2));
+        let mut p = vec![0u8; INNER_HEADERS + 50];
+        let head = p.first_chunk_mut::<INNER_HEADERS>().expect("room");
+        write_inner(head, a, b, 40000, VXLAN_PORT, 50);
+        assert_eq!(
+            crate::wire::checksum::internet(&p[..20]),
+            0,
+            "header checksum"
+        );
+        assert_eq!(parse_inner(&p, b), Ok((40000, 28..78)));
+        assert_eq!(parse_inner(&p, a), Err(WgDrop::NotVxlan), "not to us");
+        p[22..24].copy_from_slice(&53u16.to_be_bytes());
+        assert_eq!(parse_inner(&p, b), Err(WgDrop::NotVxlan), "another port");
+        for cut in 0..28 {
+            assert_eq!(
+                parse_inner(&p[..cut], b),
+                Err(WgDrop::NotVxlan),
+                "{cut} bytes"
+            );
+        }
+    }
+
+    /// Two hosts in memory: a datagram sealed on one is a handshake first, then opens on
+    /// the other as the same VXLAN datagram from the sender's tunnel address; a replay and a
+    /// flipped byte are refused; a third key is nobody's peer.
+    #[test]
+    fn two_peers_handshake_and_carry_vxlan_both_ways() {
+        let (ka, kb, kc) = (
+            generate_key().expect("k"),
+            generate_key().expect("k"),
+            generate_key().expect("k"),
+        );
+        let (ea, eb): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().expect("a"),
+            "192.0.2.2:51820".parse().expect("a"),
+        );
+        let a = Crypto::new(&spec(
+            ka,
+            [10, 250, 0, 1],
+            vec![PeerSpec {
+                public_key: public_key(&kb),
+                endpoint: eb,
+                address: [10, 250, 0, 2].into(),
+            }],
+        ));
+        let b = Crypto::new(&spec(
+            kb,
+            [10, 250, 0, 2],
+            vec![PeerSpec {
+                public_key: public_key(&ka),
+                endpoint: ea,
+                address: [10, 250, 0, 1].into(),
+            }],
+        ));
+        let to_b: SocketAddr = "10.250.0.2:4789".parse().expect("a");
+        let vxlan = b"\x08\x00\x00\x00\x00\x00\x2a\x00hello frame";
+        let mut packet = vec![0u8; INNER_HEADERS];
+        packet.extend_from_slice(vxlan);
+        let mut out = vec![0u8; 2048];
+        // a -> b: no session yet, so a handshake initiation goes out, the datagram queued
+        let Sealed::Send(init, dst) = a.seal(to_b, 40000, &mut packet, &mut out) else {
+            panic!("no initiation")
+        };
+        assert_eq!(dst, eb);
+        let init = init.to_vec();
+        let mut out_b = vec![0u8; 2048];
+        let mut to_a = Vec::new();
+        let got = b.open(ea, &init, &mut out_b, &mut |m, d| {
+            to_a.push((m.to_vec(), d))
+        });
+        assert!(matches!(got, Opened::Nothing), "{got:?}");
+        assert_eq!(to_a.len(), 1, "b answers the handshake");
+        // a gets the response; its queued datagram goes now
+        let mut to_b_msgs = Vec::new();
+        let got = a.open(eb, &to_a[0].0, &mut out, &mut |m, d| {
+            to_b_msgs.push((m.to_vec(), d))
+        });
+        assert!(matches!(got, Opened::Nothing));
+        assert_eq!(
+            to_b_msgs.len(),
+            2,
+            "a keepalive (it confirms the session), then the queued datagram"
+        );
+        let got = b.open(ea, &to_b_msgs[0].0, &mut out_b, &mut |_, _| {});
+        assert!(matches!(got, Opened::Nothing), "the keepalive: {got:?}");
+        let sealed = to_b_msgs[1].0.clone();
+        assert!(
+            !sealed.windows(5).any(|w| w == b"hello"),
+            "sealed, not readable"
+        );
+        match b.open(ea, &sealed, &mut out_b, &mut |_, _| {
+            panic!("nothing to send")
+        }) {
+            Opened::Vxlan { from, datagram } => {
+                assert_eq!(from, "10.250.0.1:40000".parse::<SocketAddr>().expect("a"));
+                assert_eq!(datagram, vxlan);
+            }
+            other => panic!("{other:?}"),
+        }
+        // a replay is refused
+        let again = b.open(ea, &sealed, &mut out_b, &mut |_, _| {});
+        assert!(matches!(again, Opened::Drop(WgDrop::Rejected)), "{again:?}");
+        // a flipped byte is refused
+        let mut forged = sealed.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let got = b.open(ea, &forged, &mut out_b, &mut |_, _| {});
+        assert!(matches!(got, Opened::Drop(WgDrop::Rejected)), "{got:?}");
+        // b -> a now has a session: a transport message at once
+        let mut back = vec![0u8; INNER_HEADERS];
+        back.extend_from_slice(vxlan);
+        let Sealed::Send(msg, dst) = b.seal(
+            "10.250.0.1:4789".parse().expect("a"),
+            41000,
+            &mut back,
+            &mut out_b,
+        ) else {
+            panic!("no transport message")
+        };
+        assert_eq!(dst, ea);
+        let msg = msg.to_vec();
+        assert!(matches!(
+            a.open(eb, &msg, &mut out, &mut |_, _| {}),
+            Opened::Vxlan { .. }
+        ));
+        // a stranger's initiation is nobody's
+        let c = Crypto::new(&spec(
+            kc,
+            [10, 250, 0, 3],
+            vec![PeerSpec {
+                public_key: public_key(&kb),
+                endpoint: eb,
+                address: [10, 250, 0, 2].into(),
+            }],
+        ));
+        let mut p3 = vec![0u8; INNER_HEADERS + 4];
+        let Sealed::Send(init3, _) = c.seal(to_b, 1, &mut p3, &mut out) else {
+            panic!("no initiation")
+        };
+        let init3 = init3.to_vec();
+        let got = b.open(
+            "192.0.2.3:51820".parse().expect("a"),
+            &init3,
+            &mut out_b,
+            &mut |_, _| panic!("answered a stranger"),
+        );
+        assert!(matches!(got, Opened::Drop(WgDrop::UnknownPeer)), "{got:?}");
+        assert_eq!(b.counters.unknown_peer.load(Relaxed), 1);
+        assert_eq!(b.counters.rejected.load(Relaxed), 2);
+        assert!(a.is_peer(to_b) && !a.is_peer("10.250.0.9:4789".parse().expect("a")));
+    }
+}
