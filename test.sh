@@ -13,7 +13,8 @@ need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl dig:bind9-dnsutils
       dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static nsenter:util-linux
       findmnt:util-linux /usr/lib/python3/dist-packages/h2/__init__.py:python3-h2
       pebble:pebble /usr/sbin/dnsmasq:dnsmasq-base
-      /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio)
+      /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio
+      wg:wireguard-tools wireguard-go:wireguard-go)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}

@@ -35,6 +35,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// This host's WireGuard key (`[overlay.encryption]`).
+    Key {
+        #[command(subcommand)]
+        what: KeyCommand,
+    },
     /// Talk to a running vxgate's admin API.
     Ctl {
         /// The admin API's address.
@@ -48,6 +53,16 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         what: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print this host's public key, as `wg pubkey` would (the private key file is made,
+    /// mode 0600, when it does not exist yet, as `vxgate run` would make it).
+    Show {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -96,6 +111,31 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => vxgate::daemon::main(&config),
+        Command::Key {
+            what: KeyCommand::Show { config },
+        } => {
+            let cfg = match vxgate::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let path = cfg.wireguard_key_file();
+            match vxgate::overlay::wg::load_or_create_key(&path) {
+                Ok(k) => {
+                    println!(
+                        "{}",
+                        vxgate::overlay::wg::encode_key(&vxgate::overlay::wg::public_key(&k))
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vxgate key show: {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Ctl {
             admin,
             token_file,

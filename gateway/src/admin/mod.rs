@@ -303,6 +303,20 @@ impl Admin {
                             "networks": o.networks.iter().map(|n| json!({
                                 "name": n.name, "vni": n.vni, "mtu": n.mtu,
                             })).collect::<Vec<_>>(),
+                            "encryption": o.wireguard.as_ref().map(|w| json!({
+                                "mode": "wireguard",
+                                "public_key": w.public_key(),
+                                "allow_plaintext": w.allow_plaintext,
+                                "peers": w.peers().iter().map(|p| json!({
+                                    "address": p.address.to_string(),
+                                    "public_key": p.public_key,
+                                    "endpoint": p.endpoint.to_string(),
+                                    "last_handshake_s": p.last_handshake.map(|d| d.as_secs_f64()),
+                                    "session_up": p.last_handshake.is_some_and(|d| d.as_secs() < 180),
+                                    "tx_bytes": p.tx_bytes,
+                                    "rx_bytes": p.rx_bytes,
+                                })).collect::<Vec<_>>(),
+                            })),
                         }),
                     )
                 }

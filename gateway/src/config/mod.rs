@@ -188,6 +188,63 @@ pub struct OverlayConfig {
     pub offload: Offload,
     #[serde(default)]
     pub networks: Vec<NetworkConfig>,
+    /// WireGuard between hosts (`[overlay.encryption]`). Default: off.
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// `[overlay.encryption]`: VXLAN between tunnel addresses inside WireGuard.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// "off" (the default) or "wireguard".
+    #[serde(default)]
+    pub mode: EncryptionMode,
+    /// WireGuard's UDP socket on the underlay.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// This host's tunnel address, unique in the fleet.
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
+    /// This host's private key (`wg genkey`'s format). Default: `<state_dir>/wireguard.key`,
+    /// made on first start (mode 0600).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    /// Also accept (and send to `overlay.peers`) plain VXLAN: a migration window.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// The other hosts (static fleets).
+    #[serde(default)]
+    pub peers: Vec<WgPeerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionMode {
+    #[default]
+    Off,
+    Wireguard,
+}
+
+/// `[[overlay.encryption.peers]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WgPeerConfig {
+    /// Its public key (`wg pubkey`, `vxgate key show`).
+    pub public_key: String,
+    /// Its WireGuard endpoint on the underlay.
+    pub endpoint: SocketAddr,
+    /// Its tunnel address.
+    pub address: std::net::Ipv4Addr,
+}
+
+impl OverlayConfig {
+    /// `[overlay.encryption]` when it is on.
+    pub fn wireguard(&self) -> Option<&EncryptionConfig> {
+        self.encryption
+            .as_ref()
+            .filter(|e| e.mode == EncryptionMode::Wireguard)
+    }
 }
 
 fn default_fdb_aging() -> Duration {

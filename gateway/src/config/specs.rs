@@ -52,10 +52,37 @@ impl Config {
     /// `[overlay]`, as the overlay takes it.
     pub fn overlay_spec(&self) -> Option<OverlaySpec> {
         let o = self.overlay.as_ref()?;
+        let encryption = o.wireguard().and_then(|e| {
+            Some(crate::overlay::EncryptionSpec {
+                listen: e.listen?,
+                address: e.address?,
+                key_file: self.wireguard_key_file(),
+                allow_plaintext: e.allow_plaintext,
+                peers: e
+                    .peers
+                    .iter()
+                    .filter_map(|p| {
+                        Some(crate::overlay::wg::PeerSpec {
+                            public_key: crate::overlay::wg::parse_key(&p.public_key)?,
+                            endpoint: p.endpoint,
+                            address: p.address,
+                        })
+                    })
+                    .collect(),
+            })
+        });
+        // with encryption, the VTEPs of the peers are their tunnel addresses
+        let mut peers = o.peers.clone();
+        if let Some(e) = &encryption {
+            peers.extend(e.peers.iter().map(|p| {
+                std::net::SocketAddr::new(p.address.into(), crate::overlay::wg::VXLAN_PORT)
+            }));
+        }
         Some(OverlaySpec {
+            encryption,
             listen: o.listen,
             advertise: o.advertise,
-            peers: o.peers.clone(),
+            peers,
             peer_nodes: o.peer_nodes.clone(),
             fdb_aging: o.fdb_aging,
             offload: o.offload == Offload::Auto,

@@ -24,6 +24,14 @@ impl Config {
         if let Some(p) = self.registry.password_file.as_mut() {
             fix(p);
         }
+        if let Some(p) = self
+            .overlay
+            .as_mut()
+            .and_then(|o| o.encryption.as_mut())
+            .and_then(|e| e.private_key_file.as_mut())
+        {
+            fix(p);
+        }
         if let Some(ingress) = self.ingress.as_mut() {
             for c in &mut ingress.certs {
                 fix(&mut c.cert);
@@ -78,6 +86,7 @@ impl Config {
         if let Some(o) = &self.overlay {
             validate_overlay(o, &mut v);
         }
+        self.validate_encryption(&mut v);
         if let Some(d) = &self.dns {
             validate_dns(d, &mut v);
         }
@@ -374,5 +383,104 @@ fn secret_file(v: &mut Validator, key: &str, path: &Path) {
                 m.permissions().mode() & 0o777
             ),
         );
+    }
+}
+
+impl Config {
+    /// This host's WireGuard private key file: `overlay.encryption.private_key_file`, else
+    /// `<state_dir>/wireguard.key`.
+    pub fn wireguard_key_file(&self) -> PathBuf {
+        self.overlay
+            .as_ref()
+            .and_then(|o| o.encryption.as_ref())
+            .and_then(|e| e.private_key_file.clone())
+            .unwrap_or_else(|| self.node.state_dir.join("wireguard.key"))
+    }
+
+    /// `[overlay.encryption]`: keys, addresses and the key file.
+    pub(super) fn validate_encryption(&self, v: &mut Validator) {
+        let Some(o) = &self.overlay else { return };
+        let Some(e) = o.wireguard() else { return };
+        match e.listen {
+            None => v.bad(
+                "overlay.encryption.listen",
+                "mode \"wireguard\" needs WireGuard's UDP address, like \"10.99.0.1:51820\"".into(),
+            ),
+            Some(l) if l.port() == 0 || l == o.listen => v.bad(
+                "overlay.encryption.listen",
+                format!(
+                    "{l}: expected a port of its own, like 51820 (not 0, not overlay.listen's)"
+                ),
+            ),
+            Some(_) => {}
+        }
+        let Some(me) = e.address else {
+            v.bad(
+                "overlay.encryption.address",
+                "mode \"wireguard\" needs this host's tunnel address, like \"10.250.0.1\"".into(),
+            );
+            return;
+        };
+        if !o.peers.is_empty() && !e.allow_plaintext {
+            v.bad(
+                "overlay.peers",
+                "plain VXLAN peers with encryption on need allow_plaintext = true (a migration window); list them under [[overlay.encryption.peers]]".into(),
+            );
+        }
+        let mut addresses = HashMap::from([(me, "this host".to_owned())]);
+        let mut keys = HashSet::new();
+        for (i, p) in e.peers.iter().enumerate() {
+            let at = |k: &str| format!("overlay.encryption.peers[{i}].{k}");
+            match crate::overlay::wg::parse_key(&p.public_key) {
+                None => v.bad(
+                    &at("public_key"),
+                    format!("{:?}: expected 32 bytes of base64, as `wg pubkey` or `vxgate key show` print", p.public_key),
+                ),
+                Some(k) if !keys.insert(k) => {
+                    v.bad(&at("public_key"), "the same key as another peer".into())
+                }
+                Some(_) => {}
+            }
+            if let Some(owner) = addresses.insert(p.address, format!("peers[{i}]")) {
+                v.bad(
+                    &at("address"),
+                    format!(
+                        "{} is already the tunnel address of {owner}; each host needs its own",
+                        p.address
+                    ),
+                );
+            }
+        }
+        let key = self.wireguard_key_file();
+        if key.exists() {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::read_to_string(&key) {
+                Err(err) => v.bad(
+                    "overlay.encryption.private_key_file",
+                    format!("cannot read {}: {err}", key.display()),
+                ),
+                Ok(text) if crate::overlay::wg::parse_key(&text).is_none() => v.bad(
+                    "overlay.encryption.private_key_file",
+                    format!(
+                        "{} holds no key (expected 32 bytes of base64, as `wg genkey` writes)",
+                        key.display()
+                    ),
+                ),
+                Ok(_) => {
+                    if let Ok(m) = std::fs::metadata(&key)
+                        && m.permissions().mode() & 0o077 != 0
+                    {
+                        v.bad(
+                            "overlay.encryption.private_key_file",
+                            format!(
+                                "{} is readable by others (mode {:o}); chmod 600 it",
+                                key.display(),
+                                m.permissions().mode() & 0o777
+                            ),
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -32,6 +32,41 @@ fn per_network(
 impl Overlay {
     /// Appends the overlay's families to `out`.
     pub fn render_metrics(&self, out: &mut String) {
+        if let Some(w) = &self.wireguard {
+            let c = &w.counters;
+            vxgate_metrics::text::by_label(
+                out,
+                "vxgate_overlay_wireguard_packets_total",
+                "counter",
+                "VXLAN datagrams sealed to and opened from WireGuard peers, and handshake and keepalive messages sent.",
+                "kind",
+                &[
+                    ("sealed", c.sealed.load(Relaxed)),
+                    ("opened", c.opened.load(Relaxed)),
+                    ("control_sent", c.control_sent.load(Relaxed)),
+                ],
+            );
+            vxgate_metrics::text::by_label(
+                out,
+                "vxgate_overlay_wireguard_dropped_total",
+                "counter",
+                "WireGuard datagrams dropped: for no peer of ours, refused (authentication, replay, stale), an inner source that is not the peer's tunnel address, not VXLAN inside.",
+                "reason",
+                &[
+                    ("unknown_peer", c.unknown_peer.load(Relaxed)),
+                    ("rejected", c.rejected.load(Relaxed)),
+                    ("not_peer_source", c.not_peer_source.load(Relaxed)),
+                    ("not_vxlan", c.not_vxlan.load(Relaxed)),
+                ],
+            );
+            vxgate_metrics::text::single(
+                out,
+                "vxgate_overlay_plaintext_dropped_total",
+                "counter",
+                "Plain VXLAN datagrams dropped, received or to send (encryption on, allow_plaintext off).",
+                c.plaintext_dropped.load(Relaxed),
+            );
+        }
         let counters = self.counters();
         let (rx_p, tx_p) = (
             |c: &Counters| c.rx_packets.load(Relaxed),

@@ -55,6 +55,18 @@ pub struct OverlaySpec {
     /// Use the kernel's TAP and UDP offloads where it has them.
     pub offload: bool,
     pub networks: Vec<TapNetwork>,
+    /// WireGuard between hosts: VXLAN to `peers` that are tunnel addresses goes sealed.
+    pub encryption: Option<EncryptionSpec>,
+}
+
+/// `[overlay.encryption]`, as the overlay takes it (the key is read or made at bind).
+#[derive(Debug, Clone)]
+pub struct EncryptionSpec {
+    pub listen: SocketAddr,
+    pub address: std::net::Ipv4Addr,
+    pub key_file: std::path::PathBuf,
+    pub allow_plaintext: bool,
+    pub peers: Vec<wg::PeerSpec>,
 }
 
 /// One overlay network and its TAP.
@@ -108,6 +120,11 @@ pub enum Error {
     },
     #[error("overlay task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("overlay: WireGuard key {path}: {source}")]
+    Key {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
 }
@@ -121,6 +138,8 @@ pub struct Underlay {
     pub senders: Vec<std::net::UdpSocket>,
     /// `recv` has `SO_REUSEPORT`, so further TAP queues can each bind a receive socket.
     pub reuse_port: bool,
+    /// With `[overlay.encryption]`: WireGuard's socket and the sessions.
+    pub wireguard: Option<(std::net::UdpSocket, Arc<wg::Crypto>)>,
 }
 
 /// Binds the underlay sockets for `spec` (errors stop startup). With offloads on a kernel
@@ -133,11 +152,33 @@ pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
     })?;
     let listen = recv.local_addr().unwrap_or(spec.listen);
     let senders = io::bind_send_pool(listen)?;
+    let wireguard = match &spec.encryption {
+        None => None,
+        Some(e) => {
+            let private_key = wg::load_or_create_key(&e.key_file).map_err(|source| Error::Key {
+                path: e.key_file.clone(),
+                source,
+            })?;
+            let sock = io::bind_udp(e.listen, false).map_err(|source| Error::Bind {
+                addr: e.listen,
+                source,
+            })?;
+            let crypto = wg::Crypto::new(&wg::WgSpec {
+                listen: sock.local_addr().unwrap_or(e.listen),
+                address: e.address,
+                private_key,
+                allow_plaintext: e.allow_plaintext,
+                peers: e.peers.clone(),
+            });
+            Some((sock, Arc::new(crypto)))
+        }
+    };
     Ok(Underlay {
         listen,
         recv,
         senders,
         reuse_port,
+        wireguard,
     })
 }
 
@@ -148,6 +189,8 @@ pub struct Overlay {
     pub networks: Vec<NetworkSpec>,
     /// The datapath in use and its offloads.
     pub features: Arc<Features>,
+    /// WireGuard's sessions, with `[overlay.encryption]`.
+    pub wireguard: Option<Arc<wg::Crypto>>,
 }
 
 impl Overlay {
@@ -189,7 +232,16 @@ pub async fn start(
         me: cfg.advertise.unwrap_or(cfg.listen),
     };
     membership.apply(&switch, &registry.snapshot());
-    let (features, ports) = if cfg.offload {
+    let wireguard = underlay.wireguard.as_ref().map(|(_, c)| c.clone());
+    if let Some(c) = &wireguard {
+        tracing::info!(public_key = %c.public_key(), "overlay: WireGuard on");
+        if cfg.offload {
+            tracing::info!(
+                "overlay: WireGuard runs on the portable datapath for now (no TAP/UDP offloads)"
+            );
+        }
+    }
+    let (features, ports) = if cfg.offload && wireguard.is_none() {
         offload::start(&cfg.networks, underlay, &switch, shutdown, tasks)?
     } else {
         portable::start(cfg, underlay, &switch, shutdown, tasks)?
@@ -236,6 +288,7 @@ pub async fn start(
         switch,
         networks,
         features,
+        wireguard,
     })
 }
 

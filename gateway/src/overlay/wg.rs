@@ -213,7 +213,7 @@ pub enum Opened<'a> {
     /// A VXLAN datagram from `from` (the peer's tunnel address and UDP source port).
     Vxlan {
         from: SocketAddr,
-        datagram: &'a [u8],
+        datagram: &'a mut [u8],
     },
     /// A handshake or keepalive: nothing for the overlay.
     Nothing,
@@ -351,7 +351,7 @@ impl Crypto {
                 self.counters.opened.fetch_add(1, Relaxed);
                 Opened::Vxlan {
                     from: SocketAddr::new(IpAddr::V4(peer.spec.address), sport),
-                    datagram: &out[range],
+                    datagram: &mut out[range],
                 }
             }
             Err(why) => {
@@ -620,7 +620,7 @@ mod tests {
         }) {
             Opened::Vxlan { from, datagram } => {
                 assert_eq!(from, "10.250.0.1:40000".parse::<SocketAddr>().expect("a"));
-                assert_eq!(datagram, vxlan);
+                assert_eq!(&datagram[..], vxlan);
             }
             other => panic!("{other:?}"),
         }

@@ -379,6 +379,7 @@ impl Harness {
             recv,
             senders,
             reuse_port: false,
+            wireguard: None,
         };
         let (features, workers) = open(networks, underlay)?;
         let features = Arc::new(features);
