@@ -2,7 +2,7 @@
 # Fuzzes a target for SECONDS, seeded with fixtures.
 #   gateway/fuzz/run.sh [TARGET] [SECONDS=600]
 # targets: receive offload gro dns_request dns_upstream docker_inspect admin_container
-#          etcd_record acme_record host_headers sni path_normalize route_table
+#          etcd_record acme_record host_headers sni path_normalize route_table wg_receive
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:-receive} secs=${2:-600}

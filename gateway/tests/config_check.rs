@@ -73,6 +73,9 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("etcd tls with an http endpoint", "[registry]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\ntls = {}\n".into(), 3, "registry.endpoints[0]", "plain HTTP"),
         ("etcd client cert without its key", "[registry]\nbackend = \"etcd\"\nendpoints = [\"https://127.0.0.1:2379\"]\ntls = { cert_file = \"/nonexistent/c.pem\" }\n".into(), 4, "registry.tls.key_file", "cert_file needs"),
         ("etcd user without a password file", "[registry]\nbackend = \"etcd\"\nendpoints = [\"https://127.0.0.1:2379\"]\nusername = \"vxgate\"\n".into(), 1, "registry.password_file", "needs a password_file"),
+        ("wireguard peer key not 32 bytes", "[overlay]\nlisten = \"10.99.0.1:4789\"\n[overlay.encryption]\nmode = \"wireguard\"\nlisten = \"10.99.0.1:51820\"\naddress = \"10.250.0.1\"\nprivate_key_file = \"/nonexistent/wg.key\"\n[[overlay.encryption.peers]]\npublic_key = \"c2hvcnQ=\"\nendpoint = \"10.99.0.2:51820\"\naddress = \"10.250.0.2\"\n".into(), 9, "overlay.encryption.peers[0].public_key", "32 bytes of base64"),
+        ("wireguard tunnel address taken", "[overlay]\nlisten = \"10.99.0.1:4789\"\n[overlay.encryption]\nmode = \"wireguard\"\nlisten = \"10.99.0.1:51820\"\naddress = \"10.250.0.1\"\nprivate_key_file = \"/nonexistent/wg.key\"\n[[overlay.encryption.peers]]\npublic_key = \"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=\"\nendpoint = \"10.99.0.2:51820\"\naddress = \"10.250.0.1\"\n".into(), 11, "overlay.encryption.peers[0].address", "already the tunnel address"),
+        ("wireguard without listen", "[overlay]\nlisten = \"10.99.0.1:4789\"\n[overlay.encryption]\nmode = \"wireguard\"\naddress = \"10.250.0.1\"\n".into(), 3, "overlay.encryption.listen", "UDP address"),
         ("bad route_hosts entry", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nroute_hosts = [\"*.\"]\n".into(), 4, "ingress.route_hosts[0]", "host name"),
         ("send_timeout_ms 10", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nsend_timeout_ms = 10\n".into(), 4, "ingress.send_timeout_ms", "1000-86400000"),
         ("max_streams_per_connection 0", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\nmax_streams_per_connection = 0\n".into(), 4, "ingress.max_streams_per_connection", "1-1000"),
@@ -273,4 +276,36 @@ fn etcd_secrets_readable_by_others_are_refused() {
     }
     let (code, _, err) = vxgate_check(&path);
     assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 29: a WireGuard private key file readable by others, or not a key, is refused; the
+/// control: the same key at 0600 is accepted.
+#[test]
+fn a_wireguard_key_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("wg.key");
+    std::fs::write(&key, "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n").expect("write");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[overlay]\nlisten = \"10.99.0.1:4789\"\n[overlay.encryption]\nmode = \"wireguard\"\n\
+         listen = \"10.99.0.1:51820\"\naddress = \"10.250.0.1\"\nprivate_key_file = \"wg.key\"\n\
+         [[overlay.networks]]\nname = \"d\"\nvni = 1\n",
+    )
+    .expect("write");
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("overlay.encryption.private_key_file") && err.contains("readable by others"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&key, "not a key\n").expect("write");
+    let (code, _, err) = vxgate_check(&path);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("holds no key"), "{err}");
 }

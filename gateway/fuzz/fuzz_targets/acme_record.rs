@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let (certs, challenges) = (AcmeCerts::default(), Challenges::default());
     let _ = apply(&k, Some(value), &certs, &challenges, &store);
     for (domain, _) in certs.all() {
-        assert_eq!(Key::Cert(domain.clone()), k, "served under another name than its key");
+        assert_eq!(
+            Key::Cert(domain.clone()),
+            k,
+            "served under another name than its key"
+        );
     }
     // everything written is inside acme/, named by the key's domain
     for e in std::fs::read_dir(dir.path()).expect("dir").flatten() {

@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vxgate::wire::checksum::{add, fold};
 use vxgate::overlay::batch::{FRAME_MAX, GRO_MAX, Merged, Merger, Seg};
+use vxgate::wire::checksum::{add, fold};
 use vxgate::wire::offload::{TcpSegment, segment_each};
 
 struct Flow {
@@ -69,18 +69,28 @@ fn frame(f: &Flow, seq: u32, flags: u8, sport: u16, ttl: u8, win: u16, payload: 
 /// What the kernel does with a merged frame: cut it at gso_size. Checks it gives the
 /// originals back (frame `k` of the flow lies at `ranges[k]` of `buf`).
 fn check(m: &Merged<'_>, buf: &[u8], ranges: &[(usize, usize)], segs: &[TcpSegment]) {
-    assert!(m.frames.len() <= GRO_MAX, "more than {GRO_MAX} frames merged");
+    assert!(
+        m.frames.len() <= GRO_MAX,
+        "more than {GRO_MAX} frames merged"
+    );
     let idx: Vec<usize> = m
         .frames
         .iter()
-        .map(|r| ranges.iter().position(|x| x == r).expect("a frame of the flow"))
+        .map(|r| {
+            ranges
+                .iter()
+                .position(|x| x == r)
+                .expect("a frame of the flow")
+        })
         .collect();
     assert!(idx.windows(2).all(|w| w[1] == w[0] + 1), "frames in order");
     if idx.len() < 2 {
         return;
     }
     let mut out = vec![0u8; 256];
-    let (hl, vnet) = m.header(buf, &mut out).expect("a merge within bounds has a header");
+    let (hl, vnet) = m
+        .header(buf, &mut out)
+        .expect("a merge within bounds has a header");
     let mut merged = out[..hl].to_vec();
     for &(s, e) in m.frames {
         merged.extend_from_slice(&buf[s + hl..e]);

@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(out) = normalize(target) else {
         return;
     };
-    let (path, query) = out.split_once('?').map_or((&*out, None), |(p, q)| (p, Some(q)));
+    let (path, query) = out
+        .split_once('?')
+        .map_or((&*out, None), |(p, q)| (p, Some(q)));
     assert!(path.starts_with('/'), "{target:?} -> {out:?}");
     assert!(!path.contains("//"), "{target:?} -> {out:?}");
     for seg in path.split('/').skip(1) {

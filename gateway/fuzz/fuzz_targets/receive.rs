@@ -72,8 +72,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(network < 2 && mss > 0);
             let mut scratch = vec![0u8; 65_536];
             let mut total = 0;
-            offload::segment_each(&data[8..], None, mss, &mut scratch, |seg| total += seg.len())
-                .expect("the switch only asks for segmentation of frames that pass the check");
+            offload::segment_each(&data[8..], None, mss, &mut scratch, |seg| {
+                total += seg.len()
+            })
+            .expect("the switch only asks for segmentation of frames that pass the check");
         }
         FromUdp::Drop(_) => {}
     }
