@@ -15,6 +15,8 @@ pub enum Call {
     Services,
     Containers,
     Fdb,
+    /// The overlay's WireGuard peers (`GET /v1/overlay`'s `encryption`).
+    Peers,
     Add(Value),
     Remove(String),
 }
@@ -44,6 +46,7 @@ async fn run(opts: Options, call: Call) -> ExitCode {
         Call::Services => (Method::GET, "/v1/services".to_owned(), None),
         Call::Containers => (Method::GET, "/v1/containers".to_owned(), None),
         Call::Fdb => (Method::GET, "/v1/overlay/fdb".to_owned(), None),
+        Call::Peers => (Method::GET, "/v1/overlay".to_owned(), None),
         Call::Add(v) => (
             Method::POST,
             "/v1/containers".to_owned(),
@@ -200,6 +203,46 @@ async fn run(opts: Options, call: Call) -> ExitCode {
                     s(&e, "vtep"),
                     s(&e, "kind"),
                     s(&e, "age_s"),
+                ]);
+            }
+            print_table(&t);
+        }
+        Call::Peers => {
+            let Some(enc) = value.get("encryption").filter(|e| !e.is_null()) else {
+                println!("the overlay is not encrypted ([overlay.encryption] mode = \"off\")");
+                return ExitCode::SUCCESS;
+            };
+            println!("public key: {}", s(enc, "public_key"));
+            let mut t = vec![
+                [
+                    "ADDRESS",
+                    "PUBLIC KEY",
+                    "ENDPOINT",
+                    "HANDSHAKE",
+                    "SESSION",
+                    "TX",
+                    "RX",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            for p in rows(&enc["peers"]) {
+                let handshake = p["last_handshake_s"]
+                    .as_f64()
+                    .map_or("never".to_owned(), |secs| format!("{secs:.0} s ago"));
+                let up = if p["session_up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "down"
+                };
+                t.push(vec![
+                    s(&p, "address"),
+                    s(&p, "public_key"),
+                    s(&p, "endpoint"),
+                    handshake,
+                    up.to_owned(),
+                    s(&p, "tx_bytes"),
+                    s(&p, "rx_bytes"),
                 ]);
             }
             print_table(&t);

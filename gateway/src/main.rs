@@ -74,6 +74,8 @@ enum CtlCommand {
     Containers,
     /// The overlay's forwarding database.
     Fdb,
+    /// The overlay's WireGuard peers: key, endpoint, last handshake, session, bytes.
+    Peers,
     /// Add a container (validated like a [[containers]] entry).
     Add {
         #[arg(long)]
@@ -154,6 +156,7 @@ fn main() -> ExitCode {
                 CtlCommand::Services => vxgate::ctl::Call::Services,
                 CtlCommand::Containers => vxgate::ctl::Call::Containers,
                 CtlCommand::Fdb => vxgate::ctl::Call::Fdb,
+                CtlCommand::Peers => vxgate::ctl::Call::Peers,
                 CtlCommand::Rm { name } => vxgate::ctl::Call::Remove(name),
                 CtlCommand::Add {
                     name,

@@ -164,7 +164,10 @@ p = e["peers"][0]
 assert e["public_key"] == sys.argv[1] and p["public_key"] == sys.argv[2], e
 assert p["session_up"] and p["rx_bytes"] > 0 and p["tx_bytes"] > 0, p
 ' "$PUB1" "$PUB2" || fail "GET /v1/overlay: $peers"
-pass "encrypted: spoofed plain VXLAN reached nobody (plaintext drops $before -> $after), $garbage garbage WireGuard datagrams dropped, traffic went on; /v1/overlay shows the session"
+table=$(on h1 "$VXGATE" ctl peers)
+echo "$table" | grep -q "^public key: $PUB1" && echo "$table" | grep -E "^10\.250\.0\.2 +$PUB2 .* up " >/dev/null \
+  || fail "vxgate ctl peers: $table"
+pass "encrypted: spoofed plain VXLAN reached nobody (plaintext drops $before -> $after), $garbage garbage WireGuard datagrams dropped, traffic went on; /v1/overlay and vxgate ctl peers show the session"
 
 # 3. interop: h2 is wireguard-go + the kernel's vxlan, with h2's key
 stop_vxgate 2
