@@ -498,14 +498,26 @@ pub fn parse_inner(packet: &[u8], me: Ipv4Addr) -> Result<(u16, std::ops::Range<
 mod tests {
     use super::*;
 
-    fn spec(private: Key, me: [u8; 4], peers: Vec<PeerSpec>) -> WgSpec {
-        WgSpec {
+    /// A host with key `private` and tunnel address `me`, whose one peer has `peer`'s key,
+    /// endpoint `endpoint` and tunnel address `peer_at`.
+    fn host(
+        private: Key,
+        me: [u8; 4],
+        peer: Key,
+        endpoint: SocketAddr,
+        peer_at: [u8; 4],
+    ) -> Crypto {
+        Crypto::new(&WgSpec {
             listen: "127.0.0.1:0".parse().expect("addr"),
             address: me.into(),
             private_key: private,
             allow_plaintext: false,
-            peers,
-        }
+            peers: vec![PeerSpec {
+                public_key: public_key(&peer),
+                endpoint,
+                address: peer_at.into(),
+            }],
+        })
     }
 
     #[test]
@@ -561,24 +573,8 @@ mod tests {
             "192.0.2.1:51820".parse().expect("a"),
             "192.0.2.2:51820".parse().expect("a"),
         );
-        let a = Crypto::new(&spec(
-            ka,
-            [10, 250, 0, 1],
-            vec![PeerSpec {
-                public_key: public_key(&kb),
-                endpoint: eb,
-                address: [10, 250, 0, 2].into(),
-            }],
-        ));
-        let b = Crypto::new(&spec(
-            kb,
-            [10, 250, 0, 2],
-            vec![PeerSpec {
-                public_key: public_key(&ka),
-                endpoint: ea,
-                address: [10, 250, 0, 1].into(),
-            }],
-        ));
+        let a = host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]);
+        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
         let to_b: SocketAddr = "10.250.0.2:4789".parse().expect("a");
         let vxlan = b"\x08\x00\x00\x00\x00\x00\x2a\x00hello frame";
         let mut packet = vec![0u8; INNER_HEADERS];
@@ -651,15 +647,7 @@ mod tests {
             Opened::Vxlan { .. }
         ));
         // a stranger's initiation is nobody's
-        let c = Crypto::new(&spec(
-            kc,
-            [10, 250, 0, 3],
-            vec![PeerSpec {
-                public_key: public_key(&kb),
-                endpoint: eb,
-                address: [10, 250, 0, 2].into(),
-            }],
-        ));
+        let c = host(kc, [10, 250, 0, 3], kb, eb, [10, 250, 0, 2]);
         let mut p3 = vec![0u8; INNER_HEADERS + 4];
         let Sealed::Send(init3, _) = c.seal(to_b, 1, &mut p3, &mut out) else {
             panic!("no initiation")
