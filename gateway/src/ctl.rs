@@ -212,7 +212,11 @@ async fn run(opts: Options, call: Call) -> ExitCode {
                 println!("the overlay is not encrypted ([overlay.encryption] mode = \"off\")");
                 return ExitCode::SUCCESS;
             };
-            println!("public key: {}", s(enc, "public_key"));
+            println!(
+                "public key: {}  tunnel address: {}",
+                s(enc, "public_key"),
+                s(enc, "address")
+            );
             let mut t = vec![
                 [
                     "ADDRESS",
@@ -246,6 +250,16 @@ async fn run(opts: Options, call: Call) -> ExitCode {
                 ]);
             }
             print_table(&t);
+            let without: Vec<String> = rows(&enc["nodes_without_key"])
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect();
+            if !without.is_empty() {
+                println!(
+                    "not used (they publish no WireGuard key): {}",
+                    without.join(", ")
+                );
+            }
         }
         Call::Add(_) => println!(
             "added {} ({}:{})",

@@ -198,11 +198,19 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate
             }
         }
     }
+    let overlay_live = running
+        .overlay
+        .as_ref()
+        .is_some_and(|o| reload_wireguard(&new, o));
     let restart_needed: Vec<&str> = [
         ("node", config.node != new.node),
         ("admin", config.admin != new.admin),
         ("registry", config.registry != new.registry),
-        ("overlay", config.overlay != new.overlay),
+        (
+            "overlay",
+            without_live_wireguard(config, overlay_live)
+                != without_live_wireguard(&new, overlay_live),
+        ),
         ("dns", config.dns != new.dns),
         ("ingress", config.ingress != new.ingress),
         ("docker", config.docker != new.docker),
@@ -216,8 +224,16 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate
             "reloaded containers; changes to these sections take effect at the next restart"
         );
     }
+    let overlay = match (&mut config.overlay, &new.overlay, overlay_live) {
+        (Some(o), Some(n), true) => {
+            o.encryption = n.encryption.clone();
+            Some(o.clone())
+        }
+        (o, _, _) => o.clone(),
+    };
     *config = Config {
         containers: new.containers,
+        overlay,
         ..config.clone()
     };
     tracing::info!(
@@ -225,4 +241,47 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate
         version = registry.snapshot().version,
         "config reloaded"
     );
+}
+
+/// SIGHUP with encryption on: the key file is read again (a new key ends every session and is
+/// published; peers shake hands again) and the configured WireGuard peers are applied.
+/// Returns whether that was done (false: the overlay is not encrypted, or the new config
+/// turns encryption off or changes what needs a restart).
+fn reload_wireguard(new: &Config, overlay: &crate::overlay::Overlay) -> bool {
+    let (Some(crypto), Some(peers_tx)) = (&overlay.wireguard, &overlay.wireguard_peers) else {
+        return false;
+    };
+    let Some(spec) = new.overlay_spec().and_then(|o| o.encryption) else {
+        return false;
+    };
+    if spec.address != crypto.address() {
+        return false;
+    }
+    match crate::overlay::wg::load_key(&spec.key_file) {
+        Ok(key) => {
+            if crypto.set_private_key(&key) {
+                tracing::warn!(
+                    public_key = %crypto.public_key(),
+                    "overlay: new WireGuard key; sessions end and shake hands again"
+                );
+            }
+        }
+        Err(e) => tracing::error!("overlay: WireGuard key not reloaded, keeping the old one: {e}"),
+    }
+    peers_tx.send_if_modified(|p| {
+        let changed = *p != spec.peers;
+        *p = spec.peers.clone();
+        changed
+    });
+    true
+}
+
+/// The overlay section without what a reload applies live (the WireGuard key and peers).
+fn without_live_wireguard(c: &Config, live: bool) -> Option<config::OverlayConfig> {
+    let mut o = c.overlay.clone()?;
+    if live && let Some(e) = &mut o.encryption {
+        e.peers.clear();
+        e.private_key_file = None;
+    }
+    Some(o)
 }

@@ -70,7 +70,12 @@ pub async fn start(
         running.docker = Some(status);
     }
     if config.registry.backend == config::RegistryBackend::Etcd {
-        running.registry_backend = Some(start_etcd(config, registry, shutdown, tasks).await?);
+        let crypto = underlay
+            .as_ref()
+            .and_then(|u| u.wireguard.as_ref())
+            .map(|(_, c)| c.clone());
+        running.registry_backend =
+            Some(start_etcd(config, crypto, registry, shutdown, tasks).await?);
     }
     if let (Some(o), Some(underlay)) = (&overlay_spec, underlay) {
         running.overlay =
@@ -128,19 +133,28 @@ async fn settle(done: impl Fn() -> bool) {
 #[cfg(feature = "etcd")]
 async fn start_etcd(
     config: &config::Config,
+    crypto: Option<Arc<overlay::wg::Crypto>>,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
 ) -> Result<Arc<registry::BackendStatus>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
-    let vtep = config
-        .overlay
-        .as_ref()
+    let overlay = config.overlay.as_ref();
+    let encryption = overlay.and_then(|o| o.wireguard());
+    // a host that refuses plain VXLAN does not offer a plain VTEP
+    let vtep = overlay
+        .filter(|_| encryption.is_none_or(|e| e.allow_plaintext))
         .map(|o| o.advertise.unwrap_or(o.listen));
+    let wireguard = match (encryption, crypto) {
+        (Some(e), Some(c)) => e
+            .listen
+            .map(|endpoint| (endpoint, c.address(), c.subscribe_public_key())),
+        _ => None,
+    };
     let status = registry::etcd::start(
         &config.etcd_spec(),
         &config.node.name,
-        vtep,
+        registry::etcd::LocalNode { vtep, wireguard },
         registry,
         shutdown,
         tasks,
@@ -155,6 +169,7 @@ async fn start_etcd(
 #[cfg(not(feature = "etcd"))]
 async fn start_etcd(
     _: &config::Config,
+    _: Option<Arc<overlay::wg::Crypto>>,
     _: &Arc<Registry>,
     _: &Shutdown,
     _: &mut crate::Tasks,

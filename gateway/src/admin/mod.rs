@@ -307,6 +307,8 @@ impl Admin {
                                 "mode": "wireguard",
                                 "public_key": w.public_key(),
                                 "allow_plaintext": w.allow_plaintext,
+                                "address": w.address().to_string(),
+                                "nodes_without_key": w.left_out(),
                                 "peers": w.peers().iter().map(|p| json!({
                                     "address": p.address.to_string(),
                                     "public_key": p.public_key,
@@ -342,7 +344,15 @@ impl Admin {
                         let node = snapshot
                             .nodes()
                             .iter()
-                            .find(|(_, a)| **a == Some(*p))
+                            .find(|(_, n)| {
+                                n.vtep == Some(*p)
+                                    || n.wireguard.as_ref().is_some_and(|w| {
+                                        *p == std::net::SocketAddr::new(
+                                            w.address.into(),
+                                            crate::overlay::wg::VXLAN_PORT,
+                                        )
+                                    })
+                            })
                             .map(|(n, _)| n.clone())
                             .or_else(|| {
                                 nodes.iter().find(|(_, a)| *a == p).map(|(n, _)| n.clone())

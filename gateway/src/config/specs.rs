@@ -71,13 +71,8 @@ impl Config {
                     .collect(),
             })
         });
-        // with encryption, the VTEPs of the peers are their tunnel addresses
-        let mut peers = o.peers.clone();
-        if let Some(e) = &encryption {
-            peers.extend(e.peers.iter().map(|p| {
-                std::net::SocketAddr::new(p.address.into(), crate::overlay::wg::VXLAN_PORT)
-            }));
-        }
+        // with encryption, the peers' tunnel addresses join these VTEPs (overlay::membership)
+        let peers = o.peers.clone();
         Some(OverlaySpec {
             encryption,
             listen: o.listen,

@@ -412,6 +412,15 @@ impl Config {
                     "{l}: expected a port of its own, like 51820 (not 0, not overlay.listen's)"
                 ),
             ),
+            Some(l)
+                if l.ip().is_unspecified()
+                    && self.registry.backend == RegistryBackend::Etcd =>
+            {
+                v.bad(
+                    "overlay.encryption.listen",
+                    format!("{l}: other nodes find this host's WireGuard endpoint in its etcd record; give the underlay address, like \"10.99.0.1:51820\""),
+                )
+            }
             Some(_) => {}
         }
         let Some(me) = e.address else {

@@ -1,35 +1,179 @@
 //! Who the overlay's peers are, followed from the registry: the configured VTEPs plus every
 //! node the shared registry knows, and the static FDB entries and ARP answers for the
 //! containers on other nodes.
+//!
+//! With encryption, a node that publishes a WireGuard identity is a WireGuard peer and its
+//! VTEP is its tunnel address; a node that publishes none is used as a plain VTEP only with
+//! `allow_plaintext`, and otherwise left out, logged and shown by name.
 
 use super::switch::Switch;
+use super::wg::{Crypto, PeerSpec, VXLAN_PORT};
 use crate::registry::Snapshot;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Who the peers are: the configured ones plus every node the shared registry knows.
 pub(super) struct Membership {
+    /// Configured plain VTEPs (`overlay.peers`).
     pub(super) peers: Vec<SocketAddr>,
     pub(super) peer_nodes: HashMap<String, SocketAddr>,
     /// This node's own VTEP, never a peer of itself.
     pub(super) me: SocketAddr,
+    /// WireGuard's sessions and the configured WireGuard peers.
+    pub(super) wireguard: Option<(Arc<Crypto>, Vec<PeerSpec>)>,
+    /// The WireGuard peers last set, to change the sessions only when they change.
+    pub(super) last: Vec<PeerSpec>,
 }
 
 impl Membership {
-    pub(super) fn apply(&self, switch: &Switch, snapshot: &Snapshot) {
+    pub(super) fn apply(&mut self, switch: &Switch, snapshot: &Snapshot) {
         let mut node_vteps = self.peer_nodes.clone();
         let mut peers = self.peers.clone();
-        for (node, vtep) in snapshot.nodes() {
-            if let Some(v) = *vtep
+        let mut wg_peers: Vec<PeerSpec> = self
+            .wireguard
+            .as_ref()
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        peers.extend(
+            wg_peers
+                .iter()
+                .map(|p| SocketAddr::new(p.address.into(), VXLAN_PORT)),
+        );
+        let mut left_out = Vec::new();
+        for (node, n) in snapshot.nodes() {
+            let vtep = match (&self.wireguard, &n.wireguard) {
+                (Some(_), Some(w)) => {
+                    wg_peers.push(PeerSpec {
+                        public_key: w.public_key,
+                        endpoint: w.endpoint,
+                        address: w.address,
+                    });
+                    Some(SocketAddr::new(w.address.into(), VXLAN_PORT))
+                }
+                (Some((c, _)), None) if !c.allow_plaintext => {
+                    if n.vtep.is_some() {
+                        left_out.push(node.clone());
+                    }
+                    None
+                }
+                _ => n.vtep,
+            };
+            if let Some(v) = vtep
                 && v != self.me
             {
                 node_vteps.insert(node.clone(), v);
                 peers.push(v);
             }
         }
+        if let Some((crypto, _)) = &self.wireguard {
+            if wg_peers != self.last {
+                for r in crypto.set_peers(&wg_peers) {
+                    tracing::warn!(address = %r.address, "overlay: WireGuard peer left out: {}", r.why);
+                }
+                tracing::info!(peers = wg_peers.len(), "overlay: WireGuard peers changed");
+                self.last = wg_peers;
+            }
+            if crypto.set_left_out(left_out.clone()) && !left_out.is_empty() {
+                tracing::warn!(
+                    nodes = ?left_out,
+                    "overlay: nodes that publish no WireGuard key are not used (this host requires encryption; allow_plaintext = true admits them)"
+                );
+            }
+        }
         if switch.set_peers(peers) {
             tracing::info!(peers = ?switch.peers(), "overlay peers changed");
         }
         switch.sync_registry(snapshot, &node_vteps);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overlay::switch::NetworkSpec;
+    use crate::overlay::wg::{WgSpec, generate_key, public_key};
+    use crate::registry::{Node, Registry, WgIdentity};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn membership(allow_plaintext: bool) -> (Membership, Arc<Crypto>, Switch) {
+        let crypto = Arc::new(Crypto::new(&WgSpec {
+            listen: "10.99.0.1:51820".parse().expect("a"),
+            address: [10, 250, 0, 1].into(),
+            private_key: generate_key().expect("k"),
+            allow_plaintext,
+            peers: Vec::new(),
+        }));
+        let net = NetworkSpec {
+            name: "default".into(),
+            vni: 42,
+            mtu: 1390,
+        };
+        let switch = Switch::new("h1", &[], &[net], 64, Duration::from_secs(300));
+        let m = Membership {
+            peers: Vec::new(),
+            peer_nodes: HashMap::new(),
+            me: "10.99.0.1:4789".parse().expect("a"),
+            wireguard: Some((crypto.clone(), Vec::new())),
+            last: Vec::new(),
+        };
+        (m, crypto, switch)
+    }
+
+    /// etcd's node records make WireGuard peers (their tunnel addresses the VTEPs); a node
+    /// without a key is left out and named, unless plain VXLAN is allowed; a node that
+    /// leaves takes its session with it.
+    #[test]
+    fn node_records_make_wireguard_peers_and_keyless_nodes_are_named() {
+        let key = public_key(&generate_key().expect("k"));
+        let nodes: BTreeMap<String, Node> = [
+            (
+                "h2".to_string(),
+                Node {
+                    vtep: Some("10.99.0.2:4789".parse().expect("a")),
+                    wireguard: Some(WgIdentity {
+                        public_key: key,
+                        endpoint: "10.99.0.2:51820".parse().expect("a"),
+                        address: [10, 250, 0, 2].into(),
+                    }),
+                },
+            ),
+            (
+                "old".to_string(),
+                Node {
+                    vtep: Some("10.99.0.3:4789".parse().expect("a")),
+                    wireguard: None,
+                },
+            ),
+        ]
+        .into();
+        let r = Registry::new("app");
+        r.set_remote(Vec::new(), nodes.clone());
+        let (mut m, crypto, switch) = membership(false);
+        m.apply(&switch, &r.snapshot());
+        let peers = crypto.peers();
+        assert_eq!(peers.len(), 1);
+        assert_eq!(peers[0].address, std::net::Ipv4Addr::new(10, 250, 0, 2));
+        assert_eq!(&*switch.peers(), ["10.250.0.2:4789".parse().expect("a")]);
+        assert_eq!(crypto.left_out(), ["old"]);
+
+        let (mut m, crypto, switch) = membership(true);
+        m.apply(&switch, &r.snapshot());
+        let mut vteps = switch.peers().to_vec();
+        vteps.sort();
+        assert_eq!(
+            vteps,
+            [
+                "10.99.0.3:4789".parse().expect("a"),
+                "10.250.0.2:4789".parse().expect("a")
+            ],
+            "with allow_plaintext the keyless node is a plain peer"
+        );
+        assert!(crypto.left_out().is_empty());
+
+        r.set_remote(Vec::new(), BTreeMap::new());
+        m.apply(&switch, &r.snapshot());
+        assert!(crypto.peers().is_empty() && switch.peers().is_empty());
     }
 }

@@ -48,6 +48,19 @@ impl Overlay {
             );
             vxgate_metrics::text::by_label(
                 out,
+                "vxgate_overlay_wireguard_handshakes_total",
+                "counter",
+                "WireGuard handshakes: initiations sent (first, retries, rekeys), of them rekeys (a session was up), completed (as initiator or responder), and initiations started by a peer's datagram for no session of ours (after our restart).",
+                "kind",
+                &[
+                    ("initiated", c.initiations.load(Relaxed)),
+                    ("rekey", c.rekeys.load(Relaxed)),
+                    ("completed", c.handshakes.load(Relaxed)),
+                    ("after_restart", c.restarts_seen.load(Relaxed)),
+                ],
+            );
+            vxgate_metrics::text::by_label(
+                out,
                 "vxgate_overlay_wireguard_dropped_total",
                 "counter",
                 "WireGuard datagrams dropped: for no peer of ours, refused (authentication, replay, stale), an inner source that is not the peer's tunnel address, not VXLAN inside.",

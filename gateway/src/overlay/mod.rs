@@ -191,6 +191,8 @@ pub struct Overlay {
     pub features: Arc<Features>,
     /// WireGuard's sessions, with `[overlay.encryption]`.
     pub wireguard: Option<Arc<wg::Crypto>>,
+    /// The configured WireGuard peers, changed by a reload.
+    pub wireguard_peers: Option<tokio::sync::watch::Sender<Vec<wg::PeerSpec>>>,
 }
 
 impl Overlay {
@@ -226,13 +228,28 @@ pub async fn start(
         fdb::DEFAULT_CAPACITY,
         cfg.fdb_aging,
     ));
-    let membership = Membership {
+    let wireguard = underlay.wireguard.as_ref().map(|(_, c)| c.clone());
+    let mut membership = Membership {
         peers: cfg.peers.clone(),
         peer_nodes: cfg.peer_nodes.clone().into_iter().collect(),
         me: cfg.advertise.unwrap_or(cfg.listen),
+        wireguard: wireguard
+            .clone()
+            .zip(cfg.encryption.as_ref().map(|e| e.peers.clone())),
+        last: cfg
+            .encryption
+            .as_ref()
+            .map(|e| e.peers.clone())
+            .unwrap_or_default(),
     };
     membership.apply(&switch, &registry.snapshot());
-    let wireguard = underlay.wireguard.as_ref().map(|(_, c)| c.clone());
+    let (wireguard_peers, mut configured) = match &membership.wireguard {
+        Some((_, peers)) => {
+            let (tx, rx) = tokio::sync::watch::channel(peers.clone());
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     if let Some(c) = &wireguard {
         tracing::info!(public_key = %c.public_key(), "overlay: WireGuard on");
         if cfg.offload {
@@ -279,6 +296,12 @@ pub async fn start(
                         let snap = rx.borrow_and_update().clone();
                         membership.apply(&switch, &snap);
                     }
+                    Some(peers) = configured_changed(&mut configured) => {
+                        if let Some((_, configured)) = &mut membership.wireguard {
+                            *configured = peers;
+                        }
+                        membership.apply(&switch, &registry_snapshot(&rx));
+                    }
                     _ = tick.tick() => switch.tick(Instant::now()),
                 }
             }
@@ -289,7 +312,27 @@ pub async fn start(
         networks,
         features,
         wireguard,
+        wireguard_peers,
     })
+}
+
+/// The configured WireGuard peers when a reload changed them; never without encryption.
+async fn configured_changed(
+    rx: &mut Option<tokio::sync::watch::Receiver<Vec<wg::PeerSpec>>>,
+) -> Option<Vec<wg::PeerSpec>> {
+    if let Some(r) = rx {
+        if r.changed().await.is_ok() {
+            return Some(r.borrow_and_update().clone());
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+fn registry_snapshot(
+    rx: &tokio::sync::watch::Receiver<Arc<crate::registry::Snapshot>>,
+) -> Arc<crate::registry::Snapshot> {
+    rx.borrow().clone()
 }
 
 fn log_counters(s: &Switch, names: &[String]) {

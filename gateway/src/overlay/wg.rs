@@ -11,15 +11,18 @@
 //! The cryptography is boringtun's `noise` module (Noise IK, ChaCha20-Poly1305 on ring,
 //! rekeying, replay window, cookies under load); nothing here is hand-written crypto. One
 //! `Tunn` per peer behind a mutex: the portable datapath is one thread, so the lock is never
-//! contended. Keys are `wg genkey`'s format: 32 bytes, base64.
+//! contended. The peer table is swapped whole when peers come and go (static config, etcd
+//! node records), so the datapath reads it without a lock. Keys are `wg genkey`'s format: 32 bytes, base64.
 
+use arc_swap::ArcSwap;
+use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 /// The inner IPv4 and UDP headers in front of a VXLAN datagram.
 pub const INNER_HEADERS: usize = 28;
@@ -62,29 +65,38 @@ pub fn generate_key() -> Result<Key, ring::error::Unspecified> {
     Ok(k)
 }
 
+fn bad_key(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+/// The private key in `path`. A file readable by others, or not a key, is an error.
+pub fn load_key(path: &std::path::Path) -> std::io::Result<Key> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)?;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(bad_key(format!(
+            "{} is readable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    parse_key(&text).ok_or_else(|| {
+        bad_key(format!(
+            "{} holds no key (expected 32 bytes of base64, as `wg genkey` writes)",
+            path.display()
+        ))
+    })
+}
+
 /// The private key in `path`, or a new one written there (mode 0600, directory made) when
 /// the file does not exist. A file readable by others, or not a key, is an error.
 pub fn load_or_create_key(path: &std::path::Path) -> std::io::Result<Key> {
     use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
-            if mode & 0o077 != 0 {
-                return Err(bad(format!(
-                    "{} is readable by others (mode {:o}); chmod 600 it",
-                    path.display(),
-                    mode & 0o777
-                )));
-            }
-            parse_key(&text).ok_or_else(|| {
-                bad(format!(
-                    "{} holds no key (expected 32 bytes of base64, as `wg genkey` writes)",
-                    path.display()
-                ))
-            })
-        }
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = bad_key;
+    match load_key(path) {
+        Ok(key) => Ok(key),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -155,6 +167,15 @@ pub struct WgCounters {
     pub opened: AtomicU64,
     /// Handshake messages sent (initiations, responses, cookies) and keepalives.
     pub control_sent: AtomicU64,
+    /// Handshake initiations sent (first handshakes, retries and rekeys).
+    pub initiations: AtomicU64,
+    /// Initiations sent while a session was up: rekeys (age, a key change).
+    pub rekeys: AtomicU64,
+    /// Handshakes completed: a response taken as initiator, or sent as responder.
+    pub handshakes: AtomicU64,
+    /// Initiations sent because a peer's data arrived for no session of ours (it kept a
+    /// session from before our restart).
+    pub restarts_seen: AtomicU64,
     pub unknown_peer: AtomicU64,
     pub rejected: AtomicU64,
     pub not_peer_source: AtomicU64,
@@ -173,24 +194,69 @@ impl WgCounters {
         }
         .fetch_add(1, Relaxed);
     }
+
+    /// Counts a message this host sends; `had_session`: the peer's session was up before.
+    fn sent(&self, msg: &[u8], had_session: bool) {
+        match msg.first() {
+            Some(1) => {
+                self.initiations.fetch_add(1, Relaxed);
+                if had_session {
+                    self.rekeys.fetch_add(1, Relaxed);
+                }
+            }
+            Some(2) => {
+                self.handshakes.fetch_add(1, Relaxed);
+            }
+            _ => {}
+        }
+    }
 }
 
 struct Peer {
     spec: PeerSpec,
+    /// Its place in the receiver indexes (`slot << 8 | session`), never reused.
+    slot: u32,
     /// Where its datagrams go: the configured endpoint, then wherever it last sent an
     /// authenticated datagram from (WireGuard's roaming).
     endpoint: Mutex<SocketAddr>,
     tunn: Mutex<Tunn>,
 }
 
-/// Every peer's session, and the demultiplexing of what arrives.
-pub struct Crypto {
-    address: Ipv4Addr,
+impl Peer {
+    fn has_session(tunn: &Tunn) -> bool {
+        tunn.time_since_last_handshake().is_some()
+    }
+}
+
+/// This host's key pair.
+struct Keys {
     private: StaticSecret,
     public: PublicKey,
-    peers: Vec<Peer>,
-    by_address: HashMap<Ipv4Addr, usize>,
-    by_key: HashMap<Key, usize>,
+}
+
+/// The peers, swapped whole when they change (the datapath reads without a lock).
+#[derive(Default)]
+struct Table {
+    peers: Vec<Arc<Peer>>,
+    by_address: HashMap<Ipv4Addr, Arc<Peer>>,
+    by_key: HashMap<Key, Arc<Peer>>,
+    by_slot: HashMap<u32, Arc<Peer>>,
+}
+
+/// Every peer's session, and the demultiplexing of what arrives. Peers come and go
+/// ([`Crypto::set_peers`]) and the key changes ([`Crypto::set_private_key`]) while it runs.
+pub struct Crypto {
+    address: Ipv4Addr,
+    keys: ArcSwap<Keys>,
+    table: ArcSwap<Table>,
+    /// The next peer's slot (24 bits of receiver index).
+    next_slot: AtomicU32,
+    /// Serialises changes of peers and key.
+    edit: Mutex<()>,
+    /// This host's public key, for whoever publishes it (the etcd node record).
+    public_tx: tokio::sync::watch::Sender<Key>,
+    /// Nodes of the shared registry left out for publishing no key (shown by the API).
+    left_out: Mutex<Vec<String>>,
     pub allow_plaintext: bool,
     pub counters: WgCounters,
 }
@@ -220,44 +286,137 @@ pub enum Opened<'a> {
     Drop(WgDrop),
 }
 
+/// A peer [`Crypto::set_peers`] left out, and why (logged by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub address: Ipv4Addr,
+    pub why: &'static str,
+}
+
 impl Crypto {
     pub fn new(spec: &WgSpec) -> Crypto {
         let private = StaticSecret::from(spec.private_key);
         let public = PublicKey::from(&private);
-        let mut peers = Vec::new();
-        let (mut by_address, mut by_key) = (HashMap::new(), HashMap::new());
-        for (i, p) in spec.peers.iter().enumerate() {
-            let tunn = Tunn::new(
-                private.clone(),
-                PublicKey::from(p.public_key),
-                None,
-                Some(25),
-                i as u32,
-                None,
-            );
-            by_address.insert(p.address, i);
-            by_key.insert(p.public_key, i);
-            peers.push(Peer {
-                spec: p.clone(),
-                endpoint: Mutex::new(p.endpoint),
-                tunn: Mutex::new(tunn),
-            });
-        }
-        Crypto {
+        let (public_tx, _) = tokio::sync::watch::channel(public.to_bytes());
+        let c = Crypto {
             address: spec.address,
-            private,
-            public,
-            peers,
-            by_address,
-            by_key,
+            keys: ArcSwap::from_pointee(Keys { private, public }),
+            table: ArcSwap::from_pointee(Table::default()),
+            next_slot: AtomicU32::new(0),
+            edit: Mutex::new(()),
+            public_tx,
+            left_out: Mutex::new(Vec::new()),
             allow_plaintext: spec.allow_plaintext,
             counters: WgCounters::default(),
+        };
+        c.set_peers(&spec.peers);
+        c
+    }
+
+    /// This host's tunnel address.
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// Makes `peers` the peer set. A peer whose key, address and endpoint are unchanged
+    /// keeps its session; a new or changed one starts without (the first datagram shakes
+    /// hands). Our own address or key, and a second peer with an address or key already
+    /// taken, are left out and returned.
+    pub fn set_peers(&self, peers: &[PeerSpec]) -> Vec<Refused> {
+        let _edit = lock(&self.edit);
+        let old = self.table.load_full();
+        let keys = self.keys.load_full();
+        let mut table = Table::default();
+        let mut refused = Vec::new();
+        for p in peers {
+            let why = if p.address == self.address {
+                Some("this host's own tunnel address")
+            } else if p.public_key == keys.public.to_bytes() {
+                Some("this host's own public key")
+            } else if table.by_address.contains_key(&p.address) {
+                Some("a tunnel address another peer has")
+            } else if table.by_key.contains_key(&p.public_key) {
+                Some("a public key another peer has")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                refused.push(Refused {
+                    address: p.address,
+                    why,
+                });
+                continue;
+            }
+            let peer = match old.by_key.get(&p.public_key) {
+                Some(same) if same.spec == *p => same.clone(),
+                _ => {
+                    let slot = self.next_slot.fetch_add(1, Relaxed) & 0x00ff_ffff;
+                    Arc::new(Peer {
+                        spec: p.clone(),
+                        slot,
+                        endpoint: Mutex::new(p.endpoint),
+                        tunn: Mutex::new(Tunn::new(
+                            keys.private.clone(),
+                            PublicKey::from(p.public_key),
+                            None,
+                            Some(25),
+                            slot,
+                            None,
+                        )),
+                    })
+                }
+            };
+            table.by_address.insert(p.address, peer.clone());
+            table.by_key.insert(p.public_key, peer.clone());
+            table.by_slot.insert(peer.slot, peer.clone());
+            table.peers.push(peer);
         }
+        self.table.store(Arc::new(table));
+        refused
+    }
+
+    /// Changes this host's private key (SIGHUP after the key file changed): every session
+    /// ends, and the next datagram to each peer shakes hands with the new key. Returns
+    /// whether the key changed.
+    pub fn set_private_key(&self, key: &Key) -> bool {
+        let _edit = lock(&self.edit);
+        let private = StaticSecret::from(*key);
+        let public = PublicKey::from(&private);
+        if public == self.keys.load().public {
+            return false;
+        }
+        self.keys.store(Arc::new(Keys {
+            private: private.clone(),
+            public,
+        }));
+        for peer in &self.table.load().peers {
+            lock(&peer.tunn).set_static_private(private.clone(), public, None);
+        }
+        self.public_tx.send_replace(public.to_bytes());
+        true
+    }
+
+    /// Records the nodes left out for publishing no key; returns whether that changed.
+    pub fn set_left_out(&self, nodes: Vec<String>) -> bool {
+        let mut l = lock(&self.left_out);
+        let changed = *l != nodes;
+        *l = nodes;
+        changed
+    }
+
+    /// Nodes of the shared registry left out for publishing no WireGuard key.
+    pub fn left_out(&self) -> Vec<String> {
+        lock(&self.left_out).clone()
+    }
+
+    /// This host's public key now and as it changes.
+    pub fn subscribe_public_key(&self) -> tokio::sync::watch::Receiver<Key> {
+        self.public_tx.subscribe()
     }
 
     /// Whether `vtep` is a WireGuard peer's tunnel address.
     pub fn is_peer(&self, vtep: SocketAddr) -> bool {
-        matches!(vtep.ip(), IpAddr::V4(a) if self.by_address.contains_key(&a))
+        matches!(vtep.ip(), IpAddr::V4(a) if self.table.load().by_address.contains_key(&a))
     }
 
     /// Seals the VXLAN datagram in `packet[INNER_HEADERS..]` for the peer whose tunnel
@@ -273,7 +432,8 @@ impl Crypto {
         let IpAddr::V4(dst) = to.ip() else {
             return Sealed::NotAPeer;
         };
-        let Some(&i) = self.by_address.get(&dst) else {
+        let table = self.table.load();
+        let Some(peer) = table.by_address.get(&dst) else {
             return Sealed::NotAPeer;
         };
         let payload = packet.len().saturating_sub(INNER_HEADERS);
@@ -281,20 +441,26 @@ impl Crypto {
             return Sealed::Nothing;
         };
         write_inner(head, self.address, dst, sport, to.port(), payload);
-        let peer = &self.peers[i];
         let endpoint = *lock(&peer.endpoint);
         let mut tunn = lock(&peer.tunn);
+        let had_session = Peer::has_session(&tunn);
         match tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(msg) => {
-                self.counters.sealed.fetch_add(1, Relaxed);
+                if msg.first() == Some(&4) {
+                    self.counters.sealed.fetch_add(1, Relaxed);
+                } else {
+                    self.counters.sent(msg, had_session);
+                    self.counters.control_sent.fetch_add(1, Relaxed);
+                }
                 Sealed::Send(msg, endpoint)
             }
             _ => Sealed::Nothing,
         }
     }
 
-    /// Opens a datagram that arrived on the WireGuard socket from `src`, into `out`.
-    /// Handshake answers and queued datagrams to send go through `send`.
+    /// Opens a datagram that arrived on the WireGuard socket from `src`, into `out` (at
+    /// least as long as the datagram). Handshake answers and queued datagrams to send go
+    /// through `send`.
     pub fn open<'a>(
         &self,
         src: SocketAddr,
@@ -302,39 +468,56 @@ impl Crypto {
         out: &'a mut [u8],
         send: &mut dyn FnMut(&[u8], SocketAddr),
     ) -> Opened<'a> {
-        let Some(i) = self.peer_of(datagram) else {
+        let table = self.table.load();
+        let Some(peer) = self.peer_of(&table, datagram) else {
+            if datagram.first() == Some(&4) {
+                self.nudge(&table, src, out, send);
+            }
             self.counters.drop(WgDrop::UnknownPeer);
             return Opened::Drop(WgDrop::UnknownPeer);
         };
-        let peer = &self.peers[i];
         let mut tunn = lock(&peer.tunn);
         let verdict = match tunn.decapsulate(Some(src.ip()), datagram, out) {
             TunnResult::Done => Ok(None),
             TunnResult::Err(e) => {
                 tracing::trace!(peer = %peer.spec.address, "overlay: WireGuard datagram refused: {e:?}");
-                Err(WgDrop::Rejected)
+                Err((WgDrop::Rejected, e))
             }
             TunnResult::WriteToNetwork(msg) => {
+                self.counters.sent(msg, false);
                 send(msg, src);
                 self.counters.control_sent.fetch_add(1, Relaxed);
                 Ok(None)
             }
             TunnResult::WriteToTunnelV4(packet, from) => {
                 if from != peer.spec.address {
-                    Err(WgDrop::NotPeerSource)
+                    Err((WgDrop::NotPeerSource, WireGuardError::InvalidPacket))
                 } else {
                     Ok(Some(packet.len()))
                 }
             }
-            TunnResult::WriteToTunnelV6(..) => Err(WgDrop::NotPeerSource),
+            TunnResult::WriteToTunnelV6(..) => {
+                Err((WgDrop::NotPeerSource, WireGuardError::InvalidPacket))
+            }
         };
         let len = match verdict {
-            Err(why) => {
+            Err((why, e)) => {
+                drop(tunn);
+                if matches!(
+                    e,
+                    WireGuardError::NoCurrentSession | WireGuardError::WrongIndex
+                ) {
+                    self.nudge(&table, src, out, send);
+                }
                 self.counters.drop(why);
                 return Opened::Drop(why);
             }
             Ok(len) => len,
         };
+        if datagram.first() == Some(&2) {
+            // a response to our initiation: the session is up
+            self.counters.handshakes.fetch_add(1, Relaxed);
+        }
         // authenticated: the peer is where this came from (roaming)
         *lock(&peer.endpoint) = src;
         let Some(len) = len else {
@@ -361,33 +544,58 @@ impl Crypto {
         }
     }
 
-    /// The peer a WireGuard message is for: a handshake initiation by the static key it
-    /// carries (sealed to ours), anything else by the receiver index (ours, the peer's
-    /// position shifted as boringtun allocates it).
-    fn peer_of(&self, datagram: &[u8]) -> Option<usize> {
-        match Tunn::parse_incoming_packet(datagram).ok()? {
-            Packet::HandshakeInit(init) => {
-                let half = parse_handshake_anon(&self.private, &self.public, &init).ok()?;
-                self.by_key.get(&half.peer_static_public).copied()
-            }
-            Packet::HandshakeResponse(r) => self.index(r.receiver_idx),
-            Packet::PacketCookieReply(c) => self.index(c.receiver_idx),
-            Packet::PacketData(d) => self.index(d.receiver_idx),
+    /// A transport message for no session of ours came from `src`: if it is a peer's
+    /// endpoint and we have no session with that peer, it kept one from before our restart,
+    /// so we shake hands now rather than after its 15 s timeout. Unauthenticated, so it
+    /// only ever starts a handshake that is not already under way (boringtun retries it).
+    fn nudge(
+        &self,
+        table: &Table,
+        src: SocketAddr,
+        out: &mut [u8],
+        send: &mut dyn FnMut(&[u8], SocketAddr),
+    ) {
+        let Some(peer) = table.peers.iter().find(|p| *lock(&p.endpoint) == src) else {
+            return;
+        };
+        let mut tunn = lock(&peer.tunn);
+        if Peer::has_session(&tunn) {
+            return;
+        }
+        if let TunnResult::WriteToNetwork(msg) = tunn.format_handshake_initiation(out, false) {
+            self.counters.sent(msg, false);
+            self.counters.restarts_seen.fetch_add(1, Relaxed);
+            self.counters.control_sent.fetch_add(1, Relaxed);
+            send(msg, src);
         }
     }
 
-    fn index(&self, receiver: u32) -> Option<usize> {
-        let i = (receiver >> 8) as usize;
-        (i < self.peers.len()).then_some(i)
+    /// The peer a WireGuard message is for: a handshake initiation by the static key it
+    /// carries (sealed to ours), anything else by the receiver index (the peer's slot
+    /// shifted, as boringtun allocates it).
+    fn peer_of(&self, table: &Table, datagram: &[u8]) -> Option<Arc<Peer>> {
+        let slot = match Tunn::parse_incoming_packet(datagram).ok()? {
+            Packet::HandshakeInit(init) => {
+                let keys = self.keys.load();
+                let half = parse_handshake_anon(&keys.private, &keys.public, &init).ok()?;
+                return table.by_key.get(&half.peer_static_public).cloned();
+            }
+            Packet::HandshakeResponse(r) => r.receiver_idx,
+            Packet::PacketCookieReply(c) => c.receiver_idx,
+            Packet::PacketData(d) => d.receiver_idx,
+        };
+        table.by_slot.get(&(slot >> 8)).cloned()
     }
 
     /// Runs every session's timers (handshake retries, rekeys, keepalives); what they send
     /// goes through `send`. Call every 100-250 ms.
     pub fn tick(&self, out: &mut [u8], send: &mut dyn FnMut(&[u8], SocketAddr)) {
-        for peer in &self.peers {
+        for peer in &self.table.load().peers {
             let endpoint = *lock(&peer.endpoint);
             let mut tunn = lock(&peer.tunn);
+            let had_session = Peer::has_session(&tunn);
             if let TunnResult::WriteToNetwork(msg) = tunn.update_timers(out) {
+                self.counters.sent(msg, had_session);
                 send(msg, endpoint);
                 self.counters.control_sent.fetch_add(1, Relaxed);
             }
@@ -397,7 +605,9 @@ impl Crypto {
     /// Each peer: its tunnel address, public key, endpoint, time since the last handshake
     /// and bytes sent and received in sessions.
     pub fn peers(&self) -> Vec<PeerStatus> {
-        self.peers
+        self.table
+            .load()
+            .peers
             .iter()
             .map(|p| {
                 let (since, tx, rx, _, _) = lock(&p.tunn).stats();
@@ -415,7 +625,7 @@ impl Crypto {
 
     /// This host's public key.
     pub fn public_key(&self) -> String {
-        encode_key(self.public.as_bytes())
+        encode_key(self.keys.load().public.as_bytes())
     }
 }
 
@@ -663,5 +873,163 @@ mod tests {
         assert_eq!(b.counters.unknown_peer.load(Relaxed), 1);
         assert_eq!(b.counters.rejected.load(Relaxed), 2);
         assert!(a.is_peer(to_b) && !a.is_peer("10.250.0.9:4789".parse().expect("a")));
+    }
+
+    /// Two hosts on a wire in memory: delivers every message until none is left, and
+    /// returns the VXLAN datagrams each side opened (a's, b's).
+    struct Wire<'h> {
+        a: (&'h Crypto, SocketAddr),
+        b: (&'h Crypto, SocketAddr),
+    }
+
+    type Msgs = Vec<(Vec<u8>, SocketAddr)>;
+
+    impl Wire<'_> {
+        fn run(&self, mut in_flight: Msgs) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+            let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+            let mut out = vec![0u8; 65_600];
+            for _ in 0..100 {
+                let Some((msg, to)) = in_flight.pop() else {
+                    return (got_a, got_b);
+                };
+                let (host, from, got) = if to == self.a.1 {
+                    (self.a.0, self.b.1, &mut got_a)
+                } else {
+                    (self.b.0, self.a.1, &mut got_b)
+                };
+                let mut replies = Vec::new();
+                if let Opened::Vxlan { datagram, .. } =
+                    host.open(from, &msg, &mut out, &mut |m, d| {
+                        replies.push((m.to_vec(), d))
+                    })
+                {
+                    got.push(datagram.to_vec());
+                }
+                in_flight.extend(replies);
+            }
+            panic!("the hosts never went quiet")
+        }
+
+        /// Seals `payload` on `from` for the other host; what goes out.
+        fn send(&self, from: &Crypto, payload: &[u8]) -> Msgs {
+            let to = if std::ptr::eq(from, self.a.0) {
+                self.b.0
+            } else {
+                self.a.0
+            };
+            let mut packet = vec![0u8; INNER_HEADERS];
+            packet.extend_from_slice(payload);
+            let mut out = vec![0u8; 65_600];
+            let vtep = SocketAddr::new(IpAddr::V4(to.address()), VXLAN_PORT);
+            match from.seal(vtep, 40000, &mut packet, &mut out) {
+                Sealed::Send(m, d) => vec![(m.to_vec(), d)],
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A host that restarts (new sessions, same key) is reached again at the peer's next
+    /// datagram: the stale transport message makes it shake hands at once, instead of the
+    /// peer's 15 s timeout; the restart is counted.
+    #[test]
+    fn a_restarted_peer_shakes_hands_at_the_first_stale_datagram() {
+        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
+        let (ea, eb): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().expect("a"),
+            "192.0.2.2:51820".parse().expect("a"),
+        );
+        let a = host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]);
+        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let frame = b"\x08\x00\x00\x00\x00\x00\x2a\x00payload".to_vec();
+        let w = Wire {
+            a: (&a, ea),
+            b: (&b, eb),
+        };
+        let (_, got_b) = w.run(w.send(&a, &frame));
+        assert_eq!(got_b, std::slice::from_ref(&frame), "first session");
+        // b restarts: same key, no sessions
+        let b2 = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let w = Wire {
+            a: (&a, ea),
+            b: (&b2, eb),
+        };
+        let (_, got_b) = w.run(w.send(&a, &frame));
+        assert!(got_b.is_empty(), "the stale datagram opens nothing");
+        assert_eq!(b2.counters.restarts_seen.load(Relaxed), 1);
+        assert_eq!(b2.counters.handshakes.load(Relaxed), 1, "b2 shook hands");
+        let (_, got_b) = w.run(w.send(&a, &frame));
+        assert_eq!(got_b, [frame], "the next datagram arrives");
+        // a peer with a session is not nudged by a stranger's stale-looking datagram
+        let stale = w.send(&a, b"x");
+        let mut forged = stale[0].0.clone();
+        forged[4] ^= 0xff; // another receiver index
+        let before = b2.counters.initiations.load(Relaxed);
+        w.run(vec![(forged, eb)]);
+        assert_eq!(b2.counters.initiations.load(Relaxed), before);
+    }
+
+    /// Peers come and go without touching the others' sessions; a key change ends every
+    /// session and the peer that learns the new key is reached again.
+    #[test]
+    fn peers_change_live_and_a_new_key_shakes_hands_again() {
+        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
+        let (ea, eb): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().expect("a"),
+            "192.0.2.2:51820".parse().expect("a"),
+        );
+        let a = host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]);
+        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let frame = b"\x08\x00\x00\x00\x00\x00\x2a\x00payload".to_vec();
+        let w = Wire {
+            a: (&a, ea),
+            b: (&b, eb),
+        };
+        w.run(w.send(&a, &frame));
+        let up = a.counters.handshakes.load(Relaxed);
+        // a third peer joins a's table, and one that clashes is refused
+        let kc = generate_key().expect("k");
+        let b_spec = PeerSpec {
+            public_key: public_key(&kb),
+            endpoint: eb,
+            address: [10, 250, 0, 2].into(),
+        };
+        let c_spec = PeerSpec {
+            public_key: public_key(&kc),
+            endpoint: "192.0.2.3:51820".parse().expect("a"),
+            address: [10, 250, 0, 3].into(),
+        };
+        let clash = PeerSpec {
+            public_key: public_key(&generate_key().expect("k")),
+            ..c_spec.clone()
+        };
+        let refused = a.set_peers(&[b_spec.clone(), c_spec.clone(), clash]);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(a.peers().len(), 2);
+        let (_, got_b) = w.run(w.send(&a, &frame));
+        assert_eq!(got_b, std::slice::from_ref(&frame), "b's session kept");
+        assert_eq!(a.counters.handshakes.load(Relaxed), up, "no new handshake");
+        // b rotates its key; a learns the new one
+        let kb2 = generate_key().expect("k");
+        assert!(b.set_private_key(&kb2));
+        assert!(!b.set_private_key(&kb2), "the same key is no change");
+        assert_eq!(*b.subscribe_public_key().borrow(), public_key(&kb2));
+        a.set_peers(&[
+            PeerSpec {
+                public_key: public_key(&kb2),
+                ..b_spec
+            },
+            c_spec,
+        ]);
+        let sent = w.send(&a, &frame);
+        assert_eq!(sent[0].0[0], 1, "a new peer key: an initiation first");
+        let (_, got_b) = w.run(sent);
+        assert_eq!(
+            got_b,
+            std::slice::from_ref(&frame),
+            "queued, sent after the new handshake"
+        );
+        assert_eq!(a.counters.handshakes.load(Relaxed), up + 1);
+        let (got_a, _) = w.run(w.send(&b, &frame));
+        assert_eq!(got_a, [frame], "and back");
     }
 }

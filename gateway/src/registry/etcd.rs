@@ -48,7 +48,7 @@ struct Ctx {
     endpoints: Vec<String>,
     ttl: Duration,
     me: String,
-    vtep: Option<SocketAddr>,
+    local: LocalNode,
     layout: Layout,
     registry: Arc<Registry>,
     status: Arc<BackendStatus>,
@@ -56,10 +56,36 @@ struct Ctx {
 
 /// Starts the backend task. It never fails startup: without etcd, vxgate serves its local
 /// state and keeps trying.
+/// What this node publishes about itself in its node record.
+#[derive(Debug, Clone, Default)]
+pub struct LocalNode {
+    /// Its plain VXLAN VTEP.
+    pub vtep: Option<SocketAddr>,
+    /// With encryption: its WireGuard endpoint and tunnel address, and its public key as
+    /// it changes (a key rotation is published at once).
+    pub wireguard: Option<(SocketAddr, std::net::Ipv4Addr, watch::Receiver<[u8; 32]>)>,
+}
+
+impl LocalNode {
+    fn now(&self) -> super::Node {
+        super::Node {
+            vtep: self.vtep,
+            wireguard: self
+                .wireguard
+                .as_ref()
+                .map(|(endpoint, address, key)| super::WgIdentity {
+                    public_key: *key.borrow(),
+                    endpoint: *endpoint,
+                    address: *address,
+                }),
+        }
+    }
+}
+
 pub fn start(
     cfg: &super::EtcdSpec,
     node: &str,
-    vtep: Option<SocketAddr>,
+    local: LocalNode,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
@@ -70,7 +96,7 @@ pub fn start(
         endpoints: cfg.endpoints.clone(),
         ttl: cfg.lease_ttl,
         me: node.to_owned(),
-        vtep,
+        local,
         layout: Layout::new(&cfg.prefix),
         registry: registry.clone(),
         status: status.clone(),
@@ -104,6 +130,8 @@ struct State {
     endpoint: usize,
     /// Sessions failed in a row.
     failures: usize,
+    /// This node's WireGuard public key, to publish it again when it changes.
+    public_key: Option<watch::Receiver<[u8; 32]>>,
 }
 
 /// An etcd call that failed or did not answer in time; names the call.
@@ -151,6 +179,7 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), crate::Error> {
         // nodes start on different members, so one member's loss does not hit them all
         endpoint: ctx.me.bytes().map(usize::from).sum(),
         failures: 0,
+        public_key: ctx.local.wireguard.as_ref().map(|(_, _, k)| k.clone()),
     };
     let n = ctx.endpoints.len().max(1);
     loop {
@@ -454,6 +483,11 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
                     let snap = st.snapshots.borrow_and_update().clone();
                     reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
                 }
+                () = key_changed(&mut st.public_key) => {
+                    tracing::info!("etcd: publishing this node's new WireGuard public key");
+                    let snap = st.snapshots.borrow().clone();
+                    reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
+                }
             }
         }
     }
@@ -498,6 +532,17 @@ fn publish_remote(ctx: &Ctx, st: &mut State) {
     }
 }
 
+/// Returns when the key changes; never without one (or once its sender is gone).
+async fn key_changed(key: &mut Option<watch::Receiver<[u8; 32]>>) {
+    if let Some(rx) = key {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+        *key = None;
+    }
+    std::future::pending::<()>().await
+}
+
 /// Makes etcd hold exactly this node's wanted records, under `lease`.
 async fn reconcile(
     ctx: &Ctx,
@@ -506,7 +551,7 @@ async fn reconcile(
     own: &mut Own,
     snapshot: &Snapshot,
 ) -> Result<(), CallError> {
-    let wanted = local_records(&ctx.layout, &ctx.me, ctx.vtep, snapshot);
+    let wanted = local_records(&ctx.layout, &ctx.me, &ctx.local.now(), snapshot);
     for (key, value) in &wanted {
         if own.get(key).is_some_and(|(v, l)| v == value && *l == lease) {
             continue;

@@ -127,6 +127,25 @@ impl Container {
 }
 
 /// An immutable view of the whole registry at one moment.
+/// Another node, as the shared registry shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Node {
+    /// Its plain VXLAN VTEP, if it runs an overlay with a plain socket.
+    pub vtep: Option<SocketAddr>,
+    /// Its WireGuard identity, if its overlay is encrypted.
+    pub wireguard: Option<WgIdentity>,
+}
+
+/// A node's WireGuard identity: what a peer needs to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgIdentity {
+    pub public_key: [u8; 32],
+    /// Its WireGuard socket on the underlay.
+    pub endpoint: SocketAddr,
+    /// Its tunnel address (its VTEP inside WireGuard).
+    pub address: std::net::Ipv4Addr,
+}
+
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Increases by one with every published change.
@@ -136,7 +155,7 @@ pub struct Snapshot {
     containers: BTreeMap<String, Arc<Container>>,
     services: BTreeMap<String, Vec<Arc<Container>>>,
     by_ip: HashMap<IpAddr, Arc<Container>>,
-    nodes: Arc<BTreeMap<String, Option<SocketAddr>>>,
+    nodes: Arc<BTreeMap<String, Node>>,
 }
 
 impl Snapshot {
@@ -144,7 +163,7 @@ impl Snapshot {
         version: u64,
         service_label: &str,
         containers: BTreeMap<String, Arc<Container>>,
-        nodes: Arc<BTreeMap<String, Option<SocketAddr>>>,
+        nodes: Arc<BTreeMap<String, Node>>,
     ) -> Self {
         let mut services: BTreeMap<String, Vec<Arc<Container>>> = BTreeMap::new();
         let mut by_ip = HashMap::with_capacity(containers.len());
@@ -167,8 +186,9 @@ impl Snapshot {
         }
     }
 
-    /// Other nodes known through the shared registry, with their overlay VTEP if they run one.
-    pub fn nodes(&self) -> &BTreeMap<String, Option<SocketAddr>> {
+    /// Other nodes known through the shared registry, with their overlay VTEP and WireGuard
+    /// identity if they run them.
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
         &self.nodes
     }
 
@@ -362,7 +382,7 @@ impl Registry {
         &self,
         change: impl FnOnce(
             &mut BTreeMap<String, Arc<Container>>,
-            &mut Arc<BTreeMap<String, Option<SocketAddr>>>,
+            &mut Arc<BTreeMap<String, Node>>,
         ) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
         let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
@@ -391,7 +411,7 @@ impl Registry {
     pub fn set_remote(
         &self,
         containers: Vec<Container>,
-        nodes: BTreeMap<String, Option<SocketAddr>>,
+        nodes: BTreeMap<String, Node>,
     ) -> Vec<String> {
         let mut refused = Vec::new();
         let containers = self.without_special(Origin::Remote, containers, &mut refused);

@@ -3,7 +3,9 @@
 //! Under a prefix (default `/vxgate/`), each node writes, all attached to its own lease:
 //!
 //! ```text
-//! {prefix}nodes/{node}               {"vtep":"10.99.0.1:4789"}      (vtep null without overlay)
+//! {prefix}nodes/{node}               {"vtep":"10.99.0.1:4789"}      (vtep null without a plain overlay socket)
+//!                                    + "wireguard":{"public_key":..,"endpoint":"10.99.0.1:51820","address":"10.250.0.1"}
+//!                                      when its overlay is encrypted
 //! {prefix}containers/{node}/{name}   {"name":..,"ip":..,"mac":..,"port":..,"labels":{..},"network":..}
 //! ```
 //!
@@ -11,7 +13,7 @@
 //! them into registry entries. Values are JSON with a fixed field order, so a node can compare
 //! what it wants published with what is there byte for byte.
 
-use super::{Container, Health, Origin, Snapshot};
+use super::{Container, Health, Node, Origin, Snapshot, WgIdentity};
 use crate::wire::ethernet::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -79,6 +81,18 @@ impl Layout {
 #[serde(deny_unknown_fields)]
 struct NodeRecord {
     vtep: Option<SocketAddr>,
+    /// Only with encryption, so a plain node's record stays what older nodes read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    wireguard: Option<WgRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WgRecord {
+    /// base64, as `wg pubkey` prints it.
+    public_key: String,
+    endpoint: SocketAddr,
+    address: std::net::Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,11 +124,19 @@ fn is_ready(ready: &bool) -> bool {
 pub fn local_records(
     layout: &Layout,
     me: &str,
-    vtep: Option<SocketAddr>,
+    node: &Node,
     snapshot: &Snapshot,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    out.insert(layout.node_key(me), json(&NodeRecord { vtep }));
+    let record = NodeRecord {
+        vtep: node.vtep,
+        wireguard: node.wireguard.as_ref().map(|w| WgRecord {
+            public_key: crate::overlay::wg::encode_key(&w.public_key),
+            endpoint: w.endpoint,
+            address: w.address,
+        }),
+    };
+    out.insert(layout.node_key(me), json(&record));
     for c in snapshot.containers() {
         if c.origin == Origin::Remote || c.node != me {
             continue;
@@ -140,7 +162,7 @@ fn json<T: Serialize>(v: &T) -> String {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Entry {
-    Node(Option<SocketAddr>),
+    Node(Node),
     Container(Container),
 }
 
@@ -220,12 +242,12 @@ impl RemoteState {
             .collect()
     }
 
-    /// Remote nodes and their VTEPs.
-    pub fn nodes(&self) -> BTreeMap<String, Option<SocketAddr>> {
+    /// Remote nodes, their VTEPs and WireGuard identities.
+    pub fn nodes(&self) -> BTreeMap<String, Node> {
         self.entries
             .iter()
             .filter_map(|(k, e)| match (e, self.layout.parse(k)) {
-                (Entry::Node(vtep), Some(Key::Node(n))) => Some((n, *vtep)),
+                (Entry::Node(node), Some(Key::Node(n))) => Some((n, node.clone())),
                 _ => None,
             })
             .collect()
@@ -239,6 +261,8 @@ enum RecordError {
     Json(#[from] serde_json::Error),
     #[error("vtep {0} is not a unicast address and port")]
     Vtep(SocketAddr),
+    #[error("wireguard: {0}")]
+    Wireguard(&'static str),
     #[error("name {record:?} differs from the key's {key:?}")]
     Name { record: String, key: String },
     #[error("port 0")]
@@ -256,7 +280,33 @@ fn decode(key: &Key, value: &[u8]) -> Result<Entry, RecordError> {
             {
                 return Err(RecordError::Vtep(v));
             }
-            Ok(Entry::Node(r.vtep))
+            let wireguard = match r.wireguard {
+                None => None,
+                Some(w) => {
+                    let public_key = crate::overlay::wg::parse_key(&w.public_key).ok_or(
+                        RecordError::Wireguard("public_key is not 32 bytes of base64"),
+                    )?;
+                    let e = w.endpoint;
+                    if e.port() == 0 || e.ip().is_unspecified() || e.ip().is_multicast() {
+                        return Err(RecordError::Wireguard(
+                            "endpoint is not a unicast address and port",
+                        ));
+                    }
+                    let a = w.address;
+                    if a.is_unspecified() || a.is_multicast() || a.is_broadcast() {
+                        return Err(RecordError::Wireguard("address is not a unicast address"));
+                    }
+                    Some(WgIdentity {
+                        public_key,
+                        endpoint: e,
+                        address: a,
+                    })
+                }
+            };
+            Ok(Entry::Node(Node {
+                vtep: r.vtep,
+                wireguard,
+            }))
         }
         Key::Container { node, name } => {
             let r: ContainerRecord = serde_json::from_slice(value)?;
@@ -347,7 +397,15 @@ mod tests {
         r.add(container("web-9", "10.200.2.11", "h2", Origin::Config))
             .expect("add");
         let vtep: SocketAddr = "10.99.0.1:4789".parse().expect("addr");
-        let records = local_records(&l, "h1", Some(vtep), &r.snapshot());
+        let node = Node {
+            vtep: Some(vtep),
+            wireguard: Some(WgIdentity {
+                public_key: [7; 32],
+                endpoint: "10.99.0.1:51820".parse().expect("addr"),
+                address: [10, 250, 0, 1].into(),
+            }),
+        };
+        let records = local_records(&l, "h1", &node, &r.snapshot());
         assert_eq!(records.len(), 3, "{records:?}");
 
         let mut h2 = RemoteState::new("h2", l.clone());
@@ -355,7 +413,7 @@ mod tests {
             assert_eq!(h2.put(k.as_bytes(), v.as_bytes()), Ok(true));
             assert_eq!(h2.put(k.as_bytes(), v.as_bytes()), Ok(false), "same value");
         }
-        assert_eq!(h2.nodes(), [("h1".to_string(), Some(vtep))].into());
+        assert_eq!(h2.nodes(), [("h1".to_string(), node)].into());
         let got = h2.containers();
         let want: Vec<Container> = ["api-1", "web-1"]
             .iter()
@@ -390,7 +448,12 @@ mod tests {
         starting.ready = false;
         r.add(ready).expect("add");
         r.add(starting).expect("add");
-        let records = local_records(&l, "h1", None, &r.snapshot());
+        let records = local_records(&l, "h1", &Node::default(), &r.snapshot());
+        // a plain node's record, and a ready container's, are what older nodes read
+        assert_eq!(
+            records.get(&l.node_key("h1")).map(String::as_str),
+            Some(r#"{"vtep":null}"#)
+        );
         // a ready container's record is the format older nodes read, byte for byte
         assert_eq!(
             records
@@ -453,8 +516,33 @@ mod tests {
             s.put(node.as_bytes(), br#"{"vtep":"0.0.0.0:4789"}"#)
                 .is_err()
         );
+        let key = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+        for bad in [
+            r#"{"vtep":null,"wireguard":{"public_key":"c2hvcnQ=","endpoint":"10.99.0.2:51820","address":"10.250.0.2"}}"#.to_owned(),
+            format!(
+                r#"{{"vtep":null,"wireguard":{{"public_key":"{key}","endpoint":"0.0.0.0:51820","address":"10.250.0.2"}}}}"#
+            ),
+            format!(
+                r#"{{"vtep":null,"wireguard":{{"public_key":"{key}","endpoint":"10.99.0.2:0","address":"10.250.0.2"}}}}"#
+            ),
+            format!(
+                r#"{{"vtep":null,"wireguard":{{"public_key":"{key}","endpoint":"10.99.0.2:51820","address":"224.0.0.1"}}}}"#
+            ),
+            format!(
+                r#"{{"vtep":null,"wireguard":{{"public_key":"{key}","endpoint":"10.99.0.2:51820"}}}}"#
+            ),
+        ] {
+            assert!(s.put(node.as_bytes(), bad.as_bytes()).is_err(), "{bad}");
+            assert!(s.nodes().is_empty(), "{bad}");
+        }
+        let good = format!(
+            r#"{{"vtep":null,"wireguard":{{"public_key":"{key}","endpoint":"10.99.0.2:51820","address":"10.250.0.2"}}}}"#
+        );
+        assert_eq!(s.put(node.as_bytes(), good.as_bytes()), Ok(true));
+        let w = s.nodes()["h2"].wireguard.clone().expect("wireguard");
+        assert_eq!((w.public_key[0], w.public_key[31]), (1, 32));
         assert_eq!(s.put(node.as_bytes(), br#"{"vtep":null}"#), Ok(true));
-        assert_eq!(s.nodes(), [("h2".to_string(), None)].into());
+        assert_eq!(s.nodes(), [("h2".to_string(), Node::default())].into());
     }
 
     #[test]
@@ -467,7 +555,7 @@ mod tests {
             container("web-1", "10.200.2.12", "h2", Origin::Remote), // name taken
             container("web-3", "10.200.1.11", "h2", Origin::Remote), // ip taken
         ];
-        let nodes: BTreeMap<_, _> = [("h2".to_string(), None)].into();
+        let nodes: BTreeMap<_, _> = [("h2".to_string(), Node::default())].into();
         let skipped = r.set_remote(remote.clone(), nodes.clone());
         assert_eq!(skipped, ["web-1", "web-3"]);
         let s = r.snapshot();
