@@ -5,7 +5,7 @@
 # Leftovers of an earlier run with the same prefix are removed first.
 #
 #   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--kernel-vxlan LIST] [--etcd]
-#                 [--offload auto|off] [--docker]
+#                 [--offload auto|off] [--docker] [--encrypt]
 #
 # --kernel-vxlan LIST (host numbers like 2 or 1,2, or "all"): those hosts get the Linux
 # kernel's vxlan device (VNI 42, dstport 4789, flooding to every other host) on br0 instead
@@ -21,13 +21,18 @@
 # configs say bridge = "vxbr0", so vxgate attaches it; the M containers per host are Docker
 # containers of a busybox image (httpd answering their name) with [docker] in the configs.
 #
+# --encrypt (needs --etcd or --docker): the overlay runs inside WireGuard ([overlay.encryption],
+# WireGuard on 10.99.0.H:51820, tunnel address 10.250.0.H, no plain VXLAN accepted); each host
+# makes its key at first start and publishes it through etcd, so nothing is configured per
+# peer; the configs have no overlay.listen (no plain VXLAN socket). MTUs are 1390 instead of 1450 (1500 - 20 - 8 - 32 WireGuard - 28 inner - 8 - 14).
+#
 # --offload MODE writes overlay.offload = MODE into the configs (default: vxgate's, "auto").
 # Each host's TAP vxg0 is created multi-queue, so vxgate can use one queue per core.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-HOSTS=2 CONTAINERS=2 KERNEL="" ETCD="" OFFLOAD="" DOCKER=""
+HOSTS=2 CONTAINERS=2 KERNEL="" ETCD="" OFFLOAD="" DOCKER="" ENCRYPT=""
 while [ $# -gt 0 ]; do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
     --etcd) ETCD=1; shift ;;
     --offload) OFFLOAD=$2; shift 2 ;;
     --docker) DOCKER=1; ETCD=1; shift ;;
+    --encrypt) ENCRYPT=1; shift ;;
     -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) tb_die "unknown argument $1 (see --help)" ;;
   esac
@@ -53,6 +59,9 @@ if [ -n "$DOCKER" ]; then
   [ -x /bin/busybox ] || tb_die "busybox is missing (apt-get install busybox-static)"
   [ -n "$KERNEL" ] && tb_die "--docker and --kernel-vxlan do not go together"
 fi
+[ -n "$ENCRYPT" ] && [ -z "$ETCD" ] && tb_die "--encrypt needs --etcd or --docker (the keys travel in etcd)"
+MTU=1450
+[ -n "$ENCRYPT" ] && MTU=1390
 if [ -n "$ETCD" ]; then
   command -v etcd >/dev/null || tb_die "etcd is missing (apt-get install etcd-server)"
   command -v etcdctl >/dev/null || tb_die "etcdctl is missing (apt-get install etcd-client)"
@@ -85,18 +94,18 @@ for h in $(seq "$HOSTS"); do
   if [ -n "$DOCKER" ]; then
     # Docker makes the bridge (vxbr0) with the network; vxgate attaches its TAP to it
     ip -n "$hns" tuntap add dev vxg0 mode tap multi_queue
-    ip -n "$hns" link set vxg0 mtu 1450 up
+    ip -n "$hns" link set vxg0 mtu "$MTU" up
     tb_dockerd_start "$h"
     tb_docker_image "$h"
     tb_docker "$h" network create --subnet 10.200.0.0/16 --ip-range "10.200.$h.0/24" \
       --gateway "10.200.$h.1" --aux-address "zero=10.200.$h.0" \
-      -o com.docker.network.bridge.name=vxbr0 -o com.docker.network.driver.mtu=1450 vxnet >/dev/null
+      -o com.docker.network.bridge.name=vxbr0 -o com.docker.network.driver.mtu="$MTU" vxnet >/dev/null
     for i in $(seq "$CONTAINERS"); do
       tb_docker_web "$h" "h${h}c$i" 80 --label "app=$(tb_app "$i")"
     done
     continue
   fi
-  ip -n "$hns" link add br0 address "$(printf '02:00:0a:c8:%02x:01' "$h")" mtu 1450 type bridge
+  ip -n "$hns" link add br0 address "$(printf '02:00:0a:c8:%02x:01' "$h")" mtu "$MTU" type bridge
   ip -n "$hns" addr add "10.200.$h.1/16" dev br0
   ip -n "$hns" link set br0 up
   if [ "$KERNEL" = all ] || [[ ",$KERNEL," == *",$h,"* ]]; then
@@ -104,18 +113,18 @@ for h in $(seq "$HOSTS"); do
     for o in $(seq "$HOSTS"); do
       [ "$o" = "$h" ] || tb_run "$hns" bridge fdb append 00:00:00:00:00:00 dev vxk dst "10.99.0.$o"
     done
-    ip -n "$hns" link set vxk mtu 1450 master br0 up
+    ip -n "$hns" link set vxk mtu "$MTU" master br0 up
   else
     ip -n "$hns" tuntap add dev vxg0 mode tap multi_queue
-    ip -n "$hns" link set vxg0 mtu 1450 master br0 up
+    ip -n "$hns" link set vxg0 mtu "$MTU" master br0 up
   fi
   for i in $(seq "$CONTAINERS"); do
     cns=$P-h${h}c$i
     ip netns add "$cns"
     tb_run "$cns" ip link set lo up
-    ip -n "$hns" link add "c$i" mtu 1450 type veth peer name eth0 netns "$cns"
+    ip -n "$hns" link add "c$i" mtu "$MTU" type veth peer name eth0 netns "$cns"
     ip -n "$hns" link set "c$i" master br0 up
-    ip -n "$cns" link set eth0 address "$(tb_cmac "$h" "$i")" mtu 1450 up
+    ip -n "$cns" link set eth0 address "$(tb_cmac "$h" "$i")" mtu "$MTU" up
     ip -n "$cns" addr add "$(tb_cip "$h" "$i")/16" dev eth0
     ip -n "$cns" route add default via "10.200.$h.1"
     mkdir -p "/etc/netns/$cns"
@@ -154,7 +163,8 @@ for h in $(seq "$HOSTS"); do
       echo
     fi
     echo "[overlay]"
-    echo "listen = \"10.99.0.$h:4789\""
+    # encrypted: no plain VXLAN socket at all
+    [ -z "$ENCRYPT" ] && echo "listen = \"10.99.0.$h:4789\""
     [ -n "$OFFLOAD" ] && echo "offload = \"$OFFLOAD\""
     if [ -z "$ETCD" ]; then
       echo "peers = [$peers]"
@@ -165,9 +175,16 @@ for h in $(seq "$HOSTS"); do
     echo "name = \"default\""
     echo "vni = 42"
     echo "tap = \"vxg0\""
-    echo "mtu = 1450"
+    echo "mtu = $MTU"
     [ -n "$DOCKER" ] && echo "bridge = \"vxbr0\""
     echo
+    if [ -n "$ENCRYPT" ]; then
+      echo "[overlay.encryption]"
+      echo "mode = \"wireguard\""
+      echo "listen = \"10.99.0.$h:51820\""
+      echo "address = \"10.250.0.$h\""
+      echo
+    fi
     if [ -n "$DOCKER" ]; then
       echo "[docker]"
       echo "endpoint = \"unix://$(tb_ddir "$h")/docker.sock\""

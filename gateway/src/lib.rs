@@ -144,7 +144,7 @@ async fn start_etcd(
     // a host that refuses plain VXLAN does not offer a plain VTEP
     let vtep = overlay
         .filter(|_| encryption.is_none_or(|e| e.allow_plaintext))
-        .map(|o| o.advertise.unwrap_or(o.listen));
+        .and_then(|o| o.advertise.or(o.listen));
     let wireguard = match (encryption, crypto) {
         (Some(e), Some(c)) => e
             .listen

@@ -165,7 +165,9 @@ assert e["public_key"] == sys.argv[1] and p["public_key"] == sys.argv[2], e
 assert p["session_up"] and p["rx_bytes"] > 0 and p["tx_bytes"] > 0, p
 ' "$PUB1" "$PUB2" || fail "GET /v1/overlay: $peers"
 table=$(on h1 "$VXGATE" ctl peers)
-echo "$table" | grep -q "^public key: $PUB1" && echo "$table" | grep -E "^10\.250\.0\.2 +$PUB2 .* up " >/dev/null \
+# keys hold + and /: compare fields, not a regex
+echo "$table" | grep -qF "public key: $PUB1" \
+  && echo "$table" | awk -v k="$PUB2" '$1 == "10.250.0.2" && $2 == k && / up / { found = 1 } END { exit !found }' \
   || fail "vxgate ctl peers: $table"
 pass "encrypted: spoofed plain VXLAN reached nobody (plaintext drops $before -> $after), $garbage garbage WireGuard datagrams dropped, traffic went on; /v1/overlay and vxgate ctl peers show the session"
 

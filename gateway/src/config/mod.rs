@@ -162,8 +162,10 @@ pub enum Offload {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverlayConfig {
-    /// The underlay UDP socket (VXLAN, RFC 7348 uses port 4789).
-    pub listen: SocketAddr,
+    /// The underlay UDP socket for plain VXLAN (RFC 7348 uses port 4789). May be omitted with
+    /// `[overlay.encryption]` and no plain `peers`: then no plain VXLAN is sent or received.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
     /// Remote VTEPs: flood targets, and the only senders accepted. With the etcd registry,
     /// every other node's VTEP is added to these.
     #[serde(default)]

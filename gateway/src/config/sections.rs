@@ -4,11 +4,20 @@ use super::validate::Validator;
 use super::*;
 
 pub(super) fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
-    if o.listen.port() == 0 {
-        v.bad(
+    match o.listen {
+        None if o.wireguard().is_none() => v.bad(
+            "overlay.listen",
+            "missing: the underlay address for VXLAN, like \"10.99.0.1:4789\" (it may be omitted only with [overlay.encryption])".into(),
+        ),
+        None if !o.peers.is_empty() => v.bad(
+            "overlay.listen",
+            "missing: plain overlay.peers need this host's plain VXLAN socket, like \"10.99.0.1:4789\"".into(),
+        ),
+        Some(l) if l.port() == 0 => v.bad(
             "overlay.listen",
             "port 0; expected the VXLAN port, usually 4789".into(),
-        );
+        ),
+        _ => {}
     }
     if let Some(a) = o.advertise
         && (a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast())
@@ -25,7 +34,7 @@ pub(super) fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
             v.bad(&key, format!("{p}: port 0; expected the peer's VXLAN port"));
         } else if p.ip().is_unspecified() || p.ip().is_multicast() {
             v.bad(&key, format!("{p} is not a unicast address"));
-        } else if *p == o.listen {
+        } else if Some(*p) == o.listen {
             v.bad(&key, format!("{p} is this host's own overlay.listen"));
         } else if !seen.insert(*p) {
             v.bad(&key, format!("duplicate peer {p}"));

@@ -187,11 +187,12 @@ impl Config {
                     );
                 }
                 if let Some(o) = &self.overlay {
-                    let vtep = o.advertise.unwrap_or(o.listen);
-                    if vtep.ip().is_unspecified() {
+                    if let Some(vtep) = o.advertise.or(o.listen)
+                        && vtep.ip().is_unspecified()
+                    {
                         v.bad(
                             "overlay.advertise",
-                            format!("overlay.listen is {}; other nodes need this node's VTEP address, like \"10.99.0.1:4789\"", o.listen),
+                            format!("overlay.listen is {vtep}; other nodes need this node's VTEP address, like \"10.99.0.1:4789\""),
                         );
                     }
                 }
@@ -406,7 +407,7 @@ impl Config {
                 "overlay.encryption.listen",
                 "mode \"wireguard\" needs WireGuard's UDP address, like \"10.99.0.1:51820\"".into(),
             ),
-            Some(l) if l.port() == 0 || l == o.listen => v.bad(
+            Some(l) if l.port() == 0 || Some(l) == o.listen => v.bad(
                 "overlay.encryption.listen",
                 format!(
                     "{l}: expected a port of its own, like 51820 (not 0, not overlay.listen's)"

@@ -25,16 +25,7 @@ pub(super) fn register(
     recv: std::net::UdpSocket,
     senders: Vec<std::net::UdpSocket>,
 ) -> Result<(Vec<Arc<AsyncFd<Tap>>>, UdpSocket, Vec<UdpSocket>), Error> {
-    let mut registered = Vec::with_capacity(taps.len());
-    for tap in taps {
-        let name = tap.name().to_owned();
-        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
-        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| Error::Register {
-            what: format!("TAP {name:?}"),
-            source: e.into_parts().1,
-        })?;
-        registered.push(Arc::new(tap));
-    }
+    let registered = register_taps(taps)?;
     let sockets = |source| Error::Register {
         what: "the underlay sockets".into(),
         source,
@@ -46,6 +37,21 @@ pub(super) fn register(
         .collect::<io::Result<_>>()
         .map_err(sockets)?;
     Ok((registered, recv, senders))
+}
+
+/// Registers the TAPs with the current runtime.
+pub(super) fn register_taps(taps: Vec<Tap>) -> Result<Vec<Arc<AsyncFd<Tap>>>, Error> {
+    let mut registered = Vec::with_capacity(taps.len());
+    for tap in taps {
+        let name = tap.name().to_owned();
+        // SAFETY: the Tap owns its fd for its whole life and always returns the same one.
+        let tap = unsafe { AsyncFd::register(tap) }.map_err(|e| Error::Register {
+            what: format!("TAP {name:?}"),
+            source: e.into_parts().1,
+        })?;
+        registered.push(Arc::new(tap));
+    }
+    Ok(registered)
 }
 
 pub(super) fn bind_udp(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {

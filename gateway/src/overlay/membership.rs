@@ -18,8 +18,8 @@ pub(super) struct Membership {
     /// Configured plain VTEPs (`overlay.peers`).
     pub(super) peers: Vec<SocketAddr>,
     pub(super) peer_nodes: HashMap<String, SocketAddr>,
-    /// This node's own VTEP, never a peer of itself.
-    pub(super) me: SocketAddr,
+    /// This node's own plain VTEP, never a peer of itself.
+    pub(super) me: Option<SocketAddr>,
     /// WireGuard's sessions and the configured WireGuard peers.
     pub(super) wireguard: Option<(Arc<Crypto>, Vec<PeerSpec>)>,
     /// The WireGuard peers last set, to change the sessions only when they change.
@@ -60,7 +60,7 @@ impl Membership {
                 _ => n.vtep,
             };
             if let Some(v) = vtep
-                && v != self.me
+                && Some(v) != self.me
             {
                 node_vteps.insert(node.clone(), v);
                 peers.push(v);
@@ -114,7 +114,7 @@ mod tests {
         let m = Membership {
             peers: Vec::new(),
             peer_nodes: HashMap::new(),
-            me: "10.99.0.1:4789".parse().expect("a"),
+            me: Some("10.99.0.1:4789".parse().expect("a")),
             wireguard: Some((crypto.clone(), Vec::new())),
             last: Vec::new(),
         };

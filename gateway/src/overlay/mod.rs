@@ -43,8 +43,8 @@ use std::time::{Duration, Instant};
 /// its TAP.
 #[derive(Debug, Clone)]
 pub struct OverlaySpec {
-    /// The underlay UDP socket.
-    pub listen: SocketAddr,
+    /// The plain VXLAN socket; None only with encryption and no plain peers.
+    pub listen: Option<SocketAddr>,
     /// The VTEP other nodes reach this one at, when it is not `listen`.
     pub advertise: Option<SocketAddr>,
     /// Remote VTEPs known without the shared registry.
@@ -127,31 +127,54 @@ pub enum Error {
     },
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    #[error("overlay: the offload datapath needs overlay.listen")]
+    NoListen,
 }
 
 /// The underlay sockets, bound before the overlay starts: the receive socket on
 /// `overlay.listen` and the send sockets beside it (source ports 49152–65535).
 pub struct Underlay {
-    /// The address `recv` is bound at (the actual port, when `listen` asked for port 0).
-    pub listen: SocketAddr,
-    pub recv: std::net::UdpSocket,
-    pub senders: Vec<std::net::UdpSocket>,
+    /// Plain VXLAN's sockets; None without `overlay.listen` (encrypted only).
+    pub plain: Option<PlainSockets>,
     /// `recv` has `SO_REUSEPORT`, so further TAP queues can each bind a receive socket.
     pub reuse_port: bool,
     /// With `[overlay.encryption]`: WireGuard's socket and the sessions.
     pub wireguard: Option<(std::net::UdpSocket, Arc<wg::Crypto>)>,
 }
 
+/// Plain VXLAN's receive socket and the send sockets beside it.
+pub struct PlainSockets {
+    /// The address `recv` is bound at (the actual port, when `listen` asked for port 0).
+    pub listen: SocketAddr,
+    pub recv: std::net::UdpSocket,
+    pub senders: Vec<std::net::UdpSocket>,
+}
+
+impl PlainSockets {
+    /// Binds the receive socket at `listen` and the send pool beside it.
+    pub fn bind(listen: SocketAddr, reuse_port: bool) -> Result<PlainSockets, Error> {
+        let recv = io::bind_udp(listen, reuse_port).map_err(|source| Error::Bind {
+            addr: listen,
+            source,
+        })?;
+        let listen = recv.local_addr().unwrap_or(listen);
+        let senders = io::bind_send_pool(listen)?;
+        Ok(PlainSockets {
+            listen,
+            recv,
+            senders,
+        })
+    }
+}
+
 /// Binds the underlay sockets for `spec` (errors stop startup). With offloads on a kernel
 /// that has multi-queue TAPs, the receive socket allows one more per queue.
 pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
     let reuse_port = spec.offload && offload::wanted_queues() > 1;
-    let recv = io::bind_udp(spec.listen, reuse_port).map_err(|source| Error::Bind {
-        addr: spec.listen,
-        source,
-    })?;
-    let listen = recv.local_addr().unwrap_or(spec.listen);
-    let senders = io::bind_send_pool(listen)?;
+    let plain = spec
+        .listen
+        .map(|l| PlainSockets::bind(l, reuse_port))
+        .transpose()?;
     let wireguard = match &spec.encryption {
         None => None,
         Some(e) => {
@@ -174,9 +197,7 @@ pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
         }
     };
     Ok(Underlay {
-        listen,
-        recv,
-        senders,
+        plain,
         reuse_port,
         wireguard,
     })
@@ -232,7 +253,7 @@ pub async fn start(
     let mut membership = Membership {
         peers: cfg.peers.clone(),
         peer_nodes: cfg.peer_nodes.clone().into_iter().collect(),
-        me: cfg.advertise.unwrap_or(cfg.listen),
+        me: cfg.advertise.or(cfg.listen),
         wireguard: wireguard
             .clone()
             .zip(cfg.encryption.as_ref().map(|e| e.peers.clone())),
@@ -272,7 +293,7 @@ pub async fn start(
         tasks,
     );
     tracing::info!(
-        listen = %cfg.listen,
+        listen = ?cfg.listen,
         peers = ?switch.peers(),
         source_ports = ?ports,
         networks = ?cfg.networks.iter().map(|n| format!("{}:vni={}:tap={}", n.spec.name, n.spec.vni, n.tap)).collect::<Vec<_>>(),

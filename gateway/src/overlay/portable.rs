@@ -11,7 +11,7 @@
 //! that socket receives is opened and decided as a VXLAN datagram from the peer's tunnel
 //! address. Plain VXLAN is then dropped and counted unless `allow_plaintext`.
 
-use super::io::{register, send, write_tap};
+use super::io::{register, register_taps, send, write_tap};
 use super::offload::Features;
 use super::switch::{FromTap, FromUdp, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
@@ -71,11 +71,12 @@ pub(super) fn start(
         taps.push(tap);
     }
     let Underlay {
-        recv,
-        senders,
-        wireguard,
-        ..
+        plain, wireguard, ..
     } = underlay;
+    let (recv, senders) = match plain {
+        Some(p) => (Some(p.recv), p.senders),
+        None => (None, Vec::new()),
+    };
     let ports: Vec<u16> = senders
         .iter()
         .filter_map(|s| s.local_addr().ok())
@@ -93,13 +94,19 @@ pub(super) fn start(
 /// Registers the fds with the datapath's runtime and runs the forwarding tasks.
 async fn datapath(
     taps: Vec<Tap>,
-    recv: std::net::UdpSocket,
+    recv: Option<std::net::UdpSocket>,
     senders: Vec<std::net::UdpSocket>,
     wireguard: Option<(std::net::UdpSocket, Arc<Crypto>)>,
     switch: Arc<Switch>,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let (registered, recv, senders) = register(taps, recv, senders)?;
+    let (registered, recv, senders) = match recv {
+        Some(recv) => {
+            let (taps, recv, senders) = register(taps, recv, senders)?;
+            (taps, Some(recv), senders)
+        }
+        None => (register_taps(taps)?, None, Vec::new()),
+    };
     let senders = Arc::new(senders);
     let wg: Option<Wg> = match wireguard {
         None => None,
@@ -132,7 +139,11 @@ async fn datapath(
         set.spawn(async move { wg_to_tap(wg, taps, switch, shutdown).await });
     }
     let plain_refused = wg.filter(|w| !w.crypto.allow_plaintext).map(|w| w.crypto);
-    set.spawn(async move { udp_to_tap(recv, registered, switch, plain_refused, shutdown).await });
+    if let Some(recv) = recv {
+        set.spawn(
+            async move { udp_to_tap(recv, registered, switch, plain_refused, shutdown).await },
+        );
+    }
     while let Some(done) = set.join_next().await {
         match done {
             Ok(Ok(())) => {}
@@ -250,7 +261,7 @@ struct Wg {
 /// headers) to `vtep`: sealed to a WireGuard peer's tunnel address, plain otherwise (plain
 /// is dropped and counted with encryption on and `allow_plaintext` off).
 async fn to_vtep(
-    sock: &UdpSocket,
+    sock: Option<&UdpSocket>,
     wg: Option<&Wg>,
     packet: &mut [u8],
     vtep: std::net::SocketAddr,
@@ -259,7 +270,9 @@ async fn to_vtep(
     counters: &Counters,
 ) {
     let Some(wg) = wg else {
-        send(sock, &packet[VXLAN_AT..], vtep, counters).await;
+        if let Some(sock) = sock {
+            send(sock, &packet[VXLAN_AT..], vtep, counters).await;
+        }
         return;
     };
     match wg.crypto.seal(vtep, sport, packet, sealed) {
@@ -267,8 +280,10 @@ async fn to_vtep(
             send(&wg.sock, msg, endpoint, counters).await;
         }
         Sealed::Nothing => {}
-        Sealed::NotAPeer if wg.crypto.allow_plaintext => {
-            send(sock, &packet[VXLAN_AT..], vtep, counters).await;
+        Sealed::NotAPeer if wg.crypto.allow_plaintext && sock.is_some() => {
+            if let Some(sock) = sock {
+                send(sock, &packet[VXLAN_AT..], vtep, counters).await;
+            }
         }
         Sealed::NotAPeer => {
             wg.crypto.counters.plaintext_dropped.fetch_add(1, Relaxed);
@@ -333,8 +348,9 @@ async fn wg_to_tap(
     Ok(())
 }
 
-fn pick<'a>(senders: &'a [UdpSocket], frame: &[u8]) -> &'a UdpSocket {
-    &senders[flow_hash(frame) as usize % senders.len()]
+/// The send socket of this frame's flow; None without plain sockets (encrypted only).
+fn pick<'a>(senders: &'a [UdpSocket], frame: &[u8]) -> Option<&'a UdpSocket> {
+    senders.get(flow_hash(frame) as usize % senders.len().max(1))
 }
 
 async fn udp_to_tap(

@@ -153,7 +153,10 @@ pub(super) fn wanted_queues() -> usize {
 /// features in use and one set of fds per worker.
 fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Worker>), Error> {
     let kernel = kernel_features();
-    let listen = underlay.listen;
+    let Some(plain) = underlay.plain else {
+        return Err(Error::NoListen);
+    };
+    let listen = plain.listen;
     // more queues need a receive socket each, which needs SO_REUSEPORT on the first one
     let want_queues = if underlay.reuse_port {
         wanted_queues()
@@ -227,7 +230,7 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
     let per_net: Vec<TapOptions> = first.iter().map(|(_, o)| *o).collect();
     let mut workers: Vec<Worker> = Vec::with_capacity(queues);
     let mut first_queue: Vec<Tap> = first.into_iter().map(|(t, _)| t).collect();
-    let mut first_sockets = Some(underlay);
+    let mut first_sockets = Some(plain);
     for q in 0..queues {
         let taps = if q == 0 {
             std::mem::take(&mut first_queue)
@@ -368,16 +371,10 @@ impl Harness {
         listen: std::net::SocketAddr,
         switch: Arc<Switch>,
     ) -> Result<Harness, Error> {
-        let recv = bind_udp(listen, false).map_err(|source| Error::Bind {
-            addr: listen,
-            source,
-        })?;
-        let listen = recv.local_addr().unwrap_or(listen);
-        let senders = bind_send_pool(listen)?;
+        let plain = super::PlainSockets::bind(listen, false)?;
+        let listen = plain.listen;
         let underlay = Underlay {
-            listen,
-            recv,
-            senders,
+            plain: Some(plain),
             reuse_port: false,
             wireguard: None,
         };
