@@ -7,7 +7,9 @@
 #
 # --docker: the same story with real Docker: a dockerd per host (Debian's docker.io), etcd,
 # one "vxnet" bridge network per host joined by the overlay, and `docker run --label app=web`
-# becoming https://web.example.com.
+# becoming https://web.example.com. The fleet is encrypted: each vxgate makes its WireGuard key
+# and publishes it through etcd; the demo shows the underlay carrying WireGuard only, and
+# `vxgate ctl peers`.
 #
 #   testbed/demo.sh [--prefix P] [--docker]
 set -euo pipefail
@@ -30,7 +32,7 @@ need=()
 # protoc and the well-known protos build the etcd client (a default feature)
 for pair in ip:iproute2 ping:iputils-ping curl:curl dig:bind9-dnsutils /usr/bin/python3:python3 \
     protoc:protobuf-compiler /usr/include/google/protobuf/descriptor.proto:libprotobuf-dev \
-    ${DOCKER:+dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static etcd:etcd-server etcdctl:etcd-client}; do
+    ${DOCKER:+dockerd:docker.io /usr/bin/docker:docker.io /bin/busybox:busybox-static etcd:etcd-server etcdctl:etcd-client tcpdump:tcpdump}; do
   cmd=${pair%%:*}
   if [ "${cmd:0:1}" = / ]; then [ -e "$cmd" ] || need+=("${pair#*:}")
   else command -v "$cmd" >/dev/null 2>&1 || need+=("${pair#*:}"); fi
@@ -63,9 +65,10 @@ start_vxgates() {
 
 if [ -n "$DOCKER" ]; then
   echo "== testbed: 2 hosts, each with its own dockerd, etcd, and a Docker network vxnet"
-  echo "   (10.200.0.0/16; host H hands out 10.200.H.0/24, gateway 10.200.H.1, bridge vxbr0)"
-  "$here/up.sh" --prefix "$P" --hosts 2 --containers 0 --docker
-  start_vxgates "with [docker] and bridge = \"vxbr0\""
+  echo "   (10.200.0.0/16; host H hands out 10.200.H.0/24, gateway 10.200.H.1, bridge vxbr0, MTU 1390)"
+  echo "   the overlay runs inside WireGuard: [overlay.encryption], keys made at first start, published in etcd"
+  "$here/up.sh" --prefix "$P" --hosts 2 --containers 0 --docker --encrypt
+  start_vxgates "with [docker], bridge = \"vxbr0\" and [overlay.encryption]"
   d() { local h=$1; shift; echo "\$ h$h: docker $*"; tb_docker "$h" "$@" 2>&1 | sed 's/^/    /'; }
   echo "== docker run --label app=web on both hosts, --label app=api on h2"
   d 1 run -d --name web1 --network vxnet --dns 10.200.1.1 --label app=web vxbox \
@@ -79,8 +82,15 @@ if [ -n "$DOCKER" ]; then
   show ip netns exec "$P-h1" "$VXGATE" ctl containers
   echo "== DNS: a container on h1 asks Docker's embedded DNS (127.0.0.11), which forwards to vxgate"
   show tb_docker 1 exec web1 sh -c 'nslookup web.example.com'
-  echo "== the overlay: web1 on h1 fetches from api1 on h2 by name"
+  echo "== the overlay: web1 on h1 fetches from api1 on h2 by name, sealed by WireGuard between the hosts"
+  ip netns exec "$P-h1" tcpdump -i eth0 -n -c 6 --immediate-mode 'udp and host 10.99.0.2' > "$STATE/underlay.txt" 2>/dev/null &
+  cap=$!
+  sleep 0.5
   show tb_docker 1 exec web1 sh -c 'wget -q -O - http://api.example.com:8080/'
+  sleep 0.3; kill "$cap" 2>/dev/null || true; wait "$cap" 2>/dev/null || true
+  echo "\$ h1: tcpdump -i eth0 udp and host 10.99.0.2   (the underlay: WireGuard on 51820, no VXLAN 4789)"
+  sed 's/^/    /' "$STATE/underlay.txt"
+  show ip netns exec "$P-h1" "$VXGATE" ctl peers
   CA=$STATE/h1/tls/self-signed.crt
   echo "== HTTPS: the client asks h1's ingress for web.example.com; round robin over both hosts"
   for _ in 1 2 3 4; do

@@ -1,6 +1,8 @@
 //! `vxgate run` as a process: SIGHUP reloads (a broken config is rejected and the old one
 //! stays), SIGTERM drains and exits 0.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -101,4 +103,49 @@ fn a_broken_config_at_start_exits_2() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("vxgate.toml:2: node.name"));
+}
+
+/// SIGTERM while a health probe waits on a backend that never answers: the probe does not
+/// hold the shutdown (it used to, for its whole timeout, up to the 10 s drain limit), so a
+/// restart is not an outage of that length.
+#[test]
+fn sigterm_does_not_wait_for_health_probes_in_flight() {
+    // a backend that completes TCP handshakes (the kernel's backlog) and never answers
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vxgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nstate_dir = \"{}\"\n[ingress]\nlisten = [\"127.0.0.1:{}\"]\nzone = \"example.com\"\n\
+             [ingress.health]\ninterval_ms = 100\ntimeout_ms = 30000\n\
+             [[containers]]\nname = \"web-1\"\nip = \"127.0.0.1\"\nport = {port}\nlabels = {{ app = \"web\" }}\n",
+            dir.path().display(),
+            common::free_port()
+        ),
+    )
+    .expect("write");
+    let mut d = Daemon::start(&path);
+    d.expect_line("vxgate running");
+    // the first probe goes out within an interval and then waits on the silent backend
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    d.signal(libc::SIGTERM);
+    let mut seen = Vec::new();
+    loop {
+        match d.lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains("stopped") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no \"stopped\" line; saw:\n{}", seen.join("\n")),
+        }
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains("still busy")),
+        "the drain waited for the probe:\n{}",
+        seen.join("\n")
+    );
+    assert_eq!(d.child.wait().expect("exits").code(), Some(0));
+    eprintln!("stopped {:?} after SIGTERM", t0.elapsed());
+    drop(silent);
 }

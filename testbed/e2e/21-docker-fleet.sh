@@ -12,9 +12,12 @@
 # started before dockerd picks the containers up once dockerd is there; h1 reads Docker through
 # a GET-only proxy that denies nothing it asks; config/API entries cannot take Docker's names;
 # a Docker network deleted and re-created gets vxgate's TAP on its new bridge.
+# The fleet is encrypted (issue 29): each vxgate makes its WireGuard key at first start and
+# publishes it through etcd, nothing is configured per peer, and the hosts' underlay carries
+# WireGuard only (a capture during the cross-host fetches; `vxgate ctl peers`).
 # Waits are bounded ("eventually, within N s") and the observed delays are reported.
 . "$(dirname "$0")/lib.sh"
-up --hosts 2 --containers 1 --docker
+up --hosts 2 --containers 1 --docker --encrypt
 tb_docker_web 1 h1sick 80 --label app=web --health-cmd false --health-interval 1s --health-retries 1
 tb_docker_web 2 h2api 8080 --label app=api --label vxgate.port=8080
 # h1's vxgate reads Docker through a GET-only proxy on loopback TCP (least privilege, and the
@@ -100,11 +103,20 @@ pass "both hosts resolve web to $WEB; h1sick ($IP_SICK, unhealthy in Docker) is 
 tb_docker 1 exec h1c1 cat /etc/resolv.conf | grep -q '127.0.0.11' || fail "h1c1 does not use Docker's DNS"
 resolved=$(tb_docker 1 exec h1c1 sh -c 'nslookup api.example.com' 2>&1 | awk '/^Address/ && !/#53|:53$/ {print $2}' | tail -1)
 [ "$resolved" = "$IP_API" ] || fail "h1c1 resolved api.example.com to '$resolved', expected $IP_API"
+capture_start h1 eth0 'udp and host 10.99.0.1 and host 10.99.0.2' "$LOGDIR/fleet.pcap"
 got=$(timeout 20 "$TB_DOCKER" -H "unix://$(tb_ddir 1)/docker.sock" exec h1c1 sh -c 'wget -q -O - http://api.example.com:8080/') || fail "h1c1 cannot fetch from h2api"
 [ "$got" = h2api ] || fail "h1c1 fetched '$got' from api.example.com"
 got=$(timeout 20 "$TB_DOCKER" -H "unix://$(tb_ddir 2)/docker.sock" exec h2c1 sh -c 'wget -q -O - http://h1c1.example.com/') || fail "h2c1 cannot fetch from h1c1"
 [ "$got" = h1c1 ] || fail "h2c1 fetched '$got' from h1c1.example.com"
-pass "h1c1 resolved api.example.com -> $resolved via 127.0.0.11 and fetched 'h2api' across the overlay; h2c1 fetched h1c1"
+capture_stop
+wgp=$(tcpdump -n -r "$LOGDIR/fleet.pcap" 'udp port 51820' 2>/dev/null | wc -l)
+vx=$(tcpdump -n -r "$LOGDIR/fleet.pcap" 'udp port 4789' 2>/dev/null | wc -l)
+[ "$wgp" -ge 4 ] || fail "only $wgp WireGuard packets between h1 and h2 during the fetches: $(tcpdump -n -r "$LOGDIR/fleet.pcap" 2>&1 | head -5)"
+[ "$vx" = 0 ] || fail "$vx plain VXLAN packets between h1 and h2"
+PUB2=$("$VXGATE" key show --config "$STATE/h2.toml" 2>/dev/null)
+on h1 "$VXGATE" ctl peers | awk -v k="$PUB2" '$1 == "10.250.0.2" && $2 == k && / up / { f = 1 } END { exit !f }' \
+  || fail "h1's ctl peers does not show h2's key from etcd with a session: $(on h1 "$VXGATE" ctl peers)"
+pass "h1c1 resolved api.example.com -> $resolved via 127.0.0.11 and fetched 'h2api' across the overlay; h2c1 fetched h1c1; between the hosts $wgp WireGuard packets and 0 UDP 4789; h1's ctl peers shows h2's key (from etcd) with its session up"
 
 # 3. the ingress round-robins over both hosts' containers, never the unhealthy one
 seen=""
@@ -221,7 +233,7 @@ tb_docker 2 network rm vxnet >/dev/null
 eventually 10 "vxbr0 gone on h2" sh -c "! ip -n '$P-h2' link show vxbr0" >/dev/null
 tb_docker 2 network create --subnet 10.200.0.0/16 --ip-range 10.200.2.0/24 --gateway 10.200.2.1 \
   --aux-address zero=10.200.2.0 -o com.docker.network.bridge.name=vxbr0 \
-  -o com.docker.network.driver.mtu=1450 vxnet >/dev/null
+  -o com.docker.network.driver.mtu=1390 vxnet >/dev/null
 ms=$(eventually 10 "h2's TAP back in the new vxbr0" sh -c "ip -n '$P-h2' link show vxg0 | grep -q 'master vxbr0'")
 grep -q "overlay: TAP attached again, to the re-created bridge" "$LOGDIR/vxgate-h2.log" || fail "h2 did not log the re-attachment"
 tb_docker_web 2 h2new 80 --label app=new

@@ -49,9 +49,7 @@ pass "h1 and h2 encrypted with keys from etcd only (first ping after ${first_ms}
 
 make_blob 100
 cap=$LOGDIR/fleet.pcap
-ip netns exec "$P-h1" tcpdump -i eth0 -n -w "$cap" 'udp and host 10.99.0.1 and host 10.99.0.2' 2>/dev/null &
-cap_pid=$!
-sleep 0.5
+capture_start h1 eth0 'udp and host 10.99.0.1 and host 10.99.0.2' "$cap"
 t0=$(now_ms)
 upload_check h1c1 10.200.2.11
 t1=$(now_ms)
@@ -71,7 +69,7 @@ sleep 0.5
 on h1c1 /usr/bin/python3 "$TESTBED/udpcheck.py" send 10.200.2.11 9000 20000 100
 on h1c1 /usr/bin/python3 "$TESTBED/udpcheck.py" send 10.200.2.11 9000 5000 1300
 wait "$rp"
-sleep 0.3; kill "$cap_pid" 2>/dev/null; wait "$cap_pid" 2>/dev/null || true
+capture_stop
 good=$(sed -n 's/.*good=\([0-9]*\).*/\1/p' "$LOGDIR/udp.txt")
 bad=$(sed -n 's/.*bad=\([0-9]*\).*/\1/p' "$LOGDIR/udp.txt")
 [ "${bad:-1}" = 0 ] || fail "UDP: $bad datagrams arrived corrupted or cut"
@@ -112,7 +110,10 @@ on h1c1 curl -sS --max-time 120 --limit-rate 2M -H 'Expect:' -X POST -T "$BLOB" 
 up_pid=$!
 load restart
 wait_replies "$LOGDIR/restart.ping" 20
+t_stop=$(now_ms)
 stop_vxgate 2
+stopped_ms=$(( $(now_ms) - t_stop ))
+mv "$LOGDIR/vxgate-h2.log" "$LOGDIR/vxgate-h2-before-restart.log"
 start_vxgate 2
 wait_replies "$LOGDIR/restart.ping" 50
 stop_load
@@ -131,7 +132,7 @@ crash_gap=$(longest_gap "$LOGDIR/crash.ping")
 handshakes() { api "$1" /metrics | awk -v k="vxgate_overlay_wireguard_handshakes_total{kind=\"$2\"}" '$1 == k { print $2 }'; }
 seen=$(handshakes h2 after_restart)
 [ -n "$seen" ] || fail "no after_restart handshake counter"
-pass "h2's vxgate under load: stopped and started, longest gap in the ping replies $gap ms (h1 saw h2 leave and come back in etcd); killed -9 and started, longest gap $crash_gap ms (h2 started $seen handshakes for the stale sessions h1 kept)"
+pass "h2's vxgate under load: stopped (in $stopped_ms ms) and started, longest gap in the ping replies $gap ms (h1 saw h2 leave and come back in etcd); killed -9 and started, longest gap $crash_gap ms (h2 started $seen handshakes for the stale sessions h1 kept)"
 
 # 3. h1's key rotates: a new key file + SIGHUP
 hs0=$(handshakes h1 completed)

@@ -104,6 +104,26 @@ pcap_count() {
   printf '%s\n' "$lines" | grep -c -E "$pattern" || true
 }
 
+# capture_start NS IFACE FILTER FILE: tcpdump into FILE (packets written as they come), once
+# it listens (fails after 10 s); capture_stop: ends it, and fails if FILE cannot be read.
+capture_start() {
+  # not through `on`: $! must be tcpdump itself, not a subshell around it
+  # --immediate-mode: packets still in the ring's open block when tcpdump is stopped are lost
+  ip netns exec "$P-$1" tcpdump -i "$2" -n -U --immediate-mode -w "$4" "$3" >/dev/null 2>"$4.err" &
+  CAPTURE_PID=$! CAPTURE_FILE=$4
+  for _ in $(seq 100); do
+    grep -q "listening on $2" "$4.err" && return 0
+    sleep 0.1
+  done
+  fail "tcpdump on $1 $2 did not start: $(cat "$4.err")"
+}
+capture_stop() {
+  sleep 0.3
+  kill "$CAPTURE_PID" 2>/dev/null || true
+  wait "$CAPTURE_PID" 2>/dev/null || true
+  tcpdump -n -r "$CAPTURE_FILE" >/dev/null 2>&1 || fail "the capture $CAPTURE_FILE cannot be read"
+}
+
 # counter H NAME: a counter from the overlay summary vxgate on host H logged at shutdown.
 # A missing summary line, or a missing counter other than a drop_* one (the summary lists
 # drop reasons only when non-zero), prints a word, not 0: arithmetic and comparisons with it

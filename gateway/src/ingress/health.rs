@@ -112,7 +112,11 @@ pub async fn run(
                 }
             }
         });
-        let results = futures_join(checks).await;
+        // a probe of an unreachable backend waits its whole timeout: shutdown does not
+        let results = tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            r = futures_join(checks) => r,
+        };
         for ((c, _), ok) in targets.iter().zip(results) {
             let Some(ok) = ok else {
                 tracing::debug!(container = %c.name, "ingress: health check failed on our side; not counted");
