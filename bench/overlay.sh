@@ -14,23 +14,32 @@
 # named (offload with tap_tso, udp_gso and udp_gro; portable with none), no ping is lost, and
 # an 8 MiB random file crosses the overlay intact (SHA-256 both ends) in every mode and run.
 #
-#   bench/overlay.sh [--runs 3] [--seconds 5] [--no-portable]
+# --encryption: the encrypted overlay instead (issue 29), all four on container MTU 1390,
+# alternating in each run: vxgate encrypted (WireGuard, static keys), the kernel's vxlan over
+# Debian's wireguard-go, vxgate plaintext (its default datapath) and the kernel's plaintext
+# vxlan. Prints `RESULT <metric> vxgate_wg=.. kernel_wg=.. vxgate=.. kernel=..
+# wg_vs_plain=<vxgate_wg/vxgate> wg_vs_kernel_wg=<vxgate_wg/kernel_wg>`; the encrypted runs
+# are checked like the others, and their underlay must carry WireGuard, not UDP 4789.
+#
+#   bench/overlay.sh [--runs 3] [--seconds 5] [--no-portable] [--encryption]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-RUNS=3 SECS=5 PORTABLE=1
+RUNS=3 SECS=5 PORTABLE=1 ENCRYPTION=""
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) RUNS=$2; shift 2 ;;
     --seconds) SECS=$2; shift 2 ;;
     --no-portable) PORTABLE=""; shift ;;
+    --encryption) ENCRYPTION=1; shift ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "needs root" >&2; exit 1; }
 . "$here/lib.sh"
-bench_need iperf3:iperf3 ping:iputils-ping ip:iproute2 /usr/bin/python3:python3
+bench_need iperf3:iperf3 ping:iputils-ping ip:iproute2 /usr/bin/python3:python3 \
+  ${ENCRYPTION:+wg:wireguard-tools wireguard-go:wireguard-go tcpdump:tcpdump}
 bench_vxgate
 P=bov
 OUT=$(mktemp -d /tmp/vxgate-bench.XXXXXX)
@@ -85,10 +94,11 @@ PY
   SERVER=
 }
 
-# run_vxgate NAME [up.sh args]: a fresh testbed with vxgate on both hosts, measured as NAME
+# run_vxgate NAME DATAPATH [up.sh args]: a fresh testbed with vxgate on both hosts, measured
+# as NAME; its datapath (GET /v1/overlay) must be DATAPATH (offload or portable)
 run_vxgate() {
-  local name=$1
-  shift
+  local name=$1 want=$2
+  shift 2
   "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 "$@" >/dev/null
   for h in 1 2; do
     ip netns exec "$P-h$h" "$VXGATE" run --config "/run/vxgate-testbed/$P/h$h.toml" > "$OUT/$name-h$h.log" 2>&1 &
@@ -98,10 +108,10 @@ run_vxgate() {
     for _ in $(seq 100); do on "h$h" curl -sf http://127.0.0.1:9180/healthz >/dev/null 2>&1 && break; sleep 0.05; done
     # the datapath measured is the one named
     on "h$h" curl -sf http://127.0.0.1:9180/v1/overlay > "$OUT/overlay.json" || die "$name: h$h has no /v1/overlay"
-    /usr/bin/python3 - "$OUT/overlay.json" "$name" <<'PY' || die "$name: h$h datapath is not what is measured: $(cat "$OUT/overlay.json")"
+    /usr/bin/python3 - "$OUT/overlay.json" "$want" <<'PY' || die "$name: h$h datapath is not what is measured: $(cat "$OUT/overlay.json")"
 import json, sys
 o = json.load(open(sys.argv[1]))
-want = "portable" if sys.argv[2] == "portable" else "offload"
+want = sys.argv[2]
 assert o["datapath"] == want, o["datapath"]
 if want == "offload":
     assert all(o["offloads"].get(f) for f in ("tap_tso", "udp_gso", "udp_gro")), o["offloads"]
@@ -110,14 +120,60 @@ else:
 PY
   done
   grep -o 'datapath: [^)]*)' "$OUT/$name-h1.log" | head -1 | sed "s/^/$name /" >&2
+  if [ "$name" = vxgate_wg ]; then wire_check "$name"; fi
   measure "$name"
   for p in "${VX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   VX_PIDS=()
 }
 
+# wire_check NAME: while a ping crosses, h1's underlay carries WireGuard (51820) and no VXLAN
+wire_check() {
+  # two wireguard-go peers that both initiate at once may need a handshake retry (5 s)
+  local ok=""
+  for _ in $(seq 30); do on h1c1 ping -c 1 -W 1 10.200.2.11 >/dev/null 2>&1 && { ok=1; break; }; done
+  [ -n "$ok" ] || die "$1: h2c1 does not answer ping"
+  ip netns exec "$P-h1" timeout 3 tcpdump -i eth0 -n -c 20 --immediate-mode udp > "$OUT/wire.txt" 2>/dev/null &
+  local cap=$!
+  sleep 0.5
+  on h1c1 ping -c 5 -i 0.1 -W 1 10.200.2.11 >/dev/null || die "$1: no ping for the wire check"
+  wait "$cap" || true
+  grep -q '\.51820: UDP' "$OUT/wire.txt" || die "$1: no WireGuard on the underlay: $(head -3 "$OUT/wire.txt")"
+  ! grep -q '\.4789: UDP' "$OUT/wire.txt" || die "$1: plain VXLAN on the underlay"
+}
+
+if [ -n "$ENCRYPTION" ]; then
+  for run in $(seq "$RUNS"); do
+    run_vxgate vxgate_wg portable --encrypt
+    "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 --kernel-vxlan all --encrypt >/dev/null
+    wire_check kernel_wg
+    measure kernel_wg
+    run_vxgate vxgate offload --mtu 1390
+    "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 --kernel-vxlan all --mtu 1390 >/dev/null
+    measure kernel
+    echo "run $run done" >&2
+  done
+  /usr/bin/python3 - "$OUT" <<'PY'
+import statistics, sys
+d = sys.argv[1]
+def load(mode):
+    m = {}
+    for line in open(f"{d}/{mode}"):
+        k, v = line.split()
+        m.setdefault(k, []).append(float(v))
+    return {k: statistics.median(v) for k, v in m.items()}
+w, kw, v, k = load("vxgate_wg"), load("kernel_wg"), load("vxgate"), load("kernel")
+r = lambda a, b: f"{a / b:.3f}" if b else "nan"
+for metric in w:
+    print(f"RESULT {metric} vxgate_wg={w[metric]:g} kernel_wg={kw[metric]:g} vxgate={v[metric]:g} "
+          f"kernel={k[metric]:g} wg_vs_plain={r(w[metric], v[metric])} wg_vs_kernel_wg={r(w[metric], kw[metric])}")
+PY
+  rm -rf "$OUT"
+  exit 0
+fi
+
 for run in $(seq "$RUNS"); do
-  run_vxgate vxgate
-  [ -n "$PORTABLE" ] && run_vxgate portable --offload off
+  run_vxgate vxgate offload
+  [ -n "$PORTABLE" ] && run_vxgate portable portable --offload off
   "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 --kernel-vxlan all >/dev/null
   measure kernel
   echo "run $run done" >&2

@@ -5,7 +5,7 @@
 # Leftovers of an earlier run with the same prefix are removed first.
 #
 #   testbed/up.sh [--hosts N] [--containers M] [--prefix P] [--kernel-vxlan LIST] [--etcd]
-#                 [--offload auto|off] [--docker] [--encrypt]
+#                 [--offload auto|off] [--docker] [--encrypt] [--mtu N]
 #
 # --kernel-vxlan LIST (host numbers like 2 or 1,2, or "all"): those hosts get the Linux
 # kernel's vxlan device (VNI 42, dstport 4789, flooding to every other host) on br0 instead
@@ -21,10 +21,15 @@
 # configs say bridge = "vxbr0", so vxgate attaches it; the M containers per host are Docker
 # containers of a busybox image (httpd answering their name) with [docker] in the configs.
 #
-# --encrypt (needs --etcd or --docker): the overlay runs inside WireGuard ([overlay.encryption],
-# WireGuard on 10.99.0.H:51820, tunnel address 10.250.0.H, no plain VXLAN accepted); each host
-# makes its key at first start and publishes it through etcd, so nothing is configured per
-# peer; the configs have no overlay.listen (no plain VXLAN socket). MTUs are 1390 instead of 1450 (1500 - 20 - 8 - 32 WireGuard - 28 inner - 8 - 14).
+# --encrypt: the overlay runs inside WireGuard ([overlay.encryption], WireGuard on
+# 10.99.0.H:51820, tunnel address 10.250.0.H, no plain VXLAN accepted; the configs have no
+# overlay.listen, so no plain VXLAN socket). With --etcd or --docker each host makes its key
+# at first start and publishes it through etcd, so nothing is configured per peer; without,
+# keys are made here (wg genkey, $STATE/hH/wireguard.key) and every config lists the other
+# hosts under [[overlay.encryption.peers]]. A --kernel-vxlan host then runs Debian's
+# wireguard-go (interface wg<P>H, the same key) with the kernel's vxlan over it. MTUs are 1390 instead of 1450 (1500 - 20 - 8 - 32 WireGuard - 28 inner - 8 - 14).
+#
+# --mtu N: the containers', bridges' and TAPs' MTU (default 1450, 1390 with --encrypt).
 #
 # --offload MODE writes overlay.offload = MODE into the configs (default: vxgate's, "auto").
 # Each host's TAP vxg0 is created multi-queue, so vxgate can use one queue per core.
@@ -32,7 +37,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-HOSTS=2 CONTAINERS=2 KERNEL="" ETCD="" OFFLOAD="" DOCKER="" ENCRYPT=""
+HOSTS=2 CONTAINERS=2 KERNEL="" ETCD="" OFFLOAD="" DOCKER="" ENCRYPT="" MTU_ARG=""
 while [ $# -gt 0 ]; do
   case $1 in
     --hosts) HOSTS=$2; shift 2 ;;
@@ -43,6 +48,7 @@ while [ $# -gt 0 ]; do
     --offload) OFFLOAD=$2; shift 2 ;;
     --docker) DOCKER=1; ETCD=1; shift ;;
     --encrypt) ENCRYPT=1; shift ;;
+    --mtu) MTU_ARG=$2; shift 2 ;;
     -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) tb_die "unknown argument $1 (see --help)" ;;
   esac
@@ -59,9 +65,19 @@ if [ -n "$DOCKER" ]; then
   [ -x /bin/busybox ] || tb_die "busybox is missing (apt-get install busybox-static)"
   [ -n "$KERNEL" ] && tb_die "--docker and --kernel-vxlan do not go together"
 fi
-[ -n "$ENCRYPT" ] && [ -z "$ETCD" ] && tb_die "--encrypt needs --etcd or --docker (the keys travel in etcd)"
+if [ -n "$ENCRYPT" ] && { [ -z "$ETCD" ] || [ -n "$KERNEL" ]; }; then
+  command -v wg >/dev/null || tb_die "wg is missing (apt-get install wireguard-tools)"
+fi
+if [ -n "$ENCRYPT" ] && [ -n "$KERNEL" ]; then
+  command -v wireguard-go >/dev/null || tb_die "wireguard-go is missing (apt-get install wireguard-go)"
+  [ -z "$ETCD" ] || tb_die "--kernel-vxlan with --encrypt needs static keys: leave out --etcd"
+fi
 MTU=1450
 [ -n "$ENCRYPT" ] && MTU=1390
+if [ -n "$MTU_ARG" ]; then
+  [[ $MTU_ARG =~ ^[0-9]+$ ]] && (( MTU_ARG >= 576 && MTU_ARG <= 9000 )) || tb_die "--mtu: 576-9000"
+  MTU=$MTU_ARG
+fi
 if [ -n "$ETCD" ]; then
   command -v etcd >/dev/null || tb_die "etcd is missing (apt-get install etcd-server)"
   command -v etcdctl >/dev/null || tb_die "etcdctl is missing (apt-get install etcd-client)"
@@ -86,6 +102,16 @@ attach_underlay() {
   ip -n "$ns" link set eth0 up
 }
 
+# static encrypted fleets: every host's key made here, its public key for the others
+declare -A WGPUB=()
+if [ -n "$ENCRYPT" ] && [ -z "$ETCD" ]; then
+  for h in $(seq "$HOSTS"); do
+    mkdir -p "$STATE/h$h"
+    (umask 077; wg genkey > "$STATE/h$h/wireguard.key")
+    WGPUB[$h]=$(wg pubkey < "$STATE/h$h/wireguard.key")
+  done
+fi
+
 for h in $(seq "$HOSTS"); do
   hns=$P-h$h
   ip netns add "$hns"
@@ -108,7 +134,28 @@ for h in $(seq "$HOSTS"); do
   ip -n "$hns" link add br0 address "$(printf '02:00:0a:c8:%02x:01' "$h")" mtu "$MTU" type bridge
   ip -n "$hns" addr add "10.200.$h.1/16" dev br0
   ip -n "$hns" link set br0 up
-  if [ "$KERNEL" = all ] || [[ ",$KERNEL," == *",$h,"* ]]; then
+  if { [ "$KERNEL" = all ] || [[ ",$KERNEL," == *",$h,"* ]]; } && [ -n "$ENCRYPT" ]; then
+    # the kernel's vxlan over a wireguard-go interface: its control socket
+    # (/var/run/wireguard/IF.sock) is shared by all namespaces, so the name is the testbed's own
+    wgif="wg$P$h"
+    (( ${#wgif} <= 15 )) || tb_die "prefix $P too long for a WireGuard interface name"
+    ip netns exec "$hns" env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 \
+      wireguard-go -f "$wgif" > "$STATE/wireguard-go-h$h.log" 2>&1 &
+    echo $! > "$STATE/wireguard-go-h$h.pid"
+    for _ in $(seq 50); do ip -n "$hns" link show "$wgif" >/dev/null 2>&1 && break; sleep 0.1; done
+    tb_run "$hns" wg set "$wgif" private-key "$STATE/h$h/wireguard.key" listen-port 51820
+    for o in $(seq "$HOSTS"); do
+      [ "$o" = "$h" ] || tb_run "$hns" wg set "$wgif" peer "${WGPUB[$o]}" \
+        endpoint "10.99.0.$o:51820" allowed-ips "10.250.0.$o/32"
+    done
+    ip -n "$hns" addr add "10.250.0.$h/24" dev "$wgif"
+    ip -n "$hns" link set "$wgif" mtu 1440 up
+    ip -n "$hns" link add vxk type vxlan id 42 dstport 4789 local "10.250.0.$h" dev "$wgif"
+    for o in $(seq "$HOSTS"); do
+      [ "$o" = "$h" ] || tb_run "$hns" bridge fdb append 00:00:00:00:00:00 dev vxk dst "10.250.0.$o"
+    done
+    ip -n "$hns" link set vxk mtu "$MTU" master br0 up
+  elif [ "$KERNEL" = all ] || [[ ",$KERNEL," == *",$h,"* ]]; then
     ip -n "$hns" link add vxk type vxlan id 42 dstport 4789 local "10.99.0.$h" dev eth0
     for o in $(seq "$HOSTS"); do
       [ "$o" = "$h" ] || tb_run "$hns" bridge fdb append 00:00:00:00:00:00 dev vxk dst "10.99.0.$o"
@@ -166,7 +213,7 @@ for h in $(seq "$HOSTS"); do
     # encrypted: no plain VXLAN socket at all
     [ -z "$ENCRYPT" ] && echo "listen = \"10.99.0.$h:4789\""
     [ -n "$OFFLOAD" ] && echo "offload = \"$OFFLOAD\""
-    if [ -z "$ETCD" ]; then
+    if [ -z "$ETCD" ] && [ -z "$ENCRYPT" ]; then
       echo "peers = [$peers]"
       echo "peer_nodes = { $peer_nodes }"
     fi
@@ -184,6 +231,16 @@ for h in $(seq "$HOSTS"); do
       echo "listen = \"10.99.0.$h:51820\""
       echo "address = \"10.250.0.$h\""
       echo
+      if [ -z "$ETCD" ]; then
+        for o in $(seq "$HOSTS"); do
+          [ "$o" = "$h" ] && continue
+          echo "[[overlay.encryption.peers]]"
+          echo "public_key = \"${WGPUB[$o]}\""
+          echo "endpoint = \"10.99.0.$o:51820\""
+          echo "address = \"10.250.0.$o\""
+          echo
+        done
+      fi
     fi
     if [ -n "$DOCKER" ]; then
       echo "[docker]"
