@@ -182,7 +182,8 @@ pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
                 path: e.key_file.clone(),
                 source,
             })?;
-            let sock = io::bind_udp(e.listen, false).map_err(|source| Error::Bind {
+            // more queues each bind WireGuard's port too (offload datapath)
+            let sock = io::bind_udp(e.listen, reuse_port).map_err(|source| Error::Bind {
                 addr: e.listen,
                 source,
             })?;
@@ -273,13 +274,8 @@ pub async fn start(
     };
     if let Some(c) = &wireguard {
         tracing::info!(public_key = %c.public_key(), "overlay: WireGuard on");
-        if cfg.offload {
-            tracing::info!(
-                "overlay: WireGuard runs on the portable datapath for now (no TAP/UDP offloads)"
-            );
-        }
     }
-    let (features, ports) = if cfg.offload && wireguard.is_none() {
+    let (features, ports) = if cfg.offload {
         offload::start(&cfg.networks, underlay, &switch, shutdown, tasks)?
     } else {
         portable::start(cfg, underlay, &switch, shutdown, tasks)?

@@ -458,6 +458,57 @@ impl Crypto {
         }
     }
 
+    /// Seals the VXLAN datagrams laid out in `data` every `stride` bytes (the last may be
+    /// shorter), each behind [`INNER_HEADERS`] bytes of room, for the peer whose tunnel
+    /// address is `to`'s, into `out` back to back (each `OVERHEAD` bytes longer: the layout
+    /// of one GSO send). The peer's session is locked once for them all. A message that is
+    /// not transport data (a handshake initiation, while the datagrams wait in the session's
+    /// queue) goes through `control`. Returns the endpoint and the bytes written to `out`
+    /// (which needs room for those and 148 more), or None when `to` is no peer.
+    pub fn seal_segments(
+        &self,
+        to: SocketAddr,
+        sport: u16,
+        (data, stride): (&mut [u8], usize),
+        out: &mut [u8],
+        control: &mut dyn FnMut(&[u8], SocketAddr),
+    ) -> Option<(SocketAddr, usize)> {
+        let IpAddr::V4(dst) = to.ip() else {
+            return None;
+        };
+        let table = self.table.load();
+        let peer = table.by_address.get(&dst)?;
+        let endpoint = *lock(&peer.endpoint);
+        let mut tunn = lock(&peer.tunn);
+        let mut written = 0;
+        let mut sealed = 0u64;
+        for seg in data.chunks_mut(stride.max(INNER_HEADERS + 1)) {
+            let payload = seg.len() - INNER_HEADERS;
+            let Some(head) = seg.first_chunk_mut::<INNER_HEADERS>() else {
+                continue;
+            };
+            write_inner(head, self.address, dst, sport, to.port(), payload);
+            if out.len() < written + seg.len() + OVERHEAD + 148 {
+                break;
+            }
+            let had_session = Peer::has_session(&tunn);
+            match tunn.encapsulate(seg, &mut out[written..]) {
+                TunnResult::WriteToNetwork(msg) if msg.first() == Some(&4) => {
+                    written += msg.len();
+                    sealed += 1;
+                }
+                TunnResult::WriteToNetwork(msg) => {
+                    self.counters.sent(msg, had_session);
+                    self.counters.control_sent.fetch_add(1, Relaxed);
+                    control(msg, endpoint);
+                }
+                _ => {}
+            }
+        }
+        self.counters.sealed.fetch_add(sealed, Relaxed);
+        Some((endpoint, written))
+    }
+
     /// Opens a datagram that arrived on the WireGuard socket from `src`, into `out` (at
     /// least as long as the datagram). Handshake answers and queued datagrams to send go
     /// through `send`.
@@ -1031,5 +1082,79 @@ mod tests {
         assert_eq!(a.counters.handshakes.load(Relaxed), up + 1);
         let (got_a, _) = w.run(w.send(&b, &frame));
         assert_eq!(got_a, [frame], "and back");
+    }
+
+    /// The segments of a TSO frame, sealed in one call, lie back to back each OVERHEAD
+    /// bytes longer (one GSO send) and open on the peer as the same datagrams, in order;
+    /// before a session the first one's initiation goes through `control`.
+    #[test]
+    fn segments_seal_back_to_back_and_open_in_order() {
+        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
+        let (ea, eb): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().expect("a"),
+            "192.0.2.2:51820".parse().expect("a"),
+        );
+        let a = host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]);
+        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let w = Wire {
+            a: (&a, ea),
+            b: (&b, eb),
+        };
+        let to_b: SocketAddr = "10.250.0.2:4789".parse().expect("a");
+        // 3 segments of stride 200 (the last 120), each behind the inner headers' room
+        let (stride, last) = (200, 120);
+        let mut data = vec![0u8; 2 * stride + last];
+        for (i, seg) in data.chunks_mut(stride).enumerate() {
+            seg[INNER_HEADERS..].fill(i as u8 + 1);
+        }
+        let mut out = vec![0u8; 4096];
+        let mut control = Vec::new();
+        let (endpoint, len) = a
+            .seal_segments(
+                to_b,
+                40000,
+                (&mut data.clone(), stride),
+                &mut out,
+                &mut |m, d| control.push((m.to_vec(), d)),
+            )
+            .expect("a peer");
+        assert_eq!(
+            (endpoint, len, control.len()),
+            (eb, 0, 1),
+            "no session: an initiation"
+        );
+        let (_, got) = w.run(control);
+        assert_eq!(got.len(), 3, "the queued segments went after the handshake");
+        let (endpoint, len) = a
+            .seal_segments(to_b, 40000, (&mut data, stride), &mut out, &mut |_, _| {
+                panic!("a session is up")
+            })
+            .expect("a peer");
+        assert_eq!(
+            (endpoint, len),
+            (eb, 2 * (stride + OVERHEAD) + last + OVERHEAD)
+        );
+        let msgs: Msgs = out[..len]
+            .chunks(stride + OVERHEAD)
+            .map(|m| (m.to_vec(), eb))
+            .rev() // Wire::run pops from the end
+            .collect();
+        let (_, got) = w.run(msgs);
+        let want: Vec<Vec<u8>> = data
+            .chunks(stride)
+            .map(|seg| seg[INNER_HEADERS..].to_vec())
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            a.seal_segments(
+                "10.250.0.9:4789".parse().expect("a"),
+                1,
+                (&mut [0u8; 64], 64),
+                &mut out,
+                &mut |_, _| {}
+            )
+            .is_none(),
+            "no peer"
+        );
     }
 }

@@ -24,13 +24,14 @@
 mod rx;
 mod tx;
 
-use super::io::{bind_send_pool, bind_udp, register};
+use super::io::{bind_send_pool, bind_udp, register, register_taps};
 use super::switch::Switch;
 use super::tap::{Tap, TapOptions};
 use super::udp;
+use super::wg::Crypto;
 use super::{Error, TapNetwork, Underlay};
 use crate::shutdown::Shutdown;
-use rx::{Rx, rx_drain};
+use rx::{Rx, rx_drain, rx_drain_wg};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use tx::{Tx, tx_drain};
@@ -110,12 +111,24 @@ impl Features {
     }
 }
 
-/// The fds of one worker: a queue of every network's TAP and a receive socket.
+/// The fds of one worker: a queue of every network's TAP, a receive socket and send
+/// sockets for plain VXLAN (none without `overlay.listen`), and with encryption a WireGuard
+/// socket of its own (`SO_REUSEPORT` on WireGuard's port when there are several queues).
 struct Worker {
     taps: Vec<Tap>,
-    recv: std::net::UdpSocket,
+    recv: Option<std::net::UdpSocket>,
     senders: Vec<std::net::UdpSocket>,
+    wg: Option<std::net::UdpSocket>,
 }
+
+/// A worker's WireGuard socket and the sessions (shared by every worker).
+pub(super) struct WgSock {
+    pub(super) sock: tokio::net::UdpSocket,
+    pub(super) crypto: Arc<Crypto>,
+}
+
+/// How often WireGuard's timers run (handshake retries, rekeys, keepalives): worker 0's job.
+const WG_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Features named in `VXGATE_OFFLOAD_DISABLE` (comma-separated: tap_tso, tap_uso, udp_gso,
 /// udp_gro, multi_queue) are not used even where the kernel has them: for troubleshooting
@@ -153,10 +166,18 @@ pub(super) fn wanted_queues() -> usize {
 /// features in use and one set of fds per worker.
 fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Worker>), Error> {
     let kernel = kernel_features();
-    let Some(plain) = underlay.plain else {
-        return Err(Error::NoListen);
-    };
-    let listen = plain.listen;
+    let plain = underlay.plain;
+    let listen = plain.as_ref().map(|p| p.listen);
+    let wg_listen = underlay
+        .wireguard
+        .as_ref()
+        .map(|(s, _)| s.local_addr())
+        .transpose()
+        .map_err(|source| Error::Bind {
+            addr: listen.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+            source,
+        })?;
+    let mut first_wg = underlay.wireguard.map(|(s, _)| s);
     // more queues need a receive socket each, which needs SO_REUSEPORT on the first one
     let want_queues = if underlay.reuse_port {
         wanted_queues()
@@ -248,25 +269,42 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
             }
             taps
         };
-        let (recv, senders) = match first_sockets.take() {
-            Some(u) => (u.recv, u.senders),
-            None => (
-                bind_udp(listen, true).map_err(|source| Error::Bind {
+        let (recv, senders) = match (first_sockets.take(), listen) {
+            (Some(Some(u)), _) => (Some(u.recv), u.senders),
+            (_, Some(listen)) => (
+                Some(bind_udp(listen, true).map_err(|source| Error::Bind {
                     addr: listen,
                     source,
-                })?,
+                })?),
                 bind_send_pool(listen)?,
             ),
+            (_, None) => (None, Vec::new()),
+        };
+        let wg = match (q, wg_listen) {
+            (_, None) => None,
+            (0, Some(_)) => first_wg.take(),
+            (_, Some(addr)) => {
+                Some(bind_udp(addr, true).map_err(|source| Error::Bind { addr, source })?)
+            }
         };
         workers.push(Worker {
             taps,
             recv,
             senders,
+            wg,
         });
     }
-    let udp_gro = !disabled("udp_gro") && workers.iter().all(|w| udp::enable_gro(&w.recv).is_ok());
-    let udp_gso =
-        !disabled("udp_gso") && workers[0].senders.first().is_some_and(udp::gso_supported);
+    let udp_gro = !disabled("udp_gro")
+        && workers
+            .iter()
+            .flat_map(|w| w.recv.iter().chain(w.wg.iter()))
+            .all(|s| udp::enable_gro(s).is_ok());
+    let udp_gso = !disabled("udp_gso")
+        && workers[0]
+            .senders
+            .first()
+            .or(workers[0].wg.as_ref())
+            .is_some_and(udp::gso_supported);
     let tap_uso = offload && !disabled("tap_uso") && workers[0].taps.iter().all(Tap::probe_uso);
     let features = Features {
         tap_offload: offload,
@@ -286,6 +324,7 @@ pub(super) fn start(
     shutdown: &Shutdown,
     tasks: &mut crate::Tasks,
 ) -> Result<(Arc<Features>, Vec<u16>), Error> {
+    let crypto = underlay.wireguard.as_ref().map(|(_, c)| c.clone());
     let (features, workers) = open(networks, underlay)?;
     let features = Arc::new(features);
     let ports: Vec<u16> = workers
@@ -296,34 +335,75 @@ pub(super) fn start(
         .collect();
     for (q, w) in workers.into_iter().enumerate() {
         let (switch, shutdown, features) = (switch.clone(), shutdown.clone(), features.clone());
+        let crypto = crypto.clone();
         crate::worker::spawn(format!("overlay-{q}"), tasks, move || {
-            worker(w, switch, features, shutdown)
+            worker(q, w, crypto, switch, features, shutdown)
         })?;
     }
     Ok((features, ports))
 }
 
 async fn worker(
+    q: usize,
     w: Worker,
+    crypto: Option<Arc<Crypto>>,
     switch: Arc<Switch>,
     features: Arc<Features>,
     mut shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let (taps, recv, senders) = register(w.taps, w.recv, w.senders)?;
+    let sockets = |source| Error::Register {
+        what: "the underlay sockets".into(),
+        source,
+    };
+    let (taps, recv, senders) = match w.recv {
+        Some(recv) => {
+            let (taps, recv, senders) = register(w.taps, recv, w.senders)?;
+            (taps, Some(recv), senders)
+        }
+        None => (register_taps(w.taps)?, None, Vec::new()),
+    };
+    let wg = match (w.wg, crypto) {
+        (Some(sock), Some(crypto)) => Some(WgSock {
+            sock: tokio::net::UdpSocket::from_std(sock).map_err(sockets)?,
+            crypto,
+        }),
+        _ => None,
+    };
+    // with encryption and allow_plaintext off, plain VXLAN is read and dropped (counted)
+    let refuse_plain = wg
+        .as_ref()
+        .filter(|w| !w.crypto.allow_plaintext)
+        .map(|w| w.crypto.clone());
+    let mut timers = tokio::time::interval(WG_TICK);
+    timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scratch = if wg.is_some() && q == 0 {
+        vec![0u8; 2048]
+    } else {
+        Vec::new()
+    };
     let mut txs: Vec<Tx> = taps
         .iter()
         .enumerate()
         .map(|(i, t)| Tx::new(i, t.clone(), &switch, &features))
         .collect();
     let mut rx = Rx::new(taps.clone(), &switch, &features);
+    if wg.is_some() {
+        rx.with_wireguard();
+    }
     // Busy-polling after the last packet (yielding to the runtime's I/O driver instead of
     // sleeping) was measured here: on 2 vCPUs shared with the load it made the round trip
     // worse (the pollers took the CPU the containers' stacks needed), so a worker sleeps as
     // soon as its fds are empty.
     loop {
-        let mut work = rx_drain(&mut rx, &recv, &switch);
+        let mut work = match &recv {
+            Some(recv) => rx_drain(&mut rx, recv, &switch, refuse_plain.as_deref()),
+            None => 0,
+        };
+        if let Some(wg) = &wg {
+            work += rx_drain_wg(&mut rx, wg, &switch);
+        }
         for tx in &mut txs {
-            work += tx_drain(tx, &switch, &senders, &features).await?;
+            work += tx_drain(tx, &switch, &senders, wg.as_ref(), &features).await?;
         }
         if work > 0 {
             // give the runtime a turn (shutdown, timers), then look again
@@ -333,11 +413,21 @@ async fn worker(
             }
             continue;
         }
-        // idle: sleep until a fd is readable
+        // idle: sleep until a fd is readable (or, on worker 0, WireGuard's timers are due)
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
+            _ = timers.tick(), if !scratch.is_empty() => {
+                if let Some(wg) = &wg {
+                    wg.crypto.tick(&mut scratch, &mut |m, to| {
+                        let _ = wg.sock.try_send_to(m, to);
+                    });
+                }
+            }
             _ = std::future::poll_fn(|cx| {
-                if recv.poll_recv_ready(cx).is_ready() {
+                if recv.as_ref().is_some_and(|r| r.poll_recv_ready(cx).is_ready()) {
+                    return std::task::Poll::Ready(());
+                }
+                if wg.as_ref().is_some_and(|w| w.sock.poll_recv_ready(cx).is_ready()) {
                     return std::task::Poll::Ready(());
                 }
                 for t in &taps {
@@ -386,7 +476,10 @@ impl Harness {
                 source: std::io::Error::other("no worker opened"),
             });
         };
-        let (taps, recv, senders) = register(w.taps, w.recv, w.senders)?;
+        let Some(recv) = w.recv else {
+            return Err(Error::NoListen);
+        };
+        let (taps, recv, senders) = register(w.taps, recv, w.senders)?;
         let txs = taps
             .iter()
             .enumerate()
@@ -415,9 +508,9 @@ impl Harness {
     /// One turn of the worker loop: the socket drained to the TAPs, each TAP drained to the
     /// underlay. Returns the reads done (0: nothing was waiting).
     pub async fn turn(&mut self) -> Result<usize, Error> {
-        let mut work = rx_drain(&mut self.rx, &self.recv, &self.switch);
+        let mut work = rx_drain(&mut self.rx, &self.recv, &self.switch, None);
         for tx in &mut self.txs {
-            work += tx_drain(tx, &self.switch, &self.senders, &self.features).await?;
+            work += tx_drain(tx, &self.switch, &self.senders, None, &self.features).await?;
         }
         Ok(work)
     }

@@ -4,10 +4,11 @@
 //! candidates go through the [`Merger`] and reach the TAP as one GSO frame written with
 //! `writev` straight from the receive buffer; other frames are written one by one.
 
-use super::{BATCH, Features};
+use super::{BATCH, Features, WgSock};
 use crate::overlay::batch::{self, Delivery, FRAME_MAX, GRO_MAX, Merged, Merger};
 use crate::overlay::switch::{FromUdp, RunCache, Switch};
 use crate::overlay::tap::Tap;
+use crate::overlay::wg::{Crypto, Opened};
 use crate::overlay::{Counters, DropReason, udp};
 use crate::wire::checksum::{self, Partial};
 use crate::wire::offload::VNET_HDR_LEN;
@@ -44,6 +45,8 @@ pub(super) struct Rx {
     half: usize,
     slots: udp::Slots,
     merge: Merger,
+    /// With encryption: what one read of WireGuard's socket gives, sealed (opened into `buf`).
+    sealed: Vec<u8>,
 }
 
 /// Where received frames go: each network's TAP and counters, and room for headers and
@@ -88,6 +91,81 @@ impl Rx {
             half: 0,
             slots: udp::Slots::new(if features.udp_gro { 0 } else { SLOTS }),
             merge: Merger::default(),
+            sealed: Vec::new(),
+        }
+    }
+
+    /// Makes room for reads of WireGuard's socket, and for opening them into halves of
+    /// `buf` as GRO reads do.
+    pub(super) fn with_wireguard(&mut self) {
+        self.sealed = vec![0u8; GRO_BUF];
+        if self.buf.len() < 2 * GRO_BUF {
+            self.buf = vec![0u8; 2 * GRO_BUF];
+        }
+    }
+
+    /// Writes out the merge in progress if it starts in the half the next read fills, and
+    /// returns where that half starts (then the other half is next).
+    fn next_half(&mut self) -> usize {
+        let base = self.half * GRO_BUF;
+        if self
+            .merge
+            .pending_start()
+            .is_some_and(|s| (base..base + GRO_BUF).contains(&s))
+            && let Some(m) = self.merge.take()
+        {
+            self.sink.merged(m, &self.buf);
+        }
+        self.half ^= 1;
+        base
+    }
+
+    /// One read of WireGuard's socket (a GRO run of one sender's datagrams, or one), each
+    /// opened into the next half of `buf`; `list` then holds the VXLAN datagrams, and the
+    /// count is returned. Handshake answers go out from the same socket.
+    fn read_sealed(&mut self, wg: &WgSock) -> io::Result<usize> {
+        let (gro, sealed) = (self.gro, &mut self.sealed);
+        let (n, src, seg) = wg.sock.try_io(Interest::READABLE, || {
+            if gro {
+                udp::recv_gro(&wg.sock, &mut sealed[..])
+            } else {
+                let (n, src) = wg.sock.try_recv_from(&mut sealed[..])?;
+                Ok((n, src, n))
+            }
+        })?;
+        let base = self.next_half();
+        let mut cursor = base;
+        let mut k = 0;
+        let reply = |m: &[u8], to: SocketAddr| {
+            // a handshake answer that finds the buffer full is retried by the peer's timers
+            let _ = wg.sock.try_send_to(m, to);
+        };
+        let at = self.buf.as_ptr() as usize;
+        for d in self.sealed[..n].chunks(seg.max(1)).take(GRO_MAX) {
+            let out = &mut self.buf[cursor..base + GRO_BUF];
+            if out.len() < d.len() {
+                break;
+            }
+            if let Opened::Vxlan { from, datagram } =
+                wg.crypto.open(src, d, out, &mut |m, to| reply(m, to))
+            {
+                let start = datagram.as_ptr() as usize - at;
+                let end = start + datagram.len();
+                self.list[k] = (from, start, end);
+                k += 1;
+                cursor = end;
+            }
+        }
+        Ok(k)
+    }
+
+    /// The switch's decisions on the `k` datagrams in `list`.
+    fn decide_listed(&mut self, s: &Switch, k: usize) {
+        let now = Instant::now();
+        let mut cache = RunCache::default();
+        for j in 0..k {
+            let (src, ds, de) = self.list[j];
+            self.decisions[j] = s.from_udp_in_run(src, &self.buf[ds..de], now, &mut cache);
         }
     }
 
@@ -267,9 +345,44 @@ impl Sink {
     }
 }
 
+/// Receives what WireGuard's socket has queued (at most [`BATCH`] reads), opens it and
+/// writes the VXLAN frames inside to the TAPs, merged as plain ones are. Returns the reads.
+pub(super) fn rx_drain_wg(st: &mut Rx, wg: &WgSock, switch: &Switch) -> usize {
+    let mut handled = 0;
+    for _ in 0..BATCH {
+        let k = match st.read_sealed(wg) {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                tracing::debug!("overlay: WireGuard receive: {e}");
+                continue;
+            }
+        };
+        handled += 1;
+        st.decide_listed(switch, k);
+        st.deliver(k);
+        // a TCP merge may go on into the next read (into the other half), as with GRO
+        if !st.merge.pending_is_tcp()
+            && let Some(m) = st.merge.take()
+        {
+            st.sink.merged(m, &st.buf);
+        }
+    }
+    if let Some(m) = st.merge.take() {
+        st.sink.merged(m, &st.buf);
+    }
+    handled
+}
+
 /// Receives what the socket has queued (at most [`BATCH`] reads) and writes it to the TAPs.
-/// Returns the number of reads.
-pub(super) fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Switch) -> usize {
+/// With `refuse` (encryption on, `allow_plaintext` off) every plain datagram is dropped and
+/// counted instead. Returns the number of reads.
+pub(super) fn rx_drain(
+    st: &mut Rx,
+    sock: &UdpSocket,
+    switch: &Switch,
+    refuse: Option<&Crypto>,
+) -> usize {
     let mut handled = 0;
     for _ in 0..BATCH {
         let got = match st.read(sock) {
@@ -281,6 +394,12 @@ pub(super) fn rx_drain(st: &mut Rx, sock: &UdpSocket, switch: &Switch) -> usize 
             }
         };
         handled += 1;
+        if let Some(c) = refuse {
+            c.counters
+                .plaintext_dropped
+                .fetch_add(got.0 as u64, Relaxed);
+            continue;
+        }
         // the datagrams of this read, at most GRO_MAX at a time
         let count = got.0;
         let mut first = 0;

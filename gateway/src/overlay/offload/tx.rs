@@ -3,11 +3,12 @@
 //! back and sent in GSO runs; equal-sized frames to one VTEP joined into one send
 //! ([`RunJoiner`]).
 
-use super::{BATCH, Features};
+use super::{BATCH, Features, WgSock};
 use crate::overlay::batch::{self, FRAME_MAX, Run, RunJoiner};
 use crate::overlay::io::{send, write_tap};
 use crate::overlay::switch::{FromTap, Switch, flow_hash};
 use crate::overlay::tap::Tap;
+use crate::overlay::wg::{INNER_HEADERS, OVERHEAD, Sealed};
 use crate::overlay::{Counters, DropReason, Error, udp};
 use crate::wire::offload::{self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr};
 use crate::wire::vxlan;
@@ -35,6 +36,8 @@ pub(super) struct Tx {
     vnet: [u8; VNET_HDR_LEN],
     reply: [u8; 64],
     runs: RunJoiner,
+    /// With encryption: sealed datagrams, back to back for one GSO send.
+    sealed: Vec<u8>,
 }
 
 /// What one TAP read gave.
@@ -68,6 +71,123 @@ impl Tx {
             vnet: [0u8; VNET_HDR_LEN],
             reply: [0u8; 64],
             runs: RunJoiner::default(),
+            sealed: Vec::new(),
+        }
+    }
+
+    /// Cuts the TSO super-frame at `at..end` with room for the inner headers in front of
+    /// each segment, seals the segments for each WireGuard peer in `dsts` (one session lock
+    /// per peer) and sends them from WireGuard's socket in GSO runs; plain `dsts` go as
+    /// [`Tx::send_super_frame`] sends them, where plain VXLAN is allowed.
+    async fn send_super_frame_sealed(
+        &mut self,
+        (at, end): (usize, usize),
+        hdr: &VnetHdr,
+        dsts: &[SocketAddr],
+        plain: Option<&UdpSocket>,
+        wg: &WgSock,
+        features: &Features,
+    ) {
+        if self.sealed.is_empty() {
+            self.sealed = vec![0u8; 2 * FRAME_MAX];
+        }
+        let mut prefix = [0u8; INNER_HEADERS + vxlan::HEADER_LEN];
+        prefix[INNER_HEADERS..].copy_from_slice(&self.vx);
+        let seg = match offload::segment(
+            &self.buf[at..end],
+            Some(usize::from(hdr.csum_start)),
+            usize::from(hdr.gso_size),
+            &prefix,
+            &mut self.segbuf[..],
+        ) {
+            Ok(s) => s,
+            Err(_) => return self.counters.dropped(DropReason::BadOffload),
+        };
+        self.counters.tso_frames.fetch_add(1, Relaxed);
+        let sport = flow_hash(&self.buf[at..end]) as u16 | 0xc000;
+        for dst in dsts {
+            if !wg.crypto.is_peer(*dst) {
+                match plain {
+                    Some(sock) if wg.crypto.allow_plaintext => {
+                        self.send_super_frame((at, end), hdr, &[*dst], sock, features)
+                            .await;
+                    }
+                    _ => {
+                        wg.crypto
+                            .counters
+                            .plaintext_dropped
+                            .fetch_add(seg.count as u64, Relaxed);
+                    }
+                }
+                continue;
+            }
+            let mut control = Vec::new();
+            let sealed = wg.crypto.seal_segments(
+                *dst,
+                sport,
+                (&mut self.segbuf[..seg.len], seg.stride),
+                &mut self.sealed[..],
+                &mut |m, to| control.push((m.to_vec(), to)),
+            );
+            for (m, to) in control {
+                send(&wg.sock, &m, to, &self.counters).await;
+            }
+            if let Some((endpoint, len)) = sealed
+                && len > 0
+            {
+                let data = &self.sealed[..len];
+                send_segments(
+                    &wg.sock,
+                    data,
+                    seg.stride + OVERHEAD,
+                    endpoint,
+                    features,
+                    &self.counters,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// Seals the VXLAN datagram at `buf[at - 8..end]` (the inner headers' room before it)
+    /// for each WireGuard peer in `dsts` and sends it from WireGuard's socket; plain `dsts`
+    /// get it plain where that is allowed.
+    async fn send_one_sealed(
+        &mut self,
+        (at, end): (usize, usize),
+        dsts: &[SocketAddr],
+        plain: Option<&UdpSocket>,
+        wg: &WgSock,
+    ) {
+        if self.sealed.is_empty() {
+            self.sealed = vec![0u8; 2 * FRAME_MAX];
+        }
+        let start = at - vxlan::HEADER_LEN - INNER_HEADERS;
+        let sport = flow_hash(&self.buf[at..end]) as u16 | 0xc000;
+        for dst in dsts {
+            match wg
+                .crypto
+                .seal(*dst, sport, &mut self.buf[start..end], &mut self.sealed)
+            {
+                Sealed::Send(msg, endpoint) => {
+                    send(&wg.sock, msg, endpoint, &self.counters).await;
+                }
+                Sealed::Nothing => {}
+                Sealed::NotAPeer => match plain {
+                    Some(sock) if wg.crypto.allow_plaintext => {
+                        send(
+                            sock,
+                            &self.buf[at - vxlan::HEADER_LEN..end],
+                            *dst,
+                            &self.counters,
+                        )
+                        .await;
+                    }
+                    _ => {
+                        wg.crypto.counters.plaintext_dropped.fetch_add(1, Relaxed);
+                    }
+                },
+            }
         }
     }
 
@@ -187,16 +307,20 @@ pub(super) async fn tx_drain(
     st: &mut Tx,
     switch: &Switch,
     senders: &[UdpSocket],
+    wg: Option<&WgSock>,
     features: &Features,
 ) -> Result<usize, Error> {
     let mut handled = 0;
     let mut pos = 0usize;
+    // with encryption every frame is read behind room for the inner headers too, and sealed
+    // on its own (a TSO frame's segments are sealed and sent together)
+    let room = vxlan::HEADER_LEN + if wg.is_some() { INNER_HEADERS } else { 0 };
     for _ in 0..BATCH {
-        if pos + vxlan::HEADER_LEN + FRAME_MAX > st.buf.len() {
+        if pos + room + FRAME_MAX > st.buf.len() {
             send_pending(st.runs.take(), &st.buf, senders, features, &st.counters).await;
             pos = 0;
         }
-        let at = pos + vxlan::HEADER_LEN;
+        let at = pos + room;
         let (hdr, len) = match st.read(at)? {
             Read::Frame(h, len) => (h, len),
             Read::Dropped => {
@@ -223,7 +347,29 @@ pub(super) async fn tx_drain(
             }
             _ => continue,
         };
-        let sock = flow_hash(&st.buf[at..end]) as usize % senders.len();
+        let sock = flow_hash(&st.buf[at..end]) as usize % senders.len().max(1);
+        if let Some(wg) = wg {
+            let plain = senders.get(sock);
+            if hdr.gso_type & !GSO_ECN != GSO_NONE {
+                st.send_super_frame_sealed((at, end), &hdr, dsts, plain, wg, features)
+                    .await;
+                continue;
+            }
+            if hdr.flags & F_NEEDS_CSUM != 0
+                && offload::complete_checksum(
+                    &mut st.buf[at..end],
+                    usize::from(hdr.csum_start),
+                    usize::from(hdr.csum_offset),
+                )
+                .is_err()
+            {
+                st.counters.dropped(DropReason::BadOffload);
+                continue;
+            }
+            st.buf[at - vxlan::HEADER_LEN..at].copy_from_slice(&st.vx);
+            st.send_one_sealed((at, end), dsts, plain, wg).await;
+            continue;
+        }
         if hdr.gso_type & !GSO_ECN != GSO_NONE {
             // a TSO super-frame: what is pending leaves first, then its segments
             send_pending(st.runs.take(), &st.buf, senders, features, &st.counters).await;
