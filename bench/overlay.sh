@@ -143,7 +143,7 @@ wire_check() {
 
 if [ -n "$ENCRYPTION" ]; then
   for run in $(seq "$RUNS"); do
-    run_vxgate vxgate_wg portable --encrypt
+    run_vxgate vxgate_wg offload --encrypt
     "$root/testbed/up.sh" --prefix "$P" --hosts 2 --containers 1 --kernel-vxlan all --encrypt >/dev/null
     wire_check kernel_wg
     measure kernel_wg

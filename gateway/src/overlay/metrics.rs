@@ -50,13 +50,14 @@ impl Overlay {
                 out,
                 "vxgate_overlay_wireguard_handshakes_total",
                 "counter",
-                "WireGuard handshakes: initiations sent (first, retries, rekeys), of them rekeys (a session was up), completed (as initiator or responder), and initiations started by a peer's datagram for no session of ours (after our restart).",
+                "WireGuard handshakes: initiations sent (first, retries, rekeys), of them rekeys (a session was up), completed (as initiator or responder), initiations started by a peer's datagram for no session of ours (after our restart), and cookie replies sent under load.",
                 "kind",
                 &[
                     ("initiated", c.initiations.load(Relaxed)),
                     ("rekey", c.rekeys.load(Relaxed)),
                     ("completed", c.handshakes.load(Relaxed)),
                     ("after_restart", c.restarts_seen.load(Relaxed)),
+                    ("cookie_sent", c.cookies_sent.load(Relaxed)),
                 ],
             );
             vxgate_metrics::text::by_label(

@@ -17,6 +17,7 @@
 use arc_swap::ArcSwap;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use std::collections::HashMap;
@@ -30,6 +31,9 @@ pub const INNER_HEADERS: usize = 28;
 pub const OVERHEAD: usize = 32;
 /// VXLAN's UDP port, inside the tunnel too.
 pub const VXLAN_PORT: u16 = 4789;
+/// Handshake messages per second, from everyone, before a valid cookie (mac2) is required
+/// (boringtun's device uses the same figure).
+const HANDSHAKES_PER_SECOND: u64 = 100;
 
 /// A key: 32 bytes.
 pub type Key = [u8; 32];
@@ -176,6 +180,9 @@ pub struct WgCounters {
     /// Initiations sent because a peer's data arrived for no session of ours (it kept a
     /// session from before our restart).
     pub restarts_seen: AtomicU64,
+    /// Cookie replies sent: handshakes over the rate while under load, answered with a
+    /// cookie instead of a Diffie-Hellman.
+    pub cookies_sent: AtomicU64,
     pub unknown_peer: AtomicU64,
     pub rejected: AtomicU64,
     pub not_peer_source: AtomicU64,
@@ -257,6 +264,11 @@ pub struct Crypto {
     public_tx: tokio::sync::watch::Sender<Key>,
     /// Nodes of the shared registry left out for publishing no key (shown by the API).
     left_out: Mutex<Vec<String>>,
+    /// Checks every handshake message's mac1 before any Diffie-Hellman, and above
+    /// [`HANDSHAKES_PER_SECOND`] answers with a cookie unless it carries a valid mac2.
+    gate: ArcSwap<RateLimiter>,
+    /// When the gate's count was last reset (once a second).
+    gate_reset: Mutex<std::time::Instant>,
     pub allow_plaintext: bool,
     pub counters: WgCounters,
 }
@@ -306,6 +318,8 @@ impl Crypto {
             edit: Mutex::new(()),
             public_tx,
             left_out: Mutex::new(Vec::new()),
+            gate: ArcSwap::from_pointee(RateLimiter::new(&public, HANDSHAKES_PER_SECOND)),
+            gate_reset: Mutex::new(std::time::Instant::now()),
             allow_plaintext: spec.allow_plaintext,
             counters: WgCounters::default(),
         };
@@ -389,6 +403,8 @@ impl Crypto {
             private: private.clone(),
             public,
         }));
+        self.gate
+            .store(Arc::new(RateLimiter::new(&public, HANDSHAKES_PER_SECOND)));
         for peer in &self.table.load().peers {
             lock(&peer.tunn).set_static_private(private.clone(), public, None);
         }
@@ -519,6 +535,25 @@ impl Crypto {
         out: &'a mut [u8],
         send: &mut dyn FnMut(&[u8], SocketAddr),
     ) -> Opened<'a> {
+        if matches!(datagram.first(), Some(1 | 2)) {
+            // mac1 before any Diffie-Hellman; under load, a cookie instead
+            match self
+                .gate
+                .load()
+                .verify_packet(Some(src.ip()), datagram, out)
+            {
+                Ok(_) => {}
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    send(cookie, src);
+                    self.counters.cookies_sent.fetch_add(1, Relaxed);
+                    return Opened::Nothing;
+                }
+                Err(_) => {
+                    self.counters.drop(WgDrop::Rejected);
+                    return Opened::Drop(WgDrop::Rejected);
+                }
+            }
+        }
         let table = self.table.load();
         let Some(peer) = self.peer_of(&table, datagram) else {
             if datagram.first() == Some(&4) {
@@ -641,6 +676,13 @@ impl Crypto {
     /// Runs every session's timers (handshake retries, rekeys, keepalives); what they send
     /// goes through `send`. Call every 100-250 ms.
     pub fn tick(&self, out: &mut [u8], send: &mut dyn FnMut(&[u8], SocketAddr)) {
+        {
+            let mut last = lock(&self.gate_reset);
+            if last.elapsed() >= std::time::Duration::from_secs(1) {
+                self.gate.load().reset_count();
+                *last = std::time::Instant::now();
+            }
+        }
         for peer in &self.table.load().peers {
             let endpoint = *lock(&peer.endpoint);
             let mut tunn = lock(&peer.tunn);
@@ -1156,5 +1198,60 @@ mod tests {
             .is_none(),
             "no peer"
         );
+    }
+
+    /// A flood of handshake initiations (valid mac1: the sender knows our public key) costs
+    /// a Diffie-Hellman only up to the rate; beyond it each gets a cookie reply, without;
+    /// garbage that fails mac1 never gets that far.
+    #[test]
+    fn a_flood_of_initiations_is_answered_with_cookies() {
+        let kb = generate_key().expect("k");
+        let eb: SocketAddr = "192.0.2.2:51820".parse().expect("a");
+        let b = host(
+            kb,
+            [10, 250, 0, 2],
+            generate_key().expect("k"),
+            "192.0.2.1:51820".parse().expect("a"),
+            [10, 250, 0, 1],
+        );
+        let to_b: SocketAddr = "10.250.0.2:4789".parse().expect("a");
+        let mut out = vec![0u8; 2048];
+        let mut cookies = 0;
+        for i in 0..150u8 {
+            // a stranger that knows b's public key
+            let s = host(
+                generate_key().expect("k"),
+                [10, 250, 1, i],
+                kb,
+                eb,
+                [10, 250, 0, 2],
+            );
+            let mut p = vec![0u8; INNER_HEADERS + 4];
+            let Sealed::Send(init, _) = s.seal(to_b, 1, &mut p, &mut out) else {
+                panic!("no initiation")
+            };
+            let init = init.to_vec();
+            let mut replies = Vec::new();
+            b.open(
+                SocketAddr::from(([192, 0, 2, 100], 40000)),
+                &init,
+                &mut vec![0u8; 2048],
+                &mut |m, _| replies.push(m[0]),
+            );
+            cookies += replies.iter().filter(|t| **t == 3).count();
+        }
+        assert_eq!(cookies, 50, "cookie replies beyond 100 handshakes");
+        assert_eq!(b.counters.cookies_sent.load(Relaxed), 50);
+        assert_eq!(
+            b.counters.unknown_peer.load(Relaxed),
+            100,
+            "strangers, after DH"
+        );
+        let mut garbage = vec![1u8, 0, 0, 0];
+        garbage.extend_from_slice(&[7u8; 144]);
+        let got = b.open(eb, &garbage, &mut out, &mut |_, _| {
+            panic!("answered garbage")
+        });
+        assert!(matches!(got, Opened::Drop(WgDrop::Rejected)), "{got:?}");
     }
 }
