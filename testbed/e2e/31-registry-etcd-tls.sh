@@ -107,3 +107,31 @@ refused() {  # CERT PASS WHAT PATTERN
 refused stranger vxgate "a certificate from another CA" "BadCertificate|UnknownCA|certificate"
 refused client wrong "a wrong password" "authentication failed|invalid user ID or password"
 pass "refused with a clear error: another CA's client certificate, a wrong password; h1 stayed connected"
+
+# https:// without ca_file: the system roots. The testbed's CA is no system root (the control:
+# refused as an unknown issuer); SSL_CERT_FILE makes it the system store (as an operator's own
+# CA installed in the store would be), and the same config connects.
+roots_config() {
+  local out=$STATE/h2-roots.toml
+  sed "s|ca_file = \"$PKI/ca.pem\", ||" "$(tls_config 2 client vxgate)" > "$out"
+  grep -q 'ca_file' "$out" && fail "ca_file still in the config"
+  echo "$out"
+}
+stop_vxgate 2
+start_vxgate 2 "$(roots_config)"
+for _ in $(seq 100); do grep -Eiq "UnknownIssuer|unknown issuer|certificate" "$LOGDIR/vxgate-h2.log" && break; sleep 0.1; done
+said=$(grep -Ei "WARN.*etcd: .*(UnknownIssuer|unknown issuer|certificate)" "$LOGDIR/vxgate-h2.log" | tail -1)
+[ -n "$said" ] || fail "system roots without our CA: no clear error: $(grep -i etcd "$LOGDIR/vxgate-h2.log" | tail -3)"
+[ "$(metric 2 vxgate_registry_etcd_connected)" = 0 ] || fail "connected without a root for etcd's certificate"
+stop_vxgate 2
+cfg=$(roots_config)
+ip netns exec "$P-h2" env SSL_CERT_FILE="$PKI/ca.pem" "$VXGATE" run --config "$cfg" > "$LOGDIR/vxgate-h2.log" 2>&1 &
+VX_PIDS+=($!)
+VX_PID_2=$!
+ok=""
+for _ in $(seq 100); do
+  [ "$(metric 2 vxgate_registry_etcd_connected 2>/dev/null)" = 1 ] && { ok=1; break; }
+  sleep 0.1
+done
+[ -n "$ok" ] || fail "with the CA in the system store (SSL_CERT_FILE), h2 did not connect: $(grep -i etcd "$LOGDIR/vxgate-h2.log" | tail -3)"
+pass "https:// without ca_file uses the system roots: refused while the CA is not among them ($(echo "$said" | sed 's/.*etcd: //' | cut -c1-120)), connected once it is (SSL_CERT_FILE)"
