@@ -135,6 +135,9 @@ fn client(addr: SocketAddr, ca: &Path, n: usize) -> std::thread::JoinHandle<usiz
     })
 }
 
+/// Allocations per keep-alive HTTPS request through the ingress: 25.9 measured, plus a margin.
+const MAX_PER_REQUEST: f64 = 27.5;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_per_proxied_request_are_few() {
     let state = tempfile::tempdir().expect("tmp");
@@ -168,9 +171,11 @@ async fn allocations_per_proxied_request_are_few() {
         "ingress: {allocs} allocations for {N} keep-alive HTTPS requests = {per_request:.1} per request ({:?})",
         started.elapsed()
     );
+    // measured 25.9 (debug and release, 2,000 requests); the bound is that plus a margin,
+    // so a change that adds an allocation per request fails here
     assert!(
-        per_request < 60.0,
-        "{per_request:.1} allocations per proxied request"
+        per_request <= MAX_PER_REQUEST,
+        "{per_request:.1} allocations per proxied request (at most {MAX_PER_REQUEST})"
     );
     stop.send(true).expect("stop");
     while tokio::time::timeout(Duration::from_secs(15), tasks.join_next())

@@ -28,11 +28,18 @@ on h1c1 ip neigh show 10.200.2.11 | grep -q 02:00:0a:c8:02:0b || fail "VNI 42 re
 on h1c9 ip neigh show 10.200.2.11 | grep -q 02:00:0b:00:02:09 || fail "VNI 43 resolved the wrong MAC: $(on h1c9 ip neigh)"
 pass "each VNI resolves and reaches its own container for the same IP"
 
-# traffic on VNI 42 never shows up in VNI 43's containers (and the reverse)
+# traffic on VNI 42 never shows up in VNI 43's containers (and the reverse); the positive
+# controls: the same captures on each VNI's own container see that VNI's traffic
+c42=$(pcap_count h2c1 eth0 'ether host 02:00:0a:c8:01:0b or ether host 02:00:0a:c8:02:0b' . 4 \
+     on h1c1 ping -c 20 -i 0.05 -W 2 10.200.2.11)
+[ "$c42" -ge 40 ] || fail "control: h2c1 saw only $c42 frames of its own VNI 42 ping"
+c43=$(pcap_count h2c9 eth0 'ether host 02:00:0b:00:01:09 or ether host 02:00:0b:00:02:09' . 4 \
+     on h1c9 ping -c 20 -i 0.05 -W 2 10.200.2.11)
+[ "$c43" -ge 40 ] || fail "control: h2c9 saw only $c43 frames of its own VNI 43 ping"
 n=$(pcap_count h2c9 eth0 'ether host 02:00:0a:c8:01:0b or ether host 02:00:0a:c8:02:0b' . 4 \
      on h1c1 ping -c 20 -i 0.05 -W 2 10.200.2.11)
 [ "$n" = 0 ] || fail "$n frames of VNI 42 reached VNI 43's container"
 n=$(pcap_count h2c1 eth0 'ether host 02:00:0b:00:01:09 or ether host 02:00:0b:00:02:09' . 4 \
      on h1c9 ping -c 20 -i 0.05 -W 2 10.200.2.11)
 [ "$n" = 0 ] || fail "$n frames of VNI 43 reached VNI 42's container"
-pass "nothing crosses between VNI 42 and VNI 43"
+pass "nothing crosses between VNI 42 and VNI 43 (controls: each VNI's own container saw $c42 and $c43 frames of the same pings)"

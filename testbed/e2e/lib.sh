@@ -86,19 +86,26 @@ upload_check() {
 # pcap_count NS IFACE FILTER GREP SECONDS CMD...: runs CMD while capturing on IFACE in NS;
 # prints the number of captured packets that matched FILTER and whose tcpdump line (VXLAN
 # decoded) matches the regex GREP. A capture that did not run (tcpdump never listened, or
-# left no readable file) prints "capture-failed" instead of a number, so a "saw 0" check
-# cannot pass on a capture that saw nothing because it never started.
+# left no readable file) prints "capture-failed" instead of a number, and a CMD that failed
+# "command-failed(RC)", so a "saw 0" check cannot pass on a capture that saw nothing because
+# it never started or nothing was sent.
 pcap_count() {
   local ns=$1 ifc=$2 filter=$3 pattern=$4 secs=$5 f=$LOGDIR/cap-$RANDOM.pcap
   shift 5
   on "$ns" timeout "$secs" tcpdump -i "$ifc" -n -U -w "$f" "$filter" >/dev/null 2>"$f.err" &
   local cap=$!
   sleep 0.5
-  "$@" >/dev/null 2>&1 || true
+  local rc=0
+  "$@" >/dev/null 2>&1 || rc=$?
   wait "$cap" 2>/dev/null || true
   local lines
   if ! grep -q "listening on $ifc" "$f.err" || ! lines=$(tcpdump -r "$f" -n 2>/dev/null); then
     echo "capture-failed"
+    return 0
+  fi
+  # traffic that did not flow proves nothing about what the capture did not see
+  if [ "$rc" != 0 ]; then
+    echo "command-failed($rc)"
     return 0
   fi
   printf '%s\n' "$lines" | grep -c -E "$pattern" || true
