@@ -14,6 +14,7 @@
 pub mod acme;
 pub mod admin;
 pub mod config;
+pub mod crypto;
 pub mod ctl;
 pub mod daemon;
 mod error;

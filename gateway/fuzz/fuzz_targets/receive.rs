@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use vxgate::overlay::switch::flow_hash;
 use vxgate::overlay::{FromUdp, NetworkSpec, Switch};
 use vxgate::registry::{Container, Health, Origin, Registry};
-use vxgate::wire::{checksum, offload};
+use vxgate::wire::{offload, partial};
 
 fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(data.len() >= 8 + 14);
             // what the driver does before writing to the TAP
             let mut frame = data[8..].to_vec();
-            let _ = checksum::complete_partial(&mut frame);
+            let _ = partial::complete_partial(&mut frame);
         }
         FromUdp::Segment { network, mss } => {
             assert!(network < 2 && mss > 0);

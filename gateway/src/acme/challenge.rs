@@ -95,7 +95,7 @@ pub fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<CertifiedKey, sup
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(kp.serialize_der().into());
     // not CertifiedKey::from_der: its key check parses the certificate with webpki, which
     // refuses the (critical, unknown to it) acmeIdentifier extension
-    let signer = crate::ingress::tls::provider()
+    let signer = crate::crypto::provider()
         .key_provider
         .load_private_key(key)
         .map_err(|source| super::Error::Rustls {

@@ -40,12 +40,13 @@ impl Issued {
             what: "key",
             source,
         })?;
-        let ck = CertifiedKey::from_der(chain, key, &crate::ingress::tls::provider()).map_err(
-            |source| Error::Rustls {
-                what: "chain and key",
-                source,
-            },
-        )?;
+        let ck =
+            CertifiedKey::from_der(chain, key, &crate::crypto::provider()).map_err(|source| {
+                Error::Rustls {
+                    what: "chain and key",
+                    source,
+                }
+            })?;
         Ok(Issued {
             key: Arc::new(ck),
             validity,

@@ -10,7 +10,8 @@
 //! are closed; connect failures are told apart ([`Error::is_connect`]) so that the proxy can
 //! eject the backend.
 
-use super::proxy::Body;
+/// A request or response body as the ingress passes it on, to and from backends.
+pub type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};

@@ -6,7 +6,8 @@
 //! but the certificate is not checked (nginx's `proxy_ssl_verify off` default: containers
 //! mostly serve self-signed certificates); the first such connection logs a warning.
 
-use super::tls::{TlsError, provider};
+use super::tls::TlsError;
+use crate::crypto::provider;
 use crate::registry::Registry;
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

@@ -13,7 +13,7 @@ use crate::config::LoadBalancing;
 use crate::registry::{Container, Health, Registry};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,7 +28,7 @@ use std::time::Duration;
 /// under the request).
 const MAX_ATTEMPTS: usize = 3;
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+pub use super::backend_pool::Body;
 
 /// What a client connection lends the requests it carries: its `max_connections` slot (an
 /// upgraded connection keeps it until it closes) and the shutdown signal (which drains it).

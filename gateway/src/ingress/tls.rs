@@ -15,6 +15,7 @@
 use crate::acme::Acme;
 use crate::acme::challenge::{ACME_TLS_ALPN, Challenges};
 use crate::config::CertConfig;
+use crate::crypto::provider;
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -25,10 +26,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Where the certificates come from.
 #[derive(Debug, Clone)]

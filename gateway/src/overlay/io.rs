@@ -4,8 +4,9 @@
 //! with a datapath thread's runtime, and sends and TAP writes that wait while a buffer is
 //! full.
 
+use super::counters::{Counters, DropReason};
+use super::error::Error;
 use super::tap::Tap;
-use super::{Counters, DropReason, Error};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;

@@ -1,7 +1,8 @@
 //! `vxgate_overlay_*`: the overlay's families, rendered from the counters each network keeps
 //! and from the running datapath's features.
 
-use super::{Counters, DropReason, Overlay};
+use super::counters::{Counters, DropReason};
+use super::types::Overlay;
 use std::sync::atomic::Ordering::Relaxed;
 use vxgate_metrics::text::{family, sample};
 

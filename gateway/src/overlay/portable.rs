@@ -11,15 +11,16 @@
 //! that socket receives is opened and decided as a VXLAN datagram from the peer's tunnel
 //! address. Plain VXLAN is then dropped and counted unless `allow_plaintext`.
 
+use super::counters::{Counters, DropReason};
+use super::error::Error;
 use super::io::{register, register_taps, send, write_tap};
 use super::offload::Features;
 use super::switch::{FromTap, FromUdp, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
+use super::types::{OverlaySpec, Underlay};
 use super::wg::{Crypto, Opened, Sealed};
-use super::{Counters, DropReason, Error};
-use super::{OverlaySpec, Underlay};
 use crate::shutdown::Shutdown;
-use crate::wire::checksum::{self, Partial};
+use crate::wire::partial::{self, Partial};
 use crate::wire::{offload, vxlan};
 use std::io;
 use std::sync::Arc;
@@ -202,7 +203,7 @@ async fn tap_to_udp(
             if wg.is_some() && matches!(decision, FromTap::Unicast(_) | FromTap::Flood) {
                 // a TAP without vnet headers can hand over a checksum the sender's veth left
                 // to be finished; a kernel VTEP behind WireGuard delivers it as it is
-                checksum::complete_partial(&mut buf[HEADROOM..packet]);
+                partial::complete_partial(&mut buf[HEADROOM..packet]);
             }
             match decision {
                 FromTap::Unicast(vtep) => {
@@ -427,7 +428,7 @@ async fn deliver(
         };
     }
     if let FromUdp::Deliver { network } = decision {
-        if checksum::complete_partial(&mut datagram[vxlan::HEADER_LEN..n]) == Partial::Completed {
+        if partial::complete_partial(&mut datagram[vxlan::HEADER_LEN..n]) == Partial::Completed {
             counters[network].checksum_completed.fetch_add(1, Relaxed);
         }
         let frame = &datagram[vxlan::HEADER_LEN..n];

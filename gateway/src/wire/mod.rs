@@ -10,6 +10,7 @@ pub mod ethernet;
 pub mod ipv4;
 pub mod ipv6;
 pub mod offload;
+pub mod partial;
 pub mod tcp;
 pub mod udp;
 pub mod vxlan;

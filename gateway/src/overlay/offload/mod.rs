@@ -24,12 +24,13 @@
 mod rx;
 mod tx;
 
+use super::error::Error;
 use super::io::{bind_send_pool, bind_udp, register, register_taps};
 use super::switch::Switch;
 use super::tap::{Tap, TapOptions};
+use super::types::{PlainSockets, TapNetwork, Underlay};
 use super::udp;
 use super::wg::Crypto;
-use super::{Error, TapNetwork, Underlay};
 use crate::shutdown::Shutdown;
 use rx::{Rx, rx_drain, rx_drain_wg};
 use std::sync::Arc;
@@ -461,7 +462,7 @@ impl Harness {
         listen: std::net::SocketAddr,
         switch: Arc<Switch>,
     ) -> Result<Harness, Error> {
-        let plain = super::PlainSockets::bind(listen, false)?;
+        let plain = PlainSockets::bind(listen, false)?;
         let listen = plain.listen;
         let underlay = Underlay {
             plain: Some(plain),

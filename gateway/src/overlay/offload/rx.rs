@@ -6,12 +6,13 @@
 
 use super::{BATCH, Features, WgSock};
 use crate::overlay::batch::{self, Delivery, FRAME_MAX, GRO_MAX, Merged, Merger};
+use crate::overlay::counters::{Counters, DropReason};
 use crate::overlay::switch::{FromUdp, RunCache, Switch};
 use crate::overlay::tap::Tap;
+use crate::overlay::udp;
 use crate::overlay::wg::{Crypto, Opened};
-use crate::overlay::{Counters, DropReason, udp};
-use crate::wire::checksum::{self, Partial};
 use crate::wire::offload::VNET_HDR_LEN;
+use crate::wire::partial::{self, Partial};
 use crate::wire::{offload, vxlan};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -276,7 +277,7 @@ impl Sink {
     /// A frame that is not merged, its partial checksum completed first.
     fn single(&self, net: usize, frame: &mut [u8]) {
         let c = &self.counters[net];
-        if checksum::complete_partial(frame) == Partial::Completed {
+        if partial::complete_partial(frame) == Partial::Completed {
             c.checksum_completed.fetch_add(1, Relaxed);
         }
         match self.write(net, frame) {

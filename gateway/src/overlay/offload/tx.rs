@@ -5,11 +5,13 @@
 
 use super::{BATCH, Features, WgSock};
 use crate::overlay::batch::{self, FRAME_MAX, Run, RunJoiner};
+use crate::overlay::counters::{Counters, DropReason};
+use crate::overlay::error::Error;
 use crate::overlay::io::{send, write_tap};
 use crate::overlay::switch::{FromTap, Switch, flow_hash};
 use crate::overlay::tap::Tap;
+use crate::overlay::udp;
 use crate::overlay::wg::{INNER_HEADERS, OVERHEAD, Sealed};
-use crate::overlay::{Counters, DropReason, Error, udp};
 use crate::wire::offload::{self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr};
 use crate::wire::vxlan;
 use std::io::{self, IoSlice};
