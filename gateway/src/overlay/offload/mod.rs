@@ -344,6 +344,120 @@ pub(super) fn start(
     Ok((features, ports))
 }
 
+/// One worker's registered fds and buffers, and the turn its loop repeats: the loop of
+/// [`worker`] and the [`Harness`] the allocation test drives are this same code.
+struct Loop {
+    taps: Vec<Arc<tokio::io::unix::AsyncFd<Tap>>>,
+    txs: Vec<Tx>,
+    rx: Rx,
+    recv: Option<tokio::net::UdpSocket>,
+    senders: Vec<tokio::net::UdpSocket>,
+    wg: Option<WgSock>,
+    /// With encryption and `allow_plaintext` off: plain VXLAN is read and dropped (counted).
+    refuse_plain: Option<Arc<Crypto>>,
+    switch: Arc<Switch>,
+    features: Arc<Features>,
+}
+
+impl Loop {
+    /// Registers the worker's fds with the current runtime and allocates its buffers.
+    fn new(
+        w: Worker,
+        crypto: Option<Arc<Crypto>>,
+        switch: Arc<Switch>,
+        features: Arc<Features>,
+    ) -> Result<Loop, Error> {
+        let sockets = |source| Error::Register {
+            what: "the underlay sockets".into(),
+            source,
+        };
+        let (taps, recv, senders) = match w.recv {
+            Some(recv) => {
+                let (taps, recv, senders) = register(w.taps, recv, w.senders)?;
+                (taps, Some(recv), senders)
+            }
+            None => (register_taps(w.taps)?, None, Vec::new()),
+        };
+        let wg = match (w.wg, crypto) {
+            (Some(sock), Some(crypto)) => Some(WgSock {
+                sock: tokio::net::UdpSocket::from_std(sock).map_err(sockets)?,
+                crypto,
+            }),
+            _ => None,
+        };
+        let refuse_plain = wg
+            .as_ref()
+            .filter(|w| !w.crypto.allow_plaintext)
+            .map(|w| w.crypto.clone());
+        let txs = taps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Tx::new(i, t.clone(), &switch, &features))
+            .collect();
+        let mut rx = Rx::new(taps.clone(), &switch, &features);
+        if wg.is_some() {
+            rx.with_wireguard();
+        }
+        Ok(Loop {
+            taps,
+            txs,
+            rx,
+            recv,
+            senders,
+            wg,
+            refuse_plain,
+            switch,
+            features,
+        })
+    }
+
+    /// One turn: the sockets drained to the TAPs, each TAP drained to the underlay. Returns
+    /// the reads done (0: nothing was waiting).
+    async fn turn(&mut self) -> Result<usize, Error> {
+        let mut work = match &self.recv {
+            Some(recv) => rx_drain(
+                &mut self.rx,
+                recv,
+                &self.switch,
+                self.refuse_plain.as_deref(),
+            ),
+            None => 0,
+        };
+        if let Some(wg) = &self.wg {
+            work += rx_drain_wg(&mut self.rx, wg, &self.switch);
+        }
+        for tx in &mut self.txs {
+            work += tx_drain(
+                tx,
+                &self.switch,
+                &self.senders,
+                self.wg.as_ref(),
+                &self.features,
+            )
+            .await?;
+        }
+        Ok(work)
+    }
+
+    /// Ready when a socket or a TAP has something to read.
+    fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let ready = self
+            .recv
+            .as_ref()
+            .is_some_and(|r| r.poll_recv_ready(cx).is_ready())
+            || self
+                .wg
+                .as_ref()
+                .is_some_and(|w| w.sock.poll_recv_ready(cx).is_ready())
+            || self.taps.iter().any(|t| t.poll_read_ready(cx).is_ready());
+        if ready {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
 async fn worker(
     q: usize,
     w: Worker,
@@ -352,61 +466,21 @@ async fn worker(
     features: Arc<Features>,
     mut shutdown: Shutdown,
 ) -> Result<(), Error> {
-    let sockets = |source| Error::Register {
-        what: "the underlay sockets".into(),
-        source,
-    };
-    let (taps, recv, senders) = match w.recv {
-        Some(recv) => {
-            let (taps, recv, senders) = register(w.taps, recv, w.senders)?;
-            (taps, Some(recv), senders)
-        }
-        None => (register_taps(w.taps)?, None, Vec::new()),
-    };
-    let wg = match (w.wg, crypto) {
-        (Some(sock), Some(crypto)) => Some(WgSock {
-            sock: tokio::net::UdpSocket::from_std(sock).map_err(sockets)?,
-            crypto,
-        }),
-        _ => None,
-    };
-    // with encryption and allow_plaintext off, plain VXLAN is read and dropped (counted)
-    let refuse_plain = wg
-        .as_ref()
-        .filter(|w| !w.crypto.allow_plaintext)
-        .map(|w| w.crypto.clone());
+    let mut l = Loop::new(w, crypto, switch, features)?;
+    // worker 0 runs WireGuard's timers
     let mut timers = tokio::time::interval(WG_TICK);
     timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut scratch = if wg.is_some() && q == 0 {
+    let mut scratch = if l.wg.is_some() && q == 0 {
         vec![0u8; 2048]
     } else {
         Vec::new()
     };
-    let mut txs: Vec<Tx> = taps
-        .iter()
-        .enumerate()
-        .map(|(i, t)| Tx::new(i, t.clone(), &switch, &features))
-        .collect();
-    let mut rx = Rx::new(taps.clone(), &switch, &features);
-    if wg.is_some() {
-        rx.with_wireguard();
-    }
     // Busy-polling after the last packet (yielding to the runtime's I/O driver instead of
     // sleeping) was measured here: on 2 vCPUs shared with the load it made the round trip
     // worse (the pollers took the CPU the containers' stacks needed), so a worker sleeps as
     // soon as its fds are empty.
     loop {
-        let mut work = match &recv {
-            Some(recv) => rx_drain(&mut rx, recv, &switch, refuse_plain.as_deref()),
-            None => 0,
-        };
-        if let Some(wg) = &wg {
-            work += rx_drain_wg(&mut rx, wg, &switch);
-        }
-        for tx in &mut txs {
-            work += tx_drain(tx, &switch, &senders, wg.as_ref(), &features).await?;
-        }
-        if work > 0 {
+        if l.turn().await? > 0 {
             // give the runtime a turn (shutdown, timers), then look again
             tokio::task::yield_now().await;
             if shutdown.is_stopping() {
@@ -418,40 +492,23 @@ async fn worker(
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
             _ = timers.tick(), if !scratch.is_empty() => {
-                if let Some(wg) = &wg {
+                if let Some(wg) = &l.wg {
                     wg.crypto.tick(&mut scratch, &mut |m, to| {
                         let _ = wg.sock.try_send_to(m, to);
                     });
                 }
             }
-            _ = std::future::poll_fn(|cx| {
-                if recv.as_ref().is_some_and(|r| r.poll_recv_ready(cx).is_ready()) {
-                    return std::task::Poll::Ready(());
-                }
-                if wg.as_ref().is_some_and(|w| w.sock.poll_recv_ready(cx).is_ready()) {
-                    return std::task::Poll::Ready(());
-                }
-                for t in &taps {
-                    if t.poll_read_ready(cx).is_ready() {
-                        return std::task::Poll::Ready(());
-                    }
-                }
-                std::task::Poll::Pending
-            }) => {}
+            _ = std::future::poll_fn(|cx| l.poll_readable(cx)) => {}
         }
     }
 }
 
 /// One worker's datapath on one TAP queue per network, driven by hand: what the allocation
-/// test (`tests/overlay_no_alloc.rs`) counts a loop turn with. vxgate itself runs [`start`].
+/// test (`tests/overlay_no_alloc.rs`) counts a loop turn with. It runs the worker's own
+/// [`Loop`]; vxgate itself runs [`start`].
 #[doc(hidden)]
 pub struct Harness {
-    txs: Vec<Tx>,
-    rx: Rx,
-    recv: tokio::net::UdpSocket,
-    senders: Vec<tokio::net::UdpSocket>,
-    switch: Arc<Switch>,
-    features: Arc<Features>,
+    inner: Loop,
 }
 
 impl Harness {
@@ -470,50 +527,35 @@ impl Harness {
             wireguard: None,
         };
         let (features, workers) = open(networks, underlay)?;
-        let features = Arc::new(features);
         let Some(w) = workers.into_iter().next() else {
             return Err(Error::Bind {
                 addr: listen,
                 source: std::io::Error::other("no worker opened"),
             });
         };
-        let Some(recv) = w.recv else {
+        if w.recv.is_none() {
             return Err(Error::NoListen);
-        };
-        let (taps, recv, senders) = register(w.taps, recv, w.senders)?;
-        let txs = taps
-            .iter()
-            .enumerate()
-            .map(|(i, t)| Tx::new(i, t.clone(), &switch, &features))
-            .collect();
-        let rx = Rx::new(taps, &switch, &features);
+        }
         Ok(Harness {
-            txs,
-            rx,
-            recv,
-            senders,
-            switch,
-            features,
+            inner: Loop::new(w, None, switch, Arc::new(features))?,
         })
     }
 
     pub fn features(&self) -> &Features {
-        &self.features
+        &self.inner.features
     }
 
     /// Where the underlay socket listens.
     pub fn listen(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.recv.local_addr()
+        match &self.inner.recv {
+            Some(r) => r.local_addr(),
+            None => Err(std::io::Error::other("no plain socket")),
+        }
     }
 
-    /// One turn of the worker loop: the socket drained to the TAPs, each TAP drained to the
-    /// underlay. Returns the reads done (0: nothing was waiting).
+    /// One turn of the worker's loop ([`Loop::turn`], as [`start`]'s workers run it).
     pub async fn turn(&mut self) -> Result<usize, Error> {
-        let mut work = rx_drain(&mut self.rx, &self.recv, &self.switch, None);
-        for tx in &mut self.txs {
-            work += tx_drain(tx, &self.switch, &self.senders, None, &self.features).await?;
-        }
-        Ok(work)
+        self.inner.turn().await
     }
 }
 
