@@ -350,37 +350,9 @@ pub(super) async fn tx_drain(
             _ => continue,
         };
         let sock = flow_hash(&st.buf[at..end]) as usize % senders.len().max(1);
-        if let Some(wg) = wg {
-            let plain = senders.get(sock);
-            if hdr.gso_type & !GSO_ECN != GSO_NONE {
-                st.send_super_frame_sealed((at, end), &hdr, dsts, plain, wg, features)
-                    .await;
-                continue;
-            }
-            if hdr.flags & F_NEEDS_CSUM != 0
-                && offload::complete_checksum(
-                    &mut st.buf[at..end],
-                    usize::from(hdr.csum_start),
-                    usize::from(hdr.csum_offset),
-                )
-                .is_err()
-            {
-                st.counters.dropped(DropReason::BadOffload);
-                continue;
-            }
-            st.buf[at - vxlan::HEADER_LEN..at].copy_from_slice(&st.vx);
-            st.send_one_sealed((at, end), dsts, plain, wg).await;
-            continue;
-        }
-        if hdr.gso_type & !GSO_ECN != GSO_NONE {
-            // a TSO super-frame: what is pending leaves first, then its segments
-            send_pending(st.runs.take(), &st.buf, senders, features, &st.counters).await;
-            pos = 0;
-            st.send_super_frame((at, end), &hdr, dsts, &senders[sock], features)
-                .await;
-            continue;
-        }
-        if hdr.flags & F_NEEDS_CSUM != 0
+        let tso = hdr.gso_type & !GSO_ECN != GSO_NONE;
+        if !tso
+            && hdr.flags & F_NEEDS_CSUM != 0
             && offload::complete_checksum(
                 &mut st.buf[at..end],
                 usize::from(hdr.csum_start),
@@ -389,6 +361,25 @@ pub(super) async fn tx_drain(
             .is_err()
         {
             st.counters.dropped(DropReason::BadOffload);
+            continue;
+        }
+        if let Some(wg) = wg {
+            let plain = senders.get(sock);
+            if tso {
+                st.send_super_frame_sealed((at, end), &hdr, dsts, plain, wg, features)
+                    .await;
+            } else {
+                st.buf[at - vxlan::HEADER_LEN..at].copy_from_slice(&st.vx);
+                st.send_one_sealed((at, end), dsts, plain, wg).await;
+            }
+            continue;
+        }
+        if tso {
+            // a TSO super-frame: what is pending leaves first, then its segments
+            send_pending(st.runs.take(), &st.buf, senders, features, &st.counters).await;
+            pos = 0;
+            st.send_super_frame((at, end), &hdr, dsts, &senders[sock], features)
+                .await;
             continue;
         }
         st.buf[pos..at].copy_from_slice(&st.vx);
