@@ -441,7 +441,7 @@ impl Config {
         let mut keys = HashSet::new();
         for (i, p) in e.peers.iter().enumerate() {
             let at = |k: &str| format!("overlay.encryption.peers[{i}].{k}");
-            match crate::overlay::wg::parse_key(&p.public_key) {
+            match crate::crypto::parse_key(&p.public_key) {
                 None => v.bad(
                     &at("public_key"),
                     format!("{:?}: expected 32 bytes of base64, as `wg pubkey` or `vxgate key show` print", p.public_key),
@@ -469,7 +469,7 @@ impl Config {
                     "overlay.encryption.private_key_file",
                     format!("cannot read {}: {err}", key.display()),
                 ),
-                Ok(text) if crate::overlay::wg::parse_key(&text).is_none() => v.bad(
+                Ok(text) if crate::crypto::parse_key(&text).is_none() => v.bad(
                     "overlay.encryption.private_key_file",
                     format!(
                         "{} holds no key (expected 32 bytes of base64, as `wg genkey` writes)",

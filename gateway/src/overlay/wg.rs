@@ -35,23 +35,7 @@ pub const VXLAN_PORT: u16 = 4789;
 /// (boringtun's device uses the same figure).
 const HANDSHAKES_PER_SECOND: u64 = 100;
 
-/// A key: 32 bytes.
-pub type Key = [u8; 32];
-
-/// `wg genkey`'s and `wg pubkey`'s text: standard base64 of 32 bytes.
-pub fn encode_key(key: &Key) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(key)
-}
-
-/// A key from its base64 text (surrounding whitespace allowed); None unless exactly 32 bytes.
-pub fn parse_key(text: &str) -> Option<Key> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()?;
-    bytes.try_into().ok()
-}
+pub use crate::crypto::{Key, encode_key, parse_key};
 
 /// The public key of `private` (as `wg pubkey`).
 pub fn public_key(private: &Key) -> Key {

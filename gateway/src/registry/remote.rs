@@ -131,7 +131,7 @@ pub fn local_records(
     let record = NodeRecord {
         vtep: node.vtep,
         wireguard: node.wireguard.as_ref().map(|w| WgRecord {
-            public_key: crate::overlay::wg::encode_key(&w.public_key),
+            public_key: crate::crypto::encode_key(&w.public_key),
             endpoint: w.endpoint,
             address: w.address,
         }),
@@ -283,7 +283,7 @@ fn decode(key: &Key, value: &[u8]) -> Result<Entry, RecordError> {
             let wireguard = match r.wireguard {
                 None => None,
                 Some(w) => {
-                    let public_key = crate::overlay::wg::parse_key(&w.public_key).ok_or(
+                    let public_key = crate::crypto::parse_key(&w.public_key).ok_or(
                         RecordError::Wireguard("public_key is not 32 bytes of base64"),
                     )?;
                     let e = w.endpoint;
