@@ -212,11 +212,6 @@ impl Snapshot {
             .map(|(k, v)| (k.as_str(), v.as_slice()))
     }
 
-    /// Whether any container (any health) carries this service's label.
-    pub fn has_service(&self, service: &str) -> bool {
-        self.services.contains_key(&service.to_ascii_lowercase())
-    }
-
     /// A service's containers that are not unhealthy. Names match case-insensitively.
     pub fn serving(&self, service: &str) -> impl Iterator<Item = &Arc<Container>> {
         self.services
