@@ -46,7 +46,7 @@ const MAX_QUEUES: usize = 4;
 #[derive(Debug)]
 pub struct Features {
     /// TAP vnet headers with checksum and TSO offloads.
-    pub tap_offload: bool,
+    pub tap_tso: bool,
     /// The TAP takes UDP segmentation (USO) frames from us (Linux ≥ 6.2), so received UDP
     /// datagrams of one flow are merged like TCP segments.
     pub tap_uso: bool,
@@ -62,7 +62,7 @@ impl Features {
     /// The datapath without offloads (`overlay.offload = "off"`).
     pub fn portable() -> Features {
         Features {
-            tap_offload: false,
+            tap_tso: false,
             tap_uso: false,
             queues: 1,
             udp_gso: AtomicBool::new(false),
@@ -82,7 +82,7 @@ impl Features {
     /// Each feature and whether it is on.
     pub fn list(&self) -> [(&'static str, bool); 5] {
         [
-            ("tap_tso", self.tap_offload),
+            ("tap_tso", self.tap_tso),
             ("tap_uso", self.tap_uso),
             ("udp_gso", self.udp_gso.load(Relaxed)),
             ("udp_gro", self.udp_gro),
@@ -308,7 +308,7 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
             .is_some_and(udp::gso_supported);
     let tap_uso = offload && !disabled("tap_uso") && workers[0].taps.iter().all(Tap::probe_uso);
     let features = Features {
-        tap_offload: offload,
+        tap_tso: offload,
         tap_uso,
         queues,
         udp_gso: AtomicBool::new(udp_gso),
@@ -569,7 +569,7 @@ mod tests {
         assert_eq!(f.mode(), "portable");
         assert_eq!(f.describe(), "portable (no offloads, 1 queue)");
         let f = Features {
-            tap_offload: true,
+            tap_tso: true,
             tap_uso: false,
             queues: 2,
             udp_gso: AtomicBool::new(true),

@@ -73,7 +73,7 @@ impl Rx {
             sink: Sink {
                 taps,
                 counters,
-                vnet_on: features.tap_offload,
+                vnet_on: features.tap_tso,
                 scratch: vec![0u8; FRAME_MAX],
                 hdr: [0u8; VNET_HDR_LEN + 256],
             },

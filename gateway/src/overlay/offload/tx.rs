@@ -67,7 +67,7 @@ impl Tx {
             tap,
             counters,
             vx,
-            vnet_on: features.tap_offload,
+            vnet_on: features.tap_tso,
             buf: vec![0u8; 4 * (FRAME_MAX + vxlan::HEADER_LEN)],
             segbuf: vec![0u8; 4 * FRAME_MAX],
             vnet: [0u8; VNET_HDR_LEN],
@@ -631,7 +631,7 @@ mod tests {
         };
         assert_eq!(rc, 0);
         let features = Features {
-            tap_offload: true,
+            tap_tso: true,
             tap_uso: false,
             queues: 1,
             udp_gso: AtomicBool::new(true),
