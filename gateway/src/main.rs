@@ -12,15 +12,25 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     name = "vxgate",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("VXGATE_COMMIT"), ")"),
     about = "Container edge gateway: HTTPS ingress, embedded DNS, userspace VXLAN overlay"
 )]
 struct Cli {
     /// Log level when RUST_LOG is not set: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Log lines as text (colours only on a terminal) or one JSON object each, for log
+    /// shippers.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -100,7 +110,7 @@ enum CtlCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_level);
+    init_logs(&cli.log_level, cli.log_format);
     match cli.command {
         Command::Check { config } => match vxgate::config::load(&config) {
             Ok(_) => {
@@ -190,16 +200,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs(level: &str) {
+fn init_logs(level: &str, format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // rustls logs every odd ClientHello (an IP address as SNI, say) at warn: one line per
     // handshake from some clients, so it is kept to errors unless RUST_LOG says otherwise
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{level},rustls=error")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 }

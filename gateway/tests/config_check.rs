@@ -311,3 +311,60 @@ fn a_wireguard_key_readable_by_others_is_refused() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("holds no key"), "{err}");
 }
+
+/// Issue 33 item 6: `--version` names the version and the commit; `--log-format json` makes
+/// every log line one JSON object (here: the line `key show` logs when it makes a key).
+#[test]
+fn version_names_the_commit_and_logs_can_be_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .arg("--version")
+        .output()
+        .expect("run");
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with(&format!("vxgate {} (", env!("CARGO_PKG_VERSION")))
+            && v.trim_end().ends_with(')'),
+        "{v}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[node]\nstate_dir = \"{}\"\n[overlay]\n[overlay.encryption]\nmode = \"wireguard\"\n\
+             listen = \"10.99.0.1:51820\"\naddress = \"10.250.0.1\"\n\
+             [[overlay.networks]]\nname = \"d\"\nvni = 1\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .args(["--log-format", "json", "key", "show", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("generated this host's WireGuard key"))
+        .unwrap_or_else(|| panic!("no log line: {err}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("generated")),
+        "{v}"
+    );
+    assert_eq!(
+        v["fields"]["public_key"].as_str().map(str::len),
+        Some(44),
+        "{v}"
+    );
+}
