@@ -22,6 +22,7 @@ pub mod fd_limit;
 pub mod ingress;
 pub mod nameserver;
 pub mod overlay;
+pub mod privilege;
 pub mod registry;
 pub mod shutdown;
 pub mod wire;

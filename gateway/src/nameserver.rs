@@ -18,7 +18,7 @@ use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
 /// Why the DNS server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("dns: cannot bind {listen:?}: {source}")]
+    #[error("dns: cannot bind {listen:?}: {source}{}", crate::privilege::bind(listen.iter().map(|a| a.port()).min().unwrap_or(0), source))]
     Bind {
         listen: Vec<std::net::SocketAddr>,
         source: std::io::Error,

@@ -53,7 +53,7 @@ use tokio_rustls::TlsAcceptor;
 pub enum Error {
     #[error("ingress: {0}")]
     Tls(#[from] tls::TlsError),
-    #[error("ingress: cannot bind {addr}: {source}")]
+    #[error("ingress: cannot bind {addr}: {source}{}", crate::privilege::bind(addr.port(), source))]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("ingress: {0}")]
     Listener(io::Error),

@@ -348,19 +348,23 @@ fn generate(zone: &str, cert: &Path, key: &Path, now: u64) -> Result<(), TlsErro
         .push(rcgen::DnType::CommonName, zone);
     let c = params.self_signed(&kp)?;
     if let Some(dir) = cert.parent() {
-        std::fs::create_dir_all(dir).map_err(write(dir))?;
+        crate::privilege::private_dir(dir).map_err(write(dir))?;
     }
-    std::fs::write(cert, c.pem()).map_err(write(cert))?;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(key)
-        .map_err(write(key))?;
-    std::io::Write::write_all(&mut f, kp.serialize_pem().as_bytes()).map_err(write(key))?;
-    std::fs::write(&expires, format!("{until}\n")).map_err(write(&expires))?;
+    // everything in the state_dir is vxgate's own: 0600
+    let private = |path: &Path, text: &[u8]| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(write(path))?;
+        std::io::Write::write_all(&mut f, text).map_err(write(path))
+    };
+    private(cert, c.pem().as_bytes())?;
+    private(key, kp.serialize_pem().as_bytes())?;
+    private(&expires, format!("{until}\n").as_bytes())?;
     tracing::info!(cert = %cert.display(), "ingress: generated a self-signed certificate");
     Ok(())
 }

@@ -6,20 +6,26 @@ use std::net::SocketAddr;
 /// Why the overlay could not start, or why its datapath stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("overlay: cannot open TAP {tap:?} (network {network:?}): {source}")]
+    #[error(
+        "overlay: cannot open TAP {tap:?} (network {network:?}): {source}{}",
+        crate::privilege::tap(source)
+    )]
     OpenTap {
         tap: String,
         network: String,
         source: std::io::Error,
     },
-    #[error("overlay: cannot open TAP {tap:?} queue {queue} (network {network:?}): {source}")]
+    #[error(
+        "overlay: cannot open TAP {tap:?} queue {queue} (network {network:?}): {source}{}",
+        crate::privilege::tap(source)
+    )]
     OpenQueue {
         tap: String,
         queue: usize,
         network: String,
         source: std::io::Error,
     },
-    #[error("overlay: cannot bind {addr}: {source}")]
+    #[error("overlay: cannot bind {addr}: {source}{}", crate::privilege::bind(addr.port(), source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

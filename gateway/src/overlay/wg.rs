@@ -87,7 +87,7 @@ pub fn load_or_create_key(path: &std::path::Path) -> std::io::Result<Key> {
         Ok(key) => Ok(key),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::privilege::private_dir(dir)?;
             }
             let key = generate_key().map_err(|_| bad("no randomness for a key".into()))?;
             let mut f = std::fs::OpenOptions::new()

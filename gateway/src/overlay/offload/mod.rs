@@ -215,7 +215,13 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
                         multi_queue = a.multi_queue,
                         "overlay: TAP refused these options ({e}); trying fewer"
                     );
-                    last_err = e;
+                    // a permission error says more than the EINVAL of a queue-mode mismatch
+                    let denied = |e: &std::io::Error| {
+                        matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+                    };
+                    if !denied(&last_err) || denied(&e) {
+                        last_err = e;
+                    }
                 }
             }
         }
