@@ -116,15 +116,21 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
         containers = registry.snapshot().len(),
         "vxgate running"
     );
+    crate::notify::notify("READY=1");
+    let watchdog = crate::notify::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
             _ = hup.recv() => {
+                crate::notify::notify("RELOADING=1");
                 reopen_logs(&running);
                 reload(path, &mut config, &registry, &running);
+                crate::notify::notify("READY=1");
             }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => crate::notify::notify("WATCHDOG=1"),
             _ = usr1.recv() => reopen_logs(&running),
             Some(done) = tasks.join_next() => {
                 // A part that ends on its own before shutdown has failed.
@@ -139,6 +145,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
             }
         }
     }
+    crate::notify::notify("STOPPING=1");
     let _ = stop.send(true);
     drain(&mut tasks).await;
     tracing::info!("stopped");

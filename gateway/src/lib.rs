@@ -21,6 +21,7 @@ mod error;
 pub mod fd_limit;
 pub mod ingress;
 pub mod nameserver;
+pub mod notify;
 pub mod overlay;
 pub mod privilege;
 pub mod registry;

@@ -58,6 +58,11 @@ impl Drop for Daemon {
     }
 }
 
+/// An `[admin]` section on a free loopback port (tests run at once).
+fn admin_section() -> String {
+    format!("[admin]\nlisten = \"127.0.0.1:{}\"\n", common::free_port())
+}
+
 const ONE: &str =
     "[[containers]]\nname = \"web-1\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web\" }\n";
 const TWO: &str = "[[containers]]\nname = \"web-2\"\nip = \"10.0.0.2\"\nport = 80\n";
@@ -66,12 +71,14 @@ const TWO: &str = "[[containers]]\nname = \"web-2\"\nip = \"10.0.0.2\"\nport = 8
 fn sighup_reloads_rejects_broken_configs_and_sigterm_exits_0() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vxgate.toml");
-    std::fs::write(&path, ONE).expect("write");
+    // tests run at once: each vxgate's admin API on a port of its own
+    let admin = admin_section();
+    std::fs::write(&path, format!("{admin}{ONE}")).expect("write");
     let mut d = Daemon::start(&path);
     assert!(d.expect_line("vxgate running").contains("containers=1"));
 
     // A broken config is rejected with FILE:LINE and the process keeps running.
-    std::fs::write(&path, format!("{ONE}{TWO}port = 0\n")).expect("write");
+    std::fs::write(&path, format!("{admin}{ONE}{TWO}port = 0\n")).expect("write");
     d.signal(libc::SIGHUP);
     let line = d.expect_line("reload rejected");
     assert!(line.contains("vxgate.toml:"), "{line}");
@@ -81,7 +88,7 @@ fn sighup_reloads_rejects_broken_configs_and_sigterm_exits_0() {
     );
 
     // A good config is applied.
-    std::fs::write(&path, format!("{ONE}{TWO}")).expect("write");
+    std::fs::write(&path, format!("{admin}{ONE}{TWO}")).expect("write");
     d.signal(libc::SIGHUP);
     assert!(d.expect_line("config reloaded").contains("containers=2"));
 
@@ -118,9 +125,10 @@ fn sigterm_does_not_wait_for_health_probes_in_flight() {
     std::fs::write(
         &path,
         format!(
-            "[node]\nstate_dir = \"{}\"\n[ingress]\nlisten = [\"127.0.0.1:{}\"]\nzone = \"example.com\"\n\
+            "{}[node]\nstate_dir = \"{}\"\n[ingress]\nlisten = [\"127.0.0.1:{}\"]\nzone = \"example.com\"\n\
              [ingress.health]\ninterval_ms = 100\ntimeout_ms = 30000\n\
              [[containers]]\nname = \"web-1\"\nip = \"127.0.0.1\"\nport = {port}\nlabels = {{ app = \"web\" }}\n",
+            admin_section(),
             dir.path().display(),
             common::free_port()
         ),
@@ -148,4 +156,55 @@ fn sigterm_does_not_wait_for_health_probes_in_flight() {
     assert_eq!(d.child.wait().expect("exits").code(), Some(0));
     eprintln!("stopped {:?} after SIGTERM", t0.elapsed());
     drop(silent);
+}
+
+/// Issue 33 item 2: under systemd (`Type=notify`, `WatchdogSec`), vxgate says READY=1 once it
+/// runs, WATCHDOG=1 every half of WATCHDOG_USEC, RELOADING=1 then READY=1 around a SIGHUP, and
+/// STOPPING=1 when SIGTERM starts the drain; a fake `$NOTIFY_SOCKET` receives them.
+#[test]
+fn systemd_hears_ready_watchdog_reload_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let path = dir.path().join("vxgate.toml");
+    std::fs::write(&path, format!("{}{ONE}", admin_section())).expect("write");
+    let child = Command::new(env!("CARGO_BIN_EXE_vxgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .env_remove("WATCHDOG_PID")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vxgate starts");
+    // signalled and reaped by the Daemon; its log lines are not read here
+    let mut d = Daemon {
+        child,
+        lines: mpsc::channel().1,
+    };
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = sock.recv(&mut buf).expect("a notification within 10 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    // the watchdog ticks (every 100 ms)
+    assert_eq!(next(), "WATCHDOG=1");
+    assert_eq!(next(), "WATCHDOG=1");
+    d.signal(libc::SIGHUP);
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("READY=1") {
+        seen.push(next());
+    }
+    assert!(seen.iter().any(|s| s == "RELOADING=1"), "{seen:?}");
+    d.signal(libc::SIGTERM);
+    let mut last = String::new();
+    while last != "STOPPING=1" {
+        last = next();
+        assert!(last == "WATCHDOG=1" || last == "STOPPING=1", "{last}");
+    }
+    assert_eq!(d.child.wait().expect("exits").code(), Some(0));
 }
