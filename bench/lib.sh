@@ -58,17 +58,13 @@ on() { local ns=$P-$1; shift; ip netns exec "$ns" "$@"; }
 # DIR/portable when there is one), prints `RESULT <metric> vxgate=<v> kernel=<v>
 # ratio=<vxgate/kernel> [portable=<v>]`, medians of the runs.
 bench_vs_kernel() {
-  /usr/bin/python3 - "$1" <<'PY'
-import os, statistics, sys
+  /usr/bin/python3 - "$1" "$(dirname "${BASH_SOURCE[0]}")" <<'PY'
+import os, sys
 d = sys.argv[1]
-def load(mode):
-    m = {}
-    for line in open(f"{d}/{mode}"):
-        k, v = line.split()
-        m.setdefault(k, []).append(float(v))
-    return {k: statistics.median(v) for k, v in m.items()}
-v, k = load("vxgate"), load("kernel")
-p = load("portable") if os.path.exists(f"{d}/portable") else {}
+sys.path.insert(0, sys.argv[2])
+from results import load
+v, k = load(d, "vxgate"), load(d, "kernel")
+p = load(d, "portable") if os.path.exists(f"{d}/portable") else {}
 for metric in v:
     ratio = v[metric] / k[metric] if k[metric] else float("nan")
     extra = f" portable={p[metric]:g}" if metric in p else ""

@@ -136,7 +136,7 @@ wire_check() {
   local cap=$!
   sleep 0.5
   on h1c1 ping -c 5 -i 0.1 -W 1 10.200.2.11 >/dev/null || die "$1: no ping for the wire check"
-  wait "$cap" || true
+  wait "$cap" || true   # timeout ends tcpdump (124); the greps below judge the capture
   grep -q '\.51820: UDP' "$OUT/wire.txt" || die "$1: no WireGuard on the underlay: $(head -3 "$OUT/wire.txt")"
   ! grep -q '\.4789: UDP' "$OUT/wire.txt" || die "$1: plain VXLAN on the underlay"
 }
@@ -152,16 +152,12 @@ if [ -n "$ENCRYPTION" ]; then
     measure kernel
     echo "run $run done" >&2
   done
-  /usr/bin/python3 - "$OUT" <<'PY'
-import statistics, sys
+  /usr/bin/python3 - "$OUT" "$here" <<'PY'
+import sys
 d = sys.argv[1]
-def load(mode):
-    m = {}
-    for line in open(f"{d}/{mode}"):
-        k, v = line.split()
-        m.setdefault(k, []).append(float(v))
-    return {k: statistics.median(v) for k, v in m.items()}
-w, kw, v, k = load("vxgate_wg"), load("kernel_wg"), load("vxgate"), load("kernel")
+sys.path.insert(0, sys.argv[2])
+from results import load
+w, kw, v, k = (load(d, m) for m in ("vxgate_wg", "kernel_wg", "vxgate", "kernel"))
 r = lambda a, b: f"{a / b:.3f}" if b else "nan"
 for metric in w:
     print(f"RESULT {metric} vxgate_wg={w[metric]:g} kernel_wg={kw[metric]:g} vxgate={v[metric]:g} "

@@ -51,16 +51,7 @@ pass "1 GiB h1c1 -> h2c1 at $(mbit $((t1 - t0))) Mbit/s and h2c1 -> h1c1 at $(mb
 # the kernel takes them): 20000 of 100 bytes and 5000 of 1300, each derived from its index
 merged() { metric 2 'vxgate_overlay_offload_events_total{network="default",event="gro_merged"}'; }
 m0=$(merged)
-on h2c1 /usr/bin/python3 "$TESTBED/udpcheck.py" recv 9000 5 > "$LOGDIR/udp.txt" &
-rp=$!
-sleep 0.5
-on h1c1 /usr/bin/python3 "$TESTBED/udpcheck.py" send 10.200.2.11 9000 20000 100
-on h1c1 /usr/bin/python3 "$TESTBED/udpcheck.py" send 10.200.2.11 9000 5000 1300
-wait "$rp"
-good=$(sed -n 's/.*good=\([0-9]*\).*/\1/p' "$LOGDIR/udp.txt")
-bad=$(sed -n 's/.*bad=\([0-9]*\).*/\1/p' "$LOGDIR/udp.txt")
-[ "${bad:-1}" = 0 ] || fail "UDP: $bad datagrams arrived corrupted or cut"
-[ "${good:-0}" -ge 22500 ] || fail "UDP: only $good of 25000 datagrams arrived"
+good=$(udp_check h1c1 h2c1 10.200.2.11)
 m1=$(merged)
 udp_merged=$((m1 - m0))
 uso=$(on h2 curl -s http://127.0.0.1:9180/v1/overlay | /usr/bin/python3 -c 'import json,sys; print(str(json.load(sys.stdin)["offloads"]["tap_uso"]).lower())') \

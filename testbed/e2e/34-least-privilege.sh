@@ -27,12 +27,7 @@ start_unprivileged() {
   VX_PIDS+=($!)
   eval "VX_PID_$h=$!"
   [ -n "${NO_WAIT:-}" ] && return 0
-  for _ in $(seq 100); do
-    grep -q "vxgate running" "$log" && return 0
-    kill -0 "$!" 2>/dev/null || fail "vxgate on h$h (as nobody) exited: $(tail -3 "$log")"
-    sleep 0.05
-  done
-  fail "vxgate on h$h (as nobody) did not start: $(tail -3 "$log")"
+  wait_running "h$h (as nobody)" "$!" "$log"
 }
 
 # negative controls first: one capability missing each time, a clear line, no start

@@ -43,12 +43,34 @@ start_vxgate() {
   ip netns exec "$P-h$h" "$VXGATE" run --config "$cfg" >"$log" 2>&1 &
   VX_PIDS+=($!)
   eval "VX_PID_$h=$!"
+  wait_running "h$h" "$!" "$log"
+}
+
+# wait_running NAME PID LOG: until LOG says "vxgate running" (5 s); fails if PID exits first.
+wait_running() {
   for _ in $(seq 100); do
-    grep -q "vxgate running" "$log" && return 0
-    kill -0 "$!" 2>/dev/null || fail "vxgate on h$h exited: $(tail -5 "$log")"
+    grep -q "vxgate running" "$3" && return 0
+    kill -0 "$2" 2>/dev/null || fail "vxgate on $1 exited: $(tail -5 "$3")"
     sleep 0.05
   done
-  fail "vxgate on h$h did not start: $(tail -5 "$log")"
+  fail "vxgate on $1 did not start: $(tail -5 "$3")"
+}
+
+# udp_check FROM TO IP: 20000 datagrams of 100 bytes and 5000 of 1300, each derived from its
+# index (testbed/udpcheck.py), from container FROM to TO at IP:9000; fails unless none arrives
+# corrupted or cut and at least 22500 arrive; prints how many arrived intact.
+udp_check() {
+  on "$2" /usr/bin/python3 "$TESTBED/udpcheck.py" recv 9000 6 > "$LOGDIR/udp.txt" &
+  local rp=$! good bad
+  sleep 0.5
+  on "$1" /usr/bin/python3 "$TESTBED/udpcheck.py" send "$3" 9000 20000 100
+  on "$1" /usr/bin/python3 "$TESTBED/udpcheck.py" send "$3" 9000 5000 1300
+  wait "$rp" || fail "UDP: the receiver failed: $(cat "$LOGDIR/udp.txt")"
+  good=$(sed -n 's/.*good=\([0-9]*\).*/\1/p' "$LOGDIR/udp.txt")
+  bad=$(sed -n 's/.*bad=\([0-9]*\).*/\1/p' "$LOGDIR/udp.txt")
+  [ "${bad:-1}" = 0 ] || fail "UDP: $bad datagrams arrived corrupted or cut"
+  [ "${good:-0}" -ge 22500 ] || fail "UDP: only $good of 25000 datagrams arrived"
+  echo "$good"
 }
 
 # stop_vxgate H: SIGTERM, and the exit code must be 0.

@@ -436,25 +436,42 @@ impl Crypto {
         let Some(peer) = table.by_address.get(&dst) else {
             return Sealed::NotAPeer;
         };
-        let payload = packet.len().saturating_sub(INNER_HEADERS);
-        let Some(head) = packet.first_chunk_mut::<INNER_HEADERS>() else {
-            return Sealed::Nothing;
-        };
-        write_inner(head, self.address, dst, sport, to.port(), payload);
         let endpoint = *lock(&peer.endpoint);
         let mut tunn = lock(&peer.tunn);
-        let had_session = Peer::has_session(&tunn);
-        match tunn.encapsulate(packet, out) {
-            TunnResult::WriteToNetwork(msg) => {
-                if msg.first() == Some(&4) {
+        match self.seal_locked(&mut tunn, (dst, to.port(), sport), packet, out) {
+            Some((msg, data)) => {
+                if data {
                     self.counters.sealed.fetch_add(1, Relaxed);
-                } else {
-                    self.counters.sent(msg, had_session);
-                    self.counters.control_sent.fetch_add(1, Relaxed);
                 }
                 Sealed::Send(msg, endpoint)
             }
-            _ => Sealed::Nothing,
+            None => Sealed::Nothing,
+        }
+    }
+
+    /// One datagram through a locked session: the inner headers written in its room, then
+    /// sealed into `out`. Returns the message to send and whether it is transport data (else
+    /// a handshake initiation, the datagram waiting in the session's queue, counted here;
+    /// the caller counts the transport data, once per batch).
+    fn seal_locked<'a>(
+        &self,
+        tunn: &mut Tunn,
+        (dst, dport, sport): (Ipv4Addr, u16, u16),
+        packet: &mut [u8],
+        out: &'a mut [u8],
+    ) -> Option<(&'a [u8], bool)> {
+        let payload = packet.len().checked_sub(INNER_HEADERS)?;
+        let head = packet.first_chunk_mut::<INNER_HEADERS>()?;
+        write_inner(head, self.address, dst, sport, dport, payload);
+        let had_session = Peer::has_session(tunn);
+        match tunn.encapsulate(packet, out) {
+            TunnResult::WriteToNetwork(msg) if msg.first() == Some(&4) => Some((msg, true)),
+            TunnResult::WriteToNetwork(msg) => {
+                self.counters.sent(msg, had_session);
+                self.counters.control_sent.fetch_add(1, Relaxed);
+                Some((msg, false))
+            }
+            _ => None,
         }
     }
 
@@ -480,29 +497,18 @@ impl Crypto {
         let peer = table.by_address.get(&dst)?;
         let endpoint = *lock(&peer.endpoint);
         let mut tunn = lock(&peer.tunn);
-        let mut written = 0;
-        let mut sealed = 0u64;
+        let (mut written, mut sealed) = (0, 0u64);
         for seg in data.chunks_mut(stride.max(INNER_HEADERS + 1)) {
-            let payload = seg.len() - INNER_HEADERS;
-            let Some(head) = seg.first_chunk_mut::<INNER_HEADERS>() else {
-                continue;
-            };
-            write_inner(head, self.address, dst, sport, to.port(), payload);
             if out.len() < written + seg.len() + OVERHEAD + 148 {
                 break;
             }
-            let had_session = Peer::has_session(&tunn);
-            match tunn.encapsulate(seg, &mut out[written..]) {
-                TunnResult::WriteToNetwork(msg) if msg.first() == Some(&4) => {
+            match self.seal_locked(&mut tunn, (dst, to.port(), sport), seg, &mut out[written..]) {
+                Some((msg, true)) => {
                     written += msg.len();
                     sealed += 1;
                 }
-                TunnResult::WriteToNetwork(msg) => {
-                    self.counters.sent(msg, had_session);
-                    self.counters.control_sent.fetch_add(1, Relaxed);
-                    control(msg, endpoint);
-                }
-                _ => {}
+                Some((msg, false)) => control(msg, endpoint),
+                None => {}
             }
         }
         self.counters.sealed.fetch_add(sealed, Relaxed);
@@ -643,18 +649,18 @@ impl Crypto {
     /// The peer a WireGuard message is for: a handshake initiation by the static key it
     /// carries (sealed to ours), anything else by the receiver index (the peer's slot
     /// shifted, as boringtun allocates it).
-    fn peer_of(&self, table: &Table, datagram: &[u8]) -> Option<Arc<Peer>> {
+    fn peer_of<'t>(&self, table: &'t Table, datagram: &[u8]) -> Option<&'t Arc<Peer>> {
         let slot = match Tunn::parse_incoming_packet(datagram).ok()? {
             Packet::HandshakeInit(init) => {
                 let keys = self.keys.load();
                 let half = parse_handshake_anon(&keys.private, &keys.public, &init).ok()?;
-                return table.by_key.get(&half.peer_static_public).cloned();
+                return table.by_key.get(&half.peer_static_public);
             }
             Packet::HandshakeResponse(r) => r.receiver_idx,
             Packet::PacketCookieReply(c) => c.receiver_idx,
             Packet::PacketData(d) => d.receiver_idx,
         };
-        table.by_slot.get(&(slot >> 8)).cloned()
+        table.by_slot.get(&(slot >> 8))
     }
 
     /// Runs every session's timers (handshake retries, rekeys, keepalives); what they send
@@ -952,6 +958,33 @@ mod tests {
         assert!(a.is_peer(to_b) && !a.is_peer("10.250.0.9:4789".parse().expect("a")));
     }
 
+    /// Two hosts that are each other's peer: keys, WireGuard endpoints, tunnel addresses
+    /// 10.250.0.1 (a) and 10.250.0.2 (b).
+    struct Pair {
+        ka: Key,
+        kb: Key,
+        ea: SocketAddr,
+        eb: SocketAddr,
+        a: Crypto,
+        b: Crypto,
+    }
+
+    fn pair() -> Pair {
+        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
+        let (ea, eb): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().expect("a"),
+            "192.0.2.2:51820".parse().expect("a"),
+        );
+        Pair {
+            a: host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]),
+            b: host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]),
+            ka,
+            kb,
+            ea,
+            eb,
+        }
+    }
+
     /// Two hosts on a wire in memory: delivers every message until none is left, and
     /// returns the VXLAN datagrams each side opened (a's, b's).
     struct Wire<'h> {
@@ -1010,13 +1043,14 @@ mod tests {
     /// peer's 15 s timeout; the restart is counted.
     #[test]
     fn a_restarted_peer_shakes_hands_at_the_first_stale_datagram() {
-        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
-        let (ea, eb): (SocketAddr, SocketAddr) = (
-            "192.0.2.1:51820".parse().expect("a"),
-            "192.0.2.2:51820".parse().expect("a"),
-        );
-        let a = host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]);
-        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let Pair {
+            ka,
+            kb,
+            ea,
+            eb,
+            a,
+            b,
+        } = pair();
         let frame = b"\x08\x00\x00\x00\x00\x00\x2a\x00payload".to_vec();
         let w = Wire {
             a: (&a, ea),
@@ -1049,13 +1083,9 @@ mod tests {
     /// session and the peer that learns the new key is reached again.
     #[test]
     fn peers_change_live_and_a_new_key_shakes_hands_again() {
-        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
-        let (ea, eb): (SocketAddr, SocketAddr) = (
-            "192.0.2.1:51820".parse().expect("a"),
-            "192.0.2.2:51820".parse().expect("a"),
-        );
-        let a = host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]);
-        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let Pair {
+            kb, ea, eb, a, b, ..
+        } = pair();
         let frame = b"\x08\x00\x00\x00\x00\x00\x2a\x00payload".to_vec();
         let w = Wire {
             a: (&a, ea),
@@ -1115,13 +1145,7 @@ mod tests {
     /// before a session the first one's initiation goes through `control`.
     #[test]
     fn segments_seal_back_to_back_and_open_in_order() {
-        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
-        let (ea, eb): (SocketAddr, SocketAddr) = (
-            "192.0.2.1:51820".parse().expect("a"),
-            "192.0.2.2:51820".parse().expect("a"),
-        );
-        let a = host(ka, [10, 250, 0, 1], kb, eb, [10, 250, 0, 2]);
-        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let Pair { ea, eb, a, b, .. } = pair();
         let w = Wire {
             a: (&a, ea),
             b: (&b, eb),

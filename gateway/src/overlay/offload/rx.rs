@@ -105,9 +105,10 @@ impl Rx {
         }
     }
 
-    /// Writes out the merge in progress if it starts in the half the next read fills, and
-    /// returns where that half starts (then the other half is next).
-    fn next_half(&mut self) -> usize {
+    /// Where the half of `buf` the next read fills starts, the merge in progress written out
+    /// first if it starts there (a merge may go on from the other half). The caller flips
+    /// `half` once the read filled it.
+    fn claim_half(&mut self) -> usize {
         let base = self.half * GRO_BUF;
         if self
             .merge
@@ -117,7 +118,6 @@ impl Rx {
         {
             self.sink.merged(m, &self.buf);
         }
-        self.half ^= 1;
         base
     }
 
@@ -134,7 +134,8 @@ impl Rx {
                 Ok((n, src, n))
             }
         })?;
-        let base = self.next_half();
+        let base = self.claim_half();
+        self.half ^= 1;
         let mut cursor = base;
         let mut k = 0;
         let reply = |m: &[u8], to: SocketAddr| {
@@ -160,6 +161,16 @@ impl Rx {
         Ok(k)
     }
 
+    /// After a read: the merge in progress is written out, unless it is a TCP merge and
+    /// `keep_tcp` (the next read, into the other half, may continue it).
+    fn end_read(&mut self, keep_tcp: bool) {
+        if !(keep_tcp && self.merge.pending_is_tcp())
+            && let Some(m) = self.merge.take()
+        {
+            self.sink.merged(m, &self.buf);
+        }
+    }
+
     /// The switch's decisions on the `k` datagrams in `list`.
     fn decide_listed(&mut self, s: &Switch, k: usize) {
         let now = Instant::now();
@@ -175,15 +186,7 @@ impl Rx {
     /// batch.
     fn read(&mut self, sock: &UdpSocket) -> io::Result<Got> {
         if self.gro {
-            let base = self.half * GRO_BUF;
-            if self
-                .merge
-                .pending_start()
-                .is_some_and(|s| (base..base + GRO_BUF).contains(&s))
-                && let Some(m) = self.merge.take()
-            {
-                self.sink.merged(m, &self.buf);
-            }
+            let base = self.claim_half();
             let buf = &mut self.buf[base..base + GRO_BUF];
             let (n, src, seg) =
                 sock.try_io(Interest::READABLE, || udp::recv_gro(sock, &mut buf[..]))?;
@@ -363,15 +366,9 @@ pub(super) fn rx_drain_wg(st: &mut Rx, wg: &WgSock, switch: &Switch) -> usize {
         st.decide_listed(switch, k);
         st.deliver(k);
         // a TCP merge may go on into the next read (into the other half), as with GRO
-        if !st.merge.pending_is_tcp()
-            && let Some(m) = st.merge.take()
-        {
-            st.sink.merged(m, &st.buf);
-        }
+        st.end_read(true);
     }
-    if let Some(m) = st.merge.take() {
-        st.sink.merged(m, &st.buf);
-    }
+    st.end_read(false);
     handled
 }
 
@@ -413,14 +410,8 @@ pub(super) fn rx_drain(
         // with GRO a TCP merge may go on into the next read (which writes it out if it must
         // reuse the half it starts in); a UDP one ends with its read; recvmmsg reuses the
         // slots at once
-        if (!st.gro || !st.merge.pending_is_tcp())
-            && let Some(m) = st.merge.take()
-        {
-            st.sink.merged(m, &st.buf);
-        }
+        st.end_read(st.gro);
     }
-    if let Some(m) = st.merge.take() {
-        st.sink.merged(m, &st.buf);
-    }
+    st.end_read(false);
     handled
 }
