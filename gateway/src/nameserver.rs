@@ -5,6 +5,7 @@
 //! that the server's workers read per query, so a registry change answers the next query.
 
 use crate::config::DnsConfig;
+use crate::part::Part;
 use crate::registry::{Registry, Snapshot};
 use crate::shutdown::Shutdown;
 use std::fmt::Write as _;
@@ -61,14 +62,15 @@ pub fn bind(cfg: &DnsConfig) -> Result<server::Bound, Error> {
     })
 }
 
-/// Spawns the server and the zone updater on sockets bound by [`bind`] (tests bind port 0).
+/// The server and the zone updater on sockets bound by [`bind`] (tests bind port 0): the
+/// handle, and the part whose `run` serves.
 pub fn start_bound(
     cfg: &DnsConfig,
     bound: server::Bound,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
-) -> Result<Dns, Error> {
+) -> Result<(Dns, Part<Error>), Error> {
+    let mut tasks = Part::new();
     let settings = ZoneSettings {
         zone: cfg.zone.clone(),
         ttl: u32::try_from(cfg.ttl.as_secs()).unwrap_or(u32::MAX),
@@ -122,7 +124,7 @@ pub fn start_bound(
             }
         }
     });
-    Ok(handle)
+    Ok((handle, tasks))
 }
 
 impl Dns {

@@ -3,7 +3,7 @@
 //! other part's. The overlay's queues and the ingress's per-core workers run this way, so a
 //! packet or a request never crosses threads.
 
-use crate::{Error, Tasks};
+use crate::part::Part;
 use std::future::Future;
 
 /// Why a datapath thread could not start or ended badly.
@@ -30,17 +30,17 @@ pub enum WorkerError {
 
 /// Starts `make()`'s future on a new thread `name` with its own current-thread runtime (the
 /// future is built there, so it may hold fds registered with that runtime), and a task in
-/// `tasks` that ends with it.
-pub fn spawn<F, Fut, E>(name: String, tasks: &mut Tasks, make: F) -> Result<(), WorkerError>
+/// `part` that ends with it.
+pub fn spawn<F, Fut, E>(name: String, part: &mut Part<E>, make: F) -> Result<(), WorkerError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), E>>,
-    E: Into<Error> + 'static,
+    E: From<WorkerError> + Send + 'static,
 {
     let label = name.clone();
     let thread = std::thread::Builder::new()
         .name(name.clone())
-        .spawn(move || -> Result<(), Error> {
+        .spawn(move || -> Result<(), E> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -48,13 +48,13 @@ where
                     name: label,
                     source,
                 })?;
-            rt.block_on(make()).map_err(Into::into)
+            rt.block_on(make())
         })
         .map_err(|source| WorkerError::Thread {
             name: name.clone(),
             source,
         })?;
-    tasks.spawn(async move {
+    part.spawn(async move {
         tokio::task::spawn_blocking(move || thread.join())
             .await
             .map_err(|source| WorkerError::Join {

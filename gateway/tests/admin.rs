@@ -296,11 +296,11 @@ async fn the_admin_api_serves_on_a_listener_bound_to_port_0() {
     let admin = vxgate::admin::Admin {
         config,
         registry: registry.clone(),
-        running: Arc::new(vxgate::Running::default()),
+        running: Arc::new(vxgate::admin::Running::default()),
         token: None,
         started: Instant::now(),
     };
-    vxgate::admin::serve(admin, listener, &shutdown, &mut tasks);
+    tasks.spawn(vxgate::admin::serve(admin, listener, shutdown));
     let call = |method: &'static str, path: &'static str, body: &'static str| {
         tokio::task::spawn_blocking(move || http(port, method, path, body, None))
     };

@@ -1,7 +1,8 @@
 //! ARCHITECTURE.md's module table says what each part of `gateway/src` uses; this test reads
 //! the `crate::…` paths in the code and fails when the table and the code disagree, either
-//! way, so the table cannot drift. (`crate::Error` and `crate::Tasks`, the daemon's task set
-//! that every part still takes, are the knot issue 32 item 1 removes; they are not counted.)
+//! way, so the table cannot drift. It also checks the shape the table promises: no part
+//! imports the crate root or `daemon`, and the import graph between top-level modules has no
+//! cycle.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -33,12 +34,28 @@ fn actual() -> BTreeMap<String, BTreeSet<String>> {
             let mut rest = text.as_str();
             while let Some(i) = rest.find("crate::") {
                 rest = &rest[i + 7..];
-                let name: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                    .collect();
-                if !name.is_empty() && name != top {
-                    uses.insert(name);
+                // `crate::{a, b::C}` names modules a and b; `crate::Name` an item of the root
+                let names: Vec<String> = match rest.strip_prefix('{') {
+                    Some(list) => list[..list.find('}').unwrap_or(list.len())]
+                        .split(',')
+                        .map(|n| n.trim().split("::").next().unwrap_or("").to_owned())
+                        .collect(),
+                    None => vec![
+                        rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .next()
+                            .unwrap_or("")
+                            .to_owned(),
+                    ],
+                };
+                for name in names {
+                    let name = if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+                        "lib".to_owned()
+                    } else {
+                        name
+                    };
+                    if !name.is_empty() && name != top && name != "self" {
+                        uses.insert(name);
+                    }
                 }
             }
         }
@@ -95,7 +112,7 @@ fn the_module_table_says_what_each_part_uses() {
     for (m, uses) in &actual {
         let uses: BTreeSet<String> = uses
             .iter()
-            .filter(|u| modules.contains(*u) && u.as_str() != "error")
+            .filter(|u| modules.contains(*u))
             .cloned()
             .collect();
         match documented.get(m) {
@@ -118,4 +135,63 @@ fn the_module_table_says_what_each_part_uses() {
     for m in ["overlay", "ingress", "registry", "wire", "crypto"] {
         assert!(documented.contains_key(m), "{m} has no row");
     }
+}
+
+#[test]
+fn no_part_imports_the_root_or_the_daemon() {
+    let actual = actual();
+    let wrong: Vec<String> = actual
+        .iter()
+        .filter(|(m, _)| !["daemon", "main", "lib"].contains(&m.as_str()))
+        .filter(|(_, uses)| uses.contains("lib") || uses.contains("daemon"))
+        .map(|(m, uses)| format!("{m}: {uses:?}"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "parts that import the crate root or daemon: {wrong:?}"
+    );
+    // the check reads something: the daemon does compose the parts
+    let daemon = &actual["daemon"];
+    assert!(
+        daemon.contains("overlay") && daemon.contains("ingress"),
+        "{daemon:?}"
+    );
+}
+
+#[test]
+fn the_import_graph_between_modules_has_no_cycle() {
+    let actual = actual();
+    // Kahn: peel modules that import nothing left; what stays is on a cycle
+    let mut left: BTreeMap<&str, BTreeSet<&str>> = actual
+        .iter()
+        .map(|(m, uses)| {
+            let uses = uses
+                .iter()
+                .map(String::as_str)
+                .filter(|u| actual.contains_key(*u) && *u != "lib")
+                .collect();
+            (m.as_str(), uses)
+        })
+        .collect();
+    let total = left.len();
+    loop {
+        let leaves: Vec<&str> = left
+            .iter()
+            .filter(|(_, uses)| uses.is_empty())
+            .map(|(m, _)| *m)
+            .collect();
+        if leaves.is_empty() {
+            break;
+        }
+        for l in &leaves {
+            left.remove(l);
+        }
+        for uses in left.values_mut() {
+            for l in &leaves {
+                uses.remove(l);
+            }
+        }
+    }
+    assert!(left.is_empty(), "modules on an import cycle: {left:?}");
+    assert!(total > 15, "the graph has the modules: {total}");
 }

@@ -70,10 +70,9 @@ async fn start_with(
     let bound = vxgate_dns::server::bind(&cfg.listen, 2).expect("bind");
     let port = bound.udp[0].local_addr().expect("addr").port();
     let (stop, shutdown) = Shutdown::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let handle = vxgate::nameserver::start_bound(&cfg, bound, &registry, &shutdown, &mut tasks)
-        .expect("start");
-    tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+    let (handle, part) =
+        vxgate::nameserver::start_bound(&cfg, bound, &registry, &shutdown).expect("start");
+    tokio::spawn(part.run(shutdown));
     Dns {
         port,
         registry,

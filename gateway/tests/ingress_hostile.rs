@@ -135,7 +135,7 @@ async fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> Option<Duration> {
 struct Bed {
     ingress: vxgate::ingress::Ingress,
     stopper: tokio::sync::watch::Sender<bool>,
-    tasks: vxgate::Tasks,
+    tasks: common::IngressTasks,
     addr: SocketAddr,
     ca: std::path::PathBuf,
     state: tempfile::TempDir,

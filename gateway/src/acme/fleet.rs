@@ -479,7 +479,7 @@ mod with_etcd {
             challenges: Arc<Challenges>,
             store: Store,
             shutdown: &Shutdown,
-            tasks: &mut crate::Tasks,
+            tasks: &mut crate::part::Part<crate::acme::Error>,
         ) {
             let (fleet, mut shutdown) = (self.clone(), shutdown.clone());
             tasks.spawn(async move {

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod store;
 
 use crate::config::{AcmeChallenge, AcmeConfig};
+use crate::part::Part;
 use crate::registry::{Registry, Snapshot};
 use crate::shutdown::Shutdown;
 use challenge::Challenges;
@@ -80,10 +81,9 @@ impl Acme {
         }
     }
 
-    /// Spawns the task that orders and renews; with `fleet`, also the watcher of the
-    /// fleet's certificates and challenges in etcd.
-    #[allow(clippy::too_many_arguments)]
-    pub fn spawn(
+    /// The part that orders and renews; with `fleet`, also the watcher of the fleet's
+    /// certificates and challenges in etcd.
+    pub fn start(
         &self,
         cfg: &AcmeConfig,
         zone: &str,
@@ -91,8 +91,9 @@ impl Acme {
         fleet: Option<Arc<fleet::Fleet>>,
         registry: &Arc<Registry>,
         shutdown: &Shutdown,
-        tasks: &mut crate::Tasks,
-    ) {
+    ) -> Part<Error> {
+        let mut part = Part::new();
+        let tasks = &mut part;
         #[cfg(feature = "etcd")]
         if let Some(f) = &fleet {
             f.spawn_watcher(
@@ -115,6 +116,7 @@ impl Acme {
             run(ctx, registry, shutdown).await;
             Ok(())
         });
+        part
     }
 }
 

@@ -8,7 +8,6 @@
 
 pub mod metrics;
 
-use crate::Running;
 use crate::config::{Config, ContainerConfig};
 use crate::registry::{Container, Origin, Registry, RegistryError};
 use crate::shutdown::Shutdown;
@@ -22,6 +21,18 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+
+/// Handles to running parts: what a reload touches and what the admin API reads.
+#[derive(Default)]
+pub struct Running {
+    pub overlay: Option<crate::overlay::Overlay>,
+    pub dns: Option<crate::nameserver::Dns>,
+    pub ingress: Option<crate::ingress::Ingress>,
+    /// The shared-registry backend's state (etcd only).
+    pub registry_backend: Option<Arc<crate::registry::BackendStatus>>,
+    /// The Docker source's state (`[docker]` only).
+    pub docker: Option<Arc<crate::registry::docker::DockerStatus>>,
+}
 
 pub struct Admin {
     pub config: Config,
@@ -54,13 +65,16 @@ pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
 }
 
 /// Serves the admin API on `listener` (bound by [`bind`], or by a test on port 0) until
-/// shutdown.
-pub fn serve(admin: Admin, listener: TcpListener, shutdown: &Shutdown, tasks: &mut crate::Tasks) {
+/// shutdown: the admin part's life.
+pub async fn serve(
+    admin: Admin,
+    listener: TcpListener,
+    mut shutdown: Shutdown,
+) -> Result<(), Error> {
     let addr = listener.local_addr().unwrap_or(admin.config.admin.listen);
     tracing::info!(listen = %addr, auth = admin.token.is_some(), "admin API up");
     let admin = Arc::new(admin);
-    let mut shutdown = shutdown.clone();
-    tasks.spawn(async move {
+    {
         loop {
             let (stream, _) = tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
@@ -79,7 +93,7 @@ pub fn serve(admin: Admin, listener: TcpListener, shutdown: &Shutdown, tasks: &m
                     .await;
             });
         }
-    });
+    }
 }
 
 /// Time a client gets to send a request body.

@@ -358,7 +358,7 @@ pub(super) fn validate_ingress(i: &IngressConfig, v: &mut Validator) {
         validate_acme(a, i, v);
     }
     for (n, h) in i.route_hosts.iter().enumerate() {
-        if crate::ingress::routes::HostAllowList::new([h.as_str()]) == Default::default() {
+        if crate::names::host_pattern(h).is_none() {
             v.bad(
                 &format!("ingress.route_hosts[{n}]"),
                 format!("{h:?}: expected a host name like \"shop.example.org\" or a pattern like \"*.shop.example.org\""),

@@ -68,7 +68,7 @@ pub async fn run(
     registry: Arc<Registry>,
     tls: BackendTls,
     mut shutdown: Shutdown,
-) -> Result<(), crate::Error> {
+) -> Result<(), super::Error> {
     // its own budget: one connection per container at most
     let pool = Arc::new(super::proxy::pool(
         tls,

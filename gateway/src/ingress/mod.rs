@@ -25,6 +25,7 @@ pub mod sticky;
 pub mod tls;
 
 use crate::config::IngressConfig;
+use crate::part::Part;
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
@@ -61,6 +62,8 @@ pub enum Error {
     AccessLog(#[from] access_log::Error),
     #[error(transparent)]
     Worker(#[from] crate::worker::WorkerError),
+    #[error("acme: {0}")]
+    Acme(#[from] crate::acme::Error),
 }
 
 /// What stays reachable of a running ingress (certificate reload on SIGHUP, metrics).
@@ -170,9 +173,9 @@ struct Shared {
     access_log: Option<Arc<access_log::AccessLog>>,
 }
 
-/// Binds the listeners and loads certificates (errors stop startup), then spawns the
-/// acceptors, the redirect listeners and the health checker.
-#[allow(clippy::too_many_arguments)]
+/// Loads certificates (errors stop startup), then spawns the acceptors on the bound
+/// `listeners`, the redirect listeners and the health checker: the handle, and the part
+/// whose `run` is the ingress's life.
 pub async fn start(
     cfg: &IngressConfig,
     listeners: Listeners,
@@ -181,8 +184,9 @@ pub async fn start(
     acme_fleet: Option<Arc<crate::acme::fleet::Fleet>>,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
-) -> Result<Ingress, Error> {
+) -> Result<(Ingress, Part<Error>), Error> {
+    let mut part = Part::new();
+    let tasks = &mut part;
     let source = if cfg.certs.is_empty() {
         tls::Source::SelfSigned {
             zone: zone.to_owned(),
@@ -263,14 +267,17 @@ pub async fn start(
         tasks.spawn(async move { accept_redirect(l, https_port, challenges, shutdown).await });
     }
     if let (Some(a), Some(acme)) = (&cfg.acme, &acme) {
-        acme.spawn(a, zone, state_dir, acme_fleet, registry, shutdown, tasks);
+        tasks.adopt(
+            acme.start(a, zone, state_dir, acme_fleet, registry, shutdown),
+            shutdown,
+        );
     }
     {
         let (h, r, s) = (cfg.health.clone(), registry.clone(), shutdown.clone());
         tasks.spawn(async move { health::run(h, r, backend_tls, s).await });
     }
     tracing::info!(listen = ?cfg.listen, redirect = ?cfg.http_redirect, zone, "ingress up");
-    Ok(Ingress {
+    let ingress = Ingress {
         certs,
         stats: shared.stats.clone(),
         acme,
@@ -279,7 +286,8 @@ pub async fn start(
         routes,
         access_log,
         backend_budget: shared.proxy.budget.clone(),
-    })
+    };
+    Ok((ingress, part))
 }
 
 /// The route table, rebuilt from every registry snapshot by a task (older claims keep
@@ -289,7 +297,7 @@ fn follow_routes(
     zone: &str,
     allowed: routes::HostAllowList,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
+    tasks: &mut crate::part::Part<Error>,
 ) -> routes::Routes {
     let first = routes::RouteTable::build(&registry.snapshot(), zone, &allowed, None);
     report_routes(None, &first);
@@ -711,7 +719,7 @@ async fn accept_redirect(
     https_port: u16,
     challenges: Option<Arc<crate::acme::challenge::Challenges>>,
     mut shutdown: Shutdown,
-) -> Result<(), crate::Error> {
+) -> Result<(), Error> {
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.wait() => return Ok(()),

@@ -138,7 +138,12 @@ pub struct HostAllowList(Vec<String>);
 impl HostAllowList {
     /// The list from the config's values (invalid ones are the config's to refuse).
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> HostAllowList {
-        HostAllowList(patterns.into_iter().filter_map(host_pattern).collect())
+        HostAllowList(
+            patterns
+                .into_iter()
+                .filter_map(crate::names::host_pattern)
+                .collect(),
+        )
     }
 
     /// Whether a claim on `host` (a name or `*.suffix`) is allowed: listed as it is, or
@@ -205,7 +210,7 @@ impl RouteTable {
             for c in sorted {
                 if let Some(v) = c.labels.get(HOST_LABEL) {
                     for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-                        match host_pattern(h) {
+                        match crate::names::host_pattern(h) {
                             Some(h) if hosts.contains(&h) => {}
                             Some(h) => {
                                 let why = match own_name_form(&h, &zone) {
@@ -488,22 +493,6 @@ fn ascii_lower<'b>(s: &str, buf: &'b mut [u8; 256]) -> Option<&'b str> {
         *o = b.to_ascii_lowercase();
     }
     std::str::from_utf8(out).ok()
-}
-
-/// A `vxgate.host` value, lower-cased: a host name, or `*.` and one.
-fn host_pattern(h: &str) -> Option<String> {
-    let h = h.trim_end_matches('.').to_ascii_lowercase();
-    let name = h.strip_prefix("*.").unwrap_or(&h);
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    ok.then_some(h)
 }
 
 /// A `vxgate.path` value: starts with `/`, no query, fragment or spaces; a trailing `/`

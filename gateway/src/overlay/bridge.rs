@@ -34,7 +34,11 @@ impl Attachment {
 }
 
 /// Spawns one follower per (TAP, bridge) pair.
-pub fn start(pairs: Vec<(String, String)>, shutdown: &Shutdown, tasks: &mut crate::Tasks) {
+pub fn start(
+    pairs: Vec<(String, String)>,
+    shutdown: &Shutdown,
+    tasks: &mut crate::part::Part<super::error::Error>,
+) {
     for (tap_name, bridge) in pairs {
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {

@@ -35,6 +35,7 @@ pub use offload::Features;
 pub use switch::{FromTap, FromUdp, NetworkSpec, Switch};
 pub use types::{EncryptionSpec, Overlay, OverlaySpec, PlainSockets, TapNetwork, Underlay};
 
+use crate::part::Part;
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 use membership::Membership;
@@ -79,15 +80,17 @@ pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
 }
 
 /// Opens the TAPs (errors here stop startup) and starts the datapath on the `underlay`
-/// sockets ([`bind`]), the registry follower and the bridge keeper.
+/// sockets ([`bind`]), the registry follower and the bridge keeper: the handle, and the
+/// part whose `run` is the overlay's life.
 pub async fn start(
     cfg: &OverlaySpec,
     underlay: Underlay,
     node: &str,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
-) -> Result<Overlay, Error> {
+) -> Result<(Overlay, Part<Error>), Error> {
+    let mut part = Part::new();
+    let tasks = &mut part;
     let networks: Vec<NetworkSpec> = cfg.networks.iter().map(|n| n.spec.clone()).collect();
     let switch = Arc::new(Switch::new(
         node,
@@ -170,13 +173,14 @@ pub async fn start(
             }
         });
     }
-    Ok(Overlay {
+    let overlay = Overlay {
         switch,
         networks,
         features,
         wireguard,
         wireguard_peers,
-    })
+    };
+    Ok((overlay, part))
 }
 
 /// The configured WireGuard peers when a reload changed them; never without encryption.

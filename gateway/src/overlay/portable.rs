@@ -47,7 +47,7 @@ pub(super) fn start(
     underlay: Underlay,
     switch: &Arc<Switch>,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
+    tasks: &mut crate::part::Part<Error>,
 ) -> Result<(Arc<Features>, Vec<u16>), Error> {
     let mut taps = Vec::new();
     for n in &cfg.networks {

@@ -88,8 +88,7 @@ pub fn start(
     local: LocalNode,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
-) -> Arc<BackendStatus> {
+) -> (Arc<BackendStatus>, crate::part::Part<super::EtcdError>) {
     let status = Arc::new(BackendStatus::default());
     let ctx = Ctx {
         auth: cfg.auth.clone(),
@@ -110,9 +109,9 @@ pub fn start(
         user = ctx.auth.user.as_ref().map(|(u, _)| u.as_str()),
         "registry: etcd"
     );
-    let shutdown = shutdown.clone();
-    tasks.spawn(run(ctx, shutdown));
-    status
+    let mut part = crate::part::Part::new();
+    part.spawn(run(ctx, shutdown.clone()));
+    (status, part)
 }
 
 /// Per-task state that outlives sessions.
@@ -169,7 +168,7 @@ enum SessionError {
     Auth(#[from] AuthError),
 }
 
-async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), crate::Error> {
+async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), super::EtcdError> {
     let mut st = State {
         remote: RemoteState::new(&ctx.me, ctx.layout.clone()),
         snapshots: ctx.registry.subscribe(),

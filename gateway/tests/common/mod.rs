@@ -115,6 +115,9 @@ pub fn container(
     }
 }
 
+/// A running in-process ingress: its life, to wait for after the stop.
+pub type IngressTasks = tokio::task::JoinSet<Result<(), vxgate::ingress::Error>>;
+
 /// An ingress serving `registry` in-process on a loopback port of its own, with the
 /// self-signed certificate generated into `state_dir` (`tls/self-signed.crt`). The sender
 /// stops it; the task set holds its parts.
@@ -124,7 +127,7 @@ pub async fn start_ingress(
 ) -> (
     vxgate::ingress::Ingress,
     tokio::sync::watch::Sender<bool>,
-    vxgate::Tasks,
+    IngressTasks,
 ) {
     start_ingress_with(state_dir, registry, "").await
 }
@@ -137,7 +140,7 @@ pub async fn start_ingress_with(
 ) -> (
     vxgate::ingress::Ingress,
     tokio::sync::watch::Sender<bool>,
-    vxgate::Tasks,
+    IngressTasks,
 ) {
     let text = format!(
         "[node]\nstate_dir = {:?}\n[ingress]\nlisten = [\"127.0.0.1:8443\"]\nzone = \"example.com\"\n{ingress_keys}\n",
@@ -149,7 +152,7 @@ pub async fn start_ingress_with(
     let (stop, shutdown) = vxgate::shutdown::Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     let listeners = vxgate::ingress::bind_listeners(&cfg).expect("bind");
-    let ingress = vxgate::ingress::start(
+    let (ingress, part) = vxgate::ingress::start(
         &cfg,
         listeners,
         "example.com",
@@ -157,10 +160,10 @@ pub async fn start_ingress_with(
         None,
         registry,
         &shutdown,
-        &mut tasks,
     )
     .await
     .expect("start");
+    tasks.spawn(part.run(shutdown));
     (ingress, stop, tasks)
 }
 

@@ -329,7 +329,7 @@ pub(super) fn start(
     underlay: Underlay,
     switch: &Arc<Switch>,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
+    tasks: &mut crate::part::Part<Error>,
 ) -> Result<(Arc<Features>, Vec<u16>), Error> {
     let crypto = underlay.wireguard.as_ref().map(|(_, c)| c.clone());
     let (features, workers) = open(networks, underlay)?;

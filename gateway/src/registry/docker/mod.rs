@@ -137,14 +137,13 @@ pub struct DockerSpec {
     pub settings: Settings,
 }
 
-/// Starts the source. It never fails startup: without dockerd, vxgate serves what it has and
-/// keeps trying.
+/// The source: its status, and the part whose `run` follows Docker. It never fails startup:
+/// without dockerd, vxgate serves what it has and keeps trying.
 pub fn start(
     spec: DockerSpec,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
-    tasks: &mut crate::Tasks,
-) -> Arc<DockerStatus> {
+) -> (Arc<DockerStatus>, crate::part::Part<Error>) {
     let status = Arc::new(DockerStatus::new(spec.endpoint.to_string()));
     tracing::info!(
         endpoint = %spec.endpoint,
@@ -157,8 +156,9 @@ pub fn start(
         registry: registry.clone(),
         status: status.clone(),
     };
-    tasks.spawn(run(ctx, shutdown.clone()));
-    status
+    let mut part = crate::part::Part::new();
+    part.spawn(run(ctx, shutdown.clone()));
+    (status, part)
 }
 
 /// State that outlives sessions: what Docker last said.
@@ -174,7 +174,7 @@ struct State {
     down: bool,
 }
 
-async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), crate::Error> {
+async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), Error> {
     let mut st = State::default();
     let mut backoff = BACKOFF_MIN;
     loop {

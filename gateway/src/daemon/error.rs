@@ -19,10 +19,6 @@ pub enum Error {
     Docker(#[from] crate::registry::docker::Error),
     #[error(transparent)]
     Etcd(#[from] crate::registry::EtcdError),
-    #[error(transparent)]
-    Acme(#[from] crate::acme::Error),
-    #[error(transparent)]
-    Worker(#[from] crate::worker::WorkerError),
     /// The process's own plumbing: signals, the runtime.
     #[error("{what}: {source}")]
     Process {

@@ -4,9 +4,14 @@
 //! SIGHUP re-reads the config; a config that fails validation is logged and the running one
 //! stays. SIGHUP and SIGUSR1 reopen the access log file. Containers from the config are swapped into the registry in one change.
 
+mod error;
+mod start;
+
+use crate::admin::Running;
 use crate::config::{self, Config};
 use crate::registry::{Origin, Registry};
 use crate::shutdown::Shutdown;
+pub use error::Error;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ enum Stopped {
         source: crate::registry::RegistryError,
     },
     #[error(transparent)]
-    Part(#[from] crate::Error),
+    Part(#[from] Error),
     #[error("a part ended unexpectedly")]
     Ended,
     #[error("panicked: {0}")]
@@ -68,7 +73,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
     })?);
     // Handlers first: a signal that arrives while parts start is queued, not fatal.
     let sig = |kind| {
-        signal(kind).map_err(|source| crate::Error::Process {
+        signal(kind).map_err(|source| Error::Process {
             what: "cannot install a signal handler",
             source,
         })
@@ -81,7 +86,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
     );
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let running = Arc::new(crate::start(&config, &registry, &shutdown, &mut tasks).await?);
+    let running = Arc::new(start::start(&config, &registry, &shutdown, &mut tasks).await?);
     let token = match &config.admin.token_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -89,7 +94,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
                     path: p.clone(),
                     source,
                 })
-                .map_err(crate::Error::from)?
+                .map_err(Error::from)?
                 .trim()
                 .to_owned(),
         ),
@@ -98,19 +103,20 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
     // last: /healthz answering means every other listener is bound
     let listener = crate::admin::bind(config.admin.listen)
         .await
-        .map_err(crate::Error::from)?;
-    crate::admin::serve(
-        crate::admin::Admin {
-            config: config.clone(),
-            registry: registry.clone(),
-            running: running.clone(),
-            token,
-            started: std::time::Instant::now(),
-        },
-        listener,
-        &shutdown,
-        &mut tasks,
-    );
+        .map_err(Error::from)?;
+    let admin = crate::admin::Admin {
+        config: config.clone(),
+        registry: registry.clone(),
+        running: running.clone(),
+        token,
+        started: std::time::Instant::now(),
+    };
+    let admin_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        crate::admin::serve(admin, listener, admin_shutdown)
+            .await
+            .map_err(Error::from)
+    });
     tracing::info!(
         node = %config.node.name,
         containers = registry.snapshot().len(),
@@ -152,7 +158,7 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
     Ok(())
 }
 
-async fn drain(tasks: &mut crate::Tasks) {
+async fn drain(tasks: &mut error::Tasks) {
     let all = async {
         while let Some(done) = tasks.join_next().await {
             match done {
@@ -169,14 +175,14 @@ async fn drain(tasks: &mut crate::Tasks) {
 }
 
 /// SIGHUP and SIGUSR1: the access log file is opened again (after logrotate moved it).
-fn reopen_logs(running: &crate::Running) {
+fn reopen_logs(running: &Running) {
     if let Some(log) = running.ingress.as_ref().and_then(|i| i.access_log.as_ref()) {
         log.reopen();
     }
 }
 
 /// SIGHUP: validate the file again; apply what can change live, keep the old config otherwise.
-fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &crate::Running) {
+fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &Running) {
     let new = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
