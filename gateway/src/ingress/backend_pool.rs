@@ -121,7 +121,7 @@ impl Budget {
         use std::sync::atomic::Ordering::Relaxed;
         let share = self
             .by_backend
-            .take(addr, super::limit::client_share(self.cap))
+            .take(&addr, super::limit::client_share(self.cap))
             .ok_or(Error::Exhausted("this backend's share"))?;
         self.open
             .fetch_update(Relaxed, Relaxed, |n| (n < self.cap).then_some(n + 1))

@@ -17,10 +17,12 @@ pub mod backend_tls;
 pub mod health;
 pub mod limit;
 pub mod path;
+pub mod plan;
 pub mod proxy;
 pub mod route;
 pub mod routes;
 pub mod send_watch;
+pub mod state;
 pub mod sticky;
 pub mod tls;
 
@@ -90,10 +92,9 @@ pub struct Stats {
     pub tls12: AtomicU64,
     pub tls13: AtomicU64,
     pub handshake_failures: AtomicU64,
-    /// Requests by service, then by status class (index 1-5 for 1xx-5xx): one map per
-    /// ingress worker thread, so a request takes only its own thread's lock (no cache line
-    /// moves between cores); summed when `/metrics` is read.
-    pub requests: Vec<std::sync::Mutex<std::collections::BTreeMap<String, [u64; 6]>>>,
+    /// Requests by service, then by status class: a row per ingress worker thread, no lock
+    /// ([`state::RequestCounts`]); summed when `/metrics` is read.
+    pub requests: state::RequestCounts,
     /// Time from a request's head to the response's head.
     pub latency: vxgate_metrics::Histogram,
     /// Connections closed at accept because of max_connections.
@@ -119,7 +120,7 @@ impl Stats {
             tls12: AtomicU64::new(0),
             tls13: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
-            requests: (0..workers.max(1)).map(|_| Default::default()).collect(),
+            requests: state::RequestCounts::new(workers),
             latency: Default::default(),
             refused_connections: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
@@ -133,33 +134,11 @@ impl Stats {
 
     /// Requests by service and status class, summed over the workers.
     pub fn requests(&self) -> std::collections::BTreeMap<String, [u64; 6]> {
-        let mut all: std::collections::BTreeMap<String, [u64; 6]> = Default::default();
-        for shard in &self.requests {
-            for (service, by_class) in shard.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-                let sum = all.entry(service.clone()).or_default();
-                for (s, n) in sum.iter_mut().zip(by_class) {
-                    *s += n;
-                }
-            }
-        }
-        all
+        self.requests.sum()
     }
 
     fn request(&self, worker: usize, service: &str, status: StatusCode, took: Duration) {
-        let class = usize::from(status.as_u16() / 100).min(5);
-        let mut m = self.requests[worker % self.requests.len()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // looked up by &str: the service name is allocated once, not per request
-        match m.get_mut(service) {
-            Some(by_class) => by_class[class] += 1,
-            None => {
-                let mut by_class = [0; 6];
-                by_class[class] = 1;
-                m.insert(service.to_owned(), by_class);
-            }
-        }
-        drop(m);
+        self.requests.count(worker, service, status);
         self.latency.observe(took);
     }
 }

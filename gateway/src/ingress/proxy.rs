@@ -7,8 +7,10 @@
 //! a pooled connection reset under it) is retried on other backends (three in all), else 502; no response head within `backend_timeout` → 504. HTTP/1.1 upgrades (WebSocket)
 //! are spliced both ways after the backend's 101.
 
+use super::plan;
 use super::route;
 use super::routes;
+use super::state::InFlight;
 use crate::config::LoadBalancing;
 use crate::registry::{Container, Health, Registry};
 use bytes::Bytes;
@@ -18,15 +20,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Most backends one idempotent request is tried on (connect failures and connections reset
-/// under the request).
-const MAX_ATTEMPTS: usize = 3;
 
 pub use super::backend_pool::Body;
 
@@ -166,7 +163,9 @@ pub struct Outcome {
     pub bytes_in: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Shared by every connection of the ingress.
+/// Shared by every connection of the ingress. Nothing here takes a lock on the request
+/// path: the services' counts live in the route table ([`super::state`]), the per-client
+/// limits in tables of atomics ([`super::limit`]).
 pub struct Proxy {
     pub registry: Arc<Registry>,
     /// The route table of the newest registry snapshot.
@@ -176,12 +175,8 @@ pub struct Proxy {
     pub backend_timeout: Duration,
     /// An upgraded connection with no bytes either way for this long is closed.
     pub upgrade_idle: Duration,
-    /// Requests in flight per backend, for `least_requests` (only counted under it).
-    in_flight: Mutex<HashMap<String, Arc<AtomicUsize>>>,
-    /// Requests in flight per service, for `vxgate.max_in_flight`.
-    service_in_flight: Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>,
     /// Token buckets per (service, client), for `vxgate.rate`.
-    buckets: Mutex<super::limit::Buckets>,
+    rates: super::limit::Rates,
     /// The ingress's counters (limits refused here).
     stats: Arc<super::Stats>,
     /// The key of sticky-session cookies (drawn at start).
@@ -212,6 +207,16 @@ fn text(status: StatusCode, msg: &str) -> Response<Body> {
     r
 }
 
+/// vxgate's own answer as a response.
+fn reply(r: plan::Reply) -> Response<Body> {
+    let mut resp = text(r.status, &r.message);
+    if let Some(secs) = r.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    resp
+}
+
 fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
@@ -232,13 +237,22 @@ impl std::fmt::Display for Chain<'_> {
     }
 }
 
-/// Counts a request in flight on a backend for as long as it lives.
-struct InFlight(Arc<AtomicUsize>);
+/// A client's place among a service's requests in flight.
+type ServiceShare = super::limit::Share<(Arc<str>, std::net::IpAddr)>;
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
+/// What a request holds while it is in flight: given back when its response body is done.
+struct Admitted {
+    _service: Option<(InFlight, ServiceShare)>,
+    _client: super::limit::Share<std::net::IpAddr>,
+}
+
+/// A request ready to send: its head (rewritten), its body, the upgrade it may become.
+struct Outgoing {
+    parts: http::request::Parts,
+    body: Option<Body>,
+    /// Set when the client's body fails (its fault: 400, no retry, no mark on the backend).
+    body_failed: Arc<std::sync::atomic::AtomicBool>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Proxy {
@@ -261,29 +275,11 @@ impl Proxy {
             clients: Default::default(),
             budget,
             v6_prefix: cfg.ipv6_client_prefix,
-            in_flight: Mutex::new(HashMap::new()),
-            service_in_flight: Mutex::new(HashMap::new()),
-            buckets: Mutex::new(super::limit::Buckets::new(super::limit::CAPACITY)),
+            rates: super::limit::Rates::new(super::limit::SLOTS, std::time::Instant::now()),
             stats,
             sticky: super::sticky::Sticky::random(),
             rng: AtomicUsize::new(0x9e37_79b9),
         }
-    }
-
-    fn counter(&self, name: &str) -> Arc<AtomicUsize> {
-        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = m.get(name) {
-            return c.clone();
-        }
-        m.entry(name.to_owned()).or_default().clone()
-    }
-
-    fn service_counter(&self, service: &Arc<str>) -> Arc<AtomicUsize> {
-        let mut m = self
-            .service_in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        m.entry(service.clone()).or_default().clone()
     }
 
     fn random(&self) -> usize {
@@ -292,23 +288,6 @@ impl Proxy {
             .rng
             .fetch_add(0x9e37_79b9_7f4a_7c15_u64 as usize, Relaxed);
         x ^ (x >> 29)
-    }
-
-    /// The backends in the order to try them: the chosen one first. `turn` is the request's
-    /// round-robin turn (its service's [`routes::Cursor`]).
-    fn order(&self, turn: usize, backends: &[Arc<Container>]) -> Vec<Arc<Container>> {
-        let n = backends.len();
-        let first = match self.policy {
-            LoadBalancing::RoundRobin => route::round_robin(turn, n),
-            LoadBalancing::LeastRequests => {
-                let loads: Vec<usize> = backends
-                    .iter()
-                    .map(|b| self.counter(&b.name).load(Relaxed))
-                    .collect();
-                route::two_choices(&loads, self.random(), self.random())
-            }
-        };
-        (0..n).map(|k| backends[(first + k) % n].clone()).collect()
     }
 
     /// Handles one request from `client` (arrived over TLS), sending it through `pool`.
@@ -320,182 +299,169 @@ impl Proxy {
         hold: &Hold,
     ) -> (Response<Body>, Outcome) {
         let mut outcome = Outcome::default();
-        let resp = self.forward(pool, req, client, hold, &mut outcome).await;
+        let resp = match self.forward(pool, req, client, hold, &mut outcome).await {
+            Ok(r) => r,
+            Err(r) => reply(r),
+        };
         (resp, outcome)
     }
 
+    /// The plan, its limits, then the backends in order until one answers.
     async fn forward(
         &self,
         pool: &Pool,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         client: SocketAddr,
         hold: &Hold,
         outcome: &mut Outcome,
-    ) -> Response<Body> {
-        // requests that cannot be forwarded as they are get a 4xx here, and never reach (or
-        // count against) a backend
-        let host = match route::routing_host(req.method(), req.uri(), req.headers()) {
-            Ok(h) => h,
-            Err(refusal) => return text(refusal.status(), refusal.message()),
+    ) -> Result<Response<Body>, plan::Reply> {
+        let fwd = plan::route(plan::Head::of(&req), &self.routes.load())?;
+        outcome.service = Some(fwd.service.clone());
+        let admitted = self.admit(&fwd, client.ip()).map_err(|r| {
+            match r {
+                plan::Refused::Rate(_) => &self.stats.rate_limited,
+                plan::Refused::ClientShare => &self.stats.client_share,
+                _ => &self.stats.over_in_flight,
+            }
+            .fetch_add(1, Relaxed);
+            r.reply(&fwd.service)
+        })?;
+        let backends: Vec<Arc<Container>> = self
+            .registry
+            .view()
+            .serving(&fwd.service)
+            .cloned()
+            .collect();
+        if backends.is_empty() {
+            return Err(plan::no_backend(&fwd.service));
+        }
+        let mut out = self.outgoing(req, &fwd, client, outcome)?;
+        let has_body = out
+            .body
+            .as_ref()
+            .is_some_and(|b| !hyper::body::Body::is_end_stream(b));
+        let balance = match self.policy {
+            LoadBalancing::RoundRobin => plan::Balance::Turn(fwd.state.next_turn()),
+            LoadBalancing::LeastRequests => plan::Balance::Loads(
+                backends.iter().map(|b| fwd.state.load(&b.name)).collect(),
+                self.random(),
+                self.random(),
+            ),
         };
-        // a guard on the current table (no lock, no reference count), let go before the
-        // first await
-        // one normalised path for the route and the backend (`/public/../secret` is
-        // `/secret`, matched and forwarded as such)
-        let normalized: Option<String> =
-            match super::path::normalize(req.uri().path_and_query().map_or("/", |p| p.as_str())) {
-                Ok(std::borrow::Cow::Borrowed(_)) => None,
-                Ok(std::borrow::Cow::Owned(t)) => Some(t),
-                Err(e) => return text(StatusCode::BAD_REQUEST, e.message()),
+        let sticky = self.sticky.as_ref().filter(|_| fwd.policy.sticky);
+        let choice = plan::choose(
+            &backends,
+            &balance,
+            plan::retryable(&out.parts.method, has_body, fwd.upgrade),
+            &fwd.service,
+            sticky.map(|key| plan::StickyIn {
+                key,
+                cookies: out
+                    .parts
+                    .headers
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect(),
+            }),
+        );
+        for (attempt, backend) in choice.order.iter().take(choice.attempts).enumerate() {
+            outcome.retries = attempt as u32;
+            outcome.backend = Some(backend.name.clone());
+            let addr = SocketAddr::new(backend.ip, backend.port);
+            let uri = Pool::target(fwd.policy.protocol, addr, &fwd.target)
+                .map_err(|_| plan::Reply::new(StatusCode::BAD_REQUEST, "bad request target"))?;
+            let sent = self.send(pool, uri, &fwd, backend, &mut out, choice.attempts > 1);
+            let failure = match tokio::time::timeout(self.backend_timeout, sent).await {
+                Err(_) => plan::Failure::Timeout,
+                Ok(Ok((resp, counted))) => {
+                    outcome.upstream_status = Some(resp.status().as_u16());
+                    let held = (admitted, counted);
+                    let pinned = choice.pinned.as_deref();
+                    return self.respond(resp, &fwd, backend, pinned, out, hold, held);
+                }
+                Ok(Err(e)) => failure(&e, backend, &out, &self.stats),
             };
-        let target: &str = normalized
-            .as_deref()
-            .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |p| p.as_str()));
-        let table = self.routes.load();
-        let Some(routed) = table.lookup(&host, target) else {
-            let why = if table.knows_host(&host) {
-                format!(
-                    "no route for {} on host {host}",
-                    target.split('?').next().unwrap_or("/")
-                )
-            } else {
-                format!("no service for host {host}")
-            };
-            return text(StatusCode::NOT_FOUND, &why);
-        };
-        let service = routed.service.clone();
-        outcome.service = Some(service.clone());
-        let policy = routed.policy.clone();
-        let who = super::limit::client_key(client.ip(), self.v6_prefix);
-        if let Some(rate) = policy.rate {
-            let taken = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).take(
-                &service,
-                who,
-                rate,
-                std::time::Instant::now(),
+            let next = plan::after_failure(
+                failure,
+                &backend.name,
+                &fwd.service,
+                attempt,
+                choice.attempts,
             );
-            if let Err(wait) = taken {
-                self.stats.rate_limited.fetch_add(1, Relaxed);
-                let mut r = text(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!("too many requests to {service}; retry later"),
-                );
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
-                return r;
+            if next.eject {
+                let _ = self.registry.set_health(&backend.name, Health::Unhealthy);
+            }
+            if let Some(r) = next.reply {
+                return Err(r);
             }
         }
-        // counted from here until the response body is done
-        let service_guard = match policy.max_in_flight {
+        Err(
+            plan::after_failure(plan::Failure::Connect, "", &fwd.service, 0, 0)
+                .reply
+                .unwrap_or_else(|| plan::no_backend(&fwd.service)),
+        )
+    }
+
+    /// Takes what the request's limits ask: a rate token, a place among the service's
+    /// requests in flight (and the client's half of them), the client's share of the
+    /// backend connections.
+    fn admit(
+        &self,
+        fwd: &plan::Forward,
+        client: std::net::IpAddr,
+    ) -> Result<Admitted, plan::Refused> {
+        let who = super::limit::client_key(client, self.v6_prefix);
+        if let Some(rate) = fwd.policy.rate {
+            self.rates
+                .take(&fwd.service, who, rate, std::time::Instant::now())
+                .map_err(plan::Refused::Rate)?;
+        }
+        let service = match fwd.policy.max_in_flight {
             Some(max) => {
-                let c = self.service_counter(&service);
-                if c.fetch_add(1, Relaxed) >= max {
-                    c.fetch_sub(1, Relaxed);
-                    self.stats.over_in_flight.fetch_add(1, Relaxed);
-                    let mut r = text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("{service} has {max} requests in flight; retry later"),
-                    );
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                    return r;
-                }
-                // and no client fills it alone: half the slots per client at most
-                let Some(share) = self
+                let place = fwd
+                    .state
+                    .enter(max)
+                    .ok_or(plan::Refused::ServiceFull(max))?;
+                // and no client fills it alone: half the places per client at most
+                let share = self
                     .service_clients
-                    .take((service.clone(), who), super::limit::client_share(max))
-                else {
-                    c.fetch_sub(1, Relaxed);
-                    self.stats.over_in_flight.fetch_add(1, Relaxed);
-                    let mut r = text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!(
-                            "you have your share of {service}'s {max} requests in flight; retry later"
-                        ),
-                    );
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                    return r;
-                };
-                Some((InFlight(c), share))
+                    .take(&(fwd.service.clone(), who), super::limit::client_share(max))
+                    .ok_or(plan::Refused::ClientShareOfService(max))?;
+                Some((place, share))
             }
             None => None,
         };
         // a client holds at most half of what one backend may: another client still
         // reaches the backend that one floods
-        let Some(client_share) = self.clients.take(
-            who,
-            super::limit::client_share(super::limit::client_share(self.budget.cap())),
-        ) else {
-            self.stats.client_share.fetch_add(1, Relaxed);
-            let mut r = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "you have your share of backend connections in use; retry later",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            return r;
-        };
-        let backends: Vec<Arc<Container>> =
-            self.registry.view().serving(&service).cloned().collect();
-        if backends.is_empty() {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("no healthy backend for {service}"),
-            );
-        }
-        // h2c and h2 alike: HTTP/2 to the backend
-        let h2c = policy.protocol != routes::Protocol::Http1;
-        let upgrade =
-            !h2c && req.version() == http::Version::HTTP_11 && route::wants_upgrade(req.headers());
-        // gRPC asks for trailers with `TE: trailers`, the one TE value HTTP/2 allows
-        let te_trailers = req.headers().get_all(header::TE).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim() == "trailers"))
-        });
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let cap = super::limit::client_share(super::limit::client_share(self.budget.cap()));
+        let client = self
+            .clients
+            .take(&who, cap)
+            .ok_or(plan::Refused::ClientShare)?;
+        Ok(Admitted {
+            _service: service,
+            _client: client,
+        })
+    }
+
+    /// The request's head rewritten for the backend, its body counted and watched.
+    fn outgoing(
+        &self,
+        mut req: Request<Incoming>,
+        fwd: &plan::Forward,
+        client: SocketAddr,
+        outcome: &Outcome,
+    ) -> Result<Outgoing, plan::Reply> {
+        let client_upgrade = fwd.upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let has_body = !hyper::body::Body::is_end_stream(&body);
-        let retry = route::retryable(&parts.method, has_body) && backends.len() > 1 && !upgrade;
-        route::strip_hop_by_hop(&mut parts.headers, upgrade);
-        if h2c && te_trailers {
-            parts
-                .headers
-                .insert(header::TE, http::HeaderValue::from_static("trailers"));
-        }
-        let host_only = host.split(':').next().unwrap_or(&host);
-        route::add_forwarded(&mut parts.headers, client.ip(), host_only);
-        // the backend gets the host it was routed by: the target's authority when it has one
-        // (else the Host header it came with, which routing_host found to be that host)
-        if parts.uri.authority().is_some() {
-            match http::HeaderValue::from_str(&host) {
-                Ok(v) => {
-                    parts.headers.insert(header::HOST, v);
-                }
-                Err(_) => return text(StatusCode::BAD_REQUEST, "Host is not a host name"),
-            }
-        }
-        let path = routes::forwarded_target(
-            routed,
-            normalized
-                .as_deref()
-                .unwrap_or_else(|| parts.uri.path_and_query().map_or("/", |p| p.as_str())),
-        )
-        .into_owned();
-        // the request's round-robin turn, taken once it is known to be forwarded
-        let turn = match self.policy {
-            LoadBalancing::RoundRobin => routed.cursor.next(),
-            LoadBalancing::LeastRequests => 0,
-        };
-        drop(table);
-        // a client body that turns out malformed (bad chunking, cut short) is the client's
-        // fault: 400, no retry, and no mark against the backend
+        let has_authority = parts.uri.authority().is_some();
+        plan::rewrite_request(&mut parts.headers, fwd, client.ip(), has_authority)?;
         let body_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = body_failed.clone();
         let bytes_in = outcome.bytes_in.clone();
-        let mut body = Some(
-            body.map_frame(move |f| {
+        let body = body
+            .map_frame(move |f| {
                 if let Some(d) = f.data_ref() {
                     bytes_in.fetch_add(d.len() as u64, Relaxed);
                 }
@@ -505,155 +471,113 @@ impl Proxy {
                 flag.store(true, Relaxed);
                 e
             })
-            .boxed(),
-        );
-        let mut order = self.order(turn, &backends);
-        // a sticky client goes to the backend its cookie names while that one serves; if it
-        // is gone or unhealthy, the balancer's choice answers and the cookie is set anew
-        let sticky = self.sticky.as_ref().filter(|_| policy.sticky);
-        let mut pinned: Option<String> = None;
-        if let Some(key) = sticky {
-            let name = super::sticky::cookie_name(&service);
-            let cookies = parts
-                .headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            if let Some(value) = super::sticky::find(cookies, &name)
-                && let Some(i) = order
-                    .iter()
-                    .position(|b| key.token(&service, &b.name) == value)
-            {
-                let b = order.remove(i);
-                pinned = Some(b.name.clone());
-                order.insert(0, b);
-            }
-        }
-        // Up to three different backends: when several containers of a service go at once
-        // (`docker rm -f` of a scaled service), one retry can land on another dying one.
-        let attempts = if retry {
-            backends.len().min(MAX_ATTEMPTS)
+            .boxed();
+        Ok(Outgoing {
+            parts,
+            body: Some(body),
+            body_failed,
+            client_upgrade,
+        })
+    }
+
+    /// Sends the request to `backend` (its head copied when it may be sent again).
+    async fn send(
+        &self,
+        pool: &Pool,
+        uri: http::Uri,
+        fwd: &plan::Forward,
+        backend: &Container,
+        out: &mut Outgoing,
+        may_retry: bool,
+    ) -> Result<(Response<Body>, Option<InFlight>), super::backend_pool::Error> {
+        let addr = SocketAddr::new(backend.ip, backend.port);
+        let protocol = fwd.policy.protocol;
+        let mut req = Request::new(out.body.take().unwrap_or_else(empty));
+        *req.method_mut() = out.parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Pool::version(protocol);
+        *req.headers_mut() = if may_retry {
+            out.parts.headers.clone()
         } else {
-            1
+            std::mem::take(&mut out.parts.headers)
         };
-        for (attempt, backend) in order.iter().take(attempts).enumerate() {
-            outcome.retries = attempt as u32;
-            outcome.backend = Some(backend.name.clone());
-            let addr = SocketAddr::new(backend.ip, backend.port);
-            let Ok(uri) = Pool::target(policy.protocol, addr, &path) else {
-                return text(StatusCode::BAD_REQUEST, "bad request target");
+        // only least_requests reads the per-backend counts
+        let counted = (self.policy == LoadBalancing::LeastRequests)
+            .then(|| fwd.state.on_backend(&backend.name))
+            .flatten();
+        let resp = pool.request(protocol, addr, req).await?;
+        Ok((resp, counted))
+    }
+
+    /// The backend's response on its way to the client: hop-by-hop headers gone, the sticky
+    /// cookie set, the request's counts held until the body is done; a 101 becomes a splice.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        mut resp: Response<Body>,
+        fwd: &plan::Forward,
+        backend: &Container,
+        pinned: Option<&str>,
+        out: Outgoing,
+        hold: &Hold,
+        held: (Admitted, Option<InFlight>),
+    ) -> Result<Response<Body>, plan::Reply> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_up) = out.client_upgrade else {
+                tracing::debug!(backend = %backend.name, "ingress: a 101 to a request that asked for no upgrade");
+                return Err(plan::unasked_switch(&backend.name));
             };
-            let mut out = Request::builder()
-                .method(parts.method.clone())
-                .uri(uri)
-                .version(Pool::version(policy.protocol));
-            if let Some(h) = out.headers_mut() {
-                *h = if attempts > 1 {
-                    parts.headers.clone()
-                } else {
-                    std::mem::take(&mut parts.headers)
-                };
-            }
-            let Ok(out) = out.body(body.take().unwrap_or_else(empty)) else {
-                return text(StatusCode::BAD_REQUEST, "bad request");
-            };
-            // only least_requests reads the per-backend counts
-            let guard = (self.policy == LoadBalancing::LeastRequests).then(|| {
-                let counter = self.counter(&backend.name);
-                counter.fetch_add(1, Relaxed);
-                InFlight(counter)
+            let backend_up = hyper::upgrade::on(&mut resp);
+            let (hold, idle) = (hold.clone(), self.upgrade_idle);
+            tokio::spawn(async move {
+                if let (Ok(a), Ok(b)) = (client_up.await, backend_up.await) {
+                    splice(TokioIo::new(a), TokioIo::new(b), hold, idle).await;
+                }
             });
-            let sent = pool.request(policy.protocol, addr, out);
-            match tokio::time::timeout(self.backend_timeout, sent).await {
-                Err(_) => {
-                    return text(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        &format!("backend {} timed out", backend.name),
-                    );
-                }
-                Ok(Err(e)) if body_failed.load(Relaxed) => {
-                    tracing::debug!(backend = %backend.name, "ingress: the client's body failed: {}", Chain(&e));
-                    return text(StatusCode::BAD_REQUEST, "malformed request body");
-                }
-                Ok(Err(e)) if e.is_local() => {
-                    // out of descriptors, ports or budget here: the backend did nothing wrong
-                    tracing::warn!(backend = %backend.name, "ingress: cannot reach a backend for a local reason (not ejected): {}", Chain(&e));
-                    self.stats.local_errors.fetch_add(1, Relaxed);
-                    let mut r = text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the gateway is out of backend connections; retry later",
-                    );
-                    r.headers_mut()
-                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-                    return r;
-                }
-                Ok(Err(e)) if e.is_connect() => {
-                    tracing::warn!(backend = %backend.name, "ingress: connect failed, ejecting: {}", Chain(&e));
-                    let _ = self.registry.set_health(&backend.name, Health::Unhealthy);
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(backend = %backend.name, "ingress: backend error: {}", Chain(&e));
-                    // A kept-alive connection that died under the request (the backend was
-                    // killed, say): an idempotent request without a body is safe to send
-                    // again, to another backend.
-                    if attempt + 1 < attempts {
-                        continue;
-                    }
-                    return text(
-                        StatusCode::BAD_GATEWAY,
-                        &format!("backend {} failed", backend.name),
-                    );
-                }
-                Ok(Ok(mut resp)) => {
-                    outcome.upstream_status = Some(resp.status().as_u16());
-                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        // a 101 to a request that asked for no WebSocket (its Upgrade was
-                        // stripped) would open a tunnel nobody routes: refused
-                        let Some(client_up) = client_upgrade else {
-                            tracing::debug!(backend = %backend.name, "ingress: a 101 to a request that asked for no upgrade");
-                            return text(
-                                StatusCode::BAD_GATEWAY,
-                                &format!("backend {} switched protocols unasked", backend.name),
-                            );
-                        };
-                        {
-                            let backend_up = hyper::upgrade::on(&mut resp);
-                            let (hold, idle) = (hold.clone(), self.upgrade_idle);
-                            tokio::spawn(async move {
-                                if let (Ok(a), Ok(b)) = (client_up.await, backend_up.await) {
-                                    splice(TokioIo::new(a), TokioIo::new(b), hold, idle).await;
-                                }
-                            });
-                        }
-                        let (p, _) = resp.into_parts();
-                        return Response::from_parts(p, empty());
-                    }
-                    let (mut p, b) = resp.into_parts();
-                    route::strip_hop_by_hop(&mut p.headers, false);
-                    if let Some(key) = sticky
-                        && pinned.as_deref() != Some(backend.name.as_str())
-                        && let Ok(v) =
-                            http::HeaderValue::from_str(&key.set_cookie(&service, &backend.name))
-                    {
-                        p.headers.append(header::SET_COOKIE, v);
-                    }
-                    // the in-flight counts last until the response body is done
-                    let b = b.map_frame(move |f| {
-                        let _ = (&guard, &service_guard, &client_share);
-                        f
-                    });
-                    return Response::from_parts(p, b.boxed());
-                }
-            }
+            let (p, _) = resp.into_parts();
+            return Ok(Response::from_parts(p, empty()));
         }
-        text(
-            StatusCode::BAD_GATEWAY,
-            &format!("no backend of {service} could be reached"),
-        )
+        let (mut p, b) = resp.into_parts();
+        route::strip_hop_by_hop(&mut p.headers, false);
+        let sticky = self.sticky.as_ref().filter(|_| fwd.policy.sticky);
+        if let Some(cookie) = plan::sticky_cookie(sticky, &fwd.service, &backend.name, pinned)
+            && let Ok(v) = http::HeaderValue::from_str(&cookie)
+        {
+            p.headers.append(header::SET_COOKIE, v);
+        }
+        // the in-flight counts last until the response body is done
+        let b = b.map_frame(move |f| {
+            let _ = &held;
+            f
+        });
+        Ok(Response::from_parts(p, b.boxed()))
     }
 }
 
+/// What a backend error was, logged (a connect failure, a local shortage, ...).
+fn failure(
+    e: &super::backend_pool::Error,
+    backend: &Container,
+    out: &Outgoing,
+    stats: &super::Stats,
+) -> plan::Failure {
+    if out.body_failed.load(Relaxed) {
+        tracing::debug!(backend = %backend.name, "ingress: the client's body failed: {}", Chain(e));
+        plan::Failure::ClientBody
+    } else if e.is_local() {
+        tracing::warn!(backend = %backend.name, "ingress: cannot reach a backend for a local reason (not ejected): {}", Chain(e));
+        stats.local_errors.fetch_add(1, Relaxed);
+        plan::Failure::Local
+    } else if e.is_connect() {
+        tracing::warn!(backend = %backend.name, "ingress: connect failed, ejecting: {}", Chain(e));
+        plan::Failure::Connect
+    } else {
+        // a kept-alive connection that died under the request (the backend was killed,
+        // say): an idempotent request without a body is safe to send again, elsewhere
+        tracing::debug!(backend = %backend.name, "ingress: backend error: {}", Chain(e));
+        plan::Failure::Other
+    }
+}
 /// Copies an upgraded connection both ways until either side closes, nothing moves for
 /// `idle`, or [`UPGRADE_DRAIN`] after shutdown was asked. Holds the client connection's slot.
 async fn splice<A, B>(client: A, backend: B, hold: Hold, idle: Duration)

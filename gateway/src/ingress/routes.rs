@@ -24,6 +24,7 @@
 //! earlier snapshot; in the same one, the service whose name sorts first) wins, and the
 //! conflict is reported (log, `GET /v1/services`).
 
+use super::state::ServiceState;
 use crate::registry::Snapshot;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -68,29 +69,6 @@ pub struct Policy {
     pub sticky: bool,
 }
 
-/// A service's round-robin position: shared by the workers (consecutive requests alternate
-/// whichever worker takes them; per-worker cursors did not: four new connections landing on
-/// two workers could go a, b, a, a), by all the service's routes, and kept across table
-/// rebuilds. Taking a turn is one atomic add, no lock.
-#[derive(Debug, Clone, Default)]
-pub struct Cursor(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Cursor {
-    /// This request's turn.
-    pub fn next(&self) -> usize {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// The position is not part of what a route is.
-impl PartialEq for Cursor {
-    fn eq(&self, _: &Cursor) -> bool {
-        true
-    }
-}
-
-impl Eq for Cursor {}
-
 /// One service's claim on a host and a path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -103,8 +81,9 @@ pub struct Route {
     pub strip: bool,
     /// The service's limits and backend protocol.
     pub policy: Arc<Policy>,
-    /// The service's round-robin position.
-    pub cursor: Cursor,
+    /// The service's request-path state (round-robin turn, requests in flight), shared by
+    /// its routes and kept across table rebuilds.
+    pub state: Arc<ServiceState>,
     /// The snapshot version in which this claim was first seen.
     since: u64,
 }
@@ -177,7 +156,7 @@ pub struct RouteTable {
     /// Label values that were left out, with why: `service: label "value": problem`.
     problems: Vec<String>,
     /// Each service's round-robin position, handed on to the next table.
-    cursors: HashMap<Arc<str>, Cursor>,
+    states: HashMap<Arc<str>, Arc<ServiceState>>,
 }
 
 impl RouteTable {
@@ -199,7 +178,7 @@ impl RouteTable {
             .collect();
         // (host, prefix) → every claim on it
         let mut claims: BTreeMap<(String, String), Vec<Route>> = BTreeMap::new();
-        let mut cursors: HashMap<Arc<str>, Cursor> = HashMap::new();
+        let mut states: HashMap<Arc<str>, Arc<ServiceState>> = HashMap::new();
         for (service, containers) in snapshot.services() {
             let mut hosts = vec![format!("{}.{zone}", service.to_ascii_lowercase())];
             let mut prefix: Option<String> = None;
@@ -254,10 +233,11 @@ impl RouteTable {
             let prefix = prefix.unwrap_or_else(|| "/".to_owned());
             let policy = Arc::new(policy_of(service, containers, &mut problems));
             let name: Arc<str> = Arc::from(service);
-            let cursor = previous
-                .and_then(|p| p.cursors.get(&name).cloned())
+            let state: Arc<ServiceState> = previous
+                .and_then(|p| p.states.get(&name).cloned())
                 .unwrap_or_default();
-            cursors.insert(name.clone(), cursor.clone());
+            state.set_backends(containers.iter().map(|c| c.name.as_str()));
+            states.insert(name.clone(), state.clone());
             for host in hosts {
                 let since = previous
                     .and_then(|p| p.claim_since(&host, &prefix, service))
@@ -271,7 +251,7 @@ impl RouteTable {
                         service: name.clone(),
                         strip,
                         policy: policy.clone(),
-                        cursor: cursor.clone(),
+                        state: state.clone(),
                         since,
                     });
             }
@@ -309,7 +289,7 @@ impl RouteTable {
             wildcard,
             conflicts,
             problems,
-            cursors,
+            states,
         }
     }
 
@@ -771,7 +751,7 @@ mod tests {
             service: Arc::from("api"),
             strip,
             policy: Arc::default(),
-            cursor: Cursor::default(),
+            state: Arc::default(),
             since: 0,
         };
         assert_eq!(forwarded_target(&route(true), "/api/x?q=1"), "/x?q=1");

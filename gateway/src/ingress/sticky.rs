@@ -19,7 +19,7 @@ impl Sticky {
     }
 
     #[cfg(test)]
-    fn with_key(bytes: &[u8]) -> Sticky {
+    pub(crate) fn with_key(bytes: &[u8]) -> Sticky {
         Sticky {
             key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
         }
