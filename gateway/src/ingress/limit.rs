@@ -241,7 +241,11 @@ mod tests {
         // keys share a slot and are not refused for it
         let s: Arc<Shares<u32>> = Arc::default();
         let held: Vec<_> = (0..1000).filter_map(|k| s.take(&k, 1)).collect();
-        assert!(held.len() >= 990, "{} of 1000 keys got their one count", held.len());
+        assert!(
+            held.len() >= 990,
+            "{} of 1000 keys got their one count",
+            held.len()
+        );
         // a control: one table slot pair shared by every key limits them together
         let tiny: Arc<Shares<u32>> = Arc::new(Shares::new(2));
         let first = tiny.take(&1, 1).expect("first");

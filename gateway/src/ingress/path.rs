@@ -57,7 +57,16 @@ pub fn normalize(path_and_query: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let b = path.as_bytes();
+    if is_clean(path.as_bytes())? {
+        return Ok(Cow::Borrowed(path_and_query));
+    }
+    let decoded = decode_unreserved(path.as_bytes());
+    Ok(Cow::Owned(remove_dot_segments(&decoded, query)))
+}
+
+/// Whether `b` (a path) is already normal, or the byte that makes it unusable: an escape
+/// that is not two hex digits, an encoded `/`, `\` or NUL, a control byte, a raw `\`.
+fn is_clean(b: &[u8]) -> Result<bool, PathError> {
     let mut clean = true;
     let mut i = 0;
     while i < b.len() {
@@ -94,15 +103,16 @@ pub fn normalize(path_and_query: &str) -> Result<Cow<'_, str>, PathError> {
         }
         i += 1;
     }
-    if clean {
-        return Ok(Cow::Borrowed(path_and_query));
-    }
-    // decode the unreserved escapes, then remove dot segments segment by segment
+    Ok(clean)
+}
+
+/// `b` with its escapes of unreserved characters decoded (checked by [`is_clean`]: two hex
+/// digits follow every `%`).
+fn decode_unreserved(b: &[u8]) -> Vec<u8> {
     let mut decoded = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            // checked above: two hex digits follow
             let c = hex(b[i + 1]).unwrap_or(0) * 16 + hex(b[i + 2]).unwrap_or(0);
             if unreserved(c) {
                 decoded.push(c);
@@ -115,6 +125,11 @@ pub fn normalize(path_and_query: &str) -> Result<Cow<'_, str>, PathError> {
             i += 1;
         }
     }
+    decoded
+}
+
+/// RFC 3986 §5.2.4 on a decoded absolute path, segment by segment, then `query`.
+fn remove_dot_segments(decoded: &[u8], query: &str) -> String {
     let mut out: Vec<&[u8]> = Vec::new();
     let segments: Vec<&[u8]> = decoded[1..].split(|&c| c == b'/').collect();
     let last = segments.len() - 1;
@@ -143,7 +158,7 @@ pub fn normalize(path_and_query: &str) -> Result<Cow<'_, str>, PathError> {
         s.push('/');
     }
     s.push_str(query);
-    Ok(Cow::Owned(s))
+    s
 }
 
 #[cfg(test)]

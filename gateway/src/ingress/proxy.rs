@@ -340,31 +340,7 @@ impl Proxy {
             .body
             .as_ref()
             .is_some_and(|b| !hyper::body::Body::is_end_stream(b));
-        let balance = match self.policy {
-            LoadBalancing::RoundRobin => plan::Balance::Turn(fwd.state.next_turn()),
-            LoadBalancing::LeastRequests => plan::Balance::Loads(
-                backends.iter().map(|b| fwd.state.load(&b.name)).collect(),
-                self.random(),
-                self.random(),
-            ),
-        };
-        let sticky = self.sticky.as_ref().filter(|_| fwd.policy.sticky);
-        let choice = plan::choose(
-            &backends,
-            &balance,
-            plan::retryable(&out.parts.method, has_body, fwd.upgrade),
-            &fwd.service,
-            sticky.map(|key| plan::StickyIn {
-                key,
-                cookies: out
-                    .parts
-                    .headers
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect(),
-            }),
-        );
+        let choice = self.choose(&fwd, &backends, &out, has_body);
         for (attempt, backend) in choice.order.iter().take(choice.attempts).enumerate() {
             outcome.retries = attempt as u32;
             outcome.backend = Some(backend.name.clone());
@@ -400,6 +376,42 @@ impl Proxy {
             plan::after_failure(plan::Failure::Connect, "", &fwd.service, 0, 0)
                 .reply
                 .unwrap_or_else(|| plan::no_backend(&fwd.service)),
+        )
+    }
+
+    /// The backends to try, in order (the balancer's state read here, the choice planned).
+    fn choose(
+        &self,
+        fwd: &plan::Forward,
+        backends: &[Arc<Container>],
+        out: &Outgoing,
+        has_body: bool,
+    ) -> plan::Choice {
+        let balance = match self.policy {
+            LoadBalancing::RoundRobin => plan::Balance::Turn(fwd.state.next_turn()),
+            LoadBalancing::LeastRequests => plan::Balance::Loads(
+                backends.iter().map(|b| fwd.state.load(&b.name)).collect(),
+                self.random(),
+                self.random(),
+            ),
+        };
+        let sticky = self.sticky.as_ref().filter(|_| fwd.policy.sticky);
+        let cookies = |key| plan::StickyIn {
+            key,
+            cookies: out
+                .parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect(),
+        };
+        plan::choose(
+            backends,
+            &balance,
+            plan::retryable(&out.parts.method, has_body, fwd.upgrade),
+            &fwd.service,
+            sticky.map(cookies),
         )
     }
 

@@ -138,6 +138,110 @@ impl HostAllowList {
     }
 }
 
+/// Why a `vxgate.host` claim on `h` is refused: another service's own name, or outside
+/// `ingress.route_hosts`.
+fn claim_refusal(
+    h: &str,
+    zone: &str,
+    owners: &std::collections::HashSet<String>,
+    allowed: &HostAllowList,
+) -> Option<&'static str> {
+    match own_name_form(h, zone) {
+        Some(owner) if owners.contains(owner) => Some("the own name of another service"),
+        _ if !allowed.allows(h) => Some("not in ingress.route_hosts"),
+        _ => None,
+    }
+}
+
+/// What `service`'s containers claim: its own name and the `vxgate.host` names `refusal`
+/// lets through, the `vxgate.path` prefix (the first container in name order that names
+/// one decides it) and whether it is stripped.
+fn claimed(
+    service: &str,
+    containers: &[std::sync::Arc<crate::registry::Container>],
+    zone: &str,
+    refusal: impl Fn(&str) -> Option<&'static str>,
+    refused: &mut Vec<Refused>,
+    problems: &mut Vec<String>,
+) -> (Vec<String>, Option<String>, bool) {
+    let mut hosts = vec![format!("{}.{zone}", service.to_ascii_lowercase())];
+    let mut prefix: Option<String> = None;
+    let mut strip = false;
+    // containers in name order: the first one that names a path decides it
+    let mut sorted: Vec<_> = containers.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in sorted {
+        if let Some(v) = c.labels.get(HOST_LABEL) {
+            for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                match crate::names::host_pattern(h) {
+                    Some(h) if hosts.contains(&h) => {}
+                    Some(h) => match refusal(&h) {
+                        Some(why) => refused.push(Refused {
+                            service: service.to_owned(),
+                            host: h,
+                            why,
+                        }),
+                        None => hosts.push(h),
+                    },
+                    None => problems.push(format!(
+                        "{service}: label {HOST_LABEL} {h:?}: expected a host name, or *. and one"
+                    )),
+                }
+            }
+        }
+        if prefix.is_none()
+            && let Some(v) = c.labels.get(PATH_LABEL)
+        {
+            match path_prefix(v) {
+                Some(p) => {
+                    prefix = Some(p);
+                    strip = c.labels.get(STRIP_LABEL).is_some_and(|s| s == "true");
+                }
+                None => problems.push(format!(
+                    "{service}: label {PATH_LABEL} {v:?}: expected a path like /api"
+                )),
+            }
+        }
+    }
+    (hosts, prefix, strip)
+}
+
+type Settled = (
+    HashMap<String, Vec<Route>>,
+    Vec<(String, Vec<Route>)>,
+    Vec<Conflict>,
+);
+
+/// Each (host, prefix)'s oldest claim serves it (the others are conflicts); exact hosts and
+/// wildcards apart, longest prefix first, longest wildcard suffix first.
+fn settle(claims: BTreeMap<(String, String), Vec<Route>>) -> Settled {
+    let mut exact: HashMap<String, Vec<Route>> = HashMap::new();
+    let mut wildcard: BTreeMap<String, Vec<Route>> = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    for ((host, prefix), mut rs) in claims {
+        rs.sort_by(|a, b| (a.since, &*a.service).cmp(&(b.since, &*b.service)));
+        let winner = rs.remove(0);
+        for loser in rs {
+            conflicts.push(Conflict {
+                host: host.clone(),
+                prefix: prefix.clone(),
+                winner: winner.service.to_string(),
+                loser: loser.service.to_string(),
+            });
+        }
+        match host.strip_prefix('*') {
+            Some(suffix) => wildcard.entry(suffix.to_owned()).or_default().push(winner),
+            None => exact.entry(host).or_default().push(winner),
+        }
+    }
+    let by_prefix = |rs: &mut Vec<Route>| rs.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    exact.values_mut().for_each(by_prefix);
+    let mut wildcard: Vec<(String, Vec<Route>)> = wildcard.into_iter().collect();
+    wildcard.iter_mut().for_each(|(_, rs)| by_prefix(rs));
+    wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+    (exact, wildcard, conflicts)
+}
+
 /// Whether `host` is one label under `zone` (`x.zone`): a name that is some service's own.
 fn own_name_form<'a>(host: &'a str, zone: &str) -> Option<&'a str> {
     let label = host.strip_suffix(zone)?.strip_suffix('.')?;
@@ -180,56 +284,14 @@ impl RouteTable {
         let mut claims: BTreeMap<(String, String), Vec<Route>> = BTreeMap::new();
         let mut states: HashMap<Arc<str>, Arc<ServiceState>> = HashMap::new();
         for (service, containers) in snapshot.services() {
-            let mut hosts = vec![format!("{}.{zone}", service.to_ascii_lowercase())];
-            let mut prefix: Option<String> = None;
-            let mut strip = false;
-            // containers in name order: the first one that names a path decides it
-            let mut sorted: Vec<_> = containers.iter().collect();
-            sorted.sort_by(|a, b| a.name.cmp(&b.name));
-            for c in sorted {
-                if let Some(v) = c.labels.get(HOST_LABEL) {
-                    for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-                        match crate::names::host_pattern(h) {
-                            Some(h) if hosts.contains(&h) => {}
-                            Some(h) => {
-                                let why = match own_name_form(&h, &zone) {
-                                    Some(owner) if owners.contains(owner) => {
-                                        Some("the own name of another service")
-                                    }
-                                    _ if !allowed.allows(&h) => {
-                                        Some("not in ingress.route_hosts")
-                                    }
-                                    _ => None,
-                                };
-                                match why {
-                                    Some(why) => refused.push(Refused {
-                                        service: service.to_owned(),
-                                        host: h,
-                                        why,
-                                    }),
-                                    None => hosts.push(h),
-                                }
-                            }
-                            None => problems.push(format!(
-                                "{service}: label {HOST_LABEL} {h:?}: expected a host name, or *. and one"
-                            )),
-                        }
-                    }
-                }
-                if prefix.is_none()
-                    && let Some(v) = c.labels.get(PATH_LABEL)
-                {
-                    match path_prefix(v) {
-                        Some(p) => {
-                            prefix = Some(p);
-                            strip = c.labels.get(STRIP_LABEL).is_some_and(|s| s == "true");
-                        }
-                        None => problems.push(format!(
-                            "{service}: label {PATH_LABEL} {v:?}: expected a path like /api"
-                        )),
-                    }
-                }
-            }
+            let (hosts, prefix, strip) = claimed(
+                service,
+                containers,
+                &zone,
+                |h| claim_refusal(h, &zone, &owners, allowed),
+                &mut refused,
+                &mut problems,
+            );
             let prefix = prefix.unwrap_or_else(|| "/".to_owned());
             let policy = Arc::new(policy_of(service, containers, &mut problems));
             let name: Arc<str> = Arc::from(service);
@@ -256,30 +318,7 @@ impl RouteTable {
                     });
             }
         }
-        let mut exact: HashMap<String, Vec<Route>> = HashMap::new();
-        let mut wildcard: BTreeMap<String, Vec<Route>> = BTreeMap::new();
-        let mut conflicts = Vec::new();
-        for ((host, prefix), mut rs) in claims {
-            rs.sort_by(|a, b| (a.since, &*a.service).cmp(&(b.since, &*b.service)));
-            let winner = rs.remove(0);
-            for loser in rs {
-                conflicts.push(Conflict {
-                    host: host.clone(),
-                    prefix: prefix.clone(),
-                    winner: winner.service.to_string(),
-                    loser: loser.service.to_string(),
-                });
-            }
-            match host.strip_prefix('*') {
-                Some(suffix) => wildcard.entry(suffix.to_owned()).or_default().push(winner),
-                None => exact.entry(host).or_default().push(winner),
-            }
-        }
-        let by_prefix = |rs: &mut Vec<Route>| rs.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        exact.values_mut().for_each(by_prefix);
-        let mut wildcard: Vec<(String, Vec<Route>)> = wildcard.into_iter().collect();
-        wildcard.iter_mut().for_each(|(_, rs)| by_prefix(rs));
-        wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
+        let (exact, wildcard, mut conflicts) = settle(claims);
         conflicts.sort();
         refused.sort();
         refused.dedup();
