@@ -15,6 +15,7 @@
 pub mod challenge;
 pub mod fleet;
 pub mod plan;
+pub mod schedule;
 pub mod store;
 
 use crate::config::{AcmeChallenge, AcmeConfig};
@@ -26,7 +27,7 @@ use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
-use plan::Backoff;
+use schedule::{Claimed, Decision, Schedule};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -41,9 +42,6 @@ const ORDER_POLL: Duration = Duration::from_secs(90);
 /// The longest sleep between two looks at what is due (renewals are rechecked at least this
 /// often, so a changed clock or a missed wake-up costs at most this).
 const RECHECK: Duration = Duration::from_secs(3600);
-/// In a fleet: how soon a node looks again at a domain another node is ordering, or after
-/// etcd did not answer.
-const FLEET_RECHECK: u64 = 5;
 /// In a fleet: how long the orderer gives the other nodes' watches to receive a pending
 /// challenge before it tells the CA to validate (etcd delivers watch events within
 /// milliseconds; the CA may reach any node).
@@ -150,128 +148,18 @@ pub fn unix_now() -> u64 {
 
 async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
     let mut rx = registry.subscribe();
-    let mut account: Option<Account> = None;
-    let mut backoff: HashMap<String, Backoff> = HashMap::new();
-    let mut ari = AriState::default();
+    let mut task = Task {
+        account: None,
+        schedule: Schedule::new(ctx.cfg.retry_initial),
+        ari: AriState::default(),
+    };
     loop {
         let domains = wanted(&ctx.cfg, &ctx.zone, &rx.borrow_and_update().clone());
-        let now = unix_now();
-        let mut wake = now + RECHECK.as_secs();
+        let mut wake = unix_now() + RECHECK.as_secs();
         for domain in &domains {
-            let current = ctx.acme.certs.get(domain);
-            if let Some(i) = &current {
-                let renew_at = tokio::select! {
-                    _ = shutdown.wait() => return,
-                    at = ari.renew_at(&ctx, &mut account, domain, i, now) => at,
-                };
-                if now < renew_at {
-                    wake = wake.min(renew_at).min(ari.next_check(domain));
-                    continue;
-                }
-            }
-            let b = backoff.get(domain).copied().unwrap_or(Backoff::NONE);
-            if !b.may_try(now) {
-                wake = wake.min(b.next_at);
-                continue;
-            }
-            // in a fleet, the domain's lock decides which node orders
-            let mut lock = None;
-            if let Some(f) = &ctx.fleet {
-                if !f.synced() {
-                    wake = wake.min(now + 1);
-                    continue;
-                }
-                match f
-                    .claim(domain, now, current.as_ref().map(|c| c.serial.as_str()))
-                    .await
-                {
-                    Err(e) => {
-                        tracing::warn!(%domain, "acme: cannot coordinate with the fleet: {e}");
-                        wake = wake.min(now + FLEET_RECHECK);
-                        continue;
-                    }
-                    Ok(fleet::Claim::Held(by)) => {
-                        tracing::debug!(%domain, %by, "acme: another node is ordering");
-                        wake = wake.min(now + FLEET_RECHECK);
-                        continue;
-                    }
-                    Ok(fleet::Claim::Have(issued, rec)) => {
-                        wake = wake.min(issued.validity.renew_at());
-                        if let Err(e) = ctx.store.save_cert(domain, &rec.chain, &rec.key) {
-                            tracing::warn!(%domain, "acme: {e}");
-                        }
-                        ctx.acme.certs.insert(domain, *issued);
-                        continue;
-                    }
-                    Ok(fleet::Claim::Wait(b)) => {
-                        wake = wake.min(b.next_at);
-                        backoff.insert(domain.clone(), b);
-                        continue;
-                    }
-                    Ok(fleet::Claim::Mine(l)) => lock = Some(l),
-                }
-            }
-            let attempt = async {
-                if account.is_none() {
-                    account = Some(open_account(&ctx).await?);
-                }
-                let acct = account.as_ref().ok_or(Error::NoAccount)?;
-                order(&ctx, acct, domain, lock.as_deref_mut()).await
-            };
-            let result = tokio::select! {
-                _ = shutdown.wait() => {
-                    if let Some(l) = lock {
-                        l.release().await;
-                    }
-                    return;
-                }
-                r = attempt => r,
-            };
-            match result {
-                Ok((issued, chain, key)) => {
-                    if let Some(l) = &mut lock {
-                        share_cert(l, domain, &chain, &key, &ctx.cfg.directory).await;
-                    }
-                    ctx.acme.stats.orders_ok.fetch_add(1, Relaxed);
-                    backoff.remove(domain);
-                    tracing::info!(%domain, serial = %issued.serial, not_after = issued.validity.not_after, renewal = current.is_some(), "acme: certificate issued");
-                    wake = wake.min(issued.validity.renew_at());
-                    ctx.acme.certs.insert(domain, issued);
-                }
-                Err(e) => {
-                    ctx.acme.stats.orders_failed.fetch_add(1, Relaxed);
-                    let rate_limited = e.is_problem("rateLimited");
-                    let nb = b.failed(unix_now(), ctx.cfg.retry_initial, rate_limited);
-                    tracing::warn!(%domain, failures = nb.failures, retry_in_s = nb.next_at.saturating_sub(unix_now()), serving = if current.is_some() { "the last certificate" } else { "the self-signed fallback" }, "acme: order failed: {e}");
-                    wake = wake.min(nb.next_at);
-                    backoff.insert(domain.clone(), nb);
-                    if let Some(l) = &mut lock
-                        && let Err(e) = l.put_backoff(nb).await
-                    {
-                        tracing::warn!(%domain, "acme: the fleet's retry state: {e}");
-                    }
-                    if matches!(
-                        e,
-                        Error::Ca {
-                            what: "account",
-                            ..
-                        }
-                    ) {
-                        account = None;
-                    }
-                    if e.is_problem("accountDoesNotExist") {
-                        // the CA forgot the account (a test CA restarted, or it was
-                        // deactivated): a new one next time
-                        tracing::warn!(
-                            "acme: the CA does not know the stored account; creating a new one"
-                        );
-                        ctx.store.remove_account();
-                        account = None;
-                    }
-                }
-            }
-            if let Some(l) = lock {
-                l.release().await;
+            match task.domain(&ctx, domain, &mut shutdown).await {
+                Some(at) => wake = wake.min(at),
+                None => return,
             }
         }
         let sleep = Duration::from_secs(wake.saturating_sub(unix_now()).max(1));
@@ -280,6 +168,159 @@ async fn run(ctx: Ctx, registry: Arc<Registry>, mut shutdown: Shutdown) {
             changed = rx.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(sleep) => {}
         }
+    }
+}
+
+/// The ACME task's state across passes.
+struct Task {
+    account: Option<Account>,
+    schedule: Schedule,
+    ari: AriState,
+}
+
+impl Task {
+    /// One look at `domain`: ordered when due (in a fleet, when this node holds its lock).
+    /// When to look again; `None` when shutdown came meanwhile.
+    async fn domain(&mut self, ctx: &Ctx, domain: &str, shutdown: &mut Shutdown) -> Option<u64> {
+        let now = unix_now();
+        let current = ctx.acme.certs.get(domain);
+        let renew_at = match &current {
+            Some(i) => {
+                let at = tokio::select! {
+                    _ = shutdown.wait() => return None,
+                    at = self.ari.renew_at(ctx, &mut self.account, domain, i, now) => at,
+                };
+                Some(at)
+            }
+            None => None,
+        };
+        if let Decision::Later(at) = self.schedule.decide(domain, renew_at, now) {
+            // a certificate not due yet: the CA's renewal window is asked again when stale
+            return Some(at.min(self.ari.next_check(domain)));
+        }
+        // in a fleet, the domain's lock decides which node orders
+        let mut lock = None;
+        if let Some(f) = &ctx.fleet {
+            let (claimed, l) = claim(ctx, f, domain, now, current.as_ref()).await;
+            if let Decision::Later(at) = self.schedule.claimed(domain, claimed, now) {
+                return Some(at);
+            }
+            lock = l;
+        }
+        let attempt = async {
+            if self.account.is_none() {
+                self.account = Some(open_account(ctx).await?);
+            }
+            let acct = self.account.as_ref().ok_or(Error::NoAccount)?;
+            order(ctx, acct, domain, lock.as_deref_mut()).await
+        };
+        let result = tokio::select! {
+            _ = shutdown.wait() => None,
+            r = attempt => Some(r),
+        };
+        let next = match result {
+            None => None,
+            Some(Ok((issued, chain, key))) => {
+                if let Some(l) = &mut lock {
+                    share_cert(l, domain, &chain, &key, &ctx.cfg.directory).await;
+                }
+                ctx.acme.stats.orders_ok.fetch_add(1, Relaxed);
+                self.schedule.succeeded(domain);
+                tracing::info!(%domain, serial = %issued.serial, not_after = issued.validity.not_after, renewal = current.is_some(), "acme: certificate issued");
+                let at = issued.validity.renew_at();
+                ctx.acme.certs.insert(domain, issued);
+                Some(at)
+            }
+            Some(Err(e)) => Some(
+                self.failed(ctx, domain, e, current.is_some(), lock.as_deref_mut())
+                    .await,
+            ),
+        };
+        if let Some(l) = lock {
+            l.release().await;
+        }
+        next
+    }
+
+    /// A failed order: counted, logged, its retry state kept (and shared with the fleet);
+    /// a refused or forgotten account is opened anew next time. When to look again.
+    async fn failed(
+        &mut self,
+        ctx: &Ctx,
+        domain: &str,
+        e: Error,
+        has_cert: bool,
+        lock: Option<&mut fleet::Lock>,
+    ) -> u64 {
+        ctx.acme.stats.orders_failed.fetch_add(1, Relaxed);
+        let now = unix_now();
+        let nb = self
+            .schedule
+            .failed(domain, now, e.is_problem("rateLimited"));
+        let serving = if has_cert {
+            "the last certificate"
+        } else {
+            "the self-signed fallback"
+        };
+        tracing::warn!(%domain, failures = nb.failures, retry_in_s = nb.next_at.saturating_sub(now), serving, "acme: order failed: {e}");
+        if let Some(l) = lock
+            && let Err(e) = l.put_backoff(nb).await
+        {
+            tracing::warn!(%domain, "acme: the fleet's retry state: {e}");
+        }
+        if matches!(
+            e,
+            Error::Ca {
+                what: "account",
+                ..
+            }
+        ) {
+            self.account = None;
+        }
+        if e.is_problem("accountDoesNotExist") {
+            // the CA forgot the account (a test CA restarted, or it was deactivated): a new
+            // one next time
+            tracing::warn!("acme: the CA does not know the stored account; creating a new one");
+            ctx.store.remove_account();
+            self.account = None;
+        }
+        nb.next_at
+    }
+}
+
+/// Claims `domain` in the fleet; a certificate the fleet has is stored and served here.
+async fn claim(
+    ctx: &Ctx,
+    f: &fleet::Fleet,
+    domain: &str,
+    now: u64,
+    current: Option<&Issued>,
+) -> (Claimed, Option<Box<fleet::Lock>>) {
+    if !f.synced() {
+        return (Claimed::NotSynced, None);
+    }
+    match f
+        .claim(domain, now, current.map(|c| c.serial.as_str()))
+        .await
+    {
+        Err(e) => {
+            tracing::warn!(%domain, "acme: cannot coordinate with the fleet: {e}");
+            (Claimed::Unreachable, None)
+        }
+        Ok(fleet::Claim::Held(by)) => {
+            tracing::debug!(%domain, %by, "acme: another node is ordering");
+            (Claimed::Held, None)
+        }
+        Ok(fleet::Claim::Have(issued, rec)) => {
+            let renew_at = issued.validity.renew_at();
+            if let Err(e) = ctx.store.save_cert(domain, &rec.chain, &rec.key) {
+                tracing::warn!(%domain, "acme: {e}");
+            }
+            ctx.acme.certs.insert(domain, *issued);
+            (Claimed::Have { renew_at }, None)
+        }
+        Ok(fleet::Claim::Wait(b)) => (Claimed::Wait(b), None),
+        Ok(fleet::Claim::Mine(l)) => (Claimed::Mine, Some(l)),
     }
 }
 
