@@ -9,7 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vxgate::overlay::batch::{FRAME_MAX, GRO_MAX, Merged, Merger, Seg};
-use vxgate::wire::checksum::{add, fold};
+use vxgate::wire::build::{self, Ip, Transport};
+use vxgate::wire::{ethernet, ipv4, ipv6, tcp};
 use vxgate::wire::offload::{TcpSegment, segment_each};
 
 struct Flow {
@@ -17,53 +18,46 @@ struct Flow {
     ts: bool,
 }
 
-/// One Ethernet + IP + TCP frame with valid checksums.
+/// One Ethernet + IP + TCP frame with valid checksums, built through the wire formats'
+/// `emit`.
 fn frame(f: &Flow, seq: u32, flags: u8, sport: u16, ttl: u8, win: u16, payload: &[u8]) -> Vec<u8> {
-    let mut b = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
-    b.extend_from_slice(if f.v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-    let l3 = b.len();
-    let tcp_hdr = if f.ts { 32 } else { 20 };
-    let tcp_len = tcp_hdr + payload.len();
-    let (src, dst): (Vec<u8>, Vec<u8>) = if f.v6 {
-        b.extend_from_slice(&[0x60, 0, 0, 0]);
-        b.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-        b.extend_from_slice(&[6, ttl]);
-        let (s, d) = (
-            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-        );
-        b.extend_from_slice(&s);
-        b.extend_from_slice(&d);
-        (s.to_vec(), d.to_vec())
-    } else {
-        let total = 20 + tcp_len;
-        b.extend_from_slice(&[0x45, 0]);
-        b.extend_from_slice(&(total as u16).to_be_bytes());
-        b.extend_from_slice(&[0x12, 0x34, 0x40, 0, ttl, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-        let c = !fold(add(0, &b[l3..l3 + 20]));
-        b[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-        (vec![10, 0, 0, 1], vec![10, 0, 0, 2])
+    let eth = ethernet::Repr {
+        dst: ethernet::MacAddr([2, 0, 0, 0, 0, 2]),
+        src: ethernet::MacAddr([2, 0, 0, 0, 0, 1]),
+        ethertype: 0,
     };
-    let l4 = b.len();
-    b.extend_from_slice(&sport.to_be_bytes());
-    b.extend_from_slice(&80u16.to_be_bytes());
-    b.extend_from_slice(&seq.to_be_bytes());
-    b.extend_from_slice(&1000u32.to_be_bytes());
-    b.push(((tcp_hdr / 4) as u8) << 4);
-    b.push(flags);
-    b.extend_from_slice(&win.to_be_bytes());
-    b.extend_from_slice(&[0, 0, 0, 0]);
-    if f.ts {
-        b.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]);
-    }
-    b.extend_from_slice(payload);
-    let mut pseudo = src;
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&(tcp_len as u16).to_be_bytes());
-    let c = !fold(add(add(0, &pseudo), &b[l4..]));
-    b[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
-    b
+    let ip = if f.v6 {
+        Ip::V6(ipv6::Repr {
+            src: "fd00::1".parse().expect("addr"),
+            dst: "fd00::2".parse().expect("addr"),
+            next_header: 0,
+            payload_len: 0,
+            hop_limit: ttl,
+            traffic_class: 0,
+            flow_label: 0,
+        })
+    } else {
+        Ip::V4(ipv4::Repr {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            protocol: 0,
+            payload_len: 0,
+            ttl,
+            ident: 0x1234,
+            dont_frag: true,
+        })
+    };
+    let options: &[u8] = if f.ts { &[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9] } else { &[] };
+    let tcp = tcp::Repr {
+        src_port: sport,
+        dst_port: 80,
+        seq,
+        ack: 1000,
+        flags,
+        window: win,
+        options,
+    };
+    build::frame(eth, ip, Transport::Tcp(tcp), payload)
 }
 
 /// What the kernel does with a merged frame: cut it at gso_size. Checks it gives the

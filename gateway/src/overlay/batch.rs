@@ -333,8 +333,7 @@ pub fn delivery(decision: FromUdp, datagram: &[u8], vnet: bool, uso: bool) -> De
 mod tests {
     use super::*;
     use crate::overlay::switch::{FromTap, NetworkSpec, Switch};
-    use crate::wire::checksum::{add, fold};
-    use crate::wire::ethernet::{Frame, MacAddr, ethertype};
+    use crate::wire::ethernet::{MacAddr, ethertype};
     use crate::wire::offload::{GSO_TCPV4, complete_checksum, segment};
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::{Duration, Instant};
@@ -355,38 +354,40 @@ mod tests {
 
     /// An Ethernet/IPv4/TCP frame A → B with valid checksums and a 32-byte TCP header.
     fn tcp_frame(payload_len: usize, seq: u32, flags: u8) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 32];
-        {
-            let mut e = Frame::new_checked(&mut f[..]).expect("fits");
-            e.set_dst(B);
-            e.set_src(A);
-            e.set_ethertype(ethertype::IPV4);
-        }
-        let total = (20 + 32 + payload_len) as u16;
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f[18..20].copy_from_slice(&0x0100u16.to_be_bytes());
-        f[20] = 0x40;
-        f[22] = 64;
-        f[23] = 6;
-        f[26..30].copy_from_slice(&[10, 200, 1, 11]);
-        f[30..34].copy_from_slice(&[10, 200, 2, 11]);
-        let c = !fold(add(0, &f[14..34]));
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
-        f[36..38].copy_from_slice(&80u16.to_be_bytes());
-        f[38..42].copy_from_slice(&seq.to_be_bytes());
-        f[42..46].copy_from_slice(&9u32.to_be_bytes());
-        f[46] = 0x80;
-        f[47] = flags;
-        f[48..50].copy_from_slice(&512u16.to_be_bytes());
-        f[54..66].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-        f.extend((0..payload_len).map(|i| (i * 13 % 251) as u8));
-        let tcp_len = (f.len() - 34) as u64;
-        let pseudo = add(6 + tcp_len, &f[26..34]);
-        let c = !fold(add(pseudo, &f[34..]));
-        f[50..52].copy_from_slice(&c.to_be_bytes());
-        f
+        tcp_frame_from(40000, payload_len, seq, flags)
+    }
+
+    /// [`tcp_frame`] from another source port.
+    fn tcp_frame_from(src_port: u16, payload_len: usize, seq: u32, flags: u8) -> Vec<u8> {
+        use crate::wire::build::{Ip, Transport, frame};
+        use crate::wire::{ethernet, ipv4, tcp};
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i * 13 % 251) as u8).collect();
+        frame(
+            ethernet::Repr {
+                dst: B,
+                src: A,
+                ethertype: ethertype::IPV4,
+            },
+            Ip::V4(ipv4::Repr {
+                src: Ipv4Addr::new(10, 200, 1, 11),
+                dst: Ipv4Addr::new(10, 200, 2, 11),
+                protocol: ipv4::protocol::TCP,
+                payload_len: 0,
+                ttl: 64,
+                ident: 0x0100,
+                dont_frag: true,
+            }),
+            Transport::Tcp(tcp::Repr {
+                src_port,
+                dst_port: 80,
+                seq,
+                ack: 9,
+                flags,
+                window: 512,
+                options: &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+            }),
+            &payload,
+        )
     }
 
     /// h1 and h2 with the FDB entries a first exchange would leave: h1 knows B is behind
@@ -477,12 +478,7 @@ mod tests {
     #[test]
     fn interleaved_flows_hand_out_each_merge_intact() {
         let a = tcp_frame(1000, 1, 0x10);
-        let mut b = tcp_frame(1000, 1, 0x10);
-        b[35] = 41; // another source port
-        let tcp_len = (b.len() - 34) as u64;
-        b[50..52].fill(0);
-        let c = !fold(add(add(6 + tcp_len, &b[26..34]), &b[34..]));
-        b[50..52].copy_from_slice(&c.to_be_bytes());
+        let b = tcp_frame_from(40001, 1000, 1, 0x10); // another source port
         let buf = [a.clone(), b.clone(), a.clone()].concat();
         let n = a.len();
         let seg = |f: &[u8]| Seg::parse(f, false).expect("candidate");

@@ -627,11 +627,7 @@ mod tests {
             FromUdp::Drop(DropReason::Oversize)
         );
         // an oversize TCP super-frame is cut into segments, not dropped
-        let mut tcp = frame(mac(1), mac(2), 4000);
-        tcp[14] = 0x45;
-        tcp[16..18].copy_from_slice(&(4000u16 - 14).to_be_bytes());
-        tcp[23] = ipv4::protocol::TCP;
-        tcp[14 + 20 + 12] = 0x50;
+        let tcp = tcp_frame(mac(1), mac(2), 40000, &[7; 4000 - 14 - 20 - 20]);
         assert_eq!(
             s.from_udp(H2, &encap(42, &tcp), now),
             FromUdp::Segment {
@@ -833,15 +829,48 @@ mod tests {
         assert!(s.fdb(0).is_empty());
     }
 
+    /// An Ethernet/IPv4/TCP frame `src` → `dst` from port `src_port`, built through `emit`.
+    fn tcp_frame(dst: MacAddr, src: MacAddr, src_port: u16, payload: &[u8]) -> Vec<u8> {
+        use crate::wire::build::{Ip, Transport, frame};
+        use crate::wire::tcp;
+        frame(
+            ethernet::Repr {
+                dst,
+                src,
+                ethertype: ethertype::IPV4,
+            },
+            Ip::V4(ipv4::Repr {
+                src: Ipv4Addr::new(10, 200, 1, 11),
+                dst: Ipv4Addr::new(10, 200, 2, 11),
+                protocol: ipv4::protocol::TCP,
+                payload_len: 0,
+                ttl: 64,
+                ident: 1,
+                dont_frag: true,
+            }),
+            Transport::Tcp(tcp::Repr {
+                src_port,
+                dst_port: 80,
+                seq: 1,
+                ack: 1,
+                flags: tcp::flags::ACK,
+                window: 512,
+                options: &[],
+            }),
+            payload,
+        )
+    }
+
     #[test]
     fn flow_hash_is_stable_per_flow_and_spreads_flows() {
-        let mut f = frame(mac(2), mac(1), 60);
-        f[14] = 0x45;
-        f[23] = ipv4::protocol::TCP;
-        let h1 = flow_hash(&f);
-        assert_eq!(h1, flow_hash(&f));
-        f[34] = 0x12; // another source port
-        assert_ne!(h1, flow_hash(&f));
+        let flow = |src_port, payload: &[u8]| tcp_frame(mac(2), mac(1), src_port, payload);
+        let h1 = flow_hash(&flow(40000, b"a"));
+        assert_eq!(
+            h1,
+            flow_hash(&flow(40000, b"other bytes")),
+            "one flow, one hash"
+        );
+        assert_ne!(h1, flow_hash(&flow(40001, b"a")), "another source port");
         assert_eq!(flow_hash(&[0u8; 3]), 0);
     }
 }

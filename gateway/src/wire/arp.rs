@@ -6,6 +6,21 @@ use std::net::Ipv4Addr;
 
 pub const PACKET_LEN: usize = 28;
 
+/// Field ranges of an Ethernet/IPv4 ARP packet.
+pub mod field {
+    use std::ops::Range;
+    /// Hardware type, protocol type, their lengths: `00 01 08 00 06 04` for Ethernet/IPv4.
+    pub const TYPES: Range<usize> = 0..6;
+    pub const OPER: Range<usize> = 6..8;
+    pub const SHA: Range<usize> = 8..14;
+    pub const SPA: Range<usize> = 14..18;
+    pub const THA: Range<usize> = 18..24;
+    pub const TPA: Range<usize> = 24..28;
+}
+
+/// What [`field::TYPES`] holds for Ethernet and IPv4.
+const ETHERNET_IPV4: [u8; 6] = [0x00, 0x01, 0x08, 0x00, 6, 4];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     Request,
@@ -29,43 +44,46 @@ impl Repr {
         if b.len() < PACKET_LEN {
             return Err(WireError::Truncated);
         }
-        // htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4
-        if b[0..6] != [0x00, 0x01, 0x08, 0x00, 6, 4] {
+        if b[field::TYPES] != ETHERNET_IPV4 {
             return Err(WireError::Malformed);
         }
-        let operation = match u16::from_be_bytes([b[6], b[7]]) {
+        let operation = match u16::from_be_bytes([b[field::OPER.start], b[field::OPER.start + 1]]) {
             1 => Operation::Request,
             2 => Operation::Reply,
             _ => return Err(WireError::Malformed),
         };
-        let mac = |at: usize| {
+        let mac = |at: std::ops::Range<usize>| {
             let mut m = [0u8; 6];
-            m.copy_from_slice(&b[at..at + 6]);
+            m.copy_from_slice(&b[at]);
             MacAddr(m)
         };
-        let ip = |at: usize| Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3]);
+        let ip = |at: std::ops::Range<usize>| {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&b[at]);
+            Ipv4Addr::from(a)
+        };
         Ok(Repr {
             operation,
-            sender_mac: mac(8),
-            sender_ip: ip(14),
-            target_mac: mac(18),
-            target_ip: ip(24),
+            sender_mac: mac(field::SHA),
+            sender_ip: ip(field::SPA),
+            target_mac: mac(field::THA),
+            target_ip: ip(field::TPA),
         })
     }
 
     /// Writes the packet into the first [`PACKET_LEN`] bytes of `b`.
     pub fn emit(&self, b: &mut [u8]) -> Result<(), WireError> {
         let b = b.get_mut(..PACKET_LEN).ok_or(WireError::Truncated)?;
-        b[0..6].copy_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4]);
+        b[field::TYPES].copy_from_slice(&ETHERNET_IPV4);
         let op: u16 = match self.operation {
             Operation::Request => 1,
             Operation::Reply => 2,
         };
-        b[6..8].copy_from_slice(&op.to_be_bytes());
-        b[8..14].copy_from_slice(&self.sender_mac.0);
-        b[14..18].copy_from_slice(&self.sender_ip.octets());
-        b[18..24].copy_from_slice(&self.target_mac.0);
-        b[24..28].copy_from_slice(&self.target_ip.octets());
+        b[field::OPER].copy_from_slice(&op.to_be_bytes());
+        b[field::SHA].copy_from_slice(&self.sender_mac.0);
+        b[field::SPA].copy_from_slice(&self.sender_ip.octets());
+        b[field::THA].copy_from_slice(&self.target_mac.0);
+        b[field::TPA].copy_from_slice(&self.target_ip.octets());
         Ok(())
     }
 }

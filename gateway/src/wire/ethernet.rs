@@ -82,8 +82,20 @@ pub mod ethertype {
     pub const IPV6: u16 = 0x86dd;
 }
 
+/// Field ranges of the header.
+pub mod field {
+    use std::ops::Range;
+    pub const DST: Range<usize> = 0..6;
+    pub const SRC: Range<usize> = 6..12;
+    pub const ETHERTYPE: Range<usize> = 12..14;
+    /// Where the payload starts.
+    pub const PAYLOAD: usize = 14;
+    /// Within an 802.1Q tag (behind the TPID in `ETHERTYPE`): the inner ethertype.
+    pub const VLAN_INNER_ETHERTYPE: Range<usize> = 16..18;
+}
+
 /// Length of the Ethernet II header (no FCS: TAP devices and VXLAN carry none).
-pub const HEADER_LEN: usize = 14;
+pub const HEADER_LEN: usize = field::PAYLOAD;
 /// Length of an 802.1Q tag (TPID 0x8100, then the tag control and the inner ethertype).
 pub const VLAN_TAG_LEN: usize = 4;
 
@@ -103,16 +115,16 @@ impl<T: AsRef<[u8]>> Frame<T> {
     }
 
     pub fn dst(&self) -> MacAddr {
-        mac_at(self.buffer.as_ref(), 0)
+        mac_at(self.buffer.as_ref(), field::DST)
     }
 
     pub fn src(&self) -> MacAddr {
-        mac_at(self.buffer.as_ref(), 6)
+        mac_at(self.buffer.as_ref(), field::SRC)
     }
 
     pub fn ethertype(&self) -> u16 {
-        let b = self.buffer.as_ref();
-        u16::from_be_bytes([b[12], b[13]])
+        let b = &self.buffer.as_ref()[field::ETHERTYPE];
+        u16::from_be_bytes([b[0], b[1]])
     }
 
     pub fn payload(&self) -> &[u8] {
@@ -126,12 +138,13 @@ impl<T: AsRef<[u8]>> Frame<T> {
         if et != ethertype::VLAN {
             return Ok((et, HEADER_LEN));
         }
-        let b = self.buffer.as_ref();
-        let tag = b
-            .get(HEADER_LEN..HEADER_LEN + VLAN_TAG_LEN)
+        let inner = self
+            .buffer
+            .as_ref()
+            .get(field::VLAN_INNER_ETHERTYPE)
             .ok_or(WireError::Truncated)?;
         Ok((
-            u16::from_be_bytes([tag[2], tag[3]]),
+            u16::from_be_bytes([inner[0], inner[1]]),
             HEADER_LEN + VLAN_TAG_LEN,
         ))
     }
@@ -143,15 +156,15 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     pub fn set_dst(&mut self, mac: MacAddr) {
-        self.buffer.as_mut()[0..6].copy_from_slice(&mac.0);
+        self.buffer.as_mut()[field::DST].copy_from_slice(&mac.0);
     }
 
     pub fn set_src(&mut self, mac: MacAddr) {
-        self.buffer.as_mut()[6..12].copy_from_slice(&mac.0);
+        self.buffer.as_mut()[field::SRC].copy_from_slice(&mac.0);
     }
 
     pub fn set_ethertype(&mut self, value: u16) {
-        self.buffer.as_mut()[12..14].copy_from_slice(&value.to_be_bytes());
+        self.buffer.as_mut()[field::ETHERTYPE].copy_from_slice(&value.to_be_bytes());
     }
 
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -159,10 +172,35 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 }
 
-fn mac_at(b: &[u8], at: usize) -> MacAddr {
+fn mac_at(b: &[u8], at: std::ops::Range<usize>) -> MacAddr {
     let mut m = [0u8; 6];
-    m.copy_from_slice(&b[at..at + 6]);
+    m.copy_from_slice(&b[at]);
     MacAddr(m)
+}
+
+/// An Ethernet II header, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub dst: MacAddr,
+    pub src: MacAddr,
+    pub ethertype: u16,
+}
+
+impl Repr {
+    pub fn parse<T: AsRef<[u8]>>(frame: &Frame<T>) -> Repr {
+        Repr {
+            dst: frame.dst(),
+            src: frame.src(),
+            ethertype: frame.ethertype(),
+        }
+    }
+
+    /// Writes the header into the frame's first [`HEADER_LEN`] bytes.
+    pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, frame: &mut Frame<T>) {
+        frame.set_dst(self.dst);
+        frame.set_src(self.src);
+        frame.set_ethertype(self.ethertype);
+    }
 }
 
 #[cfg(test)]
@@ -189,11 +227,17 @@ mod tests {
     fn construct_frame() {
         let mut buf = [0u8; 42];
         buf[14..].copy_from_slice(&ARP_FRAME[14..]);
-        let mut f = Frame::new_checked(&mut buf[..]).expect("fits");
-        f.set_dst(MacAddr::BROADCAST);
-        f.set_src("02:00:0a:c8:01:0b".parse().expect("mac"));
-        f.set_ethertype(ethertype::ARP);
+        let repr = Repr {
+            dst: MacAddr::BROADCAST,
+            src: "02:00:0a:c8:01:0b".parse().expect("mac"),
+            ethertype: ethertype::ARP,
+        };
+        repr.emit(&mut Frame::new_checked(&mut buf[..]).expect("fits"));
         assert_eq!(buf, ARP_FRAME);
+        assert_eq!(
+            Repr::parse(&Frame::new_checked(&buf[..]).expect("fits")),
+            repr
+        );
     }
 
     #[test]

@@ -32,16 +32,29 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET: u16 = 0x1fff;
 
-/// A view of an IPv4 packet: `new_checked` validates the version and that the header (IHL)
-/// fits; getters read the header, setters write it.
+/// A view of an IPv4 packet: `new_checked` validates the version, the header length (IHL)
+/// and the total length against the buffer; getters read the header, setters write it.
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Checks version 4 and that the header (IHL) fits.
+    /// Checks version 4, that the header (IHL) fits, and that the total length covers the
+    /// header and lies within the buffer (a frame may carry padding after it: `payload()`
+    /// ends at the total length).
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let p = Self::header_only(buffer)?;
+        if p.buffer.as_ref().len() < p.total_len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(p)
+    }
+
+    /// A view of the header alone (its payload elsewhere: a header rewritten in a side
+    /// buffer): checks version 4, that the header fits and that the total length covers it,
+    /// not that the payload is here (`payload()` is what of it is).
+    pub fn header_only(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated);
@@ -55,6 +68,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
         }
         if b.len() < ihl {
             return Err(WireError::Truncated);
+        }
+        if usize::from(u16::from_be_bytes([b[2], b[3]])) < ihl {
+            return Err(WireError::Malformed);
         }
         Ok(Packet { buffer })
     }
@@ -142,9 +158,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[..self.header_len()]
     }
 
-    /// The bytes after the header (as captured; not trimmed to the total length).
+    /// The bytes after the header, up to the total length (padding left out).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..]
+        let b = self.buffer.as_ref();
+        &b[self.header_len()..self.total_len().min(b.len())]
     }
 }
 
@@ -173,6 +190,61 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// An IPv4 header without options, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: u8,
+    /// Bytes after the header.
+    pub payload_len: usize,
+    pub ttl: u8,
+    pub ident: u16,
+    pub dont_frag: bool,
+}
+
+impl Repr {
+    /// The header's fields (fragments are the caller's to refuse; options are skipped).
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Repr {
+        Repr {
+            src: p.src(),
+            dst: p.dst(),
+            protocol: p.protocol(),
+            payload_len: p.total_len() - p.header_len(),
+            ttl: p.ttl(),
+            ident: p.ident(),
+            dont_frag: p.dont_frag(),
+        }
+    }
+
+    /// Writes a 20-byte header, its checksum filled, into the start of `b`.
+    pub fn emit(&self, b: &mut [u8]) -> Result<(), WireError> {
+        let total =
+            u16::try_from(MIN_HEADER_LEN + self.payload_len).map_err(|_| WireError::Malformed)?;
+        let h = b.get_mut(..MIN_HEADER_LEN).ok_or(WireError::Truncated)?;
+        h.fill(0);
+        h[field::VER_IHL] = 0x45;
+        h[field::TOTAL_LEN].copy_from_slice(&total.to_be_bytes());
+        h[field::IDENT].copy_from_slice(&self.ident.to_be_bytes());
+        let frag = if self.dont_frag { FLAG_DF } else { 0 };
+        h[field::FLAGS_FRAG].copy_from_slice(&frag.to_be_bytes());
+        h[field::TTL] = self.ttl;
+        h[field::PROTOCOL] = self.protocol;
+        h[field::SRC].copy_from_slice(&self.src.octets());
+        h[field::DST].copy_from_slice(&self.dst.octets());
+        Packet::header_only(h)?.fill_checksum();
+        Ok(())
+    }
+
+    /// The one's-complement sum of the TCP/UDP pseudo-header for this packet.
+    pub fn pseudo_sum(&self) -> u64 {
+        let mut a = [0u8; 8];
+        a[..4].copy_from_slice(&self.src.octets());
+        a[4..].copy_from_slice(&self.dst.octets());
+        checksum::add(u64::from(self.protocol) + self.payload_len as u64, &a)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +257,7 @@ mod tests {
 
     #[test]
     fn deconstruct_header() {
-        let p = Packet::new_checked(&ICMP_HEADER[..]).expect("valid");
+        let p = Packet::header_only(&ICMP_HEADER[..]).expect("valid");
         assert_eq!(p.header_len(), 20);
         assert_eq!(p.protocol(), protocol::ICMP);
         assert_eq!(p.src(), Ipv4Addr::new(10, 200, 1, 11));
@@ -209,9 +281,59 @@ mod tests {
     }
 
     #[test]
+    fn new_checked_holds_the_total_length_to_the_buffer() {
+        // the capture is the header alone: its total length (84) says more follows
+        assert_eq!(
+            Packet::new_checked(&ICMP_HEADER[..]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut whole = ICMP_HEADER.to_vec();
+        whole.extend_from_slice(&[7; 64]);
+        assert_eq!(
+            Packet::new_checked(&whole[..])
+                .expect("whole")
+                .payload()
+                .len(),
+            64
+        );
+        whole.extend_from_slice(&[0; 6]); // Ethernet padding
+        assert_eq!(
+            Packet::new_checked(&whole[..]).expect("padded").payload(),
+            &[7; 64][..]
+        );
+        let mut short = ICMP_HEADER;
+        short[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(
+            Packet::header_only(&short[..]).err(),
+            Some(WireError::Malformed)
+        );
+    }
+
+    #[test]
+    fn repr_round_trips_through_emit() {
+        let repr = Repr {
+            src: Ipv4Addr::new(10, 200, 1, 11),
+            dst: Ipv4Addr::new(10, 200, 2, 11),
+            protocol: protocol::ICMP,
+            payload_len: 64,
+            ttl: 64,
+            ident: 0x1c46,
+            dont_frag: true,
+        };
+        let mut b = vec![0u8; 84];
+        repr.emit(&mut b).expect("fits");
+        assert_eq!(&b[..10], &ICMP_HEADER[..10], "the captured header's bytes");
+        assert_eq!(&b[12..20], &ICMP_HEADER[12..20]);
+        let p = Packet::new_checked(&b[..]).expect("valid");
+        assert!(p.verify_checksum());
+        assert_eq!(Repr::parse(&p), repr);
+        assert_eq!(repr.emit(&mut b[..19]), Err(WireError::Truncated));
+    }
+
+    #[test]
     fn construct_header() {
         let mut b = ICMP_HEADER;
-        let mut p = Packet::new_checked(&mut b[..]).expect("valid");
+        let mut p = Packet::header_only(&mut b[..]).expect("valid");
         p.set_total_len(1420);
         p.set_ident(0xbeef);
         p.set_ttl(63);
@@ -234,11 +356,11 @@ mod tests {
     fn fragments_are_told_apart() {
         let mut b = ICMP_HEADER;
         b[6] = 0x20; // MF, offset 0: the first fragment
-        let p = Packet::new_checked(&b[..]).expect("valid");
+        let p = Packet::header_only(&b[..]).expect("valid");
         assert!(p.more_frags() && p.is_fragment() && !p.is_later_fragment());
         b[6] = 0x00;
         b[7] = 0xb9; // offset 185 (1480 bytes)
-        let p = Packet::new_checked(&b[..]).expect("valid");
+        let p = Packet::header_only(&b[..]).expect("valid");
         assert_eq!(p.frag_offset(), 185);
         assert!(p.is_fragment() && p.is_later_fragment() && !p.more_frags());
     }
@@ -262,7 +384,7 @@ mod tests {
         );
         b[0] = 0x46; // IHL 24 bytes, only 20 present
         assert_eq!(
-            Packet::new_checked(&b[..]).err(),
+            Packet::header_only(&b[..]).err(),
             Some(WireError::Truncated)
         );
     }

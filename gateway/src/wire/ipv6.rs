@@ -27,8 +27,19 @@ pub struct Packet<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Checks version 6 and that the fixed header fits.
+    /// Checks version 6, that the fixed header fits and that the payload length lies within
+    /// the buffer (a frame may carry padding after it: `payload()` ends at the length).
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let p = Self::header_only(buffer)?;
+        if p.buffer.as_ref().len() < HEADER_LEN + p.payload_len() {
+            return Err(WireError::Truncated);
+        }
+        Ok(p)
+    }
+
+    /// A view of the fixed header alone (its payload elsewhere: a header rewritten in a side
+    /// buffer): checks version 6 and that the header fits.
+    pub fn header_only(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated);
@@ -83,9 +94,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         checksum::add(0, &self.buffer.as_ref()[field::ADDRS])
     }
 
-    /// The bytes after the fixed header (as captured).
+    /// The bytes after the fixed header, up to the payload length (padding left out).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..]
+        let b = self.buffer.as_ref();
+        &b[HEADER_LEN..(HEADER_LEN + self.payload_len()).min(b.len())]
     }
 }
 
@@ -96,6 +108,56 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     pub fn set_hop_limit(&mut self, hops: u8) {
         self.buffer.as_mut()[field::HOP_LIMIT] = hops;
+    }
+}
+
+/// An IPv6 fixed header, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub payload_len: usize,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub flow_label: u32,
+}
+
+impl Repr {
+    pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Repr {
+        Repr {
+            src: p.src(),
+            dst: p.dst(),
+            next_header: p.next_header(),
+            payload_len: p.payload_len(),
+            hop_limit: p.hop_limit(),
+            traffic_class: p.traffic_class(),
+            flow_label: p.flow_label(),
+        }
+    }
+
+    /// Writes the fixed header into the start of `b`.
+    pub fn emit(&self, b: &mut [u8]) -> Result<(), WireError> {
+        let len = u16::try_from(self.payload_len).map_err(|_| WireError::Malformed)?;
+        let h = b.get_mut(..HEADER_LEN).ok_or(WireError::Truncated)?;
+        let word =
+            (6u32 << 28) | (u32::from(self.traffic_class) << 20) | (self.flow_label & 0xf_ffff);
+        h[field::VER_TC_FLOW].copy_from_slice(&word.to_be_bytes());
+        h[field::PAYLOAD_LEN].copy_from_slice(&len.to_be_bytes());
+        h[field::NEXT_HEADER] = self.next_header;
+        h[field::HOP_LIMIT] = self.hop_limit;
+        h[field::SRC].copy_from_slice(&self.src.octets());
+        h[field::DST].copy_from_slice(&self.dst.octets());
+        Ok(())
+    }
+
+    /// The one's-complement sum of the TCP/UDP pseudo-header (RFC 8200 §8.1) for this
+    /// packet's upper layer, when it follows the fixed header.
+    pub fn pseudo_sum(&self) -> u64 {
+        let mut a = [0u8; 32];
+        a[..16].copy_from_slice(&self.src.octets());
+        a[16..].copy_from_slice(&self.dst.octets());
+        checksum::add(u64::from(self.next_header) + self.payload_len as u64, &a)
     }
 }
 
@@ -111,7 +173,7 @@ mod tests {
 
     #[test]
     fn deconstruct_header() {
-        let p = Packet::new_checked(&HEADER[..]).expect("valid");
+        let p = Packet::header_only(&HEADER[..]).expect("valid");
         assert_eq!(p.traffic_class(), 0x28);
         assert_eq!(p.flow_label(), 0x12345);
         assert_eq!(p.payload_len(), 40);
@@ -129,7 +191,7 @@ mod tests {
     #[test]
     fn construct_header() {
         let mut b = HEADER;
-        let mut p = Packet::new_checked(&mut b[..]).expect("valid");
+        let mut p = Packet::header_only(&mut b[..]).expect("valid");
         p.set_payload_len(1220);
         p.set_hop_limit(63);
         assert_eq!(&b[4..8], &[0x04, 0xc4, 0x06, 63]);
@@ -148,5 +210,26 @@ mod tests {
             Packet::new_checked(&b[..]).err(),
             Some(WireError::Malformed)
         );
+        // the payload length (40) says more follows than the buffer holds
+        assert_eq!(
+            Packet::new_checked(&HEADER[..]).err(),
+            Some(WireError::Truncated)
+        );
+        let mut whole = HEADER.to_vec();
+        whole.extend_from_slice(&[9; 46]); // 40 bytes of payload, 6 of padding
+        assert_eq!(
+            Packet::new_checked(&whole[..]).expect("whole").payload(),
+            &[9; 40][..]
+        );
+    }
+
+    #[test]
+    fn repr_round_trips_through_emit() {
+        let p = Packet::header_only(&HEADER[..]).expect("valid");
+        let repr = Repr::parse(&p);
+        let mut b = [0xaa; 40];
+        repr.emit(&mut b).expect("fits");
+        assert_eq!(b, HEADER);
+        assert_eq!(repr.emit(&mut b[..39]), Err(WireError::Truncated));
     }
 }

@@ -19,6 +19,17 @@ use super::{WireError, ipv6, udp};
 
 /// Length of the legacy `struct virtio_net_hdr`.
 pub const VNET_HDR_LEN: usize = 10;
+
+/// Field ranges of the legacy `struct virtio_net_hdr` (host byte order).
+pub mod vnet_field {
+    use std::ops::Range;
+    pub const FLAGS: usize = 0;
+    pub const GSO_TYPE: usize = 1;
+    pub const HDR_LEN: Range<usize> = 2..4;
+    pub const GSO_SIZE: Range<usize> = 4..6;
+    pub const CSUM_START: Range<usize> = 6..8;
+    pub const CSUM_OFFSET: Range<usize> = 8..10;
+}
 /// `flags`: the checksum at `csum_start + csum_offset` is to be completed.
 pub const F_NEEDS_CSUM: u8 = 1;
 /// `gso_type` values.
@@ -43,25 +54,27 @@ pub struct VnetHdr {
 
 impl VnetHdr {
     pub fn parse(b: &[u8]) -> Result<VnetHdr, WireError> {
+        use vnet_field as f;
         let b = b.get(..VNET_HDR_LEN).ok_or(WireError::Truncated)?;
-        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        let u = |r: std::ops::Range<usize>| u16::from_ne_bytes([b[r.start], b[r.start + 1]]);
         Ok(VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u(2),
-            gso_size: u(4),
-            csum_start: u(6),
-            csum_offset: u(8),
+            flags: b[f::FLAGS],
+            gso_type: b[f::GSO_TYPE],
+            hdr_len: u(f::HDR_LEN),
+            gso_size: u(f::GSO_SIZE),
+            csum_start: u(f::CSUM_START),
+            csum_offset: u(f::CSUM_OFFSET),
         })
     }
 
     pub fn emit(&self, b: &mut [u8; VNET_HDR_LEN]) {
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        use vnet_field as f;
+        b[f::FLAGS] = self.flags;
+        b[f::GSO_TYPE] = self.gso_type;
+        b[f::HDR_LEN].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[f::GSO_SIZE].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[f::CSUM_START].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[f::CSUM_OFFSET].copy_from_slice(&self.csum_offset.to_ne_bytes());
     }
 }
 
@@ -74,7 +87,7 @@ pub fn complete_checksum(frame: &mut [u8], start: usize, offset: usize) -> Resul
     }
     let mut sum = !fold(add(0, &frame[start..]));
     // a UDP checksum of 0 means "none"; 0xffff is the same value in one's complement
-    if sum == 0 && offset == udp::CHECKSUM_OFFSET {
+    if sum == 0 && offset == udp::field::CHECKSUM.start {
         sum = 0xffff;
     }
     frame[at..at + 2].copy_from_slice(&sum.to_be_bytes());
@@ -377,7 +390,7 @@ impl Cut {
             add(self.pseudo + tcp_len as u64, &h[l.l4..]),
             &frame[chunk],
         ));
-        h[l.l4 + tcp::CHECKSUM_OFFSET..][..2].copy_from_slice(&c.to_be_bytes());
+        h[l.l4 + tcp::field::CHECKSUM.start..][..2].copy_from_slice(&c.to_be_bytes());
     }
 }
 
@@ -385,10 +398,10 @@ impl Cut {
 /// for IPv4 the ID, if given, and the header checksum).
 fn set_ip_len(h: &mut [u8], l: &Layers, ip_len: usize, id: Option<u16>) {
     if l.v6 {
-        if let Ok(mut ip) = ipv6::Packet::new_checked(&mut h[l.l3..]) {
+        if let Ok(mut ip) = ipv6::Packet::header_only(&mut h[l.l3..]) {
             ip.set_payload_len((ip_len - ipv6::HEADER_LEN) as u16);
         }
-    } else if let Ok(mut ip) = ipv4::Packet::new_checked(&mut h[l.l3..l.l4]) {
+    } else if let Ok(mut ip) = ipv4::Packet::header_only(&mut h[l.l3..l.l4]) {
         ip.set_total_len(ip_len as u16);
         if let Some(id) = id {
             ip.set_ident(id);
@@ -399,7 +412,7 @@ fn set_ip_len(h: &mut [u8], l: &Layers, ip_len: usize, id: Option<u16>) {
 
 /// Whether the IPv4 header of a frame with these layers verifies (IPv6 has no checksum).
 fn ip_header_ok(frame: &[u8], l: &Layers) -> bool {
-    l.v6 || ipv4::Packet::new_checked(&frame[l.l3..l.l4]).is_ok_and(|ip| ip.verify_checksum())
+    l.v6 || ipv4::Packet::header_only(&frame[l.l3..l.l4]).is_ok_and(|ip| ip.verify_checksum())
 }
 
 /// A received TCP frame that may be merged with its neighbours.
@@ -546,7 +559,7 @@ pub fn merged_header(
         hdr_len: l.hdr as u16,
         gso_size: seg.payload as u16,
         csum_start: l.l4 as u16,
-        csum_offset: tcp::CHECKSUM_OFFSET as u16,
+        csum_offset: tcp::field::CHECKSUM.start as u16,
     };
     Ok((l.hdr, vnet))
 }
@@ -638,7 +651,7 @@ pub fn merged_udp_header(
         return Err(WireError::Malformed);
     }
     set_ip_len(h, l, ip_len, None);
-    let mut u = udp::Packet::new_checked(&mut h[l.l4..])?;
+    let mut u = udp::Packet::header_only(&mut h[l.l4..])?;
     u.set_len(udp_len as u16);
     u.set_checksum(fold(
         pseudo_sum_of(first, l, protocol::UDP) + udp_len as u64,
@@ -651,7 +664,7 @@ pub fn merged_udp_header(
             hdr_len: l.hdr as u16,
             gso_size: seg.payload as u16,
             csum_start: l.l4 as u16,
-            csum_offset: udp::CHECKSUM_OFFSET as u16,
+            csum_offset: udp::field::CHECKSUM.start as u16,
         },
     ))
 }
@@ -659,55 +672,72 @@ pub fn merged_udp_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::build::{Ip, Transport, frame};
+
+    pub(super) fn v4(src: [u8; 4], dst: [u8; 4]) -> Ip {
+        Ip::V4(ipv4::Repr {
+            src: src.into(),
+            dst: dst.into(),
+            protocol: 0,
+            payload_len: 0,
+            ttl: 64,
+            ident: 0x1234,
+            dont_frag: true,
+        })
+    }
+
+    pub(super) fn eth() -> ethernet::Repr {
+        ethernet::Repr {
+            dst: ethernet::MacAddr([2, 0, 0, 0, 0, 2]),
+            src: ethernet::MacAddr([2, 0, 0, 0, 0, 1]),
+            ethertype: 0,
+        }
+    }
+
+    pub(super) fn tcp_repr(
+        src_port: u16,
+        dst_port: u16,
+        seq: u32,
+        flags: u8,
+    ) -> tcp::Repr<'static> {
+        tcp::Repr {
+            src_port,
+            dst_port,
+            seq,
+            ack: 7,
+            flags,
+            window: 500,
+            options: &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+        }
+    }
 
     fn v4_frame(payload_len: usize, flags: u8, seq: u32) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 32];
-        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-        let total = (20 + 32 + payload_len) as u16;
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
-        f[20] = 0x40;
-        f[22] = 64;
-        f[23] = protocol::TCP;
-        f[26..30].copy_from_slice(&[10, 200, 1, 11]);
-        f[30..34].copy_from_slice(&[10, 200, 2, 11]);
-        let c = !fold(add(0, &f[14..34]));
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
-        f[36..38].copy_from_slice(&80u16.to_be_bytes());
-        f[38..42].copy_from_slice(&seq.to_be_bytes());
-        f[42..46].copy_from_slice(&7u32.to_be_bytes());
-        f[46] = 0x80; // 32-byte header (timestamps)
-        f[47] = flags;
-        f[48..50].copy_from_slice(&500u16.to_be_bytes());
-        f[54..66].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-        f.extend((0..payload_len).map(|i| (i * 7 % 251) as u8));
-        let l = layers(&f, None).expect("layers");
-        let tcp_len = (f.len() - l.l4) as u64;
-        let c = !fold(add(pseudo_sum(&f, &l) + tcp_len, &f[l.l4..]));
-        f[50..52].copy_from_slice(&c.to_be_bytes());
-        f
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i * 7 % 251) as u8).collect();
+        let tcp = tcp_repr(40000, 80, seq, flags);
+        frame(
+            eth(),
+            v4([10, 200, 1, 11], [10, 200, 2, 11]),
+            Transport::Tcp(tcp),
+            &payload,
+        )
     }
 
     fn v6_frame(payload_len: usize) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 40 + 20];
-        f[12..14].copy_from_slice(&ethertype::IPV6.to_be_bytes());
-        f[14] = 0x60;
-        f[18..20].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
-        f[20] = protocol::TCP;
-        f[21] = 64;
-        f[22..38].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        f[38..54].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
-        f[54..56].copy_from_slice(&40000u16.to_be_bytes());
-        f[56..58].copy_from_slice(&80u16.to_be_bytes());
-        f[58..62].copy_from_slice(&100u32.to_be_bytes());
-        f[66] = 0x50;
-        f[67] = 0x18;
-        f.extend((0..payload_len).map(|i| (i % 253) as u8));
-        f
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i % 253) as u8).collect();
+        let ip = Ip::V6(ipv6::Repr {
+            src: "fd00::1".parse().expect("addr"),
+            dst: "fd00::2".parse().expect("addr"),
+            next_header: 0,
+            payload_len: 0,
+            hop_limit: 64,
+            traffic_class: 0,
+            flow_label: 0,
+        });
+        let tcp = tcp::Repr {
+            options: &[],
+            ..tcp_repr(40000, 80, 100, flags::PSH | flags::ACK)
+        };
+        frame(eth(), ip, Transport::Tcp(tcp), &payload)
     }
 
     #[test]
@@ -835,30 +865,28 @@ mod tests {
     }
 
     fn udp_frame(payload: &[u8], id: u16, csum: bool) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 8];
-        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
-        f[18..20].copy_from_slice(&id.to_be_bytes());
-        f[22] = 64;
-        f[23] = protocol::UDP;
-        f[26..30].copy_from_slice(&[10, 200, 1, 11]);
-        f[30..34].copy_from_slice(&[10, 200, 2, 11]);
-        let c = !fold(add(0, &f[14..34]));
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f[34..36].copy_from_slice(&5000u16.to_be_bytes());
-        f[36..38].copy_from_slice(&5201u16.to_be_bytes());
-        f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        f.extend_from_slice(payload);
-        if csum {
-            let l = layers_of(&f, None, protocol::UDP).expect("udp");
-            let c = !fold(add(
-                pseudo_sum_of(&f, &l, protocol::UDP) + (f.len() - 34) as u64,
-                &f[34..],
-            ));
-            f[40..42].copy_from_slice(&c.to_be_bytes());
-        }
-        f
+        let Ip::V4(ip) = v4([10, 200, 1, 11], [10, 200, 2, 11]) else {
+            unreachable!()
+        };
+        let ip = Ip::V4(ipv4::Repr {
+            ident: id,
+            dont_frag: false,
+            ..ip
+        });
+        let repr = udp::Repr {
+            src_port: 5000,
+            dst_port: 5201,
+            payload_len: 0,
+        };
+        frame(
+            eth(),
+            ip,
+            Transport::Udp {
+                repr,
+                checksum: csum,
+            },
+            payload,
+        )
     }
 
     #[test]
@@ -913,7 +941,9 @@ mod tests {
 mod receive_segmentation_tests {
     //! Cutting a received GSO super-frame for a TAP with a smaller MTU: the switch checks
     //! [`segmentable_ipv4`], the receive path cuts with [`segment_each`].
+    use super::tests::{eth, tcp_repr, v4};
     use super::*;
+    use crate::wire::build::{Transport, frame};
     use crate::wire::checksum::internet;
 
     fn segment(
@@ -929,24 +959,14 @@ mod receive_segmentation_tests {
     use flags::{CWR, FIN, PSH};
 
     fn big_frame(payload_len: usize, flags: u8) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 32];
-        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-        let total = (20 + 32 + payload_len) as u16;
-        f[14] = 0x45;
-        f[16..18].copy_from_slice(&total.to_be_bytes());
-        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
-        f[20] = 0x40;
-        f[22] = 64;
-        f[23] = protocol::TCP;
-        f[26..30].copy_from_slice(&[10, 200, 2, 11]);
-        f[30..34].copy_from_slice(&[10, 200, 1, 11]);
-        f[34..36].copy_from_slice(&80u16.to_be_bytes());
-        f[36..38].copy_from_slice(&40000u16.to_be_bytes());
-        f[38..42].copy_from_slice(&0xffff_fff0u32.to_be_bytes()); // wraps
-        f[46] = 0x80; // 32-byte TCP header (timestamps)
-        f[47] = flags;
-        f.extend((0..payload_len).map(|i| (i % 251) as u8));
-        f
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i % 251) as u8).collect();
+        let tcp = tcp_repr(80, 40000, 0xffff_fff0, flags); // the sequence wraps
+        frame(
+            eth(),
+            v4([10, 200, 2, 11], [10, 200, 1, 11]),
+            Transport::Tcp(tcp),
+            &payload,
+        )
     }
 
     /// The TCP checksum computed independently of the code under test.

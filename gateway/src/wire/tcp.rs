@@ -4,8 +4,6 @@
 use super::WireError;
 
 pub const MIN_HEADER_LEN: usize = 20;
-/// Where the checksum lies in the header (a vnet header's `csum_offset` for TCP).
-pub const CHECKSUM_OFFSET: usize = 16;
 
 /// The flag bits of byte 13.
 pub mod flags {
@@ -132,6 +130,65 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_checksum(&mut self, sum: u16) {
         self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
     }
+
+    /// Computes and stores the checksum over the whole buffer (header and payload) and
+    /// `pseudo` (the IP layer's pseudo-header sum).
+    pub fn fill_checksum(&mut self, pseudo: u64) {
+        self.set_checksum(0);
+        let sum = !super::checksum::fold(super::checksum::add(pseudo, self.buffer.as_ref()));
+        self.set_checksum(sum);
+    }
+}
+
+/// A TCP header, parsed (the options as bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr<'a> {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    /// At most 40 bytes, a multiple of 4.
+    pub options: &'a [u8],
+}
+
+impl<'a> Repr<'a> {
+    pub fn parse<T: AsRef<[u8]> + ?Sized>(p: &'a Packet<&'a T>) -> Repr<'a> {
+        let b: &'a [u8] = p.buffer.as_ref();
+        Repr {
+            src_port: p.src_port(),
+            dst_port: p.dst_port(),
+            seq: p.seq(),
+            ack: p.ack(),
+            flags: p.flags(),
+            window: p.window(),
+            options: &b[MIN_HEADER_LEN..p.header_len()],
+        }
+    }
+
+    pub fn header_len(&self) -> usize {
+        MIN_HEADER_LEN + self.options.len()
+    }
+
+    /// Writes the header and its options (checksum 0: see [`Packet::fill_checksum`]) into
+    /// the start of `b`.
+    pub fn emit(&self, b: &mut [u8]) -> Result<(), WireError> {
+        if self.options.len() > 40 || self.options.len() % 4 != 0 {
+            return Err(WireError::Malformed);
+        }
+        let h = b.get_mut(..self.header_len()).ok_or(WireError::Truncated)?;
+        h.fill(0);
+        h[field::SRC_PORT].copy_from_slice(&self.src_port.to_be_bytes());
+        h[field::DST_PORT].copy_from_slice(&self.dst_port.to_be_bytes());
+        h[field::SEQ].copy_from_slice(&self.seq.to_be_bytes());
+        h[field::ACK].copy_from_slice(&self.ack.to_be_bytes());
+        h[field::DATA_OFFSET] = ((self.header_len() / 4) as u8) << 4;
+        h[field::FLAGS] = self.flags;
+        h[field::WINDOW].copy_from_slice(&self.window.to_be_bytes());
+        h[MIN_HEADER_LEN..].copy_from_slice(self.options);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +230,24 @@ mod tests {
         assert_eq!(b[13], 0x11);
         assert_eq!(&b[14..18], &[0x12, 0x34, 0, 0]);
         assert_eq!(&b[18..], &SEGMENT[18..], "the rest untouched");
+    }
+
+    #[test]
+    fn repr_round_trips_through_emit() {
+        let p = Packet::new_checked(&SEGMENT[..]).expect("valid");
+        let repr = Repr::parse(&p);
+        assert_eq!(repr.options.len(), 12);
+        let mut b = [0xaa; 35];
+        repr.emit(&mut b).expect("fits");
+        b[32..].copy_from_slice(b"abc");
+        b[16..18].copy_from_slice(&[0xab, 0xcd]);
+        assert_eq!(b, SEGMENT);
+        assert_eq!(repr.emit(&mut b[..31]), Err(WireError::Truncated));
+        let odd = Repr {
+            options: &[1, 1, 1],
+            ..repr
+        };
+        assert_eq!(odd.emit(&mut b), Err(WireError::Malformed));
     }
 
     #[test]

@@ -15,6 +15,16 @@
 use super::WireError;
 
 pub const HEADER_LEN: usize = 8;
+
+/// Field ranges of the header.
+pub mod field {
+    use std::ops::Range;
+    pub const FLAGS: usize = 0;
+    pub const VNI: Range<usize> = 4..7;
+    /// Where the inner Ethernet frame starts.
+    pub const PAYLOAD: usize = 8;
+}
+
 /// The I flag: the VNI is valid.
 pub const FLAG_I: u8 = 0x08;
 /// The IANA port (RFC 7348 §5).
@@ -33,33 +43,52 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        if b[0] & FLAG_I == 0 {
+        if b[field::FLAGS] & FLAG_I == 0 {
             return Err(WireError::Malformed);
         }
         Ok(Packet { buffer })
     }
 
     pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[0]
+        self.buffer.as_ref()[field::FLAGS]
     }
 
     /// The 24-bit VNI.
     pub fn vni(&self) -> u32 {
-        let b = self.buffer.as_ref();
-        u32::from_be_bytes([0, b[4], b[5], b[6]])
+        let v = &self.buffer.as_ref()[field::VNI];
+        u32::from_be_bytes([0, v[0], v[1], v[2]])
     }
 
     /// The inner Ethernet frame.
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..]
+        &self.buffer.as_ref()[field::PAYLOAD..]
     }
 }
 
-/// Writes a VXLAN header (I flag, `vni`, reserved bits zero) into `header`, which must be
-/// [`HEADER_LEN`] bytes: the headroom in front of a frame, so the frame is never copied.
+/// A VXLAN header, parsed: what vxgate reads of it is the VNI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub vni: u32,
+}
+
+impl Repr {
+    pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>) -> Repr {
+        Repr { vni: packet.vni() }
+    }
+
+    /// Writes the header (I flag, the VNI, reserved bits zero) into `header`: the headroom
+    /// in front of a frame, so the frame is never copied.
+    pub fn emit(&self, header: &mut [u8; HEADER_LEN]) {
+        let v = self.vni.to_be_bytes();
+        *header = [0; HEADER_LEN];
+        header[field::FLAGS] = FLAG_I;
+        header[field::VNI].copy_from_slice(&v[1..]);
+    }
+}
+
+/// Writes a VXLAN header for `vni` ([`Repr::emit`]).
 pub fn emit_header(header: &mut [u8; HEADER_LEN], vni: u32) {
-    let v = vni.to_be_bytes();
-    *header = [FLAG_I, 0, 0, 0, v[1], v[2], v[3], 0];
+    Repr { vni }.emit(header);
 }
 
 #[cfg(test)]
@@ -82,8 +111,10 @@ mod tests {
     #[test]
     fn construct_matches_kernel() {
         let mut h = [0xaa; HEADER_LEN];
-        emit_header(&mut h, 42);
+        Repr { vni: 42 }.emit(&mut h);
         assert_eq!(h, KERNEL_HEADER);
+        let p = Packet::new_checked(&h[..]).expect("valid");
+        assert_eq!(Repr::parse(&p), Repr { vni: 42 });
         emit_header(&mut h, 0xff_ffff);
         assert_eq!(Packet::new_checked(&h[..]).expect("valid").vni(), 0xff_ffff);
     }
