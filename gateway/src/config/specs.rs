@@ -81,6 +81,7 @@ impl Config {
             peer_nodes: o.peer_nodes.clone(),
             fdb_aging: o.fdb_aging,
             offload: o.offload == Offload::Auto,
+            offloads_off: Default::default(),
             networks: o
                 .networks
                 .iter()

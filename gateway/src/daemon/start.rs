@@ -30,7 +30,10 @@ pub async fn start(
     tasks: &mut Tasks,
 ) -> Result<Running, Error> {
     let mut running = Running::default();
-    let overlay_spec = config.overlay_spec();
+    let overlay_spec = config.overlay_spec().map(|mut spec| {
+        spec.offloads_off = offloads_off_from_env();
+        spec
+    });
     let underlay = overlay_spec.as_ref().map(overlay::bind).transpose()?;
     let dns_sockets = config.dns.as_ref().map(nameserver::bind).transpose()?;
     let ingress_listeners = config
@@ -157,4 +160,17 @@ async fn start_etcd(
     _: &mut Tasks,
 ) -> Result<Arc<registry::BackendStatus>, Error> {
     Err(registry::EtcdError::NotBuilt.into())
+}
+
+/// `VXGATE_OFFLOAD_DISABLE`: offloads not to use even where the kernel has them.
+fn offloads_off_from_env() -> overlay::OffloadsOff {
+    let list = std::env::var("VXGATE_OFFLOAD_DISABLE").unwrap_or_default();
+    let (off, unknown) = overlay::OffloadsOff::parse(&list);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            ?unknown,
+            "VXGATE_OFFLOAD_DISABLE: names not known (tap_tso, tap_uso, udp_gso, udp_gro, multi_queue)"
+        );
+    }
+    off
 }

@@ -33,7 +33,9 @@ pub use counters::{Counters, DropReason};
 pub use error::Error;
 pub use offload::Features;
 pub use switch::{FromTap, FromUdp, NetworkSpec, Switch};
-pub use types::{EncryptionSpec, Overlay, OverlaySpec, PlainSockets, TapNetwork, Underlay};
+pub use types::{
+    EncryptionSpec, OffloadsOff, Overlay, OverlaySpec, PlainSockets, TapNetwork, Underlay,
+};
 
 use crate::part::Part;
 use crate::registry::Registry;
@@ -45,7 +47,7 @@ use std::time::{Duration, Instant};
 /// Binds the underlay sockets for `spec` (errors stop startup). With offloads on a kernel
 /// that has multi-queue TAPs, the receive socket allows one more per queue.
 pub fn bind(spec: &OverlaySpec) -> Result<Underlay, Error> {
-    let reuse_port = spec.offload && offload::wanted_queues() > 1;
+    let reuse_port = spec.offload && offload::wanted_queues(&spec.offloads_off) > 1;
     let plain = spec
         .listen
         .map(|l| PlainSockets::bind(l, reuse_port))
@@ -125,7 +127,14 @@ pub async fn start(
         tracing::info!(public_key = %c.public_key(), "overlay: WireGuard on");
     }
     let (features, ports) = if cfg.offload {
-        offload::start(&cfg.networks, underlay, &switch, shutdown, tasks)?
+        offload::start(
+            &cfg.networks,
+            &cfg.offloads_off,
+            underlay,
+            &switch,
+            shutdown,
+            tasks,
+        )?
     } else {
         portable::start(cfg, underlay, &switch, shutdown, tasks)?
     };

@@ -27,9 +27,41 @@ pub struct OverlaySpec {
     pub fdb_aging: Duration,
     /// Use the kernel's TAP and UDP offloads where it has them.
     pub offload: bool,
+    /// Offloads not used even where the kernel has them.
+    pub offloads_off: OffloadsOff,
     pub networks: Vec<TapNetwork>,
     /// WireGuard between hosts: VXLAN to `peers` that are tunnel addresses goes sealed.
     pub encryption: Option<EncryptionSpec>,
+}
+
+/// Offloads turned off by name (`VXGATE_OFFLOAD_DISABLE=udp_gro,udp_gso`): for
+/// troubleshooting and for testing each fallback.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OffloadsOff {
+    pub tap_tso: bool,
+    pub tap_uso: bool,
+    pub udp_gso: bool,
+    pub udp_gro: bool,
+    pub multi_queue: bool,
+}
+
+impl OffloadsOff {
+    /// The comma-separated names in `list`; the names it does not know, apart.
+    pub fn parse(list: &str) -> (OffloadsOff, Vec<String>) {
+        let mut off = OffloadsOff::default();
+        let mut unknown = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "tap_tso" => off.tap_tso = true,
+                "tap_uso" => off.tap_uso = true,
+                "udp_gso" => off.udp_gso = true,
+                "udp_gro" => off.udp_gro = true,
+                "multi_queue" => off.multi_queue = true,
+                _ => unknown.push(name.to_owned()),
+            }
+        }
+        (off, unknown)
+    }
 }
 
 /// `[overlay.encryption]`, as the overlay takes it (the key is read or made at bind).
@@ -113,5 +145,18 @@ impl Overlay {
             .collect();
         out.push(("underlay".into(), s.underlay_counters().clone()));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OffloadsOff;
+
+    #[test]
+    fn offloads_are_turned_off_by_name_and_unknown_names_reported() {
+        let (off, unknown) = OffloadsOff::parse(" udp_gro,udp_gso ,bogus,");
+        assert!(off.udp_gro && off.udp_gso && !off.tap_tso && !off.multi_queue);
+        assert_eq!(unknown, ["bogus"]);
+        assert_eq!(OffloadsOff::parse(""), (OffloadsOff::default(), vec![]));
     }
 }

@@ -28,7 +28,7 @@ use super::error::Error;
 use super::io::{bind_send_pool, bind_udp, register, register_taps};
 use super::switch::Switch;
 use super::tap::{Tap, TapOptions};
-use super::types::{PlainSockets, TapNetwork, Underlay};
+use super::types::{OffloadsOff, PlainSockets, TapNetwork, Underlay};
 use super::udp;
 use super::wg::Crypto;
 use crate::shutdown::Shutdown;
@@ -131,20 +131,13 @@ pub(super) struct WgSock {
 /// How often WireGuard's timers run (handshake retries, rekeys, keepalives): worker 0's job.
 const WG_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Features named in `VXGATE_OFFLOAD_DISABLE` (comma-separated: tap_tso, tap_uso, udp_gso,
-/// udp_gro, multi_queue) are not used even where the kernel has them: for troubleshooting
-/// and for testing each fallback.
-fn disabled(feature: &str) -> bool {
-    std::env::var("VXGATE_OFFLOAD_DISABLE").is_ok_and(|v| v.split(',').any(|f| f.trim() == feature))
-}
-
-/// The TUN driver's features, less those `VXGATE_OFFLOAD_DISABLE` names.
-fn kernel_features() -> libc::c_int {
+/// The TUN driver's features, less those turned `off`.
+fn kernel_features(off: &OffloadsOff) -> libc::c_int {
     let mut kernel = Tap::features().unwrap_or(0);
-    if disabled("tap_tso") {
+    if off.tap_tso {
         kernel &= !libc::IFF_VNET_HDR;
     }
-    if disabled("multi_queue") {
+    if off.multi_queue {
         kernel &= !libc::IFF_MULTI_QUEUE;
     }
     kernel
@@ -152,9 +145,9 @@ fn kernel_features() -> libc::c_int {
 
 /// How many TAP queues (and workers) to ask for: one per core, up to [`MAX_QUEUES`], where
 /// the kernel has multi-queue TAPs.
-pub(super) fn wanted_queues() -> usize {
+pub(super) fn wanted_queues(off: &OffloadsOff) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if kernel_features() & libc::IFF_MULTI_QUEUE != 0 {
+    if kernel_features(off) & libc::IFF_MULTI_QUEUE != 0 {
         cores.clamp(1, MAX_QUEUES)
     } else {
         1
@@ -165,8 +158,12 @@ pub(super) fn wanted_queues() -> usize {
 /// worker takes the underlay sockets the caller bound; each further queue binds its own
 /// receive socket at the same address (`SO_REUSEPORT`) and its own send sockets. Returns the
 /// features in use and one set of fds per worker.
-fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Worker>), Error> {
-    let kernel = kernel_features();
+fn open(
+    networks: &[TapNetwork],
+    off: &OffloadsOff,
+    underlay: Underlay,
+) -> Result<(Features, Vec<Worker>), Error> {
+    let kernel = kernel_features(off);
     let plain = underlay.plain;
     let listen = plain.as_ref().map(|p| p.listen);
     let wg_listen = underlay
@@ -181,7 +178,7 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
     let mut first_wg = underlay.wireguard.map(|(s, _)| s);
     // more queues need a receive socket each, which needs SO_REUSEPORT on the first one
     let want_queues = if underlay.reuse_port {
-        wanted_queues()
+        wanted_queues(off)
     } else {
         1
     };
@@ -301,18 +298,18 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
             wg,
         });
     }
-    let udp_gro = !disabled("udp_gro")
+    let udp_gro = !off.udp_gro
         && workers
             .iter()
             .flat_map(|w| w.recv.iter().chain(w.wg.iter()))
             .all(|s| udp::enable_gro(s).is_ok());
-    let udp_gso = !disabled("udp_gso")
+    let udp_gso = !off.udp_gso
         && workers[0]
             .senders
             .first()
             .or(workers[0].wg.as_ref())
             .is_some_and(udp::gso_supported);
-    let tap_uso = offload && !disabled("tap_uso") && workers[0].taps.iter().all(Tap::probe_uso);
+    let tap_uso = offload && !off.tap_uso && workers[0].taps.iter().all(Tap::probe_uso);
     let features = Features {
         tap_tso: offload,
         tap_uso,
@@ -326,13 +323,14 @@ fn open(networks: &[TapNetwork], underlay: Underlay) -> Result<(Features, Vec<Wo
 /// Starts the offload datapath: one thread per worker, each with a single-threaded runtime.
 pub(super) fn start(
     networks: &[TapNetwork],
+    off: &OffloadsOff,
     underlay: Underlay,
     switch: &Arc<Switch>,
     shutdown: &Shutdown,
     tasks: &mut crate::part::Part<Error>,
 ) -> Result<(Arc<Features>, Vec<u16>), Error> {
     let crypto = underlay.wireguard.as_ref().map(|(_, c)| c.clone());
-    let (features, workers) = open(networks, underlay)?;
+    let (features, workers) = open(networks, off, underlay)?;
     let features = Arc::new(features);
     let ports: Vec<u16> = workers
         .iter()
@@ -532,7 +530,7 @@ impl Harness {
             reuse_port: false,
             wireguard: None,
         };
-        let (features, workers) = open(networks, underlay)?;
+        let (features, workers) = open(networks, &OffloadsOff::default(), underlay)?;
         let Some(w) = workers.into_iter().next() else {
             return Err(Error::Bind {
                 addr: listen,
