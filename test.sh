@@ -15,7 +15,7 @@ need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl dig:bind9-dnsutils
       pebble:pebble /usr/sbin/dnsmasq:dnsmasq-base
       /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio
       wg:wireguard-tools wireguard-go:wireguard-go
-      setpriv:util-linux unshare:util-linux mknod:coreutils git:git)
+      setpriv:util-linux unshare:util-linux mknod:coreutils git:git nft:nftables)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}

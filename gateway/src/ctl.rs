@@ -17,6 +17,8 @@ pub enum Call {
     Fdb,
     /// The overlay's WireGuard peers (`GET /v1/overlay`'s `encryption`).
     Peers,
+    /// The policy between services (`GET /v1/policy`).
+    Policy,
     Add(Value),
     Remove(String),
 }
@@ -47,6 +49,7 @@ async fn run(opts: Options, call: Call) -> ExitCode {
         Call::Containers => (Method::GET, "/v1/containers".to_owned(), None),
         Call::Fdb => (Method::GET, "/v1/overlay/fdb".to_owned(), None),
         Call::Peers => (Method::GET, "/v1/overlay".to_owned(), None),
+        Call::Policy => (Method::GET, "/v1/policy".to_owned(), None),
         Call::Add(v) => (
             Method::POST,
             "/v1/containers".to_owned(),
@@ -142,6 +145,48 @@ async fn run(opts: Options, call: Call) -> ExitCode {
             .unwrap_or_default()
     };
     match call {
+        Call::Policy => {
+            let mut t = vec![vec![
+                "CONTAINER".into(),
+                "SERVICE".into(),
+                "NODE".into(),
+                "IP".into(),
+                "FROM".into(),
+            ]];
+            for p in rows(&value["protected"]) {
+                let from: Vec<String> = rows(&p["allow"])
+                    .iter()
+                    .map(|a| {
+                        let who = match &a["from"] {
+                            Value::String(w) => w.replace("any", "*"),
+                            Value::Object(o) => o
+                                .get("service")
+                                .and_then(Value::as_str)
+                                .unwrap_or("?")
+                                .to_owned(),
+                            _ => "?".into(),
+                        };
+                        match a["port"].as_u64() {
+                            Some(port) => format!("{who}:{port}"),
+                            None => who,
+                        }
+                    })
+                    .collect();
+                let from = if from.is_empty() {
+                    "(nobody)".to_owned()
+                } else {
+                    from.join(",")
+                };
+                t.push(vec![
+                    s(&p, "container"),
+                    s(&p, "service"),
+                    s(&p, "node"),
+                    s(&p, "ip"),
+                    from,
+                ]);
+            }
+            print_table(&t);
+        }
         Call::Services => {
             let mut t = vec![vec!["SERVICE".into(), "SERVING".into(), "BACKENDS".into()]];
             for svc in rows(&value) {

@@ -24,6 +24,7 @@ pub mod nameserver;
 pub mod notify;
 pub mod overlay;
 pub mod part;
+pub mod policy;
 pub mod privilege;
 pub mod registry;
 pub mod shutdown;

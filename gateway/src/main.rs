@@ -50,6 +50,11 @@ enum Command {
         #[command(subcommand)]
         what: KeyCommand,
     },
+    /// The policy's nftables table (`table inet vxgate`).
+    Policy {
+        #[command(subcommand)]
+        what: PolicyCommand,
+    },
     /// Talk to a running vxgate's admin API.
     Ctl {
         /// The admin API's address.
@@ -64,6 +69,13 @@ enum Command {
         #[command(subcommand)]
         what: CtlCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Remove `table inet vxgate`: every container open again. vxgate keeps the table
+    /// when it stops (so a restart opens no window); this is how to take it away.
+    Flush,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +98,8 @@ enum CtlCommand {
     Fdb,
     /// The overlay's WireGuard peers: key, endpoint, last handshake, session, bytes.
     Peers,
+    /// The policy between services: protected containers and who may reach them.
+    Policy,
     /// Add a container (validated like a [[containers]] entry).
     Add {
         #[arg(long)]
@@ -123,6 +137,27 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => vxgate::daemon::main(&config),
+        Command::Policy {
+            what: PolicyCommand::Flush,
+        } => {
+            let done = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(vxgate::policy::Error::Spawn)
+                .and_then(|rt| {
+                    rt.block_on(vxgate::policy::apply(&vxgate::policy::nft::remove_script()))
+                });
+            match done {
+                Ok(()) => {
+                    println!("table inet vxgate removed");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Key {
             what: KeyCommand::Show { config },
         } => {
@@ -167,6 +202,7 @@ fn main() -> ExitCode {
                 CtlCommand::Containers => vxgate::ctl::Call::Containers,
                 CtlCommand::Fdb => vxgate::ctl::Call::Fdb,
                 CtlCommand::Peers => vxgate::ctl::Call::Peers,
+                CtlCommand::Policy => vxgate::ctl::Call::Policy,
                 CtlCommand::Rm { name } => vxgate::ctl::Call::Remove(name),
                 CtlCommand::Add {
                     name,

@@ -40,6 +40,9 @@ pub fn render(a: &Admin) -> String {
     if let Some(b) = &r.registry_backend {
         b.render_metrics(&mut o);
     }
+    if let Some(p) = &r.policy {
+        p.render_metrics(&a.config.node.name, &mut o);
+    }
     if let Some(d) = &r.docker {
         d.render_metrics(&mut o);
     }

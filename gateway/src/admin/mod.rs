@@ -32,6 +32,8 @@ pub struct Running {
     pub registry_backend: Option<Arc<crate::registry::BackendStatus>>,
     /// The Docker source's state (`[docker]` only).
     pub docker: Option<Arc<crate::registry::docker::DockerStatus>>,
+    /// The policy between services.
+    pub policy: Option<Arc<crate::policy::Policy>>,
 }
 
 pub struct Admin {
@@ -94,6 +96,48 @@ pub async fn serve(
             });
         }
     }
+}
+
+/// `GET /v1/policy`: the effective matrix (every protected container, who may reach it on
+/// which port and why), this node's chains, and the table's state.
+fn policy(p: &crate::policy::Policy, node: &str) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = p.matrix.load();
+    let chains = p.chains.load();
+    let protected: Vec<Value> = m
+        .protected
+        .iter()
+        .map(|c| {
+            let (why, allow) = match &c.rule {
+                crate::policy::Rule::Allow(a) => (
+                    format!("label {}", crate::policy::ALLOW_LABEL),
+                    serde_json::to_value(a).unwrap_or(Value::Null),
+                ),
+                crate::policy::Rule::Isolated => {
+                    (format!("network {} is isolated", c.network), json!([]))
+                }
+            };
+            json!({
+                "container": c.container, "service": c.service, "node": c.node,
+                "network": c.network, "ip": c.ip.to_string(), "allow": allow, "why": why,
+                "chain": chains.get(&c.container),
+            })
+        })
+        .collect();
+    json!({
+        "node": node,
+        "in_use": m.in_use(),
+        "protected": protected,
+        "services": m.services,
+        "ingress": m.ingress,
+        "problems": m.problems,
+        "table": {
+            "applied": p.applied.load(Relaxed),
+            "failed": p.failed.load(Relaxed),
+            "last_apply_us": p.last_apply_us.load(Relaxed),
+            "bridged_traffic_filtered": p.bridged_filtered.load(Relaxed),
+        },
+    })
 }
 
 /// Time a client gets to send a request body.
@@ -295,6 +339,10 @@ impl Admin {
                 }
             }
             (Method::GET, "/v1/overlay/fdb") => self.fdb(),
+            (Method::GET, "/v1/policy") => match &self.running.policy {
+                Some(p) => reply(StatusCode::OK, policy(p, &self.config.node.name)),
+                None => error(StatusCode::NOT_FOUND, "policy is not running"),
+            },
             (Method::GET, "/v1/certificates") => match &self.running.ingress {
                 Some(i) => reply(StatusCode::OK, certificates(&i.certs)),
                 None => error(StatusCode::NOT_FOUND, "no [ingress] section configured"),
@@ -379,7 +427,7 @@ impl Admin {
             (
                 _,
                 "/healthz" | "/metrics" | "/v1/containers" | "/v1/services" | "/v1/overlay/fdb"
-                | "/v1/certificates" | "/v1/overlay" | "/v1/overlay/peers",
+                | "/v1/certificates" | "/v1/overlay" | "/v1/overlay/peers" | "/v1/policy",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }

@@ -272,6 +272,19 @@ pub struct NetworkConfig {
     /// network created with `-o com.docker.network.bridge.name=vxbr0`). Default: none.
     #[serde(default)]
     pub bridge: Option<String>,
+    /// `open` (default): a container without `vxgate.allow_from` takes connections from
+    /// anyone, as Docker does; `isolated`: it takes none (Docker's `icc=false`).
+    #[serde(default)]
+    pub policy: NetworkPolicy,
+}
+
+/// `[[overlay.networks]] policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPolicy {
+    #[default]
+    Open,
+    Isolated,
 }
 
 fn default_tap() -> String {

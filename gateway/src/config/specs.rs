@@ -98,6 +98,21 @@ impl Config {
         })
     }
 
+    /// What the policy part needs: this node, the isolated networks, the TAPs whose bridges
+    /// hold this node's gateway addresses.
+    pub fn policy_spec(&self) -> crate::policy::PolicySpec {
+        let networks = self.overlay.iter().flat_map(|o| o.networks.iter());
+        crate::policy::PolicySpec {
+            node: self.node.name.clone(),
+            isolated: networks
+                .clone()
+                .filter(|n| n.policy == super::NetworkPolicy::Isolated)
+                .map(|n| n.name.clone())
+                .collect(),
+            taps: networks.map(|n| n.tap.clone()).collect(),
+        }
+    }
+
     /// `[registry]` for the etcd backend.
     pub fn etcd_spec(&self) -> EtcdSpec {
         EtcdSpec {

@@ -333,6 +333,14 @@ impl Config {
                     format!("{e}; the service name becomes a DNS label"),
                 );
             }
+            if let Some(value) = c.labels.get(crate::policy::ALLOW_LABEL)
+                && let Err(e) = crate::policy::parse_allow(value)
+            {
+                v.bad(
+                    &format!("containers[{i}].labels.\"{}\"", crate::policy::ALLOW_LABEL),
+                    format!("{e}; expected service names, \"ingress\" or \"*\", each with an optional :port"),
+                );
+            }
             if let Some(net) = &c.network
                 && !networks.contains(&net.as_str())
             {

@@ -19,6 +19,8 @@ pub enum Error {
     Docker(#[from] crate::registry::docker::Error),
     #[error(transparent)]
     Etcd(#[from] crate::registry::EtcdError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::Error),
     /// The process's own plumbing: signals, the runtime.
     #[error("{what}: {source}")]
     Process {

@@ -202,6 +202,9 @@ fn reload(path: &Path, config: &mut Config, registry: &Registry, running: &Runni
         tracing::error!("reload rejected, keeping the running config: containers: {e}");
         return;
     }
+    if let Some(policy) = &running.policy {
+        policy.set_isolated(new.policy_spec().isolated);
+    }
     if let Some(ingress) = &running.ingress {
         // certificate files are re-read even when the config text is unchanged (renewals)
         match ingress.certs.reload() {

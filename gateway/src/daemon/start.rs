@@ -65,6 +65,11 @@ pub async fn start(
         spawn(tasks, part, shutdown);
         running.overlay = Some(handle);
     }
+    {
+        let (handle, part) = crate::policy::start(config.policy_spec(), registry, shutdown);
+        spawn(tasks, part, shutdown);
+        running.policy = Some(handle);
+    }
     if let (Some(d), Some(bound)) = (&config.dns, dns_sockets) {
         let (handle, part) = nameserver::start_bound(d, bound, registry, shutdown)?;
         spawn(tasks, part, shutdown);
@@ -139,7 +144,11 @@ async fn start_etcd(
     let (status, part) = registry::etcd::start(
         &config.etcd_spec(),
         &config.node.name,
-        registry::etcd::LocalNode { vtep, wireguard },
+        registry::etcd::LocalNode {
+            vtep,
+            wireguard,
+            gateways: crate::policy::gateway_addrs(&config.policy_spec().taps),
+        },
         registry,
         shutdown,
     );

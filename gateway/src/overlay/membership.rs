@@ -137,6 +137,7 @@ mod tests {
                         endpoint: "10.99.0.2:51820".parse().expect("a"),
                         address: [10, 250, 0, 2].into(),
                     }),
+                    gateways: vec![],
                 },
             ),
             (
@@ -144,6 +145,7 @@ mod tests {
                 Node {
                     vtep: Some("10.99.0.3:4789".parse().expect("a")),
                     wireguard: None,
+                    gateways: vec![],
                 },
             ),
         ]

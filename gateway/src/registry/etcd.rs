@@ -64,6 +64,8 @@ pub struct LocalNode {
     /// With encryption: its WireGuard endpoint and tunnel address, and its public key as
     /// it changes (a key rotation is published at once).
     pub wireguard: Option<(SocketAddr, std::net::Ipv4Addr, watch::Receiver<[u8; 32]>)>,
+    /// Its addresses on the overlay's bridges.
+    pub gateways: Vec<std::net::IpAddr>,
 }
 
 impl LocalNode {
@@ -78,6 +80,7 @@ impl LocalNode {
                     endpoint: *endpoint,
                     address: *address,
                 }),
+            gateways: self.gateways.clone(),
         }
     }
 }

@@ -134,6 +134,9 @@ pub struct Node {
     pub vtep: Option<SocketAddr>,
     /// Its WireGuard identity, if its overlay is encrypted.
     pub wireguard: Option<WgIdentity>,
+    /// Its addresses on the overlay's bridges: where its ingress and health checks reach
+    /// containers from (what `vxgate.allow_from = "ingress"` lets in).
+    pub gateways: Vec<IpAddr>,
 }
 
 /// A node's WireGuard identity: what a peer needs to reach it.

@@ -84,6 +84,9 @@ struct NodeRecord {
     /// Only with encryption, so a plain node's record stays what older nodes read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     wireguard: Option<WgRecord>,
+    /// Only when known, for the same reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gateways: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +138,7 @@ pub fn local_records(
             endpoint: w.endpoint,
             address: w.address,
         }),
+        gateways: node.gateways.clone(),
     };
     out.insert(layout.node_key(me), json(&record));
     for c in snapshot.containers() {
@@ -303,9 +307,15 @@ fn decode(key: &Key, value: &[u8]) -> Result<Entry, RecordError> {
                     })
                 }
             };
+            let gateways = r
+                .gateways
+                .into_iter()
+                .filter(|g| !g.is_unspecified() && !g.is_multicast() && !g.is_loopback())
+                .collect();
             Ok(Entry::Node(Node {
                 vtep: r.vtep,
                 wireguard,
+                gateways,
             }))
         }
         Key::Container { node, name } => {
@@ -404,6 +414,7 @@ mod tests {
                 endpoint: "10.99.0.1:51820".parse().expect("addr"),
                 address: [10, 250, 0, 1].into(),
             }),
+            gateways: vec!["10.200.1.1".parse().expect("ip")],
         };
         let records = local_records(&l, "h1", &node, &r.snapshot());
         assert_eq!(records.len(), 3, "{records:?}");

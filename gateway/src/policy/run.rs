@@ -1,0 +1,307 @@
+//! The policy part: follows the registry and keeps `inet vxgate` what the matrix says for
+//! this host's containers. A change is applied as soon as the snapshot that carries it is
+//! published; a table left by an earlier run stays until its replacement is in (no open
+//! window at a restart), and only `vxgate policy flush` removes it.
+
+use super::{Matrix, nft};
+use crate::part::Part;
+use crate::registry::Registry;
+use crate::shutdown::Shutdown;
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// What the policy part needs.
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    /// This node's name: the containers it enforces for.
+    pub node: String,
+    /// Networks whose containers are closed without a label (at start; see
+    /// [`Policy::set_isolated`]).
+    pub isolated: BTreeSet<String>,
+    /// The overlay's TAPs: the bridges they are in hold this node's gateway addresses.
+    pub taps: Vec<String>,
+}
+
+/// Why the policy could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("policy: cannot run nft (apt-get install nftables): {0}")]
+    Spawn(std::io::Error),
+    #[error("policy: nft refused the table: {0}")]
+    Refused(String),
+}
+
+/// The running policy: what `/v1/policy` and `/metrics` read.
+#[derive(Debug)]
+pub struct Policy {
+    pub matrix: ArcSwap<Matrix>,
+    /// Each of this host's protected containers and the chain that holds its rules.
+    pub chains: ArcSwap<BTreeMap<String, String>>,
+    pub applied: AtomicU64,
+    pub failed: AtomicU64,
+    /// How long the last change took, from the snapshot to the table in place (µs).
+    pub last_apply_us: AtomicU64,
+    /// Whether bridged traffic reaches the forward hook (br_netfilter), as last checked.
+    pub bridged_filtered: std::sync::atomic::AtomicBool,
+    /// The isolated networks, as the config says now (a reload changes them).
+    isolated: tokio::sync::watch::Sender<BTreeSet<String>>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            matrix: Default::default(),
+            chains: Default::default(),
+            applied: Default::default(),
+            failed: Default::default(),
+            last_apply_us: Default::default(),
+            bridged_filtered: Default::default(),
+            isolated: tokio::sync::watch::Sender::new(BTreeSet::new()),
+        }
+    }
+}
+
+impl Policy {
+    /// A reload's isolated networks: the table follows at once.
+    pub fn set_isolated(&self, isolated: BTreeSet<String>) {
+        self.isolated.send_if_modified(|old| {
+            let changed = *old != isolated;
+            *old = isolated;
+            changed
+        });
+    }
+
+    /// Appends `vxgate_policy_*` to `out`.
+    pub fn render_metrics(&self, node: &str, out: &mut String) {
+        use vxgate_metrics::text::single;
+        let m = self.matrix.load();
+        single(
+            out,
+            "vxgate_policy_protected_containers",
+            "gauge",
+            "This host's containers that not everyone may reach (vxgate.allow_from, isolated networks).",
+            m.on_node(node).count(),
+        );
+        single(
+            out,
+            "vxgate_policy_applied_total",
+            "counter",
+            "Times table inet vxgate was replaced (one nft transaction each).",
+            self.applied.load(Relaxed),
+        );
+        single(
+            out,
+            "vxgate_policy_apply_failures_total",
+            "counter",
+            "Replacements nft refused or could not run (the last table stays; retried).",
+            self.failed.load(Relaxed),
+        );
+        single(
+            out,
+            "vxgate_policy_last_apply_seconds",
+            "gauge",
+            "Time from a registry change to its table in place, last time.",
+            self.last_apply_us.load(Relaxed) as f64 / 1e6,
+        );
+    }
+}
+
+/// Starts following the registry: the handle, and the part whose `run` keeps the table.
+pub fn start(
+    spec: PolicySpec,
+    registry: &Arc<Registry>,
+    shutdown: &Shutdown,
+) -> (Arc<Policy>, Part<Error>) {
+    let policy = Arc::new(Policy::default());
+    policy.set_isolated(spec.isolated.clone());
+    let mut part = Part::new();
+    let (p, r, s) = (policy.clone(), registry.clone(), shutdown.clone());
+    part.spawn(async move { follow(spec, r, p, s).await });
+    (policy, part)
+}
+
+/// How soon a failed apply is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
+async fn follow(
+    spec: PolicySpec,
+    registry: Arc<Registry>,
+    policy: Arc<Policy>,
+    mut shutdown: Shutdown,
+) -> Result<(), Error> {
+    let mut snaps = registry.subscribe();
+    let mut isolated = policy.isolated.subscribe();
+    let mut in_place: Option<String> = None;
+    let mut warned_bridge = false;
+    loop {
+        let started = std::time::Instant::now();
+        let snap = snaps.borrow_and_update().clone();
+        let networks = isolated.borrow_and_update().clone();
+        let m = Matrix::build(&snap, &networks, &gateway_addrs(&spec.taps));
+        report_problems(&policy.matrix.load(), &m);
+        let (script, chains) = nft::script(&m, &spec.node);
+        let mut retry = false;
+        if in_place.as_ref() != Some(&script) {
+            let bridged = nft::bridged_traffic_filtered();
+            policy.bridged_filtered.store(bridged.is_ok(), Relaxed);
+            if let (Err(why), true, false) = (bridged, m.in_use(), warned_bridge) {
+                tracing::error!("policy: {why}");
+                warned_bridge = true;
+            }
+            match apply(&script).await {
+                Ok(()) => {
+                    policy.applied.fetch_add(1, Relaxed);
+                    let took = started.elapsed();
+                    policy.last_apply_us.store(took.as_micros() as u64, Relaxed);
+                    tracing::info!(
+                        protected = chains.len(),
+                        took_ms = took.as_secs_f64() * 1e3,
+                        "policy: table inet vxgate in place"
+                    );
+                    in_place = Some(script);
+                }
+                // with no policy in use and no nft, there is nothing to remove
+                Err(Error::Spawn(_)) if !m.in_use() => in_place = Some(script),
+                Err(e) => {
+                    policy.failed.fetch_add(1, Relaxed);
+                    tracing::error!("{e}");
+                    retry = true;
+                }
+            }
+        }
+        policy.chains.store(Arc::new(chains));
+        policy.matrix.store(Arc::new(m));
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            changed = snaps.changed() => if changed.is_err() { return Ok(()) },
+            _ = isolated.changed() => {}
+            _ = tokio::time::sleep(RETRY), if retry => {}
+        }
+    }
+}
+
+fn report_problems(old: &Matrix, new: &Matrix) {
+    if old.problems != new.problems {
+        for p in &new.problems {
+            tracing::warn!("policy: {p} (the container is closed until the label is fixed)");
+        }
+    }
+}
+
+/// Runs `nft -f -` on `script`: one transaction.
+pub async fn apply(script: &str) -> Result<(), Error> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(Error::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .await
+            .map_err(Error::Spawn)?;
+    }
+    let out = child.wait_with_output().await.map_err(Error::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let text = String::from_utf8_lossy(&out.stderr);
+        Err(Error::Refused(
+            text.lines().take(3).collect::<Vec<_>>().join(" / "),
+        ))
+    }
+}
+
+/// This node's addresses on the bridges its TAPs are in: where its ingress and health checks
+/// reach other nodes' containers from.
+pub fn gateway_addrs(taps: &[String]) -> Vec<IpAddr> {
+    let bridges: BTreeSet<String> = taps
+        .iter()
+        .filter_map(|t| std::fs::read_link(format!("/sys/class/net/{t}/master")).ok())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if bridges.is_empty() {
+        return Vec::new();
+    }
+    interface_addrs()
+        .into_iter()
+        .filter(|(name, ip)| bridges.contains(name) && !is_link_local(ip))
+        .map(|(_, ip)| ip)
+        .collect()
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// Every interface's addresses (`getifaddrs`).
+fn interface_addrs() -> Vec<(String, IpAddr)> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that freeifaddrs releases below; the list
+    // is only read in between.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string of the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: ifa_addr points to a sockaddr whose family says which one it is.
+        let ip = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    Some(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            }
+        };
+        if let Some(ip) = ip {
+            out.push((name, ip));
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interfaces_are_listed_with_their_addresses() {
+        let all = interface_addrs();
+        assert!(
+            all.iter().any(|(n, ip)| n == "lo" && ip.is_loopback()),
+            "lo with 127.0.0.1 or ::1: {all:?}"
+        );
+        assert!(gateway_addrs(&["no-such-tap".into()]).is_empty());
+    }
+}
