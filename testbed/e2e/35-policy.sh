@@ -83,6 +83,24 @@ drops=$(table_of 2 | grep -o 'counter packets [1-9][0-9]*' | head -1)
 [ -n "$drops" ] || fail "h2's drop counters saw nothing: $(table_of 2)"
 pass "web->api:8080 and api->db on one host and across hosts, db's own connections: allowed; web->db, other->api, web->api:9090, api->api:9090, other->db: refused (h2's table counted them: $drops)"
 
+# source validation: "other" on h1 forges h2's web address toward api on h2; h1 drops the
+# frames at its TAP (counted) and api's namespace sees none; the real web container's SYNs
+# are seen there (the positive control)
+on h1c4 ip addr add 10.200.2.11/32 dev eth0
+on h1c4 ip neigh replace 10.200.2.12 lladdr "$(tb_cmac 2 2)" dev eth0
+forged_drops() { on h1 curl -s http://127.0.0.1:9180/metrics | sed -n 's/^vxgate_overlay_drops_total{network="default",reason="forged_source"} //p'; }
+d0=$(forged_drops)
+[ -n "$d0" ] || fail "no forged_source drop counter on h1"
+forged=$(pcap_count h2c2 eth0 "tcp port 8080 and src host 10.200.2.11" "10.200.2.11" 4 \
+  bash -c "! ip netns exec $P-h1c4 curl -s --interface 10.200.2.11 --max-time 2 http://10.200.2.12:8080/")
+[ "$forged" = 0 ] || fail "api's namespace saw $forged forged packets"
+d1=$(forged_drops)
+[ "$d1" -gt "$d0" ] || fail "h1 counted no forged frame ($d0 -> $d1)"
+real=$(pcap_count h2c2 eth0 "tcp port 8080 and src host 10.200.1.11" "10.200.1.11" 4 reach h1c1 h2c2 8080)
+[ "$real" -gt 0 ] 2>/dev/null || fail "the real web container's packets were not seen in api's namespace: $real"
+on h1c4 ip addr del 10.200.2.11/32 dev eth0
+pass "forged source: h1c4 posing as h2's web toward h2's api: 0 packets in api's namespace, h1 dropped $(( d1 - d0 )) (forged_source); the real web: $real packets seen"
+
 # the ingress: api does not list it -> no backend; listed -> served
 code=$(on cl curl -sk -o /dev/null -w '%{http_code}' --max-time 10 --resolve api.example.com:443:10.99.0.1 https://api.example.com/ || true)
 case $code in 502|503|504) ;; *) fail "h1's ingress reached api without 'ingress' in its label: $code" ;; esac

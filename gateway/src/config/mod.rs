@@ -188,6 +188,10 @@ pub struct OverlayConfig {
     /// Default: "auto".
     #[serde(default)]
     pub offload: Offload,
+    /// Drop frames whose source address is not one the sender owns. Default: on whenever
+    /// policy is in use (a `vxgate.allow_from` label or an isolated network), else off.
+    #[serde(default)]
+    pub source_check: Option<SourceCheck>,
     #[serde(default)]
     pub networks: Vec<NetworkConfig>,
     /// WireGuard between hosts (`[overlay.encryption]`). Default: off.
@@ -276,6 +280,14 @@ pub struct NetworkConfig {
     /// anyone, as Docker does; `isolated`: it takes none (Docker's `icc=false`).
     #[serde(default)]
     pub policy: NetworkPolicy,
+}
+
+/// `overlay.source_check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceCheck {
+    On,
+    Off,
 }
 
 /// `[[overlay.networks]] policy`.

@@ -82,6 +82,11 @@ impl Config {
             fdb_aging: o.fdb_aging,
             offload: o.offload == Offload::Auto,
             offloads_off: Default::default(),
+            source_check: o.source_check.map(|s| s == super::SourceCheck::On),
+            isolated_networks: o
+                .networks
+                .iter()
+                .any(|n| n.policy == super::NetworkPolicy::Isolated),
             networks: o
                 .networks
                 .iter()

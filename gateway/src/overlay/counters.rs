@@ -27,10 +27,12 @@ pub enum DropReason {
     Send,
     /// A TAP frame whose offload request (vnet header) cannot be carried out.
     BadOffload,
+    /// A frame whose source address is not one its sender owns (`overlay.source_check`).
+    ForgedSource,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::NotFromPeer,
         DropReason::Truncated,
         DropReason::NoIFlag,
@@ -42,6 +44,7 @@ impl DropReason {
         DropReason::TapWrite,
         DropReason::Send,
         DropReason::BadOffload,
+        DropReason::ForgedSource,
     ];
 
     /// A stable snake_case name for logs and metrics.
@@ -58,6 +61,7 @@ impl DropReason {
             DropReason::TapWrite => "tap_write",
             DropReason::Send => "send",
             DropReason::BadOffload => "bad_offload",
+            DropReason::ForgedSource => "forged_source",
         }
     }
 

@@ -6,6 +6,7 @@
 //! VTEP is its tunnel address; a node that publishes none is used as a plain VTEP only with
 //! `allow_plaintext`, and otherwise left out, logged and shown by name.
 
+use super::sources::Sources;
 use super::switch::Switch;
 use super::wg::{Crypto, PeerSpec, VXLAN_PORT};
 use crate::registry::Snapshot;
@@ -24,6 +25,12 @@ pub(super) struct Membership {
     pub(super) wireguard: Option<(Arc<Crypto>, Vec<PeerSpec>)>,
     /// The WireGuard peers last set, to change the sessions only when they change.
     pub(super) last: Vec<PeerSpec>,
+    /// `overlay.source_check`: on, off, or `None`: on whenever policy is in use.
+    pub(super) source_check: Option<bool>,
+    /// Some network is `isolated` (policy is then in use).
+    pub(super) isolated_networks: bool,
+    /// The TAPs, whose bridges hold this node's gateway addresses.
+    pub(super) taps: Vec<String>,
 }
 
 impl Membership {
@@ -85,6 +92,29 @@ impl Membership {
             tracing::info!(peers = ?switch.peers(), "overlay peers changed");
         }
         switch.sync_registry(snapshot, &node_vteps);
+        self.sync_sources(switch, snapshot, &node_vteps);
+    }
+
+    /// Source validation: on when configured, or by default whenever policy is in use.
+    fn sync_sources(
+        &self,
+        switch: &Switch,
+        snapshot: &Snapshot,
+        node_vteps: &HashMap<String, SocketAddr>,
+    ) {
+        let policy = self.isolated_networks
+            || snapshot
+                .containers()
+                .any(|c| c.labels.contains_key(crate::policy::ALLOW_LABEL));
+        let on = self.source_check.unwrap_or(policy);
+        let was = switch.source_check();
+        switch.set_sources(on.then(|| {
+            let gateways = crate::policy::gateway_addrs(&self.taps);
+            Sources::build(snapshot, switch.node(), &gateways, node_vteps)
+        }));
+        if on != was {
+            tracing::info!(on, "overlay: source validation");
+        }
     }
 }
 
@@ -117,6 +147,9 @@ mod tests {
             me: Some("10.99.0.1:4789".parse().expect("a")),
             wireguard: Some((crypto.clone(), Vec::new())),
             last: Vec::new(),
+            source_check: None,
+            isolated_networks: false,
+            taps: Vec::new(),
         };
         (m, crypto, switch)
     }

@@ -23,6 +23,7 @@ mod membership;
 mod metrics;
 pub mod offload;
 pub mod portable;
+pub mod sources;
 pub mod switch;
 pub mod tap;
 mod types;
@@ -114,6 +115,9 @@ pub async fn start(
             .as_ref()
             .map(|e| e.peers.clone())
             .unwrap_or_default(),
+        source_check: cfg.source_check,
+        isolated_networks: cfg.isolated_networks,
+        taps: cfg.networks.iter().map(|n| n.tap.clone()).collect(),
     };
     membership.apply(&switch, &registry.snapshot());
     let (wireguard_peers, mut configured) = match &membership.wireguard {

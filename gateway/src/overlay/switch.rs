@@ -73,6 +73,8 @@ pub enum FromUdp {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RunCache {
     peer: Option<(SocketAddr, SocketAddr)>,
+    /// The last inner source address checked, and the VTEP it came from.
+    source: Option<(SocketAddr, IpAddr)>,
     vni: Option<(u32, usize)>,
     learned: Option<(usize, MacAddr, SocketAddr)>,
 }
@@ -110,6 +112,8 @@ pub struct Switch {
     underlay: Arc<Counters>,
     last_sweep: Mutex<Option<Instant>>,
     changes: Mutex<()>,
+    /// Who may send from which address, while source validation is on (none: off).
+    sources: arc_swap::ArcSwapOption<super::sources::Sources>,
 }
 
 impl Switch {
@@ -141,6 +145,7 @@ impl Switch {
             underlay: Arc::default(),
             last_sweep: Mutex::new(None),
             changes: Mutex::new(()),
+            sources: Default::default(),
         }
     }
 
@@ -195,6 +200,12 @@ impl Switch {
             n.counters.dropped(DropReason::ShortTapFrame);
             return FromTap::Drop(DropReason::ShortTapFrame);
         };
+        if let Some(sources) = self.sources.load().as_deref()
+            && !sources.from_local(frame)
+        {
+            n.counters.dropped(DropReason::ForgedSource);
+            return FromTap::Drop(DropReason::ForgedSource);
+        }
         // The source is on this side now; a learned remote entry for it is stale.
         if f.src().is_unicast() {
             n.fdb.forget_learned(f.src());
@@ -274,6 +285,16 @@ impl Switch {
         if !inner.src().is_unicast() {
             return drop(&n.counters, DropReason::BadSourceMac);
         }
+        if let Some(sources) = self.sources.load().as_deref() {
+            let claimed = super::sources::Sources::source(packet.payload());
+            let seen = claimed.is_some_and(|ip| cache.source == Some((vtep, ip)));
+            if !seen {
+                if !sources.from_peer(vtep, packet.payload()) {
+                    return drop(&n.counters, DropReason::ForgedSource);
+                }
+                cache.source = claimed.map(|ip| (vtep, ip));
+            }
+        }
         // room for an 802.1Q tag on top of the MTU and the Ethernet header
         let max = usize::from(n.spec.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN;
         let mut decision = FromUdp::Deliver { network: net };
@@ -317,6 +338,21 @@ impl Switch {
     /// Rebuilds static FDB entries and ARP answers from the registry: every container with a
     /// known MAC on another node; FDB entries where that node's VTEP is known. The new tables
     /// are built before they are swapped in: the datapath never waits for this.
+    /// The node this switch belongs to.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Turns source validation on with these owners, or off (`None`).
+    pub fn set_sources(&self, sources: Option<super::sources::Sources>) {
+        self.sources.store(sources.map(Arc::new));
+    }
+
+    /// Whether source validation is on.
+    pub fn source_check(&self) -> bool {
+        self.sources.load().is_some()
+    }
+
     pub fn sync_registry(&self, snapshot: &Snapshot, node_vteps: &HashMap<String, SocketAddr>) {
         let _one = self.changing();
         for n in &self.networks {
@@ -859,6 +895,59 @@ mod tests {
             }),
             payload,
         )
+    }
+
+    #[test]
+    fn forged_sources_are_dropped_and_counted_while_the_check_is_on() {
+        use crate::registry::{Container, Health, Origin, Registry};
+        let r = Registry::new("app");
+        let add = |name: &str, ip: [u8; 4], node: &str, m: u8| {
+            r.add(Container {
+                name: name.into(),
+                ip: IpAddr::from(ip),
+                mac: Some(mac(m)),
+                port: 80,
+                labels: Default::default(),
+                network: "default".into(),
+                node: node.into(),
+                health: Health::Unknown,
+                ready: true,
+                origin: Origin::Config,
+            })
+            .expect("add");
+        };
+        add("h1c1", [10, 200, 1, 11], "h1", 1);
+        add("h2c1", [10, 200, 2, 11], "h2", 7);
+        let s = switch("h1", &[H2]);
+        let vteps = HashMap::from([("h2".to_string(), H2)]);
+        s.set_sources(Some(super::super::sources::Sources::build(
+            &r.snapshot(),
+            "h1",
+            &[],
+            &vteps,
+        )));
+        let now = Instant::now();
+        let mut reply = [0u8; 64];
+        // tcp_frame's source address is 10.200.1.11: h1c1's, with MAC 1
+        let own = tcp_frame(mac(2), mac(1), 40000, b"x");
+        assert_eq!(s.from_tap(0, &own, now, &mut reply), FromTap::Flood);
+        let forged = tcp_frame(mac(2), mac(9), 40000, b"x");
+        assert_eq!(
+            s.from_tap(0, &forged, now, &mut reply),
+            FromTap::Drop(DropReason::ForgedSource)
+        );
+        assert_eq!(
+            s.from_udp(H2, &encap(42, &tcp_frame(mac(1), mac(7), 1, b"x")), now),
+            FromUdp::Drop(DropReason::ForgedSource),
+            "h2 sending from h1c1's address"
+        );
+        assert_eq!(s.counters(0).drops(DropReason::ForgedSource), 2);
+        s.set_sources(None);
+        assert_eq!(
+            s.from_tap(0, &forged, now, &mut reply),
+            FromTap::Flood,
+            "check off"
+        );
     }
 
     #[test]

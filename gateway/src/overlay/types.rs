@@ -29,6 +29,10 @@ pub struct OverlaySpec {
     pub offload: bool,
     /// Offloads not used even where the kernel has them.
     pub offloads_off: OffloadsOff,
+    /// `overlay.source_check`: on, off, or `None`: on whenever policy is in use.
+    pub source_check: Option<bool>,
+    /// Some network is `isolated` (policy is then in use).
+    pub isolated_networks: bool,
     pub networks: Vec<TapNetwork>,
     /// WireGuard between hosts: VXLAN to `peers` that are tunnel addresses goes sealed.
     pub encryption: Option<EncryptionSpec>,
