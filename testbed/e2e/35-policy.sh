@@ -79,9 +79,14 @@ denied=( "h1c1 h1c3 80" "h1c1 h2c3 80" "h1c4 h1c2 8080" "h1c4 h2c2 8080" "h1c1 h
          "h1c2 h2c2 9090" "h2c4 h1c3 80" )
 for c in "${allowed[@]}"; do must $c; done
 for c in "${denied[@]}"; do mustnt $c; done
-drops=$(table_of 2 | grep -o 'counter packets [1-9][0-9]*' | head -1)
-[ -n "$drops" ] || fail "h2's drop counters saw nothing: $(table_of 2)"
-pass "web->api:8080 and api->db on one host and across hosts, db's own connections: allowed; web->db, other->api, web->api:9090, api->api:9090, other->db: refused (h2's table counted them: $drops)"
+web_db() { on h2 curl -s http://127.0.0.1:9180/metrics | sed -n 's/^vxgate_policy_dropped_packets_total{from="web",to="db"} //p'; }
+seen_drops() { [ "$(web_db)" -gt 0 ] 2>/dev/null; }
+wait_for "h2's web->db drop counter" seen_drops >/dev/null
+drops="$(web_db) packets web->db"
+grep -q 'policy: refused traffic from web to db' "$LOGDIR/vxgate-h2.log" || fail "h2 logged no refused web->db traffic"
+other_api=$(on h2 curl -s http://127.0.0.1:9180/metrics | sed -n 's/^vxgate_policy_dropped_packets_total{from="other",to="api"} //p')
+[ "${other_api:-0}" -gt 0 ] || fail "h2 counted no other->api drops: '$other_api'"
+pass "web->api:8080 and api->db on one host and across hosts, db's own connections: allowed; web->db, other->api, web->api:9090, api->api:9090, other->db: refused (h2 counted $drops and $other_api other->api, and logged them)"
 
 # source validation: "other" on h1 forges h2's web address toward api on h2; h1 drops the
 # frames at its TAP (counted) and api's namespace sees none; the real web container's SYNs

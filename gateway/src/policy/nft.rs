@@ -74,7 +74,23 @@ pub fn script(m: &Matrix, node: &str) -> (String, BTreeMap<String, String>) {
                 matcher(p.ip, set.as_deref(), a.port)
             );
         }
-        let _ = writeln!(bodies, "    counter drop\n  }}");
+        // what is left is dropped, counted by the service it came from
+        let to = p.service.as_deref().unwrap_or(&p.container);
+        for (k, s) in services.iter().enumerate() {
+            if m.services[*s].iter().any(|a| a.is_ipv4() == p.ip.is_ipv4()) {
+                let _ = writeln!(
+                    bodies,
+                    "    {}counter drop comment \"{}\"",
+                    matcher(p.ip, Some(&format!("svc{k}")), None),
+                    drop_comment(s, to)
+                );
+            }
+        }
+        let _ = writeln!(
+            bodies,
+            "    counter drop comment \"{}\"\n  }}",
+            drop_comment("?", to)
+        );
         // from this host itself: its ingress and health checks, when the ingress may
         let _ = writeln!(bodies, "  chain o{n} {{");
         for a in allows
@@ -96,6 +112,40 @@ pub fn script(m: &Matrix, node: &str) -> (String, BTreeMap<String, String>) {
     out.push_str(&bodies);
     out.push_str("}\n");
     (out, chains)
+}
+
+/// What a drop rule's comment says: `vxgate-drop FROM>TO` (services; `?` an unknown source).
+const DROP_TAG: &str = "vxgate-drop ";
+
+fn drop_comment(from: &str, to: &str) -> String {
+    let clean = |s: &str| s.replace(['"', '>', '\\'], "_");
+    format!("{DROP_TAG}{}>{}", clean(from), clean(to))
+}
+
+/// The drop counters in `nft -j list table` output: packets by (from, to) service.
+pub fn drop_counts(json: &[u8]) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return out;
+    };
+    let items = v["nftables"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for rule in items.iter().filter_map(|i| i.get("rule")) {
+        let Some((from, to)) = rule["comment"]
+            .as_str()
+            .and_then(|c| c.strip_prefix(DROP_TAG))
+            .and_then(|c| c.split_once('>'))
+        else {
+            continue;
+        };
+        let packets: u64 = rule["expr"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .sum();
+        *out.entry((from.to_owned(), to.to_owned())).or_default() += packets;
+    }
+    out
 }
 
 fn family(ip: IpAddr) -> &'static str {
@@ -245,9 +295,11 @@ mod tests {
         let o0 = &s[s.find("chain o0 {").expect("o0")..];
         let o0 = &o0[..o0.find('}').expect("end")];
         assert!(o0.contains("    accept") && !o0.contains("8080"), "{o0}");
-        assert!(s.contains(
-            "chain p1 {\n    meta l4proto { tcp, udp } th dport 53 accept\n    counter drop"
-        ));
+        assert!(s.contains("chain p1 {\n    meta l4proto { tcp, udp } th dport 53 accept\n    ip6 saddr @svc1_v6 counter drop comment \"vxgate-drop web>v6\"\n    counter drop comment \"vxgate-drop ?>v6\""), "{s}");
+        assert!(
+            s.contains("ip saddr @svc0_v4 counter drop comment \"vxgate-drop api>api\""),
+            "{s}"
+        );
         assert!(
             s.find("ct state established,related accept") < s.find("jump p0"),
             "replies first"
@@ -258,9 +310,23 @@ mod tests {
         assert!(none.is_empty());
         let (h2, _) = script(&matrix(), "h2");
         assert!(
-            h2.contains("chain p0 {\n    counter drop\n  }"),
+            h2.contains("chain p0 {\n    ip saddr @svc0_v4 counter drop comment \"vxgate-drop api>db\"\n    ip saddr @svc1_v4 counter drop comment \"vxgate-drop web>db\"\n    counter drop comment \"vxgate-drop ?>db\"\n  }"),
             "isolated: closed to all\n{h2}"
         );
+    }
+
+    #[test]
+    fn drop_counters_are_read_by_from_and_to() {
+        let json = br#"{"nftables": [{"metainfo": {}}, {"rule": {"chain": "p0", "comment": "vxgate-drop web>db", "expr": [{"match": {}}, {"counter": {"packets": 3, "bytes": 180}}, {"drop": null}]}}, {"rule": {"chain": "p1", "comment": "vxgate-drop web>db", "expr": [{"counter": {"packets": 2, "bytes": 1}}, {"drop": null}]}}, {"rule": {"chain": "p0", "comment": "vxgate-drop ?>db", "expr": [{"counter": {"packets": 0, "bytes": 0}}]}}, {"rule": {"chain": "forward", "expr": [{"accept": null}]}}]}"#;
+        let d = drop_counts(json);
+        assert_eq!(
+            d[&("web".into(), "db".into())],
+            5,
+            "two containers of db, summed"
+        );
+        assert_eq!(d[&("?".into(), "db".into())], 0);
+        assert_eq!(d.len(), 2);
+        assert!(drop_counts(b"not json").is_empty());
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Policy {
     pub bridged_filtered: std::sync::atomic::AtomicBool,
     /// The isolated networks, as the config says now (a reload changes them).
     isolated: tokio::sync::watch::Sender<BTreeSet<String>>,
+    /// Packets dropped by this host's table, by (from service, to service), since start
+    /// (`?`: from an address of no service).
+    pub drops: ArcSwap<BTreeMap<(String, String), u64>>,
 }
 
 impl Default for Policy {
@@ -62,6 +65,7 @@ impl Default for Policy {
             last_apply_us: Default::default(),
             bridged_filtered: Default::default(),
             isolated: tokio::sync::watch::Sender::new(BTreeSet::new()),
+            drops: Default::default(),
         }
     }
 }
@@ -101,6 +105,22 @@ impl Policy {
             "Replacements nft refused or could not run (the last table stays; retried).",
             self.failed.load(Relaxed),
         );
+        vxgate_metrics::text::family(
+            out,
+            "vxgate_policy_dropped_packets_total",
+            "counter",
+            "Packets this host's table refused, by source service (? for none) and destination service, read every 5 s.",
+        );
+        for ((from, to), n) in self.drops.load().iter() {
+            let _ = std::fmt::Write::write_fmt(
+                out,
+                format_args!(
+                    "vxgate_policy_dropped_packets_total{{from=\"{}\",to=\"{}\"}} {n}\n",
+                    vxgate_metrics::text::escape(from),
+                    vxgate_metrics::text::escape(to)
+                ),
+            );
+        }
         single(
             out,
             "vxgate_policy_last_apply_seconds",
@@ -138,6 +158,9 @@ async fn follow(
     let mut isolated = policy.isolated.subscribe();
     let mut in_place: Option<String> = None;
     let mut warned_bridge = false;
+    let mut counted = Counted::default();
+    let mut poll = tokio::time::interval(DROPS_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let started = std::time::Instant::now();
         let snap = snaps.borrow_and_update().clone();
@@ -174,15 +197,65 @@ async fn follow(
                 }
             }
         }
+        let in_use = !chains.is_empty();
         policy.chains.store(Arc::new(chains));
         policy.matrix.store(Arc::new(m));
-        tokio::select! {
-            _ = shutdown.wait() => return Ok(()),
-            changed = snaps.changed() => if changed.is_err() { return Ok(()) },
-            _ = isolated.changed() => {}
-            _ = tokio::time::sleep(RETRY), if retry => {}
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                changed = snaps.changed() => if changed.is_err() { return Ok(()) } else { break },
+                _ = isolated.changed() => break,
+                _ = tokio::time::sleep(RETRY), if retry => break,
+                _ = poll.tick(), if in_use => read_drops(&policy, &mut counted).await,
+            }
         }
     }
+}
+
+/// How often the drop counters are read (and new drops logged: one line per pair and read).
+const DROPS_POLL: Duration = Duration::from_secs(5);
+
+/// The drop counters as last read, and the totals since start.
+#[derive(Debug, Default)]
+struct Counted {
+    last: BTreeMap<(String, String), u64>,
+    totals: BTreeMap<(String, String), u64>,
+}
+
+impl Counted {
+    /// Adds a new reading; a counter lower than last time was reset (the table replaced).
+    /// The pairs that dropped more since the last reading, and how many.
+    fn add(&mut self, now: BTreeMap<(String, String), u64>) -> Vec<((String, String), u64)> {
+        let mut new = Vec::new();
+        for (pair, n) in &now {
+            let before = self.last.get(pair).copied().unwrap_or(0);
+            let delta = if *n >= before { n - before } else { *n };
+            if delta > 0 {
+                *self.totals.entry(pair.clone()).or_default() += delta;
+                new.push((pair.clone(), delta));
+            }
+        }
+        self.last = now;
+        new
+    }
+}
+
+/// Reads this host's drop counters (`nft -j list table`), keeps the totals, logs new drops.
+async fn read_drops(policy: &Policy, counted: &mut Counted) {
+    let out = tokio::process::Command::new("nft")
+        .args(["-j", "list", "table", "inet", "vxgate"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let Ok(out) = out.map_err(|e| tracing::debug!("policy: reading the counters: {e}")) else {
+        return;
+    };
+    for ((from, to), n) in counted.add(nft::drop_counts(&out.stdout)) {
+        tracing::info!(%from, %to, packets = n, "policy: refused traffic from {from} to {to}");
+    }
+    policy.drops.store(Arc::new(counted.totals.clone()));
 }
 
 fn report_problems(old: &Matrix, new: &Matrix) {
@@ -294,6 +367,27 @@ fn interface_addrs() -> Vec<(String, IpAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drop_counts_accumulate_across_table_replacements() {
+        let pair = |f: &str, t: &str| (f.to_owned(), t.to_owned());
+        let mut c = Counted::default();
+        let new = c.add(BTreeMap::from([
+            (pair("web", "db"), 3),
+            (pair("?", "db"), 0),
+        ]));
+        assert_eq!(new, [(pair("web", "db"), 3)]);
+        assert!(
+            c.add(BTreeMap::from([(pair("web", "db"), 3)])).is_empty(),
+            "nothing new"
+        );
+        // the table was replaced: its counters start again from 0
+        assert_eq!(
+            c.add(BTreeMap::from([(pair("web", "db"), 2)])),
+            [(pair("web", "db"), 2)]
+        );
+        assert_eq!(c.totals[&pair("web", "db")], 5);
+    }
 
     #[test]
     fn interfaces_are_listed_with_their_addresses() {
