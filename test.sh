@@ -15,7 +15,8 @@ need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl dig:bind9-dnsutils
       pebble:pebble /usr/sbin/dnsmasq:dnsmasq-base
       /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio
       wg:wireguard-tools wireguard-go:wireguard-go
-      setpriv:util-linux unshare:util-linux mknod:coreutils git:git nft:nftables)
+      setpriv:util-linux unshare:util-linux mknod:coreutils git:git nft:nftables
+      systemd-analyze:systemd)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
@@ -38,4 +39,5 @@ fi
 
 cargo build --release --bin vxgate
 cargo test --workspace
+bash dist/check-unit.sh "$PWD/target/release/vxgate"   # the service unit, as systemd reads it
 VXGATE="$PWD/target/release/vxgate" bash testbed/e2e/run.sh "$@"
