@@ -190,11 +190,12 @@ attach_underlay "$P-cl" cl 10.99.0.100
 # One vxgate config per host: its overlay peers, DNS, ingress and every container of every
 # host (remote ones carry node = "hN"; they resolve in DNS and are reached through the overlay).
 for h in $(seq "$HOSTS"); do
-  peers="" peer_nodes=""
+  peers="" peer_nodes="" peer_gateways=""
   for o in $(seq "$HOSTS"); do
     [ "$o" = "$h" ] && continue
     peers+="${peers:+, }\"10.99.0.$o:4789\""
     peer_nodes+="${peer_nodes:+, }h$o = \"10.99.0.$o:4789\""
+    peer_gateways+="${peer_gateways:+, }h$o = [\"10.200.$o.1\"]"
   done
   {
     echo "# vxgate config for host h$h of testbed '$P' (written by testbed/up.sh)"
@@ -216,6 +217,7 @@ for h in $(seq "$HOSTS"); do
     if [ -z "$ETCD" ] && [ -z "$ENCRYPT" ]; then
       echo "peers = [$peers]"
       echo "peer_nodes = { $peer_nodes }"
+      echo "peer_gateways = { $peer_gateways }"
     fi
     echo
     echo "[[overlay.networks]]"

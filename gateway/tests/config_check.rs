@@ -59,6 +59,7 @@ fn broken() -> Vec<(&'static str, String, usize, &'static str, &'static str)> {
         ("unreadable cert", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\n[[ingress.certs]]\ncert = \"/nonexistent/x.crt\"\nkey = \"/nonexistent/x.key\"\n".into(), 4, "ingress.certs[0].cert", "cannot read"),
         ("bad allow_from label", "[[containers]]\nname = \"a\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"a\", \"vxgate.allow_from\" = \"web:99999\" }\n".into(), 5, "containers[0].labels.\"vxgate.allow_from\"", "port must be 1-65535"),
         ("bad network policy", "[overlay]\nlisten = \"127.0.0.1:4789\"\n[[overlay.networks]]\nname = \"d\"\nvni = 1\npolicy = \"closed\"\n".into(), 6, "overlay.networks[0].policy", "expected `open` or `isolated`"),
+        ("peer gateways of an unknown node", "[overlay]\nlisten = \"10.99.0.1:4789\"\npeers = [\"10.99.0.2:4789\"]\npeer_gateways = { h3 = [\"10.200.3.1\"] }\n[[overlay.networks]]\nname = \"d\"\nvni = 1\n".into(), 4, "overlay.peer_gateways.h3", "not in overlay.peer_nodes"),
         ("bad dns zone", "[dns]\nlisten = [\"127.0.0.1:53\"]\nzone = \"exa mple.com\"\n".into(), 3, "dns.zone", "not allowed"),
         ("empty access log", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\naccess_log = \"\"\n".into(), 3, "ingress.access_log", "stderr"),
         ("access log in a missing directory", "[ingress]\nlisten = [\"127.0.0.1:8443\"]\naccess_log = \"/nonexistent-dir/access.log\"\n".into(), 3, "ingress.access_log", "does not exist"),

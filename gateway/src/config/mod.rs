@@ -178,6 +178,11 @@ pub struct OverlayConfig {
     /// those nodes with a known MAC get static FDB entries. Each address must be in `peers`.
     #[serde(default)]
     pub peer_nodes: BTreeMap<String, SocketAddr>,
+    /// A static fleet's other nodes' gateway addresses (`{ h2 = ["10.200.2.1"] }`): where
+    /// their ingress and health checks reach containers from. With etcd each node publishes
+    /// its own; without, policy's `ingress` and source validation know them only from here.
+    #[serde(default)]
+    pub peer_gateways: BTreeMap<String, Vec<std::net::IpAddr>>,
     /// Learned FDB entries expire after this long. Default: 300 s.
     #[serde(
         rename = "fdb_aging_s",

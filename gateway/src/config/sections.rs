@@ -40,6 +40,22 @@ pub(super) fn validate_overlay(o: &OverlayConfig, v: &mut Validator) {
             v.bad(&key, format!("duplicate peer {p}"));
         }
     }
+    for (node, gateways) in &o.peer_gateways {
+        if !o.peer_nodes.contains_key(node) {
+            v.bad(
+                &format!("overlay.peer_gateways.{node}"),
+                format!("{node:?} is not in overlay.peer_nodes (its VTEP must be known)"),
+            );
+        }
+        for g in gateways {
+            if g.is_unspecified() || g.is_multicast() || g.is_loopback() {
+                v.bad(
+                    &format!("overlay.peer_gateways.{node}"),
+                    format!("{g} is not a unicast address"),
+                );
+            }
+        }
+    }
     for (node, addr) in &o.peer_nodes {
         if !o.peers.contains(addr) {
             v.bad(

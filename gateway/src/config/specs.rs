@@ -79,6 +79,7 @@ impl Config {
             advertise: o.advertise,
             peers,
             peer_nodes: o.peer_nodes.clone(),
+            peer_gateways: o.peer_gateways.clone(),
             fdb_aging: o.fdb_aging,
             offload: o.offload == Offload::Auto,
             offloads_off: Default::default(),
@@ -115,6 +116,11 @@ impl Config {
                 .map(|n| n.name.clone())
                 .collect(),
             taps: networks.map(|n| n.tap.clone()).collect(),
+            peer_gateways: self
+                .overlay
+                .iter()
+                .flat_map(|o| o.peer_gateways.values().flatten().copied())
+                .collect(),
         }
     }
 

@@ -31,6 +31,8 @@ pub(super) struct Membership {
     pub(super) isolated_networks: bool,
     /// The TAPs, whose bridges hold this node's gateway addresses.
     pub(super) taps: Vec<String>,
+    /// A static fleet's other nodes' gateway addresses.
+    pub(super) peer_gateways: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl Membership {
@@ -110,7 +112,13 @@ impl Membership {
         let was = switch.source_check();
         switch.set_sources(on.then(|| {
             let gateways = crate::policy::gateway_addrs(&self.taps);
-            Sources::build(snapshot, switch.node(), &gateways, node_vteps)
+            Sources::build(
+                snapshot,
+                switch.node(),
+                &gateways,
+                node_vteps,
+                &self.peer_gateways,
+            )
         }));
         if on != was {
             tracing::info!(on, "overlay: source validation");
@@ -150,6 +158,7 @@ mod tests {
             source_check: None,
             isolated_networks: false,
             taps: Vec::new(),
+            peer_gateways: Default::default(),
         };
         (m, crypto, switch)
     }

@@ -118,6 +118,7 @@ pub async fn start(
         source_check: cfg.source_check,
         isolated_networks: cfg.isolated_networks,
         taps: cfg.networks.iter().map(|n| n.tap.clone()).collect(),
+        peer_gateways: cfg.peer_gateways.clone(),
     };
     membership.apply(&switch, &registry.snapshot());
     let (wireguard_peers, mut configured) = match &membership.wireguard {

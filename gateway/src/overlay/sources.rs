@@ -28,12 +28,14 @@ pub struct Sources {
 
 impl Sources {
     /// `me` is this node; `gateways` its own addresses on the overlay's bridges;
-    /// `node_vteps` each other node's VTEP.
+    /// `node_vteps` each other node's VTEP; `peer_gateways` other nodes' gateway addresses
+    /// as the config lists them (static fleets).
     pub fn build(
         snapshot: &Snapshot,
         me: &str,
         gateways: &[IpAddr],
         node_vteps: &HashMap<String, SocketAddr>,
+        peer_gateways: &std::collections::BTreeMap<String, Vec<IpAddr>>,
     ) -> Sources {
         let mut s = Sources::default();
         for g in gateways {
@@ -46,9 +48,10 @@ impl Sources {
                 s.owner.insert(c.ip, *v);
             }
         }
-        for (node, n) in snapshot.nodes() {
+        let published = snapshot.nodes().iter().map(|(node, n)| (node, &n.gateways));
+        for (node, gateways) in published.chain(peer_gateways.iter()) {
             if let Some(v) = node_vteps.get(node) {
-                for g in &n.gateways {
+                for g in gateways {
                     s.owner.insert(*g, *v);
                 }
             }
@@ -178,7 +181,9 @@ mod tests {
         let h2: SocketAddr = "10.99.0.2:4789".parse().expect("a");
         let vteps = HashMap::from([("h2".to_string(), h2)]);
         let gw: IpAddr = "10.200.1.1".parse().expect("ip");
-        let s = Sources::build(&r.snapshot(), "h1", &[gw], &vteps);
+        let configured =
+            BTreeMap::from([("h2".to_string(), vec!["10.200.2.1".parse().expect("ip")])]);
+        let s = Sources::build(&r.snapshot(), "h1", &[gw], &vteps, &configured);
         // the local side
         assert!(s.from_local(&from("10.200.1.11", 11)));
         assert!(
@@ -241,7 +246,7 @@ mod tests {
         r.add(c("h1c1", "10.200.1.11", "h1", Some(11)))
             .expect("add");
         let vteps = HashMap::from([("h2".to_string(), h2)]);
-        let s = Sources::build(&r.snapshot(), "h1", &[], &vteps);
+        let s = Sources::build(&r.snapshot(), "h1", &[], &vteps, &BTreeMap::new());
         let h3: SocketAddr = "10.99.0.3:4789".parse().expect("a");
         assert!(s.from_peer(h2, &from("10.200.2.1", 2)));
         assert!(

@@ -925,6 +925,7 @@ mod tests {
             "h1",
             &[],
             &vteps,
+            &Default::default(),
         )));
         let now = Instant::now();
         let mut reply = [0u8; 64];

@@ -24,6 +24,8 @@ pub struct OverlaySpec {
     pub peers: Vec<SocketAddr>,
     /// Which node sits behind which of those VTEPs (for static FDB entries).
     pub peer_nodes: BTreeMap<String, SocketAddr>,
+    /// Those nodes' gateway addresses (static fleets; with etcd the node records carry them).
+    pub peer_gateways: BTreeMap<String, Vec<std::net::IpAddr>>,
     pub fdb_aging: Duration,
     /// Use the kernel's TAP and UDP offloads where it has them.
     pub offload: bool,

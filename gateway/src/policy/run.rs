@@ -25,6 +25,8 @@ pub struct PolicySpec {
     pub isolated: BTreeSet<String>,
     /// The overlay's TAPs: the bridges they are in hold this node's gateway addresses.
     pub taps: Vec<String>,
+    /// A static fleet's other nodes' gateway addresses (`overlay.peer_gateways`).
+    pub peer_gateways: Vec<IpAddr>,
 }
 
 /// Why the policy could not be applied.
@@ -165,7 +167,9 @@ async fn follow(
         let started = std::time::Instant::now();
         let snap = snaps.borrow_and_update().clone();
         let networks = isolated.borrow_and_update().clone();
-        let m = Matrix::build(&snap, &networks, &gateway_addrs(&spec.taps));
+        let mut gateways = gateway_addrs(&spec.taps);
+        gateways.extend(&spec.peer_gateways);
+        let m = Matrix::build(&snap, &networks, &gateways);
         report_problems(&policy.matrix.load(), &m);
         let (script, chains) = nft::script(&m, &spec.node);
         let mut retry = false;
