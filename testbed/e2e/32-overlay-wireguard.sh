@@ -92,7 +92,7 @@ stop_vxgate 1; stop_vxgate 2
 # 2. encrypted
 enc_config() {  # H: a config with [overlay.encryption], without plain peers
   local h=$1 o=$((3 - $1)) out=$STATE/h$1-wg.toml
-  awk '/^peers = / || /^peer_nodes = / { next } { print }' "$STATE/h$h.toml" > "$out"
+  awk '/^peers = / || /^peer_nodes = / || /^peer_gateways = / { next } { print }' "$STATE/h$h.toml" > "$out"
   {
     echo
     echo "[overlay.encryption]"
