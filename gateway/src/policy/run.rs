@@ -192,8 +192,12 @@ async fn follow(
                     );
                     in_place = Some(script);
                 }
-                // with no policy in use and no nft, there is nothing to remove
-                Err(Error::Spawn(_)) if !m.in_use() => in_place = Some(script),
+                // with no policy in use, a table that cannot be removed (no nft, or not
+                // allowed to) is most likely not there: said once at debug level, no retry
+                Err(e) if !m.in_use() => {
+                    tracing::debug!("policy: no table to remove: {e}");
+                    in_place = Some(script);
+                }
                 Err(e) => {
                     policy.failed.fetch_add(1, Relaxed);
                     tracing::error!("{e}");
