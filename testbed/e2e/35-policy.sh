@@ -69,7 +69,8 @@ for h in 1 2; do start_vxgate "$h"; done
 has_rules() { table_of "$1" | grep -q "jump p"; }
 for h in 1 2; do wait_for "h$h's table" has_rules "$h" >/dev/null; done
 # every host knows the other's gateway (published through etcd): its ingress's source
-for _ in $(seq 100); do table_of 2 | grep -q '10.200.1.1' && break; sleep 0.05; done
+knows_h1() { table_of 2 | grep -A3 'set ingress_v4' | grep -Eq '[{ ]10\.200\.1\.1[ ,}]'; }
+wait_for "h1's gateway in h2's table" knows_h1 >/dev/null
 
 must() { reach "$1" "$2" "$3" || fail "$1 -> $2:$3 refused, but the policy allows it"; }
 mustnt() { if reach "$1" "$2" "$3"; then fail "$1 -> $2:$3 answered, but the policy forbids it"; fi; }

@@ -15,7 +15,7 @@ done
 for h in 1 2; do start_vxgate "$h"; done
 reach() { on "$1" curl -s -o /dev/null --max-time 2 "http://$2:80/"; }
 for _ in $(seq 100); do on h2 nft list table inet vxgate 2>/dev/null | grep -q "jump p" && break; sleep 0.05; done
-on h2 nft list table inet vxgate | grep -q '10.200.1.1' || fail "h2's ingress set lacks h1's gateway: $(on h2 nft list table inet vxgate)"
+on h2 nft list table inet vxgate | grep -A3 'set ingress_v4' | grep -Eq '[{ ]10\.200\.1\.1[ ,}]' || fail "h2's ingress set lacks h1's gateway: $(on h2 nft list table inet vxgate)"
 if reach h1c1 10.200.2.12; then fail "h1's web reached h2's api, which lets in only the ingress"; fi
 seen=""
 for _ in $(seq 60); do

@@ -319,21 +319,21 @@ pub fn after_failure(
                 .retry_after(1),
             ),
         ),
-        Failure::Connect => (
-            true,
-            last.then(|| {
-                Reply::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("no backend of {service} could be reached"),
-                )
-            }),
-        ),
+        Failure::Connect => (true, last.then(|| unreachable(service))),
         Failure::Other => (
             false,
             last.then(|| Reply::new(StatusCode::BAD_GATEWAY, format!("backend {backend} failed"))),
         ),
     };
     Next { eject, reply }
+}
+
+/// Every backend tried failed to connect.
+pub fn unreachable(service: &str) -> Reply {
+    Reply::new(
+        StatusCode::BAD_GATEWAY,
+        format!("no backend of {service} could be reached"),
+    )
 }
 
 /// The service has no backend that serves.

@@ -372,11 +372,7 @@ impl Proxy {
                 return Err(r);
             }
         }
-        Err(
-            plan::after_failure(plan::Failure::Connect, "", &fwd.service, 0, 0)
-                .reply
-                .unwrap_or_else(|| plan::no_backend(&fwd.service)),
-        )
+        Err(plan::unreachable(&fwd.service))
     }
 
     /// The backends to try, in order (the balancer's state read here, the choice planned).

@@ -73,12 +73,12 @@ impl Sources {
 
     /// Whether a frame from the peer at `vtep` may be delivered.
     pub fn from_peer(&self, vtep: SocketAddr, frame: &[u8]) -> bool {
-        match source_of(frame) {
-            Some((ip, _)) => {
-                !self.local.contains_key(&ip) && self.owner.get(&ip).is_none_or(|v| *v == vtep)
-            }
-            None => true,
-        }
+        Sources::source(frame).is_none_or(|ip| self.peer_may_send(vtep, ip))
+    }
+
+    /// Whether the peer at `vtep` may send from `ip` (a frame's [`Sources::source`]).
+    pub fn peer_may_send(&self, vtep: SocketAddr, ip: IpAddr) -> bool {
+        !self.local.contains_key(&ip) && self.owner.get(&ip).is_none_or(|v| *v == vtep)
     }
 
     /// The IP source of `frame` to check; `None`: nothing to check.

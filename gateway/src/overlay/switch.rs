@@ -285,15 +285,15 @@ impl Switch {
         if !inner.src().is_unicast() {
             return drop(&n.counters, DropReason::BadSourceMac);
         }
-        if let Some(sources) = self.sources.load().as_deref() {
-            let claimed = super::sources::Sources::source(packet.payload());
-            let seen = claimed.is_some_and(|ip| cache.source == Some((vtep, ip)));
-            if !seen {
-                if !sources.from_peer(vtep, packet.payload()) {
-                    return drop(&n.counters, DropReason::ForgedSource);
-                }
-                cache.source = claimed.map(|ip| (vtep, ip));
+        // the inner source is parsed once a datagram, looked up once a run of one source
+        if let Some(sources) = self.sources.load().as_deref()
+            && let Some(ip) = super::sources::Sources::source(packet.payload())
+            && cache.source != Some((vtep, ip))
+        {
+            if !sources.peer_may_send(vtep, ip) {
+                return drop(&n.counters, DropReason::ForgedSource);
             }
+            cache.source = Some((vtep, ip));
         }
         // room for an 802.1Q tag on top of the MTU and the Ethernet header
         let max = usize::from(n.spec.mtu) + ethernet::HEADER_LEN + ethernet::VLAN_TAG_LEN;
