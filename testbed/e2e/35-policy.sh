@@ -84,10 +84,14 @@ web_db() { on h2 curl -s http://127.0.0.1:9180/metrics | sed -n 's/^vxgate_polic
 seen_drops() { [ "$(web_db)" -gt 0 ] 2>/dev/null; }
 wait_for "h2's web->db drop counter" seen_drops >/dev/null
 drops="$(web_db) packets web->db"
-grep -q 'policy: refused traffic from web to db' "$LOGDIR/vxgate-h2.log" || fail "h2 logged no refused web->db traffic"
+# one line per refused flow, naming both sides (web on h1 tried db on h2 once: its SYN and
+# the retransmissions are one flow, logged once)
+flow_lines=$(grep 'policy: refused a new flow from web to db' "$LOGDIR/vxgate-h2.log" | grep -F 'from_container=h1c1 ' \
+  | grep -F 'to_container=h2c3 ' | grep -cF 'dst=10.200.2.13:80 ' || true)
+[ "$flow_lines" = 1 ] || { grep 'refused' "$LOGDIR/vxgate-h2.log" | tail -5; fail "h2 logged $flow_lines lines for the one refused h1c1 -> h2c3:80 flow (want 1)"; }
 other_api=$(on h2 curl -s http://127.0.0.1:9180/metrics | sed -n 's/^vxgate_policy_dropped_packets_total{from="other",to="api"} //p')
 [ "${other_api:-0}" -gt 0 ] || fail "h2 counted no other->api drops: '$other_api'"
-pass "web->api:8080 and api->db on one host and across hosts, db's own connections: allowed; web->db, other->api, web->api:9090, api->api:9090, other->db: refused (h2 counted $drops and $other_api other->api, and logged them)"
+pass "web->api:8080 and api->db on one host and across hosts, db's own connections: allowed; web->db, other->api, web->api:9090, api->api:9090, other->db: refused (h2 counted $drops and $other_api other->api, and logged the h1c1 -> h2c3 flow once)"
 
 # source validation: "other" on h1 forges h2's web address toward api on h2; h1 drops the
 # frames at its TAP (counted) and api's namespace sees none; the real web container's SYNs

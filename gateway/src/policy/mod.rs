@@ -6,6 +6,7 @@
 //! matrix (every protected container and what reaches it); `nft` renders this host's part as
 //! one nftables transaction and applies it; `run` follows the registry.
 
+pub mod nflog;
 pub mod nft;
 mod run;
 

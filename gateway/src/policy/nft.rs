@@ -74,8 +74,11 @@ pub fn script(m: &Matrix, node: &str) -> (String, BTreeMap<String, String>) {
                 matcher(p.ip, set.as_deref(), a.port)
             );
         }
-        // what is left is dropped, counted by the service it came from
+        // what is left is dropped, counted by the service it came from; a new flow's
+        // first packets are also logged (rate-limited) for the one-line-per-flow log
         let to = p.service.as_deref().unwrap_or(&p.container);
+        let log = log_rule(&p.container);
+        let _ = writeln!(bodies, "    {log}");
         for (k, s) in services.iter().enumerate() {
             if m.services[*s].iter().any(|a| a.is_ipv4() == p.ip.is_ipv4()) {
                 let _ = writeln!(
@@ -99,7 +102,7 @@ pub fn script(m: &Matrix, node: &str) -> (String, BTreeMap<String, String>) {
         {
             let _ = writeln!(bodies, "    {}accept", matcher(p.ip, None, a.port));
         }
-        let _ = writeln!(bodies, "    counter drop\n  }}");
+        let _ = writeln!(bodies, "    {log}\n    counter drop\n  }}");
     }
     let _ = writeln!(
         out,
@@ -112,6 +115,17 @@ pub fn script(m: &Matrix, node: &str) -> (String, BTreeMap<String, String>) {
     out.push_str(&bodies);
     out.push_str("}\n");
     (out, chains)
+}
+
+/// The rule that sends a refused new flow's first packets to vxgate's NFLOG reader, the
+/// prefix naming the container (at most 10 a second and container, 20 at once).
+fn log_rule(container: &str) -> String {
+    let mut name = container.replace(['"', '\\'], "_");
+    name.truncate(100);
+    format!(
+        "ct state new limit rate 10/second burst 20 packets log prefix \"{name}\" group {}",
+        super::nflog::GROUP
+    )
 }
 
 /// What a drop rule's comment says: `vxgate-drop FROM>TO` (services; `?` an unknown source).
@@ -295,7 +309,7 @@ mod tests {
         let o0 = &s[s.find("chain o0 {").expect("o0")..];
         let o0 = &o0[..o0.find('}').expect("end")];
         assert!(o0.contains("    accept") && !o0.contains("8080"), "{o0}");
-        assert!(s.contains("chain p1 {\n    meta l4proto { tcp, udp } th dport 53 accept\n    ip6 saddr @svc1_v6 counter drop comment \"vxgate-drop web>v6\"\n    counter drop comment \"vxgate-drop ?>v6\""), "{s}");
+        assert!(s.contains("chain p1 {\n    meta l4proto { tcp, udp } th dport 53 accept\n    ct state new limit rate 10/second burst 20 packets log prefix \"v6-1\" group 4789\n    ip6 saddr @svc1_v6 counter drop comment \"vxgate-drop web>v6\"\n    counter drop comment \"vxgate-drop ?>v6\""), "{s}");
         assert!(
             s.contains("ip saddr @svc0_v4 counter drop comment \"vxgate-drop api>api\""),
             "{s}"
@@ -310,7 +324,7 @@ mod tests {
         assert!(none.is_empty());
         let (h2, _) = script(&matrix(), "h2");
         assert!(
-            h2.contains("chain p0 {\n    ip saddr @svc0_v4 counter drop comment \"vxgate-drop api>db\"\n    ip saddr @svc1_v4 counter drop comment \"vxgate-drop web>db\"\n    counter drop comment \"vxgate-drop ?>db\"\n  }"),
+            h2.contains("chain p0 {\n    ct state new limit rate 10/second burst 20 packets log prefix \"db-1\" group 4789\n    ip saddr @svc0_v4 counter drop comment \"vxgate-drop api>db\"\n    ip saddr @svc1_v4 counter drop comment \"vxgate-drop web>db\"\n    counter drop comment \"vxgate-drop ?>db\"\n  }"),
             "isolated: closed to all\n{h2}"
         );
     }

@@ -3,7 +3,7 @@
 //! published; a table left by an earlier run stays until its replacement is in (no open
 //! window at a restart), and only `vxgate policy flush` removes it.
 
-use super::{Matrix, nft};
+use super::{Matrix, nflog, nft};
 use crate::part::Part;
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
@@ -161,6 +161,7 @@ async fn follow(
     let mut in_place: Option<String> = None;
     let mut warned_bridge = false;
     let mut counted = Counted::default();
+    let mut flows: Option<FlowLog> = None;
     let mut poll = tokio::time::interval(DROPS_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -206,6 +207,9 @@ async fn follow(
             }
         }
         let in_use = !chains.is_empty();
+        if in_use && flows.is_none() {
+            flows = Some(FlowLog::start(&policy, &registry));
+        }
         policy.chains.store(Arc::new(chains));
         policy.matrix.store(Arc::new(m));
         loop {
@@ -214,7 +218,10 @@ async fn follow(
                 changed = snaps.changed() => if changed.is_err() { return Ok(()) } else { break },
                 _ = isolated.changed() => break,
                 _ = tokio::time::sleep(RETRY), if retry => break,
-                _ = poll.tick(), if in_use => read_drops(&policy, &mut counted).await,
+                _ = poll.tick(), if in_use => {
+                    let per_flow = flows.as_ref().is_some_and(FlowLog::reading);
+                    read_drops(&policy, &mut counted, per_flow).await
+                }
             }
         }
     }
@@ -248,8 +255,9 @@ impl Counted {
     }
 }
 
-/// Reads this host's drop counters (`nft -j list table`), keeps the totals, logs new drops.
-async fn read_drops(policy: &Policy, counted: &mut Counted) {
+/// Reads this host's drop counters (`nft -j list table`), keeps the totals, logs new drops
+/// (at debug level when each refused flow is logged on its own).
+async fn read_drops(policy: &Policy, counted: &mut Counted, per_flow: bool) {
     let out = tokio::process::Command::new("nft")
         .args(["-j", "list", "table", "inet", "vxgate"])
         .stdin(std::process::Stdio::null())
@@ -261,9 +269,97 @@ async fn read_drops(policy: &Policy, counted: &mut Counted) {
         return;
     };
     for ((from, to), n) in counted.add(nft::drop_counts(&out.stdout)) {
-        tracing::info!(%from, %to, packets = n, "policy: refused traffic from {from} to {to}");
+        if per_flow {
+            tracing::debug!(%from, %to, packets = n, "policy: refused traffic from {from} to {to}");
+        } else {
+            tracing::info!(%from, %to, packets = n, "policy: refused traffic from {from} to {to}");
+        }
     }
     policy.drops.store(Arc::new(counted.totals.clone()));
+}
+
+/// The reader of refused flows (`nflog`): a thread on the NFLOG socket, stopped when this
+/// is dropped. `None` inside when the group could not be bound (said once).
+struct FlowLog(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl FlowLog {
+    fn start(policy: &Arc<Policy>, registry: &Arc<Registry>) -> FlowLog {
+        let fd = match nflog::open(nflog::GROUP) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(
+                    "policy: refused flows are counted but not logged one by one: cannot bind NFLOG group {} ({e})",
+                    nflog::GROUP
+                );
+                return FlowLog(None);
+            }
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, r, s) = (policy.clone(), registry.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name("policy-log".into())
+            .spawn(move || {
+                nflog::read(fd, &s, |refused, unsaid| {
+                    log_refused(&p, &r, refused, unsaid)
+                })
+            });
+        match spawned {
+            Ok(_) => FlowLog(Some(stop)),
+            Err(e) => {
+                tracing::warn!("policy: refused flows are not logged one by one: {e}");
+                FlowLog(None)
+            }
+        }
+    }
+
+    fn reading(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for FlowLog {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.0 {
+            stop.store(true, Relaxed);
+        }
+    }
+}
+
+/// One line for a refused new flow, naming both sides: service, container, address, port.
+fn log_refused(policy: &Policy, registry: &Registry, r: &nflog::Refused, unsaid: u64) {
+    let m = policy.matrix.load();
+    let snap = registry.view();
+    let f = &r.flow;
+    let from = m
+        .services
+        .iter()
+        .find(|(_, ips)| ips.contains(&f.src))
+        .map(|(s, _)| s.as_str())
+        .or_else(|| m.ingress.contains(&f.src).then_some("ingress"))
+        .unwrap_or("?");
+    let from_container = snap.by_ip(f.src).map(|c| c.name.as_str()).unwrap_or("-");
+    let to = m
+        .protected
+        .iter()
+        .find(|p| p.container == r.container)
+        .and_then(|p| p.service.as_deref())
+        .unwrap_or("?");
+    let end = |ip: IpAddr, port: u16| match (ip, port) {
+        (_, 0) => ip.to_string(),
+        (IpAddr::V4(_), p) => format!("{ip}:{p}"),
+        (IpAddr::V6(_), p) => format!("[{ip}]:{p}"),
+    };
+    tracing::info!(
+        from = %from,
+        from_container = %from_container,
+        to = %to,
+        to_container = %r.container,
+        proto = %f.proto_name(),
+        src = %end(f.src, f.sport),
+        dst = %end(f.dst, f.dport),
+        unlogged_before = unsaid,
+        "policy: refused a new flow from {from} to {to}"
+    );
 }
 
 fn report_problems(old: &Matrix, new: &Matrix) {
