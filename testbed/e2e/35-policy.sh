@@ -153,6 +153,30 @@ applied=$(on h2 curl -s http://127.0.0.1:9180/metrics | sed -n 's/^vxgate_policy
 [ -n "$applied" ] || fail "no vxgate_policy_last_apply_seconds"
 pass "label change on h2: web reaches h2's db ${open_ms} ms after the SIGHUP, closed again 1 s after the revert; last apply took ${applied} s"
 
+# the same through the admin API: h2's db re-registered with web allowed holds within 1 s;
+# re-registered with the old label, a new connection from web fails again
+api() { on "h$1" curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -X "$2" -H 'Content-Type: application/json' "http://127.0.0.1:9180$3" ${4:+-d "$4"}; }
+db_entry() { echo "{\"name\":\"h2c3\",\"ip\":\"10.200.2.13\",\"mac\":\"$(tb_cmac 2 3)\",\"port\":80,\"labels\":{\"app\":\"db\",\"vxgate.allow_from\":\"$1\"}}"; }
+mustnt h1c1 h2c3 80
+[ "$(api 2 DELETE /v1/containers/h2c3)" = 200 ] || fail "DELETE /v1/containers/h2c3 on h2"
+[ "$(api 2 POST /v1/containers "$(db_entry api,web)")" = 201 ] || fail "POST h2c3 with api,web on h2"
+t0=$(now_ms)
+wait_for "web -> h2's db after the API update" reach h1c1 h2c3 80 >/dev/null
+api_ms=$(( $(now_ms) - t0 ))
+[ "$api_ms" -le 1000 ] || fail "the API's label change took $api_ms ms (more than 1 s)"
+[ "$(api 2 DELETE /v1/containers/h2c3)" = 200 ] || fail "DELETE the API's h2c3"
+[ "$(api 2 POST /v1/containers "$(db_entry api)")" = 201 ] || fail "POST h2c3 with api on h2"
+t0=$(now_ms)
+wait_for "web refused by h2's db again" bash -c "! ip netns exec $P-h1c1 curl -s -o /dev/null --max-time 1 http://10.200.2.13:80/" >/dev/null
+closed_ms=$(( $(now_ms) - t0 ))
+must h1c2 h2c3 80
+# back to the config's own entry
+[ "$(api 2 DELETE /v1/containers/h2c3)" = 200 ] || fail "DELETE the API's h2c3 (2)"
+kill -HUP "$VX_PID_2"
+wait_for "h2c3 back from the config" bash -c "ip netns exec $P-h2 curl -s http://127.0.0.1:9180/v1/containers | grep -q '\"h2c3\"'" >/dev/null
+mustnt h1c1 h2c3 80
+pass "label change through the admin API on h2: web reaches h2's db ${api_ms} ms after the POST; re-posted without web, refused again within ${closed_ms} ms, the probe's own 1 s timeout included (api still reaches it)"
+
 # SIGKILL: the rules stay; a restart replaces them, not doubled
 before=$(table_of 1 | grep -c "jump p")
 kill -9 "$VX_PID_1"; wait "$VX_PID_1" 2>/dev/null || true

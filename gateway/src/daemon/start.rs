@@ -147,7 +147,7 @@ async fn start_etcd(
         registry::etcd::LocalNode {
             vtep,
             wireguard,
-            gateways: crate::policy::gateway_addrs(&config.policy_spec().taps),
+            gateways: follow_gateways(config.policy_spec().taps),
         },
         registry,
         shutdown,
@@ -158,6 +158,29 @@ async fn start_etcd(
         tracing::warn!("etcd: not in sync yet; starting with the local state");
     }
     Ok(status)
+}
+
+/// This node's gateway addresses, read again every 2 s (Docker makes the bridge the TAP
+/// joins, and gives it its address, possibly after the start); the reader stops with the
+/// last receiver.
+#[cfg(feature = "etcd")]
+fn follow_gateways(taps: Vec<String>) -> tokio::sync::watch::Receiver<Vec<std::net::IpAddr>> {
+    let (tx, rx) = tokio::sync::watch::channel(crate::policy::gateway_addrs(&taps));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            }
+            let now = crate::policy::gateway_addrs(&taps);
+            tx.send_if_modified(|g| {
+                let changed = *g != now;
+                *g = now;
+                changed
+            });
+        }
+    });
+    rx
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -57,15 +57,16 @@ struct Ctx {
 /// Starts the backend task. It never fails startup: without etcd, vxgate serves its local
 /// state and keeps trying.
 /// What this node publishes about itself in its node record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LocalNode {
     /// Its plain VXLAN VTEP.
     pub vtep: Option<SocketAddr>,
     /// With encryption: its WireGuard endpoint and tunnel address, and its public key as
     /// it changes (a key rotation is published at once).
     pub wireguard: Option<(SocketAddr, std::net::Ipv4Addr, watch::Receiver<[u8; 32]>)>,
-    /// Its addresses on the overlay's bridges.
-    pub gateways: Vec<std::net::IpAddr>,
+    /// Its addresses on the overlay's bridges, as they change (a bridge may get its address,
+    /// or the TAP its bridge, after the start: Docker makes the bridge).
+    pub gateways: watch::Receiver<Vec<std::net::IpAddr>>,
 }
 
 impl LocalNode {
@@ -80,7 +81,7 @@ impl LocalNode {
                     endpoint: *endpoint,
                     address: *address,
                 }),
-            gateways: self.gateways.clone(),
+            gateways: self.gateways.borrow().clone(),
         }
     }
 }
@@ -134,6 +135,7 @@ struct State {
     failures: usize,
     /// This node's WireGuard public key, to publish it again when it changes.
     public_key: Option<watch::Receiver<[u8; 32]>>,
+    gateways: Option<watch::Receiver<Vec<std::net::IpAddr>>>,
 }
 
 /// An etcd call that failed or did not answer in time; names the call.
@@ -182,6 +184,7 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), super::EtcdError> {
         endpoint: ctx.me.bytes().map(usize::from).sum(),
         failures: 0,
         public_key: ctx.local.wireguard.as_ref().map(|(_, _, k)| k.clone()),
+        gateways: Some(ctx.local.gateways.clone()),
     };
     let n = ctx.endpoints.len().max(1);
     loop {
@@ -485,8 +488,13 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
                     let snap = st.snapshots.borrow_and_update().clone();
                     reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
                 }
-                () = key_changed(&mut st.public_key) => {
+                () = changed(&mut st.public_key) => {
                     tracing::info!("etcd: publishing this node's new WireGuard public key");
+                    let snap = st.snapshots.borrow().clone();
+                    reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
+                }
+                () = changed(&mut st.gateways) => {
+                    tracing::info!(gateways = ?ctx.local.gateways.borrow().clone(), "etcd: publishing this node's gateway addresses");
                     let snap = st.snapshots.borrow().clone();
                     reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
                 }
@@ -534,8 +542,8 @@ fn publish_remote(ctx: &Ctx, st: &mut State) {
     }
 }
 
-/// Returns when the key changes; never without one (or once its sender is gone).
-async fn key_changed(key: &mut Option<watch::Receiver<[u8; 32]>>) {
+/// Returns when the value changes; never without one (or once its sender is gone).
+async fn changed<T>(key: &mut Option<watch::Receiver<T>>) {
     if let Some(rx) = key {
         if rx.changed().await.is_ok() {
             return;
