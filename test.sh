@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of vxgate: unit and integration tests (cargo test --workspace), then the
-# end-to-end tests in network namespaces (testbed/e2e/run.sh, needs root).
+# Runs every test of vxgate: unit and integration tests (cargo test --workspace), the service
+# unit (dist/check-unit.sh) and the Debian package (dist/check-deb.sh: installs cargo-deb if
+# missing, then dpkg -i / -r / --purge on this machine), then the end-to-end tests in network
+# namespaces (testbed/e2e/run.sh, needs root).
 # Installs what it needs with apt-get when missing.
 # Usage: ./test.sh [e2e test files...]    or    ./test.sh --install-only
 set -euo pipefail
@@ -40,4 +42,13 @@ fi
 cargo build --release --bin vxgate
 cargo test --workspace
 bash dist/check-unit.sh "$PWD/target/release/vxgate"   # the service unit, as systemd reads it
+# the Debian package: build, dpkg -i, check what it installed, dpkg -r, dpkg --purge
+if [ "$(id -u)" = 0 ]; then
+  command -v cargo-deb >/dev/null || [ -x "$HOME/.cargo/bin/cargo-deb" ] || cargo install cargo-deb --locked --quiet
+  PATH=$PATH:$HOME/.cargo/bin bash dist/check-deb.sh
+elif [ -n "${CI:-}" ]; then
+  echo "test.sh: the package test needs root" >&2; exit 1
+else
+  echo "test.sh: skipping the package test (needs root)"
+fi
 VXGATE="$PWD/target/release/vxgate" bash testbed/e2e/run.sh "$@"

@@ -19,6 +19,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod fd_limit;
 pub mod ingress;
+pub mod init;
 pub mod names;
 pub mod nameserver;
 pub mod notify;

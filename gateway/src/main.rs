@@ -1,4 +1,4 @@
-//! The `vxgate` command: `run`, `check`.
+//! The `vxgate` command: `run`, `check`, `init`, `ctl`, …
 
 use clap::{Parser, Subcommand};
 
@@ -55,6 +55,35 @@ enum Command {
         #[command(subcommand)]
         what: PolicyCommand,
     },
+    /// Write a starter config for this host (its name, underlay address, Docker network and
+    /// bridge, etcd endpoints when given), checked before it is written; never overwrites.
+    Init {
+        /// Where to write it.
+        #[arg(long, short, default_value = "/etc/vxgate/vxgate.toml")]
+        config: PathBuf,
+        /// etcd endpoints (comma-separated): the registry is shared through them.
+        #[arg(long, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// The Docker Engine to ask (default: DOCKER_HOST, else unix:///var/run/docker.sock).
+        #[arg(long)]
+        docker_endpoint: Option<String>,
+        /// The Docker network to span (default: the only user-defined bridge network).
+        #[arg(long)]
+        docker_network: Option<String>,
+        /// This node's name (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// The DNS zone services are named in.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Print the config instead of writing it.
+        #[arg(long)]
+        stdout: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Manpage,
     /// Talk to a running vxgate's admin API.
     Ctl {
         /// The admin API's address.
@@ -137,6 +166,68 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => vxgate::daemon::main(&config),
+        Command::Init {
+            config,
+            etcd,
+            docker_endpoint,
+            docker_network,
+            node,
+            zone,
+            stdout,
+        } => {
+            let opts = vxgate::init::Options {
+                node,
+                etcd,
+                docker_endpoint,
+                docker_network,
+                zone,
+            };
+            let found = vxgate::init::discover(&opts);
+            let text = vxgate::init::render(&found, &opts);
+            if stdout {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            match vxgate::init::write(&config, &text) {
+                Ok(()) => {
+                    println!(
+                        "{}: written (node {}, underlay {}, Docker {}); review it, then vxgate check --config {}",
+                        config.display(),
+                        found.node,
+                        found
+                            .underlay
+                            .map(|(ip, ifc)| format!("{ip} on {ifc}"))
+                            .unwrap_or_else(|| "not found".into()),
+                        found
+                            .docker
+                            .map(|d| format!("network {} on bridge {}", d.name, d.bridge))
+                            .or(found.docker_note)
+                            .unwrap_or_default(),
+                        config.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vxgate init: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "vxgate", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Manpage => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vxgate manpage: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Policy {
             what: PolicyCommand::Flush,
         } => {

@@ -10,7 +10,7 @@ pub mod nflog;
 pub mod nft;
 mod run;
 
-pub use run::{Error, Policy, PolicySpec, apply, gateway_addrs, start};
+pub use run::{Error, Policy, PolicySpec, apply, gateway_addrs, interface_addrs, start};
 
 use crate::registry::{Container, Snapshot};
 use serde::Serialize;

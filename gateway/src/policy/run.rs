@@ -423,7 +423,7 @@ fn is_link_local(ip: &IpAddr) -> bool {
 }
 
 /// Every interface's addresses (`getifaddrs`).
-fn interface_addrs() -> Vec<(String, IpAddr)> {
+pub fn interface_addrs() -> Vec<(String, IpAddr)> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list that freeifaddrs releases below; the list

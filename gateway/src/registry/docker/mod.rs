@@ -112,7 +112,7 @@ pub enum Error {
 
 /// Why a session with the Engine ended (logged; the source reconnects with backoff).
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub enum SessionError {
     #[error("cannot reach {endpoint}: {source}")]
     Connect {
         endpoint: String,
@@ -232,7 +232,7 @@ async fn call<T>(
         })
 }
 
-fn connect(endpoint: &DockerEndpoint) -> Result<Docker, SessionError> {
+pub fn connect(endpoint: &DockerEndpoint) -> Result<Docker, SessionError> {
     let timeout = CALL_TIMEOUT.as_secs();
     let version = bollard::API_DEFAULT_VERSION;
     match endpoint {
