@@ -61,14 +61,20 @@ pub enum Error {
 /// Looks at the host (and Docker, for at most 3 s).
 pub fn discover(opts: &Options) -> Found {
     let node = opts.node.clone().unwrap_or_else(hostname);
-    let underlay = default_route_interface().and_then(|ifc| {
-        crate::policy::interface_addrs()
-            .into_iter()
-            .find_map(|(name, ip)| match ip {
-                IpAddr::V4(v4) if name == ifc => Some((v4, name)),
-                _ => None,
-            })
-    });
+    let addrs = crate::policy::interface_addrs();
+    let v4_of = |want: &dyn Fn(&str) -> bool| {
+        addrs.iter().find_map(|(name, ip)| match ip {
+            IpAddr::V4(v4) if want(name) && !v4.is_loopback() && !v4.is_link_local() => {
+                Some((*v4, name.clone()))
+            }
+            _ => None,
+        })
+    };
+    // the default route's interface; without one, the first that is not a bridge, a
+    // bridge's port or a TAP/TUN (the container side)
+    let underlay = default_route_interface()
+        .and_then(|ifc| v4_of(&|n| n == ifc))
+        .or_else(|| v4_of(&|n| !container_side(n)));
     let (docker, docker_note) = match docker_network(opts) {
         Ok(d) => (Some(d), None),
         Err(why) => (None, Some(why)),
@@ -79,6 +85,16 @@ pub fn discover(opts: &Options) -> Found {
         docker,
         docker_note,
     }
+}
+
+/// Whether an interface is on the containers' side: a bridge, a bridge's port, a TAP/TUN,
+/// or loopback.
+fn container_side(ifc: &str) -> bool {
+    let sys = Path::new("/sys/class/net").join(ifc);
+    ifc == "lo"
+        || sys.join("bridge").exists()
+        || sys.join("master").exists()
+        || sys.join("tun_flags").exists()
 }
 
 fn hostname() -> String {
@@ -233,7 +249,7 @@ pub fn render(found: &Found, opts: &Options) -> String {
         found
             .underlay
             .as_ref()
-            .map(|(_, ifc)| format!(" ({ifc}: the default route's)"))
+            .map(|(_, ifc)| format!(" ({ifc})"))
             .unwrap_or_else(|| " (no default route found: set this host's address)".into())
     );
     if opts.etcd.is_empty() {
