@@ -42,20 +42,21 @@ setpriv --reuid vxgate --regid vxgate --clear-groups /usr/bin/vxgate check --con
   || fail "the vxgate user cannot read its config"
 unit=/usr/lib/systemd/system/vxgate.service
 [ -f "$unit" ] || fail "no unit at $unit"
-systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
+[ -f "${unit%.service}.socket" ] || fail "no socket unit beside $unit"
+systemd-analyze verify "$unit" "${unit%.service}.socket" || fail "systemd-analyze verify $unit"
 zcat /usr/share/man/man1/vxgate.1.gz | grep -q '^\.TH vxgate 1' || fail "no man page"
 bash -n /usr/share/bash-completion/completions/vxgate || fail "bash completion does not parse"
 bash -c '. /usr/share/bash-completion/completions/vxgate && complete -p vxgate' >/dev/null || fail "bash completion registers nothing"
 grep -q 'compdef vxgate' /usr/share/zsh/vendor-completions/_vxgate || fail "zsh completion"
 grep -q 'complete -c vxgate' /usr/share/fish/vendor_completions.d/vxgate.fish || fail "fish completion"
-echo "check-deb: installed: $ver; user vxgate (uid $uid), /var/lib/vxgate 0700, config a conffile (root:vxgate 0640) that check accepts, unit verified, man page, completions"
+echo "check-deb: installed: $ver; user vxgate (uid $uid), /var/lib/vxgate 0700, config a conffile (root:vxgate 0640) that check accepts, unit and socket unit verified, man page, completions"
 
 # remove keeps the (edited) config and the state; a reinstall keeps the edit
 echo '# edited by the operator' >> /etc/vxgate/vxgate.toml
 echo key > /var/lib/vxgate/wireguard.key
 dpkg -r vxgate >/dev/null
 [ ! -e /usr/bin/vxgate ] || fail "dpkg -r left /usr/bin/vxgate"
-[ ! -e "$unit" ] || fail "dpkg -r left the unit"
+[ ! -e "$unit" ] && [ ! -e "${unit%.service}.socket" ] || fail "dpkg -r left the units"
 grep -q 'edited by the operator' /etc/vxgate/vxgate.toml || fail "dpkg -r lost the edited config"
 [ -f /var/lib/vxgate/wireguard.key ] || fail "dpkg -r removed the state"
 dpkg -i --force-confold "$deb" >/dev/null

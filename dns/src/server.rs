@@ -92,11 +92,58 @@ pub struct Bound {
 /// Binds UDP (`workers` sockets each, SO_REUSEPORT) and TCP on every address. A port 0
 /// address gets one port for all its sockets, UDP and TCP alike.
 pub fn bind(addrs: &[SocketAddr], workers: usize) -> io::Result<Bound> {
+    bind_passed(addrs, workers, &mut |_| Handed::default())
+}
+
+/// Sockets already bound to an address, handed over by the caller (systemd's socket
+/// activation): the server uses them instead of binding its own.
+#[derive(Debug, Default)]
+pub struct Handed {
+    /// Shared by every worker (one socket: the workers read it in turn).
+    pub udp: Option<std::net::UdpSocket>,
+    pub tcp: Option<std::net::TcpListener>,
+}
+
+/// [`bind`], taking for each address what `handed` gives (non-blocking sockets) and binding
+/// the rest.
+pub fn bind_passed(
+    addrs: &[SocketAddr],
+    workers: usize,
+    handed: &mut dyn FnMut(SocketAddr) -> Handed,
+) -> io::Result<Bound> {
     let mut bound = Bound {
         udp: Vec::new(),
         tcp: Vec::new(),
     };
     for addr in addrs {
+        let h = handed(*addr);
+        if h.udp.is_some() || h.tcp.is_some() {
+            let udp = match h.udp {
+                Some(u) => {
+                    let mut all = Vec::new();
+                    for _ in 1..workers.max(1) {
+                        all.push(UdpSocket::from_std(u.try_clone()?)?);
+                    }
+                    all.push(UdpSocket::from_std(u)?);
+                    all
+                }
+                None => {
+                    let first = udp_socket(*addr)?;
+                    let mut all = vec![UdpSocket::from_std(first.into())?];
+                    for _ in 1..workers.max(1) {
+                        all.push(UdpSocket::from_std(udp_socket(*addr)?.into())?);
+                    }
+                    all
+                }
+            };
+            let tcp = match h.tcp {
+                Some(t) => TcpListener::from_std(t)?,
+                None => tcp_listener(*addr)?,
+            };
+            bound.udp.extend(udp);
+            bound.tcp.push(tcp);
+            continue;
+        }
         // a port 0 address: the TCP listener takes the port the kernel gave the first UDP
         // socket, which a TCP socket may hold already; then another port is drawn
         let mut tries = 0;
@@ -124,16 +171,16 @@ fn bind_one(addr: SocketAddr, workers: usize) -> io::Result<(Vec<UdpSocket>, Tcp
     for _ in 1..workers.max(1) {
         udp.push(UdpSocket::from_std(udp_socket(actual)?.into())?);
     }
-    let t = Socket::new(
-        Domain::for_address(actual),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    Ok((udp, tcp_listener(actual)?))
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let t = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     t.set_reuse_address(true)?;
     t.set_nonblocking(true)?;
-    t.bind(&actual.into())?;
+    t.bind(&addr.into())?;
     t.listen(1024)?;
-    Ok((udp, TcpListener::from_std(t.into())?))
+    TcpListener::from_std(t.into())
 }
 
 fn udp_socket(addr: SocketAddr) -> io::Result<Socket> {

@@ -12,6 +12,7 @@
 //! returns decisions; the I/O shells own sockets, the TAP fd and timers.
 
 pub mod acme;
+pub mod activation;
 pub mod admin;
 pub mod config;
 pub mod crypto;

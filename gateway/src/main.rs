@@ -61,9 +61,13 @@ enum Command {
         /// Where to write it.
         #[arg(long, short, default_value = "/etc/vxgate/vxgate.toml")]
         config: PathBuf,
-        /// etcd endpoints (comma-separated): the registry is shared through them.
-        #[arg(long, value_delimiter = ',')]
+        /// An etcd endpoint (repeat, or comma-separate): the registry is shared through them.
+        #[arg(long, value_delimiter = ',', value_name = "URL")]
         etcd: Vec<String>,
+        /// This host runs Docker: fail when it does not answer or has no network to span
+        /// (without it, Docker is used when it answers).
+        #[arg(long)]
+        docker: bool,
         /// The Docker Engine to ask (default: DOCKER_HOST, else unix:///var/run/docker.sock).
         #[arg(long)]
         docker_endpoint: Option<String>,
@@ -165,10 +169,17 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => vxgate::daemon::main(&config),
+        Command::Run { config } => match vxgate::activation::Passed::from_env() {
+            Ok(passed) => vxgate::daemon::main(&config, passed),
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Init {
             config,
             etcd,
+            docker,
             docker_endpoint,
             docker_network,
             node,
@@ -183,6 +194,10 @@ fn main() -> ExitCode {
                 zone,
             };
             let found = vxgate::init::discover(&opts);
+            if let (true, Some(why)) = (docker, &found.docker_note) {
+                eprintln!("vxgate init --docker: {why}");
+                return ExitCode::from(2);
+            }
             let text = vxgate::init::render(&found, &opts);
             if stdout {
                 print!("{text}");

@@ -52,11 +52,35 @@ pub fn zone_of(settings: &ZoneSettings, snap: &Snapshot) -> Option<Zone> {
 }
 
 /// Binds the DNS sockets: UDP (one per core, `SO_REUSEPORT`) and TCP on every address.
-pub fn bind(cfg: &DnsConfig) -> Result<server::Bound, Error> {
+/// Sockets systemd passed for a listen address are used instead (UDP, TCP or both).
+pub fn bind(
+    cfg: &DnsConfig,
+    passed: &mut crate::activation::Passed,
+) -> Result<server::Bound, Error> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    server::bind(&cfg.listen, workers).map_err(|source| Error::Bind {
+    let mut failed = None;
+    let mut handed = |addr| {
+        let mut h = server::Handed::default();
+        match passed.udp(addr).transpose() {
+            Ok(u) => h.udp = u,
+            Err(e) => failed = Some(e),
+        }
+        match passed.tcp(addr).transpose() {
+            Ok(t) => h.tcp = t,
+            Err(e) => failed = Some(e),
+        }
+        h
+    };
+    let bound = server::bind_passed(&cfg.listen, workers, &mut handed);
+    if let Some(source) = failed {
+        return Err(Error::Bind {
+            listen: cfg.listen.clone(),
+            source,
+        });
+    }
+    bound.map_err(|source| Error::Bind {
         listen: cfg.listen.clone(),
         source,
     })

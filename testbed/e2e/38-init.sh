@@ -10,7 +10,10 @@
 up --hosts 2 --containers 1 --docker
 cfg=$LOGDIR/init-h1.toml
 eps=$(tb_etcd_endpoints)
-out=$(on h1 "$VXGATE" init --config "$cfg" --node h1 --etcd "$eps" \
+# --docker: Docker must answer (the contract's flag); --etcd repeated, one URL each
+etcd_args=()
+for e in ${eps//,/ }; do etcd_args+=(--etcd "$e"); done
+out=$(on h1 "$VXGATE" init --docker --config "$cfg" --node h1 "${etcd_args[@]}" \
   --docker-endpoint "unix://$(tb_ddir 1)/docker.sock" 2>&1) || fail "vxgate init: $out"
 echo "$out"
 for want in 'name = "h1"' 'backend = "etcd"' 'listen = "10.99.0.1:4789"' 'bridge = "vxbr0"' \
@@ -23,7 +26,12 @@ grep -qF "endpoints = [\"${eps//,/\", \"}\"]" "$cfg" || { cat "$cfg"; fail "the 
 sum=$(sha256sum < "$cfg")
 if on h1 "$VXGATE" init --config "$cfg" --node other >/dev/null 2>&1; then fail "init overwrote $cfg"; fi
 [ "$(sha256sum < "$cfg")" = "$sum" ] || fail "init changed the existing $cfg"
-pass "vxgate init on h1: underlay 10.99.0.1, Docker network vxnet on vxbr0 (gateway 10.200.1.1, MTU 1450), etcd; check accepts it; a second init refused, the file unchanged"
+# --docker where Docker does not answer: refused, nothing written
+if on h1 "$VXGATE" init --docker --config "$LOGDIR/none.toml" --docker-endpoint unix:///nonexistent.sock >/dev/null 2>&1; then
+  fail "init --docker succeeded without Docker"
+fi
+[ ! -e "$LOGDIR/none.toml" ] || fail "init --docker without Docker wrote a config"
+pass "vxgate init on h1: underlay 10.99.0.1, Docker network vxnet on vxbr0 (gateway 10.200.1.1, MTU 1450), etcd; check accepts it; a second init refused, the file unchanged; --docker without Docker refused"
 
 sed "s|^state_dir = .*|state_dir = \"$STATE/h1init\"|" "$cfg" > "$LOGDIR/h1-run.toml"
 start_vxgate 1 "$LOGDIR/h1-run.toml"

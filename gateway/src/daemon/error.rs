@@ -21,6 +21,8 @@ pub enum Error {
     Etcd(#[from] crate::registry::EtcdError),
     #[error(transparent)]
     Policy(#[from] crate::policy::Error),
+    #[error(transparent)]
+    Activation(#[from] crate::activation::Error),
     /// The process's own plumbing: signals, the runtime.
     #[error("{what}: {source}")]
     Process {

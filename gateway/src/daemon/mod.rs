@@ -37,7 +37,9 @@ enum Stopped {
 /// How long parts get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn main(path: &Path) -> ExitCode {
+/// `passed`: the sockets systemd handed over (socket activation), taken before any thread
+/// started ([`crate::activation::Passed::from_env`]).
+pub fn main(path: &Path, passed: crate::activation::Passed) -> ExitCode {
     let config = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -55,7 +57,7 @@ pub fn main(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(path, config)) {
+    match rt.block_on(run(path, config, passed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -64,7 +66,11 @@ pub fn main(path: &Path) -> ExitCode {
     }
 }
 
-async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
+async fn run(
+    path: &Path,
+    mut config: Config,
+    mut passed: crate::activation::Passed,
+) -> Result<(), Stopped> {
     let (before, after) = crate::fd_limit::raise();
     tracing::info!(before, after, "open-files limit (soft RLIMIT_NOFILE)");
     let registry = Arc::new(config.registry().map_err(|source| Stopped::Containers {
@@ -86,7 +92,8 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
     );
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let running = Arc::new(start::start(&config, &registry, &shutdown, &mut tasks).await?);
+    let running =
+        Arc::new(start::start(&config, &registry, &shutdown, &mut tasks, &mut passed).await?);
     let token = match &config.admin.token_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -101,9 +108,20 @@ async fn run(path: &Path, mut config: Config) -> Result<(), Stopped> {
         None => None,
     };
     // last: /healthz answering means every other listener is bound
-    let listener = crate::admin::bind(config.admin.listen)
-        .await
-        .map_err(Error::from)?;
+    let listener = match passed.tcp(config.admin.listen) {
+        Some(l) => l
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| crate::admin::Error::Bind {
+                addr: config.admin.listen,
+                source,
+            })
+            .map_err(Error::from)?,
+        None => crate::admin::bind(config.admin.listen)
+            .await
+            .map_err(Error::from)?,
+    };
+    // a passed socket no listener took would hold connections nobody accepts
+    passed.finish().map_err(Error::from)?;
     let admin = crate::admin::Admin {
         config: config.clone(),
         registry: registry.clone(),

@@ -28,6 +28,7 @@ pub async fn start(
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut Tasks,
+    passed: &mut crate::activation::Passed,
 ) -> Result<Running, Error> {
     let mut running = Running::default();
     let overlay_spec = config.overlay_spec().map(|mut spec| {
@@ -35,11 +36,15 @@ pub async fn start(
         spec
     });
     let underlay = overlay_spec.as_ref().map(overlay::bind).transpose()?;
-    let dns_sockets = config.dns.as_ref().map(nameserver::bind).transpose()?;
+    let dns_sockets = config
+        .dns
+        .as_ref()
+        .map(|d| nameserver::bind(d, passed))
+        .transpose()?;
     let ingress_listeners = config
         .ingress
         .as_ref()
-        .map(ingress::bind_listeners)
+        .map(|i| ingress::bind_listeners(i, passed))
         .transpose()?;
     let docker_host = std::env::var("DOCKER_HOST").ok();
     if let Some(spec) = config.docker_spec(docker_host.as_deref()) {

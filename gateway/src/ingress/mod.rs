@@ -375,14 +375,32 @@ pub struct Listeners {
 /// per core will each run its own single-threaded runtime with its own listeners and backend
 /// pool: a connection, its requests and their backend connections stay on one thread (no
 /// cross-thread wake-ups), as nginx's workers do.
-pub fn bind_listeners(cfg: &IngressConfig) -> Result<Listeners, Error> {
+///
+/// A listener systemd passed for an address (socket activation) is shared by every worker
+/// instead (each accepts from the one queue).
+pub fn bind_listeners(
+    cfg: &IngressConfig,
+    passed: &mut crate::activation::Passed,
+) -> Result<Listeners, Error> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let mut per_worker: Vec<Vec<std::net::TcpListener>> =
         (0..workers).map(|_| Vec::new()).collect();
     let mut listen = Vec::new();
+    let bind_err = |addr: &SocketAddr| {
+        let addr = *addr;
+        move |source| Error::Bind { addr, source }
+    };
     for addr in &cfg.listen {
+        if let Some(l) = passed.tcp(*addr) {
+            let l = l.map_err(bind_err(addr))?;
+            for w in per_worker.iter_mut() {
+                w.push(l.try_clone().map_err(bind_err(addr))?);
+            }
+            listen.push(*addr);
+            continue;
+        }
         let mut actual = *addr;
         for w in per_worker.iter_mut() {
             let l = bind(actual).map_err(|source| Error::Bind {
@@ -397,10 +415,11 @@ pub fn bind_listeners(cfg: &IngressConfig) -> Result<Listeners, Error> {
     let mut redirect = Vec::new();
     let mut http_redirect = Vec::new();
     for addr in &cfg.http_redirect {
-        let l = bind(*addr).map_err(|source| Error::Bind {
-            addr: *addr,
-            source,
-        })?;
+        let l = match passed.tcp(*addr) {
+            Some(l) => l,
+            None => bind(*addr),
+        }
+        .map_err(bind_err(addr))?;
         http_redirect.push(l.local_addr().unwrap_or(*addr));
         redirect.push(l);
     }

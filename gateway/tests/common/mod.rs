@@ -151,7 +151,7 @@ pub async fn start_ingress_with(
     cfg.listen = vec!["127.0.0.1:0".parse().expect("addr")];
     let (stop, shutdown) = vxgate::shutdown::Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let listeners = vxgate::ingress::bind_listeners(&cfg).expect("bind");
+    let listeners = vxgate::ingress::bind_listeners(&cfg, &mut Default::default()).expect("bind");
     let (ingress, part) = vxgate::ingress::start(
         &cfg,
         listeners,
