@@ -2,8 +2,10 @@
 # Policy from Docker labels (issue 31), on the e2e 21 setup: dockerd (--iptables=false) on two
 # hosts, etcd, one vxnet bridge per host joined by vxgate's overlay; the checks of e2e 35 with
 # Docker containers. On h2 an api container labelled vxgate.allow_from=web:8080: h1's web
-# container fetches from it across the overlay, h1's "other" container cannot (the connection
-# times out; h2 logs the flow once) and h2's own web can; the ingress gets 502/503 from it.
+# container fetches from it across the overlay, on 8080 but not 9090, h1's "other" container
+# cannot (the connection times out; h2 logs the flow once) and h2's own web can; the ingress
+# gets 502/503 from it. On h1 a db labelled vxgate.allow_from=api: h2's api reaches it, web on
+# either host does not, and db's own outbound connections pass.
 # "other" forging h2's web address reaches nothing (h1's source validation drops it; the real
 # web's packets are seen: the positive control). h2's vxgate killed with SIGKILL: the rules
 # stay; restarted: replaced, not doubled. Re-run with web:8080,ingress: the ingress serves it
@@ -15,6 +17,8 @@ command -v nft >/dev/null || fail "nft is missing (apt-get install nftables)"
 up --hosts 2 --containers 1 --docker
 tb_docker_web 1 other 80 --label app=other
 tb_docker_web 2 h2api 8080 --label app=api --label vxgate.port=8080 --label vxgate.allow_from=web:8080
+# db on h1 takes connections from api alone (any port)
+tb_docker_web 1 h1db 80 --label app=db --label vxgate.allow_from=api
 start_vxgate 1
 start_vxgate 2
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
@@ -31,12 +35,23 @@ for _ in $(seq 40); do got=$(fetch 1 h1c1 "http://$api:8080/" || true); [ "$got"
 [ "$got" = h2api ] || fail "h1's web could not fetch from h2api:8080: '$got'"
 [ "$(fetch 2 h2c1 "http://$api:8080/" || true)" = h2api ] || fail "h2's web could not fetch from h2api:8080"
 if fetch 1 other "http://$api:8080/" >/dev/null; then fail "h1's other container reached h2api"; fi
+# api answers on 9090 too: web may not reach that port
+tb_docker 2 exec -d h2api httpd -p 9090 -h /w
+db=$(tb_docker_ip 1 h1db)
+got=""
+for _ in $(seq 40); do got=$(fetch 2 h2api "http://$db/" || true); [ "$got" = h1db ] && break; sleep 0.25; done
+[ "$got" = h1db ] || fail "h2's api could not fetch from h1's db: '$got'"
+if fetch 1 h1c1 "http://$db/" >/dev/null; then fail "h1's web reached h1's db (same host)"; fi
+if fetch 2 h2c1 "http://$db/" >/dev/null; then fail "h2's web reached h1's db (across hosts)"; fi
+if fetch 1 h1c1 "http://$api:9090/" >/dev/null; then fail "h1's web reached h2api:9090"; fi
+[ "$(fetch 2 h2api "http://127.0.0.1:9090/" || true)" = h2api ] || fail "h2api's 9090 does not answer (the refusal above proves nothing)"
+[ "$(fetch 1 h1db "http://$(tb_docker_ip 2 h2c1)/" || true)" = h2c1 ] || fail "h1's db could not open its own connection to h2's web"
 policy=$(on h2 curl -s http://127.0.0.1:9180/v1/policy)
 echo "$policy" | grep -q '"container": "h2api"' || fail "GET /v1/policy does not list h2api: $policy"
 flows=$(grep 'policy: refused a new flow from other to api' "$LOGDIR/vxgate-h2.log" | grep -F 'from_container=other ' \
   | grep -cF "dst=$api:8080 " || true)
 [ "$flows" -ge 1 ] || fail "h2 logged no refused flow from other to h2api: $(grep refused "$LOGDIR/vxgate-h2.log" | tail -3)"
-pass "Docker labels: h2api (vxgate.allow_from=web:8080) answers h1's and h2's web, not h1's other (logged: $flows flow lines); /v1/policy lists it"
+pass "Docker labels: h2api (vxgate.allow_from=web:8080) answers h1's and h2's web on 8080, not on 9090, not h1's other (logged: $flows flow lines); h1db (allow_from=api) answers h2's api, not web on either host; db's own connections pass; /v1/policy lists them"
 
 # the ingress: api does not list it -> no backend
 ingress_api() { on cl curl -sk -o /dev/null -w '%{http_code}' --max-time 10 --resolve "api.example.com:443:10.99.0.$1" https://api.example.com/ || true; }
