@@ -18,7 +18,8 @@ need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 curl:curl dig:bind9-dnsutils
       /usr/lib/python3/dist-packages/grpc/__init__.py:python3-grpcio
       wg:wireguard-tools wireguard-go:wireguard-go
       setpriv:util-linux unshare:util-linux mknod:coreutils git:git nft:nftables
-      systemd-analyze:systemd)
+      systemd-analyze:systemd /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver
+      /usr/lib/python3/dist-packages/selenium/__init__.py:python3-selenium)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}

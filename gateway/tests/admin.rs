@@ -431,3 +431,94 @@ fn the_tokenless_admin_refuses_cross_site_requests_and_special_addresses() {
     assert_eq!(code, 408);
     assert!(took < Duration::from_secs(25), "{took:?}");
 }
+
+/// `GET /v1/events` streams the registry's changes (the kept ones first, then each as it
+/// happens) and ends with the drain; `/v1/nodes` names this node; with a token, the
+/// dashboard's files are served to anyone (they hold no data) and the data is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_the_registrys_changes_and_the_dashboard_needs_the_token_for_data() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    let config = vxgate::config::parse(
+        "[node]\nname = \"n1\"\n[[containers]]\nname = \"web-1\"\nip = \"10.0.0.1\"\nport = 80\nlabels = { app = \"web\" }\n",
+        std::path::Path::new("."),
+    )
+    .expect("config");
+    let registry = Arc::new(config.registry().expect("registry"));
+    let (stop, shutdown) = vxgate::shutdown::Shutdown::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let admin = vxgate::admin::Admin {
+        config,
+        registry: registry.clone(),
+        running: Arc::new(vxgate::admin::Running::default()),
+        token: Some("t0ken".into()),
+        started: Instant::now(),
+    };
+    let served = tokio::spawn(vxgate::admin::serve(admin, listener, shutdown));
+    let get = |path: &'static str, token: Option<&'static str>| {
+        tokio::task::spawn_blocking(move || http(port, "GET", path, "", token))
+    };
+    // the dashboard's files without the token; its data only with it
+    let (code, page) = get("/ui/", None).await.expect("join");
+    assert_eq!(code, 200);
+    assert!(page.contains("<script src=\"app.js\""), "{page}");
+    assert_eq!(get("/v1/events", None).await.expect("join").0, 401);
+    let (code, nodes) = get("/v1/nodes", Some("t0ken")).await.expect("join");
+    assert_eq!(code, 200, "{nodes}");
+    assert!(
+        nodes.contains("\"name\": \"n1\"") && nodes.contains("\"self\": true"),
+        "{nodes}"
+    );
+    // a change before the stream opens is kept and sent first; one after arrives live
+    registry
+        .set_health("web-1", vxgate::registry::Health::Unhealthy)
+        .expect("health");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(
+            b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer t0ken\r\n\r\n",
+        )
+        .expect("send");
+        for line in BufReader::new(s).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_data = async |lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>| loop {
+        let l = tokio::time::timeout(Duration::from_secs(10), lines.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("the stream is open");
+        if let Some(d) = l.strip_prefix("data: ") {
+            return d.to_owned();
+        }
+    };
+    let first = next_data(&mut lines).await;
+    assert!(
+        first.contains("\"kind\":\"health\"") && first.contains("\"container\":\"web-1\""),
+        "{first}"
+    );
+    registry.remove("web-1").expect("remove");
+    let second = next_data(&mut lines).await;
+    assert!(second.contains("\"kind\":\"removed\""), "{second}");
+    // the drain ends the stream: the reader sees the connection end
+    stop.send(true).expect("stop");
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the admin stops")
+        .expect("join")
+        .expect("no error");
+    let ended = tokio::task::spawn_blocking(move || reader.join().is_ok());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .expect("the stream ends with the drain")
+            .expect("join"),
+    );
+}

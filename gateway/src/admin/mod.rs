@@ -2,11 +2,14 @@
 //!
 //! `GET /v1/services`, `GET /v1/containers`, `POST /v1/containers` (one `[[containers]]`
 //! entry as JSON, validated like the config), `DELETE /v1/containers/{name}`,
-//! `GET /v1/overlay` (datapath mode and offloads), `GET /v1/overlay/fdb`, `GET /v1/overlay/peers`, `GET /metrics`, `GET /healthz`.
+//! `GET /v1/overlay` (datapath mode and offloads), `GET /v1/overlay/fdb`, `GET /v1/overlay/peers`, `GET /metrics`, `GET /healthz`,
+//! `GET /v1/events` (Server-Sent Events: the registry's changes), and the dashboard at `/ui/`.
 //! Off loopback every request needs `Authorization: Bearer <admin.token_file>` (else 401).
 //! It starts after every other listener is bound, so `/healthz` answering 200 means they are.
 
+pub mod events;
 pub mod metrics;
+mod ui;
 
 use crate::config::{Config, ContainerConfig};
 use crate::registry::{Container, Origin, Registry, RegistryError};
@@ -75,7 +78,16 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let addr = listener.local_addr().unwrap_or(admin.config.admin.listen);
     tracing::info!(listen = %addr, auth = admin.token.is_some(), "admin API up");
-    let admin = Arc::new(admin);
+    let events = Arc::new(events::Events::default());
+    {
+        let (e, r, s) = (events.clone(), admin.registry.clone(), shutdown.clone());
+        tokio::spawn(async move { e.follow(&r, s).await });
+    }
+    let admin = Arc::new(Served {
+        admin,
+        events,
+        shutdown: shutdown.clone(),
+    });
     {
         loop {
             let (stream, _) = tokio::select! {
@@ -86,7 +98,7 @@ pub async fn serve(
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, std::convert::Infallible>(admin.handle(req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(admin.respond(req).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -227,8 +239,69 @@ fn container_json(c: &Container) -> Value {
     })
 }
 
+/// What the admin answers with: a whole body, or a stream (`/v1/events`).
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// The admin API as served: the API, the dashboard, the event stream.
+struct Served {
+    admin: Admin,
+    events: Arc<events::Events>,
+    shutdown: Shutdown,
+}
+
+impl Served {
+    async fn respond(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        // the dashboard's files hold no data: served to anyone who reaches the listener,
+        // so that a browser without the token gets the login form
+        let mut r = if path == "/ui" || path.starts_with("/ui/") {
+            ui::serve(req.method(), path).map(BodyExt::boxed_unsync)
+        } else if let Some(denied) = self.admin.refusal(&req) {
+            denied.map(BodyExt::boxed_unsync)
+        } else if path == "/v1/events" && req.method() == Method::GET {
+            match self.events.stream(self.shutdown.clone()) {
+                Some(stream) => {
+                    let mut r =
+                        Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+                    let h = r.headers_mut();
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/event-stream"),
+                    );
+                    h.insert(
+                        header::CACHE_CONTROL,
+                        http::HeaderValue::from_static("no-store"),
+                    );
+                    // the stream's end (the drain) ends the connection too
+                    h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                    r
+                }
+                None => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many event streams open",
+                )
+                .map(BodyExt::boxed_unsync),
+            }
+        } else {
+            self.admin.handle(req).await.map(BodyExt::boxed_unsync)
+        };
+        let h = r.headers_mut();
+        h.insert(
+            header::X_FRAME_OPTIONS,
+            http::HeaderValue::from_static("DENY"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            http::HeaderValue::from_static("nosniff"),
+        );
+        r
+    }
+}
+
 impl Admin {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    /// The token (when one is set), else the same-origin rule: the refusal of a request
+    /// that passes neither, `None` for one that may go on.
+    fn refusal(&self, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
         if let Some(token) = &self.token {
             let given = req
                 .headers()
@@ -242,7 +315,7 @@ impl Admin {
                     header::WWW_AUTHENTICATE,
                     http::HeaderValue::from_static("Bearer"),
                 );
-                return r;
+                return Some(r);
             }
         }
         if self.token.is_none()
@@ -251,8 +324,12 @@ impl Admin {
             // without a token, the loopback admin is reachable by any page the browser of
             // someone on this host visits: a foreign Origin, or a Host that is a DNS name
             // (DNS rebinding), is refused
-            return error(StatusCode::FORBIDDEN, why);
+            return Some(error(StatusCode::FORBIDDEN, why));
         }
+        None
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() == Method::POST && !is_json(req.headers()) {
             // a cross-site form or text/plain POST needs no preflight; JSON does
             return error(
@@ -339,6 +416,7 @@ impl Admin {
                 }
             }
             (Method::GET, "/v1/overlay/fdb") => self.fdb(),
+            (Method::GET, "/v1/nodes") => self.nodes(),
             (Method::GET, "/v1/policy") => match &self.running.policy {
                 Some(p) => reply(StatusCode::OK, policy(p, &self.config.node.name)),
                 None => error(StatusCode::NOT_FOUND, "policy is not running"),
@@ -427,10 +505,50 @@ impl Admin {
             (
                 _,
                 "/healthz" | "/metrics" | "/v1/containers" | "/v1/services" | "/v1/overlay/fdb"
-                | "/v1/certificates" | "/v1/overlay" | "/v1/overlay/peers" | "/v1/policy",
+                | "/v1/certificates" | "/v1/overlay" | "/v1/overlay/peers" | "/v1/policy"
+                | "/v1/events" | "/v1/nodes",
             ) => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "no such endpoint"),
         }
+    }
+
+    /// `GET /v1/nodes`: this node and every node the shared registry knows (present while
+    /// its etcd lease lives): its VTEP, WireGuard identity, gateway addresses, containers.
+    fn nodes(&self) -> Response<Full<Bytes>> {
+        let snap = self.registry.snapshot();
+        let me = &self.config.node.name;
+        let mut count: std::collections::BTreeMap<&str, usize> = Default::default();
+        for c in snap.containers() {
+            *count.entry(c.node.as_str()).or_default() += 1;
+        }
+        let overlay = self.config.overlay.as_ref();
+        let mut list = vec![json!({
+            "name": me,
+            "self": true,
+            "vtep": overlay.and_then(|o| o.advertise.or(o.listen)).map(|a| a.to_string()),
+            "wireguard": self.running.overlay.as_ref().and_then(|o| o.wireguard.as_ref()).map(|w| json!({
+                "public_key": w.public_key(),
+                "address": w.address().to_string(),
+            })),
+            "gateways": crate::policy::gateway_addrs(&self.config.policy_spec().taps)
+                .iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+            "containers": count.get(me.as_str()).copied().unwrap_or(0),
+        })];
+        for (name, n) in snap.nodes().iter().filter(|(name, _)| *name != me) {
+            list.push(json!({
+                "name": name,
+                "self": false,
+                "vtep": n.vtep.map(|a| a.to_string()),
+                "gateways": n.gateways.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                "wireguard": n.wireguard.as_ref().map(|w| json!({
+                    "public_key": crate::overlay::wg::encode_key(&w.public_key),
+                    "endpoint": w.endpoint.to_string(),
+                    "address": w.address.to_string(),
+                })),
+                "containers": count.get(name.as_str()).copied().unwrap_or(0),
+            }));
+        }
+        reply(StatusCode::OK, Value::Array(list))
     }
 
     async fn add(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {

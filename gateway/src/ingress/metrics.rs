@@ -76,6 +76,19 @@ impl Ingress {
             "Time from a request's head to the backend's response head.",
         );
         s.latency.render("vxgate_http_backend_seconds", "", out);
+        family(
+            out,
+            "vxgate_http_service_seconds",
+            "histogram",
+            "Time from a request's head to the response's head, by service.",
+        );
+        for (service, c) in s.requests.latencies() {
+            c.latency.render(
+                "vxgate_http_service_seconds",
+                &format!("service=\"{}\"", escape(&service)),
+                out,
+            );
+        }
     }
 
     fn render_limits(&self, out: &mut String) {

@@ -133,7 +133,7 @@ impl Stats {
     }
 
     fn request(&self, worker: usize, service: &str, status: StatusCode, took: Duration) {
-        self.requests.count(worker, service, status);
+        self.requests.count(worker, service, status, took);
         self.latency.observe(took);
     }
 }

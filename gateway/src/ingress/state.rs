@@ -81,8 +81,15 @@ impl ServiceState {
     }
 }
 
-/// One service's request counters: a row per worker, a column per status class.
-type Rows = Arc<[[AtomicU64; 6]]>;
+/// One service's request counters: a row per worker, a column per status class; and the
+/// time its backends took to answer (one histogram: a few atomic adds a request).
+#[derive(Debug)]
+pub struct ServiceCounts {
+    rows: Box<[[AtomicU64; 6]]>,
+    pub latency: vxgate_metrics::Histogram,
+}
+
+type Rows = Arc<ServiceCounts>;
 
 /// Requests by service and status class (index 1-5 for 1xx-5xx), a row per worker thread.
 /// A request adds to its own thread's row of its service's counters: one atomic add, no
@@ -108,25 +115,49 @@ impl RequestCounts {
         }
     }
 
-    /// Counts one request of `service` answered with `status` on `worker`.
-    pub fn count(&self, worker: usize, service: &str, status: http::StatusCode) {
+    /// Counts one request of `service` answered with `status` on `worker`, `took` from its
+    /// head to the response's head.
+    pub fn count(
+        &self,
+        worker: usize,
+        service: &str,
+        status: http::StatusCode,
+        took: std::time::Duration,
+    ) {
         let class = usize::from(status.as_u16() / 100).min(5);
         let row = worker % self.workers;
+        let add = |c: &ServiceCounts| {
+            c.rows[row][class].fetch_add(1, Relaxed);
+            c.latency.observe(took);
+        };
         if let Some(c) = self.by_service.load().get(service) {
-            c[row][class].fetch_add(1, Relaxed);
+            add(c);
             return;
         }
         let name: Arc<str> = Arc::from(service);
         let workers = self.workers;
         self.by_service.rcu(|m| {
             let mut m = HashMap::clone(m);
-            m.entry(name.clone())
-                .or_insert_with(|| (0..workers).map(|_| Default::default()).collect());
+            m.entry(name.clone()).or_insert_with(|| {
+                Arc::new(ServiceCounts {
+                    rows: (0..workers).map(|_| Default::default()).collect(),
+                    latency: Default::default(),
+                })
+            });
             m
         });
         if let Some(c) = self.by_service.load().get(service) {
-            c[row][class].fetch_add(1, Relaxed);
+            add(c);
         }
+    }
+
+    /// Each service's latency histogram, by name.
+    pub fn latencies(&self) -> BTreeMap<String, Rows> {
+        self.by_service
+            .load()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     /// Requests by service and status class, summed over the workers.
@@ -134,7 +165,7 @@ impl RequestCounts {
         let mut all = BTreeMap::new();
         for (service, rows) in self.by_service.load().iter() {
             let mut sum = [0u64; 6];
-            for row in rows.iter() {
+            for row in rows.rows.iter() {
                 for (s, n) in sum.iter_mut().zip(row) {
                     *s += n.load(Relaxed);
                 }
@@ -179,13 +210,17 @@ mod tests {
     #[test]
     fn requests_are_counted_per_worker_and_summed() {
         let c = RequestCounts::new(2);
-        c.count(0, "web", http::StatusCode::OK);
-        c.count(1, "web", http::StatusCode::OK);
-        c.count(3, "web", http::StatusCode::BAD_GATEWAY);
-        c.count(0, "-", http::StatusCode::NOT_FOUND);
+        let ms = std::time::Duration::from_millis;
+        c.count(0, "web", http::StatusCode::OK, ms(1));
+        c.count(1, "web", http::StatusCode::OK, ms(2));
+        c.count(3, "web", http::StatusCode::BAD_GATEWAY, ms(3));
+        c.count(0, "-", http::StatusCode::NOT_FOUND, ms(4));
         let sum = c.sum();
         assert_eq!(sum["web"], [0, 0, 2, 0, 0, 1]);
         assert_eq!(sum["-"], [0, 0, 0, 0, 1, 0]);
         assert_eq!(sum.len(), 2);
+        let mut text = String::new();
+        c.latencies()["web"].latency.render("t", "", &mut text);
+        assert!(text.contains("t_count 3"), "{text}");
     }
 }
