@@ -263,17 +263,15 @@ impl Served {
                 Some(stream) => {
                     let mut r =
                         Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
-                    let h = r.headers_mut();
-                    h.insert(
-                        header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("text/event-stream"),
-                    );
-                    h.insert(
-                        header::CACHE_CONTROL,
-                        http::HeaderValue::from_static("no-store"),
-                    );
                     // the stream's end (the drain) ends the connection too
-                    h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                    set_headers(
+                        &mut r,
+                        &[
+                            (header::CONTENT_TYPE, "text/event-stream"),
+                            (header::CACHE_CONTROL, "no-store"),
+                            (header::CONNECTION, "close"),
+                        ],
+                    );
                     r
                 }
                 None => error(
@@ -285,16 +283,22 @@ impl Served {
         } else {
             self.admin.handle(req).await.map(BodyExt::boxed_unsync)
         };
-        let h = r.headers_mut();
-        h.insert(
-            header::X_FRAME_OPTIONS,
-            http::HeaderValue::from_static("DENY"),
-        );
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            http::HeaderValue::from_static("nosniff"),
+        set_headers(
+            &mut r,
+            &[
+                (header::X_FRAME_OPTIONS, "DENY"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
         );
         r
+    }
+}
+
+/// Sets each of `headers` on `r`.
+pub(crate) fn set_headers<B>(r: &mut Response<B>, headers: &[(header::HeaderName, &'static str)]) {
+    for (name, value) in headers {
+        r.headers_mut()
+            .insert(name.clone(), http::HeaderValue::from_static(value));
     }
 }
 

@@ -26,8 +26,7 @@ pub fn serve(method: &Method, path: &str) -> Response<Full<Bytes>> {
     let (body, ty) = match path {
         "/ui" => {
             let mut r = plain(StatusCode::PERMANENT_REDIRECT, "");
-            r.headers_mut()
-                .insert(header::LOCATION, http::HeaderValue::from_static("/ui/"));
+            super::set_headers(&mut r, &[(header::LOCATION, "/ui/")]);
             return r;
         }
         "/ui/" | "/ui/index.html" => (INDEX, "text/html; charset=utf-8"),
@@ -37,19 +36,14 @@ pub fn serve(method: &Method, path: &str) -> Response<Full<Bytes>> {
         _ => return plain(StatusCode::NOT_FOUND, "no such file\n"),
     };
     let mut r = Response::new(Full::new(Bytes::from_static(body)));
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ty));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        http::HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        http::HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-cache"),
+    super::set_headers(
+        &mut r,
+        &[
+            (header::CONTENT_TYPE, ty),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
     );
     r
 }
@@ -57,9 +51,9 @@ pub fn serve(method: &Method, path: &str) -> Response<Full<Bytes>> {
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    super::set_headers(
+        &mut r,
+        &[(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
     );
     r
 }
