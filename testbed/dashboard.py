@@ -9,6 +9,8 @@ inside the namespace whose loopback has the admin API.
         without a reload (prints the delay); the Events page lists the transition
     dashboard.py token ADMIN_URL SHOTS_DIR TOKEN         the login form: a wrong token is
         refused, the right one shows the pages; the token only in sessionStorage
+    dashboard.py left  ADMIN_URL SHOTS_DIR NODE          NODE is listed among the nodes that
+        left (its etcd lease ended), with when it was last seen
 
 Prints "ok: ..." lines; exits 1 on the first failure.
 """
@@ -55,7 +57,7 @@ def wait(what, cond, secs=10):
         except Exception:
             pass
         time.sleep(0.05)
-    fail(f"{what}: not within {secs} s")
+    fail(f"{what}: not within {secs} s{' (last: %s)' % (cond.last,) if getattr(cond, 'last', None) else ''}")
 
 
 def main_text(d):
@@ -87,14 +89,19 @@ def check_open(base, shots, stop_cmd):
     try:
         # Services: every service, backend, address and health of GET /v1/services
         go(d, base, "services")
-        services = api(base, "/v1/services")
-        want = [(s["name"], b["name"], f'{b["ip"]}:{b["port"]}', b["health"]) for s in services for b in s["backends"]]
-        text = wait("the services page listing every backend", lambda: all(
-            f"Service {s}" in main_text(d) and f"{n} {addr}" in main_text(d) for s, n, addr, _ in want) and main_text(d))
-        for s, n, addr, h in want:
-            row = [r for r in rows(d) if r.startswith(f"{n} {addr}")]
-            if not row or h not in row[0]:
-                fail(f"{n}: the page says {row}, the API says {h}")
+        # the page and the API agree (both read again until they do: health moves)
+        def agree():
+            services = api(base, "/v1/services")
+            want = [(s["name"], b["name"], f'{b["ip"]}:{b["port"]}', b["health"]) for s in services for b in s["backends"]]
+            text, have = main_text(d), rows(d)
+            for s, n, addr, h in want:
+                row = [r for r in have if r.startswith(f"{n} {addr} ")]
+                if f"Service {s}" not in text or not row or f" {h} " not in f" {row[0]} ":
+                    agree.last = (n, row, h)
+                    return None
+            return services, want
+        agree.last = None
+        services, want = wait("the services page agreeing with GET /v1/services", agree, 15)
         # live numbers: under the test's load, web's request rate and latency are drawn
         def web_rate():
             t = main_text(d)
@@ -209,10 +216,27 @@ def check_token(base, shots, token):
         d.quit()
 
 
+def check_left(base, shots, node):
+    d = browser(shots)
+    try:
+        go(d, base, "fleet")
+        wait(f"{node} among the nodes that left", lambda: "Nodes that left" in main_text(d)
+             and node in main_text(d).split("Nodes that left", 1)[1], 15)
+        gone = [n for n in api(base, "/v1/nodes") if n["name"] == node]
+        if not gone or gone[0]["present"] or not gone[0].get("last_seen_ms"):
+            fail(f"/v1/nodes does not say when {node} was last seen: {gone}")
+        d.save_screenshot(f"{shots}/fleet-left.png")
+        print(f"ok: {node} stopped: the fleet page lists it among the nodes that left, with when it was last seen", flush=True)
+    finally:
+        d.quit()
+
+
 if __name__ == "__main__":
     mode, base, shots = sys.argv[1:4]
     os.makedirs(shots, exist_ok=True)
     if mode == "open":
         check_open(base, shots, sys.argv[4:])
+    elif mode == "left":
+        check_left(base, shots, sys.argv[4])
     else:
         check_token(base, shots, sys.argv[4])

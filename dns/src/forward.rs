@@ -42,6 +42,9 @@ pub struct Forwarder {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// Queries answered SERVFAIL at once because [`MAX_IN_FLIGHT`] were already upstream.
     pub overflow: std::sync::atomic::AtomicU64,
+    /// Forwarded queries answered from the cache, and those that had to go upstream.
+    pub cache_hits: std::sync::atomic::AtomicU64,
+    pub cache_misses: std::sync::atomic::AtomicU64,
 }
 
 /// Cache entries per forwarder.
@@ -103,7 +106,14 @@ impl Forwarder {
             upstream_failures: Default::default(),
             in_flight: Default::default(),
             overflow: Default::default(),
+            cache_hits: Default::default(),
+            cache_misses: Default::default(),
         }
+    }
+
+    /// Each upstream, in order, with the time its answers took.
+    pub fn upstreams(&self) -> impl Iterator<Item = (SocketAddr, &vxgate_metrics::Histogram)> {
+        self.pools.iter().map(|p| (p.upstream, &p.latency))
     }
 
     /// A place for one more query upstream, or None (counted) when all are taken.
@@ -151,9 +161,18 @@ impl Forwarder {
 
     /// A cached answer written into `out` (a reused buffer), if there is one (no I/O, and no
     /// allocation once `out` is big enough).
+    /// Counted as a cache hit or miss.
     pub fn cached_into(&self, q: &Query, out: &mut Vec<u8>) -> bool {
-        self.cache
-            .get_into(&Self::key_ref(q), q.id, Instant::now(), out)
+        use std::sync::atomic::Ordering::Relaxed;
+        let hit = self
+            .cache
+            .get_into(&Self::key_ref(q), q.id, Instant::now(), out);
+        if hit {
+            self.cache_hits.fetch_add(1, Relaxed);
+        } else {
+            self.cache_misses.fetch_add(1, Relaxed);
+        }
+        hit
     }
 
     /// Retransmissions every fifth of the timeout (100 ms to 1 s).
@@ -196,14 +215,22 @@ impl Forwarder {
     }
 
     /// [`Forwarder::resolve`] into `out` (a reused buffer): a cache hit allocates nothing.
+    /// (The cache is looked at again, uncounted: the caller's look was counted.)
     pub async fn resolve_into(&self, q: &Query, msg: &[u8], tcp: bool, out: &mut Vec<u8>) {
-        if self.cached_into(q, out) {
+        if self
+            .cache
+            .get_into(&Self::key_ref(q), q.id, Instant::now(), out)
+        {
             return;
         }
         let retransmit = self.retransmit();
         for pool in &self.pools {
             let upstream = pool.upstream;
+            let asked = Instant::now();
             let got = tokio::time::timeout(self.timeout, ask(pool, msg, q, tcp, retransmit)).await;
+            if let Ok(Ok(_)) = &got {
+                pool.latency.observe(asked.elapsed());
+            }
             let fail = || {
                 self.upstream_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -272,6 +299,8 @@ pub const QUERIES_PER_SOCKET: u32 = 2048;
 #[derive(Debug)]
 pub struct UdpPool {
     upstream: SocketAddr,
+    /// Time from sending a query to its answer (the last send, with retransmissions).
+    latency: vxgate_metrics::Histogram,
     slots: Vec<Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,
 }
@@ -393,6 +422,11 @@ fn send_pending(mut p: Pending) {
 /// to the next upstream when it is SERVFAIL or REFUSED.
 fn answer_pending(p: Pending, mut resp: Vec<u8>) {
     let fwd = &p.slot.0;
+    if let Some(pool) = fwd.pools.get(p.upstream) {
+        // sent at the deadline less the timeout (retransmissions keep the deadline)
+        let sent = p.deadline.checked_sub(fwd.timeout).unwrap_or(p.since);
+        pool.latency.observe(sent.elapsed());
+    }
     if matches!(
         message::rcode_of(&resp),
         Some(rcode::SERVFAIL | rcode::REFUSED)
@@ -415,6 +449,7 @@ impl UdpPool {
     fn new(upstream: SocketAddr) -> UdpPool {
         UdpPool {
             upstream,
+            latency: Default::default(),
             slots: (0..SOCKETS).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
         }
@@ -933,6 +968,12 @@ mod tests {
         assert_eq!(seen.lock().expect("seen").len(), 200, "one send each");
         assert_eq!(fwd.in_flight.load(Relaxed), 0, "every place given back");
         assert_eq!(fwd.upstream_failures.load(Relaxed), 0);
+        // each answer's time is kept under its upstream
+        let mut text = String::new();
+        let (up, latency) = fwd.upstreams().next().expect("one upstream");
+        assert_eq!(up, addr);
+        latency.render("t", "", &mut text);
+        assert!(text.contains("\nt_count 200\n"), "{text}");
         println!("200 forwarded UDP queries: at most {peak} tasks beside the test's");
     }
 

@@ -234,6 +234,33 @@ impl Dns {
         );
         single(
             out,
+            "vxgate_dns_cache_hits_total",
+            "counter",
+            "Queries for names outside the zone answered from the cache.",
+            d.forwarder.cache_hits.load(Relaxed),
+        );
+        single(
+            out,
+            "vxgate_dns_cache_misses_total",
+            "counter",
+            "Queries for names outside the zone the cache did not hold (sent upstream).",
+            d.forwarder.cache_misses.load(Relaxed),
+        );
+        family(
+            out,
+            "vxgate_dns_upstream_seconds",
+            "histogram",
+            "Time an upstream took to answer, by upstream.",
+        );
+        for (upstream, latency) in d.forwarder.upstreams() {
+            latency.render(
+                "vxgate_dns_upstream_seconds",
+                &format!("upstream=\"{upstream}\""),
+                out,
+            );
+        }
+        single(
+            out,
             "vxgate_dns_tcp_connections",
             "gauge",
             "Open DNS TCP connections.",

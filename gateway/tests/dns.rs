@@ -630,6 +630,16 @@ async fn a_cached_forwarded_answer_fits_the_udp_client_too() {
         1,
         "the second answer came from the cache"
     );
+    // and /metrics says so: one miss, one hit, one upstream answer timed
+    let mut text = String::new();
+    dns.handle.render_metrics(&mut text);
+    for line in [
+        "vxgate_dns_cache_misses_total 1\n",
+        "vxgate_dns_cache_hits_total 1\n",
+        &format!("vxgate_dns_upstream_seconds_count{{upstream=\"{good}\"}} 1\n"),
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
     // over TCP the same (cached) answer comes whole
     let out = dig(dns.port, &["+tcp", "big.example.org"])
         .await

@@ -7,7 +7,8 @@
 # same string inserted as markup does run: the positive control); the Fleet, DNS and Overlay
 # pages draw; a backend stopped turns unhealthy on the open page within 3 s without a
 # reload; the Events page lists the transition, newest first. On h2 (admin.token_file): the
-# login form, a wrong token refused, the right one kept in sessionStorage only. Screenshots of
+# login form, a wrong token refused, the right one kept in sessionStorage only; then h2 stops
+# and h1's Fleet page lists it among the nodes that left, with when. Screenshots of
 # every page: /tmp/vxgate-e2e-40-dashboard/.
 # e2e-timeout: 240
 . "$(dirname "$0")/lib.sh"
@@ -47,6 +48,11 @@ touch "$stop"; wait "$load" || true
 on h2 env HOME="$shots" /usr/bin/python3 "$TESTBED/dashboard.py" token http://127.0.0.1:9180 "$shots" "$token" \
   > "$LOGDIR/dashboard-token.txt" 2>&1 || { cat "$LOGDIR/dashboard-token.txt"; fail "the dashboard's login on h2"; }
 cat "$LOGDIR/dashboard-token.txt"
+# h2 stops (its lease is revoked): h1's Fleet page says it left, and when
+stop_vxgate 2
+on h1 env HOME="$shots" /usr/bin/python3 "$TESTBED/dashboard.py" left http://127.0.0.1:9180 "$shots" h2 \
+  > "$LOGDIR/dashboard-left.txt" 2>&1 || { cat "$LOGDIR/dashboard-left.txt"; fail "the fleet page after h2 left"; }
+cat "$LOGDIR/dashboard-left.txt"
 n=$(ls "$shots"/*.png 2>/dev/null | wc -l)
-[ "$n" -ge 7 ] || fail "only $n screenshots in $shots"
+[ "$n" -ge 9 ] || fail "only $n screenshots in $shots"
 pass "dashboard in Chromium: pages match the API, markup labels stay text, live health, events, login; $n screenshots in $shots"

@@ -27,7 +27,8 @@ pub struct Event {
     pub seq: u64,
     /// Unix time, milliseconds.
     pub time_ms: u64,
-    /// `added`, `removed`, `changed`, `health`, `ready`.
+    /// `added`, `removed`, `changed`, `health`, `ready` (a container's); `node` (a node
+    /// joined or left the shared registry: `container` is empty).
     pub kind: &'static str,
     pub container: String,
     pub service: Option<String>,
@@ -36,10 +37,19 @@ pub struct Event {
     pub detail: String,
 }
 
+/// When a node of the shared registry was seen: since when it is there, and when it left
+/// (its etcd lease ended), Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeSeen {
+    pub since_ms: u64,
+    pub left_ms: Option<u64>,
+}
+
 /// The kept changes and the live feed.
 #[derive(Debug)]
 pub struct Events {
     kept: Mutex<VecDeque<Arc<Event>>>,
+    nodes: Mutex<std::collections::BTreeMap<String, NodeSeen>>,
     tx: broadcast::Sender<Arc<Event>>,
     seq: AtomicU64,
     streams: AtomicUsize,
@@ -49,6 +59,7 @@ impl Default for Events {
     fn default() -> Self {
         Events {
             kept: Mutex::new(VecDeque::with_capacity(KEEP)),
+            nodes: Default::default(),
             tx: broadcast::channel(256).0,
             seq: AtomicU64::new(0),
             streams: AtomicUsize::new(0),
@@ -56,19 +67,29 @@ impl Default for Events {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Events {
     fn push(&self, kind: &'static str, c: &Container, label: &str, detail: String) {
-        let e = Arc::new(Event {
-            seq: self.seq.fetch_add(1, Relaxed) + 1,
-            time_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+        self.push_event(Event {
+            seq: 0,
+            time_ms: 0,
             kind,
             container: c.name.clone(),
             service: c.labels.get(label).cloned(),
             node: c.node.clone(),
             detail,
         });
+    }
+
+    fn push_event(&self, mut e: Event) {
+        e.seq = self.seq.fetch_add(1, Relaxed) + 1;
+        e.time_ms = now_ms();
+        let e = Arc::new(e);
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() == KEEP {
             kept.pop_front();
@@ -84,8 +105,58 @@ impl Events {
         kept.iter().cloned().collect()
     }
 
+    /// The nodes seen: present ones since when, and those that left, when.
+    pub fn nodes(&self) -> std::collections::BTreeMap<String, NodeSeen> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Notes the nodes of `snap` present (at the start: since now).
+    fn nodes_present(&self, snap: &Snapshot) {
+        let mut seen = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        for name in snap.nodes().keys() {
+            seen.entry(name.clone()).or_insert(NodeSeen {
+                since_ms: now,
+                left_ms: None,
+            });
+        }
+    }
+
+    fn node_event(&self, node: &str, detail: &str) {
+        self.push_event(Event {
+            seq: 0,
+            time_ms: 0,
+            kind: "node",
+            container: String::new(),
+            service: None,
+            node: node.to_owned(),
+            detail: detail.to_owned(),
+        });
+    }
+
     /// Records what changed from `old` to `new`.
     pub fn record(&self, old: &Snapshot, new: &Snapshot) {
+        for name in new.nodes().keys().filter(|n| !old.nodes().contains_key(*n)) {
+            let now = now_ms();
+            let mut seen = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            seen.insert(
+                name.clone(),
+                NodeSeen {
+                    since_ms: now,
+                    left_ms: None,
+                },
+            );
+            drop(seen);
+            self.node_event(name, "joined");
+        }
+        for name in old.nodes().keys().filter(|n| !new.nodes().contains_key(*n)) {
+            let mut seen = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = seen.get_mut(name) {
+                s.left_ms = Some(now_ms());
+            }
+            drop(seen);
+            self.node_event(name, "left (its lease ended)");
+        }
         let label = new.service_label.as_str();
         for c in new.containers() {
             match old.container(&c.name) {
@@ -123,6 +194,7 @@ impl Events {
     pub async fn follow(&self, registry: &Registry, mut shutdown: Shutdown) {
         let mut snaps = registry.subscribe();
         let mut last = snaps.borrow_and_update().clone();
+        self.nodes_present(&last);
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,

@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -258,6 +259,10 @@ impl Served {
             ui::serve(req.method(), path).map(BodyExt::boxed_unsync)
         } else if let Some(denied) = self.admin.refusal(&req) {
             denied.map(BodyExt::boxed_unsync)
+        } else if path == "/v1/nodes" && req.method() == Method::GET {
+            self.admin
+                .nodes(&self.events.nodes())
+                .map(BodyExt::boxed_unsync)
         } else if path == "/v1/events" && req.method() == Method::GET {
             match self.events.stream(self.shutdown.clone()) {
                 Some(stream) => {
@@ -420,7 +425,6 @@ impl Admin {
                 }
             }
             (Method::GET, "/v1/overlay/fdb") => self.fdb(),
-            (Method::GET, "/v1/nodes") => self.nodes(),
             (Method::GET, "/v1/policy") => match &self.running.policy {
                 Some(p) => reply(StatusCode::OK, policy(p, &self.config.node.name)),
                 None => error(StatusCode::NOT_FOUND, "policy is not running"),
@@ -517,8 +521,9 @@ impl Admin {
     }
 
     /// `GET /v1/nodes`: this node and every node the shared registry knows (present while
-    /// its etcd lease lives): its VTEP, WireGuard identity, gateway addresses, containers.
-    fn nodes(&self) -> Response<Full<Bytes>> {
+    /// its etcd lease lives): its VTEP, WireGuard identity, gateway addresses, containers,
+    /// since when it is there; then the nodes that left since vxgate started, and when.
+    fn nodes(&self, seen: &BTreeMap<String, events::NodeSeen>) -> Response<Full<Bytes>> {
         let snap = self.registry.snapshot();
         let me = &self.config.node.name;
         let mut count: std::collections::BTreeMap<&str, usize> = Default::default();
@@ -537,6 +542,7 @@ impl Admin {
             "gateways": crate::policy::gateway_addrs(&self.config.policy_spec().taps)
                 .iter().map(|g| g.to_string()).collect::<Vec<_>>(),
             "containers": count.get(me.as_str()).copied().unwrap_or(0),
+            "present": true,
         })];
         for (name, n) in snap.nodes().iter().filter(|(name, _)| *name != me) {
             list.push(json!({
@@ -550,7 +556,17 @@ impl Admin {
                     "address": w.address.to_string(),
                 })),
                 "containers": count.get(name.as_str()).copied().unwrap_or(0),
+                "present": true,
+                "since_ms": seen.get(name).map(|s| s.since_ms),
             }));
+        }
+        for (name, s) in seen {
+            if let (Some(left), false) = (s.left_ms, snap.nodes().contains_key(name)) {
+                list.push(json!({
+                    "name": name, "self": false, "present": false,
+                    "since_ms": s.since_ms, "last_seen_ms": left,
+                }));
+            }
         }
         reply(StatusCode::OK, Value::Array(list))
     }
@@ -669,6 +685,8 @@ fn certificates(store: &crate::ingress::tls::CertStore) -> Value {
                 "names": names,
                 "source": source.as_str(),
                 "not_after": validity.not_after,
+                // ACME's are renewed two thirds into their life; others are the operator's
+                "renew_at": (source.as_str() == "acme").then(|| validity.renew_at()),
                 "serial": serial,
                 "sha256": crate::ingress::tls::fingerprint(der),
             }))

@@ -149,9 +149,11 @@
     const enc = state.data.overlay && state.data.overlay.encryption;
     const peerOf = (n) => enc && n.wireguard && enc.peers.find((p) => p.address === n.wireguard.address);
     const vteps = state.data.peers || [];
+    const when = (ms) => new Date(ms).toLocaleString();
+    const gone = nodes.filter((n) => !n.present);
     return [section('Nodes', table(
-      ['node', 'VTEP', 'gateways', 'containers', 'encryption', 'session', 'bytes out / in'],
-      nodes.map((n) => {
+      ['node', 'VTEP', 'gateways', 'containers', 'seen', 'encryption', 'session', 'bytes out / in'],
+      nodes.filter((n) => n.present).map((n) => {
         const p = peerOf(n);
         const known = n.self || vteps.some((v) => v.node === n.name);
         return [
@@ -159,12 +161,15 @@
           n.vtep || '—',
           (n.gateways || []).join(', ') || '—',
           String(n.containers),
+          n.self ? 'this node' : n.since_ms ? `through etcd, since ${when(n.since_ms)}` : 'through etcd',
           n.wireguard ? `WireGuard ${n.wireguard.address}` : enc ? el('span', { class: 'bad', text: 'no key' }) : 'plain VXLAN',
           n.self ? '—' : p ? el('span', { class: p.session_up ? 'ok' : 'warn', text: p.session_up ? `up, handshake ${Math.round(p.last_handshake_s)} s ago` : 'no session' })
             : el('span', { class: known ? 'ok' : 'muted', text: known ? 'peer (through etcd)' : '—' }),
           p ? `${fmtBytes(p.tx_bytes)} / ${fmtBytes(p.rx_bytes)}` : '—',
         ];
-      })))];
+      }))),
+    gone.length ? section('Nodes that left', table(['node', 'seen since', 'last seen'],
+      gone.map((n) => [n.name, when(n.since_ms), el('span', { class: 'bad', text: when(n.last_seen_ms) })]))) : null];
   }
 
   function certFor(host) {
@@ -175,7 +180,8 @@
   function certText(c) {
     const days = Math.floor((c.not_after * 1000 - Date.now()) / 86400000);
     const until = new Date(c.not_after * 1000).toISOString().slice(0, 10);
-    return el('span', { class: days < 14 ? 'warn' : '', text: `${c.source}, until ${until} (${days} days)` });
+    const renew = c.renew_at ? `, renewed from ${new Date(c.renew_at * 1000).toISOString().slice(0, 10)}` : '';
+    return el('span', { class: days < 14 ? 'warn' : '', text: `${c.source}, until ${until} (${days} days)${renew}` });
   }
 
   function services() {
@@ -231,6 +237,15 @@
     const limited = rates('vxgate_dns_rate_limited_total');
     const p50 = quantiles('vxgate_dns_answer_seconds', {}, 0.5);
     const p99 = quantiles('vxgate_dns_answer_seconds', {}, 0.99);
+    const hits = rates('vxgate_dns_cache_hits_total'), misses = rates('vxgate_dns_cache_misses_total');
+    const hitRate = hits.map((h, i) => (h + misses[i] > 0 ? h / (h + misses[i]) : null));
+    const lastRate = last(hitRate.filter((x) => x !== null));
+    const ups = [...new Set(series(m.m, 'vxgate_dns_upstream_seconds_count').map((s) => s.labels.upstream))];
+    const upstreams = ups.map((u) => {
+      const want = { upstream: u };
+      return [u, fmtRate(last(rates('vxgate_dns_upstream_seconds_count', want)) || 0),
+        fmtSecs(last(quantiles('vxgate_dns_upstream_seconds', want, 0.5))), fmtSecs(last(quantiles('vxgate_dns_upstream_seconds', want, 0.99)))];
+    });
     const rcodes = series(m.m, 'vxgate_dns_responses_total').map((s) => [s.labels.rcode, String(s.v), fmtRate(last(rates('vxgate_dns_responses_total', { rcode: s.labels.rcode })) || 0)]);
     return [section('DNS',
       el('div', { class: 'stats' },
@@ -239,8 +254,10 @@
         stat('upstream failures', fmtRate(last(fail) || 0), fail),
         stat('rate limited', fmtRate(last(limited) || 0), limited),
         stat('answer p50', fmtSecs(last(p50)), p50),
-        stat('answer p99', fmtSecs(last(p99)), p99)),
+        stat('answer p99', fmtSecs(last(p99)), p99),
+        stat('cache hits', lastRate === null || lastRate === undefined ? '—' : `${(lastRate * 100).toFixed(0)} %`, hitRate)),
       table(['rcode', 'answers', 'now'], rcodes),
+      upstreams.length ? table(['forwarder', 'answers', 'p50', 'p99'], upstreams) : el('p', { class: 'muted', text: 'No upstreams configured.' }),
       el('p', { class: 'muted' }, `refused TCP connections: ${sum(m.m, 'vxgate_dns_tcp_refused_total')}, truncated for budget: ${sum(m.m, 'vxgate_dns_budget_truncated_total')}`))];
   }
 
