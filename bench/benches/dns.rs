@@ -61,5 +61,34 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The response-rate limiter with its table full of a spoofed flood's networks: a flood
+/// packet (a new network each time) and a legitimate client's (a tracked one), each
+/// `check` timed. Before sharding, each flood packet swept all 65,536 buckets under one lock.
+fn rate_limit(c: &mut Criterion) {
+    use std::net::{IpAddr, Ipv4Addr};
+    use vxgate_dns::ratelimit::{MAX_NETWORKS, RateLimiter};
+    let now = std::time::Instant::now();
+    let rl = RateLimiter::new(1_000_000);
+    let legit = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+    let _ = rl.check(legit, now);
+    for i in 0..MAX_NETWORKS as u32 {
+        let _ = rl.check(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i << 8))), now);
+    }
+    let mut g = c.benchmark_group("dns_rate_limit_full_table");
+    g.throughput(Throughput::Elements(1));
+    let mut n: u32 = 0;
+    g.bench_function("flood_new_network", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let ip = IpAddr::V4(Ipv4Addr::from(0xc000_0000 | ((n & 0x3f_ffff) << 8)));
+            black_box(rl.check(ip, now))
+        })
+    });
+    g.bench_function("legitimate_client", |b| {
+        b.iter(|| black_box(rl.check(black_box(legit), now)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, rate_limit);
 criterion_main!(benches);

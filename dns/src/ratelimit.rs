@@ -6,14 +6,24 @@
 //!
 //! Pure: the caller passes `now`. Memory is bounded by [`MAX_NETWORKS`] buckets; when they
 //! are all in use and none is idle, a new network only gets slips.
+//!
+//! The buckets are split into shards by network (up to [`SHARDS`], each its own lock), so
+//! workers answering different clients rarely meet on a lock; and a full shard looks for
+//! idle buckets at most every [`SWEEP_EVERY`], so a flood of spoofed new networks costs one
+//! hash lookup each, not a sweep of the whole table each.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Client networks tracked at once.
 pub const MAX_NETWORKS: usize = 65_536;
+/// Shards at most (1,024 networks each at [`MAX_NETWORKS`]).
+pub const SHARDS: usize = 64;
+/// How often a full shard looks for idle buckets to drop.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 /// What to do with one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +41,20 @@ struct Bucket {
     over: u32,
 }
 
+#[derive(Debug, Default)]
+struct Shard {
+    buckets: HashMap<u64, Bucket>,
+    swept: Option<Instant>,
+}
+
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
-    max_networks: usize,
-    buckets: Mutex<HashMap<u64, Bucket>>,
+    per_shard: usize,
+    shards: Box<[Mutex<Shard>]>,
+    /// Sweeps for idle buckets done (a full table under a flood: at most one per shard and
+    /// [`SWEEP_EVERY`]).
+    pub sweeps: AtomicU64,
 }
 
 /// The network a client belongs to, tagged by family.
@@ -55,26 +74,45 @@ impl RateLimiter {
         Self::with_capacity(rate, MAX_NETWORKS)
     }
 
+    /// At most `max_networks` networks, in shards of 1,024 or more (one shard below that).
     pub fn with_capacity(rate: u32, max_networks: usize) -> RateLimiter {
+        let max_networks = max_networks.max(1);
+        let shards = (max_networks / 1024).clamp(1, SHARDS);
         RateLimiter {
             rate: f64::from(rate.max(1)),
-            max_networks: max_networks.max(1),
-            buckets: Mutex::new(HashMap::new()),
+            per_shard: max_networks.div_ceil(shards),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            sweeps: AtomicU64::new(0),
         }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        // Fibonacci hashing: neighbouring networks land on different shards
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        &self.shards[h as usize % self.shards.len()]
     }
 
     pub fn check(&self, client: IpAddr, now: Instant) -> Verdict {
         let key = network(client);
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if !buckets.contains_key(&key) && buckets.len() >= self.max_networks {
-            // a bucket idle for a second is full again: the same as no bucket
-            buckets.retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(1));
-            if buckets.len() >= self.max_networks {
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        if !shard.buckets.contains_key(&key) && shard.buckets.len() >= self.per_shard {
+            let due = shard
+                .swept
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+            if due {
+                // a bucket idle for a second is full again: the same as no bucket
+                shard
+                    .buckets
+                    .retain(|_, b| now.saturating_duration_since(b.last) < Duration::from_secs(1));
+                shard.swept = Some(now);
+                self.sweeps.fetch_add(1, Relaxed);
+            }
+            if shard.buckets.len() >= self.per_shard {
                 return Verdict::Slip;
             }
         }
         let rate = self.rate;
-        let b = buckets.entry(key).or_insert(Bucket {
+        let b = shard.buckets.entry(key).or_insert(Bucket {
             tokens: rate,
             last: now,
             over: 0,
@@ -97,7 +135,10 @@ impl RateLimiter {
 
     /// Networks tracked now.
     pub fn len(&self) -> usize {
-        self.buckets.lock().map(|b| b.len()).unwrap_or(0)
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.buckets.len()).unwrap_or(0))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,5 +210,46 @@ mod tests {
         let later = t + Duration::from_secs(2);
         assert_eq!(rl.check(ip("203.0.113.1"), later), Verdict::Send);
         assert_eq!(rl.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_new_networks_into_a_full_table_sweeps_it_once_per_interval() {
+        let rl = RateLimiter::new(5);
+        assert_eq!(rl.shards.len(), SHARDS);
+        let t = Instant::now();
+        let net = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(i << 8));
+        for i in 0..(2 * MAX_NETWORKS as u32) {
+            let _ = rl.check(net(i), t);
+        }
+        assert!(rl.len() <= MAX_NETWORKS, "bounded: {}", rl.len());
+        assert!(
+            rl.len() > MAX_NETWORKS * 9 / 10,
+            "the shards fill evenly: {} of {MAX_NETWORKS}",
+            rl.len()
+        );
+        let sweeps = rl.sweeps.load(Relaxed);
+        assert!(
+            sweeps <= SHARDS as u64,
+            "{sweeps} sweeps for 65,536 new networks at one instant (at most one per shard)"
+        );
+        // a network tracked before the flood keeps its bucket and its rate
+        let rl = RateLimiter::with_capacity(5, 4096);
+        let old = ip("198.51.100.7");
+        assert_eq!(rl.check(old, t), Verdict::Send);
+        for i in 0..20_000u32 {
+            let _ = rl.check(net(i), t);
+        }
+        assert_eq!(
+            rl.check(old, t),
+            Verdict::Send,
+            "its bucket survived the flood"
+        );
+        let later = t + SWEEP_EVERY;
+        let _ = rl.check(net(99_999), later);
+        assert!(
+            rl.sweeps.load(Relaxed) <= 8,
+            "{} sweeps",
+            rl.sweeps.load(Relaxed)
+        );
     }
 }
