@@ -101,7 +101,18 @@ count_containers() {  # H: containers in host H's registry
   on "h$1" curl -s --max-time 2 http://127.0.0.1:9180/v1/containers | grep -c '"name"' || true
 }
 etcd_rpcs() {  # gRPC messages etcd received so far (a lease keep-alive in its stream counts)
-  on etcd curl -s http://10.99.0.250:2381/metrics | awk '/^grpc_server_msg_received_total/ { s += $2 } END { print s + 0 }'
+  local v
+  v=$(on etcd curl -s http://10.99.0.250:2381/metrics | awk '/^grpc_server_msg_received_total/ { s += $2; n++ } END { if (n) print s }')
+  [ -n "$v" ] || die "no grpc_server_msg_received_total in etcd's /metrics"
+  echo "$v"
+}
+alive() {  # every vxgate of the fleet still runs (a dead one would read as no memory, no CPU)
+  local h p
+  for h in $(seq "$N"); do
+    p=VXPID_$h
+    awk '$3 != "Z" { ok = 1 } END { exit !ok }' "/proc/${!p}/stat" 2>/dev/null \
+      || die "N=$N: h$h's vxgate died: $(tail -3 "$WORK/h$h.log")"
+  done
 }
 pct() {  # P: the P-th percentile of the numbers on stdin
   sort -n | awk -v p="$1" '{ a[NR] = $1 } END { i = int((NR - 1) * p / 100 + 0.5) + 1; print a[i] }'
@@ -125,14 +136,17 @@ for N in $SIZES; do
   r0=$(etcd_rpcs); sleep 10; r1=$(etcd_rpcs)
   rest=$(awk -v a="$r0" -v b="$r1" 'BEGIN { printf "%.2f", (b - a) / 10 }')
   echo "RESULT fleet_N${N}_etcd_rpcs_per_s_at_rest $rest"
+  alive
   rss=$(for h in $(seq "$N"); do p=VXPID_$h; awk '/^VmRSS/ { printf "%.1f\n", $2 / 1024 }' "/proc/${!p}/status"; done)
   echo "RESULT fleet_N${N}_rss_mb p50=$(echo "$rss" | pct 50) max=$(echo "$rss" | pct 100)"
   # changes: a container added on h1 until every other host answers it
   cpu() {  # every vxgate's CPU time so far, in clock ticks
     for h in $(seq "$N"); do p=VXPID_$h; awk '{ print $14 + $15 }' "/proc/${!p}/stat"; done | awk '{ s += $1 } END { print s }'
   }
+  alive
   k0=$(cpu)
-  r0=$(etcd_rpcs) c0=$(date +%s%N)
+  r0=$(etcd_rpcs)
+  c0=$(date +%s%N)
   lat=$(on ul /usr/bin/python3 - "$N" "$CHANGES" "$P" <<'PY'
 import json, socket, struct, subprocess, sys, time
 n, changes, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -180,7 +194,10 @@ for c in range(changes):
 print("\n".join(f"{v:.1f}" for v in out))
 PY
 ) || die "N=$N: a change did not reach every host"
-  r1=$(etcd_rpcs) c1=$(date +%s%N) k1=$(cpu)
+  alive
+  r1=$(etcd_rpcs)
+  c1=$(date +%s%N)
+  k1=$(cpu)
   echo "RESULT fleet_N${N}_change_to_dns_ms p50=$(echo "$lat" | pct 50) p99=$(echo "$lat" | pct 99) max=$(echo "$lat" | pct 100) (changes=$CHANGES hosts=$((N - 1)))"
   # what one host spends on one change (on its own cores in a real fleet; here N hosts share
   # this machine's, which is what stretches the latency above as N grows)
@@ -189,7 +206,12 @@ PY
   echo "RESULT fleet_N${N}_etcd_rpcs_per_change $(awk -v a="$r0" -v b="$r1" -v c="$CHANGES" -v r="$rest" -v t=$(( (c1 - c0) / 1000000 )) 'BEGIN { printf "%.1f", (b - a - r * t / 1000) / c }')"
   # broadcasts from h1's bridge: the datagrams h1 sends for each (10 of them, less what it
   # sends in as long without them)
-  tx() { on h1 curl -s http://127.0.0.1:9180/metrics | awk '/^vxgate_overlay_packets_total\{network="default",direction="tx"\}/ { print $2 }'; }
+  tx() {
+    local v
+    v=$(on h1 curl -s http://127.0.0.1:9180/metrics | awk '/^vxgate_overlay_packets_total\{network="default",direction="tx"\}/ { print $2 }')
+    [ -n "$v" ] || die "no overlay tx counter in h1's /metrics"
+    echo "$v"
+  }
   b0=$(tx); sleep 2; b1=$(tx)
   on h1 /usr/bin/python3 -c '
 import socket, time

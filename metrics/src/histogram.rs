@@ -26,6 +26,15 @@ impl Histogram {
         self.sum_ns.fetch_add(d.as_nanos() as u64, Relaxed);
     }
 
+    /// Adds `other`'s observations to this one (per-thread histograms summed when read).
+    pub fn add(&self, other: &Histogram) {
+        for (a, b) in self.buckets.iter().zip(&other.buckets) {
+            a.fetch_add(b.load(Relaxed), Relaxed);
+        }
+        self.count.fetch_add(other.count.load(Relaxed), Relaxed);
+        self.sum_ns.fetch_add(other.sum_ns.load(Relaxed), Relaxed);
+    }
+
     /// Prometheus text lines for `name` with extra `labels` (like `service="web"` or empty).
     pub fn render(&self, name: &str, labels: &str, out: &mut String) {
         use std::fmt::Write;
@@ -57,6 +66,25 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_add_up() {
+        let (a, b, sum) = (
+            Histogram::default(),
+            Histogram::default(),
+            Histogram::default(),
+        );
+        a.observe(Duration::from_micros(40));
+        b.observe(Duration::from_millis(3));
+        b.observe(Duration::from_secs(9));
+        sum.add(&a);
+        sum.add(&b);
+        let mut text = String::new();
+        sum.render("t", "", &mut text);
+        assert!(text.contains("t_bucket{le=\"0.00005\"} 1\n"), "{text}");
+        assert!(text.contains("t_bucket{le=\"0.005\"} 2\n"), "{text}");
+        assert!(text.contains("t_count 3\n"), "{text}");
+    }
 
     #[test]
     fn buckets_are_cumulative() {

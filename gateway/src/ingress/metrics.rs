@@ -82,8 +82,8 @@ impl Ingress {
             "histogram",
             "Time from a request's head to the response's head, by service.",
         );
-        for (service, c) in s.requests.latencies() {
-            c.latency.render(
+        for (service, latency) in s.requests.latencies() {
+            latency.render(
                 "vxgate_http_service_seconds",
                 &format!("service=\"{}\"", escape(&service)),
                 out,
