@@ -14,7 +14,7 @@ inside the namespace whose loopback has the admin API.
 
 Prints "ok: ..." lines; exits 1 on the first failure.
 """
-import json, os, subprocess, sys, time, urllib.request
+import json, os, re, subprocess, sys, time, urllib.request
 
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
@@ -48,16 +48,17 @@ def browser(shots):
 
 
 def wait(what, cond, secs=10):
-    t0 = time.time()
+    t0, err = time.time(), None
     while time.time() - t0 < secs:
         try:
             v = cond()
             if v:
                 return v
-        except Exception:
-            pass
+        except Exception as e:  # the page redraws under us: try again
+            err = e
         time.sleep(0.05)
-    fail(f"{what}: not within {secs} s{' (last: %s)' % (cond.last,) if getattr(cond, 'last', None) else ''}")
+    last = getattr(cond, "last", None) or (err and f"{type(err).__name__}: {err}")
+    fail(f"{what}: not within {secs} s{' (last: %s)' % (last,) if last else ''}")
 
 
 def main_text(d):
@@ -148,17 +149,42 @@ def check_open(base, shots, stop_cmd):
             go(d, base, page)
             time.sleep(2.5)  # two samples: rates and sparklines
             d.save_screenshot(f"{shots}/{page}.png")
+            stray = re.findall(r"\b(?:null|undefined|NaN)\b", main_text(d))
+            if stray:  # a value the page failed to format, or an empty section drawn as text
+                fail(f"the {page} page shows {stray}")
         nodes = api(base, "/v1/nodes")
         go(d, base, "fleet")
         wait("every node on the fleet page", lambda: all(n["name"] in main_text(d) for n in nodes))
+        # bytes per peer: each plain VXLAN peer's row on the fleet page shows what
+        # /v1/overlay/peers counts (the page rounds; health checks add a few bytes meanwhile)
+        units = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+        def shown(text):
+            m = re.search(r"([0-9.]+) (kB|MB|GB) / ([0-9.]+) (kB|MB|GB)", text)
+            return m and (float(m[1]) * units[m[2]], float(m[3]) * units[m[4]])
+
+        def peer_bytes_agree():
+            peers = [p for p in api(base, "/v1/overlay/peers") if p["transport"] == "vxlan" and p["node"]]
+            if not peers or min(p["tx_bytes"] for p in peers) == 0:
+                peer_bytes_agree.last = ("no plain peer with bytes sent", peers)
+                return None
+            for p in peers:
+                row = next((r for r in rows(d) if r.split(" ", 1)[0] == p["node"]), "")
+                got = shown(row)
+                if not got or not all(abs(g - w) <= 0.1 * w + 2e3 for g, w in zip(got, (p["tx_bytes"], p["rx_bytes"]))):
+                    peer_bytes_agree.last = (row, p)
+                    return None
+            return peers
+        peers = wait("bytes per peer on the fleet page as /v1/overlay/peers counts them", peer_bytes_agree, 15)
         go(d, base, "overlay")
-        wait("the overlay page", lambda: "Network default" in main_text(d) and "Datapath" in main_text(d))
+        wait("the overlay page", lambda: "Network default" in main_text(d) and "Datapath" in main_text(d)
+             and all(any(p["vtep"] in r and "vxlan" in r and "datagrams" in r for r in rows(d)) for p in peers))
         go(d, base, "dns")
         wait("the dns page with queries", lambda: "NOERROR" in main_text(d)
              and float(main_text(d).split("queries", 1)[1].split()[0].rstrip("/s")) > 0)
         if len(nodes) < 2:
             fail(f"/v1/nodes lists {len(nodes)} nodes on a two-host fleet")
-        print(f"ok: fleet page lists the {len(nodes)} nodes of /v1/nodes; overlay page drawn; DNS page with its query rate", flush=True)
+        print(f"ok: fleet page lists the {len(nodes)} nodes of /v1/nodes, with bytes out/in per plain VXLAN peer as /v1/overlay/peers counts them ({', '.join(p['node'] + ' ' + str(p['tx_bytes']) + '/' + str(p['rx_bytes']) for p in peers)}); overlay page lists each peer's datagrams; DNS page with its query rate", flush=True)
 
         # liveness: a backend stopped turns unhealthy on the open page, no reload
         go(d, base, "services")

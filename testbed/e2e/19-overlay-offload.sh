@@ -65,6 +65,51 @@ else
 fi
 pass "UDP: $good of 25000 datagrams arrived intact, 0 corrupted ($how)"
 
+# Per-peer counters (GET /v1/overlay/peers, the Fleet page): while 3000 datagrams of 1000
+# bytes go h1c1 -> h2c1 (one way; ARP answered locally), what h1 counts as sent to h2's VTEP
+# and h2 as received from h1's must be those 3000 VXLAN datagrams (1050 bytes each: VXLAN,
+# Ethernet, IP and UDP headers around them), and their bytes must equal the UDP payload that
+# h2's kernel counted arriving (nft at prerouting: IP bytes less 28 per packet it saw; its
+# packets are GRO-merged there, so only the bytes compare)
+on h2 nft -f - <<'NFT'
+table inet vxpeer {
+  chain pre { type filter hook prerouting priority -300; udp dport 4789 counter; }
+}
+NFT
+# peer HOST FIELD: the one peer's FIELD in HOST's /v1/overlay/peers (fails when missing)
+peer() {
+  on "$1" curl -sf http://127.0.0.1:9180/v1/overlay/peers | /usr/bin/python3 -c '
+import json, sys
+p = json.load(sys.stdin)
+assert len(p) == 1 and p[0]["transport"] == "vxlan", p
+print(p[0][sys.argv[1]])' "$2" || fail "$1: no $2 in /v1/overlay/peers"
+}
+nft_udp() {  # packets and bytes (IP) that h2's prerouting counter saw
+  on h2 nft list chain inet vxpeer pre | sed -n 's/.*counter packets \([0-9]*\) bytes \([0-9]*\).*/\1 \2/p'
+}
+sleep 1
+read -r np0 nb0 <<<"$(nft_udp)"
+tp0=$(peer h1 tx_packets); tb0=$(peer h1 tx_bytes)
+rp0=$(peer h2 rx_packets); rb0=$(peer h2 rx_bytes)
+on h1c1 /usr/bin/python3 "$TESTBED/udpcheck.py" send 10.200.2.11 9000 3000 1000
+sleep 1
+read -r np1 nb1 <<<"$(nft_udp)"
+tp1=$(peer h1 tx_packets); tb1=$(peer h1 tx_bytes)
+rp1=$(peer h2 rx_packets); rb1=$(peer h2 rx_bytes)
+np=$((np1 - np0)); nb=$((nb1 - nb0 - 28 * np))
+[ "$nb" -ge $((3000 * 1050)) ] || fail "h2's kernel saw only $nb bytes of VXLAN for 3000 x 1050"
+tp=$((tp1 - tp0)); tb=$((tb1 - tb0)); rp=$((rp1 - rp0)); rb=$((rb1 - rb0))
+# the health checks' few small datagrams a second may fall between one reading and the next:
+# up to 16 datagrams and 4000 bytes apart, never more
+near() { local d=$(($1 - $2)); [ "${d#-}" -le "$3" ]; }
+[ "$tp" -ge 3000 ] && near "$tb" "$nb" 4000 \
+  || fail "h1 counted $tp datagrams / $tb bytes to h2; sent 3000, h2's kernel got $nb bytes"
+near "$rp" "$tp" 16 && near "$rb" "$nb" 4000 \
+  || fail "h2 counted $rp datagrams / $rb bytes from h1; h1 sent $tp, h2's kernel got $nb bytes"
+pass "per-peer counters: h1 -> h2 $tp datagrams / $tb bytes in h1's tx, $rp / $rb in h2's rx, $nb bytes in h2's kernel (nft, $np packets after GRO)"
+grep -q "vxgate_overlay_peer_bytes_total{peer=\"[0-9.:]*\",direction=\"tx\"} [1-9]" \
+  <<<"$(on h1 curl -s http://127.0.0.1:9180/metrics)" || fail "no vxgate_overlay_peer_bytes_total on h1"
+
 # h1's underlay without checksum offload: UDP GSO sends fail with EIO in the kernel
 stop_vxgate 1
 on h1 ethtool -K eth0 tx off >/dev/null

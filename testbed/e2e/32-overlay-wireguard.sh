@@ -164,12 +164,19 @@ p = e["peers"][0]
 assert e["public_key"] == sys.argv[1] and p["public_key"] == sys.argv[2], e
 assert p["session_up"] and p["rx_bytes"] > 0 and p["tx_bytes"] > 0, p
 ' "$PUB1" "$PUB2" || fail "GET /v1/overlay: $peers"
+# /v1/overlay/peers (the Fleet page) gives the session's bytes for a WireGuard peer
+vteps=$(on h1 curl -sS http://127.0.0.1:9180/v1/overlay/peers)
+echo "$vteps" | /usr/bin/python3 -c '
+import json, sys
+p = [p for p in json.load(sys.stdin) if p["vtep"] == "10.250.0.2:4789"]
+assert len(p) == 1 and p[0]["transport"] == "wireguard" and p[0]["tx_bytes"] > 0 and p[0]["rx_bytes"] > 0, p
+' || fail "GET /v1/overlay/peers: $vteps"
 table=$(on h1 "$VXGATE" ctl peers)
 # keys hold + and /: compare fields, not a regex
 echo "$table" | grep -qF "public key: $PUB1" \
   && echo "$table" | awk -v k="$PUB2" '$1 == "10.250.0.2" && $2 == k && / up / { found = 1 } END { exit !found }' \
   || fail "vxgate ctl peers: $table"
-pass "encrypted: spoofed plain VXLAN reached nobody (plaintext drops $before -> $after), $garbage garbage WireGuard datagrams dropped, traffic went on; /v1/overlay and vxgate ctl peers show the session"
+pass "encrypted: spoofed plain VXLAN reached nobody (plaintext drops $before -> $after), $garbage garbage WireGuard datagrams dropped, traffic went on; /v1/overlay, /v1/overlay/peers and vxgate ctl peers show the session"
 
 # 3. interop: h2 is wireguard-go + the kernel's vxlan, with h2's key
 stop_vxgate 2

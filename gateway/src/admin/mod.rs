@@ -473,12 +473,9 @@ impl Admin {
                 None => error(StatusCode::NOT_FOUND, "no [overlay] section configured"),
             },
             (Method::GET, "/v1/overlay/peers") => {
-                let peers: Vec<std::net::SocketAddr> = self
-                    .running
-                    .overlay
-                    .as_ref()
-                    .map(|o| o.switch.peers().to_vec())
-                    .unwrap_or_default();
+                let Some(o) = self.running.overlay.as_ref() else {
+                    return reply(StatusCode::OK, Value::Array(Vec::new()));
+                };
                 let snapshot = self.registry.snapshot();
                 let nodes = self
                     .config
@@ -486,7 +483,10 @@ impl Admin {
                     .as_ref()
                     .map(|o| o.peer_nodes.clone())
                     .unwrap_or_default();
-                let list: Vec<Value> = peers
+                let sessions = o.wireguard.as_ref().map(|w| w.peers()).unwrap_or_default();
+                let list: Vec<Value> = o
+                    .switch
+                    .peers()
                     .iter()
                     .map(|p| {
                         let node = snapshot
@@ -505,7 +505,7 @@ impl Admin {
                             .or_else(|| {
                                 nodes.iter().find(|(_, a)| *a == p).map(|(n, _)| n.clone())
                             });
-                        json!({ "vtep": p.to_string(), "node": node })
+                        peer_traffic(*p, node, &o.switch, &sessions)
                     })
                     .collect();
                 reply(StatusCode::OK, Value::Array(list))
@@ -655,6 +655,34 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `GET /v1/certificates`: every served certificate, its names, where it comes from, its end
 /// and serial.
+/// One overlay peer for `/v1/overlay/peers`: its VTEP, node, transport and traffic each way.
+/// A plain VXLAN peer's datagrams and bytes (UDP payload) are the datapath's; a WireGuard
+/// peer's (its tunnel address) are its sessions' bytes, with no packet counts.
+fn peer_traffic(
+    vtep: std::net::SocketAddr,
+    node: Option<String>,
+    switch: &crate::overlay::Switch,
+    sessions: &[crate::overlay::wg::PeerStatus],
+) -> Value {
+    let tunnel = |s: &&crate::overlay::wg::PeerStatus| {
+        std::net::SocketAddr::new(s.address.into(), crate::overlay::wg::VXLAN_PORT) == vtep
+    };
+    if let Some(s) = sessions.iter().find(tunnel) {
+        return json!({
+            "vtep": vtep.to_string(), "node": node, "transport": "wireguard",
+            "tx_packets": null, "tx_bytes": s.tx_bytes,
+            "rx_packets": null, "rx_bytes": s.rx_bytes,
+        });
+    }
+    let [tx_packets, tx_bytes, rx_packets, rx_bytes] =
+        switch.peer_counters().read(vtep).unwrap_or_default();
+    json!({
+        "vtep": vtep.to_string(), "node": node, "transport": "vxlan",
+        "tx_packets": tx_packets, "tx_bytes": tx_bytes,
+        "rx_packets": rx_packets, "rx_bytes": rx_bytes,
+    })
+}
+
 fn certificates(store: &crate::ingress::tls::CertStore) -> Value {
     let list: Vec<Value> = store
         .served()

@@ -1,5 +1,9 @@
 //! Per-network overlay counters, shared lock-free with the admin API and the shutdown log.
 
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Why a frame or datagram was dropped. Counted, never allocated, never panicked on.
@@ -93,9 +97,26 @@ pub struct Counters {
     /// Received TCP segments merged into larger frames for the TAP (GRO).
     pub gro_merged: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// The switch's per-peer counters (shared by its networks), for [`Counters::tx_to`].
+    peers: Arc<PeerTable>,
 }
 
 impl Counters {
+    /// A network's counters that also count what is sent to each peer in `peers`.
+    pub fn with_peers(peers: Arc<PeerTable>) -> Counters {
+        Counters {
+            peers,
+            ..Counters::default()
+        }
+    }
+
+    /// `packets` datagrams of `bytes` in all sent to `dst` in one go: counted for the network
+    /// and, when `dst` is a plain VXLAN peer, for that peer.
+    pub fn tx_to(&self, dst: SocketAddr, packets: usize, bytes: usize) {
+        self.tx_n(packets, bytes);
+        self.peers.tx(dst, packets, bytes);
+    }
+
     pub fn dropped(&self, reason: DropReason) {
         self.drops[reason.index()].fetch_add(1, Relaxed);
     }
@@ -111,10 +132,6 @@ impl Counters {
     pub fn rx(&self, bytes: usize) {
         self.rx_packets.fetch_add(1, Relaxed);
         self.rx_bytes.fetch_add(bytes as u64, Relaxed);
-    }
-
-    pub fn tx(&self, bytes: usize) {
-        self.tx_n(1, bytes);
     }
 
     /// `packets` datagrams of `bytes` in all, sent in one go.
@@ -155,6 +172,105 @@ impl Counters {
     }
 }
 
+/// Datagrams and bytes (UDP payload: VXLAN header and frame) to and from one peer VTEP over
+/// plain VXLAN. Added to once per run of datagrams (a GSO send, a receive batch's datagrams
+/// from one sender), not once per datagram.
+#[derive(Debug, Default)]
+pub struct PeerCounters {
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+}
+
+/// One peer's figures, read at once: `[tx_packets, tx_bytes, rx_packets, rx_bytes]`.
+pub type PeerReading = [u64; 4];
+
+/// Every peer VTEP's [`PeerCounters`], swapped whole when the peers change; a peer that stays
+/// keeps its counters, one that leaves takes them along.
+#[derive(Debug, Default)]
+pub struct PeerTable(ArcSwap<HashMap<SocketAddr, Arc<PeerCounters>>>);
+
+impl PeerTable {
+    /// Makes the table hold exactly `peers`.
+    pub fn set(&self, peers: &[SocketAddr]) {
+        let old = self.0.load();
+        let new = peers
+            .iter()
+            .map(|p| (*p, old.get(p).cloned().unwrap_or_default()))
+            .collect();
+        self.0.store(Arc::new(new));
+    }
+
+    /// Counts datagrams sent to `dst`; nothing when it is not a peer VTEP (a WireGuard
+    /// endpoint: WireGuard counts its own per peer).
+    pub fn tx(&self, dst: SocketAddr, packets: usize, bytes: usize) {
+        if let Some(c) = self.0.load().get(&dst) {
+            c.tx_packets.fetch_add(packets as u64, Relaxed);
+            c.tx_bytes.fetch_add(bytes as u64, Relaxed);
+        }
+    }
+
+    /// Counts datagrams received from peer `vtep`.
+    pub fn rx(&self, vtep: SocketAddr, packets: u64, bytes: u64) {
+        if let Some(c) = self.0.load().get(&vtep) {
+            c.rx_packets.fetch_add(packets, Relaxed);
+            c.rx_bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    /// Every peer's figures, by address.
+    pub fn all(&self) -> Vec<(SocketAddr, PeerReading)> {
+        let table = self.0.load();
+        let mut all: Vec<_> = table
+            .keys()
+            .filter_map(|p| Some((*p, self.read(*p)?)))
+            .collect();
+        all.sort_unstable_by_key(|(p, _)| *p);
+        all
+    }
+
+    /// One peer's figures; None for an address that is not a peer.
+    pub fn read(&self, vtep: SocketAddr) -> Option<PeerReading> {
+        self.0.load().get(&vtep).map(|c| {
+            [
+                c.tx_packets.load(Relaxed),
+                c.tx_bytes.load(Relaxed),
+                c.rx_packets.load(Relaxed),
+                c.rx_bytes.load(Relaxed),
+            ]
+        })
+    }
+}
+
+/// A receive batch's accepted datagrams per peer, added to the table once per run of one
+/// peer's datagrams (a GRO read is one sender's): `add` for each, `flush` at the batch's end.
+#[derive(Debug, Default)]
+pub struct PeerRun {
+    current: Option<(SocketAddr, u64, u64)>,
+}
+
+impl PeerRun {
+    pub fn add(&mut self, table: &PeerTable, vtep: SocketAddr, bytes: usize) {
+        match &mut self.current {
+            Some((v, packets, total)) if *v == vtep => {
+                *packets += 1;
+                *total += bytes as u64;
+            }
+            _ => {
+                self.flush(table);
+                self.current = Some((vtep, 1, bytes as u64));
+            }
+        }
+    }
+
+    pub fn flush(&mut self, table: &PeerTable) {
+        if let Some((vtep, packets, bytes)) = self.current.take() {
+            table.rx(vtep, packets, bytes);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +284,37 @@ mod tests {
         }
         assert_eq!(c.total_drops(), DropReason::ALL.len() as u64);
         assert!(c.summary().contains("drop_unknown_vni=1"));
+    }
+
+    #[test]
+    fn peers_are_counted_each_way_and_kept_while_they_stay() {
+        let (a, b, c) = (
+            SocketAddr::from(([10, 0, 0, 2], 4789)),
+            SocketAddr::from(([10, 0, 0, 3], 4789)),
+            SocketAddr::from(([10, 0, 0, 4], 4789)),
+        );
+        let table = Arc::new(PeerTable::default());
+        table.set(&[a, b]);
+        let net = Counters::with_peers(table.clone());
+        net.tx_to(a, 3, 300);
+        net.tx_to(SocketAddr::from(([10, 0, 0, 2], 51820)), 1, 100);
+        assert_eq!(
+            net.tx_packets.load(Relaxed),
+            4,
+            "the network counts every send"
+        );
+        let mut run = PeerRun::default();
+        run.add(&table, b, 10);
+        run.add(&table, b, 20);
+        run.add(&table, a, 5);
+        run.add(&table, c, 7);
+        run.flush(&table);
+        assert_eq!(table.read(a), Some([3, 300, 1, 5]));
+        assert_eq!(table.read(b), Some([0, 0, 2, 30]));
+        assert_eq!(table.read(c), None, "not a peer: not counted");
+        table.set(&[b, c]);
+        assert_eq!(table.read(a), None, "gone with its peer");
+        assert_eq!(table.read(b), Some([0, 0, 2, 30]), "kept while it stays");
+        assert_eq!(table.read(c), Some([0; 4]));
     }
 }

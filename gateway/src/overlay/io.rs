@@ -131,7 +131,7 @@ pub(super) async fn send(
     loop {
         match sock.try_send_to(data, dst) {
             Ok(_) => {
-                counters.tx(data.len());
+                counters.tx_to(dst, 1, data.len());
                 return true;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -211,6 +211,27 @@ impl Overlay {
             "TAP queues, one datapath worker each.",
             self.features.queues,
         );
+        let peers = self.switch.peer_counters().all();
+        for (i, (name, help)) in [
+            (
+                "vxgate_overlay_peer_packets_total",
+                "Plain VXLAN datagrams sent to (tx) and received from (rx) each peer VTEP (WireGuard peers: vxgate_overlay_wireguard_*).",
+            ),
+            (
+                "vxgate_overlay_peer_bytes_total",
+                "UDP payload bytes (VXLAN header and frame) sent to (tx) and received from (rx) each peer VTEP over plain VXLAN.",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            family(out, name, "counter", help);
+            for (peer, r) in &peers {
+                let peer = peer.to_string();
+                sample(out, name, &[("peer", &peer), ("direction", "tx")], r[i]);
+                sample(out, name, &[("peer", &peer), ("direction", "rx")], r[2 + i]);
+            }
+        }
         let (tso, gso, gro) = (
             |c: &Counters| c.tso_frames.load(Relaxed),
             |c: &Counters| c.gso_sends.load(Relaxed),

@@ -15,7 +15,7 @@ use super::counters::{Counters, DropReason};
 use super::error::Error;
 use super::io::{register, register_taps, send, write_tap};
 use super::offload::Features;
-use super::switch::{FromTap, FromUdp, Switch, flow_hash};
+use super::switch::{FromTap, FromUdp, RunCache, Switch, flow_hash};
 use super::tap::{Tap, TapOptions};
 use super::types::{OverlaySpec, Underlay};
 use super::wg::{Crypto, Opened, Sealed};
@@ -390,7 +390,13 @@ async fn udp_to_tap(
                 c.counters.plaintext_dropped.fetch_add(1, Relaxed);
                 continue;
             }
-            let decision = switch.from_udp(src, &buf[..n], Instant::now());
+            let mut cache = RunCache::default();
+            let decision = switch.from_udp_in_run(src, &buf[..n], Instant::now(), &mut cache);
+            if !matches!(decision, FromUdp::Drop(_))
+                && let Some(vtep) = cache.vtep()
+            {
+                switch.peer_counters().rx(vtep, 1, n as u64);
+            }
             deliver(decision, &mut buf[..n], &taps, &counters, &mut scratch).await;
         }
         tokio::task::yield_now().await;

@@ -9,7 +9,7 @@
 //! frame is never sent back to where it came from, and the VNI picks the network, so nothing
 //! crosses from one VNI to another (the kernel's vxlan behaves the same).
 
-use super::counters::{Counters, DropReason};
+use super::counters::{Counters, DropReason, PeerTable};
 use super::fdb::{Fdb, Learned};
 use crate::registry::Snapshot;
 use crate::wire::ethernet::{self, Frame, MacAddr, ethertype};
@@ -79,6 +79,13 @@ pub struct RunCache {
     learned: Option<(usize, MacAddr, SocketAddr)>,
 }
 
+impl RunCache {
+    /// The VTEP of the last datagram accepted from a peer.
+    pub fn vtep(&self) -> Option<SocketAddr> {
+        self.peer.map(|(_, vtep)| vtep)
+    }
+}
+
 /// The peers: the flood list and the accepted senders, swapped whole when they change.
 #[derive(Debug, Default)]
 struct Peers {
@@ -106,6 +113,8 @@ impl Peers {
 pub struct Switch {
     node: String,
     peers: ArcSwap<Peers>,
+    /// What is sent to and received from each peer over plain VXLAN.
+    peer_counters: Arc<PeerTable>,
     networks: Vec<Network>,
     by_vni: HashMap<u32, usize>,
     /// Drops that belong to no network (unknown sender, bad header, unknown VNI).
@@ -125,9 +134,12 @@ impl Switch {
         fdb_capacity: usize,
         fdb_aging: Duration,
     ) -> Switch {
+        let peers = Peers::new(peers.to_vec());
+        let peer_counters = Arc::new(PeerTable::default());
+        peer_counters.set(&peers.list);
         Switch {
             node: node.to_owned(),
-            peers: ArcSwap::from_pointee(Peers::new(peers.to_vec())),
+            peers: ArcSwap::from_pointee(peers),
             by_vni: networks
                 .iter()
                 .enumerate()
@@ -139,9 +151,10 @@ impl Switch {
                     spec: spec.clone(),
                     fdb: Fdb::new(fdb_capacity, fdb_aging),
                     arp: ArcSwap::from_pointee(HashMap::new()),
-                    counters: Arc::default(),
+                    counters: Arc::new(Counters::with_peers(peer_counters.clone())),
                 })
                 .collect(),
+            peer_counters,
             underlay: Arc::default(),
             last_sweep: Mutex::new(None),
             changes: Mutex::new(()),
@@ -168,6 +181,7 @@ impl Switch {
             return false;
         }
         let by_ip = new.by_ip.clone();
+        self.peer_counters.set(&new.list);
         self.peers.store(Arc::new(new));
         for n in &self.networks {
             n.fdb
@@ -182,6 +196,11 @@ impl Switch {
 
     pub fn counters(&self, network: usize) -> &Arc<Counters> {
         &self.networks[network].counters
+    }
+
+    /// Per-peer counters (plain VXLAN), for the receive paths and the admin API.
+    pub fn peer_counters(&self) -> &Arc<PeerTable> {
+        &self.peer_counters
     }
 
     pub fn underlay_counters(&self) -> &Arc<Counters> {

@@ -155,7 +155,8 @@
       ['node', 'VTEP', 'gateways', 'containers', 'seen', 'encryption', 'session', 'bytes out / in'],
       nodes.filter((n) => n.present).map((n) => {
         const p = peerOf(n);
-        const known = n.self || vteps.some((v) => v.node === n.name);
+        const v = vteps.find((x) => x.node === n.name);
+        const known = n.self || Boolean(v);
         return [
           [n.name, n.self ? el('span', { class: 'muted', text: ' (this node)' }) : null],
           n.vtep || '—',
@@ -165,7 +166,7 @@
           n.wireguard ? `WireGuard ${n.wireguard.address}` : enc ? el('span', { class: 'bad', text: 'no key' }) : 'plain VXLAN',
           n.self ? '—' : p ? el('span', { class: p.session_up ? 'ok' : 'warn', text: p.session_up ? `up, handshake ${Math.round(p.last_handshake_s)} s ago` : 'no session' })
             : el('span', { class: known ? 'ok' : 'muted', text: known ? 'peer (through etcd)' : '—' }),
-          p ? `${fmtBytes(p.tx_bytes)} / ${fmtBytes(p.rx_bytes)}` : '—',
+          p ? `${fmtBytes(p.tx_bytes)} / ${fmtBytes(p.rx_bytes)}` : v ? `${fmtBytes(v.tx_bytes)} / ${fmtBytes(v.rx_bytes)}` : '—',
         ];
       }))),
     gone.length ? section('Nodes that left', table(['node', 'seen since', 'last seen'],
@@ -281,7 +282,13 @@
     out.push(section('Datapath', el('p', {}, o.description),
       el('p', {}, Object.entries(o.offloads).map(([k, on]) => el('span', { class: `kv ${on ? 'ok' : 'muted'}`, text: k })))));
     const peers = state.data.peers || [];
-    out.push(section('Peers', table(['VTEP', 'node'], peers.map((p) => [p.vtep, p.node || '—']))));
+    const now = (p, d) => last(rates('vxgate_overlay_peer_bytes_total', { peer: p.vtep, direction: d }));
+    out.push(section('Peers', table(['VTEP', 'node', 'transport', 'out', 'in', 'out now', 'in now'],
+      peers.map((p) => [p.vtep, p.node || '—', p.transport,
+        p.tx_packets === null ? fmtBytes(p.tx_bytes) : `${fmtBytes(p.tx_bytes)} (${p.tx_packets} datagrams)`,
+        p.rx_packets === null ? fmtBytes(p.rx_bytes) : `${fmtBytes(p.rx_bytes)} (${p.rx_packets} datagrams)`,
+        p.transport === 'vxlan' ? fmtBits(now(p, 'tx') || 0) : '—',
+        p.transport === 'vxlan' ? fmtBits(now(p, 'rx') || 0) : '—']))));
     if (o.encryption) {
       out.push(section('WireGuard', table(['address', 'endpoint', 'session', 'out', 'in'],
         o.encryption.peers.map((p) => [p.address, p.endpoint, p.session_up ? el('span', { class: 'ok', text: 'up' }) : el('span', { class: 'warn', text: 'down' }), fmtBytes(p.tx_bytes), fmtBytes(p.rx_bytes)]))));
@@ -309,7 +316,7 @@
     const main = document.getElementById('main');
     const focused = keepFocus && document.activeElement && document.activeElement.id;
     const caret = focused === 'filter' ? document.activeElement.selectionStart : null;
-    main.replaceChildren(...RENDER[p]());
+    main.replaceChildren(...RENDER[p]().flat().filter((k) => k !== null && k !== undefined));
     main.dataset.page = p;
     if (focused) {
       const f = document.getElementById(focused);

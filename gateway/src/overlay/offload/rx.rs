@@ -6,7 +6,7 @@
 
 use super::{BATCH, Features, WgSock};
 use crate::overlay::batch::{self, Delivery, FRAME_MAX, GRO_MAX, Merged, Merger};
-use crate::overlay::counters::{Counters, DropReason};
+use crate::overlay::counters::{Counters, DropReason, PeerRun};
 use crate::overlay::switch::{FromUdp, RunCache, Switch};
 use crate::overlay::tap::Tap;
 use crate::overlay::udp;
@@ -204,6 +204,7 @@ impl Rx {
     fn decide(&mut self, s: &Switch, (first, k): (usize, usize), run: Got) {
         let now = Instant::now();
         let mut cache = RunCache::default();
+        let mut counted = PeerRun::default();
         for j in 0..k {
             let i = first + j;
             let (entry, cut) = match run.1 {
@@ -225,7 +226,13 @@ impl Rx {
                 // counts its own drops, empty datagrams included
                 s.from_udp_in_run(src, &self.buf[ds..de], now, &mut cache)
             };
+            if !matches!(self.decisions[j], FromUdp::Drop(_))
+                && let Some(vtep) = cache.vtep()
+            {
+                counted.add(s.peer_counters(), vtep, de - ds);
+            }
         }
+        counted.flush(s.peer_counters());
     }
 
     /// Carries out the first `k` decisions.

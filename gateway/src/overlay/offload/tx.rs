@@ -465,7 +465,7 @@ async fn gso_counted(
     }
     match gso_send(sock, send, dst, features).await {
         Gso::Sent => {
-            counters.tx_n(count, bytes);
+            counters.tx_to(dst, count, bytes);
             counters.gso_sends.fetch_add(1, Relaxed);
             true
         }
@@ -502,7 +502,7 @@ async fn send_run(
             Ok(0) => break,
             Ok(n) => {
                 let bytes = (n * seg).min(rest.len());
-                counters.tx_n(n, bytes);
+                counters.tx_to(dst, n, bytes);
                 rest = &rest[bytes..];
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -574,7 +574,7 @@ async fn send_in_place(
             let one = || udp::send_gso_iov(sock, parts, dst, usize::MAX);
             loop {
                 match sock.try_io(Interest::WRITABLE, one) {
-                    Ok(n) => counters.tx_n(1, n),
+                    Ok(n) => counters.tx_to(dst, 1, n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         if sock.writable().await.is_ok() {
                             continue;
