@@ -103,3 +103,22 @@ print(f"{metric}_own_user_pct {100 * own:.1f}")
 print(f"{metric}_ceiling_gbps {rate * busy / (busy - own):.3f}")
 PY
 }
+
+# bench_fixed_cpu METRIC IPERF_JSON CPU_FILE GBPS: for a run paced at GBPS, prints METRIC_gbps
+# (carried), METRIC_cores_per_gbps (the whole machine's busy cores per Gbit/s carried) and
+# METRIC_own_cores_per_gbps (the PIDs' user time alone); fails when less than 95 % of GBPS
+# was carried (the CPU of a rate not reached measures something else).
+bench_fixed_cpu() {
+  /usr/bin/python3 - "$@" <<'PY'
+import json, os, sys
+metric, js, cpu, want = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+rate = json.load(open(js))["end"]["sum_received"]["bits_per_second"] / 1e9
+if rate < 0.95 * want:
+    sys.exit(f"{metric}: carried {rate:.2f} Gbit/s of {want:g}")
+t0, b0, u0, t1, b1, u1 = map(int, open(cpu).read().split())
+cores = os.cpu_count()
+print(f"{metric}_gbps {rate:.3f}")
+print(f"{metric}_cores_per_gbps {cores * (b1 - b0) / (t1 - t0) / rate:.4f}")
+print(f"{metric}_own_cores_per_gbps {cores * (u1 - u0) / (t1 - t0) / rate:.4f}")
+PY
+}

@@ -522,10 +522,13 @@ fn swap_origin(
         .map(|(k, c)| (k.clone(), c.clone()))
         .collect();
     map.retain(|_, c| c.origin != origin);
+    // what the others hold, indexed once: a check per container is then O(1), not a scan of
+    // the map (a fleet's whole remote set comes through here on every etcd change)
+    let mut taken = Taken::of(map);
     let mut skipped = Vec::new();
     for mut c in containers {
         c.origin = origin;
-        if let Err(e) = check_unique(map, &c) {
+        if let Err(e) = taken.claim(&c) {
             match on_clash {
                 OnClash::Fail => return Err(e),
                 OnClash::Skip => {
@@ -545,6 +548,38 @@ fn swap_origin(
         map.insert(c.name.clone(), Arc::new(c));
     }
     Ok(skipped)
+}
+
+/// The names (without case) and addresses a map's containers hold, for many checks in a row.
+struct Taken {
+    names: HashSet<String>,
+    ips: HashMap<IpAddr, String>,
+}
+
+impl Taken {
+    fn of(map: &BTreeMap<String, Arc<Container>>) -> Taken {
+        Taken {
+            names: map.keys().map(|k| k.to_ascii_lowercase()).collect(),
+            ips: map.values().map(|c| (c.ip, c.name.clone())).collect(),
+        }
+    }
+
+    /// [`check_unique`]'s answer for `c`; when it is free, `c`'s name and address are taken.
+    fn claim(&mut self, c: &Container) -> Result<(), RegistryError> {
+        let name = c.name.to_ascii_lowercase();
+        if self.names.contains(&name) {
+            return Err(RegistryError::DuplicateName(c.name.clone()));
+        }
+        if let Some(owner) = self.ips.get(&c.ip) {
+            return Err(RegistryError::DuplicateIp {
+                ip: c.ip,
+                owner: owner.clone(),
+            });
+        }
+        self.names.insert(name);
+        self.ips.insert(c.ip, c.name.clone());
+        Ok(())
+    }
 }
 
 fn check_unique(
