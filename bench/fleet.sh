@@ -18,6 +18,8 @@
 # Everything stays inside namespaces it makes (prefix fl<PID>) and is removed at the end.
 #
 #   bench/fleet.sh [--hosts "5 20 50"] [--containers 20] [--changes 10]
+#   FLEET_PERF=/tmp/fleet.perf bench/fleet.sh ...   also profiles host 2's vxgate over the
+#       changes (perf, DWARF call graphs: FILE.N<n>; perf report -i FILE.N50 --children)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
@@ -144,6 +146,11 @@ for N in $SIZES; do
     for h in $(seq "$N"); do p=VXPID_$h; awk '{ print $14 + $15 }' "/proc/${!p}/stat"; done | awk '{ s += $1 } END { print s }'
   }
   alive
+  if [ -n "${FLEET_PERF:-}" ]; then  # a profile of host 2's vxgate over the changes
+    perf record -p "$VXPID_2" --call-graph dwarf,32768 -F 199 -o "$FLEET_PERF.N$N" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 1
+  fi
   k0=$(cpu)
   r0=$(etcd_rpcs)
   c0=$(date +%s%N)
@@ -198,6 +205,10 @@ PY
   r1=$(etcd_rpcs)
   c1=$(date +%s%N)
   k1=$(cpu)
+  if [ -n "${FLEET_PERF:-}" ]; then
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+  fi
   echo "RESULT fleet_N${N}_change_to_dns_ms p50=$(echo "$lat" | pct 50) p99=$(echo "$lat" | pct 99) max=$(echo "$lat" | pct 100) (changes=$CHANGES hosts=$((N - 1)))"
   # what one host spends on one change (on its own cores in a real fleet; here N hosts share
   # this machine's, which is what stretches the latency above as N grows)

@@ -7,17 +7,18 @@ use vxgate_dns::answer::{Rng, answer};
 use vxgate_dns::message::name_from_text;
 use vxgate_dns::zone::{Zone, ZoneContainer, ZoneSettings};
 
-fn zone() -> Zone {
+/// `services` services of `per` containers each, as the registry hands them to the zone.
+fn containers(services: u32, per: u32) -> Vec<ZoneContainer> {
     let mut cs = Vec::new();
-    for s in 0..100u32 {
-        for c in 0..3u32 {
+    for s in 0..services {
+        for c in 0..per {
             cs.push(ZoneContainer {
                 name: format!("svc{s}-{c}"),
                 ip: std::net::IpAddr::from([
                     10,
                     200,
                     (s / 50) as u8 + 1,
-                    (s % 50 * 3 + c + 10) as u8,
+                    (s % 50 * per + c + 10) as u8,
                 ]),
                 port: 80,
                 service: Some(format!("svc{s}")),
@@ -25,13 +26,29 @@ fn zone() -> Zone {
             });
         }
     }
-    let s = ZoneSettings {
+    cs
+}
+
+fn settings() -> ZoneSettings {
+    ZoneSettings {
         zone: "example.com".into(),
         ttl: 5,
         ns_addrs: vec![],
         max_udp_records: vxgate_dns::zone::MAX_UDP_RECORDS,
-    };
-    Zone::build(&s, 1, &cs).expect("zone")
+    }
+}
+
+fn zone() -> Zone {
+    Zone::build(&settings(), 1, &containers(100, 3)).expect("zone")
+}
+
+/// The zone rebuilt on a registry change: 1000 containers (a fleet of 50 hosts with 20 each,
+/// 250 services of 4), what every host does for every change in bench/fleet.sh.
+fn zone_build(c: &mut Criterion) {
+    let (s, cs) = (settings(), containers(250, 4));
+    c.bench_function("dns_zone_build_1000_containers", |b| {
+        b.iter(|| Zone::build(&s, 1, black_box(&cs)).expect("zone"))
+    });
 }
 
 fn query(name: &str) -> Vec<u8> {
@@ -90,5 +107,5 @@ fn rate_limit(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, rate_limit);
+criterion_group!(benches, bench, rate_limit, zone_build);
 criterion_main!(benches);

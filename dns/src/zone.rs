@@ -12,6 +12,9 @@ use crate::message::name_from_text;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// A service's name and its SRV name (None: too long for a DNS name), in wire form.
+type ServiceNames = (Vec<u8>, Option<Vec<u8>>);
+
 /// A container as the zone needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneContainer {
@@ -86,9 +89,11 @@ impl Zone {
     ) -> Option<Zone> {
         let zone = settings.zone.to_ascii_lowercase();
         let apex = name_from_text(&zone)?;
-        let child = |label: &str| name_from_text(&format!("{label}.{zone}").to_ascii_lowercase());
-        let mut nodes: HashMap<Vec<u8>, Node> = HashMap::new();
-        let mut reverse: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+        let child = |label: &str| child_name(label, &apex);
+        let mut nodes: HashMap<Vec<u8>, Node> = HashMap::with_capacity(2 * containers.len() + 8);
+        let mut reverse: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::with_capacity(containers.len());
+        // each service's name and SRV name, made once however many containers serve it
+        let mut services: HashMap<&str, Option<ServiceNames>> = HashMap::new();
         let add_ip = |node: &mut Node, ip: IpAddr| match ip {
             IpAddr::V4(v4) => node.a.push(v4.octets()),
             IpAddr::V6(v6) => node.aaaa.push(v6.octets()),
@@ -106,21 +111,41 @@ impl Zone {
             let Some(service) = c.service.as_deref() else {
                 continue;
             };
-            let Some(sname) = child(service) else {
+            let names = services.entry(service).or_insert_with(|| {
+                let sname = child(service)?;
+                let mut srv = child_name("_http._tcp", &[]).map(|mut n| {
+                    n.pop(); // the root label: the service's name follows
+                    n
+                });
+                if let Some(n) = &mut srv {
+                    n.extend_from_slice(&sname);
+                    if n.len() > crate::message::MAX_NAME {
+                        srv = None;
+                    }
+                }
+                Some((sname, srv))
+            });
+            let Some((sname, srv_name)) = names.as_ref() else {
                 continue;
             };
-            let snode = nodes.entry(sname).or_default();
+            let snode = match nodes.get_mut(sname) {
+                Some(n) => n,
+                None => nodes.entry(sname.clone()).or_default(),
+            };
             if c.serving {
                 add_ip(snode, c.ip);
                 if let Some(fqdn) = &fqdn
-                    && let Some(srv_name) = child(&format!("_http._tcp.{service}"))
+                    && let Some(srv_name) = srv_name
                 {
                     let mut rdata = Vec::with_capacity(6 + fqdn.len());
                     rdata.extend_from_slice(&0u16.to_be_bytes()); // priority
                     rdata.extend_from_slice(&10u16.to_be_bytes()); // weight: equal
                     rdata.extend_from_slice(&c.port.to_be_bytes());
                     rdata.extend_from_slice(fqdn);
-                    nodes.entry(srv_name).or_default().srv.push(rdata);
+                    match nodes.get_mut(srv_name) {
+                        Some(n) => n.srv.push(rdata),
+                        None => nodes.entry(srv_name.clone()).or_default().srv.push(rdata),
+                    }
                 }
             }
         }
@@ -132,13 +157,20 @@ impl Zone {
             }
         }
         nodes.entry(apex.clone()).or_default().apex = true;
-        // empty non-terminals: every ancestor between a name and the apex exists
-        let names: Vec<Vec<u8>> = nodes.keys().cloned().collect();
-        for name in names {
+        // empty non-terminals: every ancestor between a name and the apex exists (only
+        // names of two or more labels under the apex have one)
+        let deep: Vec<Vec<u8>> = nodes
+            .keys()
+            .filter(|n| n.len() > apex.len() && n.len() - apex.len() > 1 + usize::from(n[0]))
+            .cloned()
+            .collect();
+        for name in deep {
             let mut at = 0;
             while name.len() - at > apex.len() {
                 at += 1 + usize::from(name[at]);
-                nodes.entry(name[at..].to_vec()).or_default();
+                if !nodes.contains_key(&name[at..]) {
+                    nodes.insert(name[at..].to_vec(), Node::default());
+                }
             }
         }
         let mut soa = ns.clone();
@@ -201,12 +233,45 @@ fn suffix_offset(name: &[u8], apex: &[u8]) -> Option<usize> {
     }
 }
 
+/// The lower-cased wire form of `label` (one or more dot-separated labels) under `apex` (a
+/// wire name; empty: `label` alone, as a full name); None when it is no DNS name.
+fn child_name(label: &str, apex: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(label.len() + 1 + apex.len().max(1));
+    for part in label.split('.') {
+        if part.is_empty() || part.len() > 63 {
+            return None;
+        }
+        out.push(part.len() as u8);
+        out.extend(part.bytes().map(|b| b.to_ascii_lowercase()));
+    }
+    if apex.is_empty() {
+        out.push(0);
+    } else {
+        out.extend_from_slice(apex);
+    }
+    (out.len() <= crate::message::MAX_NAME).then_some(out)
+}
+
 /// in-addr.arpa / ip6.arpa name of an address, in lower wire form (RFC 1035 §3.5, RFC 3596).
 pub fn reverse_name(ip: IpAddr) -> Option<Vec<u8>> {
     let text = match ip {
         IpAddr::V4(v4) => {
-            let o = v4.octets();
-            format!("{}.{}.{}.{}.in-addr.arpa", o[3], o[2], o[1], o[0])
+            // wire form straight away: four decimal labels, then in-addr.arpa
+            let mut out = Vec::with_capacity(30);
+            for o in v4.octets().into_iter().rev() {
+                let digits = [b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10];
+                let skip = if o >= 100 {
+                    0
+                } else if o >= 10 {
+                    1
+                } else {
+                    2
+                };
+                out.push((3 - skip) as u8);
+                out.extend_from_slice(&digits[skip..]);
+            }
+            out.extend_from_slice(b"\x07in-addr\x04arpa\x00");
+            return Some(out);
         }
         IpAddr::V6(v6) => {
             let mut s = String::with_capacity(72);
@@ -325,6 +390,15 @@ mod tests {
             panic!("srv")
         };
         assert_eq!(node.srv.len(), 1, "no SRV target without a name");
+    }
+
+    #[test]
+    fn reverse_names_of_every_octet_width_match_their_text() {
+        for o in [0u8, 7, 9, 10, 42, 99, 100, 199, 255] {
+            let ip = std::net::Ipv4Addr::new(o, 255 - o, 1, o / 2);
+            let text = format!("{}.1.{}.{o}.in-addr.arpa", o / 2, 255 - o);
+            assert_eq!(reverse_name(ip.into()), Some(n(&text)), "{ip}");
+        }
     }
 
     #[test]

@@ -56,13 +56,15 @@ pub async fn start(
         settle(|| status.resyncs.load(Relaxed) > 0 || status.errors.load(Relaxed) > 0).await;
         running.docker = Some(status);
     }
+    // this node's gateway addresses, followed once for the policy and the etcd node record
+    let gateways = crate::policy::follow_gateways(config.policy_spec().taps);
     if config.registry.backend == config::RegistryBackend::Etcd {
         let crypto = underlay
             .as_ref()
             .and_then(|u| u.wireguard.as_ref())
             .map(|(_, c)| c.clone());
         running.registry_backend =
-            Some(start_etcd(config, crypto, registry, shutdown, tasks).await?);
+            Some(start_etcd(config, crypto, gateways.clone(), registry, shutdown, tasks).await?);
     }
     if let (Some(o), Some(underlay)) = (&overlay_spec, underlay) {
         let (handle, part) =
@@ -71,7 +73,8 @@ pub async fn start(
         running.overlay = Some(handle);
     }
     {
-        let (handle, part) = crate::policy::start(config.policy_spec(), registry, shutdown);
+        let (handle, part) =
+            crate::policy::start(config.policy_spec(), gateways, registry, shutdown);
         spawn(tasks, part, shutdown);
         running.policy = Some(handle);
     }
@@ -129,6 +132,7 @@ async fn settle(done: impl Fn() -> bool) {
 async fn start_etcd(
     config: &config::Config,
     crypto: Option<Arc<overlay::wg::Crypto>>,
+    gateways: tokio::sync::watch::Receiver<Vec<std::net::IpAddr>>,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut Tasks,
@@ -152,7 +156,7 @@ async fn start_etcd(
         registry::etcd::LocalNode {
             vtep,
             wireguard,
-            gateways: follow_gateways(config.policy_spec().taps),
+            gateways,
         },
         registry,
         shutdown,
@@ -165,33 +169,11 @@ async fn start_etcd(
     Ok(status)
 }
 
-/// This node's gateway addresses, read again every 2 s (Docker makes the bridge the TAP
-/// joins, and gives it its address, possibly after the start); the reader stops with the
-/// last receiver.
-#[cfg(feature = "etcd")]
-fn follow_gateways(taps: Vec<String>) -> tokio::sync::watch::Receiver<Vec<std::net::IpAddr>> {
-    let (tx, rx) = tokio::sync::watch::channel(crate::policy::gateway_addrs(&taps));
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = tx.closed() => return,
-                () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            }
-            let now = crate::policy::gateway_addrs(&taps);
-            tx.send_if_modified(|g| {
-                let changed = *g != now;
-                *g = now;
-                changed
-            });
-        }
-    });
-    rx
-}
-
 #[cfg(not(feature = "etcd"))]
 async fn start_etcd(
     _: &config::Config,
     _: Option<Arc<overlay::wg::Crypto>>,
+    _: tokio::sync::watch::Receiver<Vec<std::net::IpAddr>>,
     _: &Arc<Registry>,
     _: &Shutdown,
     _: &mut Tasks,

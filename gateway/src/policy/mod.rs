@@ -10,7 +10,9 @@ pub mod nflog;
 pub mod nft;
 mod run;
 
-pub use run::{Error, Policy, PolicySpec, apply, gateway_addrs, interface_addrs, start};
+pub use run::{
+    Error, Policy, PolicySpec, apply, follow_gateways, gateway_addrs, interface_addrs, start,
+};
 
 use crate::registry::{Container, Snapshot};
 use serde::Serialize;

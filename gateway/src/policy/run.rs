@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 
 /// What the policy part needs.
 #[derive(Debug, Clone)]
@@ -136,6 +137,7 @@ impl Policy {
 /// Starts following the registry: the handle, and the part whose `run` keeps the table.
 pub fn start(
     spec: PolicySpec,
+    gateways: watch::Receiver<Vec<IpAddr>>,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
 ) -> (Arc<Policy>, Part<Error>) {
@@ -143,7 +145,7 @@ pub fn start(
     policy.set_isolated(spec.isolated.clone());
     let mut part = Part::new();
     let (p, r, s) = (policy.clone(), registry.clone(), shutdown.clone());
-    part.spawn(async move { follow(spec, r, p, s).await });
+    part.spawn(async move { follow(spec, gateways, r, p, s).await });
     (policy, part)
 }
 
@@ -152,6 +154,7 @@ const RETRY: Duration = Duration::from_secs(2);
 
 async fn follow(
     spec: PolicySpec,
+    mut own_gateways: watch::Receiver<Vec<IpAddr>>,
     registry: Arc<Registry>,
     policy: Arc<Policy>,
     mut shutdown: Shutdown,
@@ -168,7 +171,7 @@ async fn follow(
         let started = std::time::Instant::now();
         let snap = snaps.borrow_and_update().clone();
         let networks = isolated.borrow_and_update().clone();
-        let mut gateways = gateway_addrs(&spec.taps);
+        let mut gateways = own_gateways.borrow_and_update().clone();
         gateways.extend(&spec.peer_gateways);
         let m = Matrix::build(&snap, &networks, &gateways);
         report_problems(&policy.matrix.load(), &m);
@@ -217,6 +220,7 @@ async fn follow(
                 _ = shutdown.wait() => return Ok(()),
                 changed = snaps.changed() => if changed.is_err() { return Ok(()) } else { break },
                 _ = isolated.changed() => break,
+                Ok(()) = own_gateways.changed() => break,
                 _ = tokio::time::sleep(RETRY), if retry => break,
                 _ = poll.tick(), if in_use => {
                     let per_flow = flows.as_ref().is_some_and(FlowLog::reading);
@@ -395,6 +399,28 @@ pub async fn apply(script: &str) -> Result<(), Error> {
             text.lines().take(3).collect::<Vec<_>>().join(" / "),
         ))
     }
+}
+
+/// This node's gateway addresses ([`gateway_addrs`]), read again every 2 s (Docker makes the
+/// bridge the TAP joins, and gives it its address, possibly after the start): one reader for
+/// the policy and the etcd node record; it stops with the last receiver.
+pub fn follow_gateways(taps: Vec<String>) -> watch::Receiver<Vec<IpAddr>> {
+    let (tx, rx) = watch::channel(gateway_addrs(&taps));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            let now = gateway_addrs(&taps);
+            tx.send_if_modified(|g| {
+                let changed = *g != now;
+                *g = now;
+                changed
+            });
+        }
+    });
+    rx
 }
 
 /// This node's addresses on the bridges its TAPs are in: where its ingress and health checks

@@ -332,9 +332,9 @@ impl Registry {
     fn without_special(
         &self,
         origin: Origin,
-        containers: Vec<Container>,
+        containers: impl IntoIterator<Item = Arc<Container>>,
         skipped: &mut Vec<String>,
-    ) -> Vec<Container> {
+    ) -> Vec<Arc<Container>> {
         let allowed = self.allowed();
         containers
             .into_iter()
@@ -408,7 +408,7 @@ impl Registry {
     /// returned so the caller can report them. Unchanged entries keep their health.
     pub fn set_remote(
         &self,
-        containers: Vec<Container>,
+        containers: Vec<Arc<Container>>,
         nodes: BTreeMap<String, Node>,
     ) -> Vec<String> {
         let mut refused = Vec::new();
@@ -431,6 +431,7 @@ impl Registry {
     /// leaves the remote one out and counts it). Unchanged entries keep their health.
     pub fn set_local_source(&self, origin: Origin, containers: Vec<Container>) -> Vec<String> {
         let mut refused = Vec::new();
+        let containers = containers.into_iter().map(Arc::new);
         let containers = self.without_special(origin, containers, &mut refused);
         let result = self.update(|map| {
             // names compare without case, as check_unique does
@@ -495,6 +496,7 @@ impl Registry {
         origin: Origin,
         containers: Vec<Container>,
     ) -> Result<(), RegistryError> {
+        let containers = containers.into_iter().map(Arc::new).collect();
         self.update(|map| swap_origin(map, origin, containers, OnClash::Fail).map(|_| ()))
     }
 }
@@ -513,71 +515,111 @@ enum OnClash {
 fn swap_origin(
     map: &mut BTreeMap<String, Arc<Container>>,
     origin: Origin,
-    containers: Vec<Container>,
+    containers: Vec<Arc<Container>>,
     on_clash: OnClash,
 ) -> Result<Vec<String>, RegistryError> {
-    let old: BTreeMap<String, Arc<Container>> = map
-        .iter()
-        .filter(|(_, c)| c.origin == origin)
-        .map(|(k, c)| (k.clone(), c.clone()))
-        .collect();
-    map.retain(|_, c| c.origin != origin);
+    // moved out, not copied (names included)
+    let (old, others): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(map)
+        .into_iter()
+        .partition(|(_, c)| c.origin == origin);
+    *map = others;
     // what the others hold, indexed once: a check per container is then O(1), not a scan of
     // the map (a fleet's whole remote set comes through here on every etcd change)
     let mut taken = Taken::of(map);
     let mut skipped = Vec::new();
     for mut c in containers {
-        c.origin = origin;
-        if let Err(e) = taken.claim(&c) {
+        if c.origin != origin {
+            Arc::make_mut(&mut c).origin = origin;
+        }
+        if let Err(e) = taken.claim(map, &c) {
             match on_clash {
                 OnClash::Fail => return Err(e),
                 OnClash::Skip => {
-                    skipped.push(c.name);
+                    skipped.push(c.name.clone());
                     continue;
                 }
             }
         }
-        if let Some(prev) = old.get(&c.name) {
-            let health = std::mem::replace(&mut c.health, prev.health);
-            if c == **prev {
-                map.insert(c.name, prev.clone());
-                continue;
-            }
-            c.health = health;
+        if let Some(prev) = old.get(&c.name)
+            && (Arc::ptr_eq(prev, &c) || same_but_health(prev, &c))
+        {
+            map.insert(c.name.clone(), prev.clone());
+            continue;
         }
-        map.insert(c.name.clone(), Arc::new(c));
+        map.insert(c.name.clone(), c);
     }
     Ok(skipped)
 }
 
-/// The names (without case) and addresses a map's containers hold, for many checks in a row.
+/// Whether `a` and `b` differ at most in health (checked here, not carried in records).
+fn same_but_health(a: &Container, b: &Container) -> bool {
+    let Container {
+        name,
+        ip,
+        mac,
+        port,
+        labels,
+        network,
+        node,
+        health: _,
+        ready,
+        origin,
+    } = a;
+    *name == b.name
+        && *ip == b.ip
+        && *mac == b.mac
+        && *port == b.port
+        && *network == b.network
+        && *node == b.node
+        && *ready == b.ready
+        && *origin == b.origin
+        && *labels == b.labels
+}
+
+/// The names (without case) and addresses a map's containers hold, for many checks in a row:
+/// hashes only (no copy of a name), a hit confirmed against the map (only a clash hits).
 struct Taken {
-    names: HashSet<String>,
-    ips: HashMap<IpAddr, String>,
+    hasher: std::hash::RandomState,
+    names: HashSet<u64>,
+    ips: HashSet<IpAddr>,
 }
 
 impl Taken {
     fn of(map: &BTreeMap<String, Arc<Container>>) -> Taken {
+        let hasher = std::hash::RandomState::new();
+        let names = map.keys().map(|k| Self::hash(&hasher, k)).collect();
         Taken {
-            names: map.keys().map(|k| k.to_ascii_lowercase()).collect(),
-            ips: map.values().map(|c| (c.ip, c.name.clone())).collect(),
+            hasher,
+            names,
+            ips: map.values().map(|c| c.ip).collect(),
         }
     }
 
-    /// [`check_unique`]'s answer for `c`; when it is free, `c`'s name and address are taken.
-    fn claim(&mut self, c: &Container) -> Result<(), RegistryError> {
-        let name = c.name.to_ascii_lowercase();
-        if self.names.contains(&name) {
-            return Err(RegistryError::DuplicateName(c.name.clone()));
+    /// A name's hash without case (`WEB-1` and `web-1` alike).
+    fn hash(hasher: &std::hash::RandomState, name: &str) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = hasher.build_hasher();
+        for b in name.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
         }
-        if let Some(owner) = self.ips.get(&c.ip) {
-            return Err(RegistryError::DuplicateIp {
-                ip: c.ip,
-                owner: owner.clone(),
-            });
+        h.finish()
+    }
+
+    /// [`check_unique`]'s answer for `c` in `map` (which holds every container claimed
+    /// so far); when it is free, `c`'s name and address are taken.
+    fn claim(
+        &mut self,
+        map: &BTreeMap<String, Arc<Container>>,
+        c: &Container,
+    ) -> Result<(), RegistryError> {
+        let name = Self::hash(&self.hasher, &c.name);
+        if (self.names.contains(&name) || self.ips.contains(&c.ip))
+            && let Err(e) = check_unique(map, c)
+        {
+            return Err(e);
         }
         self.names.insert(name);
-        self.ips.insert(c.ip, c.name.clone());
+        self.ips.insert(c.ip);
         Ok(())
     }
 }
@@ -785,7 +827,7 @@ mod tests {
         r.add(c("api-1", "10.0.0.3", "api")).expect("add"); // Api origin
         let mut remote = c("web-9", "10.0.0.9", "web");
         remote.origin = Origin::Remote;
-        r.set_remote(vec![remote], BTreeMap::new());
+        r.set_remote(vec![Arc::new(remote)], BTreeMap::new());
         let docker = |name: &str, ip: &str| {
             let mut d = c(name, ip, "web");
             d.origin = Origin::Docker;
@@ -830,7 +872,7 @@ mod tests {
         let r = Registry::new("app");
         let mut remote = c("WEB-1", "10.0.0.9", "web");
         remote.origin = Origin::Remote;
-        r.set_remote(vec![remote], BTreeMap::new());
+        r.set_remote(vec![Arc::new(remote)], BTreeMap::new());
         let mut docker = c("web-1", "10.0.0.1", "web");
         docker.origin = Origin::Docker;
         assert!(r.set_local_source(Origin::Docker, vec![docker]).is_empty());
@@ -916,7 +958,10 @@ mod tests {
         assert_eq!(left_out, ["meta-1"]);
         let mut remote = c("r-1", "::1", "r");
         remote.origin = Origin::Remote;
-        assert_eq!(r.set_remote(vec![remote], BTreeMap::new()), ["r-1"]);
+        assert_eq!(
+            r.set_remote(vec![Arc::new(remote)], BTreeMap::new()),
+            ["r-1"]
+        );
         assert_eq!(
             r.refused_addresses
                 .load(std::sync::atomic::Ordering::Relaxed),

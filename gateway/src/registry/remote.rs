@@ -18,6 +18,7 @@ use crate::wire::ethernet::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Key names under the prefix.
 #[derive(Debug, Clone)]
@@ -167,7 +168,9 @@ fn json<T: Serialize>(v: &T) -> String {
 #[derive(Debug, Clone, PartialEq)]
 enum Entry {
     Node(Node),
-    Container(Container),
+    /// Shared with the registry, which keeps this very entry while it is unchanged (a
+    /// republish of the remote set then compares pointers, not containers).
+    Container(Arc<Container>),
 }
 
 /// Every other node's records, as last read from etcd.
@@ -236,7 +239,7 @@ impl RemoteState {
     }
 
     /// Remote containers, to be published as [`Origin::Remote`] registry entries.
-    pub fn containers(&self) -> Vec<Container> {
+    pub fn containers(&self) -> Vec<Arc<Container>> {
         self.entries
             .values()
             .filter_map(|e| match e {
@@ -250,9 +253,13 @@ impl RemoteState {
     pub fn nodes(&self) -> BTreeMap<String, Node> {
         self.entries
             .iter()
-            .filter_map(|(k, e)| match (e, self.layout.parse(k)) {
-                (Entry::Node(node), Some(Key::Node(n))) => Some((n, node.clone())),
-                _ => None,
+            .filter_map(|(k, e)| match e {
+                // only node records' keys are parsed (not every container's, on every change)
+                Entry::Node(node) => match self.layout.parse(k) {
+                    Some(Key::Node(n)) => Some((n, node.clone())),
+                    _ => None,
+                },
+                Entry::Container(_) => None,
             })
             .collect()
     }
@@ -333,7 +340,7 @@ fn decode(key: &Key, value: &[u8]) -> Result<Entry, RecordError> {
                 Some(m) => Some(m.parse::<MacAddr>()?),
                 None => None,
             };
-            Ok(Entry::Container(Container {
+            Ok(Entry::Container(Arc::new(Container {
                 name: r.name,
                 ip: r.ip,
                 mac,
@@ -344,7 +351,7 @@ fn decode(key: &Key, value: &[u8]) -> Result<Entry, RecordError> {
                 health: Health::Unknown,
                 ready: r.ready,
                 origin: Origin::Remote,
-            }))
+            })))
         }
     }
 }
@@ -426,12 +433,12 @@ mod tests {
         }
         assert_eq!(h2.nodes(), [("h1".to_string(), node)].into());
         let got = h2.containers();
-        let want: Vec<Container> = ["api-1", "web-1"]
+        let want: Vec<Arc<Container>> = ["api-1", "web-1"]
             .iter()
             .map(|n| {
                 let mut c = (**r.snapshot().container(n).expect("c")).clone();
                 c.origin = Origin::Remote;
-                c
+                Arc::new(c)
             })
             .collect();
         assert_eq!(got, want);
@@ -481,7 +488,7 @@ mod tests {
         let got: Vec<(String, bool)> = h2
             .containers()
             .into_iter()
-            .map(|c| (c.name, c.ready))
+            .map(|c| (c.name.clone(), c.ready))
             .collect();
         assert_eq!(
             got,
@@ -562,9 +569,9 @@ mod tests {
         r.add(container("web-1", "10.200.1.11", "h1", Origin::Config))
             .expect("add");
         let remote = vec![
-            container("web-2", "10.200.2.11", "h2", Origin::Remote),
-            container("web-1", "10.200.2.12", "h2", Origin::Remote), // name taken
-            container("web-3", "10.200.1.11", "h2", Origin::Remote), // ip taken
+            Arc::new(container("web-2", "10.200.2.11", "h2", Origin::Remote)),
+            Arc::new(container("web-1", "10.200.2.12", "h2", Origin::Remote)), // name taken
+            Arc::new(container("web-3", "10.200.1.11", "h2", Origin::Remote)), // ip taken
         ];
         let nodes: BTreeMap<_, _> = [("h2".to_string(), Node::default())].into();
         let skipped = r.set_remote(remote.clone(), nodes.clone());
@@ -584,6 +591,14 @@ mod tests {
             r.snapshot().container("web-2").map(|c| c.health),
             Some(Health::Healthy)
         );
+        // a change in anything but health replaces it, health and all
+        let mut relabelled = (*remote[0]).clone();
+        relabelled.labels.insert("tier".into(), "front".into());
+        r.set_remote(vec![Arc::new(relabelled)], nodes.clone());
+        let web2 = r.snapshot().container("web-2").cloned().expect("web-2");
+        assert_eq!(web2.labels.get("tier").map(String::as_str), Some("front"));
+        assert_eq!(web2.health, Health::Unknown);
+        assert!(r.snapshot().version > v);
         r.set_remote(Vec::new(), BTreeMap::new());
         let s = r.snapshot();
         assert_eq!(s.len(), 1);
