@@ -4,6 +4,9 @@
 #
 #   RESULT fleet_N<n>_change_to_dns_ms p50=<> p99=<> max=<>   a container added through one
 #       host's API until every other host's DNS answers it (CHANGES changes x N-1 hosts)
+#   RESULT fleet_N<n>_change_to_etcd_ms, fleet_N<n>_etcd_to_dns_ms   the same split where
+#       the record becomes readable in etcd (its JSON gateway, polled every 2 ms): h1's put
+#       and etcd's commit (its disk), then the watch and every other host's processing
 #   RESULT fleet_N<n>_cpu_ms_per_change_per_host <v>   every vxgate's CPU time over the
 #       changes, per change and host (on a real fleet each host has its own cores; here the
 #       N share this machine's, which is what stretches change_to_dns as N grows)
@@ -13,6 +16,9 @@
 #   RESULT fleet_N<n>_etcd_rpcs_per_s_at_rest <v>   gRPC messages etcd received/s over 10 idle s
 #   RESULT fleet_N<n>_etcd_rpcs_per_change <v>       per added container (CHANGES of them),
 #       less the keep-alives at the rate at rest meanwhile
+#   RESULT fleet_N<n>_etcd_fsyncs_over_500ms_during_changes <v>   etcd's own disk stalls (a
+#       change reaches no host before etcd has written it; a multi-second outlier in
+#       change_to_dns with one here is the disk, not vxgate)
 #   RESULT fleet_N<n>_flood_copies <v>   datagrams one host sends for one broadcast frame
 #
 # Everything stays inside namespaces it makes (prefix fl<PID>) and is removed at the end.
@@ -63,6 +69,13 @@ attach() {  # NAME ADDR: a namespace on the underlay
   on "$1" ip link set lo up
   on "$1" ip addr add "$2/24" dev eth0
   on "$1" ip link set eth0 up
+}
+# etcd's WAL fsyncs that took more than 0.5 s so far (its own histogram; a missing one fails)
+etcd_slow_fsyncs() {
+  on etcd curl -sf http://10.99.0.250:2381/metrics | awk '
+    $1 == "etcd_disk_wal_fsync_duration_seconds_bucket{le=\"0.512\"}" { fast = $2; f++ }
+    $1 == "etcd_disk_wal_fsync_duration_seconds_count" { all = $2; f++ }
+    END { if (f == 2) print all - fast; else exit 1 }' || die "etcd has no WAL fsync histogram"
 }
 attach etcd 10.99.0.250
 ip netns exec "$P-etcd" etcd --name e1 --data-dir "$WORK/etcd" \
@@ -153,9 +166,10 @@ for N in $SIZES; do
   fi
   k0=$(cpu)
   r0=$(etcd_rpcs)
+  s0=$(etcd_slow_fsyncs)
   c0=$(date +%s%N)
-  lat=$(on ul /usr/bin/python3 - "$N" "$CHANGES" "$P" <<'PY'
-import json, socket, struct, subprocess, sys, time
+  lat=$(on ul /usr/bin/python3 - "$N" "$CHANGES" "$P" "$WORK/commits" "$WORK/after" <<'PY'
+import base64, json, socket, struct, subprocess, sys, time
 n, changes, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 def query(qid, name):
     q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
@@ -166,13 +180,29 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 s.setblocking(False)
-out = []
+out, commits, after = [], [], []
 for c in range(changes):
     name = f"probe{c}-{time.time_ns() % 1000000}"
     body = json.dumps({"name": name, "ip": f"10.202.{c // 250}.{c % 250 + 1}", "port": 80, "labels": {"app": name}})
     t0 = time.monotonic()
     subprocess.run(["ip", "netns", "exec", f"{prefix}-h1", "curl", "-sf", "-o", "/dev/null", "-X", "POST",
                     "-H", "Content-Type: application/json", "http://127.0.0.1:9180/v1/containers", "-d", body], check=True)
+    posted = (time.monotonic() - t0) * 1000
+    # when etcd holds the record (its JSON gateway, from the underlay): what came before is
+    # h1's, what comes after is the watch and the other hosts'
+    key = base64.b64encode(f"/vxgate/containers/h1/{name}".encode()).decode()
+    in_etcd = None
+    while in_etcd is None and time.monotonic() < t0 + 30:
+        r = subprocess.run(["curl", "-sf", "-X", "POST", "http://10.99.0.250:2379/v3/kv/range",
+                            "-d", json.dumps({"key": key, "count_only": True})], capture_output=True)
+        if r.returncode == 0 and json.loads(r.stdout or b"{}").get("count") in ("1", 1):
+            in_etcd = (time.monotonic() - t0) * 1000
+        else:
+            time.sleep(0.002)
+    if in_etcd is None:
+        print(f"FAIL change {c}: never in etcd", file=sys.stderr)
+        sys.exit(1)
+    commits.append(in_etcd)
     waiting = {h: None for h in range(2, n + 1)}
     qid = c * 1000
     deadline = t0 + 30
@@ -198,23 +228,36 @@ for c in range(changes):
         print(f"FAIL change {c}: hosts {missing} never answered", file=sys.stderr)
         sys.exit(1)
     out += waiting.values()
+    after += [v - in_etcd for v in waiting.values()]
+    slow = {h: round(v - in_etcd) for h, v in waiting.items() if v - in_etcd > 500}
+    if slow:
+        print(f"change {c}: hosts answering over 0.5 s after etcd had it (ms): {slow}", file=sys.stderr)
 print("\n".join(f"{v:.1f}" for v in out))
+with open(sys.argv[4], "w") as f:
+    f.write("\n".join(f"{v:.1f}" for v in commits) + "\n")
+with open(sys.argv[5], "w") as f:
+    f.write("\n".join(f"{v:.1f}" for v in after) + "\n")
 PY
 ) || die "N=$N: a change did not reach every host"
   alive
   r1=$(etcd_rpcs)
+  s1=$(etcd_slow_fsyncs)
   c1=$(date +%s%N)
   k1=$(cpu)
   if [ -n "${FLEET_PERF:-}" ]; then
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
   fi
+  echo "RESULT fleet_N${N}_change_to_etcd_ms p50=$(pct 50 < "$WORK/commits") p99=$(pct 99 < "$WORK/commits") (the record readable in etcd: h1's put and etcd's commit)"
+  echo "RESULT fleet_N${N}_etcd_to_dns_ms p50=$(pct 50 < "$WORK/after") p99=$(pct 99 < "$WORK/after") max=$(pct 100 < "$WORK/after") (from there to each other host's DNS answer)"
   echo "RESULT fleet_N${N}_change_to_dns_ms p50=$(echo "$lat" | pct 50) p99=$(echo "$lat" | pct 99) max=$(echo "$lat" | pct 100) (changes=$CHANGES hosts=$((N - 1)))"
   # what one host spends on one change (on its own cores in a real fleet; here N hosts share
   # this machine's, which is what stretches the latency above as N grows)
   echo "RESULT fleet_N${N}_cpu_ms_per_change_per_host $(awk -v a="$k0" -v b="$k1" -v c="$CHANGES" -v n="$N" -v hz="$(getconf CLK_TCK)" -v t=$(( (c1 - c0) / 1000000 )) -v cores="$(nproc)" 'BEGIN { printf "%.2f (the window: %d ms for %d changes on %d cores)", (b - a) * 1000 / hz / c / n, t, c, cores }')"
   # less the keep-alives that went on meanwhile (the rate at rest)
   echo "RESULT fleet_N${N}_etcd_rpcs_per_change $(awk -v a="$r0" -v b="$r1" -v c="$CHANGES" -v r="$rest" -v t=$(( (c1 - c0) / 1000000 )) 'BEGIN { printf "%.1f", (b - a - r * t / 1000) / c }')"
+  # a change cannot reach anyone before etcd has written it: its own disk stalls, counted
+  echo "RESULT fleet_N${N}_etcd_fsyncs_over_500ms_during_changes $((s1 - s0))"
   # broadcasts from h1's bridge: the datagrams h1 sends for each (10 of them, less what it
   # sends in as long without them)
   tx() {
