@@ -7,8 +7,9 @@
 # ones are dnsperf at a fixed rate from 10.97.0.10 (inside recursion_from, as containers
 # are: never limited) and from 10.96.0.10 (outside, below the limit: limited like the flood,
 # so its bucket sits in the same table). The flood comes from a raw socket in the clients'
-# namespace: zone queries from spoofed sources spread over 10.0.0.0/8 (65,536 networks, so the
-# limiter's table fills), paced at --flood pps; the answers go back into the clients'
+# namespace: zone queries from spoofed sources, every other one from one victim network (a
+# reflection attempt, which the limiter holds back) and the rest spread over 10.0.0.0/8 (a
+# new network each, so the limiter's table churns and fills), paced at --flood pps; the answers go back into the clients'
 # namespace and die there (no forwarding). Nothing leaves the namespaces.
 #
 # Before it counts: each legitimate client's answers are checked (dig), the flood's queries
@@ -19,6 +20,7 @@
 #   RESULT dns_flood_inside_qps quiet=<> flood=<> ratio=<flood/quiet>
 #   RESULT dns_flood_outside_qps quiet=<> flood=<> ratio=<>
 #   RESULT dns_flood_sent_pps <v>   RESULT dns_flood_limited_per_s <v>
+#   RESULT dns_flood_table_networks <v>   client networks the limiter tracked at the end
 #
 #   bench/dns-flood.sh [--runs 3] [--seconds 10] [--rate 2000] [--outside-rate 40] [--flood 50000]
 set -euo pipefail
@@ -119,7 +121,12 @@ def query(i):
 pkts = []
 rnd = random.Random(7)
 for i in range(65536):
-    src = bytes([10, (i >> 8) & 255, i & 255, rnd.randrange(1, 255)])
+    # every other query from one victim network (a reflection attempt: limited), the rest
+    # from a new network each (the limiter's table churns and fills)
+    if i % 2:
+        src = bytes([10, 1, 1, rnd.randrange(1, 255)])
+    else:
+        src = bytes([10, (i >> 8) & 255, i & 255, rnd.randrange(1, 255)])
     if src[1] in (96, 97):
         continue
     q = query(i)
@@ -172,6 +179,7 @@ measure() {
     [ $((q1 - q0)) -ge $((sent / 2)) ] || die "the flood sent $sent queries, vxgate counted $((q1 - q0))"
     [ $((l1 - l0)) -gt 0 ] || die "the flood was not limited ($l0 -> $l1)"
     echo "sent_pps $(( sent / (SECS + 1) ))" >> "$W/$mode"
+    echo "table_networks $(metric vxgate_dns_rate_limit_networks)" >> "$W/$mode"
     echo "limited_per_s $(( (l1 - l0) / (SECS + 1) ))" >> "$W/$mode"
   fi
   echo "inside_qps $(cat "$W/in.txt")" >> "$W/$mode"
@@ -193,4 +201,5 @@ for m in ("inside_qps", "outside_qps"):
     print(f"RESULT dns_flood_{m} quiet={q[m]:g} flood={f[m]:g} ratio={f[m] / q[m]:.3f}")
 print(f"RESULT dns_flood_sent_pps {f['sent_pps']:g}")
 print(f"RESULT dns_flood_limited_per_s {f['limited_per_s']:g}")
+print(f"RESULT dns_flood_table_networks {f['table_networks']:g} (tracked when the flood ended)")
 PY

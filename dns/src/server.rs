@@ -244,7 +244,7 @@ pub struct Context {
     pub recursion_from: Vec<IpNet>,
     pub stats: Arc<Stats>,
     /// Response-rate limiting for UDP clients outside `recursion_from` (None: off).
-    pub rate_limit: Option<RateLimiter>,
+    pub rate_limit: Option<std::sync::Arc<RateLimiter>>,
     /// Open TCP connections per client address.
     pub tcp_clients: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
 }

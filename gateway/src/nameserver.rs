@@ -33,6 +33,8 @@ pub enum Error {
 pub struct Dns {
     pub stats: Arc<Stats>,
     pub forwarder: Arc<Forwarder>,
+    /// With `dns.rate_limit`: the limiter, for the size of its table.
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
 /// The zone for a registry snapshot.
@@ -111,16 +113,18 @@ pub fn start_bound(
         cfg.upstream_timeout,
         CACHE_ENTRIES,
     ));
+    let rate_limit = (cfg.rate_limit > 0).then(|| Arc::new(RateLimiter::new(cfg.rate_limit)));
     let handle = Dns {
         stats: stats.clone(),
         forwarder: forwarder.clone(),
+        rate_limit: rate_limit.clone(),
     };
     let ctx = Arc::new(Context {
         zone: zone_rx,
         forwarder,
         recursion_from: cfg.recursion_from.clone(),
         stats: stats.clone(),
-        rate_limit: (cfg.rate_limit > 0).then(|| RateLimiter::new(cfg.rate_limit)),
+        rate_limit,
         tcp_clients: Default::default(),
     });
     tracing::info!(listen = ?cfg.listen, zone = %cfg.zone, upstreams = ?cfg.upstreams, workers, max_udp_records = cfg.max_udp_records, rate_limit = cfg.rate_limit, "dns up");
@@ -291,6 +295,15 @@ impl Dns {
                 ("drop", s.rate_limit_dropped.load(Relaxed)),
             ],
         );
+        if let Some(rl) = &self.rate_limit {
+            single(
+                out,
+                "vxgate_dns_rate_limit_networks",
+                "gauge",
+                "Client networks (/24, /56) dns.rate_limit tracks now (at most 65,536; while all are busy a new network gets only TC answers).",
+                rl.len(),
+            );
+        }
         family(
             out,
             "vxgate_dns_answer_seconds",
