@@ -104,10 +104,24 @@ print(f"{metric}_ceiling_gbps {rate * busy / (busy - own):.3f}")
 PY
 }
 
+# bench_idle: "<wall ns> <idle µs of every CPU summed>" from cpuidle's residency counters
+# (exact, unlike /proc/stat's ticks: with a tickless idle, work in bursts shorter than a tick
+# is counted as idle, which flatters a bursty load like the kernel's datapath at a paced
+# rate); "<wall ns> -1" without cpuidle.
+bench_idle() {
+  local idle=-1 f
+  if compgen -G '/sys/devices/system/cpu/cpu*/cpuidle/state*/time' >/dev/null; then
+    idle=0
+    for f in /sys/devices/system/cpu/cpu*/cpuidle/state*/time; do idle=$((idle + $(cat "$f"))); done
+  fi
+  echo "$(date +%s%N) $idle"
+}
+
 # bench_fixed_cpu METRIC IPERF_JSON CPU_FILE GBPS: for a run paced at GBPS, prints METRIC_gbps
-# (carried), METRIC_cores_per_gbps (the whole machine's busy cores per Gbit/s carried) and
-# METRIC_own_cores_per_gbps (the PIDs' user time alone); fails when less than 95 % of GBPS
-# was carried (the CPU of a rate not reached measures something else).
+# (carried), METRIC_cores_per_gbps (the whole machine's busy cores per Gbit/s carried: from
+# cpuidle's residency where there is one, else /proc/stat) and METRIC_own_cores_per_gbps (the
+# PIDs' user time alone); fails when less than 95 % of GBPS was carried (the CPU of a rate
+# not reached measures something else). CPU_FILE: bench_cpu and bench_idle before, then after.
 bench_fixed_cpu() {
   /usr/bin/python3 - "$@" <<'PY'
 import json, os, sys
@@ -115,10 +129,14 @@ metric, js, cpu, want = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]
 rate = json.load(open(js))["end"]["sum_received"]["bits_per_second"] / 1e9
 if rate < 0.95 * want:
     sys.exit(f"{metric}: carried {rate:.2f} Gbit/s of {want:g}")
-t0, b0, u0, t1, b1, u1 = map(int, open(cpu).read().split())
+t0, b0, u0, w0, i0, t1, b1, u1, w1, i1 = map(int, open(cpu).read().split())
 cores = os.cpu_count()
+if i0 >= 0:
+    busy = cores - (i1 - i0) * 1e3 / (w1 - w0)
+else:
+    busy = cores * (b1 - b0) / (t1 - t0)
 print(f"{metric}_gbps {rate:.3f}")
-print(f"{metric}_cores_per_gbps {cores * (b1 - b0) / (t1 - t0) / rate:.4f}")
+print(f"{metric}_cores_per_gbps {busy / rate:.4f}")
 print(f"{metric}_own_cores_per_gbps {cores * (u1 - u0) / (t1 - t0) / rate:.4f}")
 PY
 }

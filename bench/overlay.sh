@@ -15,7 +15,8 @@
 # an 8 MiB random file crosses the overlay intact (SHA-256 both ends) in every mode and run.
 #
 # At a fixed rate (one TCP stream paced at --fixed-gbps, 3 by default): the whole machine's
-# CPU per Gbit/s (tcp_3g_cores_per_gbps: cores busy, from /proc/stat, per Gbit/s carried), and
+# CPU per Gbit/s (tcp_3g_cores_per_gbps: cores busy, from cpuidle's residency counters, per
+# Gbit/s carried), and
 # vxgate's own share of it; unlike the unpaced rates it does not depend on how the load
 # generator and the datapath share the cores. A run that falls 5 % short of the rate fails.
 #
@@ -77,9 +78,9 @@ measure() {
   echo "$c0 $c1" > "$OUT/tcp4.cpu"
   # a fixed rate (TCP paced at FIXED_GBPS): the whole machine's CPU for it, which does not
   # depend on the load generator taking the cores the datapath would otherwise use
-  c0=$(bench_cpu "${VX_PIDS[@]}")
+  c0="$(bench_cpu "${VX_PIDS[@]}") $(bench_idle)"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -b "${FIXED_GBPS}G" -J > "$OUT/fixed.json"
-  c1=$(bench_cpu "${VX_PIDS[@]}")
+  c1="$(bench_cpu "${VX_PIDS[@]}") $(bench_idle)"
   echo "$c0 $c1" > "$OUT/fixed.cpu"
   on h1c1 iperf3 -c 10.200.2.11 -t "$SECS" -u -l 64 -b 0 -J > "$OUT/udp.json"
   on h1c1 ping -c 500 -i 0.002 -W 2 10.200.2.11 > "$OUT/ping.txt" || true
