@@ -68,7 +68,13 @@ struct ConnInfo {
     /// The streams of an HTTP/2 connection (its idleness is counted in streams).
     streams: Option<Arc<Streams>>,
     sends: Arc<send_watch::Sends>,
+    /// A request has reached the handler on this connection.
+    served: std::sync::atomic::AtomicBool,
 }
+
+/// How long a drain waits for the first request of a connection accepted just before it: the
+/// client has most likely sent it already, and closing the connection as idle would lose it.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 async fn serve_tls(
     stream: TcpStream,
@@ -96,6 +102,7 @@ async fn serve_tls(
         shutdown: shutdown.clone(),
     };
     let (io, info, mut watch) = Watch::start(tls, tls_version, peer, hold, sent, fd, &shared);
+    let conn_info = info.clone();
     let svc = {
         let shared = shared.clone();
         service_fn(move |req| handle(req, shared.clone(), pool.clone(), info.clone()))
@@ -109,6 +116,8 @@ async fn serve_tls(
     // answer the GOAWAY's PING) is cut off
     let mut give_up = std::pin::pin!(tokio::time::sleep(Duration::MAX));
     let mut idle_closing = false;
+    // draining, and this connection's first request not seen yet: until when it is awaited
+    let mut first_request_until: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -120,7 +129,22 @@ async fn serve_tls(
             _ = give_up.as_mut(), if idle_closing => return,
             _ = shutdown.wait(), if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                if conn_info.served.load(Relaxed) {
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    first_request_until =
+                        Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE.min(shared.cfg.header_read_timeout));
+                }
+            }
+            // a request that arrives is answered (graceful_shutdown lets it finish); a client
+            // that sends none within the grace is closed as idle
+            _ = tokio::time::sleep(Duration::from_millis(5)), if first_request_until.is_some() => {
+                if conn_info.served.load(Relaxed)
+                    || first_request_until.is_some_and(|t| tokio::time::Instant::now() >= t)
+                {
+                    first_request_until = None;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             // the send timeout holds while closing too: a drain must not wait on a client
             // that does not read
@@ -215,6 +239,7 @@ async fn handle(
     http::Response<send_watch::Watched<proxy::Body, Option<StreamGuard>>>,
     std::convert::Infallible,
 > {
+    info.served.store(true, Relaxed);
     let stream = info.streams.as_ref().map(StreamGuard::open);
     let start = std::time::Instant::now();
     let logged = shared.access_log.as_ref().map(|log| log_head(log, &req));
@@ -371,6 +396,7 @@ impl Watch {
             hold,
             streams: streams.clone(),
             sends: sends.clone(),
+            served: std::sync::atomic::AtomicBool::new(false),
         });
         let watch = Watch {
             fd,

@@ -212,13 +212,44 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), super::EtcdError> {
             endpoint = %failed,
             remote_containers = st.remote.containers().len(),
             retry_in = ?wait,
-            "etcd: {}; serving the last known state",
-            Chain(&e)
+            "etcd: {}{}; serving the last known state",
+            Chain(&e),
+            closed_at_handshake(&e, ctx.auth.identity.is_some())
         );
         tokio::select! {
             _ = shutdown.wait() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// A hint for a connection the server closed while connecting, with a client certificate
+/// configured: in TLS 1.3 the server checks the client's certificate after the client has
+/// finished its side of the handshake, so a refusal often reaches the client only as a
+/// closed or broken connection, without the server's alert (empty otherwise).
+fn closed_at_handshake(e: &SessionError, client_certificate: bool) -> &'static str {
+    let SessionError::Call(CallError::Failed {
+        what: "connect",
+        source,
+    }) = e
+    else {
+        return "";
+    };
+    let text = Chain(source).to_string();
+    let closed = [
+        "BrokenPipe",
+        "Broken pipe",
+        "connection closed",
+        "operation was canceled",
+        "reset",
+    ]
+    .iter()
+    .any(|t| text.contains(t));
+    if client_certificate && closed && !text.contains("certificate") {
+        " (the server closed the connection during the TLS handshake: if it checks client \
+         certificates, it may not trust the CA of tls.cert_file)"
+    } else {
+        ""
     }
 }
 
@@ -603,6 +634,36 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_connection_closed_at_connect_with_a_client_certificate_gets_the_hint() {
+        use super::{CallError, SessionError, closed_at_handshake};
+        let failed = |what, kind, text: &str| {
+            SessionError::Call(CallError::Failed {
+                what,
+                source: etcd_client::Error::IoError(std::io::Error::new(kind, text.to_owned())),
+            })
+        };
+        let pipe = failed("connect", std::io::ErrorKind::BrokenPipe, "Broken pipe");
+        assert!(closed_at_handshake(&pipe, true).contains("CA of tls.cert_file"));
+        assert_eq!(
+            closed_at_handshake(&pipe, false),
+            "",
+            "no client certificate"
+        );
+        let refused = failed(
+            "connect",
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        );
+        assert_eq!(closed_at_handshake(&refused, true), "", "nothing listening");
+        let later = failed("put", std::io::ErrorKind::BrokenPipe, "Broken pipe");
+        assert_eq!(
+            closed_at_handshake(&later, true),
+            "",
+            "not while connecting"
+        );
+    }
+
     #[test]
     fn prefix_end_is_the_next_key_range() {
         assert_eq!(super::prefix_end(b"/vxgate/"), b"/vxgate0");
