@@ -92,8 +92,15 @@ async fn run(
     );
     let (stop, shutdown) = Shutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
+    // the overlay stops after the rest has drained: in-flight requests may need it
+    let (stop_late, late_shutdown) = Shutdown::new();
+    let mut late_tasks = tokio::task::JoinSet::new();
+    let late = start::Late {
+        shutdown: &late_shutdown,
+        tasks: &mut late_tasks,
+    };
     let running =
-        Arc::new(start::start(&config, &registry, &shutdown, &mut tasks, &mut passed).await?);
+        Arc::new(start::start(&config, &registry, &shutdown, &mut tasks, late, &mut passed).await?);
     let token = match &config.admin.token_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -156,7 +163,7 @@ async fn run(
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => crate::notify::notify("WATCHDOG=1"),
             _ = usr1.recv() => reopen_logs(&running),
-            Some(done) = tasks.join_next() => {
+            Some(done) = next_of(&mut tasks, &mut late_tasks) => {
                 // A part that ends on its own before shutdown has failed.
                 let why = match done {
                     Ok(Ok(())) => Stopped::Ended,
@@ -165,6 +172,8 @@ async fn run(
                 };
                 let _ = stop.send(true);
                 drain(&mut tasks).await;
+                let _ = stop_late.send(true);
+                drain(&mut late_tasks).await;
                 return Err(why);
             }
         }
@@ -172,8 +181,22 @@ async fn run(
     crate::notify::notify("STOPPING=1");
     let _ = stop.send(true);
     drain(&mut tasks).await;
+    let _ = stop_late.send(true);
+    drain(&mut late_tasks).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The next of either set's tasks to end (None only when both are empty).
+async fn next_of(
+    a: &mut error::Tasks,
+    b: &mut error::Tasks,
+) -> Option<Result<Result<(), Error>, tokio::task::JoinError>> {
+    tokio::select! {
+        Some(done) = a.join_next() => Some(done),
+        Some(done) = b.join_next() => Some(done),
+        else => None,
+    }
 }
 
 async fn drain(tasks: &mut error::Tasks) {

@@ -21,13 +21,22 @@ where
     tasks.spawn(async move { part.run(shutdown).await.map_err(Error::from) });
 }
 
+/// Where the overlay runs: its own task set and stop signal, fired once the other parts have
+/// drained (requests in flight to containers on other hosts still cross it).
+pub struct Late<'a> {
+    pub shutdown: &'a Shutdown,
+    pub tasks: &'a mut Tasks,
+}
+
 /// Starts every part the config enables, each as a task in `tasks` that ends when `shutdown`
-/// fires. Every socket is bound first, so a binding error is returned before anything runs.
+/// fires (the overlay in `late`). Every socket is bound first, so a binding error is returned
+/// before anything runs.
 pub async fn start(
     config: &config::Config,
     registry: &Arc<Registry>,
     shutdown: &Shutdown,
     tasks: &mut Tasks,
+    late: Late<'_>,
     passed: &mut crate::activation::Passed,
 ) -> Result<Running, Error> {
     let mut running = Running::default();
@@ -68,8 +77,8 @@ pub async fn start(
     }
     if let (Some(o), Some(underlay)) = (&overlay_spec, underlay) {
         let (handle, part) =
-            overlay::start(o, underlay, &config.node.name, registry, shutdown).await?;
-        spawn(tasks, part, shutdown);
+            overlay::start(o, underlay, &config.node.name, registry, late.shutdown).await?;
+        spawn(late.tasks, part, late.shutdown);
         running.overlay = Some(handle);
     }
     {
