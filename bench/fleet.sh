@@ -180,27 +180,34 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 s.setblocking(False)
+def answered(name, qid, t0, every):
+    """Asks every other host for `name` every `every` s until each answers (30 s at most):
+    {host: ms after t0 of its first answer, or None}."""
+    got = {h: None for h in range(2, n + 1)}
+    deadline = t0 + 30
+    while any(v is None for v in got.values()) and time.monotonic() < deadline:
+        for h, v in got.items():
+            if v is None:
+                try:
+                    s.sendto(query((qid + h) & 0xFFFF, name), (f"10.99.0.{h}", 53))
+                except BlockingIOError:
+                    pass  # the socket's buffer is full: asked again next round
+        end = time.monotonic() + every
+        while time.monotonic() < end:
+            try:
+                d, (ip, _) = s.recvfrom(512)
+            except BlockingIOError:
+                time.sleep(0.0005)
+                continue
+            h = int(ip.rsplit(".", 1)[1])
+            if got.get(h) is None and struct.unpack(">H", d[6:8])[0] > 0 and d[3] & 0xF == 0:
+                got[h] = (time.monotonic() - t0) * 1000
+    return got
 # every host answers a container of h1's first (its neighbour entry on the underlay made:
 # the first query to a host whose address the probe has not resolved waits for ARP)
-warm = {h: False for h in range(2, n + 1)}
-deadline = time.monotonic() + 30
-while not all(warm.values()) and time.monotonic() < deadline:
-    for h in (h for h, ok in warm.items() if not ok):
-        try:
-            s.sendto(query(h, "h1c1.example.com"), (f"10.99.0.{h}", 53))
-        except BlockingIOError:
-            pass
-    end = time.monotonic() + 0.05
-    while time.monotonic() < end:
-        try:
-            d, (ip, _) = s.recvfrom(512)
-        except BlockingIOError:
-            time.sleep(0.001)
-            continue
-        if struct.unpack(">H", d[6:8])[0] > 0 and d[3] & 0xF == 0:
-            warm[int(ip.rsplit(".", 1)[1])] = True
-if not all(warm.values()):
-    print(f"FAIL hosts {[h for h, ok in warm.items() if not ok]} do not answer h1c1", file=sys.stderr)
+warm = answered("h1c1.example.com", 0, time.monotonic(), 0.05)
+if any(v is None for v in warm.values()):
+    print(f"FAIL hosts {[h for h, v in warm.items() if v is None]} do not answer h1c1", file=sys.stderr)
     sys.exit(1)
 out, commits, after = [], [], []
 etcd = http.client.HTTPConnection("10.99.0.250", 2379, timeout=5)  # one kept-alive connection
@@ -227,26 +234,7 @@ for c in range(changes):
         print(f"FAIL change {c}: never in etcd", file=sys.stderr)
         sys.exit(1)
     commits.append(in_etcd)
-    waiting = {h: None for h in range(2, n + 1)}
-    qid = c * 1000
-    deadline = t0 + 30
-    while any(v is None for v in waiting.values()) and time.monotonic() < deadline:
-        for h, v in waiting.items():
-            if v is None:
-                try:
-                    s.sendto(query(qid + h, f"{name}.example.com"), (f"10.99.0.{h}", 53))
-                except BlockingIOError:
-                    pass  # the socket's buffer is full: asked again in 5 ms
-        end = time.monotonic() + 0.005
-        while time.monotonic() < end:
-            try:
-                d, (ip, _) = s.recvfrom(512)
-            except BlockingIOError:
-                time.sleep(0.0005)
-                continue
-            h = int(ip.rsplit(".", 1)[1])
-            if waiting.get(h) is None and struct.unpack(">H", d[6:8])[0] > 0 and d[3] & 0xF == 0:
-                waiting[h] = (time.monotonic() - t0) * 1000
+    waiting = answered(f"{name}.example.com", (c + 1) * 1000, t0, 0.005)
     missing = [h for h, v in waiting.items() if v is None]
     if missing:
         print(f"FAIL change {c}: hosts {missing} never answered", file=sys.stderr)
