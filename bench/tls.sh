@@ -273,11 +273,13 @@ if [ -n "$INSTRUCTIONS" ]; then
     grep -q "status codes: $INSTRUCTIONS 2xx" "$W/load.txt" \
       || { echo "$mode: not every request answered 2xx: $(grep -E 'status codes|requests:' "$W/load.txt")" >&2; exit 1; }
     kill -INT "$vx"; wait "$vx" 2>/dev/null || true
+    # TLS_CALLGRIND_DIR=<dir> keeps each mode's callgrind files for callgrind_annotate
+    if [ -n "${TLS_CALLGRIND_DIR:-}" ]; then mkdir -p "$TLS_CALLGRIND_DIR/$mode"; cp "$W"/cg/out.* "$TLS_CALLGRIND_DIR/$mode/"; fi
     # the ingress threads are those that ran its accept loop (callgrind writes a file a thread)
     total=0 threads=0
     for f in "$W"/cg/out.*-*; do
       callgrind_annotate "$f" > "$W/cg/annotated" 2>/dev/null || true
-      if grep -q 'vxgate::ingress::accept_tls' "$W/cg/annotated"; then
+      if grep -qE 'vxgate::ingress::([a-z_]+::)?accept_tls' "$W/cg/annotated"; then
         total=$(( total + $(awk '/^(summary|totals):/ {print $2; exit}' "$f") )) threads=$((threads + 1))
       fi
     done

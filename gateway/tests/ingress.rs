@@ -1,6 +1,7 @@
 //! The HTTPS ingress in-process on loopback (listeners bound to port 0): a TLS handshake
 //! against the generated certificate, routing by Host to a backend, and the answers vxgate
-//! gives itself (404 for an unknown service, 400 for a request it cannot forward).
+//! gives itself (404 for an unknown service, 400 for a request it cannot forward), and the
+//! cipher suite it picks for clients that order theirs differently.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -131,4 +132,107 @@ async fn tls_routing_and_the_proxys_own_answers_on_loopback() {
     })
     .await;
     assert!(drained.is_ok(), "the ingress did not stop within 15 s");
+}
+
+/// The suite the ingress picks for a client that offers `suites` in that order (TLS 1.3 or
+/// 1.2 per `version`), after a request answered 200 on it.
+async fn negotiated(
+    addr: SocketAddr,
+    ca: &Path,
+    suites: &[rustls::SupportedCipherSuite],
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::CipherSuite {
+    let pem = std::fs::read(ca).expect("ca");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::ring::default_provider()
+    };
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("web.example.com").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let suite = tls.get_ref().1.negotiated_cipher_suite().expect("suite");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: web.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    suite.suite()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes_128_gcm_is_preferred_unless_the_client_puts_chacha20_first() {
+    use rustls::CipherSuite as S;
+    use rustls::crypto::ring::cipher_suite as cs;
+    use rustls::version::{TLS12, TLS13};
+    let state = tempfile::tempdir().expect("tmp");
+    let registry = Arc::new(Registry::new("app"));
+    let b1 = backend("b1").await;
+    registry.add(container("web-1", "web", b1)).expect("add");
+    let (ingress, stop, _tasks) = common::start_ingress(state.path(), &registry).await;
+    let (addr, ca) = (ingress.listen[0], state.path().join("tls/self-signed.crt"));
+    let cases = [
+        // OpenSSL's order: AES-256 first
+        (
+            vec![
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_128_GCM_SHA256,
+            ],
+            &TLS13,
+            S::TLS13_AES_128_GCM_SHA256,
+        ),
+        // a client without AES instructions puts ChaCha20 first: it gets it
+        (
+            vec![
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_128_GCM_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+            ],
+            &TLS13,
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+        // AES-256 only: AES-256
+        (
+            vec![cs::TLS13_AES_256_GCM_SHA384],
+            &TLS13,
+            S::TLS13_AES_256_GCM_SHA384,
+        ),
+        // TLS 1.2 the same (the generated certificate is ECDSA)
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            &TLS12,
+            S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ],
+            &TLS12,
+            S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        ),
+    ];
+    for (offer, version, want) in cases {
+        let names: Vec<_> = offer.iter().map(|s| s.suite()).collect();
+        let got = negotiated(addr, &ca, &offer, version).await;
+        assert_eq!(got, want, "client offering {names:?}");
+    }
+    stop.send(true).expect("stop");
 }

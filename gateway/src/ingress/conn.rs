@@ -176,10 +176,13 @@ async fn handshake(
     tokio_rustls::server::TlsStream<Active<TcpStream>>,
     &'static str,
 )> {
-    let accepted = tokio::time::timeout(
-        shared.cfg.header_read_timeout,
-        shared.acceptor.accept(stream),
-    )
+    // the ClientHello first: it picks the config (the cipher suite order)
+    let accepted = tokio::time::timeout(shared.cfg.header_read_timeout, async {
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+            .await?;
+        let config = shared.tls.choose(start.client_hello().cipher_suites()).clone();
+        start.into_stream(config).await
+    })
     .await;
     let tls = match accepted {
         Ok(Ok(tls)) => tls,

@@ -44,7 +44,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 
 /// Why the ingress could not start.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +139,7 @@ impl Stats {
 
 struct Shared {
     proxy: proxy::Proxy,
-    acceptor: TlsAcceptor,
+    tls: tls::ServerConfigs,
     cfg: IngressConfig,
     permits: Arc<Semaphore>,
     stats: Arc<Stats>,
@@ -180,7 +179,7 @@ pub async fn start(
             stats.clone(),
             backend_pool::Budget::new(backend_connections(cfg)),
         ),
-        acceptor: TlsAcceptor::from(Arc::new(server_config)),
+        tls: server_config,
         cfg: cfg.clone(),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         stats,
@@ -250,7 +249,7 @@ fn certificates(
 ) -> Result<
     (
         Arc<tls::CertStore>,
-        rustls::ServerConfig,
+        tls::ServerConfigs,
         Option<crate::acme::Acme>,
     ),
     Error,
@@ -268,7 +267,7 @@ fn certificates(
         .as_ref()
         .map(|a| crate::acme::Acme::load(state_dir, a));
     let certs = Arc::new(tls::CertStore::load_with_acme(source, acme.clone())?);
-    let server_config = tls::server_config(certs.clone(), cfg.session_resumption)?;
+    let server_config = tls::ServerConfigs::new(certs.clone(), cfg.session_resumption)?;
     Ok((certs, server_config, acme))
 }
 

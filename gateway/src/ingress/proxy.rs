@@ -347,8 +347,15 @@ impl Proxy {
             let addr = SocketAddr::new(backend.ip, backend.port);
             let uri = Pool::target(fwd.policy.protocol, addr, &fwd.target)
                 .map_err(|_| plan::Reply::new(StatusCode::BAD_REQUEST, "bad request target"))?;
-            let sent = self.send(pool, uri, &fwd, backend, &mut out, choice.attempts > 1);
-            let failure = match tokio::time::timeout(self.backend_timeout, sent).await {
+            // awaited where it is made: a `let` of the future first would keep a second
+            // copy of its state in this one (kilobytes moved for every request)
+            let may_retry = choice.attempts > 1;
+            let failure = match tokio::time::timeout(
+                self.backend_timeout,
+                self.send(pool, uri, &fwd, backend, &mut out, may_retry),
+            )
+            .await
+            {
                 Err(_) => plan::Failure::Timeout,
                 Ok(Ok((resp, counted))) => {
                     outcome.upstream_status = Some(resp.status().as_u16());

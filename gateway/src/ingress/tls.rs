@@ -382,13 +382,90 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     s
 }
 
-/// The rustls server config: versions, resolver, ALPN, resumption.
+/// The ingress's server configs: one prefers AES-128-GCM, one follows the client's order. A
+/// handshake takes the first unless the client's most preferred suite (of those vxgate has)
+/// is ChaCha20-Poly1305: a client that puts it first most likely has no AES instructions,
+/// and ChaCha20 is the faster cipher there; every other client gets AES-128-GCM, the cheapest
+/// suite on a server with AES-NI (AES-256 does 14 rounds to its 10), whatever order it
+/// lists the AES suites in. (OpenSSL clients list AES-256-GCM first.) BoringSSL's
+/// "equal preference" groups and Cloudflare's edge choose the same way. Both configs share
+/// the session cache and ticket key: a session resumes whichever config it started on.
+pub struct ServerConfigs {
+    server_order: Arc<rustls::ServerConfig>,
+    client_order: Arc<rustls::ServerConfig>,
+}
+
+impl ServerConfigs {
+    /// Versions, resolver, ALPN and resumption as [`server_config`] sets them.
+    pub fn new(store: Arc<CertStore>, resumption: bool) -> Result<ServerConfigs, TlsError> {
+        let client_order = server_config_with(provider(), store.clone(), resumption)?;
+        let mut server_order = server_config_with(aes128_first(), store, resumption)?;
+        server_order.ignore_client_order = true;
+        server_order.session_storage = client_order.session_storage.clone();
+        server_order.ticketer = client_order.ticketer.clone();
+        Ok(ServerConfigs {
+            server_order: Arc::new(server_order),
+            client_order: Arc::new(client_order),
+        })
+    }
+
+    /// The config for a handshake whose ClientHello offers `suites` (in its order).
+    pub fn choose(&self, suites: &[rustls::CipherSuite]) -> &Arc<rustls::ServerConfig> {
+        let ours = &self.client_order.crypto_provider().cipher_suites;
+        let first = suites
+            .iter()
+            .find(|s| ours.iter().any(|o| o.suite() == **s));
+        match first {
+            Some(
+                rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+            ) => &self.client_order,
+            _ => &self.server_order,
+        }
+    }
+}
+
+/// The process's provider with AES-128-GCM ahead of AES-256-GCM in each group (ring lists
+/// AES-256 first); the same suites (a unit test checks).
+fn aes128_first() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            Arc::new(CryptoProvider {
+                cipher_suites: vec![
+                    cs::TLS13_AES_128_GCM_SHA256,
+                    cs::TLS13_AES_256_GCM_SHA384,
+                    cs::TLS13_CHACHA20_POLY1305_SHA256,
+                    cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                    cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                    cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                    cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                    cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                    cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                ],
+                ..CryptoProvider::clone(&provider())
+            })
+        })
+        .clone()
+}
+
+/// The rustls server config: versions, resolver, ALPN, resumption (the client's suite order).
 pub fn server_config(
     store: Arc<CertStore>,
     resumption: bool,
 ) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with(provider(), store, resumption)
+}
+
+fn server_config_with(
+    provider: Arc<CryptoProvider>,
+    store: Arc<CertStore>,
+    resumption: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
     let acme = store.acme.is_some();
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(store);
@@ -411,6 +488,21 @@ pub fn server_config(
 mod tests {
     use super::*;
     use rustls::pki_types::ServerName;
+
+    #[test]
+    fn the_aes_128_first_provider_has_the_same_suites() {
+        let names = |p: &CryptoProvider| {
+            let mut v: Vec<_> = p.cipher_suites.iter().map(|s| s.suite()).collect();
+            v.sort_by_key(|s| u16::from(*s));
+            v
+        };
+        let (ours, default) = (aes128_first(), provider());
+        assert_eq!(names(&ours), names(&default));
+        assert_eq!(
+            ours.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+    }
 
     #[test]
     fn self_signed_is_generated_once_and_chosen_for_zone_names() {
