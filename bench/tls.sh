@@ -164,7 +164,8 @@ h2_run() {
   fi
   grep -q "status codes: [1-9][0-9]* 2xx, 0 3xx, 0 4xx, 0 5xx" "$W/h2.txt" \
     && grep -qE "requests: .* [0-9]+ succeeded, 0 failed, 0 errored, 0 timeout" "$W/h2.txt" \
-    || { echo "$1: h2load errors: $(grep -E 'status codes|requests:' "$W/h2.txt")" >&2; exit 1; }
+    || { echo "$1: h2load errors: $(grep -E 'status codes|requests:' "$W/h2.txt")" >&2
+         [ "$1" != vxgate ] || echo "vxgate's log ends: $(tail -5 "$W/vxgate.log")" >&2; exit 1; }
 }
 
 # ticks PID: user and system clock ticks of PID and its children (nginx's workers) so far;

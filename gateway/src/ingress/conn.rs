@@ -178,9 +178,13 @@ async fn handshake(
 )> {
     // the ClientHello first: it picks the config (the cipher suite order)
     let accepted = tokio::time::timeout(shared.cfg.header_read_timeout, async {
-        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
-            .await?;
-        let config = shared.tls.choose(start.client_hello().cipher_suites()).clone();
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let config = shared
+            .tls
+            .choose(start.client_hello().cipher_suites())
+            .clone();
         start.into_stream(config).await
     })
     .await;
@@ -246,7 +250,10 @@ async fn handle(
     let stream = info.streams.as_ref().map(StreamGuard::open);
     let start = std::time::Instant::now();
     let logged = shared.access_log.as_ref().map(|log| log_head(log, &req));
-    let (resp, outcome) = shared.proxy.handle(&pool, req, info.peer, &info.hold).await;
+    // boxed: its state is kilobytes, and this future is moved into place whole (hyper spawns
+    // each HTTP/2 stream's future as a task)
+    let proxied = Box::pin(shared.proxy.handle(&pool, req, info.peer, &info.hold));
+    let (resp, outcome) = proxied.await;
     // requests that no route took are counted together: a client sending random Hosts must
     // not grow the metrics without bound
     let label = outcome.service.as_deref().unwrap_or("-");

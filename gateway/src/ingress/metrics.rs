@@ -75,7 +75,7 @@ impl Ingress {
             "histogram",
             "Time from a request's head to the backend's response head.",
         );
-        s.latency.render("vxgate_http_backend_seconds", "", out);
+        s.latency().render("vxgate_http_backend_seconds", "", out);
         family(
             out,
             "vxgate_http_service_seconds",

@@ -89,8 +89,9 @@ pub struct Stats {
     /// Requests by service, then by status class: a row per ingress worker thread, no lock
     /// ([`state::RequestCounts`]); summed when `/metrics` is read.
     pub requests: state::RequestCounts,
-    /// Time from a request's head to the response's head.
-    pub latency: vxgate_metrics::Histogram,
+    /// Time from a request's head to the response's head, a histogram per worker (summed
+    /// when read: [`Stats::latency`]).
+    latency: Box<[state::PerWorker<vxgate_metrics::Histogram>]>,
     /// Connections closed at accept because of max_connections.
     pub refused_connections: AtomicU64,
     /// Requests refused by `vxgate.rate` (429) and by `vxgate.max_in_flight` (503).
@@ -115,7 +116,7 @@ impl Stats {
             tls13: AtomicU64::new(0),
             handshake_failures: AtomicU64::new(0),
             requests: state::RequestCounts::new(workers),
-            latency: Default::default(),
+            latency: (0..workers.max(1)).map(|_| Default::default()).collect(),
             refused_connections: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             over_in_flight: AtomicU64::new(0),
@@ -133,7 +134,14 @@ impl Stats {
 
     fn request(&self, worker: usize, service: &str, status: StatusCode, took: Duration) {
         self.requests.count(worker, service, status, took);
-        self.latency.observe(took);
+        self.latency[worker % self.latency.len()].observe(took);
+    }
+
+    /// The time from request heads to response heads, summed over the workers.
+    pub fn latency(&self) -> vxgate_metrics::Histogram {
+        let sum = vxgate_metrics::Histogram::default();
+        self.latency.iter().for_each(|h| sum.add(h));
+        sum
     }
 }
 
