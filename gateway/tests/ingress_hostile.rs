@@ -193,6 +193,20 @@ async fn h2_streams(
     path: &'static str,
     streams: usize,
 ) -> (tokio::task::JoinHandle<Result<(), hyper::Error>>, Streams) {
+    let (conn, send) = h2_connect(src, addr, ca, window).await;
+    (conn, h2_gets(&send, path, streams))
+}
+
+type H2Send = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// An HTTP/2 connection from 127.0.0.`src` to `addr` (stream windows of `window` when
+/// given): its task and its request handle.
+async fn h2_connect(
+    src: u8,
+    addr: SocketAddr,
+    ca: &Path,
+    window: Option<u32>,
+) -> (tokio::task::JoinHandle<Result<(), hyper::Error>>, H2Send) {
     let tls = tls_from(src, addr, ca, b"h2").await;
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     if let Some(w) = window {
@@ -209,7 +223,12 @@ async fn h2_streams(
         let _keep = keep;
         conn.await
     });
-    let tasks = (0..streams)
+    (conn, send)
+}
+
+/// `streams` GETs of `path` at once on `send`'s connection.
+fn h2_gets(send: &H2Send, path: &'static str, streams: usize) -> Streams {
+    (0..streams)
         .map(|_| {
             let mut send = send.clone();
             tokio::spawn(async move {
@@ -222,8 +241,7 @@ async fn h2_streams(
                 }
             })
         })
-        .collect();
-    (conn, tasks)
+        .collect()
 }
 
 /// HTTP/1.1 clients that never read: one address gets half of `vxgate.max_in_flight`, another
@@ -365,9 +383,10 @@ async fn concurrent_streams_reuse_their_backend_connections_round_after_round() 
     let b = bed(be, &[], "max_backend_connections = 1000").await;
     let (addr, ca) = (b.addr, b.ca.clone());
     let t0 = Instant::now();
+    // one connection: one worker's pool (each worker has its own)
+    let (_conn, send) = h2_connect(9, addr, &ca, None).await;
     for round in 0..3 {
-        let (_conn, streams) = h2_streams(9, addr, &ca, None, "/slow", 100).await;
-        for s in streams {
+        for s in h2_gets(&send, "/slow", 100) {
             let (status, resp) = s.await.expect("join");
             assert_eq!(status, 200, "round {round}");
             let body = http_body_util::BodyExt::collect(resp.expect("response").into_body())
