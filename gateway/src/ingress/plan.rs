@@ -205,21 +205,29 @@ pub struct StickyIn<'a> {
     pub cookies: Vec<&'a str>,
 }
 
-/// The backends a request is sent to, in order.
+/// The backends a request is sent to, in order: indices into the backends it was chosen
+/// from (no copy of them, and nothing allocated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
-    pub order: Vec<Arc<Container>>,
-    /// How many of them may be tried (1 unless the request is safe to send again).
+    order: [usize; MAX_ATTEMPTS],
+    /// How many may be tried (1 unless the request is safe to send again).
     pub attempts: usize,
     /// The backend the request's sticky cookie named (it needs no new cookie).
     pub pinned: Option<String>,
 }
 
+impl Choice {
+    /// The backends to try, in order (`attempts` of them).
+    pub fn order(&self) -> &[usize] {
+        &self.order[..self.attempts]
+    }
+}
+
 /// The order to try `backends` (non-empty) in: the balancer's choice first, unless a sticky
 /// cookie names a backend that serves (then that one). `retry`: the request may go to
 /// another backend after a failure (idempotent, no body, not an upgrade).
-pub fn choose(
-    backends: &[Arc<Container>],
+pub fn choose<B: AsRef<Container>>(
+    backends: &[B],
     balance: &Balance,
     retry: bool,
     service: &str,
@@ -230,19 +238,11 @@ pub fn choose(
         Balance::Turn(turn) => route::round_robin(*turn, n),
         Balance::Loads(loads, r1, r2) => route::two_choices(loads, *r1, *r2),
     };
-    let mut order: Vec<Arc<Container>> =
-        (0..n).map(|k| backends[(first + k) % n].clone()).collect();
     let mut pinned = None;
     if let Some(s) = sticky {
         let name = super::sticky::cookie_name(service);
-        if let Some(value) = super::sticky::find(s.cookies.into_iter(), &name)
-            && let Some(i) = order
-                .iter()
-                .position(|b| s.key.token(service, &b.name) == value)
-        {
-            let b = order.remove(i);
-            pinned = Some(b.name.clone());
-            order.insert(0, b);
+        if let Some(value) = super::sticky::find(s.cookies.into_iter(), &name) {
+            pinned = (0..n).find(|&i| s.key.token(service, &backends[i].as_ref().name) == value);
         }
     }
     let attempts = if retry && n > 1 {
@@ -250,10 +250,18 @@ pub fn choose(
     } else {
         1
     };
+    // the pinned one first, then the balancer's order from its choice on
+    let mut order = [0; MAX_ATTEMPTS];
+    let rest = (0..n)
+        .map(|k| (first + k) % n)
+        .filter(|i| Some(*i) != pinned);
+    for (slot, i) in order.iter_mut().zip(pinned.into_iter().chain(rest)) {
+        *slot = i;
+    }
     Choice {
         order,
         attempts,
-        pinned,
+        pinned: pinned.map(|i| backends[i].as_ref().name.clone()),
     }
 }
 
@@ -603,11 +611,11 @@ mod tests {
             .iter()
             .map(|n| Arc::new(container(n, &[])))
             .collect();
-        fn names(c: &Choice) -> Vec<&str> {
-            c.order.iter().map(|b| b.name.as_str()).collect()
+        fn names<'a>(b: &'a [Arc<Container>], c: &Choice) -> Vec<&'a str> {
+            c.order().iter().map(|&i| b[i].name.as_str()).collect()
         }
         let rr = choose(&b, &Balance::Turn(5), true, "a", None);
-        assert_eq!(names(&rr), ["a-2", "a-3", "a-4", "a-1"]);
+        assert_eq!(names(&b, &rr), ["a-2", "a-3", "a-4"], "three tries at most");
         assert_eq!((rr.attempts, rr.pinned.as_deref()), (MAX_ATTEMPTS, None));
         let least = choose(
             &b,
@@ -616,7 +624,7 @@ mod tests {
             "a",
             None,
         );
-        assert_eq!((names(&least)[0], least.attempts), ("a-2", 1));
+        assert_eq!((names(&b, &least)[0], least.attempts), ("a-2", 1));
         let one = choose(&b[..1], &Balance::Turn(0), true, "a", None);
         assert_eq!(one.attempts, 1, "nowhere else to retry");
         let key = Sticky::with_key(b"k");
@@ -632,7 +640,12 @@ mod tests {
                 cookies: vec![&cookie],
             }),
         );
-        assert_eq!((names(&s)[0], s.pinned.as_deref()), ("a-3", Some("a-3")));
+        assert_eq!(
+            names(&b, &s),
+            ["a-3", "a-1", "a-2"],
+            "the pinned one, then the turn's"
+        );
+        assert_eq!(s.pinned.as_deref(), Some("a-3"));
         assert_eq!(sticky_cookie(Some(&key), "a", "a-3", Some("a-3")), None);
         assert!(
             sticky_cookie(Some(&key), "a", "a-1", Some("a-3"))
@@ -649,7 +662,7 @@ mod tests {
             }),
         );
         assert_eq!(
-            (names(&forged)[0], forged.pinned.as_deref()),
+            (names(&b, &forged)[0], forged.pinned.as_deref()),
             ("a-1", None),
             "a name is not a token"
         );

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -326,13 +327,7 @@ impl Proxy {
             .fetch_add(1, Relaxed);
             r.reply(&fwd.service)
         })?;
-        let backends: Vec<Arc<Container>> = self
-            .registry
-            .view()
-            .serving(&fwd.service)
-            .cloned()
-            .collect();
-        if backends.is_empty() {
+        if self.registry.view().serving(&fwd.service).next().is_none() {
             return Err(plan::no_backend(&fwd.service));
         }
         let mut out = self.outgoing(req, &fwd, client, outcome)?;
@@ -340,8 +335,21 @@ impl Proxy {
             .body
             .as_ref()
             .is_some_and(|b| !hyper::body::Body::is_end_stream(b));
-        let choice = self.choose(&fwd, &backends, &out, has_body);
-        for (attempt, backend) in choice.order.iter().take(choice.attempts).enumerate() {
+        // only the backends to try are kept (no list of all of them, and one reference
+        // count taken per try: the containers' counts are shared by the workers)
+        let (chosen, pinned) = {
+            let view = self.registry.view();
+            let serving: SmallVec<[&Arc<Container>; 16]> = view.serving(&fwd.service).collect();
+            if serving.is_empty() {
+                return Err(plan::no_backend(&fwd.service));
+            }
+            let choice = self.choose(&fwd, &serving, &out, has_body);
+            let chosen: SmallVec<[Arc<Container>; plan::MAX_ATTEMPTS]> =
+                choice.order().iter().map(|&i| serving[i].clone()).collect();
+            (chosen, choice.pinned)
+        };
+        let attempts = chosen.len();
+        for (attempt, backend) in chosen.iter().enumerate() {
             outcome.retries = attempt as u32;
             outcome.backend = Some(backend.name.clone());
             let addr = SocketAddr::new(backend.ip, backend.port);
@@ -349,7 +357,7 @@ impl Proxy {
                 .map_err(|_| plan::Reply::new(StatusCode::BAD_REQUEST, "bad request target"))?;
             // awaited where it is made: a `let` of the future first would keep a second
             // copy of its state in this one (kilobytes moved for every request)
-            let may_retry = choice.attempts > 1;
+            let may_retry = attempts > 1;
             let failure = match tokio::time::timeout(
                 self.backend_timeout,
                 self.send(pool, uri, &fwd, backend, &mut out, may_retry),
@@ -360,18 +368,12 @@ impl Proxy {
                 Ok(Ok((resp, counted))) => {
                     outcome.upstream_status = Some(resp.status().as_u16());
                     let held = (admitted, counted);
-                    let pinned = choice.pinned.as_deref();
+                    let pinned = pinned.as_deref();
                     return self.respond(resp, &fwd, backend, pinned, out, hold, held);
                 }
                 Ok(Err(e)) => failure(&e, backend, &out, &self.stats),
             };
-            let next = plan::after_failure(
-                failure,
-                &backend.name,
-                &fwd.service,
-                attempt,
-                choice.attempts,
-            );
+            let next = plan::after_failure(failure, &backend.name, &fwd.service, attempt, attempts);
             if next.eject {
                 let _ = self.registry.set_health(&backend.name, Health::Unhealthy);
             }
@@ -386,7 +388,7 @@ impl Proxy {
     fn choose(
         &self,
         fwd: &plan::Forward,
-        backends: &[Arc<Container>],
+        backends: &[&Arc<Container>],
         out: &Outgoing,
         has_body: bool,
     ) -> plan::Choice {

@@ -217,8 +217,14 @@ impl Snapshot {
 
     /// A service's containers that are not unhealthy. Names match case-insensitively.
     pub fn serving(&self, service: &str) -> impl Iterator<Item = &Arc<Container>> {
+        // the keys are lower case, and so is nearly every name asked for (the ingress's are):
+        // copied only when it has an upper-case letter
+        let key = match service.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => std::borrow::Cow::Owned(service.to_ascii_lowercase()),
+            false => std::borrow::Cow::Borrowed(service),
+        };
         self.services
-            .get(&service.to_ascii_lowercase())
+            .get(key.as_ref())
             .into_iter()
             .flatten()
             .filter(|c| c.is_serving())
