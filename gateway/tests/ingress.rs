@@ -142,11 +142,7 @@ async fn negotiated(
     suites: &[rustls::SupportedCipherSuite],
     version: &'static rustls::SupportedProtocolVersion,
 ) -> rustls::CipherSuite {
-    let pem = std::fs::read(ca).expect("ca");
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(c.expect("pem")).expect("root");
-    }
+    let roots = common::roots(ca);
     let provider = rustls::crypto::CryptoProvider {
         cipher_suites: suites.to_vec(),
         ..rustls::crypto::ring::default_provider()

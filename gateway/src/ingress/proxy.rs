@@ -327,26 +327,23 @@ impl Proxy {
             .fetch_add(1, Relaxed);
             r.reply(&fwd.service)
         })?;
-        if self.registry.view().serving(&fwd.service).next().is_none() {
-            return Err(plan::no_backend(&fwd.service));
-        }
-        let mut out = self.outgoing(req, &fwd, client, outcome)?;
-        let has_body = out
-            .body
-            .as_ref()
-            .is_some_and(|b| !hyper::body::Body::is_end_stream(b));
         // only the backends to try are kept (no list of all of them, and one reference
         // count taken per try: the containers' counts are shared by the workers)
-        let (chosen, pinned) = {
+        let (mut out, chosen, pinned) = {
             let view = self.registry.view();
             let serving: SmallVec<[&Arc<Container>; 16]> = view.serving(&fwd.service).collect();
             if serving.is_empty() {
                 return Err(plan::no_backend(&fwd.service));
             }
+            let out = self.outgoing(req, &fwd, client, outcome)?;
+            let has_body = out
+                .body
+                .as_ref()
+                .is_some_and(|b| !hyper::body::Body::is_end_stream(b));
             let choice = self.choose(&fwd, &serving, &out, has_body);
             let chosen: SmallVec<[Arc<Container>; plan::MAX_ATTEMPTS]> =
                 choice.order().iter().map(|&i| serving[i].clone()).collect();
-            (chosen, choice.pinned)
+            (out, chosen, choice.pinned)
         };
         let attempts = chosen.len();
         for (attempt, backend) in chosen.iter().enumerate() {
@@ -355,8 +352,6 @@ impl Proxy {
             let addr = SocketAddr::new(backend.ip, backend.port);
             let uri = Pool::target(fwd.policy.protocol, addr, &fwd.target)
                 .map_err(|_| plan::Reply::new(StatusCode::BAD_REQUEST, "bad request target"))?;
-            // awaited where it is made: a `let` of the future first would keep a second
-            // copy of its state in this one (kilobytes moved for every request)
             let may_retry = attempts > 1;
             let failure = match tokio::time::timeout(
                 self.backend_timeout,

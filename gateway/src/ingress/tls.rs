@@ -396,7 +396,7 @@ pub struct ServerConfigs {
 }
 
 impl ServerConfigs {
-    /// Versions, resolver, ALPN and resumption as [`server_config`] sets them.
+    /// Versions, resolver, ALPN and resumption as [`server_config_with`] sets them.
     pub fn new(store: Arc<CertStore>, resumption: bool) -> Result<ServerConfigs, TlsError> {
         let client_order = server_config_with(provider(), store.clone(), resumption)?;
         let mut server_order = server_config_with(aes128_first(), store, resumption)?;
@@ -451,14 +451,7 @@ fn aes128_first() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// The rustls server config: versions, resolver, ALPN, resumption (the client's suite order).
-pub fn server_config(
-    store: Arc<CertStore>,
-    resumption: bool,
-) -> Result<rustls::ServerConfig, TlsError> {
-    server_config_with(provider(), store, resumption)
-}
-
+/// A rustls server config with `provider`'s suites: versions, resolver, ALPN, resumption.
 fn server_config_with(
     provider: Arc<CryptoProvider>,
     store: Arc<CertStore>,
@@ -597,7 +590,7 @@ mod tests {
             com.cert[0]
         );
         assert_eq!(store.choose(None).expect("default").cert[0], com.cert[0]);
-        assert!(server_config(Arc::new(store), true).is_ok());
+        assert!(ServerConfigs::new(Arc::new(store), true).is_ok());
     }
 
     /// An ACME certificate for `name` valid from `from` to `to` (Unix seconds).

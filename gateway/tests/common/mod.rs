@@ -167,13 +167,19 @@ pub async fn start_ingress_with(
     (ingress, stop, tasks)
 }
 
-/// A TLS client configuration (ring) trusting only the PEM certificates in `ca`.
-pub fn tls_client(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+/// The PEM certificates in `ca`, as roots.
+pub fn roots(ca: &std::path::Path) -> rustls::RootCertStore {
     let pem = std::fs::read(ca).expect("ca");
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
         roots.add(c.expect("pem")).expect("root");
     }
+    roots
+}
+
+/// A TLS client configuration (ring) trusting only the PEM certificates in `ca`.
+pub fn tls_client(ca: &std::path::Path) -> std::sync::Arc<rustls::ClientConfig> {
+    let roots = roots(ca);
     std::sync::Arc::new(
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
