@@ -217,6 +217,14 @@ impl Peer {
     fn has_session(tunn: &Tunn) -> bool {
         tunn.time_since_last_handshake().is_some()
     }
+
+    /// An authenticated datagram came from `src`: the peer is there now (roaming).
+    fn roamed(&self, src: SocketAddr) {
+        let mut endpoint = lock(&self.endpoint);
+        if *endpoint != src {
+            *endpoint = src;
+        }
+    }
 }
 
 /// This host's key pair.
@@ -496,8 +504,33 @@ impl Crypto {
         let table = self.table.load();
         let peer = table.by_address.get(&dst)?;
         let endpoint = *lock(&peer.endpoint);
-        let mut tunn = lock(&peer.tunn);
+        let session = lock(&peer.tunn).sending_session();
         let (mut written, mut sealed) = (0, 0u64);
+        if let Some(session) = session {
+            // sealed outside the session's lock: the queue threads seal for one peer at once
+            // (the nonce is an atomic counter); the lock again only for the timers
+            let mut bytes = 0;
+            for seg in data.chunks_mut(stride.max(INNER_HEADERS + 1)) {
+                if out.len() < written + seg.len() + OVERHEAD + 148 {
+                    break;
+                }
+                let (Some(payload), Some(head)) = (
+                    seg.len().checked_sub(INNER_HEADERS),
+                    seg.first_chunk_mut::<INNER_HEADERS>(),
+                ) else {
+                    continue;
+                };
+                write_inner(head, self.address, dst, sport, to.port(), payload);
+                written += session.seal(seg, &mut out[written..]).len();
+                sealed += 1;
+                bytes += seg.len();
+            }
+            lock(&peer.tunn).note_data_sent(sealed as usize, bytes);
+            self.counters.sealed.fetch_add(sealed, Relaxed);
+            return Some((endpoint, written));
+        }
+        // no session yet: through the Tunn, which queues the datagrams and shakes hands
+        let mut tunn = lock(&peer.tunn);
         for seg in data.chunks_mut(stride.max(INNER_HEADERS + 1)) {
             if out.len() < written + seg.len() + OVERHEAD + 148 {
                 break;
@@ -552,6 +585,27 @@ impl Crypto {
             self.counters.drop(WgDrop::UnknownPeer);
             return Opened::Drop(WgDrop::UnknownPeer);
         };
+        if datagram.first() == Some(&4)
+            && let Some(opened) = self.open_data(peer, datagram, out)
+        {
+            return match opened {
+                Ok(len) => {
+                    peer.roamed(src);
+                    match len {
+                        Some(len) => self.vxlan_in(peer, &mut out[..len]),
+                        None => {
+                            // a keepalive (the initiator's first message on a new session)
+                            send_queued(&mut lock(&peer.tunn), src, send);
+                            Opened::Nothing
+                        }
+                    }
+                }
+                Err((why, _)) => {
+                    self.counters.drop(why);
+                    Opened::Drop(why)
+                }
+            };
+        }
         let mut tunn = lock(&peer.tunn);
         let verdict = match tunn.decapsulate(Some(src.ip()), datagram, out) {
             TunnResult::Done => Ok(None),
@@ -594,23 +648,47 @@ impl Crypto {
             // a response to our initiation: the session is up
             self.counters.handshakes.fetch_add(1, Relaxed);
         }
-        // authenticated: the peer is where this came from (roaming)
-        *lock(&peer.endpoint) = src;
+        peer.roamed(src);
         let Some(len) = len else {
-            // after a handshake: what waited for the session goes now
-            let mut queued = vec![0u8; 65_600];
-            while let TunnResult::WriteToNetwork(msg) = tunn.decapsulate(None, &[], &mut queued) {
-                send(msg, src);
-            }
+            send_queued(&mut tunn, src, send);
             return Opened::Nothing;
         };
         drop(tunn);
-        match parse_inner(&out[..len], self.address) {
+        self.vxlan_in(peer, &mut out[..len])
+    }
+
+    /// Transport data opened outside the peer's `Tunn` lock, which is taken only to fetch
+    /// the session for the message's receiver index and to account for what was
+    /// authenticated (as `Tunn::decapsulate` would). The packet's length (None: a keepalive),
+    /// or why it is dropped. None when no session here has that receiver index: the caller
+    /// goes through `Tunn::decapsulate`, which says why.
+    #[allow(clippy::type_complexity)]
+    fn open_data(
+        &self,
+        peer: &Peer,
+        datagram: &[u8],
+        out: &mut [u8],
+    ) -> Option<Result<Option<usize>, (WgDrop, WireGuardError)>> {
+        let idx = u32::from_le_bytes(*datagram.get(4..8)?.first_chunk::<4>()?);
+        let session = lock(&peer.tunn).receiving_session(idx)?;
+        let packet = match session.open(datagram, out) {
+            Ok(packet) => packet,
+            Err(e) => return Some(Err((WgDrop::Rejected, e))),
+        };
+        let verdict = inner_packet(packet, peer.spec.address);
+        let bytes = verdict.as_ref().map_or(0, |len| len.unwrap_or(0));
+        lock(&peer.tunn).note_data_received(idx, bytes);
+        Some(verdict)
+    }
+
+    /// The VXLAN datagram in a packet opened from `peer`, for the overlay.
+    fn vxlan_in<'a>(&self, peer: &Peer, packet: &'a mut [u8]) -> Opened<'a> {
+        match parse_inner(packet, self.address) {
             Ok((sport, range)) => {
                 self.counters.opened.fetch_add(1, Relaxed);
                 Opened::Vxlan {
                     from: SocketAddr::new(IpAddr::V4(peer.spec.address), sport),
-                    datagram: &mut out[range],
+                    datagram: &mut packet[range],
                 }
             }
             Err(why) => {
@@ -724,8 +802,47 @@ pub struct PeerStatus {
     pub rx_bytes: u64,
 }
 
+/// After a handshake: what waited in the session's queue for it goes now.
+fn send_queued(tunn: &mut Tunn, to: SocketAddr, send: &mut dyn FnMut(&[u8], SocketAddr)) {
+    let mut queued = vec![0u8; 65_600];
+    while let TunnResult::WriteToNetwork(msg) = tunn.decapsulate(None, &[], &mut queued) {
+        send(msg, to);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What `Tunn::decapsulate` makes of an opened packet, for a peer whose tunnel address is
+/// `peer`: None for a keepalive (empty), the IPv4 packet's length (its header's total length,
+/// at most what was opened), or a drop: malformed (`Rejected`), IPv6 or another source than
+/// the peer's tunnel address (`NotPeerSource`).
+fn inner_packet(packet: &[u8], peer: Ipv4Addr) -> Result<Option<usize>, (WgDrop, WireGuardError)> {
+    let invalid = (WgDrop::Rejected, WireGuardError::InvalidPacket);
+    let not_peer = (WgDrop::NotPeerSource, WireGuardError::InvalidPacket);
+    match packet.first().map(|v| v >> 4) {
+        None => Ok(None),
+        Some(4) if packet.len() >= 20 => {
+            let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+            if total > packet.len() {
+                Err(invalid)
+            } else if packet[12..16] != peer.octets() {
+                Err(not_peer)
+            } else {
+                Ok(Some(total))
+            }
+        }
+        Some(6) if packet.len() >= 40 => {
+            let total = usize::from(u16::from_be_bytes([packet[4], packet[5]])) + 40;
+            Err(if total > packet.len() {
+                invalid
+            } else {
+                not_peer
+            })
+        }
+        _ => Err(invalid),
+    }
 }
 
 /// Writes an IPv4 header (no options, DF, TTL 64) and a UDP header without checksum (RFC
@@ -1205,6 +1322,192 @@ mod tests {
             )
             .is_none(),
             "no peer"
+        );
+    }
+
+    /// Queue threads seal for one peer at once (outside its lock): every nonce is used once,
+    /// so the peer, opening on two threads as well, gets every segment exactly once (a
+    /// nonce sealed twice would be refused as a replay); both sides count the bytes.
+    #[test]
+    fn threads_seal_and_open_for_one_peer_at_once() {
+        let Pair { ea, eb, a, b, .. } = pair();
+        let w = Wire {
+            a: (&a, ea),
+            b: (&b, eb),
+        };
+        let (_, got) = w.run(w.send(&a, b"\x08\x00\x00\x00\x00\x00\x2a\x00up"));
+        assert_eq!(got.len(), 1, "the session is up");
+        let to_b: SocketAddr = "10.250.0.2:4789".parse().expect("a");
+        let (threads, frames, stride) = (4usize, 200usize, 300usize);
+        // each thread seals `frames` super-frames of 8 segments, each segment's payload
+        // naming the thread, frame and segment
+        let sealed: Vec<Vec<Vec<u8>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let a = &a;
+                    s.spawn(move || {
+                        let mut msgs = Vec::new();
+                        let mut out = vec![0u8; 8 * (stride + OVERHEAD) + 148];
+                        for f in 0..frames {
+                            let mut data = vec![0u8; 8 * stride];
+                            for (i, seg) in data.chunks_mut(stride).enumerate() {
+                                let tag = format!("t{t} f{f} s{i}");
+                                seg[INNER_HEADERS..INNER_HEADERS + tag.len()]
+                                    .copy_from_slice(tag.as_bytes());
+                            }
+                            let (_, len) = a
+                                .seal_segments(
+                                    to_b,
+                                    40000,
+                                    (&mut data, stride),
+                                    &mut out,
+                                    &mut |_, _| panic!("a session is up"),
+                                )
+                                .expect("a peer");
+                            assert_eq!(len, 8 * (stride + OVERHEAD));
+                            msgs.extend(out[..len].chunks(stride + OVERHEAD).map(<[u8]>::to_vec));
+                        }
+                        msgs
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("sealer"))
+                .collect()
+        });
+        let mut all: Vec<Vec<u8>> = sealed.into_iter().flatten().collect();
+        assert_eq!(all.len(), threads * frames * 8);
+        let counter = |m: &Vec<u8>| u64::from_le_bytes(m[8..16].try_into().expect("counter"));
+        all.sort_by_key(counter);
+        let mut counters: Vec<u64> = all.iter().map(counter).collect();
+        counters.dedup();
+        assert_eq!(counters.len(), all.len(), "a nonce used twice");
+        // b opens them on two threads (alternate messages), in rounds of 512 so that neither
+        // falls more than the replay window (1024) behind the other
+        let round = std::sync::Barrier::new(2);
+        let opened: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|k| {
+                    let (b, all, round) = (&b, &all, &round);
+                    s.spawn(move || {
+                        let mut out = vec![0u8; 2048];
+                        let mut got = Vec::new();
+                        for chunk in all.chunks(512) {
+                            for m in chunk.iter().skip(k).step_by(2) {
+                                match b.open(ea, m, &mut out, &mut |_, _| {}) {
+                                    Opened::Vxlan { datagram, .. } => {
+                                        let end = datagram.iter().position(|&c| c == 0);
+                                        let tag = &datagram[..end.unwrap_or(datagram.len())];
+                                        got.push(String::from_utf8_lossy(tag).into_owned());
+                                    }
+                                    other => panic!("{other:?}"),
+                                }
+                            }
+                            round.wait();
+                        }
+                        got
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("opener"))
+                .collect()
+        });
+        let mut unique = opened.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), threads * frames * 8, "every segment once");
+        assert_eq!(b.counters.opened.load(Relaxed), 1 + all.len() as u64);
+        let (ta, tb) = (&a.peers()[0], &b.peers()[0]);
+        let bytes = (all.len() * stride) as u64; // each segment's inner IPv4 packet
+        assert!(ta.tx_bytes >= bytes, "a counted {} sent", ta.tx_bytes);
+        assert!(tb.rx_bytes >= bytes, "b counted {} received", tb.rx_bytes);
+        // the same messages again: every one a replay
+        let mut out = vec![0u8; 2048];
+        for m in all.iter().rev().take(10) {
+            assert!(matches!(
+                b.open(ea, m, &mut out, &mut |_, _| {}),
+                Opened::Drop(WgDrop::Rejected)
+            ));
+        }
+    }
+
+    /// A peer's authenticated packet whose inner source is not the peer's tunnel address
+    /// (here: a host that believes it is 10.250.0.7, known to b as 10.250.0.1) is dropped
+    /// and counted, on b's first packet of a session (handshake path) and after.
+    #[test]
+    fn a_peer_sending_from_another_tunnel_address_is_dropped() {
+        let (ka, kb) = (generate_key().expect("k"), generate_key().expect("k"));
+        let (ea, eb): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:51820".parse().expect("a"),
+            "192.0.2.2:51820".parse().expect("a"),
+        );
+        let a = host(ka, [10, 250, 0, 7], kb, eb, [10, 250, 0, 2]);
+        let b = host(kb, [10, 250, 0, 2], ka, ea, [10, 250, 0, 1]);
+        let w = Wire {
+            a: (&a, ea),
+            b: (&b, eb),
+        };
+        let frame = b"\x08\x00\x00\x00\x00\x00\x2a\x00payload";
+        let (_, got) = w.run(w.send(&a, frame));
+        assert!(got.is_empty());
+        let first = b.counters.not_peer_source.load(Relaxed);
+        assert_eq!(first, 1, "the queued datagram after the handshake");
+        let (_, got) = w.run(w.send(&a, frame));
+        assert!(got.is_empty());
+        assert_eq!(b.counters.not_peer_source.load(Relaxed), 2);
+        assert_eq!(b.counters.opened.load(Relaxed), 0);
+    }
+
+    /// What an opened packet is: as `Tunn::decapsulate` judges it.
+    #[test]
+    fn opened_packets_are_judged_as_boringtun_does() {
+        let peer = Ipv4Addr::new(10, 250, 0, 1);
+        let mut v4 = [0u8; 40];
+        write_inner(
+            v4.first_chunk_mut().expect("room"),
+            peer,
+            Ipv4Addr::new(10, 250, 0, 2),
+            1,
+            4789,
+            12,
+        );
+        assert_eq!(inner_packet(&v4, peer).map_err(|e| e.0), Ok(Some(40)));
+        assert_eq!(
+            inner_packet(&[], peer).map_err(|e| e.0),
+            Ok(None),
+            "keepalive"
+        );
+        assert_eq!(
+            inner_packet(&v4, Ipv4Addr::new(10, 250, 0, 9)).map_err(|e| e.0),
+            Err(WgDrop::NotPeerSource)
+        );
+        assert_eq!(
+            inner_packet(&v4[..39], peer).map_err(|e| e.0),
+            Err(WgDrop::Rejected),
+            "shorter than its total length"
+        );
+        assert_eq!(
+            inner_packet(&v4[..19], peer).map_err(|e| e.0),
+            Err(WgDrop::Rejected)
+        );
+        let mut v6 = [0u8; 48];
+        v6[0] = 0x60;
+        v6[5] = 8;
+        assert_eq!(
+            inner_packet(&v6, peer).map_err(|e| e.0),
+            Err(WgDrop::NotPeerSource)
+        );
+        v6[5] = 9;
+        assert_eq!(
+            inner_packet(&v6, peer).map_err(|e| e.0),
+            Err(WgDrop::Rejected)
+        );
+        assert_eq!(
+            inner_packet(&[0x50; 40], peer).map_err(|e| e.0),
+            Err(WgDrop::Rejected)
         );
     }
 
