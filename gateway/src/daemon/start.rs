@@ -65,7 +65,8 @@ pub async fn start(
         settle(|| status.resyncs.load(Relaxed) > 0 || status.errors.load(Relaxed) > 0).await;
         running.docker = Some(status);
     }
-    // this node's gateway addresses, followed once for the policy and the etcd node record
+    // this node's gateway addresses, followed once for the policy, the overlay's source check
+    // and the etcd node record
     let gateways = crate::policy::follow_gateways(config.policy_spec().taps);
     if config.registry.backend == config::RegistryBackend::Etcd {
         let crypto = underlay
@@ -76,8 +77,15 @@ pub async fn start(
             Some(start_etcd(config, crypto, gateways.clone(), registry, shutdown, tasks).await?);
     }
     if let (Some(o), Some(underlay)) = (&overlay_spec, underlay) {
-        let (handle, part) =
-            overlay::start(o, underlay, &config.node.name, registry, late.shutdown).await?;
+        let (handle, part) = overlay::start(
+            o,
+            underlay,
+            &config.node.name,
+            registry,
+            gateways.clone(),
+            late.shutdown,
+        )
+        .await?;
         spawn(late.tasks, part, late.shutdown);
         running.overlay = Some(handle);
     }

@@ -29,8 +29,9 @@ pub(super) struct Membership {
     pub(super) source_check: Option<bool>,
     /// Some network is `isolated` (policy is then in use).
     pub(super) isolated_networks: bool,
-    /// The TAPs, whose bridges hold this node's gateway addresses.
-    pub(super) taps: Vec<String>,
+    /// This node's gateway addresses (on the bridges its TAPs are in), as the one watcher
+    /// the policy and the etcd node record share last read them.
+    pub(super) gateways: Vec<std::net::IpAddr>,
     /// A static fleet's other nodes' gateway addresses.
     pub(super) peer_gateways: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
@@ -111,11 +112,10 @@ impl Membership {
         let on = self.source_check.unwrap_or(policy);
         let was = switch.source_check();
         switch.set_sources(on.then(|| {
-            let gateways = crate::policy::gateway_addrs(&self.taps);
             Sources::build(
                 snapshot,
                 switch.node(),
-                &gateways,
+                &self.gateways,
                 node_vteps,
                 &self.peer_gateways,
             )
@@ -157,10 +157,37 @@ mod tests {
             last: Vec::new(),
             source_check: None,
             isolated_networks: false,
-            taps: Vec::new(),
+            gateways: Vec::new(),
             peer_gateways: Default::default(),
         };
         (m, crypto, switch)
+    }
+
+    /// The source check takes this node's gateway addresses from what the shared watcher
+    /// last read (`gateways`), not from its own reading: a frame from the TAP with a gateway
+    /// address leaves while the address is listed, and is a forged source once it is not.
+    #[test]
+    fn the_source_check_follows_the_gateway_addresses_it_is_given() {
+        use crate::overlay::counters::DropReason;
+        use crate::overlay::switch::FromTap;
+        use crate::overlay::switch::tests::{mac, tcp_frame};
+        let r = Registry::new("app");
+        let (mut m, _, switch) = membership(false);
+        m.source_check = Some(true);
+        m.peers = vec!["10.99.0.2:4789".parse().expect("a")]; // somewhere to flood to
+        // tcp_frame's source address is 10.200.1.11; here, this node's gateway
+        m.gateways = vec![std::net::IpAddr::from([10, 200, 1, 11])];
+        m.apply(&switch, &r.snapshot());
+        let frame = tcp_frame(mac(2), mac(1), 40000, b"x");
+        let now = std::time::Instant::now();
+        let mut reply = [0u8; 64];
+        assert_eq!(switch.from_tap(0, &frame, now, &mut reply), FromTap::Flood);
+        m.gateways.clear();
+        m.apply(&switch, &r.snapshot());
+        assert_eq!(
+            switch.from_tap(0, &frame, now, &mut reply),
+            FromTap::Drop(DropReason::ForgedSource)
+        );
     }
 
     /// etcd's node records make WireGuard peers (their tunnel addresses the VTEPs); a node

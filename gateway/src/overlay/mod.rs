@@ -90,6 +90,7 @@ pub async fn start(
     underlay: Underlay,
     node: &str,
     registry: &Arc<Registry>,
+    mut gateways: tokio::sync::watch::Receiver<Vec<std::net::IpAddr>>,
     shutdown: &Shutdown,
 ) -> Result<(Overlay, Part<Error>), Error> {
     let mut part = Part::new();
@@ -117,7 +118,7 @@ pub async fn start(
             .unwrap_or_default(),
         source_check: cfg.source_check,
         isolated_networks: cfg.isolated_networks,
-        taps: cfg.networks.iter().map(|n| n.tap.clone()).collect(),
+        gateways: gateways.borrow_and_update().clone(),
         peer_gateways: cfg.peer_gateways.clone(),
     };
     membership.apply(&switch, &registry.snapshot());
@@ -175,6 +176,11 @@ pub async fn start(
                         if changed.is_err() { return Ok(()); }
                         let snap = rx.borrow_and_update().clone();
                         membership.apply(&switch, &snap);
+                    }
+                    // the source check's own addresses (Docker may address the bridge late)
+                    Ok(()) = gateways.changed() => {
+                        membership.gateways = gateways.borrow_and_update().clone();
+                        membership.apply(&switch, &registry_snapshot(&rx));
                     }
                     Some(peers) = configured_changed(&mut configured) => {
                         if let Some((_, configured)) = &mut membership.wireguard {

@@ -473,7 +473,7 @@ impl Fnv {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::registry::{Container, Health, Origin, Registry};
 
@@ -499,7 +499,7 @@ mod tests {
         )
     }
 
-    fn mac(last: u8) -> MacAddr {
+    pub(crate) fn mac(last: u8) -> MacAddr {
         MacAddr([2, 0, 0, 0, 0, last])
     }
 
@@ -885,7 +885,7 @@ mod tests {
     }
 
     /// An Ethernet/IPv4/TCP frame `src` → `dst` from port `src_port`, built through `emit`.
-    fn tcp_frame(dst: MacAddr, src: MacAddr, src_port: u16, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn tcp_frame(dst: MacAddr, src: MacAddr, src_port: u16, payload: &[u8]) -> Vec<u8> {
         use crate::wire::build::{Ip, Transport, frame};
         use crate::wire::tcp;
         frame(
