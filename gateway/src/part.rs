@@ -59,11 +59,19 @@ impl<E: Send + 'static> Part<E> {
             _ = shutdown.wait() => None,
             done = self.tasks.join_next(), if !self.tasks.is_empty() => done,
         };
-        if let Some(done) = first {
-            self.tasks.detach_all();
-            return flatten(done);
-        }
+        // A task that ended because stop was just asked (its own wait saw it first: `wait` only
+        // learns of the stop from a wake-up that may not have been polled yet) is part of the
+        // drain, not the part's end: returning here would detach the others mid-drain (the
+        // ingress's workers, with the connections they still serve).
         let mut result = Ok(());
+        match first {
+            Some(done) if !shutdown.is_stopping() => {
+                self.tasks.detach_all();
+                return flatten(done);
+            }
+            Some(done) => result = flatten(done),
+            None => {}
+        }
         while let Some(done) = self.tasks.join_next().await {
             match (flatten(done), &result) {
                 (Err(e), Ok(())) => result = Err(e),
@@ -139,6 +147,38 @@ mod tests {
             ended.push(n);
         }
         assert_eq!(ended, [0, 1, 2], "every task drained before run returned");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_as_stop_is_asked_does_not_cut_the_drain_short() {
+        let (stop, shutdown) = Shutdown::new();
+        let mut part: Part<String> = Part::new();
+        let (end_first, first_ends) = tokio::sync::oneshot::channel::<()>();
+        let (end_second, second_ends) = tokio::sync::oneshot::channel::<()>();
+        part.spawn(async move {
+            let _ = first_ends.await;
+            Ok(())
+        });
+        part.spawn(async move {
+            let _ = second_ends.await;
+            Err("second".to_owned())
+        });
+        let run = tokio::spawn(part.run(shutdown));
+        tokio::task::yield_now().await;
+        // stop asked without waking anyone (the wake-up not yet seen), then a task ends:
+        // what the part sees first is the task's end
+        stop.send_if_modified(|s| {
+            *s = true;
+            false
+        });
+        end_first.send(()).expect("first");
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        assert!(
+            !run.is_finished(),
+            "the part returned while a task was still draining"
+        );
+        end_second.send(()).expect("second");
+        assert_eq!(run.await.expect("join"), Err("second".to_owned()));
     }
 
     #[tokio::test]
