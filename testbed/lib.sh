@@ -37,6 +37,11 @@ tb_teardown() {
   for ns in $(tb_namespaces); do
     ip netns del "$ns" 2>/dev/null || true
   done
+  # names a test gave a Docker container's namespace (`ip netns attach $P-dH<name> PID`):
+  # only the name goes (the container is gone with the Docker daemons above)
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$P-d[0-9]+[a-z0-9]+$"); do
+    ip netns del "$ns" 2>/dev/null || true
+  done
   rm -rf /etc/netns/"$P"-*
   rm -rf "$STATE"
 }
