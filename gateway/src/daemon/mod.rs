@@ -36,6 +36,8 @@ enum Stopped {
 
 /// How long parts get to finish after a stop signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the runtime's leftovers get once `run` has returned.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 /// `passed`: the sockets systemd handed over (socket activation), taken before any thread
 /// started ([`crate::activation::Passed::from_env`]).
@@ -57,13 +59,18 @@ pub fn main(path: &Path, passed: crate::activation::Passed) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(path, config, passed)) {
+    let code = match rt.block_on(run(path, config, passed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Dropping the runtime would wait without end for its blocking tasks, among them the
+    // joins of datapath threads: one that outlived the drain's bound (its task aborted, its
+    // thread still serving) would keep the process alive, its sockets open, after "stopped".
+    rt.shutdown_timeout(EXIT_GRACE);
+    code
 }
 
 async fn run(
