@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """A WebSocket client for tests: connects over TLS (trusting CA), sends messages and checks
 each comes back; exits 0 when all echoes match, printing which container answered (its
-X-Container header). Usage: wsclient.py HOST IP PORT CA [N]"""
+X-Container header). Usage: wsclient.py HOST IP PORT CA [N [HOLD]]: with HOLD (seconds), the
+WebSocket stays open after the echoes (no close frame) until the server ends it or HOLD
+passes, and the client says which, and after how long."""
 import base64
 import os
 import socket
 import ssl
 import struct
 import sys
+import time
 
 host, ip, port, ca = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 n = int(sys.argv[5]) if len(sys.argv) > 5 else 5
+hold = float(sys.argv[6]) if len(sys.argv) > 6 else None
 ctx = ssl.create_default_context(cafile=ca)
 ctx.set_alpn_protocols(["http/1.1"])
 s = ctx.wrap_socket(socket.create_connection((ip, port), timeout=10), server_hostname=host)
@@ -50,5 +54,18 @@ for i in range(n):
     op, data = recv()
     if op != 1 or data != msg:
         sys.exit(f"echo {i} differs")
-send(8, b"")
-print(f"{n} echoes ok from {container}")
+if hold is None:
+    send(8, b"")
+    print(f"{n} echoes ok from {container}")
+    sys.exit(0)
+print(f"{n} echoes ok from {container}; holding", flush=True)
+t0 = time.monotonic()
+s.settimeout(hold)
+try:
+    rest = f.read(1)
+    print(f"closed by the server after {time.monotonic() - t0:.1f} s" if rest == b""
+          else f"unexpected data from the server: {rest!r}")
+except (TimeoutError, socket.timeout):
+    print(f"still open after {hold} s")
+except (ConnectionError, ssl.SSLError) as e:
+    print(f"closed by the server after {time.monotonic() - t0:.1f} s ({type(e).__name__})")
