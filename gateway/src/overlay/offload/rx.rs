@@ -10,7 +10,7 @@ use crate::overlay::counters::{Counters, DropReason, PeerRun};
 use crate::overlay::switch::{FromUdp, RunCache, Switch};
 use crate::overlay::tap::Tap;
 use crate::overlay::udp;
-use crate::overlay::wg::{Crypto, Opened};
+use crate::overlay::wg::Crypto;
 use crate::wire::offload::VNET_HDR_LEN;
 use crate::wire::partial::{self, Partial};
 use crate::wire::{offload, vxlan};
@@ -46,7 +46,8 @@ pub(super) struct Rx {
     half: usize,
     slots: udp::Slots,
     merge: Merger,
-    /// With encryption: what one read of WireGuard's socket gives, sealed (opened into `buf`).
+    /// With encryption: the buffer of what a read's datagrams that are not transport data
+    /// (handshakes, cookies) open into.
     sealed: Vec<u8>,
 }
 
@@ -96,8 +97,8 @@ impl Rx {
         }
     }
 
-    /// Makes room for reads of WireGuard's socket, and for opening them into halves of
-    /// `buf` as GRO reads do.
+    /// Makes room for reads of WireGuard's socket into halves of `buf` (as GRO reads do),
+    /// opened in place.
     pub(super) fn with_wireguard(&mut self) {
         self.sealed = vec![0u8; GRO_BUF];
         if self.buf.len() < 2 * GRO_BUF {
@@ -121,43 +122,43 @@ impl Rx {
         base
     }
 
-    /// One read of WireGuard's socket (a GRO run of one sender's datagrams, or one), each
-    /// opened into the next half of `buf`; `list` then holds the VXLAN datagrams, and the
-    /// count is returned. Handshake answers go out from the same socket.
+    /// One read of WireGuard's socket (a GRO run of one sender's datagrams, or one) into the
+    /// next half of `buf`, each datagram opened where it lies; `list` then holds the VXLAN
+    /// datagrams in them, and the count is returned. Handshake answers go out from the same
+    /// socket.
     fn read_sealed(&mut self, wg: &WgSock) -> io::Result<usize> {
-        let (gro, sealed) = (self.gro, &mut self.sealed);
+        let base = self.claim_half();
+        let gro = self.gro;
+        let run = &mut self.buf[base..base + GRO_BUF];
         let (n, src, seg) = wg.sock.try_io(Interest::READABLE, || {
             if gro {
-                udp::recv_gro(&wg.sock, &mut sealed[..])
+                udp::recv_gro(&wg.sock, &mut run[..])
             } else {
-                let (n, src) = wg.sock.try_recv_from(&mut sealed[..])?;
+                let (n, src) = wg.sock.try_recv_from(&mut run[..])?;
                 Ok((n, src, n))
             }
         })?;
-        let base = self.claim_half();
         self.half ^= 1;
-        let mut cursor = base;
-        let mut k = 0;
-        let reply = |m: &[u8], to: SocketAddr| {
+        let mut reply = |m: &[u8], to: SocketAddr| {
             // a handshake answer that finds the buffer full is retried by the peer's timers
             let _ = wg.sock.try_send_to(m, to);
         };
-        let at = self.buf.as_ptr() as usize;
-        for d in self.sealed[..n].chunks(seg.max(1)).take(GRO_MAX) {
-            let out = &mut self.buf[cursor..base + GRO_BUF];
-            if out.len() < d.len() {
-                break;
-            }
-            if let Opened::Vxlan { from, datagram } =
-                wg.crypto.open(src, d, out, &mut |m, to| reply(m, to))
-            {
-                let start = datagram.as_ptr() as usize - at;
-                let end = start + datagram.len();
-                self.list[k] = (from, start, end);
-                k += 1;
-                cursor = end;
-            }
-        }
+        // at most GRO_MAX datagrams a read (a GRO read holds no more)
+        let seg = seg.max(1);
+        let n = n.min(seg * GRO_MAX);
+        let (list, mut k) = (&mut self.list, 0);
+        wg.crypto.open_run(
+            src,
+            (&mut self.buf[base..base + n], seg),
+            &mut self.sealed,
+            &mut reply,
+            &mut |from, r| {
+                if let Some(slot) = list.get_mut(k) {
+                    *slot = (from, base + r.start, base + r.end);
+                    k += 1;
+                }
+            },
+        );
         Ok(k)
     }
 

@@ -174,6 +174,33 @@ impl Session {
         }
     }
 
+    /// vxgate: opens the transport data message `datagram` (type 4) where it lies, as
+    /// [`Session::open`] does (receiver index, replay window, tag) without copying it first.
+    /// Returns the packet (empty: a keepalive), `datagram[16..len - 16]`; on an error the
+    /// message's bytes may have been overwritten.
+    pub fn open_in_place<'a>(&self, datagram: &'a mut [u8]) -> Result<&'a mut [u8], WireGuardError> {
+        let (receiver_idx, counter) = match super::Tunn::parse_incoming_packet(datagram)? {
+            super::Packet::PacketData(p) => (p.receiver_idx, p.counter),
+            _ => return Err(WireGuardError::InvalidPacket),
+        };
+        if receiver_idx != self.receiving_index {
+            return Err(WireGuardError::WrongIndex);
+        }
+        self.receiving_counter_quick_check(counter)?;
+        let mut nonce = [0u8; 12];
+        nonce[4..12].copy_from_slice(&counter.to_le_bytes());
+        let packet = self
+            .receiver
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&[]),
+                &mut datagram[DATA_OFFSET..],
+            )
+            .map_err(|_| WireGuardError::InvalidAeadTag)?;
+        self.receiving_counter_mark(counter)?;
+        Ok(packet)
+    }
+
     pub(super) fn new(
         local_index: u32,
         peer_index: u32,
