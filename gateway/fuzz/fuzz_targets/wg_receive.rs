@@ -1,6 +1,6 @@
-//! WireGuard's receive path (issue 29): arbitrary datagrams to a host with one peer, and
-//! arbitrary messages through an established session. Nothing panics; nothing unauthenticated
-//! becomes a VXLAN datagram.
+//! WireGuard's receive path (issue 29): arbitrary datagrams to a host with one peer, the same
+//! bytes as a GRO run, and arbitrary messages through an established session. Nothing
+//! panics; nothing unauthenticated becomes a VXLAN datagram.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -34,6 +34,16 @@ fuzz_target!(|data: &[u8]| {
         Opened::Vxlan { .. } => panic!("an unauthenticated datagram opened"),
         Opened::Nothing | Opened::Drop(_) => {}
     }
+    // the same bytes as one GRO read, cut into datagrams of a size the input picks
+    let seg = usize::from(data.first().copied().unwrap_or(1)).max(1) * 8;
+    let mut run = data.to_vec();
+    b.open_run(
+        src,
+        (&mut run, seg),
+        &mut out,
+        &mut |_, _| {},
+        &mut |_, _| panic!("an unauthenticated datagram opened in a run"),
+    );
     // a well-formed first message too: whatever follows it must not panic either
     let a = host(KA, KB, [10, 250, 0, 1], [10, 250, 0, 2], "192.0.2.2:51820");
     let mut p = vec![0u8; INNER_HEADERS];
