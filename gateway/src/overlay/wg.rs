@@ -27,10 +27,12 @@ use std::sync::{Arc, Mutex};
 
 /// The inner IPv4 and UDP headers in front of a VXLAN datagram.
 pub const INNER_HEADERS: usize = 28;
-/// WireGuard's transport overhead (header 16, tag 16) on top of the inner packet.
-pub const OVERHEAD: usize = 32;
 /// Where a transport data message's sealed packet starts (type, receiver index, counter).
-const DATA_OFFSET: usize = 16;
+pub const DATA_OFFSET: usize = 16;
+/// The authentication tag after it.
+pub const TAG_LEN: usize = 16;
+/// WireGuard's transport overhead (header 16, tag 16) on top of the inner packet.
+pub const OVERHEAD: usize = DATA_OFFSET + TAG_LEN;
 /// VXLAN's UDP port, inside the tunnel too.
 pub const VXLAN_PORT: u16 = 4789;
 /// Handshake messages per second, from everyone, before a valid cookie (mac2) is required
@@ -485,19 +487,22 @@ impl Crypto {
         }
     }
 
-    /// Seals the VXLAN datagrams laid out in `data` every `stride` bytes (the last may be
-    /// shorter), each behind [`INNER_HEADERS`] bytes of room, for the peer whose tunnel
-    /// address is `to`'s, into `out` back to back (each `OVERHEAD` bytes longer: the layout
-    /// of one GSO send). The peer's session is locked once for them all. A message that is
-    /// not transport data (a handshake initiation, while the datagrams wait in the session's
-    /// queue) goes through `control`. Returns the endpoint and the bytes written to `out`
-    /// (which needs room for those and 148 more), or None when `to` is no peer.
+    /// Seals, where they lie, the VXLAN datagrams laid out in `data` every `stride` bytes
+    /// (the last may be shorter), for the peer whose tunnel address is `to`'s: each is
+    /// [`DATA_OFFSET`] bytes of room, [`INNER_HEADERS`] bytes of room, the datagram and
+    /// [`TAG_LEN`] bytes of room, and becomes the transport data message (the layout of one
+    /// GSO send). The peer's session is fetched once for them all and sealed with outside
+    /// its lock. Without a session the datagrams go to the session's queue behind a
+    /// handshake; what that sends (an initiation; transport data, should a session come up
+    /// meanwhile) goes through `control`, with `scratch` (a datagram's length and 148 more)
+    /// as its buffer. Returns the endpoint and how many bytes of `data` to send (0: they
+    /// were queued), or None when `to` is no peer.
     pub fn seal_segments(
         &self,
         to: SocketAddr,
         sport: u16,
         (data, stride): (&mut [u8], usize),
-        out: &mut [u8],
+        scratch: &mut [u8],
         control: &mut dyn FnMut(&[u8], SocketAddr),
     ) -> Option<(SocketAddr, usize)> {
         let IpAddr::V4(dst) = to.ip() else {
@@ -507,47 +512,58 @@ impl Crypto {
         let peer = table.by_address.get(&dst)?;
         let endpoint = *lock(&peer.endpoint);
         let session = lock(&peer.tunn).sending_session();
-        let (mut written, mut sealed) = (0, 0u64);
+        // the smallest message: the room, the inner headers and one byte
+        const MIN: usize = OVERHEAD + INNER_HEADERS + 1;
+        let segments = data.chunks_mut(stride.max(MIN));
+        let mut sealed = 0u64;
         if let Some(session) = session {
             // sealed outside the session's lock: the queue threads seal for one peer at once
             // (the nonce is an atomic counter); the lock again only for the timers
-            let mut bytes = 0;
-            for seg in data.chunks_mut(stride.max(INNER_HEADERS + 1)) {
-                if out.len() < written + seg.len() + OVERHEAD + 148 {
+            let (mut bytes, mut len) = (0, 0);
+            for msg in segments {
+                if msg.len() < MIN {
                     break;
                 }
-                let (Some(payload), Some(head)) = (
-                    seg.len().checked_sub(INNER_HEADERS),
-                    seg.first_chunk_mut::<INNER_HEADERS>(),
-                ) else {
-                    continue;
+                let packet = msg.len() - OVERHEAD;
+                let Some(head) = msg[DATA_OFFSET..].first_chunk_mut::<INNER_HEADERS>() else {
+                    break;
                 };
-                write_inner(head, self.address, dst, sport, to.port(), payload);
-                written += session.seal(seg, &mut out[written..]).len();
+                write_inner(
+                    head,
+                    self.address,
+                    dst,
+                    sport,
+                    to.port(),
+                    packet - INNER_HEADERS,
+                );
+                session.seal_in_place(msg);
                 sealed += 1;
-                bytes += seg.len();
+                bytes += packet;
+                len += msg.len();
             }
             lock(&peer.tunn).note_data_sent(sealed as usize, bytes);
             self.counters.sealed.fetch_add(sealed, Relaxed);
-            return Some((endpoint, written));
+            return Some((endpoint, len));
         }
         // no session yet: through the Tunn, which queues the datagrams and shakes hands
         let mut tunn = lock(&peer.tunn);
-        for seg in data.chunks_mut(stride.max(INNER_HEADERS + 1)) {
-            if out.len() < written + seg.len() + OVERHEAD + 148 {
+        for msg in segments {
+            if msg.len() < MIN || scratch.len() < msg.len() + 148 {
                 break;
             }
-            match self.seal_locked(&mut tunn, (dst, to.port(), sport), seg, &mut out[written..]) {
-                Some((msg, true)) => {
-                    written += msg.len();
+            let end = msg.len() - TAG_LEN;
+            let packet = &mut msg[DATA_OFFSET..end];
+            match self.seal_locked(&mut tunn, (dst, to.port(), sport), packet, scratch) {
+                Some((m, true)) => {
+                    control(m, endpoint);
                     sealed += 1;
                 }
-                Some((msg, false)) => control(msg, endpoint),
+                Some((m, false)) => control(m, endpoint),
                 None => {}
             }
         }
         self.counters.sealed.fetch_add(sealed, Relaxed);
-        Some((endpoint, written))
+        Some((endpoint, 0))
     }
 
     /// Opens a datagram that arrived on the WireGuard socket from `src`, into `out` (at
@@ -1229,6 +1245,18 @@ mod tests {
         }
     }
 
+    /// `data`'s segments (every `stride` bytes, the last maybe shorter) laid out for sealing
+    /// in place, with room for WireGuard's header before each and its tag after; the stride.
+    fn with_room(data: &[u8], stride: usize) -> (Vec<u8>, usize) {
+        let mut v = Vec::new();
+        for seg in data.chunks(stride) {
+            v.extend_from_slice(&[0u8; DATA_OFFSET]);
+            v.extend_from_slice(seg);
+            v.extend_from_slice(&[0u8; TAG_LEN]);
+        }
+        (v, stride + OVERHEAD)
+    }
+
     /// Two hosts on a wire in memory: delivers every message until none is left, and
     /// returns the VXLAN datagrams each side opened (a's, b's).
     struct Wire<'h> {
@@ -1403,11 +1431,12 @@ mod tests {
         }
         let mut out = vec![0u8; 4096];
         let mut control = Vec::new();
+        let (mut msgs, st) = with_room(&data, stride);
         let (endpoint, len) = a
             .seal_segments(
                 to_b,
                 40000,
-                (&mut data.clone(), stride),
+                (&mut msgs.clone(), st),
                 &mut out,
                 &mut |m, d| control.push((m.to_vec(), d)),
             )
@@ -1420,16 +1449,17 @@ mod tests {
         let (_, got) = w.run(control);
         assert_eq!(got.len(), 3, "the queued segments went after the handshake");
         let (endpoint, len) = a
-            .seal_segments(to_b, 40000, (&mut data, stride), &mut out, &mut |_, _| {
+            .seal_segments(to_b, 40000, (&mut msgs, st), &mut out, &mut |_, _| {
                 panic!("a session is up")
             })
             .expect("a peer");
         assert_eq!(
             (endpoint, len),
-            (eb, 2 * (stride + OVERHEAD) + last + OVERHEAD)
+            (eb, 2 * (stride + OVERHEAD) + last + OVERHEAD),
+            "every message sealed where it lay"
         );
-        let msgs: Msgs = out[..len]
-            .chunks(stride + OVERHEAD)
+        let msgs: Msgs = msgs[..len]
+            .chunks(st)
             .map(|m| (m.to_vec(), eb))
             .rev() // Wire::run pops from the end
             .collect();
@@ -1471,10 +1501,11 @@ mod tests {
         }
         let mut out = vec![0u8; 4096];
         let mut control = Vec::new();
+        let (mut msgs, seg) = with_room(&data, stride);
         a.seal_segments(
             to_b,
             40000,
-            (&mut data.clone(), stride),
+            (&mut msgs.clone(), seg),
             &mut out,
             &mut |m, d| control.push((m.to_vec(), d)),
         );
@@ -1482,12 +1513,11 @@ mod tests {
         assert_eq!(got.len(), 4, "the queued segments went after the handshake");
         let (rx0, opened0) = (b.peers()[0].rx_bytes, b.counters.opened.load(Relaxed));
         let (_, len) = a
-            .seal_segments(to_b, 40000, (&mut data, stride), &mut out, &mut |_, _| {
+            .seal_segments(to_b, 40000, (&mut msgs, seg), &mut out, &mut |_, _| {
                 panic!("a session is up")
             })
             .expect("a peer");
-        let seg = stride + OVERHEAD;
-        let sealed: Vec<&[u8]> = out[..len].chunks(seg).collect();
+        let sealed: Vec<&[u8]> = msgs[..len].chunks(seg).collect();
         // the run: s0, s1, s0 again (a replay), s2 with a flipped byte, s3 (the short one)
         let mut tampered = sealed[2].to_vec();
         tampered[DATA_OFFSET + 30] ^= 1;
@@ -1534,7 +1564,7 @@ mod tests {
         fresh.a.seal_segments(
             to_b,
             40000,
-            (&mut vec![0u8; stride], stride),
+            (&mut vec![0u8; stride + OVERHEAD], stride + OVERHEAD),
             &mut out,
             &mut |m, d| control.push((m.to_vec(), d)),
         );
@@ -1582,17 +1612,18 @@ mod tests {
                                 seg[INNER_HEADERS..INNER_HEADERS + tag.len()]
                                     .copy_from_slice(tag.as_bytes());
                             }
+                            let (mut room, st) = with_room(&data, stride);
                             let (_, len) = a
                                 .seal_segments(
                                     to_b,
                                     40000,
-                                    (&mut data, stride),
+                                    (&mut room, st),
                                     &mut out,
                                     &mut |_, _| panic!("a session is up"),
                                 )
                                 .expect("a peer");
-                            assert_eq!(len, 8 * (stride + OVERHEAD));
-                            msgs.extend(out[..len].chunks(stride + OVERHEAD).map(<[u8]>::to_vec));
+                            assert_eq!(len, 8 * st);
+                            msgs.extend(room[..len].chunks(st).map(<[u8]>::to_vec));
                         }
                         msgs
                     })

@@ -207,11 +207,24 @@ pub fn segment(
     prefix: &[u8],
     out: &mut [u8],
 ) -> Result<Segmented, WireError> {
+    segment_with_room(frame, l4_hint, mss, (prefix, 0), out)
+}
+
+/// [`segment`], with `tail` bytes after each frame left as they are (room for what a
+/// sealing in place appends); `stride` and `len` count them.
+pub fn segment_with_room(
+    frame: &[u8],
+    l4_hint: Option<usize>,
+    mss: usize,
+    (prefix, tail): (&[u8], usize),
+    out: &mut [u8],
+) -> Result<Segmented, WireError> {
     let cut = Cut::new(frame, l4_hint, mss)?;
     let l = &cut.l;
     let payload_len = l.end - l.hdr;
-    let stride = prefix.len() + l.hdr + mss.min(payload_len);
-    let len = (prefix.len() + l.hdr) * cut.count + payload_len;
+    let room = prefix.len() + tail;
+    let stride = room + l.hdr + mss.min(payload_len);
+    let len = (room + l.hdr) * cut.count + payload_len;
     if out.len() < len {
         return Err(WireError::Truncated);
     }
@@ -219,7 +232,7 @@ pub fn segment(
     for i in 0..cut.count {
         let seg_len = prefix.len() + cut.segment_len(i);
         let seg = &mut out[at..at + seg_len];
-        at += seg_len;
+        at += seg_len + tail;
         seg[..prefix.len()].copy_from_slice(prefix);
         cut.write(frame, i, &mut seg[prefix.len()..]);
     }
@@ -992,6 +1005,32 @@ mod receive_segmentation_tests {
         let stored = u16::from_be_bytes([copy[16], copy[17]]);
         copy[16..18].fill(0);
         assert_eq!(tcp_checksum(src, dst, &copy), stored, "TCP checksum");
+    }
+
+    /// A cut with room after each frame is the plain cut with that room inserted (left as it
+    /// was), its stride and length counting it; the last segment, shorter, has it too.
+    #[test]
+    fn room_after_each_segment_is_left_as_it_was() {
+        let vx = [8u8, 0, 0, 0, 0, 0, 42, 0];
+        for (payload, mss) in [(10_001, 1397), (1_000, 1398)] {
+            let frame = big_frame(payload, 0x18 | FIN);
+            let mut plain = vec![0u8; 2 * 65_536];
+            let p = super::segment(&frame, None, mss, &vx, &mut plain).expect("cut");
+            let mut roomy = vec![0xEEu8; 2 * 65_536];
+            let r = segment_with_room(&frame, None, mss, (&vx, 16), &mut roomy).expect("cut");
+            assert_eq!(
+                (r.count, r.stride, r.len),
+                (p.count, p.stride + 16, p.len + 16 * p.count)
+            );
+            let mut want = Vec::new();
+            for seg in plain[..p.len].chunks(p.stride) {
+                want.extend_from_slice(seg);
+                want.extend_from_slice(&[0xEE; 16]);
+            }
+            assert_eq!(&roomy[..r.len], want, "payload {payload}, mss {mss}");
+            let mut small = vec![0u8; r.len - 1];
+            assert!(segment_with_room(&frame, None, mss, (&vx, 16), &mut small).is_err());
+        }
     }
 
     /// Headers-only cutting plus the payload where it lies gives the very bytes of the

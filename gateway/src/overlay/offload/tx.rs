@@ -11,7 +11,7 @@ use crate::overlay::io::{send, write_tap};
 use crate::overlay::switch::{FromTap, Switch, flow_hash};
 use crate::overlay::tap::Tap;
 use crate::overlay::udp;
-use crate::overlay::wg::{INNER_HEADERS, OVERHEAD, Sealed};
+use crate::overlay::wg::{DATA_OFFSET, INNER_HEADERS, Sealed, TAG_LEN};
 use crate::wire::offload::{self, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, VNET_HDR_LEN, VnetHdr};
 use crate::wire::vxlan;
 use std::io::{self, IoSlice};
@@ -77,9 +77,10 @@ impl Tx {
         }
     }
 
-    /// Cuts the TSO super-frame at `at..end` with room for the inner headers in front of
-    /// each segment, seals the segments for each WireGuard peer in `dsts` (one session lock
-    /// per peer) and sends them from WireGuard's socket in GSO runs; plain `dsts` go as
+    /// Cuts the TSO super-frame at `at..end` with room for WireGuard's header and the inner
+    /// headers in front of each segment and for the tag behind it, seals the segments there
+    /// for each WireGuard peer in `dsts` (the super-frame cut again for every peer after the
+    /// first) and sends them from WireGuard's socket in GSO runs; plain `dsts` go as
     /// [`Tx::send_super_frame`] sends them, where plain VXLAN is allowed.
     async fn send_super_frame_sealed(
         &mut self,
@@ -93,24 +94,31 @@ impl Tx {
         if self.sealed.is_empty() {
             self.sealed = vec![0u8; 2 * FRAME_MAX];
         }
-        let mut prefix = [0u8; INNER_HEADERS + vxlan::HEADER_LEN];
-        prefix[INNER_HEADERS..].copy_from_slice(&self.vx);
-        let seg = match offload::segment(
-            &self.buf[at..end],
-            Some(usize::from(hdr.csum_start)),
-            usize::from(hdr.gso_size),
-            &prefix,
-            &mut self.segbuf[..],
-        ) {
-            Ok(s) => s,
-            Err(_) => return self.counters.dropped(DropReason::BadOffload),
+        let mut prefix = [0u8; DATA_OFFSET + INNER_HEADERS + vxlan::HEADER_LEN];
+        prefix[DATA_OFFSET + INNER_HEADERS..].copy_from_slice(&self.vx);
+        let (csum_start, mss) = (usize::from(hdr.csum_start), usize::from(hdr.gso_size));
+        let cut = |buf: &[u8], out: &mut [u8]| {
+            offload::segment_with_room(
+                &buf[at..end],
+                Some(csum_start),
+                mss,
+                (&prefix, TAG_LEN),
+                out,
+            )
+        };
+        let Ok(seg) = cut(&self.buf, &mut self.segbuf[..]) else {
+            return self.counters.dropped(DropReason::BadOffload);
         };
         self.counters.tso_frames.fetch_add(1, Relaxed);
+        // whether `segbuf` holds the cut as it was made (not sealed, not overwritten)
+        let mut fresh = true;
         let sport = flow_hash(&self.buf[at..end]) as u16 | 0xc000;
         for dst in dsts {
             if !wg.crypto.is_peer(*dst) {
                 match plain {
                     Some(sock) if wg.crypto.allow_plaintext => {
+                        // cuts into `segbuf` too
+                        fresh = false;
                         self.send_super_frame((at, end), hdr, &[*dst], sock, features)
                             .await;
                     }
@@ -123,6 +131,11 @@ impl Tx {
                 }
                 continue;
             }
+            // the same frame cut the same way: it cannot fail the second time
+            if !fresh && cut(&self.buf, &mut self.segbuf[..]).is_err() {
+                continue;
+            }
+            fresh = false;
             let mut control = Vec::new();
             let sealed = wg.crypto.seal_segments(
                 *dst,
@@ -137,11 +150,11 @@ impl Tx {
             if let Some((endpoint, len)) = sealed
                 && len > 0
             {
-                let data = &self.sealed[..len];
+                let data = &self.segbuf[..len];
                 send_segments(
                     &wg.sock,
                     data,
-                    seg.stride + OVERHEAD,
+                    seg.stride,
                     endpoint,
                     features,
                     &self.counters,

@@ -174,6 +174,29 @@ impl Session {
         }
     }
 
+    /// vxgate: seals in place: `msg` is 16 bytes of room, the packet and 16 bytes of room,
+    /// and becomes the transport data message (header, ciphertext, tag), as
+    /// [`Session::seal`] makes it without copying the packet first. Panics when `msg` is
+    /// shorter than the header and tag, as `format_packet_data` does on a small buffer.
+    pub fn seal_in_place(&self, msg: &mut [u8]) {
+        if msg.len() < super::DATA_OVERHEAD_SZ {
+            panic!("The message has no room for the header and tag");
+        }
+        let sending_key_counter = self.sending_key_counter.fetch_add(1, Ordering::Relaxed) as u64;
+        let (header, rest) = msg.split_at_mut(DATA_OFFSET);
+        header[0..4].copy_from_slice(&super::DATA.to_le_bytes());
+        header[4..8].copy_from_slice(&self.sending_index.to_le_bytes());
+        header[8..16].copy_from_slice(&sending_key_counter.to_le_bytes());
+        let (packet, tag_room) = rest.split_at_mut(rest.len() - AEAD_SIZE);
+        let mut nonce = [0u8; 12];
+        nonce[4..12].copy_from_slice(&sending_key_counter.to_le_bytes());
+        let tag = self
+            .sender
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&[]), packet)
+            .unwrap();
+        tag_room.copy_from_slice(tag.as_ref());
+    }
+
     /// vxgate: opens the transport data message `datagram` (type 4) where it lies, as
     /// [`Session::open`] does (receiver index, replay window, tag) without copying it first.
     /// Returns the packet (empty: a keepalive), `datagram[16..len - 16]`; on an error the
