@@ -1245,6 +1245,16 @@ mod tests {
         }
     }
 
+    /// `full` segments of `stride` bytes and one of `last`, each behind the inner headers'
+    /// room, segment i's payload filled with i + 1.
+    fn numbered(full: usize, stride: usize, last: usize) -> Vec<u8> {
+        let mut data = vec![0u8; full * stride + last];
+        for (i, seg) in data.chunks_mut(stride).enumerate() {
+            seg[INNER_HEADERS..].fill(i as u8 + 1);
+        }
+        data
+    }
+
     /// `data`'s segments (every `stride` bytes, the last maybe shorter) laid out for sealing
     /// in place, with room for WireGuard's header before each and its tag after; the stride.
     fn with_room(data: &[u8], stride: usize) -> (Vec<u8>, usize) {
@@ -1425,10 +1435,7 @@ mod tests {
         let to_b: SocketAddr = "10.250.0.2:4789".parse().expect("a");
         // 3 segments of stride 200 (the last 120), each behind the inner headers' room
         let (stride, last) = (200, 120);
-        let mut data = vec![0u8; 2 * stride + last];
-        for (i, seg) in data.chunks_mut(stride).enumerate() {
-            seg[INNER_HEADERS..].fill(i as u8 + 1);
-        }
+        let data = numbered(2, stride, last);
         let mut out = vec![0u8; 4096];
         let mut control = Vec::new();
         let (mut msgs, st) = with_room(&data, stride);
@@ -1495,10 +1502,7 @@ mod tests {
         };
         let to_b: SocketAddr = "10.250.0.2:4789".parse().expect("a");
         let (stride, last) = (200, 120);
-        let mut data = vec![0u8; 3 * stride + last];
-        for (i, seg) in data.chunks_mut(stride).enumerate() {
-            seg[INNER_HEADERS..].fill(i as u8 + 1);
-        }
+        let data = numbered(3, stride, last);
         let mut out = vec![0u8; 4096];
         let mut control = Vec::new();
         let (mut msgs, seg) = with_room(&data, stride);

@@ -48,7 +48,7 @@ pub(super) struct Rx {
     merge: Merger,
     /// With encryption: the buffer of what a read's datagrams that are not transport data
     /// (handshakes, cookies) open into.
-    sealed: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 /// Where received frames go: each network's TAP and counters, and room for headers and
@@ -93,14 +93,14 @@ impl Rx {
             half: 0,
             slots: udp::Slots::new(if features.udp_gro { 0 } else { SLOTS }),
             merge: Merger::default(),
-            sealed: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
     /// Makes room for reads of WireGuard's socket into halves of `buf` (as GRO reads do),
     /// opened in place.
     pub(super) fn with_wireguard(&mut self) {
-        self.sealed = vec![0u8; GRO_BUF];
+        self.scratch = vec![0u8; GRO_BUF];
         if self.buf.len() < 2 * GRO_BUF {
             self.buf = vec![0u8; 2 * GRO_BUF];
         }
@@ -150,7 +150,7 @@ impl Rx {
         wg.crypto.open_run(
             src,
             (&mut self.buf[base..base + n], seg),
-            &mut self.sealed,
+            &mut self.scratch,
             &mut reply,
             &mut |from, r| {
                 if let Some(slot) = list.get_mut(k) {

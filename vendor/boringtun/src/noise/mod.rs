@@ -271,7 +271,7 @@ impl Tunn {
     }
 
     /// vxgate: the session transport data is sent on now, if there is one: seal with
-    /// [`Session::seal`] outside this `Tunn` (any thread), then account for it with
+    /// [`Session::seal_in_place`] outside this `Tunn` (any thread), then account for it with
     /// [`Tunn::note_data_sent`]. Without a session, [`Tunn::encapsulate`] queues the packet and
     /// starts a handshake.
     pub fn sending_session(&self) -> Option<Arc<Session>> {

@@ -152,13 +152,6 @@ impl ReceivingKeyCounterValidator {
 }
 
 impl Session {
-    /// vxgate: seals `src` as a transport data message into `dst` (at least `src.len()` + 32
-    /// bytes, or it panics as `format_packet_data` does), with the next nonce (an atomic
-    /// counter: any thread may seal). Returns the message.
-    pub fn seal<'a>(&self, src: &[u8], dst: &'a mut [u8]) -> &'a mut [u8] {
-        self.format_packet_data(src, dst)
-    }
-
     /// vxgate: opens the transport data message `datagram` (type 4) into `dst` (at least as
     /// long as the datagram, or it panics as `receive_packet_data` does): its receiver index
     /// must be this session's, its counter inside the replay window, its tag valid. Returns
@@ -176,7 +169,8 @@ impl Session {
 
     /// vxgate: seals in place: `msg` is 16 bytes of room, the packet and 16 bytes of room,
     /// and becomes the transport data message (header, ciphertext, tag), as
-    /// [`Session::seal`] makes it without copying the packet first. Panics when `msg` is
+    /// `format_packet_data` makes it, without copying the packet first, with the next nonce
+    /// (an atomic counter: any thread may seal). Panics when `msg` is
     /// shorter than the header and tag, as `format_packet_data` does on a small buffer.
     pub fn seal_in_place(&self, msg: &mut [u8]) {
         if msg.len() < super::DATA_OVERHEAD_SZ {
