@@ -4,6 +4,7 @@
 //! Docker source); this only puts them in order.
 
 use super::Admin;
+use std::fmt::Write as _;
 
 pub fn render(a: &Admin) -> String {
     let mut o = String::with_capacity(8192);
@@ -39,6 +40,20 @@ pub fn render(a: &Admin) -> String {
     );
     if let Some(b) = &r.registry_backend {
         b.render_metrics(&mut o);
+        vxgate_metrics::text::family(
+            &mut o,
+            "vxgate_registry_remote_updates_total",
+            "counter",
+            "Updates from the shared registry: applied as the change since the last one, or whole (the first, after a full read or a clash).",
+        );
+        let u = &a.registry.remote_updates;
+        for (applied, n) in [("change", &u.changed), ("whole", &u.whole)] {
+            let n = n.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "vxgate_registry_remote_updates_total{{applied=\"{applied}\"}} {n}"
+            );
+        }
     }
     if let Some(p) = &r.policy {
         p.render_metrics(&a.config.node.name, &mut o);

@@ -210,7 +210,7 @@ async fn run(ctx: Ctx, mut shutdown: Shutdown) -> Result<(), super::EtcdError> {
         };
         tracing::warn!(
             endpoint = %failed,
-            remote_containers = st.remote.containers().len(),
+            remote_containers = st.remote.container_map().len(),
             retry_in = ?wait,
             "etcd: {}{}; serving the last known state",
             Chain(&e),
@@ -416,7 +416,7 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
                 lease = format!("{lease:x}"),
                 revision,
                 remote_nodes = st.remote.nodes().len(),
-                remote_containers = st.remote.containers().len(),
+                remote_containers = st.remote.container_map().len(),
                 "etcd: registered and in sync"
             );
         }
@@ -558,9 +558,9 @@ fn put_remote(ctx: &Ctx, st: &mut State, kv: &KeyValue) -> bool {
 }
 
 fn publish_remote(ctx: &Ctx, st: &mut State) {
-    let skipped = ctx
-        .registry
-        .set_remote(st.remote.containers(), st.remote.nodes());
+    // the change since the last publish, not the whole fleet, when it can be (sync_remote)
+    let nodes = st.remote.take_nodes_changed().then(|| st.remote.nodes());
+    let skipped = ctx.registry.sync_remote(st.remote.container_map(), nodes);
     ctx.status.clashes.store(skipped.len() as u64, Relaxed);
     if skipped != st.clashing {
         if !skipped.is_empty() {

@@ -15,6 +15,8 @@ pub mod docker;
 pub mod etcd;
 pub mod remote;
 
+use remote::RemoteContainers;
+
 /// Why the etcd backend cannot run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EtcdError {
@@ -48,7 +50,7 @@ pub struct EtcdAuth {
 
 use crate::wire::ethernet::MacAddr;
 use arc_swap::ArcSwap;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -149,28 +151,50 @@ pub struct WgIdentity {
     pub address: std::net::Ipv4Addr,
 }
 
+/// The containers of a snapshot by name: a persistent map, so a snapshot shares everything a
+/// change did not touch with the one before it, and two snapshots are compared in the size of
+/// the change ([`Snapshot::changes`]), not of the registry.
+pub type Containers = imbl::OrdMap<String, Arc<Container>>;
+
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Increases by one with every published change.
     pub version: u64,
     /// The label whose value names a service.
     pub service_label: String,
-    containers: BTreeMap<String, Arc<Container>>,
-    services: BTreeMap<String, Vec<Arc<Container>>>,
-    by_ip: HashMap<IpAddr, Arc<Container>>,
+    containers: Containers,
+    /// Lower-cased service name -> its containers in name order.
+    services: imbl::OrdMap<String, Arc<[Arc<Container>]>>,
+    by_ip: imbl::OrdMap<IpAddr, Arc<Container>>,
+    /// Every name lower-cased (names are unique without case).
+    folded: imbl::OrdSet<String>,
     nodes: Arc<BTreeMap<String, Node>>,
 }
 
+/// One container's change between two snapshots.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Added(&'a Arc<Container>),
+    Removed(&'a Arc<Container>),
+    Changed {
+        old: &'a Arc<Container>,
+        new: &'a Arc<Container>,
+    },
+}
+
 impl Snapshot {
+    /// Derives services and the address index from `containers`, all of them.
     fn build(
         version: u64,
         service_label: &str,
-        containers: BTreeMap<String, Arc<Container>>,
+        containers: Containers,
         nodes: Arc<BTreeMap<String, Node>>,
     ) -> Self {
         let mut services: BTreeMap<String, Vec<Arc<Container>>> = BTreeMap::new();
-        let mut by_ip = HashMap::with_capacity(containers.len());
+        let mut by_ip = imbl::OrdMap::new();
+        let mut folded = imbl::OrdSet::new();
         for c in containers.values() {
+            folded.insert(c.name.to_ascii_lowercase());
             if let Some(service) = c.labels.get(service_label) {
                 services
                     .entry(service.to_ascii_lowercase())
@@ -183,10 +207,92 @@ impl Snapshot {
             version,
             service_label: service_label.to_owned(),
             containers,
-            services,
+            services: services
+                .into_iter()
+                .map(|(k, v)| (k, Arc::<[_]>::from(v)))
+                .collect(),
             by_ip,
+            folded,
             nodes,
         }
+    }
+
+    /// The snapshot after `self` with `containers` (a changed copy of `self`'s): services
+    /// and the address index are `self`'s with only the changed containers applied, so the
+    /// cost is the change's, not the registry's. Equal to [`Snapshot::build`] of the same.
+    fn next(&self, containers: Containers, nodes: Arc<BTreeMap<String, Node>>) -> Self {
+        let mut services = self.services.clone();
+        let mut by_ip = self.by_ip.clone();
+        let mut folded = self.folded.clone();
+        let label = self.service_label.as_str();
+        type Services = imbl::OrdMap<String, Arc<[Arc<Container>]>>;
+        let mut remove = |c: &Arc<Container>, services: &mut Services| {
+            if by_ip.get(&c.ip).is_some_and(|o| o.name == c.name) {
+                by_ip.remove(&c.ip);
+            }
+            folded.remove(&c.name.to_ascii_lowercase());
+            if let Some(service) = c.labels.get(label) {
+                let key = service.to_ascii_lowercase();
+                if let Some(list) = services.get(&key) {
+                    let rest: Vec<_> = list.iter().filter(|o| o.name != c.name).cloned().collect();
+                    match rest.is_empty() {
+                        true => services.remove(&key),
+                        false => services.insert(key, rest.into()),
+                    };
+                }
+            }
+        };
+        let mut added = Vec::new();
+        for change in self.changes(&containers) {
+            match change {
+                Change::Added(c) => added.push(c.clone()),
+                Change::Removed(c) => remove(c, &mut services),
+                Change::Changed { old, new } => {
+                    remove(old, &mut services);
+                    added.push(new.clone());
+                }
+            }
+        }
+        // removals first: a container that takes over a removed one's address keeps it
+        for c in added {
+            by_ip.insert(c.ip, c.clone());
+            folded.insert(c.name.to_ascii_lowercase());
+            if let Some(service) = c.labels.get(label) {
+                let key = service.to_ascii_lowercase();
+                let mut list: Vec<_> = services.get(&key).map(|l| l.to_vec()).unwrap_or_default();
+                let at = list.partition_point(|o| o.name < c.name);
+                list.insert(at, c);
+                services.insert(key, list.into());
+            }
+        }
+        Snapshot {
+            version: self.version + 1,
+            service_label: self.service_label.clone(),
+            containers,
+            services,
+            by_ip,
+            folded,
+            nodes,
+        }
+    }
+
+    /// What changed from `self` to `newer`, container by container, in name order: in the
+    /// size of the change when `newer` was made from `self` (the maps share the rest).
+    pub fn changes<'a>(&'a self, newer: &'a Containers) -> impl Iterator<Item = Change<'a>> {
+        use imbl::ordmap::DiffItem;
+        self.containers.diff(newer).map(|d| match d {
+            DiffItem::Add(_, c) => Change::Added(c),
+            DiffItem::Remove(_, c) => Change::Removed(c),
+            DiffItem::Update {
+                old: (_, old),
+                new: (_, new),
+            } => Change::Changed { old, new },
+        })
+    }
+
+    /// What changed from `self` to `newer` (see [`Snapshot::changes`]).
+    pub fn changes_to<'a>(&'a self, newer: &'a Snapshot) -> impl Iterator<Item = Change<'a>> {
+        self.changes(&newer.containers)
     }
 
     /// Other nodes known through the shared registry, with their overlay VTEP and WireGuard
@@ -210,9 +316,7 @@ impl Snapshot {
 
     /// Service names (lower-cased label values) with all their containers, any health.
     pub fn services(&self) -> impl Iterator<Item = (&str, &[Arc<Container>])> {
-        self.services
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.services.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
     }
 
     /// A service's containers that are not unhealthy. Names match case-insensitively.
@@ -226,7 +330,7 @@ impl Snapshot {
         self.services
             .get(key.as_ref())
             .into_iter()
-            .flatten()
+            .flat_map(|l| l.iter())
             .filter(|c| c.is_serving())
     }
 
@@ -286,7 +390,7 @@ fn address_allowed(origin: Origin, ip: IpAddr, allowed: &[ipnet::IpNet]) -> bool
 #[derive(Debug)]
 pub struct Registry {
     /// Serialises writers.
-    write: Mutex<()>,
+    write: Mutex<Writer>,
     /// The newest snapshot, for readers on a hot path ([`Registry::view`]).
     current: ArcSwap<Snapshot>,
     /// The same, for followers that wait for changes.
@@ -296,6 +400,18 @@ pub struct Registry {
     backend_networks: Mutex<Arc<Vec<ipnet::IpNet>>>,
     /// Containers refused or left out for a special address.
     pub refused_addresses: std::sync::atomic::AtomicU64,
+    /// Remote updates applied as a change to the last one ([`Registry::sync_remote`]) and
+    /// applied whole.
+    pub remote_updates: RemoteUpdates,
+}
+
+/// How remote updates were applied (`vxgate_registry_remote_updates_total`).
+#[derive(Debug, Default)]
+pub struct RemoteUpdates {
+    /// In the size of the change.
+    pub changed: std::sync::atomic::AtomicU64,
+    /// Every remote container compared (the first, after a clash, a full read).
+    pub whole: std::sync::atomic::AtomicU64,
 }
 
 impl Registry {
@@ -304,16 +420,17 @@ impl Registry {
         let first = Arc::new(Snapshot::build(
             0,
             service_label,
-            BTreeMap::new(),
+            Containers::new(),
             Arc::default(),
         ));
         let (tx, _) = watch::channel(first.clone());
         Registry {
-            write: Mutex::new(()),
+            write: Mutex::new(Writer::default()),
             current: ArcSwap::new(first),
             tx,
             backend_networks: Mutex::new(Arc::default()),
             refused_addresses: Default::default(),
+            remote_updates: Default::default(),
         }
     }
 
@@ -376,7 +493,7 @@ impl Registry {
     /// publishes nothing when `change` fails or changes nothing.
     fn update<T>(
         &self,
-        change: impl FnOnce(&mut BTreeMap<String, Arc<Container>>) -> Result<T, RegistryError>,
+        change: impl FnOnce(&mut Containers) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
         self.update_with_nodes(|map, _| change(map))
     }
@@ -385,27 +502,50 @@ impl Registry {
     fn update_with_nodes<T>(
         &self,
         change: impl FnOnce(
-            &mut BTreeMap<String, Arc<Container>>,
+            &mut Containers,
             &mut Arc<BTreeMap<String, Node>>,
         ) -> Result<T, RegistryError>,
     ) -> Result<T, RegistryError> {
-        let _writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.snapshot();
         let mut containers = current.containers.clone();
         let mut nodes = current.nodes.clone();
         let out = change(&mut containers, &mut nodes)?;
-        if containers != current.containers || nodes != current.nodes {
-            let next = Arc::new(Snapshot::build(
-                current.version + 1,
-                &current.service_label,
-                containers,
-                nodes,
-            ));
+        // a change to a remote entry other than its health (an API delete, a local source
+        // displacing it) leaves the registry unlike the last remote input: the next remote
+        // update is applied whole
+        if writer.remote_input.is_some()
+            && current.changes(&containers).any(|c| match c {
+                Change::Added(c) | Change::Removed(c) => c.origin == Origin::Remote,
+                Change::Changed { old, new } => {
+                    (old.origin == Origin::Remote || new.origin == Origin::Remote)
+                        && !same_but_health(old, new)
+                }
+            })
+        {
+            writer.remote_input = None;
+        }
+        self.publish(&current, containers, nodes);
+        Ok(out)
+    }
+
+    /// Publishes `containers` and `nodes` as the snapshot after `current`, unless they are
+    /// `current`'s. Called with the writer lock held.
+    fn publish(
+        &self,
+        current: &Snapshot,
+        containers: Containers,
+        nodes: Arc<BTreeMap<String, Node>>,
+    ) {
+        // both compared in the size of the change (the maps share what it did not touch)
+        if !containers.ptr_eq(&current.containers) && containers != current.containers
+            || nodes != current.nodes
+        {
+            let next = Arc::new(current.next(containers, nodes));
             // readers see it first, then followers are woken
             self.current.store(next.clone());
             self.tx.send_replace(next);
         }
-        Ok(out)
     }
 
     /// Replaces everything learnt from other nodes in one change: their containers (as
@@ -417,17 +557,71 @@ impl Registry {
         containers: Vec<Arc<Container>>,
         nodes: BTreeMap<String, Node>,
     ) -> Vec<String> {
+        self.set_remote_whole(containers, Arc::new(nodes), None)
+    }
+
+    fn set_remote_whole(
+        &self,
+        containers: Vec<Arc<Container>>,
+        nodes: Arc<BTreeMap<String, Node>>,
+        input: Option<&RemoteContainers>,
+    ) -> Vec<String> {
         let mut refused = Vec::new();
         let containers = self.without_special(Origin::Remote, containers, &mut refused);
-        let result = self.update_with_nodes(|map, current_nodes| {
-            let mut skipped = swap_origin(map, Origin::Remote, containers, OnClash::Skip)?;
-            skipped.append(&mut refused);
-            if **current_nodes != nodes {
-                *current_nodes = Arc::new(nodes);
-            }
-            Ok(skipped)
-        });
-        result.unwrap_or_default()
+        let mut writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot();
+        let mut map = current.containers.clone();
+        let Ok(mut skipped) = swap_origin(&mut map, Origin::Remote, containers, OnClash::Skip)
+        else {
+            return Vec::new();
+        };
+        skipped.append(&mut refused);
+        // what the next update is compared with: only when all of it is in the registry
+        writer.remote_input = input.filter(|_| skipped.is_empty()).cloned();
+        let nodes = if *current.nodes == *nodes {
+            current.nodes.clone()
+        } else {
+            nodes
+        };
+        self.publish(&current, map, nodes);
+        skipped
+    }
+
+    /// [`Registry::set_remote`] from a remote state's containers by key, applied as a
+    /// change to the last ones given (in the size of the change, not of the fleet) when
+    /// every container of the last ones is in the registry and no new one clashes or has a
+    /// refused address; otherwise applied whole. `nodes`: `None` when they did not change
+    /// since the last call. The same result as `set_remote` either way.
+    pub fn sync_remote(
+        &self,
+        input: &RemoteContainers,
+        nodes: Option<BTreeMap<String, Node>>,
+    ) -> Vec<String> {
+        let mut writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot();
+        if let Some(last) = &writer.remote_input
+            && let Some(map) = remote_changes(&current, last, input, &self.allowed())
+        {
+            writer.remote_input = Some(input.clone());
+            self.remote_updates
+                .changed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nodes = match nodes {
+                Some(n) if *current.nodes != n => Arc::new(n),
+                _ => current.nodes.clone(),
+            };
+            self.publish(&current, map, nodes);
+            return Vec::new();
+        }
+        drop(writer);
+        self.remote_updates
+            .whole
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nodes = match nodes {
+            Some(n) => Arc::new(n),
+            None => current.nodes.clone(),
+        };
+        self.set_remote_whole(input.values().cloned().collect(), nodes, Some(input))
     }
 
     /// Replaces every entry of a local source that owns its entries (Docker) in one change.
@@ -446,10 +640,17 @@ impl Registry {
                 .map(|c| c.name.to_ascii_lowercase())
                 .collect();
             let ips: HashSet<IpAddr> = containers.iter().map(|c| c.ip).collect();
-            map.retain(|name, o| {
-                o.origin != Origin::Remote
-                    || (!names.contains(&name.to_ascii_lowercase()) && !ips.contains(&o.ip))
-            });
+            let displaced: Vec<String> = map
+                .iter()
+                .filter(|(name, o)| {
+                    o.origin == Origin::Remote
+                        && (names.contains(&name.to_ascii_lowercase()) || ips.contains(&o.ip))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in displaced {
+                map.remove(&name);
+            }
             swap_origin(map, origin, containers, OnClash::Skip).map(|mut skipped| {
                 skipped.append(&mut refused);
                 skipped
@@ -507,6 +708,75 @@ impl Registry {
     }
 }
 
+/// What writers keep between changes (under the writer lock).
+#[derive(Debug, Default)]
+struct Writer {
+    /// The last remote containers given to [`Registry::sync_remote`], while every one of
+    /// them is in the registry as it was given (but for health).
+    remote_input: Option<RemoteContainers>,
+}
+
+/// `current`'s containers with the change from `last` to `input` (remote containers by key)
+/// applied, or `None` when that cannot be done entry by entry with the result
+/// [`swap_origin`] would give: an entry of `last` not in the registry as given, a new one
+/// whose name or address is taken, or whose address is refused.
+fn remote_changes(
+    current: &Snapshot,
+    last: &RemoteContainers,
+    input: &RemoteContainers,
+    allowed: &[ipnet::IpNet],
+) -> Option<Containers> {
+    use imbl::ordmap::DiffItem;
+    let (mut gone, mut come) = (Vec::new(), Vec::new());
+    for d in last.diff(input) {
+        match d {
+            DiffItem::Add(_, c) => come.push(c),
+            DiffItem::Remove(_, c) => gone.push(c),
+            DiffItem::Update { old, new } => {
+                gone.push(old.1);
+                come.push(new.1);
+            }
+        }
+    }
+    let mut map = current.containers.clone();
+    let (mut names_gone, mut ips_gone) = (HashSet::new(), HashSet::new());
+    let mut kept = BTreeMap::new();
+    for c in gone {
+        // as given (a health check may have replaced it with a copy of another health)
+        match map.get(&c.name) {
+            Some(o) if o.origin == Origin::Remote && same_but_health(o, c) => {
+                kept.insert(c.name.as_str(), o.clone());
+            }
+            _ => return None,
+        }
+        map.remove(&c.name);
+        names_gone.insert(c.name.to_ascii_lowercase());
+        ips_gone.insert(c.ip);
+    }
+    let (mut names_new, mut ips_new) = (HashSet::new(), HashSet::new());
+    for c in come {
+        let name = c.name.to_ascii_lowercase();
+        let name_taken = current.folded.contains(&name) && !names_gone.contains(&name);
+        let ip_taken = current.by_ip.contains_key(&c.ip) && !ips_gone.contains(&c.ip);
+        if c.origin != Origin::Remote
+            || name_taken
+            || ip_taken
+            || !names_new.insert(name)
+            || !ips_new.insert(c.ip)
+            || !address_allowed(Origin::Remote, c.ip, allowed)
+        {
+            return None;
+        }
+        // an entry unchanged but for health keeps the one in the registry (its health)
+        let c = match kept.get(c.name.as_str()) {
+            Some(o) if same_but_health(o, c) => o.clone(),
+            _ => c.clone(),
+        };
+        map.insert(c.name.clone(), c);
+    }
+    Some(map)
+}
+
 /// What [`swap_origin`] does with an entry whose name or IP is taken.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum OnClash {
@@ -519,16 +789,21 @@ enum OnClash {
 /// Replaces every entry of `origin` in `map` with `containers`. An entry equal to the one it
 /// replaces but for health keeps the old one (and so its health). Returns the names left out.
 fn swap_origin(
-    map: &mut BTreeMap<String, Arc<Container>>,
+    map: &mut Containers,
     origin: Origin,
     containers: Vec<Arc<Container>>,
     on_clash: OnClash,
 ) -> Result<Vec<String>, RegistryError> {
-    // moved out, not copied (names included)
-    let (old, others): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(map)
-        .into_iter()
-        .partition(|(_, c)| c.origin == origin);
-    *map = others;
+    // taken out of the map, which keeps sharing the other origins' entries with the last
+    // snapshot
+    let old: BTreeMap<String, Arc<Container>> = map
+        .iter()
+        .filter(|(_, c)| c.origin == origin)
+        .map(|(k, c)| (k.clone(), c.clone()))
+        .collect();
+    for name in old.keys() {
+        map.remove(name);
+    }
     // what the others hold, indexed once: a check per container is then O(1), not a scan of
     // the map (a fleet's whole remote set comes through here on every etcd change)
     let mut taken = Taken::of(map);
@@ -591,7 +866,7 @@ struct Taken {
 }
 
 impl Taken {
-    fn of(map: &BTreeMap<String, Arc<Container>>) -> Taken {
+    fn of(map: &Containers) -> Taken {
         let hasher = std::hash::RandomState::new();
         let names = map.keys().map(|k| Self::hash(&hasher, k)).collect();
         Taken {
@@ -613,11 +888,7 @@ impl Taken {
 
     /// [`check_unique`]'s answer for `c` in `map` (which holds every container claimed
     /// so far); when it is free, `c`'s name and address are taken.
-    fn claim(
-        &mut self,
-        map: &BTreeMap<String, Arc<Container>>,
-        c: &Container,
-    ) -> Result<(), RegistryError> {
+    fn claim(&mut self, map: &Containers, c: &Container) -> Result<(), RegistryError> {
         let name = Self::hash(&self.hasher, &c.name);
         if (self.names.contains(&name) || self.ips.contains(&c.ip))
             && let Err(e) = check_unique(map, c)
@@ -630,10 +901,7 @@ impl Taken {
     }
 }
 
-fn check_unique(
-    map: &BTreeMap<String, Arc<Container>>,
-    c: &Container,
-) -> Result<(), RegistryError> {
+fn check_unique(map: &Containers, c: &Container) -> Result<(), RegistryError> {
     // names are DNS names: case-insensitive, so `WEB-1` clashes with `web-1`
     if map.contains_key(&c.name) || map.keys().any(|k| k.eq_ignore_ascii_case(&c.name)) {
         return Err(RegistryError::DuplicateName(c.name.clone()));
@@ -737,6 +1005,7 @@ impl BackendStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn c(name: &str, ip: &str, app: &str) -> Container {
         Container {
@@ -751,6 +1020,216 @@ mod tests {
             ready: true,
             origin: Origin::Api,
         }
+    }
+
+    /// Services and the address index of `s` as a whole rebuild makes them.
+    fn assert_derived_as_built(s: &Snapshot) {
+        let built = Snapshot::build(0, &s.service_label, s.containers.clone(), Arc::default());
+        let names = |x: &Snapshot| -> Vec<(String, Vec<String>)> {
+            x.services()
+                .map(|(k, v)| (k.to_owned(), v.iter().map(|c| c.name.clone()).collect()))
+                .collect()
+        };
+        assert_eq!(names(s), names(&built), "services at version {}", s.version);
+        let ips = |x: &Snapshot| -> Vec<(IpAddr, String)> {
+            x.by_ip
+                .iter()
+                .map(|(ip, c)| (*ip, c.name.clone()))
+                .collect()
+        };
+        assert_eq!(
+            ips(s),
+            ips(&built),
+            "address index at version {}",
+            s.version
+        );
+        for (_, list) in s.services() {
+            for c in list {
+                let now = s
+                    .container(&c.name)
+                    .expect("a service's container is in the map");
+                assert!(Arc::ptr_eq(c, now), "{} is the current entry", c.name);
+            }
+        }
+    }
+
+    #[test]
+    fn snapshots_derived_from_the_last_one_equal_a_rebuild() {
+        // a deterministic mix of every kind of change, over few names, addresses and services
+        // so that they collide: each published snapshot's services and address index, made
+        // from the last snapshot's and the change, must be what a rebuild makes
+        let r = Registry::new("app");
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut published = 0;
+        for _ in 0..3000 {
+            let i = next(24);
+            let mut x = c(
+                &format!("c{i}"),
+                &format!("10.0.0.{}", next(30) + 1),
+                ["web", "Web", "db", "api"][next(4) as usize],
+            );
+            match next(7) {
+                0 | 1 => {
+                    let _ = r.add(x);
+                }
+                2 => {
+                    let _ = r.remove(&format!("c{i}"));
+                }
+                3 => {
+                    let h = [Health::Healthy, Health::Unhealthy, Health::Unknown][next(3) as usize];
+                    let _ = r.set_health(&format!("c{i}"), h);
+                }
+                4 => {
+                    let remote: Vec<Arc<Container>> = (0..next(6))
+                        .map(|k| {
+                            let mut y = c(
+                                &format!("c{}", next(24)),
+                                &format!("10.0.0.{}", next(30) + 1),
+                                if k % 2 == 0 { "web" } else { "db" },
+                            );
+                            y.node = "h2".into();
+                            Arc::new(y)
+                        })
+                        .collect();
+                    r.set_remote(remote, BTreeMap::new());
+                }
+                5 => {
+                    x.origin = Origin::Docker;
+                    let mut y = x.clone();
+                    y.name = format!("d{}", next(5));
+                    y.ip = format!("10.0.0.{}", next(30) + 1).parse().expect("ip");
+                    r.set_local_source(Origin::Docker, vec![x, y]);
+                }
+                _ => {
+                    x.origin = Origin::Config;
+                    let _ = r.replace_origin(Origin::Config, vec![x]);
+                }
+            }
+            let s = r.snapshot();
+            if s.version != published {
+                published = s.version;
+                assert_derived_as_built(&s);
+            }
+        }
+        assert!(published > 1000, "only {published} changes published");
+    }
+
+    #[test]
+    fn remote_updates_applied_as_changes_equal_whole_ones() {
+        // one registry takes each remote state through sync_remote (changes when it can),
+        // its twin through set_remote (always whole); with local entries clashing, remote
+        // entries deleted through the API and health set in between, both must publish the
+        // same containers (health included) and leave out the same names
+        let (a, b) = (Registry::new("app"), Registry::new("app"));
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut input = RemoteContainers::new();
+        let mut nodes = BTreeMap::new();
+        for step in 0..4000 {
+            let name = match next(20) {
+                0 => format!("C{}", next(40)),
+                1..=8 => format!("h{}c{}", next(3) + 2, next(15)),
+                _ => format!("c{}", next(40)),
+            };
+            let ip = format!("10.0.1.{}", next(60) + 1);
+            let mut nodes_changed = false;
+            match next(12) {
+                0..=5 => {
+                    // mostly a name and address of the node's own; now and then one that
+                    // clashes with another node's or a local one
+                    let n = next(3) + 2;
+                    let node = format!("h{n}");
+                    let (name, ip) = match next(150) {
+                        0 => (name, ip),
+                        1 => (format!("h{}c{}", next(3) + 2, next(15)), ip),
+                        _ => {
+                            let i = next(15);
+                            (format!("h{n}c{i}"), format!("10.0.{n}.{}", i + 1))
+                        }
+                    };
+                    let mut x = c(&name, &ip, ["web", "db"][next(2) as usize]);
+                    x.node = node.clone();
+                    x.origin = Origin::Remote;
+                    x.ready = next(5) > 0;
+                    input.insert(format!("{node}/{name}").into_bytes(), Arc::new(x));
+                }
+                6 | 7 => {
+                    if let Some(k) = input.keys().nth(next(input.len().max(1) as u64) as usize) {
+                        let k = k.clone();
+                        match next(4) {
+                            // the same record with another health (the registry keeps its own)
+                            0 => {
+                                let mut x = (*input[&k]).clone();
+                                x.health = [Health::Healthy, Health::Unknown][next(2) as usize];
+                                input.insert(k, Arc::new(x));
+                            }
+                            _ => {
+                                input.remove(&k);
+                            }
+                        }
+                    }
+                }
+                8 => {
+                    // a local container: now and then with a remote one's name or address
+                    let (name, ip) = match next(10) {
+                        0 => (name, format!("10.0.{}.{}", next(3) + 2, next(15) + 1)),
+                        _ => (format!("c{}", next(40)), ip),
+                    };
+                    for r in [&a, &b] {
+                        let _ = r.add(c(&name, &ip, "web"));
+                    }
+                }
+                9 => {
+                    for r in [&a, &b] {
+                        let _ = r.remove(&name);
+                    }
+                }
+                10 => {
+                    let h = [Health::Healthy, Health::Unhealthy][next(2) as usize];
+                    for r in [&a, &b] {
+                        let _ = r.set_health(&name, h);
+                    }
+                }
+                _ => {
+                    nodes.insert(
+                        format!("h{}", next(3) + 2),
+                        Node {
+                            vtep: Some(
+                                format!("10.99.0.{}:4789", next(9) + 1)
+                                    .parse()
+                                    .expect("vtep"),
+                            ),
+                            ..Node::default()
+                        },
+                    );
+                    nodes_changed = true;
+                }
+            }
+            let from_a = a.sync_remote(&input, nodes_changed.then(|| nodes.clone()));
+            let from_b = b.set_remote(input.values().cloned().collect(), nodes.clone());
+            assert_eq!(from_a, from_b, "left out at step {step}");
+            let (sa, sb) = (a.snapshot(), b.snapshot());
+            assert!(sa.containers == sb.containers, "containers at step {step}");
+            assert_eq!(sa.nodes(), sb.nodes(), "nodes at step {step}");
+            assert_derived_as_built(&sa);
+        }
+        let u = &a.remote_updates;
+        let (changed, whole) = (u.changed.load(Relaxed), u.whole.load(Relaxed));
+        assert!(
+            changed > 1000 && whole > 50,
+            "changes {changed}, whole {whole}"
+        );
     }
 
     #[test]

@@ -178,8 +178,18 @@ enum Entry {
 pub struct RemoteState {
     me: String,
     layout: Layout,
-    entries: BTreeMap<Vec<u8>, Entry>,
+    /// Container records by key: a persistent map, handed to the registry whole at no cost
+    /// and compared with the last one in the size of the change
+    /// ([`super::Registry::sync_remote`]).
+    containers: RemoteContainers,
+    /// Node records by key.
+    nodes: BTreeMap<Vec<u8>, Node>,
+    /// Whether a node record changed since [`RemoteState::take_nodes_changed`].
+    nodes_changed: bool,
 }
+
+/// Other nodes' containers by their etcd key.
+pub type RemoteContainers = imbl::OrdMap<Vec<u8>, Arc<Container>>;
 
 /// Why a value was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,7 +204,9 @@ impl RemoteState {
         RemoteState {
             me: me.to_owned(),
             layout,
-            entries: BTreeMap::new(),
+            containers: RemoteContainers::new(),
+            nodes: BTreeMap::new(),
+            nodes_changed: true,
         }
     }
 
@@ -204,7 +216,9 @@ impl RemoteState {
 
     /// Forgets everything (before a full read).
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.containers = RemoteContainers::new();
+        self.nodes.clear();
+        self.nodes_changed = true;
     }
 
     /// Whether this key belongs to this node (so it is not mirrored).
@@ -222,9 +236,16 @@ impl RemoteState {
             return Ok(false);
         }
         match decode(&parsed, value) {
-            Ok(entry) => Ok(self.entries.insert(key.to_vec(), entry.clone()) != Some(entry)),
+            Ok(Entry::Container(c)) => {
+                Ok(self.containers.insert(key.to_vec(), c.clone()).as_ref() != Some(&c))
+            }
+            Ok(Entry::Node(n)) => {
+                let changed = self.nodes.insert(key.to_vec(), n.clone()).as_ref() != Some(&n);
+                self.nodes_changed |= changed;
+                Ok(changed)
+            }
             Err(why) => {
-                self.entries.remove(key);
+                self.delete(key);
                 Err(BadRecord {
                     key: String::from_utf8_lossy(key).into_owned(),
                     why: why.to_string(),
@@ -235,31 +256,34 @@ impl RemoteState {
 
     /// Takes a delete. Returns whether the remote view changed.
     pub fn delete(&mut self, key: &[u8]) -> bool {
-        self.entries.remove(key).is_some()
+        let node = self.nodes.remove(key).is_some();
+        self.nodes_changed |= node;
+        self.containers.remove(key).is_some() || node
     }
 
     /// Remote containers, to be published as [`Origin::Remote`] registry entries.
     pub fn containers(&self) -> Vec<Arc<Container>> {
-        self.entries
-            .values()
-            .filter_map(|e| match e {
-                Entry::Container(c) => Some(c.clone()),
-                Entry::Node(_) => None,
-            })
-            .collect()
+        self.containers.values().cloned().collect()
+    }
+
+    /// The same by key, shared (no copy).
+    pub fn container_map(&self) -> &RemoteContainers {
+        &self.containers
+    }
+
+    /// Whether a node record changed since the last call (true at first and after
+    /// [`RemoteState::clear`]).
+    pub fn take_nodes_changed(&mut self) -> bool {
+        std::mem::take(&mut self.nodes_changed)
     }
 
     /// Remote nodes, their VTEPs and WireGuard identities.
     pub fn nodes(&self) -> BTreeMap<String, Node> {
-        self.entries
+        self.nodes
             .iter()
-            .filter_map(|(k, e)| match e {
-                // only node records' keys are parsed (not every container's, on every change)
-                Entry::Node(node) => match self.layout.parse(k) {
-                    Some(Key::Node(n)) => Some((n, node.clone())),
-                    _ => None,
-                },
-                Entry::Container(_) => None,
+            .filter_map(|(k, node)| match self.layout.parse(k) {
+                Some(Key::Node(n)) => Some((n, node.clone())),
+                _ => None,
             })
             .collect()
     }
