@@ -4,7 +4,7 @@
 //! published. At most [`MAX_STREAMS`] streams at once (more: 503); a stream that falls
 //! behind is told how many it missed; every stream ends when the admin drains.
 
-use crate::registry::{Container, Registry, Snapshot};
+use crate::registry::{Change, Container, Registry, Snapshot};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use serde::Serialize;
@@ -134,8 +134,48 @@ impl Events {
         });
     }
 
-    /// Records what changed from `old` to `new`.
+    /// Records what changed from `old` to `new`: in the size of the change when `new` was
+    /// made from `old` (the registry's snapshots share what a change did not touch).
     pub fn record(&self, old: &Snapshot, new: &Snapshot) {
+        if !std::ptr::eq(old.nodes(), new.nodes()) {
+            self.record_nodes(old, new);
+        }
+        let label = new.service_label.as_str();
+        let mut removed = Vec::new();
+        for change in old.changes_to(new) {
+            match change {
+                Change::Added(c) => self.push(
+                    "added",
+                    c,
+                    label,
+                    format!("{} port {} ({:?})", c.ip, c.port, c.origin).to_lowercase(),
+                ),
+                Change::Changed { old: o, new: c } => {
+                    if o.health != c.health {
+                        let d = format!("{:?} -> {:?}", o.health, c.health).to_lowercase();
+                        self.push("health", c, label, d);
+                    }
+                    if o.ready != c.ready {
+                        let d = if c.ready { "ready" } else { "not ready" };
+                        self.push("ready", c, label, d.into());
+                    }
+                    if o.ip != c.ip || o.port != c.port || o.labels != c.labels || o.node != c.node
+                    {
+                        let d = format!("{} port {}, {} labels", c.ip, c.port, c.labels.len());
+                        self.push("changed", c, label, d);
+                    }
+                }
+                // after the others, as before
+                Change::Removed(o) => removed.push(o),
+            }
+        }
+        for o in removed {
+            self.push("removed", o, label, String::new());
+        }
+    }
+
+    /// Nodes that joined or left from `old` to `new`.
+    fn record_nodes(&self, old: &Snapshot, new: &Snapshot) {
         for name in new.nodes().keys().filter(|n| !old.nodes().contains_key(*n)) {
             let now = now_ms();
             let mut seen = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
@@ -156,37 +196,6 @@ impl Events {
             }
             drop(seen);
             self.node_event(name, "left (its lease ended)");
-        }
-        let label = new.service_label.as_str();
-        for c in new.containers() {
-            match old.container(&c.name) {
-                None => self.push(
-                    "added",
-                    c,
-                    label,
-                    format!("{} port {} ({:?})", c.ip, c.port, c.origin).to_lowercase(),
-                ),
-                Some(o) => {
-                    if o.health != c.health {
-                        let d = format!("{:?} -> {:?}", o.health, c.health).to_lowercase();
-                        self.push("health", c, label, d);
-                    }
-                    if o.ready != c.ready {
-                        let d = if c.ready { "ready" } else { "not ready" };
-                        self.push("ready", c, label, d.into());
-                    }
-                    if o.ip != c.ip || o.port != c.port || o.labels != c.labels || o.node != c.node
-                    {
-                        let d = format!("{} port {}, {} labels", c.ip, c.port, c.labels.len());
-                        self.push("changed", c, label, d);
-                    }
-                }
-            }
-        }
-        for o in old.containers() {
-            if new.container(&o.name).is_none() {
-                self.push("removed", o, label, String::new());
-            }
         }
     }
 

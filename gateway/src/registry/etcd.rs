@@ -408,6 +408,8 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
         publish_remote(ctx, st);
         let snap = st.snapshots.borrow_and_update().clone();
         reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
+        // what this node's records were last made from
+        let mut reconciled = snap;
         ctx.status.resyncs.fetch_add(1, Relaxed);
         if !ctx.status.connected.swap(true, Relaxed) {
             tracing::info!(
@@ -517,7 +519,15 @@ async fn session(ctx: &Ctx, st: &mut State, shutdown: &mut Shutdown) -> Result<(
                         return Ok(());
                     }
                     let snap = st.snapshots.borrow_and_update().clone();
+                    // a change of other nodes' containers only (most changes, in a fleet)
+                    // leaves this node's records as they are: not rebuilt from the whole
+                    // registry for nothing
+                    if reconciled.changes_to(&snap).all(|c| c.is_remote()) {
+                        reconciled = snap;
+                        continue;
+                    }
                     reconcile(ctx, &mut client, lease, &mut own, &snap).await?;
+                    reconciled = snap;
                 }
                 () = changed(&mut st.public_key) => {
                     tracing::info!("etcd: publishing this node's new WireGuard public key");

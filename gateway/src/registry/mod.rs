@@ -182,6 +182,18 @@ pub enum Change<'a> {
     },
 }
 
+impl Change<'_> {
+    /// Whether only entries of other nodes (remote ones) are involved.
+    pub fn is_remote(&self) -> bool {
+        match self {
+            Change::Added(c) | Change::Removed(c) => c.origin == Origin::Remote,
+            Change::Changed { old, new } => {
+                old.origin == Origin::Remote && new.origin == Origin::Remote
+            }
+        }
+    }
+}
+
 impl Snapshot {
     /// Derives services and the address index from `containers`, all of them.
     fn build(
