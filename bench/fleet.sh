@@ -258,6 +258,8 @@ for c in range(changes):
         print(f"FAIL change {c}: never in etcd", file=sys.stderr)
         sys.exit(1)
     commits.append(in_etcd)
+    if in_etcd > 500:
+        print(f"change {c}: in etcd {in_etcd:.0f} ms after the POST (h1's API answered in {posts[-1]:.1f} ms)", file=sys.stderr)
     waiting = answered(f"{name}.example.com", (c + 1) * 1000, t0, 0.005)
     missing = [h for h, v in waiting.items() if v is None]
     if missing:
