@@ -1034,6 +1034,16 @@ mod tests {
         }
     }
 
+    /// A deterministic sequence (xorshift): `next(n)` is in `0..n`.
+    fn numbers(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        }
+    }
+
     /// Services and the address index of `s` as a whole rebuild makes them.
     fn assert_derived_as_built(s: &Snapshot) {
         let built = Snapshot::build(0, &s.service_label, s.containers.clone(), Arc::default());
@@ -1071,13 +1081,7 @@ mod tests {
         // so that they collide: each published snapshot's services and address index, made
         // from the last snapshot's and the change, must be what a rebuild makes
         let r = Registry::new("app");
-        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15_u64);
         let mut published = 0;
         for _ in 0..3000 {
             let i = next(24);
@@ -1139,13 +1143,7 @@ mod tests {
         // entries deleted through the API and health set in between, both must publish the
         // same containers (health included) and leave out the same names
         let (a, b) = (Registry::new("app"), Registry::new("app"));
-        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = numbers(0x2545_f491_4f6c_dd1d_u64);
         let mut input = RemoteContainers::new();
         let mut nodes = BTreeMap::new();
         for step in 0..4000 {
